@@ -28,7 +28,7 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _compose_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> None:
-    lines[path] = node.start_mark.line + 1
+    lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
@@ -84,7 +84,9 @@ def validate(path: Path, model: type[ModelT]) -> tuple[ModelT | None, list[str]]
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        return None, [f"{path}:1: (top level): expected a mapping of keys, got {type(data).__name__}"]
+        return None, [
+            f"{path}:1: (top level): expected a mapping of keys, got {type(data).__name__}"
+        ]
     try:
         return model.model_validate(data, context={"config_dir": path.resolve().parent}), []
     except ValidationError as exc:

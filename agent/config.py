@@ -1,0 +1,232 @@
+"""The agent's YAML config: pydantic models (defaults live here) plus `load_config`.
+
+Every problem is reported at once, one line each, as `file:line: key.path: message`
+(proto.yamlconfig). Relative paths resolve against the config file's directory. TLS
+files are checked here — present, readable, parseable PEM — and the client
+certificate's CN must equal `agent_id`, because the collector takes the agent's
+identity from that certificate and rejects batches claiming another.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.x509.oid import NameOID
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from agent.errors import ConfigError
+from agent.parsers import FORMATS
+from proto import yamlconfig
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _config_dir(info: ValidationInfo) -> Path:
+    context = info.context or {}
+    return Path(context.get("config_dir", Path.cwd()))
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    return value if value.is_absolute() else _config_dir(info) / value
+
+
+def _readable_file(path: Path) -> Path:
+    if not path.exists():
+        raise ValueError(f"file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"not a regular file: {path}")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"not readable: {path}")
+    return path
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return _readable_file(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"not readable: {path}: {exc.strerror}") from None
+
+
+class TLSConfig(_Model):
+    """Client side of mTLS: CA bundle to verify the collector, our certificate and key (PEM)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @field_validator("ca", "cert")
+    @classmethod
+    def _certificate(cls, value: Path, info: ValidationInfo) -> Path:
+        path = _resolve(value, info)
+        data = _read(path)
+        try:
+            x509.load_pem_x509_certificates(data)
+        except ValueError:
+            raise ValueError(f"not a PEM certificate: {path}") from None
+        return path
+
+    @field_validator("key")
+    @classmethod
+    def _private_key(cls, value: Path, info: ValidationInfo) -> Path:
+        path = _resolve(value, info)
+        data = _read(path)
+        try:
+            load_pem_private_key(data, password=None)
+        except (ValueError, TypeError):
+            # Never echo the content: it is (or resembles) key material.
+            raise ValueError(f"not an unencrypted PEM private key: {path}") from None
+        return path
+
+
+class RetryConfig(_Model):
+    """Exponential backoff with jitter between reconnects / resends."""
+
+    initial_s: float = Field(0.5, gt=0, le=60)
+    max_s: float = Field(30.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryConfig:
+        if self.max_s < self.initial_s:
+            raise ValueError("max_s must be >= initial_s")
+        return self
+
+
+def _endpoint(value: str) -> str:
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})", value)
+    if match is None or not 0 < int(match.group(2)) < 65_536:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return value
+
+
+class CollectorConfig(_Model):
+    """Where and how to ship."""
+
+    endpoint: Annotated[str, AfterValidator(_endpoint)]
+    server_name: str | None = None  # TLS name to verify; default: host part of endpoint
+    tls: TLSConfig
+    max_in_flight: int = Field(4, ge=1, le=64)
+    retry: RetryConfig = RetryConfig()
+
+    @property
+    def host(self) -> str:
+        return self.endpoint.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def tls_name(self) -> str:
+        return self.server_name or self.host
+
+
+class BatchConfig(_Model):
+    """A batch is closed by whichever limit is reached first."""
+
+    max_events: int = Field(500, ge=1, le=10_000)
+    # Below the collector's 4 MiB gRPC message limit even for one maximal (1 MiB line) event.
+    max_bytes: int = Field(1_048_576, ge=1024, le=3 * 1_048_576)
+    max_wait_s: float = Field(1.0, gt=0, le=1.0)
+
+
+class SourceConfig(_Model):
+    """A set of files of one format."""
+
+    name: Annotated[str, Field(pattern=_NAME)]
+    format: str
+    paths: list[str] = Field(min_length=1)
+    exclude: list[str] = []
+    mapping: dict[str, str] = {}
+    poll_interval_s: float = Field(0.25, gt=0, le=60)
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in FORMATS:
+            raise ValueError(f"unknown format {value!r} (known: {', '.join(sorted(FORMATS))})")
+        return value
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return [str(_resolve(Path(p), info)) for p in value]
+
+    @field_validator("mapping")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        fmt = FORMATS.get(info.data.get("format", ""))
+        if fmt is None:
+            return value
+        problems = [f"unknown schema field {k!r}" for k in value if k not in fmt.fields]
+        problems += [f"{k!r}: empty source path" for k, v in value.items() if not v.strip(".")]
+        if problems:
+            known = ", ".join(sorted(fmt.fields))
+            raise ValueError(f"{'; '.join(problems)} (schema fields: {known})")
+        return value
+
+
+class AgentConfig(_Model):
+    """The whole agent config file."""
+
+    agent_id: Annotated[str, Field(pattern=_NAME)]
+    state_dir: Path
+    collector: CollectorConfig
+    batch: BatchConfig = BatchConfig()
+    sources: list[SourceConfig] = Field(min_length=1)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        path = _resolve(value, info)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"not a directory: {path}")
+        return path
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, value: list[SourceConfig]) -> list[SourceConfig]:
+        names = [s.name for s in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate source names: {', '.join(duplicates)}")
+        return value
+
+
+def certificate_cn(path: Path) -> str | None:
+    """The subject CN of the first certificate in a PEM file (None when it has none)."""
+    cert = x509.load_pem_x509_certificates(path.read_bytes())[0]
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value: Any = names[0].value if names else None
+    return value if isinstance(value, str) else None
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Validate `path`; raise ConfigError with every problem, one line each."""
+    config, problems = yamlconfig.validate(path, AgentConfig)
+    if config is None:
+        raise ConfigError(problems)
+    cn = certificate_cn(config.collector.tls.cert)
+    if cn != config.agent_id:
+        _, lines, _ = yamlconfig.load_yaml(path)
+        line = lines.get(("agent_id",))
+        where = f"{path}:{line}" if line is not None else str(path)
+        raise ConfigError(
+            [
+                f"{where}: agent_id: {config.agent_id!r} does not match the CN {cn!r} "
+                f"of the client certificate {config.collector.tls.cert}"
+            ]
+        )
+    return config

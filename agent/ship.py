@@ -1,0 +1,318 @@
+"""Ships batches over the mTLS gRPC `Collector.Ship` stream and collects the acks.
+
+Knows nothing of parsing or files: it moves `Outgoing` batches and reports each one
+acked STATUS_OK through `on_delivered`, in order.
+
+Flow control: at most `max_in_flight` batches are sent and unacked; `submit` blocks
+while `max_in_flight` more wait to be sent, which is the back-pressure that stops
+the tail from reading further. Acks arrive in order, so the oldest unacked batch is
+always the one being acknowledged.
+
+Failure handling — nothing is ever dropped:
+- stream error / cannot connect / STATUS_RETRY: close the stream, back off
+  (exponential, jittered), reconnect and resend every unacked batch unchanged (the
+  same sequences, so the collector deduplicates by document _id);
+- STATUS_REJECTED: log an ERROR with the collector's detail and do the same, slowly.
+Connection problems are logged in one line saying why, rate limited.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from agent.checkpoint import Checkpoint
+from agent.config import CollectorConfig
+from agent.errors import PermanentShipError, RetryableShipError, ShipError
+from proto.v1 import audit_pb2 as pb
+from proto.v1 import audit_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+_WAIT_SLICE_S = 0.5  # how often blocked waits re-check for abort / stream end
+
+
+@dataclass(eq=False)
+class Outgoing:
+    """A batch to deliver plus the checkpoint cut that becomes true once it is acked."""
+
+    batch: pb.Batch
+    cut: Checkpoint
+    attempts: int = field(default=0)
+
+    @property
+    def sequences(self) -> str:
+        events = self.batch.events
+        return f"{events[0].sequence}-{events[-1].sequence}" if events else "-"
+
+
+def open_channel(config: CollectorConfig) -> grpc.Channel:
+    """A secure channel with our client certificate; TLS files are re-read on every call
+    so that renewed certificates are picked up on the next reconnect."""
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=config.tls.ca.read_bytes(),
+        private_key=config.tls.key.read_bytes(),
+        certificate_chain=config.tls.cert.read_bytes(),
+    )
+    options: list[tuple[str, str | int]] = []
+    if config.tls_name != config.host:
+        options.append(("grpc.ssl_target_name_override", config.tls_name))
+    # Our own backoff decides when to reconnect; keep grpc's from adding minutes to it.
+    max_backoff_ms = int(config.retry.max_s * 1000)
+    options += [
+        ("grpc.initial_reconnect_backoff_ms", min(1000, max_backoff_ms)),
+        ("grpc.max_reconnect_backoff_ms", max_backoff_ms),
+    ]
+    return grpc.secure_channel(config.endpoint, credentials, options=options)
+
+
+class Backoff:
+    """Exponential backoff with "equal jitter": a delay in [d/2, d], d doubling up to max."""
+
+    def __init__(self, initial_s: float, max_s: float, rng: random.Random) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self._rng = rng
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.max_s, self.initial_s * (1 << min(self.failures, 32)))
+        self.failures += 1
+        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class _RateLimitedLog:
+    """Log a repeated warning at most once per interval, or at once when it changes."""
+
+    def __init__(self, interval_s: float, monotonic: Callable[[], float]) -> None:
+        self._interval_s = interval_s
+        self._monotonic = monotonic
+        self._last_message = ""
+        self._last_at = float("-inf")
+        self._suppressed = 0
+
+    def warning(self, message: str) -> None:
+        now = self._monotonic()
+        if message == self._last_message and now - self._last_at < self._interval_s:
+            self._suppressed += 1
+            return
+        suffix = f" (repeated {self._suppressed} more times)" if self._suppressed else ""
+        log.warning("%s%s", message, suffix)
+        self._last_message, self._last_at, self._suppressed = message, now, 0
+
+
+class _Stream:
+    """Per-stream state shared by the request generator and the ack loop."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._last_id = 0
+
+    def next_id(self) -> int:
+        self._last_id += 1
+        return self._last_id
+
+
+class Shipper:
+    """Delivers submitted batches in order; call `run` in its own thread."""
+
+    def __init__(
+        self,
+        *,
+        agent_id: str,
+        endpoint: str,
+        channel_factory: Callable[[], grpc.Channel],
+        max_in_flight: int,
+        backoff: Backoff,
+        on_delivered: Callable[[Outgoing], None],
+        monotonic: Callable[[], float],
+        log_interval_s: float = 30.0,
+    ) -> None:
+        self.agent_id = agent_id
+        self.endpoint = endpoint
+        self._channel_factory = channel_factory
+        self._max_in_flight = max_in_flight
+        self._backoff = backoff
+        self._on_delivered = on_delivered
+        self._problems = _RateLimitedLog(log_interval_s, monotonic)
+        self._cond = threading.Condition()
+        self._waiting: deque[Outgoing] = deque()  # submitted, not yet sent
+        self._unacked: deque[Outgoing] = deque()  # sent on the current stream, not yet acked
+        self._input_closed = False
+        self._aborted = threading.Event()
+        self._call: grpc.CallIterator[pb.Ack] | None = None
+        self._failing = False
+        self.delivered_batches = 0
+
+    # -- producer side -------------------------------------------------------------------
+
+    def submit(self, item: Outgoing) -> bool:
+        """Queue a batch; blocks while the queue is full. False if the shipper was aborted."""
+        with self._cond:
+            while len(self._waiting) >= self._max_in_flight and not self._aborted.is_set():
+                self._cond.wait(_WAIT_SLICE_S)
+            if self._aborted.is_set():
+                return False
+            self._waiting.append(item)
+            self._cond.notify_all()
+            return True
+
+    def close_input(self) -> None:
+        """No more batches will be submitted: `run` returns once all are delivered."""
+        with self._cond:
+            self._input_closed = True
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        """Stop now, delivered or not (undelivered batches stay behind the checkpoint)."""
+        self._aborted.set()
+        with self._cond:
+            call = self._call
+            self._cond.notify_all()
+        if call is not None:
+            call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
+
+    def pending(self) -> int:
+        """Batches submitted but not yet acknowledged."""
+        with self._cond:
+            return len(self._waiting) + len(self._unacked)
+
+    def _finished(self) -> bool:
+        with self._cond:
+            return self._input_closed and not self._waiting and not self._unacked
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Connect, stream, reconnect after failures; return when finished or aborted."""
+        while not self._aborted.is_set() and not self._finished():
+            try:
+                self._stream_once()
+            except RetryableShipError as exc:
+                self._failing = True
+                if not self._aborted.is_set():
+                    self._problems.warning(str(exc))
+            except PermanentShipError as exc:
+                self._failing = True
+                log.error("%s", exc)
+            if self._aborted.is_set() or self._finished():
+                break
+            self._aborted.wait(self._backoff.next_delay())
+
+    def _stream_once(self) -> None:
+        try:
+            channel = self._channel_factory()
+        except OSError as exc:  # e.g. a TLS file removed while certificates are renewed
+            raise RetryableShipError(f"cannot ship to {self.endpoint}: {exc}") from None
+        stream = _Stream()
+        with self._cond:
+            # Everything unacked goes out again, first and in order, with the same events.
+            resend = list(self._unacked)
+        try:
+            stub = pb_grpc.CollectorStub(channel)
+            call = stub.Ship(self._requests(stream, resend), wait_for_ready=False)
+            with self._cond:
+                self._call = call
+            if self._aborted.is_set():
+                call.cancel()  # type: ignore[no-untyped-call]  # untyped in grpc-stubs
+            try:
+                for ack in call:
+                    self._handle_ack(ack)
+            except grpc.RpcError as exc:
+                raise RetryableShipError(self._describe(exc)) from None
+            if not self._finished():
+                raise RetryableShipError(
+                    f"collector {self.endpoint} ended the stream with "
+                    f"{len(self._unacked)} batches unacknowledged"
+                )
+        finally:
+            with self._cond:
+                stream.closed = True
+                self._call = None
+                self._cond.notify_all()
+            channel.close()
+
+    def _requests(self, stream: _Stream, resend: list[Outgoing]) -> Iterator[pb.Batch]:
+        """Runs in a grpc thread: resend the unacked batches, then new ones as capacity allows."""
+        for item in resend:
+            with self._cond:
+                if stream.closed:
+                    return
+                item.batch.batch_id = stream.next_id()
+                item.attempts += 1
+            yield item.batch
+        while True:
+            with self._cond:
+                while not stream.closed and not self._aborted.is_set():
+                    if self._waiting and len(self._unacked) < self._max_in_flight:
+                        break
+                    if self._input_closed and not self._waiting:
+                        return  # half-close: the collector acks what it has and ends
+                    self._cond.wait(_WAIT_SLICE_S)
+                else:
+                    return
+                # Moved under the lock with the closed check, so an item is either sent on
+                # this stream or still queued for the next one — never lost in between.
+                item = self._waiting.popleft()
+                self._unacked.append(item)
+                item.batch.batch_id = stream.next_id()
+                item.attempts += 1
+                self._cond.notify_all()
+            yield item.batch
+
+    def _handle_ack(self, ack: pb.Ack) -> None:
+        with self._cond:
+            if not self._unacked or self._unacked[0].batch.batch_id != ack.batch_id:
+                expected = self._unacked[0].batch.batch_id if self._unacked else None
+                raise RetryableShipError(
+                    f"collector {self.endpoint} acked batch {ack.batch_id}, expected {expected}"
+                )
+            head = self._unacked[0]
+            detail = " ".join(ack.detail.split()) or "no detail"
+            if ack.status == pb.Ack.STATUS_RETRY:
+                raise RetryableShipError(
+                    f"collector {self.endpoint} asked to retry batch of sequences "
+                    f"{head.sequences}: {detail}"
+                )
+            if ack.status == pb.Ack.STATUS_REJECTED:
+                raise PermanentShipError(
+                    f"collector {self.endpoint} REJECTED batch of sequences {head.sequences} "
+                    f"(attempt {head.attempts}); keeping it and retrying: {detail}"
+                )
+            if ack.status != pb.Ack.STATUS_OK:
+                raise RetryableShipError(
+                    f"collector {self.endpoint} sent ack status {ack.status} for batch "
+                    f"{ack.batch_id}"
+                )
+            self._unacked.popleft()
+            self._cond.notify_all()
+        if self._failing:
+            log.info("delivering to %s again", self.endpoint)
+            self._failing = False
+        self._backoff.reset()
+        self.delivered_batches += 1
+        log.debug(
+            "batch %s delivered: %d indexed, %d duplicates",
+            head.sequences,
+            ack.indexed,
+            ack.duplicates,
+        )
+        self._on_delivered(head)
+
+    def _describe(self, exc: grpc.RpcError) -> str:
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        name = code.name if code is not None else "ERROR"
+        return f"cannot ship to {self.endpoint}: {name}: {' '.join((details or '').split())}"
+
+
+__all__ = ["Backoff", "Outgoing", "ShipError", "Shipper", "open_channel"]

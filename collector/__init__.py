@@ -1,0 +1,1 @@
+"""The central side of crm-audit: collector service, OpenSearch indexing and admin tools."""

@@ -1,0 +1,235 @@
+"""`crm-audit`: the admin tool (PKI, embedded OpenSearch node, sample audit traffic).
+
+    crm-audit pki init DIR [--san NAME ...] [--days N]
+    crm-audit pki agent DIR NAME [--days N]
+    crm-audit opensearch fetch|start|stop|status [--home DIR] [--port N] [--timeout S]
+    crm-audit sample --out FILE [--count N] [--seed S] [--start ISO8601] [--rate-per-sec X]
+
+A user's mistake is one line on stderr, ``crm-audit: <message>``, and exit code 2.
+This is the only module of the admin tool that reads the environment and the clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from collector.admin import opensearch_node, pki, sample
+from collector.admin.errors import AdminError, NodeError, SampleError, UsageError
+
+PROG = "crm-audit"
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors become `UsageError` (one line, exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog.removeprefix(PROG).strip() or 'usage'}: {message}".strip())
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _timestamp(text: str) -> dt.datetime:
+    try:
+        return sample.parse_timestamp(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text!r} (e.g. 2026-11-27T09:00:00Z)"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="crm-audit admin tool")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    pki_parser = commands.add_parser("pki", help="certificates for agent/collector mTLS")
+    pki_commands = pki_parser.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
+    init = pki_commands.add_parser("init", help="create a CA and the collector certificate")
+    init.add_argument("dir", type=Path, metavar="DIR")
+    init.add_argument(
+        "--san",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="extra DNS name or IP of the collector (repeatable); localhost, 127.0.0.1, ::1 "
+        "are always included",
+    )
+    init.add_argument("--days", type=_positive_int, default=pki.DEFAULT_CA_DAYS)
+    agent = pki_commands.add_parser("agent", help="issue an agent client certificate")
+    agent.add_argument("dir", type=Path, metavar="DIR")
+    agent.add_argument("name", metavar="NAME", help="agent identity (certificate CN)")
+    agent.add_argument("--days", type=_positive_int, default=pki.DEFAULT_CERT_DAYS)
+
+    node = commands.add_parser("opensearch", help="embedded single-node OpenSearch")
+    node.add_argument("action", choices=("fetch", "start", "stop", "status"))
+    node.add_argument("--home", type=Path, help="node directory (default depends on the user)")
+    node.add_argument("--port", type=_port, default=opensearch_node.DEFAULT_PORT)
+    node.add_argument("--timeout", type=_positive_int, default=120, help="start timeout, s")
+
+    gen = commands.add_parser("sample", help="write sample CRM audit traffic as JSON lines")
+    gen.add_argument("--out", required=True, metavar="FILE", help="output file ('-': stdout)")
+    gen.add_argument("--count", type=_count, default=1000)
+    gen.add_argument("--seed", type=int, default=1)
+    gen.add_argument(
+        "--start", type=_timestamp, default=None, help="first timestamp (default: now)"
+    )
+    gen.add_argument("--rate-per-sec", type=_rate, default=sample.DEFAULT_RATE)
+    gen.add_argument("--append", action="store_true", help="append instead of overwrite")
+    gen.add_argument(
+        "--no-suspicious", action="store_true", help="ordinary traffic only, no attack patterns"
+    )
+    return parser
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _log(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _cmd_pki(args: argparse.Namespace) -> int:
+    if args.pki_command == "init":
+        layout = pki.init_ca(args.dir, sans=args.san, days=args.days)
+        _say(f"CA:        {layout.ca_cert}")
+        _say(f"collector: {layout.collector_cert} (key {layout.collector_key})")
+        return 0
+    issued = pki.issue_agent(args.dir, args.name, days=args.days)
+    _say(f"agent {args.name}: {issued.cert} (key {issued.key})")
+    return 0
+
+
+def _cmd_opensearch(args: argparse.Namespace) -> int:
+    external = os.environ.get("OPENSEARCH_URL")
+    if external:
+        shown = opensearch_node.redact_url(external)
+        if args.action != "status":
+            _say(f"OPENSEARCH_URL is set: using the cluster at {shown}; nothing to {args.action}")
+            return 0
+        return _status_lines(shown, external, pid=None)
+
+    node = opensearch_node.EmbeddedOpenSearch.from_env(
+        os.environ, os.geteuid(), home=args.home, port=args.port, log=_log
+    )
+    if args.action == "fetch":
+        # Download only (make test / make demo call this first so a missing Maven or
+        # network problem shows up before any test starts).
+        downloads = opensearch_node.fetch_distribution(node.cache_dir, node.versions, log=_log)
+        _say(f"OpenSearch {downloads.version} cached in {node.cache_dir}")
+        return 0
+    pid = node.running_pid()
+    if pid is not None:
+        node.port = node.recorded_port() or node.port
+    if args.action == "start":
+        if pid is not None:
+            _say(f"OpenSearch already running at {node.url} (pid {pid}, home {node.home})")
+            return 0
+        node.start(timeout=args.timeout)
+        _say(f"OpenSearch running at {node.url} (pid {node.running_pid()}, home {node.home})")
+        return 0
+    if args.action == "stop":
+        if node.stop():
+            _say(f"OpenSearch stopped (pid {pid}, home {node.home})")
+        else:
+            _say(f"OpenSearch not running (home {node.home})")
+        return 0
+    if pid is None:
+        _say(f"OpenSearch not running (home {node.home})")
+        return 1
+    return _status_lines(node.url, node.url, pid=pid)
+
+
+def _status_lines(shown: str, url: str, *, pid: int | None) -> int:
+    _say(f"url: {shown}")
+    if pid is not None:
+        _say(f"pid: {pid}")
+    try:
+        for line in opensearch_node.describe(url):
+            _say(line)
+    except (NodeError, OSError) as exc:
+        _say(f"health: unreachable ({exc})")
+        return 1
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    start = args.start or dt.datetime.now(dt.UTC).replace(microsecond=0)
+    events = sample.generate(
+        args.count,
+        args.seed,
+        start,
+        rate_per_sec=args.rate_per_sec,
+        suspicious=not args.no_suspicious,
+    )
+    if args.out == "-":
+        sample.write_lines(sys.stdout, events)
+        return 0
+    out = Path(args.out)
+    try:
+        written = sample.write_jsonl(out, events, append=args.append)
+    except OSError as exc:
+        raise SampleError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    print(f"{PROG}: wrote {written} records to {out}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `crm-audit` console script; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "pki":
+            return _cmd_pki(args)
+        if args.command == "opensearch":
+            return _cmd_opensearch(args)
+        return _cmd_sample(args)
+    except AdminError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

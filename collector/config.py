@@ -1,0 +1,243 @@
+"""The collector's configuration (`collector.yaml`), validated with pydantic.
+
+`load_config(path)` returns a frozen `CollectorConfig` or raises `ConfigError` holding
+every problem at once, one line each (``collector.yaml:LINE: key.path: message``).
+Relative file paths resolve against the config file's directory. The environment is not
+read here (only `collector.cli` does, e.g. ``OPENSEARCH_URL``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from collector.errors import ConfigError
+from proto.yamlconfig import validate
+
+_LISTEN_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
+# Index names: lowercase, no wildcard/separator characters; we append "-events-..." to it.
+_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
+_CLASS_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,39}$")
+
+
+def _resolve_file(value: Any, info: ValidationInfo) -> Path:
+    """Resolve against the config dir and require an existing regular file."""
+    if not isinstance(value, str | Path) or str(value) == "":
+        raise ValueError("expected a file path")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        base = (info.context or {}).get("config_dir")
+        if base is not None:
+            path = Path(base) / path
+    if not path.exists():
+        raise ValueError(f"file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"not a regular file: {path}")
+    return path
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _read_pem(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+class TlsConfig(_Model):
+    """Server certificate, its key and the CA that signs agent certificates."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    _resolve = field_validator("ca", "cert", "key", mode="before")(_resolve_file)
+
+    @field_validator("ca", "cert")
+    @classmethod
+    def _is_certificate(cls, path: Path) -> Path:
+        try:
+            x509.load_pem_x509_certificates(_read_pem(path, "certificate"))
+        except ValueError as exc:
+            if str(exc).startswith("cannot read"):
+                raise
+            raise ValueError(f"not a PEM certificate: {path}") from None
+        return path
+
+    @field_validator("key")
+    @classmethod
+    def _is_private_key(cls, path: Path) -> Path:
+        try:
+            serialization.load_pem_private_key(_read_pem(path, "private key"), password=None)
+        except ValueError as exc:
+            if str(exc).startswith("cannot read"):
+                raise
+            # Never echo the file content: it is key material.
+            raise ValueError(f"not an unencrypted PEM private key: {path}") from None
+        except TypeError:
+            raise ValueError(f"encrypted private keys are not supported: {path}") from None
+        mode = path.stat().st_mode
+        if mode & stat.S_IROTH or mode & stat.S_IWOTH:
+            raise ValueError(
+                f"private key {path} is accessible to other users "
+                f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+            )
+        return path
+
+    @model_validator(mode="after")
+    def _key_matches_cert(self) -> TlsConfig:
+        cert = x509.load_pem_x509_certificates(self.cert.read_bytes())[0]
+        key = serialization.load_pem_private_key(self.key.read_bytes(), password=None)
+        fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if cert.public_key().public_bytes(*fmt) != key.public_key().public_bytes(*fmt):
+            raise ValueError(f"key {self.key} does not belong to cert {self.cert}")
+        return self
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+class OpenSearchConfig(_Model):
+    """Where and how to index."""
+
+    url: Annotated[str, AfterValidator(_check_url)] = "http://127.0.0.1:9200"
+    index_prefix: str = "crm-audit"
+    bulk_max_docs: int = Field(default=2000, ge=1, le=100_000)
+    bulk_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    request_timeout_s: float = Field(default=30, gt=0, le=600)
+
+    @field_validator("index_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not _PREFIX_RE.match(value):
+            raise ValueError(
+                "must be lowercase letters, digits, '.', '_' or '-', starting with a "
+                f"letter or digit, got {value!r}"
+            )
+        return value
+
+
+def _load_policy(path: Path) -> Path:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read ISM policy {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON in {path}: line {exc.lineno}: {exc.msg}") from None
+    policy = data.get("policy") if isinstance(data, dict) else None
+    if not isinstance(policy, dict) or not isinstance(policy.get("states"), list):
+        raise ValueError(f'{path}: expected {{"policy": {{"states": [...], ...}}}}')
+    return path
+
+
+class RetentionClass(_Model):
+    """One retention class: its ISM policy file."""
+
+    policy: Path
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _policy_file(cls, value: Any, info: ValidationInfo) -> Path:
+        return _load_policy(_resolve_file(value, info))
+
+    def policy_body(self) -> dict[str, Any]:
+        """The parsed policy file, ``{"policy": {...}}``."""
+        data: dict[str, Any] = json.loads(self.policy.read_text(encoding="utf-8"))
+        return data
+
+
+class RetentionConfig(_Model):
+    """Retention classes and how indices are cut in time."""
+
+    default_class: str = "standard"
+    granularity: Literal["monthly", "daily"] = "monthly"
+    classes: dict[str, RetentionClass]
+
+    @field_validator("classes")
+    @classmethod
+    def _class_names(cls, value: dict[str, RetentionClass]) -> dict[str, RetentionClass]:
+        if not value:
+            raise ValueError("at least one retention class is required")
+        for name in value:
+            if not _CLASS_RE.match(name):
+                raise ValueError(
+                    f"class name {name!r} must be lowercase letters, digits or '_' "
+                    "(it becomes part of index names)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> RetentionConfig:
+        if self.default_class not in self.classes:
+            known = ", ".join(sorted(self.classes)) or "none"
+            raise ValueError(
+                f"default_class {self.default_class!r} is not one of the classes ({known})"
+            )
+        return self
+
+
+class ServerConfig(_Model):
+    """gRPC server limits."""
+
+    max_concurrent_streams: int = Field(default=64, ge=1, le=10_000)
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
+
+
+class CollectorConfig(_Model):
+    """The whole `collector.yaml`."""
+
+    listen: str = "127.0.0.1:4317"
+    tls: TlsConfig
+    opensearch: OpenSearchConfig = OpenSearchConfig()
+    retention: RetentionConfig
+    server: ServerConfig = ServerConfig()
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        match = _LISTEN_RE.match(value)
+        if not match or int(match["port"]) > 65535:
+            raise ValueError(f"expected HOST:PORT (IPv6 as [addr]:PORT), got {value!r}")
+        return value
+
+
+def load_config(path: Path) -> CollectorConfig:
+    """Validate `path`; raise `ConfigError` with every problem, one line each."""
+    config, problems = validate(path, CollectorConfig)
+    if config is None:
+        raise ConfigError(problems)
+    return config
+
+
+def with_opensearch_url(config: CollectorConfig, url: str) -> CollectorConfig:
+    """Return `config` with ``opensearch.url`` replaced (validated like the file's value)."""
+    try:
+        checked = _check_url(url)
+    except ValueError as exc:
+        raise ConfigError([f"OPENSEARCH_URL: {exc}"]) from None
+    return config.model_copy(
+        update={"opensearch": config.opensearch.model_copy(update={"url": checked})}
+    )

@@ -1,0 +1,275 @@
+"""AuditEvent -> ECS-aligned OpenSearch document, plus the mapping that stores it.
+
+Pure functions: no clock, no network. The caller passes the agent identity taken from
+the client certificate (the payload's ``observer.agent_id`` is never trusted) and the
+time the collector received the batch (used only when the event carries no time at all).
+
+`EVENTS_MAPPING` is the strict mapping of every field `to_document` can emit; the two
+live side by side so they change together (tests index real documents through it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from proto.v1 import audit_pb2
+
+Document = dict[str, Any]
+Granularity = Literal["monthly", "daily"]
+
+_NANOS = 1_000_000_000
+
+_OUTCOMES = {
+    audit_pb2.OUTCOME_SUCCESS: "success",
+    audit_pb2.OUTCOME_FAILURE: "failure",
+}
+_AUDIT_CATEGORIES = {
+    audit_pb2.AUDIT_CATEGORY_SYSTEM_ADMIN: "system_admin",
+    audit_pb2.AUDIT_CATEGORY_DATA_OPERATION: "data_operation",
+    audit_pb2.AUDIT_CATEGORY_SECURITY: "security",
+}
+
+# Flags the collector adds (the agent's own flags are kept as they come).
+FLAG_MISSING_TIMESTAMP = "missing_timestamp"
+FLAG_MISSING_OBSERVED_TIMESTAMP = "missing_observed_timestamp"
+FLAG_INVALID_TIMESTAMP = "invalid_timestamp"
+FLAG_INVALID_SOURCE_IP = "invalid_source_ip"
+FLAG_INVALID_SOURCE_PORT = "invalid_source_port"
+FLAG_OBSERVER_MISMATCH = "observer_agent_id_mismatch"
+
+
+@dataclass(frozen=True)
+class EventDocument:
+    """One event ready for indexing: its stable ``_id``, its effective time and body."""
+
+    doc_id: str
+    sequence: int
+    timestamp_unix_nano: int
+    source: Document
+
+
+def document_id(agent_id: str, sequence: int) -> str:
+    """The deterministic ``_id``: identical across every re-delivery of the event."""
+    return f"{agent_id}:{sequence}"
+
+
+def index_name(
+    prefix: str, retention_class: str, granularity: Granularity, timestamp_unix_nano: int
+) -> str:
+    """``{prefix}-events-{class}-YYYY.MM`` (daily: ``YYYY.MM.DD``), by event time in UTC."""
+    when = datetime.fromtimestamp(timestamp_unix_nano // _NANOS, UTC)
+    suffix = when.strftime("%Y.%m.%d" if granularity == "daily" else "%Y.%m")
+    return f"{prefix}-events-{retention_class}-{suffix}"
+
+
+def iso_nanos(unix_nano: int) -> str:
+    """RFC 3339 UTC with nanoseconds, e.g. ``2026-11-27T12:00:00.123456789Z``."""
+    seconds, fraction = divmod(unix_nano, _NANOS)
+    when = datetime.fromtimestamp(seconds, UTC)
+    return f"{when:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
+
+
+def _put(target: Document, dotted: str, value: Any) -> None:
+    """Set a nested key, skipping empty values so keyword fields hold no ``""``."""
+    if value is None or value == "" or value == []:
+        return
+    *parents, leaf = dotted.split(".")
+    node = target
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _raw_key(attributes: dict[str, str], name: str) -> str:
+    # An attribute of the source may already use the name; keep both values.
+    return name if name not in attributes else f"{name}.collector"
+
+
+def to_document(
+    event: audit_pb2.AuditEvent, *, agent_id: str, received_unix_nano: int
+) -> EventDocument:
+    """Map one event; problems found on the way become ``integrity.flags``."""
+    flags: list[str] = list(event.flags)
+    attributes: dict[str, str] = dict(event.attributes)
+
+    def flag(name: str) -> None:
+        if name not in flags:
+            flags.append(name)
+
+    observed = event.observed_unix_nano
+    if observed < 0:
+        attributes[_raw_key(attributes, "observed_unix_nano_raw")] = str(observed)
+        flag(FLAG_INVALID_TIMESTAMP)
+        observed = 0
+    timestamp = event.time_unix_nano
+    if timestamp < 0:
+        # Before 1970: no date_nanos value and no sensible index; keep the raw value.
+        attributes[_raw_key(attributes, "time_unix_nano_raw")] = str(timestamp)
+        flag(FLAG_INVALID_TIMESTAMP)
+        timestamp = 0
+    if timestamp == 0:
+        flag(FLAG_MISSING_TIMESTAMP)
+        timestamp = observed
+        if timestamp == 0:
+            # Neither time is known: the receive time is the best left (and the only
+            # input here that can differ between re-deliveries).
+            flag(FLAG_MISSING_OBSERVED_TIMESTAMP)
+            timestamp = received_unix_nano
+
+    payload_agent = event.observer.agent_id
+    if payload_agent and payload_agent != agent_id:
+        attributes[_raw_key(attributes, "observer_agent_id_raw")] = payload_agent
+        flag(FLAG_OBSERVER_MISMATCH)
+
+    doc: Document = {"@timestamp": iso_nanos(timestamp)}
+    _put(doc, "event.created", iso_nanos(observed) if observed else None)
+    _put(doc, "event.ingested", iso_nanos(received_unix_nano))
+    _put(doc, "event.category", list(event.event_category))
+    _put(doc, "event.type", list(event.event_type))
+    _put(doc, "event.action", event.action)
+    _put(doc, "event.outcome", _OUTCOMES.get(event.outcome, "unknown"))
+    _put(doc, "event.original", event.original)
+    doc.setdefault("event", {})["sequence"] = event.sequence
+
+    user = event.user
+    _put(doc, "user.id", user.id)
+    _put(doc, "user.name", user.name)
+    _put(doc, "user.email", user.email)
+    _put(doc, "user.roles", list(user.roles))
+
+    src = event.source
+    if src.ip:
+        try:
+            _put(doc, "source.ip", str(ipaddress.ip_address(src.ip.strip())))
+        except ValueError:
+            attributes[_raw_key(attributes, "source_ip_raw")] = src.ip
+            flag(FLAG_INVALID_SOURCE_IP)
+    if src.port:
+        if src.port <= 65535:
+            _put(doc, "source.port", src.port)
+        else:
+            attributes[_raw_key(attributes, "source_port_raw")] = str(src.port)
+            flag(FLAG_INVALID_SOURCE_PORT)
+    _put(doc, "user_agent.original", src.user_agent)
+    _put(doc, "crm.device.id", src.device_id)
+    _put(doc, "crm.session.id", event.session_id)
+
+    _put(doc, "crm.object.type", event.object.type)
+    _put(doc, "crm.object.id", event.object.id)
+    _put(doc, "crm.object.name", event.object.name)
+    changes = []
+    for change in event.changes:
+        entry: dict[str, str] = {"field": change.field}
+        # Optional values: "" means "was empty", absence means "not recorded".
+        if change.HasField("old_value"):
+            entry["old"] = change.old_value
+        if change.HasField("new_value"):
+            entry["new"] = change.new_value
+        changes.append(entry)
+    _put(doc, "crm.changes", changes)
+    if event.HasField("record_count"):
+        _put(doc, "crm.record_count", event.record_count)
+
+    _put(doc, "audit.category", _AUDIT_CATEGORIES.get(event.audit_category, "unknown"))
+    _put(doc, "agent.id", agent_id)
+    _put(doc, "agent.version", event.observer.agent_version)
+    _put(doc, "host.hostname", event.observer.hostname)
+    _put(doc, "log.file.path", event.log.file_path)
+    if event.log.file_path or event.log.offset:
+        _put(doc, "log.offset", event.log.offset)
+    _put(doc, "crm.source.name", event.log.source_name)
+    _put(doc, "crm.source.format", event.log.format)
+    _put(doc, "message", event.message)
+    _put(doc, "error.message", event.parse_error)
+    _put(doc, "integrity.flags", flags)
+    if attributes:
+        doc.setdefault("crm", {})["attributes"] = attributes
+
+    return EventDocument(
+        doc_id=document_id(agent_id, event.sequence),
+        sequence=event.sequence,
+        timestamp_unix_nano=timestamp,
+        source=doc,
+    )
+
+
+# --- mapping -------------------------------------------------------------------------
+
+# ignore_above keeps an oversized value in _source instead of failing the whole document
+# (Lucene refuses terms over 32766 bytes).
+_KW: dict[str, Any] = {"type": "keyword", "ignore_above": 8191}
+_KW_SHORT: dict[str, Any] = {"type": "keyword", "ignore_above": 1024}
+_DATE: dict[str, Any] = {"type": "date_nanos"}
+
+
+def _obj(**props: dict[str, Any]) -> dict[str, Any]:
+    return {"properties": props}
+
+
+EVENTS_MAPPING: dict[str, Any] = {
+    # Unknown fields are refused (and dead-lettered) rather than silently mapped;
+    # extras belong in crm.attributes.
+    "dynamic": "strict",
+    "date_detection": False,
+    "properties": {
+        "@timestamp": _DATE,
+        "event": _obj(
+            created=_DATE,
+            ingested=_DATE,
+            category=_KW_SHORT,
+            type=_KW_SHORT,
+            action=_KW_SHORT,
+            outcome=_KW_SHORT,
+            original={"type": "keyword", "index": False, "doc_values": False},
+            sequence={"type": "unsigned_long"},
+        ),
+        "user": _obj(id=_KW, name=_KW, email=_KW, roles=_KW),
+        "source": _obj(ip={"type": "ip"}, port={"type": "long"}),
+        "user_agent": _obj(original=_KW),
+        "crm": _obj(
+            device=_obj(id=_KW),
+            session=_obj(id=_KW),
+            object=_obj(type=_KW_SHORT, id=_KW, name=_KW),
+            # nested: "field=iban AND new=..." must match within one change.
+            changes={
+                "type": "nested",
+                "properties": {"field": _KW, "old": _KW, "new": _KW},
+            },
+            record_count={"type": "unsigned_long"},
+            source=_obj(name=_KW_SHORT, format=_KW_SHORT),
+            # Core flat_object (OpenSearch >= 2.7): any keys, values searchable as
+            # keywords, without a mapping explosion.
+            attributes={"type": "flat_object"},
+        ),
+        "audit": _obj(category=_KW_SHORT),
+        "agent": _obj(id=_KW_SHORT, version=_KW_SHORT),
+        "host": _obj(hostname=_KW),
+        "log": _obj(file=_obj(path=_KW), offset={"type": "unsigned_long"}),
+        "message": {"type": "text"},
+        "error": _obj(message={"type": "text"}),
+        "integrity": _obj(flags=_KW_SHORT),
+    },
+}
+
+DEADLETTER_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "@timestamp": _DATE,
+        "agent": _obj(id=_KW_SHORT),
+        "event": _obj(
+            sequence={"type": "unsigned_long"},
+            original={"type": "keyword", "index": False, "doc_values": False},
+        ),
+        "deadletter": _obj(
+            index=_KW_SHORT,
+            status={"type": "integer"},
+            error_type=_KW_SHORT,
+            reason={"type": "text"},
+            # The refused document, kept verbatim in _source only.
+            document={"type": "object", "enabled": False},
+        ),
+    },
+}

@@ -1,0 +1,338 @@
+"""Idempotent bulk indexing into OpenSearch, with per-item outcome accounting.
+
+Every write is ``op_type=create`` with the event's deterministic ``_id``, so a
+re-delivered event answers 409 and counts as already delivered. Per item of a bulk
+response:
+
+    201              indexed
+    409              duplicate (already there: delivered)
+    429, 5xx         retried, only those items, with exponential backoff (bounded);
+                     still failing -> RetryableIndexingError (the batch is not acked OK)
+    other 4xx        refused by the mapping: the document and the error are written to
+                     the dead-letter index (same _id); delivered only once that write
+                     is confirmed (201 or 409)
+
+`OpenSearchHttp` is the one place that talks to opensearch-py; everything else takes
+a `Requester`, which unit tests replace with a fake that records request bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from opensearchpy import OpenSearch
+from opensearchpy.exceptions import ConnectionError as OsConnectionError
+from opensearchpy.exceptions import TransportError
+
+from collector.documents import Document, iso_nanos
+from collector.errors import PermanentIndexingError, RetryableIndexingError
+
+log = logging.getLogger(__name__)
+
+#: Pseudo status for "no HTTP answer at all" (connection refused, timeout).
+STATUS_UNREACHABLE = 0
+
+
+@dataclass(frozen=True)
+class Response:
+    """An HTTP answer from OpenSearch: status (0 when unreachable) and parsed body."""
+
+    status: int
+    body: Any
+
+
+class Requester(Protocol):
+    """Performs one HTTP request against OpenSearch; never raises for HTTP errors."""
+
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Response: ...
+
+
+def make_client(url: str, *, timeout_s: float, pool_maxsize: int = 10) -> OpenSearch:
+    """An opensearch-py client for one cluster URL.
+
+    Transport-level retries are off: `BulkIndexer` retries itself, per item, with
+    backoff, and knows which items are safe to resend.
+    """
+    return OpenSearch(
+        hosts=[url],
+        timeout=timeout_s,
+        max_retries=0,
+        retry_on_timeout=False,
+        pool_maxsize=pool_maxsize,
+    )
+
+
+class OpenSearchHttp:
+    """`Requester` over an opensearch-py client's transport."""
+
+    def __init__(self, client: OpenSearch) -> None:
+        self.client = client
+
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Response:
+        headers = {"content-type": "application/x-ndjson"} if path.endswith("_bulk") else None
+        try:
+            result = self.client.transport.perform_request(
+                method, path, params=params, body=body, headers=headers
+            )
+        except OsConnectionError as exc:  # includes ConnectionTimeout
+            return Response(STATUS_UNREACHABLE, {"error": _one_line(exc)})
+        except TransportError as exc:
+            status = exc.status_code if isinstance(exc.status_code, int) else STATUS_UNREACHABLE
+            return Response(status, exc.info if exc.info is not None else {"error": str(exc)})
+        return Response(200, result)
+
+
+def _one_line(value: object) -> str:
+    return " ".join(str(value).split())
+
+
+@dataclass(frozen=True)
+class IndexRequest:
+    """One document to create: target index, stable ``_id`` and body."""
+
+    index: str
+    doc_id: str
+    source: Document
+    agent_id: str = ""
+    sequence: int = 0
+    original: str = ""
+
+
+@dataclass
+class IndexResult:
+    """What OpenSearch confirmed for a set of requests."""
+
+    indexed: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0  # also counted in `indexed` / `duplicates` (of the DLQ write)
+    errors: list[str] = field(default_factory=list)
+
+
+def is_retryable(status: int) -> bool:
+    """429 and 5xx (and no answer at all) may succeed later; other 4xx never will."""
+    return status in (STATUS_UNREACHABLE, 429) or status >= 500
+
+
+def _item_error(item: Mapping[str, Any]) -> tuple[str, str]:
+    error = item.get("error")
+    if isinstance(error, Mapping):
+        reason = str(error.get("reason", ""))
+        caused = error.get("caused_by")
+        if isinstance(caused, Mapping) and caused.get("reason"):
+            reason = f"{reason}: {caused.get('reason')}"
+        return str(error.get("type", "unknown")), _one_line(reason)
+    return "unknown", _one_line(error)
+
+
+class BulkIndexer:
+    """Writes documents with ``_bulk`` and accounts for each item (see module doc)."""
+
+    def __init__(
+        self,
+        request: Requester,
+        *,
+        deadletter_index: str,
+        max_docs: int = 2000,
+        max_bytes: int = 10 * 1024 * 1024,
+        max_retries: int = 5,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.request = request
+        self.deadletter_index = deadletter_index
+        self.max_docs = max_docs
+        self.max_bytes = max_bytes
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.sleep = sleep
+        self.clock_ns = clock_ns
+
+    # -- public --------------------------------------------------------------------
+
+    def index(self, requests: Sequence[IndexRequest]) -> IndexResult:
+        """Create every document; return only when OpenSearch confirmed all of them.
+
+        Raises `RetryableIndexingError` when some items still fail transiently after the
+        retries, `PermanentIndexingError` when even a dead-letter write is refused.
+        """
+        result = IndexResult()
+        if not requests:
+            return result
+        rejected: list[tuple[IndexRequest, int, str, str]] = []
+
+        def on_item(req: IndexRequest, status: int, item: Mapping[str, Any]) -> None:
+            if status == 201:
+                result.indexed += 1
+            elif status == 409:
+                result.duplicates += 1
+            else:
+                err_type, reason = _item_error(item)
+                rejected.append((req, status, err_type, reason))
+
+        self._write_all(requests, on_item, what="events")
+        if rejected:
+            self._dead_letter(rejected, result)
+        return result
+
+    # -- internals -----------------------------------------------------------------
+
+    def _dead_letter(
+        self, rejected: Sequence[tuple[IndexRequest, int, str, str]], result: IndexResult
+    ) -> None:
+        now = iso_nanos(self.clock_ns())
+        letters: list[IndexRequest] = []
+        for req, status, err_type, reason in rejected:
+            log.warning(
+                "document %s refused by %s (%d %s: %s); writing it to %s",
+                req.doc_id,
+                req.index,
+                status,
+                err_type,
+                reason,
+                self.deadletter_index,
+            )
+            result.errors.append(f"{req.doc_id}: {err_type}: {reason}")
+            body: Document = {
+                "@timestamp": now,
+                "deadletter": {
+                    "index": req.index,
+                    "status": status,
+                    "error_type": err_type,
+                    "reason": reason,
+                    "document": req.source,
+                },
+                "event": {"sequence": req.sequence},
+            }
+            if req.agent_id:
+                body["agent"] = {"id": req.agent_id}
+            if req.original:
+                body["event"]["original"] = req.original
+            letters.append(IndexRequest(self.deadletter_index, req.doc_id, body))
+
+        def on_letter(req: IndexRequest, status: int, item: Mapping[str, Any]) -> None:
+            if status == 201:
+                result.indexed += 1
+                result.dead_lettered += 1
+            elif status == 409:
+                result.duplicates += 1
+                result.dead_lettered += 1
+            else:
+                err_type, reason = _item_error(item)
+                raise PermanentIndexingError(
+                    f"dead-letter index {self.deadletter_index} refused {req.doc_id}: "
+                    f"{status} {err_type}: {reason}"
+                )
+
+        self._write_all(letters, on_letter, what="dead letters")
+
+    def _write_all(
+        self,
+        requests: Sequence[IndexRequest],
+        on_item: Callable[[IndexRequest, int, Mapping[str, Any]], None],
+        *,
+        what: str,
+    ) -> None:
+        """Bulk-create `requests`, retrying transient failures of items or requests."""
+        pending = list(requests)
+        attempt = 0
+        while True:
+            retry: list[IndexRequest] = []
+            last_error = ""
+            for chunk, body in self._chunks(pending):
+                response = self.request("POST", "/_bulk", body=body, params={"refresh": "false"})
+                items = self._items(response, len(chunk))
+                if isinstance(items, str):
+                    if response.status != 200 and not is_retryable(response.status):
+                        raise PermanentIndexingError(f"bulk request refused: {items}")
+                    retry.extend(chunk)
+                    last_error = items
+                    continue
+                for req, (status, item) in zip(chunk, items, strict=True):
+                    if is_retryable(status):
+                        retry.append(req)
+                        last_error = f"{status} {_item_error(item)[0]}"
+                    else:
+                        on_item(req, status, item)
+            if not retry:
+                return
+            attempt += 1
+            if attempt > self.max_retries:
+                raise RetryableIndexingError(
+                    f"{len(retry)} of {len(requests)} {what} not confirmed after "
+                    f"{attempt} attempts (last error: {last_error})"
+                )
+            delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+            log.info(
+                "retrying %d %s in %.1fs (attempt %d/%d; last error: %s)",
+                len(retry),
+                what,
+                delay,
+                attempt,
+                self.max_retries,
+                last_error,
+            )
+            self.sleep(delay)
+            pending = retry
+
+    @staticmethod
+    def _items(response: Response, expected: int) -> list[tuple[int, Mapping[str, Any]]] | str:
+        """The per-item (status, item) list, or a one-line reason the request failed."""
+        if response.status != 200:
+            return f"HTTP {response.status}: {_one_line(json.dumps(response.body))[:500]}"
+        body = response.body
+        items = body.get("items") if isinstance(body, Mapping) else None
+        if not isinstance(items, list) or len(items) != expected:
+            # Cannot tell which items landed; resending is safe (create + stable _id).
+            return f"malformed bulk response ({expected} items sent)"
+        out: list[tuple[int, Mapping[str, Any]]] = []
+        for entry in items:
+            item: Mapping[str, Any] = (
+                next(iter(entry.values()), {}) if isinstance(entry, Mapping) else {}
+            )
+            status = item.get("status") if isinstance(item, Mapping) else None
+            out.append((status if isinstance(status, int) else STATUS_UNREACHABLE, item))
+        return out
+
+    def _chunks(self, requests: Sequence[IndexRequest]) -> Iterator[tuple[list[IndexRequest], str]]:
+        """Split into bulk bodies of at most max_docs documents and max_bytes bytes.
+
+        A single document larger than max_bytes still goes alone (it cannot be split).
+        """
+        chunk: list[IndexRequest] = []
+        lines: list[str] = []
+        size = 0
+        for req in requests:
+            action = json.dumps({"create": {"_index": req.index, "_id": req.doc_id}})
+            source = json.dumps(req.source, ensure_ascii=False, separators=(",", ":"))
+            entry = f"{action}\n{source}\n"
+            entry_size = len(entry.encode("utf-8"))
+            if chunk and (len(chunk) >= self.max_docs or size + entry_size > self.max_bytes):
+                yield chunk, "".join(lines)
+                chunk, lines, size = [], [], 0
+            chunk.append(req)
+            lines.append(entry)
+            size += entry_size
+        if chunk:
+            yield chunk, "".join(lines)

@@ -1,0 +1,281 @@
+"""Index templates and ISM retention policies, installed idempotently.
+
+`LifecycleInstaller.install()` runs when the collector starts (and again before the
+first batch if OpenSearch was not reachable then). It
+
+1. puts the composable index templates ``{prefix}-events`` (pattern
+   ``{prefix}-events-*``, strict mapping from `collector.documents`) and
+   ``{prefix}-deadletter`` unless an identical one (same content hash in ``_meta``) is
+   already there;
+2. when the ISM plugin is installed, creates or updates (``if_seq_no`` /
+   ``if_primary_term``) the policy ``{prefix}-{class}`` of every retention class, with an
+   ``ism_template`` for ``{prefix}-events-{class}-*``, and attaches it to that class's
+   existing indices (``ism_template`` only covers indices created after the policy);
+   without ISM it logs one warning and goes on: indices are then kept until an operator
+   deletes them.
+
+Everything goes through a `Requester`, so unit tests can check the request sequence.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.documents import DEADLETTER_MAPPING, EVENTS_MAPPING
+from collector.errors import LifecycleError
+from collector.index import Requester, Response
+
+log = logging.getLogger(__name__)
+
+ISM_COMPONENT = "opensearch-index-management"
+TEMPLATE_PRIORITY = 200
+ISM_TEMPLATE_PRIORITY = 100
+MANAGED_BY = "crm-audit-collector"
+
+NO_ISM_WARNING = (
+    "ISM plugin not installed on the cluster: retention policies not applied; "
+    "indices are kept until deleted by an operator"
+)
+
+
+def events_index_pattern(prefix: str, retention_class: str | None = None) -> str:
+    """``{prefix}-events-*``, or one class's ``{prefix}-events-{class}-*``."""
+    if retention_class is None:
+        return f"{prefix}-events-*"
+    return f"{prefix}-events-{retention_class}-*"
+
+
+def deadletter_index(prefix: str) -> str:
+    """The single dead-letter index for documents the events mapping refused."""
+    return f"{prefix}-deadletter"
+
+
+def policy_id(prefix: str, retention_class: str) -> str:
+    """ISM policy id of a retention class."""
+    return f"{prefix}-{retention_class}"
+
+
+def _settings(shards: int, replicas: int) -> dict[str, Any]:
+    return {
+        "index": {
+            "number_of_shards": shards,
+            "number_of_replicas": replicas,
+            "codec": "best_compression",
+        }
+    }
+
+
+def _with_hash(template: dict[str, Any]) -> dict[str, Any]:
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+    template["_meta"] = {"managed_by": MANAGED_BY, "content_sha256": digest}
+    return template
+
+
+def events_template(prefix: str, *, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
+    """Composable template body for ``{prefix}-events-*``."""
+    return _with_hash(
+        {
+            "index_patterns": [events_index_pattern(prefix)],
+            "priority": TEMPLATE_PRIORITY,
+            "template": {
+                "settings": _settings(shards, replicas),
+                "mappings": copy.deepcopy(EVENTS_MAPPING),
+            },
+        }
+    )
+
+
+def deadletter_template(prefix: str, *, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
+    """Composable template body for the dead-letter index."""
+    return _with_hash(
+        {
+            "index_patterns": [f"{deadletter_index(prefix)}*"],
+            "priority": TEMPLATE_PRIORITY,
+            "template": {
+                "settings": _settings(shards, replicas),
+                "mappings": copy.deepcopy(DEADLETTER_MAPPING),
+            },
+        }
+    )
+
+
+def render_policy(
+    policy_file: Mapping[str, Any], prefix: str, retention_class: str
+) -> dict[str, Any]:
+    """The policy file's body with the ``ism_template`` of its class put in."""
+    body = copy.deepcopy(dict(policy_file))
+    policy = body["policy"]
+    policy["ism_template"] = [
+        {
+            "index_patterns": [events_index_pattern(prefix, retention_class)],
+            "priority": ISM_TEMPLATE_PRIORITY,
+        }
+    ]
+    return body
+
+
+def is_subset(wanted: Any, present: Any) -> bool:
+    """True when `present` holds everything of `wanted` (ISM adds defaults of its own)."""
+    if isinstance(wanted, Mapping):
+        return isinstance(present, Mapping) and all(
+            key in present and is_subset(value, present[key]) for key, value in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(present, list)
+            and len(wanted) == len(present)
+            and all(is_subset(w, p) for w, p in zip(wanted, present, strict=True))
+        )
+    return bool(wanted == present)
+
+
+@dataclass
+class LifecycleReport:
+    """What `install` did: per template / policy one of created|updated|unchanged."""
+
+    templates: dict[str, str] = field(default_factory=dict)
+    ism_available: bool = False
+    policies: dict[str, str] = field(default_factory=dict)
+
+
+def _fail(what: str, response: Response) -> LifecycleError:
+    detail = " ".join(json.dumps(response.body).split())[:500]
+    return LifecycleError(f"{what}: HTTP {response.status}: {detail}")
+
+
+class LifecycleInstaller:
+    """Installs templates and retention policies for one index prefix."""
+
+    def __init__(
+        self,
+        request: Requester,
+        *,
+        prefix: str,
+        policies: Mapping[str, Mapping[str, Any]],
+        shards: int = 1,
+        replicas: int = 0,
+    ) -> None:
+        self.request = request
+        self.prefix = prefix
+        self.policies = dict(policies)
+        self.shards = shards
+        self.replicas = replicas
+        self._warned_no_ism = False
+
+    def install(self) -> LifecycleReport:
+        """Install everything; raise `LifecycleError` if OpenSearch refuses or is away."""
+        report = LifecycleReport()
+        for name, body in (
+            (
+                f"{self.prefix}-events",
+                events_template(self.prefix, shards=self.shards, replicas=self.replicas),
+            ),
+            (
+                f"{self.prefix}-deadletter",
+                deadletter_template(self.prefix, shards=self.shards, replicas=self.replicas),
+            ),
+        ):
+            report.templates[name] = self._put_template(name, body)
+        report.ism_available = self.ism_available()
+        if not report.ism_available:
+            if not self._warned_no_ism:
+                log.warning(NO_ISM_WARNING)
+                self._warned_no_ism = True
+            return report
+        for retention_class, policy_file in sorted(self.policies.items()):
+            pid = policy_id(self.prefix, retention_class)
+            wanted = render_policy(policy_file, self.prefix, retention_class)
+            report.policies[pid] = self._put_policy(pid, wanted)
+            self._attach(pid, retention_class, changed=report.policies[pid] == "updated")
+        return report
+
+    def ism_available(self) -> bool:
+        """Whether every node runs the index-management (ISM) plugin."""
+        response = self.request("GET", "/_cat/plugins", params={"format": "json"})
+        if response.status != 200 or not isinstance(response.body, list):
+            raise _fail("cannot list cluster plugins", response)
+        nodes: dict[str, set[str]] = {}
+        for row in response.body:
+            if isinstance(row, Mapping):
+                nodes.setdefault(str(row.get("name")), set()).add(str(row.get("component")))
+        return bool(nodes) and all(ISM_COMPONENT in components for components in nodes.values())
+
+    # -- templates -------------------------------------------------------------------
+
+    def _put_template(self, name: str, body: dict[str, Any]) -> str:
+        path = f"/_index_template/{name}"
+        current = self.request("GET", path)
+        state = "created"
+        if current.status == 200:
+            found = (
+                current.body.get("index_templates", []) if isinstance(current.body, Mapping) else []
+            )
+            meta = found[0].get("index_template", {}).get("_meta", {}) if found else {}
+            if meta.get("content_sha256") == body["_meta"]["content_sha256"]:
+                return "unchanged"
+            state = "updated"
+        elif current.status != 404:
+            raise _fail(f"cannot read index template {name}", current)
+        response = self.request("PUT", path, body=body)
+        if response.status != 200:
+            raise _fail(f"cannot install index template {name}", response)
+        log.info("index template %s %s (pattern %s)", name, state, body["index_patterns"][0])
+        return state
+
+    # -- ISM -------------------------------------------------------------------------
+
+    def _put_policy(self, pid: str, wanted: dict[str, Any]) -> str:
+        path = f"/_plugins/_ism/policies/{pid}"
+        for _ in range(3):  # another collector may be writing the same policy
+            current = self.request("GET", path)
+            if current.status == 404:
+                response = self.request("PUT", path, body=wanted)
+                if response.status == 409:
+                    continue
+                if response.status not in (200, 201):
+                    raise _fail(f"cannot create ISM policy {pid}", response)
+                log.info("ISM policy %s created", pid)
+                return "created"
+            if current.status != 200 or not isinstance(current.body, Mapping):
+                raise _fail(f"cannot read ISM policy {pid}", current)
+            if is_subset(wanted["policy"], current.body.get("policy")):
+                return "unchanged"
+            response = self.request(
+                "PUT",
+                path,
+                body=wanted,
+                params={
+                    "if_seq_no": str(current.body.get("_seq_no")),
+                    "if_primary_term": str(current.body.get("_primary_term")),
+                },
+            )
+            if response.status == 409:
+                continue
+            if response.status not in (200, 201):
+                raise _fail(f"cannot update ISM policy {pid}", response)
+            log.info("ISM policy %s updated", pid)
+            return "updated"
+        raise LifecycleError(f"ISM policy {pid}: concurrent updates, gave up after 3 tries")
+
+    def _attach(self, pid: str, retention_class: str, *, changed: bool) -> None:
+        pattern = events_index_pattern(self.prefix, retention_class)
+        body = {"policy_id": pid}
+        added = self.request("POST", f"/_plugins/_ism/add/{pattern}", body=body)
+        if added.status == 404:
+            return  # no index of this class yet: ism_template covers future ones
+        if added.status != 200:
+            raise _fail(f"cannot attach ISM policy {pid} to {pattern}", added)
+        count = added.body.get("updated_indices", 0) if isinstance(added.body, Mapping) else 0
+        if count:
+            log.info("ISM policy %s attached to %d existing indices of %s", pid, count, pattern)
+        if changed:
+            # Managed indices keep the policy version they started with until told.
+            moved = self.request("POST", f"/_plugins/_ism/change_policy/{pattern}", body=body)
+            if moved.status not in (200, 404):
+                raise _fail(f"cannot move {pattern} to the updated policy {pid}", moved)

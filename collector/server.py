@@ -1,0 +1,411 @@
+"""The mTLS gRPC collector: receives batches, indexes them, acks after OpenSearch confirmed.
+
+Programmatic use::
+
+    config = load_config(Path("collector.yaml"))
+    server = CollectorServer(config)        # or CollectorServer(config, request=...)
+    port = server.start()                   # "127.0.0.1:0" in `listen` picks a free port
+    ...
+    server.stop(grace_s=30)                 # finish in-flight batches, then close
+
+Identity: the agent id is the CN of the verified client certificate. A batch naming
+another agent is rejected (`STATUS_REJECTED`), and every event's ``agent.id`` comes from
+the certificate, never from the payload. Handshake failures (no certificate, foreign
+CA, expired certificate) never reach this code: gRPC core refuses them during TLS.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+
+from collector.config import CollectorConfig
+from collector.documents import Granularity, index_name, to_document
+from collector.errors import (
+    IndexingError,
+    LifecycleError,
+    PermanentIndexingError,
+    StartupError,
+)
+from collector.index import BulkIndexer, IndexRequest, OpenSearchHttp, Requester, make_client
+from collector.lifecycle import LifecycleInstaller, deadletter_index
+from proto.v1 import audit_pb2, audit_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+Ack = audit_pb2.Ack
+
+
+class Readiness:
+    """Installs templates/policies once; until that succeeded, batches get STATUS_RETRY.
+
+    Events must never reach OpenSearch before the strict template exists (they would
+    get a dynamic mapping), so indexing waits for a successful `install`. Failed
+    attempts are retried at most every `retry_interval_s`.
+    """
+
+    def __init__(
+        self,
+        installer: LifecycleInstaller,
+        *,
+        retry_interval_s: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.installer = installer
+        self.retry_interval_s = retry_interval_s
+        self.monotonic = monotonic
+        self._lock = threading.Lock()
+        self._ready = False
+        self._last_failure: tuple[float, str] | None = None
+
+    def ensure(self) -> None:
+        """Return when installed; raise `LifecycleError` otherwise."""
+        if self._ready:
+            return
+        with self._lock:
+            if self._ready:
+                return
+            now = self.monotonic()
+            if self._last_failure and now - self._last_failure[0] < self.retry_interval_s:
+                raise LifecycleError(self._last_failure[1])
+            try:
+                self.installer.install()
+            except LifecycleError as exc:
+                self._last_failure = (now, str(exc))
+                raise
+            self._ready = True
+
+
+class BatchProcessor:
+    """One batch in, one Ack out (see `proto/v1/audit.proto` for the Ack contract)."""
+
+    def __init__(
+        self,
+        indexer: BulkIndexer,
+        readiness: Readiness,
+        *,
+        prefix: str,
+        retention_class: str,
+        granularity: Granularity,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.indexer = indexer
+        self.readiness = readiness
+        self.prefix = prefix
+        self.retention_class = retention_class
+        self.granularity = granularity
+        self.clock_ns = clock_ns
+
+    def process(self, batch: audit_pb2.Batch, *, identity: str, peer: str = "") -> audit_pb2.Ack:
+        """Index `batch` for the certificate identity `identity`; never raises."""
+        if batch.agent_id != identity:
+            log.warning(
+                "batch %d rejected: agent_id %r in the batch differs from the client "
+                "certificate identity %r (peer %s)",
+                batch.batch_id,
+                batch.agent_id,
+                identity,
+                peer,
+            )
+            return Ack(
+                batch_id=batch.batch_id,
+                status=Ack.STATUS_REJECTED,
+                detail=(
+                    f"batch agent_id {batch.agent_id!r} does not match the client "
+                    f"certificate identity {identity!r}"
+                ),
+            )
+        if not batch.events:
+            return Ack(batch_id=batch.batch_id, status=Ack.STATUS_OK)
+        try:
+            self.readiness.ensure()
+            received = self.clock_ns()
+            requests = []
+            for event in batch.events:
+                doc = to_document(event, agent_id=identity, received_unix_nano=received)
+                target = index_name(
+                    self.prefix, self.retention_class, self.granularity, doc.timestamp_unix_nano
+                )
+                requests.append(
+                    IndexRequest(
+                        index=target,
+                        doc_id=doc.doc_id,
+                        source=doc.source,
+                        agent_id=identity,
+                        sequence=doc.sequence,
+                        original=event.original,
+                    )
+                )
+            result = self.indexer.index(requests)
+        except LifecycleError as exc:
+            log.warning(
+                "batch %d from %s not indexed: collector not ready: %s",
+                batch.batch_id,
+                identity,
+                exc,
+            )
+            return self._retry(batch, f"collector not ready: {exc}")
+        except PermanentIndexingError as exc:
+            log.error("batch %d from %s not indexed: %s", batch.batch_id, identity, exc)
+            return self._retry(batch, str(exc))
+        except IndexingError as exc:
+            log.warning("batch %d from %s not indexed: %s", batch.batch_id, identity, exc)
+            return self._retry(batch, str(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug must cost a resend, not the stream
+            log.error(
+                "batch %d from %s: internal error %s: %s",
+                batch.batch_id,
+                identity,
+                type(exc).__name__,
+                " ".join(str(exc).split()),
+            )
+            return self._retry(batch, f"internal error: {type(exc).__name__}")
+        detail = f"{result.dead_lettered} dead-lettered" if result.dead_lettered else ""
+        log.debug(
+            "batch %d from %s: %d indexed, %d duplicates%s",
+            batch.batch_id,
+            identity,
+            result.indexed,
+            result.duplicates,
+            f", {detail}" if detail else "",
+        )
+        return Ack(
+            batch_id=batch.batch_id,
+            status=Ack.STATUS_OK,
+            indexed=result.indexed,
+            duplicates=result.duplicates,
+            detail=detail,
+        )
+
+    @staticmethod
+    def _retry(batch: audit_pb2.Batch, detail: str) -> audit_pb2.Ack:
+        return Ack(batch_id=batch.batch_id, status=Ack.STATUS_RETRY, detail=detail[:1000])
+
+
+def peer_identity(context: grpc.ServicerContext) -> str | None:
+    """CN of the verified client certificate, or None."""
+    values: Any = context.auth_context().get("x509_common_name") or []
+    first = next(iter(values), None)
+    return first.decode("utf-8", "replace") if isinstance(first, bytes) else None
+
+
+class _Streams:
+    """Open streams and whether each is processing a batch, for a graceful shutdown.
+
+    Shutdown (`drain`) cancels the idle streams at once (they wait for a batch that
+    has not been sent: nothing is lost) and lets busy ones finish their batch, send its
+    Ack and close. `busy` and `drain` share a lock, so a stream is either marked busy
+    before draining starts (and finishes) or sees the drain and answers STATUS_RETRY.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[int, Any] = {}
+        self.draining = False
+
+    def open(self, context: Any) -> None:
+        with self._lock:
+            self._idle[id(context)] = context
+
+    def close(self, context: Any) -> None:
+        with self._lock:
+            self._idle.pop(id(context), None)
+
+    def busy(self, context: Any) -> bool:
+        """Mark the stream busy; False when draining (the batch must not start)."""
+        with self._lock:
+            self._idle.pop(id(context), None)
+            return not self.draining
+
+    def idle(self, context: Any) -> bool:
+        """Mark the stream idle again; False when draining (the stream should end)."""
+        with self._lock:
+            if self.draining:
+                return False
+            self._idle[id(context)] = context
+            return True
+
+    def drain(self) -> int:
+        """Start draining; cancel idle streams; return how many were cancelled."""
+        with self._lock:
+            self.draining = True
+            idle = list(self._idle.values())
+            self._idle.clear()
+        for context in idle:
+            context.cancel()
+        return len(idle)
+
+
+class CollectorService(audit_pb2_grpc.CollectorServicer):
+    """`Collector.Ship`: an Ack per Batch, in order."""
+
+    def __init__(self, processor: BatchProcessor) -> None:
+        self.processor = processor
+        self.streams = _Streams()
+
+    def Ship(
+        self, request_iterator: Iterator[audit_pb2.Batch], context: Any
+    ) -> Iterator[audit_pb2.Ack]:
+        identity = peer_identity(context)
+        peer = context.peer()
+        if identity is None:
+            log.warning("stream from %s refused: client certificate has no common name", peer)
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "client certificate has no CN")
+            return
+        log.info("stream opened: agent %s from %s", identity, peer)
+        batches = 0
+        how = "closed by the agent"
+        self.streams.open(context)
+        try:
+            for batch in request_iterator:
+                if not self.streams.busy(context):
+                    how = "closed: collector shutting down"
+                    yield Ack(
+                        batch_id=batch.batch_id,
+                        status=Ack.STATUS_RETRY,
+                        detail="collector shutting down; send again",
+                    )
+                    return
+                batches += 1
+                yield self.processor.process(batch, identity=identity, peer=peer)
+                # Resumed: grpc has sent the Ack.
+                if not self.streams.idle(context):
+                    how = "closed: collector shutting down"
+                    return
+        except grpc.RpcError:
+            how = "cancelled"
+        finally:
+            self.streams.close(context)
+            log.info("stream %s: agent %s from %s, %d batches", how, identity, peer, batches)
+
+
+class CollectorServer:
+    """The collector service bound to `config.listen` with mTLS."""
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        *,
+        request: Requester | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.config = config
+        os_cfg = config.opensearch
+        if request is None:
+            request = OpenSearchHttp(
+                make_client(
+                    os_cfg.url,
+                    timeout_s=os_cfg.request_timeout_s,
+                    pool_maxsize=config.server.max_concurrent_streams,
+                )
+            )
+        self.installer = LifecycleInstaller(
+            request,
+            prefix=os_cfg.index_prefix,
+            policies={name: cls.policy_body() for name, cls in config.retention.classes.items()},
+        )
+        self.readiness = Readiness(self.installer)
+        indexer = BulkIndexer(
+            request,
+            deadletter_index=deadletter_index(os_cfg.index_prefix),
+            max_docs=os_cfg.bulk_max_docs,
+            max_bytes=os_cfg.bulk_max_bytes,
+        )
+        self.service = CollectorService(
+            BatchProcessor(
+                indexer,
+                self.readiness,
+                prefix=os_cfg.index_prefix,
+                retention_class=config.retention.default_class,
+                granularity=config.retention.granularity,
+                clock_ns=clock_ns,
+            )
+        )
+        self._server: grpc.Server | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.port = 0
+
+    def start(self) -> int:
+        """Install templates (failure is not fatal), bind, start; return the bound port."""
+        try:
+            self.readiness.ensure()
+        except LifecycleError as exc:
+            log.error("OpenSearch setup failed, batches get STATUS_RETRY until it works: %s", exc)
+        tls = self.config.tls
+        try:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.key.read_bytes(), tls.cert.read_bytes())],
+                root_certificates=tls.ca.read_bytes(),
+                require_client_auth=True,
+            )
+        except OSError as exc:
+            raise StartupError(f"cannot read TLS files: {exc}") from None
+        limits = self.config.server
+        # A sync server holds one thread per open stream.
+        self._executor = ThreadPoolExecutor(
+            max_workers=limits.max_concurrent_streams, thread_name_prefix="collector-ship"
+        )
+        server = grpc.server(
+            self._executor,
+            maximum_concurrent_rpcs=limits.max_concurrent_streams,
+            options=[
+                ("grpc.max_receive_message_length", limits.max_message_bytes),
+                ("grpc.max_send_message_length", limits.max_message_bytes),
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.keepalive_timeout_ms", 20_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        audit_pb2_grpc.add_CollectorServicer_to_server(self.service, server)
+        try:
+            port = server.add_secure_port(self.config.listen, credentials)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen on {self.config.listen}: {exc}") from None
+        if port == 0:
+            raise StartupError(f"cannot listen on {self.config.listen}")
+        server.start()
+        self._server = server
+        self.port = port
+        log.info(
+            "collector listening on %s (port %d, mTLS, max %d streams), indexing into %s",
+            self.config.listen,
+            port,
+            limits.max_concurrent_streams,
+            self.config.opensearch.url,
+        )
+        return port
+
+    def stop(self, grace_s: float = 30.0) -> None:
+        """Refuse new streams, let in-flight batches finish (up to `grace_s`), close."""
+        server = self._server
+        if server is None:
+            return
+        self._server = None
+        stopped = server.stop(grace_s)  # new RPCs refused; the rest aborted after grace
+        idle = self.service.streams.drain()
+        log.info(
+            "shutting down: %d idle streams closed, waiting up to %.0fs for in-flight batches",
+            idle,
+            grace_s,
+        )
+        if not stopped.wait(grace_s + 5):
+            log.warning("shutdown: handlers still running after %.0fs", grace_s)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        log.info("collector stopped")
+
+
+__all__ = [
+    "BatchProcessor",
+    "CollectorServer",
+    "CollectorService",
+    "Readiness",
+    "peer_identity",
+]

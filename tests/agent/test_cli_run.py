@@ -1,0 +1,111 @@
+"""`crm-audit-agent run` as a real process: ships, then exits 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from agent.checkpoint import CheckpointStore
+from tests.agent.certs import make_pki
+from tests.agent.fake_collector import FakeCollector, Server
+
+CLI = Path(sys.executable).parent / "crm-audit-agent"
+
+
+def write_config(tmp_path: Path, port: int, pki_dir: str) -> Path:
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(
+        f"""
+agent_id: crm-host-1
+state_dir: state
+collector:
+  endpoint: "127.0.0.1:{port}"
+  server_name: localhost
+  tls: {{ca: {pki_dir}/ca.crt, cert: pki/agents/crm-host-1.crt, key: pki/agents/crm-host-1.key}}
+  retry: {{initial_s: 0.05, max_s: 0.2}}
+batch: {{max_events: 10, max_wait_s: 0.1}}
+sources:
+  - {{name: crm_app, format: jsonlines, paths: ["logs/*.jsonl"], poll_interval_s: 0.05}}
+"""
+    )
+    return cfg
+
+
+def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+    return process.returncode, stderr
+
+
+def test_run_ships_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    (tmp_path / "logs").mkdir()
+    lines = [json.dumps({"event": "record.view", "n": i}) for i in range(25)] + ["not json"]
+    (tmp_path / "logs" / "app.jsonl").write_text("\n".join(lines) + "\n")
+    collector = FakeCollector()
+    with Server(collector, pki) as server:
+        cfg = write_config(tmp_path, server.port, "pki")
+        process = subprocess.Popen(
+            [str(CLI), "run", "-c", str(cfg)], stderr=subprocess.PIPE, text=True
+        )
+        try:
+            collector.wait_for(lambda: sum(len(b.events) for b in collector.received) >= 26)
+            store = CheckpointStore(tmp_path / "state")
+            deadline = time.monotonic() + 30
+            while store.load().next_sequence != 27 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            code, stderr = stop(process)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert all(" INFO " in line or " WARNING " in line for line in stderr.splitlines()), stderr
+    assert store.load().next_sequence == 27
+    last = collector.received[-1].events[-1]
+    assert list(last.flags) == ["parse_error"] and last.original == "not json"
+
+
+def test_run_without_collector_logs_reason_and_exits_on_sigterm(tmp_path: Path) -> None:
+    make_pki(tmp_path / "pki")
+    other = make_pki(tmp_path / "other")  # the collector's CA is not the one the agent trusts
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "app.jsonl").write_text('{"event": "login"}\n')
+    with Server(FakeCollector(), other) as server:
+        cfg = write_config(tmp_path, server.port, "pki")
+        process = subprocess.Popen(
+            [str(CLI), "run", "-c", str(cfg)], stderr=subprocess.PIPE, text=True
+        )
+        assert process.stderr is not None
+        seen: list[str] = []
+        found = threading.Event()
+
+        def collect() -> None:
+            assert process.stderr is not None
+            for line in process.stderr:
+                seen.append(line)
+                if "cannot ship to" in line:
+                    found.set()
+
+        reader = threading.Thread(target=collect)
+        reader.start()
+        try:
+            found.wait(30)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(30)
+            reader.join(30)
+            process.stderr.close()
+    stderr = "".join(seen)
+    assert code == 0, stderr
+    reasons = [line for line in stderr.splitlines() if "cannot ship to" in line]
+    assert reasons and "CERTIFICATE_VERIFY_FAILED" in reasons[0], stderr
+    assert "ssl_transport_security" not in stderr  # grpc's own log lines are silenced
+    assert not (tmp_path / "state" / "checkpoint.json").exists()

@@ -1,0 +1,125 @@
+"""Config validation: each bad_*/typo_* file and the exact lines it must produce."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config
+from agent.errors import ConfigError
+from tests.agent.certs import make_pki
+
+TESTDATA = Path(__file__).parent / "testdata"
+CLI = Path(sys.executable).parent / "crm-audit-agent"
+
+EXPECTED = {
+    "bad_tls_missing.yaml": [
+        "{cfg}:6: collector.tls.ca: file not found: {dir}/missing/ca.crt",
+        "{cfg}:7: collector.tls.cert: file not found: {dir}/missing/agent.crt",
+        "{cfg}:8: collector.tls.key: file not found: {dir}/missing/agent.key",
+    ],
+    "bad_tls_content.yaml": [
+        "{cfg}:6: collector.tls.ca: not a PEM certificate: {dir}/pki/agents/crm-host-1.key",
+        "{cfg}:8: collector.tls.key: not an unencrypted PEM private key: {dir}/pki/ca.crt",
+    ],
+    "bad_values.yaml": [
+        "{cfg}:4: collector.endpoint: expected host:port, got 'localhost'",
+        "{cfg}:6: collector.max_in_flight: Input should be greater than or equal to 1",
+        "{cfg}:7: collector.retry: max_s must be >= initial_s",
+        "{cfg}:9: batch.max_wait_s: Input should be less than or equal to 1",
+        "{cfg}:12: sources.0.format: unknown format 'csv' (known: jsonlines)",
+        "{cfg}:16: sources.1.paths: List should have at least 1 item after validation, not 0",
+        "{cfg}:17: sources.1.mapping: unknown schema field 'usr.name' (schema fields: "
+        "action, changes, message, object.id, object.name, object.type, outcome, "
+        "record_count, session_id, source.device_id, source.ip, source.port, "
+        "source.user_agent, timestamp, user.email, user.id, user.name, user.roles)",
+    ],
+    "bad_cn.yaml": [
+        "{cfg}:2: agent_id: 'crm-host-2' does not match the CN 'crm-host-1' of the client "
+        "certificate {dir}/pki/agents/crm-host-1.crt",
+    ],
+    "bad_yaml.yaml": ["{cfg}:5: invalid YAML: found unexpected end of stream"],
+    "typo_keys.yaml": [
+        "{cfg}:1: collector: Field required",
+        "{cfg}:5: sources.0.paths: Field required",
+        "{cfg}:7: sources.0.pths: unknown key",
+        "{cfg}:3: colector: unknown key",
+    ],
+}
+
+
+def stage(tmp_path: Path, name: str) -> Path:
+    """Copy a testdata config next to a fresh PKI (configs use relative paths)."""
+    make_pki(tmp_path / "pki")
+    target = tmp_path / name
+    shutil.copy(TESTDATA / name, target)
+    return target
+
+
+def expected(name: str, cfg: Path) -> list[str]:
+    return [line.format(cfg=cfg, dir=cfg.parent) for line in EXPECTED[name]]
+
+
+def test_good_config_resolves_relative_paths(tmp_path: Path) -> None:
+    config = load_config(stage(tmp_path, "good.yaml"))
+    assert config.state_dir == tmp_path / "state"
+    assert config.collector.tls.ca == tmp_path / "pki" / "ca.crt"
+    assert config.sources[0].paths == [str(tmp_path / "logs" / "audit*.jsonl")]
+    assert config.sources[0].mapping == {"user.name": "actor.username"}
+    assert config.batch.max_wait_s == 1.0 and config.collector.max_in_flight == 4
+    assert config.collector.tls_name == "localhost"
+
+
+def test_example_config_is_valid_apart_from_its_files() -> None:
+    example = Path(__file__).parents[2] / "config" / "agent.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(example)
+    # Only the TLS files (which exist on a provisioned host only) are missing.
+    assert info.value.problems
+    assert all(": collector.tls." in p and "file not found" in p for p in info.value.problems)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bad_configs(tmp_path: Path, name: str) -> None:
+    cfg = stage(tmp_path, name)
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert sorted(info.value.problems) == sorted(expected(name, cfg))
+
+
+def test_testdata_is_all_covered() -> None:
+    names = {p.name for p in TESTDATA.glob("*.yaml")}
+    assert names == set(EXPECTED) | {"good.yaml"}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_check_command_reports_one_line_per_problem(tmp_path: Path, name: str) -> None:
+    cfg = stage(tmp_path, name)
+    result = subprocess.run(
+        [str(CLI), "check", "-c", str(cfg)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert sorted(result.stderr.splitlines()) == sorted(expected(name, cfg))
+
+
+def test_check_command_accepts_good_config(tmp_path: Path) -> None:
+    cfg = stage(tmp_path, "good.yaml")
+    result = subprocess.run(
+        [str(CLI), "check", "-c", str(cfg)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_check_command_missing_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "nope.yaml"
+    result = subprocess.run(
+        [str(CLI), "check", "-c", str(cfg)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"{cfg}: config file not found"]

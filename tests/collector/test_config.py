@@ -1,0 +1,134 @@
+"""collector.config via the real console script: `crm-audit-collector check -c ...`.
+
+Each testdata/bad_*.yaml and typo_*.yaml names its expected stderr lines in
+``# expect:`` comments ({dir} = the directory the config was copied to).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from collector.admin.pki import init_ca
+from collector.config import load_config, with_opensearch_url
+from collector.errors import ConfigError
+from tests.collector.conftest import REPO, Pki
+
+TESTDATA = Path(__file__).parent / "testdata"
+CLI = Path(sys.executable).parent / "crm-audit-collector"
+BAD = sorted(p.name for p in TESTDATA.glob("*.yaml") if p.name.startswith(("bad_", "typo_")))
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """testdata copied next to a freshly generated pki/ directory."""
+    target = tmp_path / "cfg"
+    shutil.copytree(TESTDATA, target)
+    init_ca(target / "pki")
+    return target
+
+
+def test_bad_config_list_is_not_empty() -> None:
+    assert len(BAD) >= 6
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_config_reports_each_problem_on_one_line(workdir: Path, name: str) -> None:
+    text = (workdir / name).read_text()
+    expected = [
+        line.removeprefix("# expect: ").replace("{dir}", str(workdir.resolve()))
+        for line in text.splitlines()
+        if line.startswith("# expect: ")
+    ]
+    assert expected, f"{name} has no '# expect:' lines"
+    result = run_cli("check", "-c", name, cwd=workdir)
+    assert result.returncode == 2, result
+    assert result.stderr.splitlines() == expected
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_ok_config_says_ok(workdir: Path) -> None:
+    result = run_cli("check", "-c", "ok_minimal.yaml", cwd=workdir)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ok_minimal.yaml: OK\n", "")
+
+
+def test_example_config_in_repo_is_valid(tmp_path: Path) -> None:
+    # config/collector.yaml points at ../var/pki; recreate that layout around a copy.
+    config_dir = tmp_path / "config"
+    shutil.copytree(REPO / "config", config_dir)
+    init_ca(tmp_path / "var" / "pki")
+    result = run_cli("check", "-c", str(config_dir / "collector.yaml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = load_config(config_dir / "collector.yaml")
+    assert config.listen == "127.0.0.1:4317"
+    assert config.opensearch.index_prefix == "crm-audit"
+    assert config.retention.classes["standard"].policy_body()["policy"]["default_state"] == "hot"
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    result = run_cli("check", "-c", "absent.yaml", cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (2, "absent.yaml: config file not found\n")
+
+
+def test_bad_cli_args_one_line_exit_2(tmp_path: Path) -> None:
+    result = run_cli("check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert "-c/--config" in result.stderr
+
+
+def test_world_readable_key_is_refused(workdir: Path) -> None:
+    (workdir / "pki" / "collector.key").chmod(0o644)
+    result = run_cli("check", "-c", "ok_minimal.yaml", cwd=workdir)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"ok_minimal.yaml:2: tls.key: private key {workdir.resolve()}/pki/collector.key is "
+        "accessible to other users (mode 0644); chmod 600 it\n"
+    )
+
+
+def test_key_of_another_certificate_is_refused(workdir: Path, pki: Pki) -> None:
+    shutil.copy(pki.layout.collector_key, workdir / "pki" / "collector.key")
+    result = run_cli("check", "-c", "ok_minimal.yaml", cwd=workdir)
+    assert result.returncode == 2
+    d = workdir.resolve()
+    assert result.stderr == (
+        f"ok_minimal.yaml:2: tls: key {d}/pki/collector.key does not belong to cert "
+        f"{d}/pki/collector.crt\n"
+    )
+
+
+def test_opensearch_url_env_override(workdir: Path) -> None:
+    result = run_cli(
+        "check", "-c", "ok_minimal.yaml", cwd=workdir, env={"OPENSEARCH_URL": "ftp://x"}
+    )
+    assert result.returncode == 2
+    assert result.stderr == "OPENSEARCH_URL: expected an http:// or https:// URL, got 'ftp://x'\n"
+    config = load_config(workdir / "ok_minimal.yaml")
+    assert with_opensearch_url(config, "https://os:9200/").opensearch.url == "https://os:9200"
+
+
+def test_load_config_raises_config_error_with_all_problems(workdir: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(workdir / "bad_values.yaml")
+    assert len(info.value.problems) == 5
+    assert info.value.exit_code == 2

@@ -1,0 +1,189 @@
+"""collector.lifecycle request sequences against a fake cluster (ISM present and absent)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from collector.errors import LifecycleError
+from collector.index import Response
+from collector.lifecycle import (
+    NO_ISM_WARNING,
+    LifecycleInstaller,
+    deadletter_template,
+    events_template,
+    is_subset,
+    render_policy,
+)
+from tests.collector.conftest import REPO, STANDARD_POLICY, FakeHttp
+
+POLICY = json.loads(STANDARD_POLICY.read_text())
+ISM_PLUGINS = [
+    {"name": "n1", "component": "opensearch-job-scheduler"},
+    {"name": "n1", "component": "opensearch-index-management"},
+]
+
+
+def stored_policy(wanted: dict[str, Any], seq_no: int = 7, term: int = 2) -> dict[str, Any]:
+    """What GET _plugins/_ism/policies/<id> returns: our policy plus ISM's defaults."""
+    policy = copy.deepcopy(wanted["policy"])
+    policy.update(
+        policy_id="p-standard", schema_version=21, last_updated_time=1, error_notification=None
+    )
+    for state in policy["states"]:
+        for action in state["actions"]:
+            action["retry"] = {"count": 3, "backoff": "exponential", "delay": "1m"}
+    policy["ism_template"][0]["last_updated_time"] = 1
+    return {"_id": "p-standard", "_seq_no": seq_no, "_primary_term": term, "policy": policy}
+
+
+class Cluster:
+    """A tiny fake cluster answering the lifecycle's requests."""
+
+    def __init__(self, *, plugins: list[dict[str, str]], policy: dict[str, Any] | None = None):
+        self.plugins = plugins
+        self.templates: dict[str, dict[str, Any]] = {}
+        self.policy = policy
+        self.put_conflicts = 0
+        self.http = FakeHttp(self.answer)
+
+    def answer(self, method: str, path: str, body: Any, params: dict[str, str]) -> Response:
+        if path == "/_cat/plugins":
+            return Response(200, self.plugins)
+        if path.startswith("/_index_template/"):
+            name = path.rsplit("/", 1)[1]
+            if method == "GET":
+                if name not in self.templates:
+                    return Response(404, {})
+                return Response(
+                    200,
+                    {"index_templates": [{"name": name, "index_template": self.templates[name]}]},
+                )
+            self.templates[name] = body
+            return Response(200, {"acknowledged": True})
+        if path == "/_plugins/_ism/policies/p-standard":
+            if method == "GET":
+                return Response(200, self.policy) if self.policy else Response(404, {})
+            if self.put_conflicts:
+                self.put_conflicts -= 1
+                return Response(409, {"error": "version conflict"})
+            self.policy = stored_policy(body)
+            return Response(201 if not params else 200, {"_id": "p-standard"})
+        if path.startswith("/_plugins/_ism/add/") or path.startswith(
+            "/_plugins/_ism/change_policy/"
+        ):
+            return Response(200, {"updated_indices": 2, "failures": False, "failed_indices": []})
+        raise AssertionError(f"unexpected request {method} {path}")
+
+
+def installer(cluster: Cluster) -> LifecycleInstaller:
+    return LifecycleInstaller(cluster.http, prefix="p", policies={"standard": POLICY})
+
+
+def calls(cluster: Cluster) -> list[tuple[str, str]]:
+    return [(m, p) for m, p, _, _ in cluster.http.calls]
+
+
+def test_fresh_cluster_with_ism_installs_everything() -> None:
+    cluster = Cluster(plugins=ISM_PLUGINS)
+    report = installer(cluster).install()
+    assert report.templates == {"p-events": "created", "p-deadletter": "created"}
+    assert report.ism_available
+    assert report.policies == {"p-standard": "created"}
+    assert calls(cluster) == [
+        ("GET", "/_index_template/p-events"),
+        ("PUT", "/_index_template/p-events"),
+        ("GET", "/_index_template/p-deadletter"),
+        ("PUT", "/_index_template/p-deadletter"),
+        ("GET", "/_cat/plugins"),
+        ("GET", "/_plugins/_ism/policies/p-standard"),
+        ("PUT", "/_plugins/_ism/policies/p-standard"),
+        ("POST", "/_plugins/_ism/add/p-events-standard-*"),
+    ]
+    put_policy = cluster.http.calls[6][2]
+    assert put_policy["policy"]["ism_template"] == [
+        {"index_patterns": ["p-events-standard-*"], "priority": 100}
+    ]
+    assert put_policy["policy"]["states"] == POLICY["policy"]["states"]
+    assert cluster.http.calls[7][2] == {"policy_id": "p-standard"}
+
+
+def test_second_install_changes_nothing() -> None:
+    cluster = Cluster(plugins=ISM_PLUGINS)
+    installer(cluster).install()
+    cluster.http.calls.clear()
+    report = installer(cluster).install()
+    assert report.templates == {"p-events": "unchanged", "p-deadletter": "unchanged"}
+    assert report.policies == {"p-standard": "unchanged"}
+    assert [c for c in calls(cluster) if c[0] == "PUT"] == []
+    # still attaches the policy to indices that may have appeared without it
+    assert ("POST", "/_plugins/_ism/add/p-events-standard-*") in calls(cluster)
+
+
+def test_changed_policy_is_updated_with_seq_no_and_moved() -> None:
+    old = render_policy(POLICY, "p", "standard")
+    old["policy"]["states"][1]["transitions"][0]["conditions"]["min_index_age"] = "7d"
+    cluster = Cluster(plugins=ISM_PLUGINS, policy=stored_policy(old, seq_no=11, term=3))
+    report = installer(cluster).install()
+    assert report.policies == {"p-standard": "updated"}
+    method, path, body, params = cluster.http.calls[-3]
+    assert (method, path, params) == (
+        "PUT",
+        "/_plugins/_ism/policies/p-standard",
+        {"if_seq_no": "11", "if_primary_term": "3"},
+    )
+    assert body == render_policy(POLICY, "p", "standard")
+    assert calls(cluster)[-2:] == [
+        ("POST", "/_plugins/_ism/add/p-events-standard-*"),
+        ("POST", "/_plugins/_ism/change_policy/p-events-standard-*"),
+    ]
+
+
+def test_concurrent_policy_creation_is_retried() -> None:
+    cluster = Cluster(plugins=ISM_PLUGINS)
+    cluster.put_conflicts = 1
+    assert installer(cluster).install().policies == {"p-standard": "created"}
+
+
+def test_without_ism_warns_once_and_touches_no_ism_api(caplog: pytest.LogCaptureFixture) -> None:
+    cluster = Cluster(plugins=[{"name": "n1", "component": "opensearch-job-scheduler"}])
+    inst = installer(cluster)
+    with caplog.at_level(logging.WARNING, logger="collector.lifecycle"):
+        assert not inst.install().ism_available
+        inst.install()
+    assert [r.getMessage() for r in caplog.records] == [NO_ISM_WARNING]
+    assert not [p for _, p in calls(cluster) if "_ism" in p]
+
+
+def test_ism_on_only_some_nodes_counts_as_absent() -> None:
+    plugins = [*ISM_PLUGINS, {"name": "n2", "component": "opensearch-job-scheduler"}]
+    assert not installer(Cluster(plugins=plugins)).ism_available()
+
+
+def test_template_error_raises_lifecycle_error() -> None:
+    http = FakeHttp(lambda m, p, b, q: Response(0, {"error": "connection refused"}))
+    with pytest.raises(LifecycleError, match="cannot read index template p-events: HTTP 0"):
+        LifecycleInstaller(http, prefix="p", policies={}).install()
+
+
+def test_is_subset() -> None:
+    assert is_subset({"a": [{"b": 1}]}, {"a": [{"b": 1, "c": 2}], "d": 3})
+    assert not is_subset({"a": [{"b": 1}]}, {"a": [{"b": 1}, {"b": 2}]})
+    assert not is_subset({"a": 1}, {"a": "1"})
+
+
+@pytest.mark.parametrize(
+    ("name", "template"),
+    [
+        ("index-template-events.json", events_template("crm-audit")),
+        ("index-template-deadletter.json", deadletter_template("crm-audit")),
+    ],
+)
+def test_reference_templates_in_config_match_code(name: str, template: dict[str, Any]) -> None:
+    # config/opensearch/*.json are the rendered templates for operators to review;
+    # regenerate them from collector.lifecycle when the mapping changes.
+    assert json.loads((REPO / "config" / "opensearch" / name).read_text()) == template

@@ -1,0 +1,45 @@
+"""Session fixtures shared by all tests.
+
+- `opensearch_url`: a real OpenSearch. ``$OPENSEARCH_URL`` when set; otherwise an
+  embedded single-node OpenSearch (see `collector.admin.opensearch_node`) started on a
+  free loopback port in a temporary home, from the cached download
+  (``$CRM_AUDIT_CACHE`` or ``~/.cache/crm-audit/dist``), and stopped at session end.
+
+Certificates are made per test package (tests/agent makes its own with `cryptography`
+since agent code never imports collector; tests/collector uses `collector.admin.pki`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from collector.admin.opensearch_node import EmbeddedOpenSearch
+from tests.helpers import free_port, traversable_tmpdir
+
+
+def _log(message: str) -> None:
+    print(f"[opensearch fixture] {message}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def opensearch_url() -> Iterator[str]:
+    """Base URL of a real OpenSearch cluster for this test session."""
+    external = os.environ.get("OPENSEARCH_URL")
+    if external:
+        yield external.rstrip("/")
+        return
+    home = traversable_tmpdir("crm-audit-test-os-")
+    node = EmbeddedOpenSearch.from_env(
+        os.environ, os.geteuid(), home=home / "node", port=free_port(), log=_log
+    )
+    try:
+        node.start(timeout=180)
+        yield node.url
+    finally:
+        node.stop()
+        shutil.rmtree(home, ignore_errors=True)
