@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -219,7 +220,9 @@ def main() -> int:
             )
         )
         started = time.monotonic()
-        write_jsonl(logs / "crm-audit.jsonl", generate(count=args.count, seed=42))
+        # Yesterday's business day, so the timestamps are realistic and in the past.
+        first = (datetime.now(UTC) - timedelta(days=1)).replace(hour=8, minute=0, second=0)
+        write_jsonl(logs / "crm-audit.jsonl", generate(count=args.count, seed=42, start=first))
         print(f"demo: wrote {args.count} CRM audit records to {logs / 'crm-audit.jsonl'}")
         deadline = started + 300
         while (count := _count(url)) < args.count:
