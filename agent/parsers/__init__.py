@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from agent.parsers import jsonlines
+from agent.parsers.framing import Framer, LineFramer
 from proto.v1 import audit_pb2 as pb
 
 ParseFn = Callable[[bytes], pb.AuditEvent | None]
@@ -19,11 +20,13 @@ ParseFn = Callable[[bytes], pb.AuditEvent | None]
 
 @dataclass(frozen=True, slots=True)
 class Format:
-    """A log format: its name, the schema fields a mapping may override, a parser factory."""
+    """A log format: its name, the schema fields a mapping may override, a parser factory,
+    and how its lines group into records (one line, one record unless it says otherwise)."""
 
     name: str
     fields: frozenset[str]
     make_parser: Callable[[Mapping[str, str]], ParseFn]
+    make_framer: Callable[[], Framer] = LineFramer
 
 
 FORMATS: Mapping[str, Format] = {
@@ -36,4 +39,9 @@ def get_parser(format_name: str, mapping: Mapping[str, str]) -> ParseFn:
     return FORMATS[format_name].make_parser(mapping)
 
 
-__all__ = ["FORMATS", "Format", "ParseFn", "get_parser"]
+def get_framer(format_name: str) -> Framer:
+    """A fresh framer (one per file) for `format_name`."""
+    return FORMATS[format_name].make_framer()
+
+
+__all__ = ["FORMATS", "Format", "ParseFn", "get_framer", "get_parser"]
