@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -150,6 +151,9 @@ class SourceConfig(_Model):
     paths: list[str] = Field(min_length=1)
     exclude: list[str] = []
     mapping: dict[str, str] = {}
+    # Format-specific settings, validated by the format's own options model
+    # (see agent.parsers.Format.options_model); kept validated in `parsed_options`.
+    options: dict[str, Any] = {}
     poll_interval_s: float = Field(0.25, gt=0, le=60)
 
     @field_validator("format")
@@ -176,6 +180,28 @@ class SourceConfig(_Model):
             known = ", ".join(sorted(fmt.fields))
             raise ValueError(f"{'; '.join(problems)} (schema fields: {known})")
         return value
+
+    @field_validator("options")
+    @classmethod
+    def _format_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        fmt = FORMATS.get(info.data.get("format", ""))
+        if fmt is None:
+            return value
+        try:
+            fmt.options_model.model_validate(value)
+        except ValidationError as exc:
+            # One message for the `options` key, each problem with its sub-key path.
+            problems = []
+            for err in exc.errors():
+                where = ".".join(str(p) for p in err["loc"]) or "(options)"
+                message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                problems.append(f"{where}: {message.removeprefix('Value error, ')}")
+            raise ValueError("; ".join(problems)) from None
+        return value
+
+    def parsed_options(self) -> BaseModel:
+        """The options as the format's validated model."""
+        return FORMATS[self.format].options_model.model_validate(self.options)
 
 
 class AgentConfig(_Model):

@@ -125,7 +125,8 @@ class Agent:
             observer=self._observer,
             tailer=tailer,
             parsers={
-                s.name: SourceParser(s.format, get_parser(s.format, s.mapping)) for s in sources
+                s.name: SourceParser(s.format, get_parser(s.format, s.mapping, s.parsed_options()))
+                for s in sources
             },
             batcher=Batcher(batch.max_events, batch.max_bytes, batch.max_wait_s),
             start=start,

@@ -10,12 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict
+
 from agent.parsers import jsonlines
 from agent.parsers.framing import Framer, LineFramer
 from proto.v1 import audit_pb2 as pb
 
 ParseFn = Callable[[bytes], pb.AuditEvent | None]
 """Parse one line (newline stripped). None means "nothing here" (a blank line)."""
+
+
+class NoOptions(BaseModel):
+    """Options of a format that has none: any key given is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,23 +33,32 @@ class Format:
 
     name: str
     fields: frozenset[str]
-    make_parser: Callable[[Mapping[str, str]], ParseFn]
-    make_framer: Callable[[], Framer] = LineFramer
+    make_parser: Callable[[Mapping[str, str], BaseModel], ParseFn]
+    make_framer: Callable[[BaseModel], Framer] = lambda _options: LineFramer()
+    # The source's `options:` block is validated against this model (key paths
+    # `sources.N.options.KEY`); the validated instance reaches both factories.
+    options_model: type[BaseModel] = NoOptions
 
 
 FORMATS: Mapping[str, Format] = {
-    jsonlines.NAME: Format(jsonlines.NAME, jsonlines.FIELDS, jsonlines.make_parser),
+    jsonlines.NAME: Format(
+        jsonlines.NAME, jsonlines.FIELDS, lambda mapping, _options: jsonlines.make_parser(mapping)
+    ),
 }
 
 
-def get_parser(format_name: str, mapping: Mapping[str, str]) -> ParseFn:
-    """The parser for `format_name` with the source's mapping overrides applied."""
-    return FORMATS[format_name].make_parser(mapping)
+def get_parser(
+    format_name: str, mapping: Mapping[str, str], options: BaseModel | None = None
+) -> ParseFn:
+    """The parser for `format_name` with the source's mapping overrides and options."""
+    fmt = FORMATS[format_name]
+    return fmt.make_parser(mapping, options if options is not None else fmt.options_model())
 
 
-def get_framer(format_name: str) -> Framer:
+def get_framer(format_name: str, options: BaseModel | None = None) -> Framer:
     """A fresh framer (one per file) for `format_name`."""
-    return FORMATS[format_name].make_framer()
+    fmt = FORMATS[format_name]
+    return fmt.make_framer(options if options is not None else fmt.options_model())
 
 
-__all__ = ["FORMATS", "Format", "ParseFn", "get_framer", "get_parser"]
+__all__ = ["FORMATS", "Format", "NoOptions", "ParseFn", "get_framer", "get_parser"]
