@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.parsers import FORMATS, get_parser
+from agent.parsers import get_parser
 from agent.parsers.categorize import categorize
 from agent.parsers.jsonlines import parse
 from agent.parsers.timestamps import TimestampError, parse_timestamp
@@ -89,7 +89,7 @@ def test_mapping_override() -> None:
 
 def test_unknown_override_field_is_refused() -> None:
     with pytest.raises(ValueError, match=r"usr\.name"):
-        FORMATS["jsonlines"].make_parser({"usr.name": "x"})
+        get_parser("jsonlines", {"usr.name": "x"})
 
 
 @pytest.mark.parametrize(
