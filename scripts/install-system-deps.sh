@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the system packages crm-audit needs on a Debian/Ubuntu machine, only when
 # something is missing: Java 17+ (OpenSearch), Maven (fetches OpenSearch from Maven
-# Central), python3-venv. Without root, print what to install instead.
+# Central), python3-venv, and the database servers whose real audit logs the parser
+# tests read (PostgreSQL 15 + pgaudit, MariaDB with server_audit). Without root, print
+# what to install instead.
 set -euo pipefail
 
 missing=()
@@ -10,6 +12,9 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
 command -v useradd >/dev/null 2>&1 || missing+=(passwd)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
+[ -f /usr/lib/postgresql/15/lib/pgaudit.so ] || missing+=(postgresql-15-pgaudit)
+{ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]; } || missing+=(mariadb-server)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -1,23 +1,29 @@
-"""Format name → parser. Parsers are pure: one line of bytes in, one AuditEvent out.
+"""Format name → parser. Parsers are pure: one record of bytes in, one AuditEvent out.
 
 A parser never sees files, offsets or the network; the pipeline adds sequence,
 observer, observed time and log origin. Adding a format = one module plus one entry
-in `FORMATS`.
+in `FORMATS`. Every parser returned by `get_parser` never raises (an unexpected error
+becomes a "parse_error" event) and applies the source's `privacy:` options.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.parsers import jsonlines
+from agent.parsers import jsonlines, mariadb, mysql, pgaudit, regex, salesforce
 from agent.parsers.framing import Framer, LineFramer
+from agent.parsers.options import FormatOptions, finish
 from proto.v1 import audit_pb2 as pb
 
 ParseFn = Callable[[bytes], pb.AuditEvent | None]
-"""Parse one line (newline stripped). None means "nothing here" (a blank line)."""
+"""Parse one record (newline stripped). None means "nothing here" (a blank line)."""
+
+_O = TypeVar("_O", bound=BaseModel)
+_R = TypeVar("_R")
 
 
 class NoOptions(BaseModel):
@@ -40,10 +46,80 @@ class Format:
     options_model: type[BaseModel] = NoOptions
 
 
+def _typed(
+    model: type[_O], factory: Callable[[Mapping[str, str], _O], _R]
+) -> Callable[[Mapping[str, str], BaseModel], _R]:
+    """Adapt a factory taking its own options model to the registry's signature."""
+
+    def make(mapping: Mapping[str, str], options: BaseModel) -> _R:
+        if not isinstance(options, model):
+            options = model.model_validate(options.model_dump())
+        return factory(mapping, options)
+
+    return make
+
+
+def _framer(model: type[_O], factory: Callable[[_O], Framer]) -> Callable[[BaseModel], Framer]:
+    def make(options: BaseModel) -> Framer:
+        if not isinstance(options, model):
+            options = model.model_validate(options.model_dump())
+        return factory(options)
+
+    return make
+
+
+def _format(
+    name: str,
+    fields: frozenset[str],
+    model: type[_O],
+    parser: Callable[[Mapping[str, str], _O], ParseFn],
+    framer: Callable[[_O], Framer] | None = None,
+) -> Format:
+    make_parser = _typed(model, parser)
+    return Format(
+        name,
+        fields,
+        lambda mapping, options: finish(make_parser(mapping, options), name, options),
+        _framer(model, framer) if framer is not None else (lambda _options: LineFramer()),
+        model,
+    )
+
+
 FORMATS: Mapping[str, Format] = {
-    jsonlines.NAME: Format(
-        jsonlines.NAME, jsonlines.FIELDS, lambda mapping, _options: jsonlines.make_parser(mapping)
-    ),
+    f.name: f
+    for f in (
+        _format(
+            jsonlines.NAME,
+            jsonlines.FIELDS,
+            FormatOptions,
+            lambda mapping, _options: jsonlines.make_parser(mapping),
+        ),
+        _format(
+            pgaudit.NAME,
+            pgaudit.FIELDS,
+            pgaudit.PgauditOptions,
+            pgaudit.make_parser,
+            pgaudit.make_framer,
+        ),
+        _format(mariadb.NAME, mariadb.FIELDS, mariadb.MariadbOptions, mariadb.make_parser),
+        _format(
+            mysql.ENTERPRISE,
+            mysql.FIELDS,
+            FormatOptions,
+            mysql.make_enterprise_parser,
+            mysql.make_enterprise_framer,
+        ),
+        _format(mysql.PERCONA, mysql.FIELDS, FormatOptions, mysql.make_percona_parser),
+        _format(
+            salesforce.ELF,
+            salesforce.FIELDS,
+            FormatOptions,
+            salesforce.make_elf_parser,
+            salesforce.make_elf_framer,
+        ),
+        _format(salesforce.JSON, salesforce.FIELDS, FormatOptions, salesforce.make_json_parser),
+        _format(regex.NAME, regex.FIELDS, regex.RegexOptions, regex.make_parser),
+    )
 }
 
 

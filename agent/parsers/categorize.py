@@ -37,6 +37,26 @@ _EXACT: dict[str, Category] = {
     "record.update": Category(("database",), ("change",), _DATA),
     "record.create": Category(("database",), ("change",), _DATA),
     "record.delete": Category(("database",), ("change",), _DATA),
+    # Impersonation (Salesforce "Login As", MySQL proxy users): an admin acting as a user.
+    "login.impersonation": Category(("authentication",), ("start",), _SECURITY),
+    "connection.received": Category(("network",), ("connection", "start"), _SECURITY),
+    # Database statements (pgaudit, server_audit, MySQL/Percona audit).
+    "db.select": Category(("database",), ("access",), _DATA),
+    "db.export": Category(("database",), ("access",), _DATA),
+    "db.insert": Category(("database",), ("change",), _DATA),
+    "db.update": Category(("database",), ("change",), _DATA),
+    "db.delete": Category(("database",), ("change",), _DATA),
+    "db.merge": Category(("database",), ("change",), _DATA),
+    "db.truncate": Category(("database",), ("change",), _DATA),
+    "db.import": Category(("database",), ("change",), _DATA),
+    "db.table.read": Category(("database",), ("access",), _DATA),
+    "db.table.write": Category(("database",), ("change",), _DATA),
+    "db.grant": Category(("iam",), ("change", "group"), _ADMIN),
+    "db.revoke": Category(("iam",), ("change", "group"), _ADMIN),
+    "db.role.change": Category(("iam",), ("change", "user"), _ADMIN),
+    "db.set.role": Category(("iam",), ("change", "user"), _SECURITY),
+    "db.audit.config.change": Category(("configuration",), ("change",), _ADMIN),
+    "db.error": Category(("database",), ("error",), _DATA, pb.OUTCOME_FAILURE),
 }
 
 # Prefix families: (prefix, category, audit category); the type comes from the verb.
@@ -44,6 +64,12 @@ _PREFIXES: tuple[tuple[str, str, pb.AuditCategory.ValueType], ...] = (
     ("role.", "iam", _ADMIN),
     ("permission.", "iam", _ADMIN),
     ("settings.", "configuration", _ADMIN),
+    ("user.", "iam", _ADMIN),
+    # Schema changes (DDL) and table-level audit events of other kinds.
+    ("db.create.", "database", _ADMIN),
+    ("db.alter.", "database", _ADMIN),
+    ("db.drop.", "database", _ADMIN),
+    ("db.table.", "database", _ADMIN),
 )
 _VERB_TYPES = {"create": "creation", "delete": "deletion", "view": "info", "list": "info"}
 
@@ -60,6 +86,8 @@ def categorize(action: str) -> Category | None:
         return _EXACT[key]
     for prefix, category, audit in _PREFIXES:
         if key.startswith(prefix):
+            if category == "database":
+                return Category((category,), ("change",), audit)
             verb = key.rsplit(".", 1)[-1]
             return Category((category,), (_VERB_TYPES.get(verb, "change"),), audit)
     return None

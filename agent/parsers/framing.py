@@ -20,6 +20,7 @@ Framers are pure: no clock, no files; timeouts are the caller's.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -120,3 +121,195 @@ class StartPatternFramer:
 
     def held_offset(self) -> int | None:
         return None if self._pending is None else self._pending.offset
+
+
+class QuoteBalancedFramer:
+    """A record ends at the first line where its `"` quotes balance (CSV with quoted newlines).
+
+    PostgreSQL csvlog and Salesforce CSV quote fields containing newlines and double
+    embedded quotes, so a record is complete exactly when it holds an even number of
+    `"`. `max_lines` bounds a record whose quote never closes.
+    """
+
+    def __init__(self, max_lines: int = 1000) -> None:
+        self._max_lines = max_lines
+        self._pending: _Pending | None = None
+        self._quotes = 0
+
+    def feed(
+        self, data: bytes, offset: int, end_offset: int, truncated: bool = False
+    ) -> list[Record]:
+        if self._pending is None:
+            self._pending = _Pending(offset=offset)
+            self._quotes = 0
+        self._pending.lines.append(data)
+        self._pending.end_offset = end_offset
+        self._pending.truncated = self._pending.truncated or truncated
+        self._quotes += data.count(b'"')
+        if self._quotes % 2 == 0 or len(self._pending.lines) >= self._max_lines:
+            return self.flush()
+        return []
+
+    def flush(self) -> list[Record]:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return []
+        return [
+            Record(
+                b"\n".join(pending.lines),
+                pending.offset,
+                pending.end_offset,
+                pending.truncated,
+                len(pending.lines),
+            )
+        ]
+
+    def held_offset(self) -> int | None:
+        return None if self._pending is None else self._pending.offset
+
+
+_JSON_STRUCTURE = re.compile(rb'[{}"\\]')
+_ARRAY_PUNCTUATION = b" \t\r[],"
+
+
+class JsonArrayFramer:
+    """One record per top-level object of a JSON array that is written incrementally.
+
+    MySQL Enterprise Audit writes `[`, then objects (pretty-printed over several lines
+    or one per line) separated by `,`; the closing `]` appears only when the file is
+    closed. Objects are emitted as soon as their closing brace arrives; the array's
+    `[`, `,` and `]` are dropped. Anything else between objects is emitted as a record
+    of its own (the parser flags it) rather than lost. Records are line-granular: an
+    object that ends on the line where the next one starts also ends at that line's
+    end, and the next one is held from that line's offset.
+    """
+
+    def __init__(self, max_lines: int = 10_000) -> None:
+        self._max_lines = max_lines
+        self._parts: list[bytes] = []
+        self._depth = 0
+        self._in_string = False
+        self._offset = 0
+        self._end = 0
+        self._lines = 0
+        self._truncated = False
+
+    def feed(
+        self, data: bytes, offset: int, end_offset: int, truncated: bool = False
+    ) -> list[Record]:
+        out: list[Record] = []
+        start = 0  # first byte of `data` not yet consumed
+        if self._depth > 0:
+            self._lines += 1
+            self._truncated = self._truncated or truncated
+        skip = -1  # position of a character escaped by a backslash
+        for match in _JSON_STRUCTURE.finditer(data):
+            pos = match.start()
+            if pos == skip:
+                continue
+            char = data[pos]
+            if self._in_string:
+                if char == 0x5C:  # backslash
+                    skip = pos + 1
+                elif char == 0x22:  # quote
+                    self._in_string = False
+                continue
+            if char == 0x22:
+                if self._depth > 0:
+                    self._in_string = True
+            elif char == 0x7B:  # {
+                if self._depth == 0:
+                    stray = data[start:pos].strip(_ARRAY_PUNCTUATION)
+                    if stray:
+                        out.append(Record(stray, offset, end_offset, truncated))
+                    self._parts = []
+                    self._offset, self._lines, self._truncated = offset, 1, truncated
+                    start = pos
+                self._depth += 1
+            elif char == 0x7D and self._depth > 0:  # }
+                self._depth -= 1
+                if self._depth == 0:
+                    self._parts.append(data[start : pos + 1])
+                    self._end = end_offset
+                    out.extend(self.flush())
+                    start = pos + 1
+        if self._depth > 0:
+            self._parts.append(data[start:])
+            self._end = end_offset
+            if self._lines >= self._max_lines:
+                out.extend(self.flush())
+        else:
+            stray = data[start:].strip(_ARRAY_PUNCTUATION)
+            if stray:
+                out.append(Record(stray, offset, end_offset, truncated))
+        return out
+
+    def flush(self) -> list[Record]:
+        if not self._parts:
+            return []
+        record = Record(
+            b"\n".join(self._parts), self._offset, self._end, self._truncated, self._lines
+        )
+        self._parts = []
+        self._depth = 0
+        self._in_string = False
+        return [record]
+
+    def held_offset(self) -> int | None:
+        return self._offset if self._parts else None
+
+
+class HeaderCsvFramer:
+    """CSV whose first record is a header: each row is handed over as `header\\nrow`.
+
+    The parser stays pure (it learns the columns from the record itself) and takes
+    the row after the first newline as `original`. Rows are completed by quote balance
+    (quoted newlines). A record `is_header` accepts replaces the header (files joined
+    together) and yields nothing. A framer that starts mid-file (resumed after a restart)
+    knows no header until `prime(first_line_of_file)` is called; until then rows are
+    handed over alone and the parser reports them.
+    """
+
+    def __init__(self, is_header: Callable[[bytes], bool], max_lines: int = 1000) -> None:
+        self._is_header = is_header
+        self._rows = QuoteBalancedFramer(max_lines)
+        self._header: bytes | None = None
+
+    def prime(self, header: bytes) -> None:
+        """Use `header` (the file's first line) for the rows that follow."""
+        if self._is_header(header):
+            self._header = header
+
+    def feed(
+        self, data: bytes, offset: int, end_offset: int, truncated: bool = False
+    ) -> list[Record]:
+        return self._wrap(self._rows.feed(data, offset, end_offset, truncated))
+
+    def flush(self) -> list[Record]:
+        return self._wrap(self._rows.flush())
+
+    def held_offset(self) -> int | None:
+        return self._rows.held_offset()
+
+    def _wrap(self, records: list[Record]) -> list[Record]:
+        out: list[Record] = []
+        for record in records:
+            if not record.data.strip():
+                continue
+            if self._is_header(record.data):
+                self._header = record.data
+                continue
+            if self._header is None:
+                out.append(record)
+            else:
+                data = self._header + b"\n" + record.data
+                out.append(
+                    Record(
+                        data,
+                        record.offset,
+                        record.end_offset,
+                        record.truncated,
+                        record.line_count,
+                    )
+                )
+        return out

@@ -194,6 +194,10 @@ def _apply_mapping(
     event.flags.extend(flags)
 
 
+apply_mapping = _apply_mapping
+"""Fill `event` from a record dict through a field → path mapping (used by `regex` too)."""
+
+
 def _lookup(record: dict[str, Any], path: str) -> tuple[bool, Any]:
     """Follow a dotted path; a literal key containing dots wins over nesting."""
     node: Any = record
