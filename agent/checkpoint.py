@@ -1,29 +1,32 @@
-"""Where reading resumes after a restart, and which sequence number comes next.
+"""The acked watermark: which sequences the collector confirmed, and the file
+positions that hold right after them.
 
-The checkpoint is one JSON file in state_dir, replaced atomically (temp file, fsync,
-rename, fsync of the directory):
+One JSON file in state_dir, replaced atomically (temp file, fsync, rename, fsync of
+the directory):
 
-    {"version": 1, "next_sequence": N,
-     "files": {"<dev>:<ino>": {"path": "/var/log/crm/audit.jsonl", "offset": 123}}}
+    {"version": 2, "next_sequence": N,
+     "files": {"<dev>:<ino>": {"path": "/var/log/crm/audit.jsonl", "offset": 123,
+                               "fingerprint": "1024:9f2c..."}}}
 
-Invariant: the checkpoint describes a *cut* of the input — every line before the
-offsets got a sequence below `next_sequence`, and every event with such a sequence
-was acknowledged STATUS_OK by the collector. It is written only when a batch is acked
-OK; because acks arrive in order, that batch's cut closes a contiguous acked prefix.
-After a restart the agent reads from the cut again, files in sorted path order, and
-numbers events from `next_sequence`; (agent_id, sequence) is the document _id, so
-events that were indexed but not yet checkpointed come back with the same _id and
-are deduplicated by the collector.
+Invariant: every event with a sequence below `next_sequence` was acknowledged
+STATUS_OK, and `files` are the resume positions right after the last of them. It is
+written when a batch is acked OK (acks arrive in order, so the acked sequences are
+always a prefix).
 
-Remaining gap (closed by the durable spool, issue 3): sequences of events that were
-sent but not acked at the time of a crash are re-assigned by re-reading the files.
-For one file that is the same line → the same sequence. With several files that grew
-concurrently, the interleaving seen after the restart may differ from the one before
-it, so a sequence already indexed for line A may now be given to line B: the collector
-sees B as a duplicate of A and B is silently not indexed (and A may be indexed twice
-under two sequences). Likewise a file truncated/replaced or deleted between crash and
-restart loses its unacked lines. The spool fixes this by persisting each event with
-its sequence before it is sent, so a resend is byte-identical.
+Since issue 3 this file is only half of the recovery state. The other half is the
+spool (agent.spool): each event is durably appended there *with* its sequence and its
+file's resume position before it is shipped, so at start-up the agent takes this
+watermark and replays the spool's unacked records over it: `next_sequence` becomes
+one past the last spooled sequence and every file resumes after its last spooled
+record. An unacked event is therefore re-sent byte-identical from the spool instead of
+being re-read and re-numbered. That closes the old gap where, with several files
+growing concurrently, re-reading after a crash could give an already-indexed sequence
+to a different line (silently deduplicated away by the collector), and where a file
+replaced or deleted between crash and restart lost its unacked lines.
+
+`fingerprint` ("<n>:<hash of the first n bytes>", n ≤ 1024) tells a file from another
+one that reuses the inode: a position is only resumed when the fingerprint matches.
+Version 1 files (no fingerprints) are still read.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from typing import Any
 
 from agent.errors import CheckpointError
 
-VERSION = 1
+VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 FILE_NAME = "checkpoint.json"
 
 
@@ -47,6 +51,7 @@ class FileOffset:
 
     path: str
     offset: int
+    fingerprint: str = ""  # "" = unknown (version 1 checkpoint or empty file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +66,7 @@ class Checkpoint:
             "version": VERSION,
             "next_sequence": self.next_sequence,
             "files": {
-                key: {"path": pos.path, "offset": pos.offset}
+                key: {"path": pos.path, "offset": pos.offset, "fingerprint": pos.fingerprint}
                 for key, pos in sorted(self.files.items())
             },
         }
@@ -72,8 +77,8 @@ class Checkpoint:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         version = data.get("version")
-        if version != VERSION:
-            raise ValueError(f"unsupported version {version!r} (this agent reads {VERSION})")
+        if version not in _READABLE_VERSIONS:
+            raise ValueError(f"unsupported version {version!r} (this agent reads 1 and 2)")
         next_sequence = data.get("next_sequence")
         files = data.get("files")
         if not isinstance(next_sequence, int) or next_sequence < 1:
@@ -87,9 +92,12 @@ class Checkpoint:
                 or not isinstance(pos.get("path"), str)
                 or not isinstance(pos.get("offset"), int)
                 or pos["offset"] < 0
+                or not isinstance(pos.get("fingerprint", ""), str)
             ):
-                raise ValueError(f"files[{key!r}] must be {{path: str, offset: int >= 0}}")
-            out[key] = FileOffset(pos["path"], pos["offset"])
+                raise ValueError(
+                    f"files[{key!r}] must be {{path: str, offset: int >= 0, fingerprint: str}}"
+                )
+            out[key] = FileOffset(pos["path"], pos["offset"], pos.get("fingerprint", ""))
         return cls(next_sequence, out)
 
 

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         print(
             f"{args.config}: ok (agent {config.agent_id}, {len(config.sources)} sources, "
-            f"collector {config.collector.endpoint})"
+            f"collectors {', '.join(config.collector.all_endpoints)})"
         )
         return 0
     return _run(config)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -116,22 +116,36 @@ def _endpoint(value: str) -> str:
     return value
 
 
-class CollectorConfig(_Model):
-    """Where and how to ship."""
+def endpoint_host(endpoint: str) -> str:
+    """The host part of "host:port" (brackets of an IPv6 literal removed)."""
+    return endpoint.rsplit(":", 1)[0].strip("[]")
 
-    endpoint: Annotated[str, AfterValidator(_endpoint)]
-    server_name: str | None = None  # TLS name to verify; default: host part of endpoint
+
+class CollectorConfig(_Model):
+    """Where and how to ship: `endpoints` are tried in order, failing over to the next
+    one whenever the current one fails; `endpoint` is the one-element shorthand."""
+
+    endpoint: Annotated[str, AfterValidator(_endpoint)] | None = None
+    endpoints: list[Annotated[str, AfterValidator(_endpoint)]] = []
+    server_name: str | None = None  # TLS name to verify; default: host part of each endpoint
     tls: TLSConfig
     max_in_flight: int = Field(4, ge=1, le=64)
     retry: RetryConfig = RetryConfig()
 
-    @property
-    def host(self) -> str:
-        return self.endpoint.rsplit(":", 1)[0].strip("[]")
+    @model_validator(mode="after")
+    def _one_way_to_name_endpoints(self) -> CollectorConfig:
+        if self.endpoint is None and not self.endpoints:
+            raise ValueError("set endpoints (a list of host:port) or endpoint")
+        if self.endpoint is not None and self.endpoints:
+            raise ValueError("set either endpoint or endpoints, not both")
+        return self
 
     @property
-    def tls_name(self) -> str:
-        return self.server_name or self.host
+    def all_endpoints(self) -> tuple[str, ...]:
+        return (self.endpoint,) if self.endpoint is not None else tuple(self.endpoints)
+
+    def tls_name(self, endpoint: str) -> str:
+        return self.server_name or endpoint_host(endpoint)
 
 
 class BatchConfig(_Model):
@@ -141,6 +155,23 @@ class BatchConfig(_Model):
     # Below the collector's 4 MiB gRPC message limit even for one maximal (1 MiB line) event.
     max_bytes: int = Field(1_048_576, ge=1024, le=3 * 1_048_576)
     max_wait_s: float = Field(1.0, gt=0, le=1.0)
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value.encode())
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
+class MultilineConfig(_Model):
+    """Join lines into records: a record starts at a line matching `start_pattern`
+    (a Python regex searched in the line); other lines continue the record before."""
+
+    start_pattern: Annotated[str, AfterValidator(_regex)]
+    timeout_s: float = Field(2.0, gt=0, le=600)  # a held record is emitted after this idle time
+    max_lines: int = Field(1000, ge=1, le=100_000)
 
 
 class SourceConfig(_Model):
@@ -155,6 +186,13 @@ class SourceConfig(_Model):
     # (see agent.parsers.Format.options_model); kept validated in `parsed_options`.
     options: dict[str, Any] = {}
     poll_interval_s: float = Field(0.25, gt=0, le=60)
+    # Files found at the first start without a checkpoint: read from the beginning or
+    # only what is appended from now on. Files appearing later are always read whole.
+    start_at: Literal["beginning", "end"] = "beginning"
+    close_inactive_s: float = Field(300.0, gt=0, le=86_400)  # idle open file is closed
+    close_rotated_after_s: float = Field(5.0, ge=0, le=3600)  # rotated/deleted: idle at EOF
+    max_line_bytes: int = Field(1_048_576, ge=1024, le=16 * 1_048_576)
+    multiline: MultilineConfig | None = None
 
     @field_validator("format")
     @classmethod
@@ -204,6 +242,21 @@ class SourceConfig(_Model):
         return FORMATS[self.format].options_model.model_validate(self.options)
 
 
+class SpoolConfig(_Model):
+    """The on-disk queue between reading and shipping (state_dir/spool)."""
+
+    # When the spool holds this much, reading pauses (offsets stay put) until acks free room.
+    max_bytes: int = Field(1 << 30, ge=65_536, le=1 << 40)
+    # Segment files are deleted whole once every record in them is acked.
+    segment_bytes: int = Field(16 << 20, ge=4096, le=1 << 30)
+
+    @model_validator(mode="after")
+    def _segments_fit(self) -> SpoolConfig:
+        if self.segment_bytes * 2 > self.max_bytes:
+            raise ValueError("segment_bytes must be at most half of max_bytes")
+        return self
+
+
 class AgentConfig(_Model):
     """The whole agent config file."""
 
@@ -211,6 +264,7 @@ class AgentConfig(_Model):
     state_dir: Path
     collector: CollectorConfig
     batch: BatchConfig = BatchConfig()
+    spool: SpoolConfig = SpoolConfig()
     sources: list[SourceConfig] = Field(min_length=1)
 
     @field_validator("state_dir")

@@ -3,6 +3,7 @@
     AgentError                  base of everything the agent raises on purpose
     ├── ConfigError             the config file is wrong; carries one line per problem
     ├── CheckpointError         the checkpoint in state_dir is unreadable or of an unknown version
+    ├── SpoolWriteError         an append to the spool failed (disk full, I/O error); retried
     └── ShipError               a batch could not be delivered on this attempt
         ├── RetryableShipError  connection/stream failure or STATUS_RETRY: resend later
         └── PermanentShipError  STATUS_REJECTED: the batch as sent is invalid
@@ -30,6 +31,10 @@ class ConfigError(AgentError):
 
 class CheckpointError(AgentError):
     """The checkpoint file exists but cannot be used (corrupt or unknown version)."""
+
+
+class SpoolWriteError(AgentError):
+    """Appending to the spool failed; nothing of that append was kept, it can be retried."""
 
 
 class ShipError(AgentError):

@@ -1,110 +1,206 @@
-"""The reading side: tail → parse → number → batch → hand to the shipper.
+"""The reading side: tail → frame → parse → spool (numbered, durable).
 
-Runs in one thread, so lines are numbered in exactly the order the tailer yields them.
-Each batch carries the checkpoint cut that holds right after its last line; the
-shipper reports it back once the batch is acked, and only then is it saved.
+Runs in one thread. Each read pass (≤ READ_BUDGET tail items) becomes one spool
+append, numbered in the order the tailer yielded the lines and fsynced once: a
+record's sequence and its file's resume position become durable together.
+
+Framing: one framer per file (the format's, or a StartPatternFramer when the source
+sets `multiline`). A record's resume position is its `end_offset`, never past what a
+framer holds. A held record is flushed after the source's multiline timeout of
+inactivity, when its file is truncated, closed or rotated away, and on shutdown.
+
+Back-pressure: while the spool is full, nothing is read (offsets stay put).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from agent.batch import Batcher
-from agent.checkpoint import Checkpoint, FileOffset
+from agent import notices
+from agent.checkpoint import FileOffset
+from agent.errors import SpoolWriteError
 from agent.parsers import ParseFn
-from agent.ship import Outgoing
-from agent.tail import Line, Tailer
+from agent.parsers.framing import Framer, Record
+from agent.spool import Entry, Spool
+from agent.tail import Closed, Line, Tailer, Truncated
 from proto.v1 import audit_pb2 as pb
 
-READ_BUDGET = 1000  # lines per tailer call; bounds the work between batch checks
+log = logging.getLogger(__name__)
+
+READ_BUDGET = 1000  # tail items per pass = per spool append (one fsync)
 IDLE_WAIT_S = 1.0
+PAUSED_WAIT_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
 class SourceParser:
-    """How the lines of one source are parsed."""
+    """How the records of one source are framed and parsed."""
 
     format: str
     parse: ParseFn
+    make_framer: Callable[[], Framer]
+    flush_after_s: float = 2.0  # idle time after which a held record is emitted
+
+
+@dataclass
+class _FileFraming:
+    framer: Framer
+    source: str
+    path: str
+    fingerprint: str
+    last_fed: float
 
 
 class Pipeline:
-    """Turns tailed lines into numbered events and sealed batches."""
+    """Turns tailed lines into numbered events in the spool."""
 
     def __init__(
         self,
         *,
-        agent_id: str,
         observer: pb.Observer,
         tailer: Tailer,
         parsers: Mapping[str, SourceParser],
-        batcher: Batcher,
-        start: Checkpoint,
-        submit: Callable[[Outgoing], bool],
+        spool: Spool,
+        on_forgotten: Callable[[set[str]], None],
         wall_ns: Callable[[], int],
         monotonic: Callable[[], float],
     ) -> None:
-        self._agent_id = agent_id
         self._observer = observer
         self._tailer = tailer
         self._parsers = parsers
-        self._batcher = batcher
-        self._submit = submit
+        self._spool = spool
+        self._on_forgotten = on_forgotten
         self._wall_ns = wall_ns
         self._monotonic = monotonic
-        self._next_sequence = start.next_sequence
-        self._offsets: dict[str, FileOffset] = dict(start.files)
+        self._framing: dict[str, _FileFraming] = {}
+        self._paused = False
+        self._write_failing = False
 
     def run(self, stop: threading.Event) -> None:
-        """Read until `stop` is set, then seal and submit the open batch."""
-        while not stop.is_set():
-            lines = self._tailer.read(READ_BUDGET)
-            for line in lines:
-                if not self._process(line):
+        """Read until `stop` is set, then flush what framers hold into the spool."""
+        try:
+            while not stop.is_set():
+                if self._spool_full():
+                    stop.wait(PAUSED_WAIT_S)
+                    continue
+                items = self._tailer.read(READ_BUDGET)
+                entries: list[Entry] = []
+                for item in items:
+                    self._handle(item, entries)
+                entries += self._flush_idle(self._monotonic())
+                if not self._append(entries, stop):
                     return
-            now = self._monotonic()
-            if self._batcher.due(now) and not self._seal():
-                return
-            if len(lines) < READ_BUDGET:
-                deadline = self._batcher.deadline()
-                timeout = IDLE_WAIT_S if deadline is None else max(0.0, deadline - now)
-                self._tailer.wait(timeout, stop)
-        self._seal()
+                forgotten = self._tailer.forgotten()
+                if forgotten:
+                    self._on_forgotten(forgotten)
+                if len(items) < READ_BUDGET and not self._tailer.busy():
+                    self._tailer.wait(self._wait_timeout(), stop)
+            entries = []
+            for key in list(self._framing):
+                entries += self._flush(key)
+            self._append(entries, stop, retry=False)
+        finally:
+            self._tailer.close()
 
-    def _process(self, line: Line) -> bool:
-        source = self._parsers[line.source]
-        event = source.parse(line.data)
-        if event is None:  # blank line: consumed, nothing to send
-            self._offsets[line.file_key] = FileOffset(line.path, line.end_offset)
+    def _spool_full(self) -> bool:
+        full = self._spool.full()
+        if full and not self._paused:
+            log.warning(
+                "spool full (%d bytes, max %d): reading paused until the collector "
+                "acknowledges; nothing is dropped, the logs wait on disk",
+                self._spool.size_bytes(),
+                self._spool.max_bytes,
+            )
+        elif not full and self._paused:
+            log.info("spool has room again: reading resumed")
+        self._paused = full
+        return full
+
+    def _append(self, entries: list[Entry], stop: threading.Event, retry: bool = True) -> bool:
+        """Spool `entries`, retrying on write errors until `stop`; False if stopped first."""
+        while entries:
+            try:
+                self._spool.append(entries)
+            except SpoolWriteError as exc:
+                if not self._write_failing:
+                    log.error("%s; reading paused, retrying", exc)
+                self._write_failing = True
+                if not retry or stop.wait(1.0):
+                    return False
+                continue
+            if self._write_failing:
+                log.info("spool writable again")
+                self._write_failing = False
             return True
-        if line.truncated:
+        return True
+
+    def _wait_timeout(self) -> float:
+        now = self._monotonic()
+        timeout = IDLE_WAIT_S
+        for state in self._framing.values():
+            if state.framer.held_offset() is not None:
+                flush_after = self._parsers[state.source].flush_after_s
+                timeout = min(timeout, max(0.0, state.last_fed + flush_after - now))
+        return timeout
+
+    def _handle(self, item: Line | Truncated | Closed, entries: list[Entry]) -> None:
+        if isinstance(item, Line):
+            state = self._framing.get(item.file_key)
+            if state is None:
+                framer = self._parsers[item.source].make_framer()
+                state = _FileFraming(framer, item.source, item.path, "", 0.0)
+                self._framing[item.file_key] = state
+            state.path, state.fingerprint = item.path, item.fingerprint
+            state.last_fed = self._monotonic()
+            for record in state.framer.feed(
+                item.data, item.offset, item.end_offset, item.truncated
+            ):
+                self._record(item.file_key, state, record, entries)
+        elif isinstance(item, Truncated):
+            entries += self._flush(item.file_key)
+            source = self._parsers[item.source]
+            event = notices.log_truncated(item, source.format, self._wall_ns())
+            self._stamp(event)
+            entries.append(Entry(event, item.file_key, FileOffset(item.path, 0, item.fingerprint)))
+        else:
+            entries += self._flush(item.file_key)
+            self._framing.pop(item.file_key, None)
+
+    def _flush_idle(self, now: float) -> list[Entry]:
+        entries: list[Entry] = []
+        for key, state in self._framing.items():
+            flush_after = self._parsers[state.source].flush_after_s
+            if state.framer.held_offset() is not None and now - state.last_fed >= flush_after:
+                entries += self._flush(key)
+        return entries
+
+    def _flush(self, key: str) -> list[Entry]:
+        state = self._framing.get(key)
+        entries: list[Entry] = []
+        if state is not None:
+            for record in state.framer.flush():
+                self._record(key, state, record, entries)
+        return entries
+
+    def _record(self, key: str, state: _FileFraming, record: Record, entries: list[Entry]) -> None:
+        source = self._parsers[state.source]
+        event = source.parse(record.data)
+        if event is None:  # blank: consumed, nothing to send (re-read after a restart)
+            return
+        if record.truncated:
             event.flags.append("line_truncated")
+        self._stamp(event)
+        event.log.file_path = state.path
+        event.log.offset = record.offset
+        event.log.source_name = state.source
+        event.log.format = source.format
+        held = state.framer.held_offset()
+        resume = record.end_offset if held is None else min(record.end_offset, held)
+        entries.append(Entry(event, key, FileOffset(state.path, resume, state.fingerprint)))
+
+    def _stamp(self, event: pb.AuditEvent) -> None:
         event.observed_unix_nano = self._wall_ns()
         event.observer.CopyFrom(self._observer)
-        event.log.file_path = line.path
-        event.log.offset = line.offset
-        event.log.source_name = line.source
-        event.log.format = source.format
-        # Seal before numbering: the cut of the sealed batch must not include this line.
-        if not self._batcher.fits(event) and not self._seal():
-            return False
-        event.sequence = self._next_sequence
-        self._next_sequence += 1
-        self._offsets[line.file_key] = FileOffset(line.path, line.end_offset)
-        self._batcher.add(event, self._monotonic())
-        return not self._batcher.full() or self._seal()
-
-    def _seal(self) -> bool:
-        """Submit the open batch (if any); False when the shipper has been aborted."""
-        events = self._batcher.take()
-        if not events:
-            return True
-        active = self._tailer.active_keys()
-        cut = Checkpoint(
-            next_sequence=self._next_sequence,
-            files={k: v for k, v in self._offsets.items() if k in active},
-        )
-        batch = pb.Batch(agent_id=self._agent_id, events=events)
-        return self._submit(Outgoing(batch=batch, cut=cut))

@@ -1,7 +1,7 @@
 """Ships batches over the mTLS gRPC `Collector.Ship` stream and collects the acks.
 
-Knows nothing of parsing or files: it moves `Outgoing` batches and reports each one
-acked STATUS_OK through `on_delivered`, in order.
+Knows nothing of parsing or files: it moves `Outgoing` batches (built from the spool
+by agent.outbox) and reports each one acked STATUS_OK through `on_delivered`, in order.
 
 Flow control: at most `max_in_flight` batches are sent and unacked; `submit` blocks
 while `max_in_flight` more wait to be sent, which is the back-pressure that stops
@@ -14,6 +14,11 @@ Failure handling — nothing is ever dropped:
   same sequences, so the collector deduplicates by document _id);
 - STATUS_REJECTED: log an ERROR with the collector's detail and do the same, slowly.
 Connection problems are logged in one line saying why, rate limited.
+
+Endpoints: the configured collectors are used in order; after a failure the next one
+is tried at once, and only when every endpoint failed in a row does the backoff
+delay grow. The shipper stays with an endpoint for as long as it delivers. It never
+gives up: retries go on forever, the delay capped at `retry.max_s`.
 """
 
 from __future__ import annotations
@@ -22,13 +27,13 @@ import logging
 import random
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 
-from agent.checkpoint import Checkpoint
-from agent.config import CollectorConfig
+from agent.checkpoint import FileOffset
+from agent.config import CollectorConfig, endpoint_host
 from agent.errors import PermanentShipError, RetryableShipError, ShipError
 from proto.v1 import audit_pb2 as pb
 from proto.v1 import audit_pb2_grpc as pb_grpc
@@ -40,11 +45,19 @@ _WAIT_SLICE_S = 0.5  # how often blocked waits re-check for abort / stream end
 
 @dataclass(eq=False)
 class Outgoing:
-    """A batch to deliver plus the checkpoint cut that becomes true once it is acked."""
+    """A batch to deliver plus the file positions that become acked with it.
+
+    `positions` holds, per file key, the resume position after the batch's last event
+    of that file; once acked they are merged into the checkpoint (acks come in order).
+    """
 
     batch: pb.Batch
-    cut: Checkpoint
+    positions: Mapping[str, FileOffset] = field(default_factory=dict)
     attempts: int = field(default=0)
+
+    @property
+    def last_sequence(self) -> int:
+        return self.batch.events[-1].sequence if self.batch.events else 0
 
     @property
     def sequences(self) -> str:
@@ -52,24 +65,24 @@ class Outgoing:
         return f"{events[0].sequence}-{events[-1].sequence}" if events else "-"
 
 
-def open_channel(config: CollectorConfig) -> grpc.Channel:
-    """A secure channel with our client certificate; TLS files are re-read on every call
-    so that renewed certificates are picked up on the next reconnect."""
+def open_channel(config: CollectorConfig, endpoint: str) -> grpc.Channel:
+    """A secure channel to `endpoint` with our client certificate; TLS files are re-read
+    on every call so that renewed certificates are picked up on the next reconnect."""
     credentials = grpc.ssl_channel_credentials(
         root_certificates=config.tls.ca.read_bytes(),
         private_key=config.tls.key.read_bytes(),
         certificate_chain=config.tls.cert.read_bytes(),
     )
     options: list[tuple[str, str | int]] = []
-    if config.tls_name != config.host:
-        options.append(("grpc.ssl_target_name_override", config.tls_name))
+    if config.tls_name(endpoint) != endpoint_host(endpoint):
+        options.append(("grpc.ssl_target_name_override", config.tls_name(endpoint)))
     # Our own backoff decides when to reconnect; keep grpc's from adding minutes to it.
     max_backoff_ms = int(config.retry.max_s * 1000)
     options += [
         ("grpc.initial_reconnect_backoff_ms", min(1000, max_backoff_ms)),
         ("grpc.max_reconnect_backoff_ms", max_backoff_ms),
     ]
-    return grpc.secure_channel(config.endpoint, credentials, options=options)
+    return grpc.secure_channel(endpoint, credentials, options=options)
 
 
 class Backoff:
@@ -129,8 +142,8 @@ class Shipper:
         self,
         *,
         agent_id: str,
-        endpoint: str,
-        channel_factory: Callable[[], grpc.Channel],
+        endpoints: Sequence[str],
+        channel_factory: Callable[[str], grpc.Channel],
         max_in_flight: int,
         backoff: Backoff,
         on_delivered: Callable[[Outgoing], None],
@@ -138,7 +151,9 @@ class Shipper:
         log_interval_s: float = 30.0,
     ) -> None:
         self.agent_id = agent_id
-        self.endpoint = endpoint
+        self._endpoints = tuple(endpoints)
+        self._endpoint_index = 0
+        self._failed_in_a_row = 0
         self._channel_factory = channel_factory
         self._max_in_flight = max_in_flight
         self._backoff = backoff
@@ -152,6 +167,11 @@ class Shipper:
         self._call: grpc.CallIterator[pb.Ack] | None = None
         self._failing = False
         self.delivered_batches = 0
+
+    @property
+    def endpoint(self) -> str:
+        """The collector currently used."""
+        return self._endpoints[self._endpoint_index]
 
     # -- producer side -------------------------------------------------------------------
 
@@ -206,11 +226,21 @@ class Shipper:
                 log.error("%s", exc)
             if self._aborted.is_set() or self._finished():
                 break
-            self._aborted.wait(self._backoff.next_delay())
+            self._aborted.wait(self._after_failure())
+
+    def _after_failure(self) -> float:
+        """Fail over to the next endpoint; the delay before trying it."""
+        self._failed_in_a_row += 1
+        self._endpoint_index = (self._endpoint_index + 1) % len(self._endpoints)
+        if len(self._endpoints) > 1:
+            log.debug("failing over to collector %s", self.endpoint)
+        if self._failed_in_a_row % len(self._endpoints):
+            return 0.0  # another endpoint has not been tried in this round yet
+        return self._backoff.next_delay()
 
     def _stream_once(self) -> None:
         try:
-            channel = self._channel_factory()
+            channel = self._channel_factory(self.endpoint)
         except OSError as exc:  # e.g. a TLS file removed while certificates are renewed
             raise RetryableShipError(f"cannot ship to {self.endpoint}: {exc}") from None
         stream = _Stream()
@@ -299,6 +329,7 @@ class Shipper:
             log.info("delivering to %s again", self.endpoint)
             self._failing = False
         self._backoff.reset()
+        self._failed_in_a_row = 0
         self.delivered_batches += 1
         log.debug(
             "batch %s delivered: %d indexed, %d duplicates",

@@ -2,16 +2,17 @@
 
 It knows nothing of formats: a line is bytes. The pipeline drives a `Tailer`:
 
-    lines = tailer.read(max_lines)        # what is available now, in a deterministic order
-    if len(lines) < max_lines:
-        tailer.wait(timeout, stop)        # until something may have changed
+    items = tailer.read(max_items)        # Line / Truncated / Closed, in a deterministic order
+    if len(items) < max_items:
+        tailer.wait(timeout, stop)        # until something may have changed (inotify or poll)
 
-`PollingTailer` implements it by re-resolving globs every poll interval; a
-watchdog/inotify-driven tailer (and rotation handling) can replace it behind the same
-protocol without touching the pipeline.
+`FileTailer` (poller.py) discovers files by glob, identifies them by dev:ino plus a
+fingerprint of their first bytes (fingerprint.py), keeps a handle open so that
+renamed, deleted and truncated files are handled without loss (reader.py), and is
+woken by inotify through watchdog (watch.py) with polling as the fallback.
 """
 
-from agent.tail.base import Line, SourceSpec, Tailer
-from agent.tail.poller import PollingTailer
+from agent.tail.base import Closed, Line, SourceSpec, Tailer, TailItem, Truncated
+from agent.tail.poller import FileTailer
 
-__all__ = ["Line", "PollingTailer", "SourceSpec", "Tailer"]
+__all__ = ["Closed", "FileTailer", "Line", "SourceSpec", "TailItem", "Tailer", "Truncated"]

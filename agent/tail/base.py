@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
+
+from agent.checkpoint import FileOffset
 
 MAX_LINE_BYTES = 1_048_576
 
@@ -21,30 +23,70 @@ class Line:
     end_offset: int  # byte offset just past its newline: where reading resumes
     data: bytes
     truncated: bool = False  # longer than the limit; `data` holds its first bytes
+    fingerprint: str = ""  # of the file when the line was read (agent.tail.fingerprint)
+
+
+@dataclass(frozen=True, slots=True)
+class Truncated:
+    """The file shrank below the read position (copytruncate) or its first bytes changed:
+    it is read again from 0. Bytes of the old content from `offset` on (at least
+    `last_seen_size - offset` of them seen but unread) may be missed."""
+
+    source: str
+    path: str
+    file_key: str
+    offset: int  # where reading had got to (start of the first unreturned line)
+    last_seen_size: int  # the largest size seen before the truncation
+    size: int  # the size after it
+    fingerprint: str  # of the new content
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The file's handle was closed: rotated away or deleted and read to its end, or
+    inactive. Whatever a framer holds for it must be flushed."""
+
+    source: str
+    path: str
+    file_key: str
+    reason: Literal["rotated", "inactive", "unreadable"]
+
+
+TailItem = Line | Truncated | Closed
 
 
 @dataclass(frozen=True, slots=True)
 class SourceSpec:
-    """What a tailer needs to know of a source: a name, globs, excludes, a poll interval."""
+    """What a tailer needs to know of a source."""
 
     name: str
     patterns: tuple[str, ...]
     excludes: tuple[str, ...] = ()
     poll_interval_s: float = 0.25
+    start_at: Literal["beginning", "end"] = "beginning"
+    close_inactive_s: float = 300.0
+    close_rotated_after_s: float = 5.0
+    max_line_bytes: int = MAX_LINE_BYTES
 
 
 class Tailer(Protocol):
     """Produces lines of all sources in a deterministic order (see agent.tail)."""
 
-    def read(self, max_lines: int) -> list[Line]:
-        """Up to `max_lines` new complete lines; fewer means everything available was read."""
+    def read(self, max_items: int) -> list[TailItem]:
+        """Up to `max_items` new items; fewer means everything available was read."""
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
         """Block until new data may be available, `timeout` passes or `stop` is set."""
 
-    def active_keys(self) -> frozenset[str]:
-        """File keys currently tailed (checkpoint entries of other files can be pruned)."""
+    def busy(self) -> bool:
+        """True when the last `read` stopped at its byte budget with data left."""
+
+    def forgotten(self) -> set[str]:
+        """File keys dropped since the last call (their checkpoint entries can go)."""
+
+    def close(self) -> None:
+        """Close every file handle and stop watching."""
 
 
-StartOffsets = Mapping[str, int]
-"""file key → offset to resume from (files not listed are read from the beginning)."""
+StartPositions = Mapping[str, FileOffset]
+"""file key → position to resume from (files not listed are new)."""

@@ -1,86 +1,219 @@
-"""Polling implementation of the Tailer protocol: re-resolve globs every poll interval."""
+"""The Tailer: discovery by glob (poll + inotify wake-ups), rotation, inactivity.
+
+Per source, every `poll_interval_s` (sooner when inotify reports a change) the globs
+are resolved and each match is stat-ed:
+- a new dev:ino is opened and read from its start position: the checkpointed one if
+  its fingerprint still matches (else the inode was reused: from 0), else from 0 — or
+  from its end for `start_at: end` on the very first start;
+- a known dev:ino under a new name (renamed, still matching) just keeps going;
+- a known file no longer matched (renamed away or deleted) is "rotated": it is read on
+  through its open handle to its end, and closed once it has stayed at its end for
+  `close_rotated_after_s` (so late writes by the application still count);
+- an open file idle at its end for `close_inactive_s` is closed and reopened when a
+  later scan sees it changed (size or mtime).
+Order of reading: sources as configured; within a source rotated files first, then
+files by path. A file matched by two sources belongs to the first.
+
+Known limit: a rotated file whose handle was already closed (inactive) or that was
+rotated while the agent was stopped cannot be finished, since only its old name is
+known; its unread end is not read.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-from agent.tail.base import MAX_LINE_BYTES, Line, SourceSpec, StartOffsets
+from agent.tail.base import Closed, SourceSpec, StartPositions, TailItem
+from agent.tail.fingerprint import fingerprint, matches
 from agent.tail.reader import FileReader, file_key
 from agent.tail.scan import resolve
+from agent.tail.watch import Watcher
 
 log = logging.getLogger(__name__)
 
+_WAIT_SLICE_S = 0.05
+READ_BYTES = 8 << 20  # bytes read per `read` call at most (plus one chunk): bounds memory
 
-class PollingTailer:
-    """Tails every file of every source; order: sources as configured, files by path.
 
-    A file is identified by dev:ino, so a renamed file that still matches keeps its
-    offset. A file matched by two sources belongs to the first.
-    """
+class FileTailer:
+    """Tails every file of every source (see module docstring)."""
 
     def __init__(
         self,
         sources: Sequence[SourceSpec],
-        start_offsets: StartOffsets,
+        start: StartPositions,
         monotonic: Callable[[], float],
-        max_line_bytes: int = MAX_LINE_BYTES,
+        *,
+        initial: bool = False,
+        watch: bool = True,
     ) -> None:
         self._sources = list(sources)
-        self._start = dict(start_offsets)
+        self._start = dict(start)
         self._monotonic = monotonic
-        self._max_line_bytes = max_line_bytes
+        self._initial = initial  # no state at all: `start_at: end` applies
         self._next_scan = [0.0] * len(self._sources)
         self._by_source: list[list[FileReader]] = [[] for _ in self._sources]
         self._readers: dict[str, FileReader] = {}
+        self._pending: list[TailItem] = []
+        self._forgotten: set[str] = set()
+        self._scanned_once = False
+        self._busy = False
+        self._watcher = Watcher([p for s in self._sources for p in s.patterns]) if watch else None
+        self._wake = self._watcher.wake if self._watcher else threading.Event()
+        if self._watcher is not None:
+            self._watcher.start()
 
-    def active_keys(self) -> frozenset[str]:
-        return frozenset(self._readers)
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+        for reader in self._readers.values():
+            reader.close()
 
-    def read(self, max_lines: int) -> list[Line]:
+    def forgotten(self) -> set[str]:
+        out, self._forgotten = self._forgotten, set()
+        return out
+
+    def open_files(self) -> int:
+        return sum(1 for r in self._readers.values() if r.is_open)
+
+    def read(self, max_items: int) -> list[TailItem]:
+        """Up to `max_items` items and about READ_BYTES of data; fewer = caught up
+        (or the byte budget is spent: the caller reads again without waiting)."""
         now = self._monotonic()
         for index, source in enumerate(self._sources):
             if now >= self._next_scan[index]:
-                self._scan(index, source)
+                self._scan(index, source, now)
                 self._next_scan[index] = now + source.poll_interval_s
-        lines: list[Line] = []
-        for readers in self._by_source:
+        if not self._scanned_once:
+            self._scanned_once = True
+            self._initial = False  # `start_at: end` is for the files present at the first start
+            # Checkpointed files that no longer exist under any matched name.
+            self._forgotten |= set(self._start)
+            self._start.clear()
+        items, self._pending = self._pending, []
+        budget = READ_BYTES
+        for index, source in enumerate(self._sources):
+            readers = sorted(self._by_source[index], key=lambda r: (not r.rotated, r.path))
             for reader in readers:
-                lines += reader.read(max_lines - len(lines))
-                if len(lines) >= max_lines:
-                    return lines
-        return lines
+                if len(items) < max_items and budget > 0:
+                    before = reader.offset
+                    items += reader.read(max_items - len(items), now, budget)
+                    budget -= max(0, reader.offset - before)
+                self._maybe_close(index, source, reader, now, items)
+            if len(items) >= max_items or budget <= 0:
+                break
+        self._busy = budget <= 0
+        return items
+
+    def busy(self) -> bool:
+        return self._busy
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
         until_scan = min(self._next_scan, default=0.0) - self._monotonic()
-        stop.wait(max(0.0, min(timeout, until_scan)))
+        remaining = max(0.0, min(timeout, until_scan))
+        # Slices, not the injected clock: wake on inotify, on stop, or after `remaining`.
+        slices = max(1, int(remaining / _WAIT_SLICE_S + 0.5)) if remaining > 0 else 0
+        for _ in range(slices):
+            if stop.is_set() or self._wake.wait(_WAIT_SLICE_S):
+                break
+        self._wake.clear()
 
-    def _scan(self, index: int, source: SourceSpec) -> None:
+    def _maybe_close(
+        self, index: int, source: SourceSpec, reader: FileReader, now: float, items: list[TailItem]
+    ) -> None:
+        if not reader.is_open or not reader.at_eof():
+            return
+        idle = now - reader.last_change
+        if reader.rotated:
+            if idle < source.close_rotated_after_s:
+                return
+            log.info("finished rotated file %s at offset %d; closed", reader.path, reader.offset)
+            reader.close()
+            self._drop(index, reader)
+            items.append(Closed(source.name, reader.path, reader.key, "rotated"))
+        elif idle >= source.close_inactive_s:
+            log.info("closing %s: inactive for %.0f s", reader.path, idle)
+            reader.close()
+            items.append(Closed(source.name, reader.path, reader.key, "inactive"))
+
+    def _drop(self, index: int, reader: FileReader) -> None:
+        self._by_source[index] = [r for r in self._by_source[index] if r is not reader]
+        self._readers.pop(reader.key, None)
+        self._forgotten.add(reader.key)
+
+    def _scan(self, index: int, source: SourceSpec, now: float) -> None:
         current: list[FileReader] = []
         for path in resolve(source.patterns, source.excludes):
             try:
-                key = file_key(Path(path).stat())
+                st = os.stat(path)  # noqa: PTH116 - plain string paths from glob
             except OSError:
                 continue  # vanished between glob and stat
+            key = file_key(st)
             reader = self._readers.get(key)
             if reader is None:
-                offset = self._start.pop(key, 0)
-                reader = FileReader(source.name, path, key, offset, self._max_line_bytes)
+                reader = self._open_new(source, path, key, now)
+                if reader is None:
+                    continue
                 self._readers[key] = reader
-                log.info("tailing %s (source %s) from offset %d", path, source.name, offset)
             elif reader.source != source.name:
                 continue
             reader.path = path
+            reader.rotated = False
+            changed = st.st_size != reader.last_seen_size or st.st_size < reader.offset
+            if not reader.is_open and changed and reader.open():
+                log.info("reopening %s at offset %d", path, reader.offset)
+                reader.last_change = now
             current.append(reader)
         seen = {r.key for r in current}
         for reader in self._by_source[index]:
-            if reader.key not in seen:
+            if reader.key in seen:
+                continue
+            if reader.is_open:
+                if not reader.rotated:
+                    log.info("%s was rotated or deleted; reading it to its end", reader.path)
+                    reader.rotated = True
+                    reader.last_change = now
+                current.append(reader)
+            else:
                 log.info("no longer tailing %s", reader.path)
-                # Forgotten, offset included: should the inode be reused by a new file,
-                # resuming at the old offset would skip its first lines. Telling reuse
-                # from a file that merely matches again needs content fingerprints
-                # (rotation issue); until then a rematched file is read again.
-                del self._readers[reader.key]
+                self._readers.pop(reader.key, None)
+                self._forgotten.add(reader.key)
         self._by_source[index] = current
+
+    def _open_new(self, source: SourceSpec, path: str, key: str, now: float) -> FileReader | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("%s: cannot open: %s", path, exc.strerror or exc)
+            return None
+        st = os.fstat(fd)
+        if file_key(st) != key:
+            os.close(fd)  # replaced between stat and open; the next scan sees the new one
+            return None
+        offset = 0
+        resume = self._start.pop(key, None)
+        if resume is not None and not matches(fd, resume.fingerprint):
+            log.info("%s: inode reused by another file; reading it from the start", path)
+            resume = None
+        if resume is not None:
+            offset = resume.offset
+        elif self._initial and source.start_at == "end":
+            offset = st.st_size
+        reader = FileReader(
+            source.name,
+            path,
+            key,
+            offset,
+            source.max_line_bytes,
+            fd=fd,
+            fingerprint_value=fingerprint(fd, st.st_size),
+            now=now,
+        )
+        if st.st_size < offset:
+            # Truncated while we were not running: reading nothing reports it and rewinds.
+            self._pending += reader.read(0, now)
+        log.info("tailing %s (source %s) from offset %d", path, source.name, reader.offset)
+        return reader

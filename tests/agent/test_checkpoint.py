@@ -19,14 +19,17 @@ def test_missing_checkpoint_is_fresh(tmp_path: Path) -> None:
 
 def test_roundtrip_and_format(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path)
-    cp = Checkpoint(42, {"2049:77": FileOffset("/var/log/crm/audit.jsonl", 1234)})
+    cp = Checkpoint(42, {"2049:77": FileOffset("/var/log/crm/audit.jsonl", 1234, "10:ab")})
     store.save(cp)
     assert store.load() == cp
     assert json.loads(store.path.read_text()) == {
-        "version": 1,
+        "version": 2,
         "next_sequence": 42,
-        "files": {"2049:77": {"path": "/var/log/crm/audit.jsonl", "offset": 1234}},
+        "files": {
+            "2049:77": {"path": "/var/log/crm/audit.jsonl", "offset": 1234, "fingerprint": "10:ab"}
+        },
     }
+
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.json"]  # no temp file left
 
@@ -49,7 +52,7 @@ def test_save_replaces_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"version": 2, "next_sequence": 1, "files": {}}', "unsupported version 2"),
+        ('{"version": 3, "next_sequence": 1, "files": {}}', "unsupported version 3"),
         ('{"version": 1, "next_sequence": 0, "files": {}}', "next_sequence"),
         ('{"version": 1, "next_sequence": 1, "files": {"1:2": {"path": "x"}}}', "files"),
         ("{not json", "invalid checkpoint"),
@@ -61,3 +64,11 @@ def test_unusable_checkpoint_is_an_error(tmp_path: Path, content: str, message: 
     store.path.write_text(content)
     with pytest.raises(CheckpointError, match=message):
         store.load()
+
+
+def test_version_1_is_still_read(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    store.path.write_text(
+        '{"version": 1, "next_sequence": 5, "files": {"1:2": {"path": "/x", "offset": 3}}}'
+    )
+    assert store.load() == Checkpoint(5, {"1:2": FileOffset("/x", 3, "")})

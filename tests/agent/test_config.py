@@ -11,6 +11,7 @@ import pytest
 
 from agent.config import load_config
 from agent.errors import ConfigError
+from agent.parsers import FORMATS
 from tests.agent.certs import make_pki
 
 TESTDATA = Path(__file__).parent / "testdata"
@@ -31,7 +32,7 @@ EXPECTED = {
         "{cfg}:6: collector.max_in_flight: Input should be greater than or equal to 1",
         "{cfg}:7: collector.retry: max_s must be >= initial_s",
         "{cfg}:9: batch.max_wait_s: Input should be less than or equal to 1",
-        "{cfg}:12: sources.0.format: unknown format 'csv' (known: jsonlines)",
+        "{cfg}:12: sources.0.format: unknown format 'csv' (known: {formats})",
         "{cfg}:16: sources.1.paths: List should have at least 1 item after validation, not 0",
         "{cfg}:17: sources.1.mapping: unknown schema field 'usr.name' (schema fields: "
         "action, changes, message, object.id, object.name, object.type, outcome, "
@@ -61,7 +62,8 @@ def stage(tmp_path: Path, name: str) -> Path:
 
 
 def expected(name: str, cfg: Path) -> list[str]:
-    return [line.format(cfg=cfg, dir=cfg.parent) for line in EXPECTED[name]]
+    formats = ", ".join(sorted(FORMATS))  # other formats are added by the parser work
+    return [line.format(cfg=cfg, dir=cfg.parent, formats=formats) for line in EXPECTED[name]]
 
 
 def test_good_config_resolves_relative_paths(tmp_path: Path) -> None:
@@ -71,7 +73,9 @@ def test_good_config_resolves_relative_paths(tmp_path: Path) -> None:
     assert config.sources[0].paths == [str(tmp_path / "logs" / "audit*.jsonl")]
     assert config.sources[0].mapping == {"user.name": "actor.username"}
     assert config.batch.max_wait_s == 1.0 and config.collector.max_in_flight == 4
-    assert config.collector.tls_name == "localhost"
+    assert config.collector.tls_name("127.0.0.1:4317") == "localhost"
+    assert config.collector.all_endpoints == ("127.0.0.1:4317",)
+    assert config.spool.max_bytes == 1 << 30 and config.sources[0].close_inactive_s == 300
 
 
 def test_example_config_is_valid_apart_from_its_files() -> None:
@@ -123,3 +127,15 @@ def test_check_command_missing_config_file(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"{cfg}: config file not found"]
+
+
+def test_multiline_and_spool_settings_are_validated(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from agent.config import MultilineConfig, SpoolConfig
+
+    assert MultilineConfig(start_pattern=r"^\d{4}-").timeout_s == 2.0
+    with pytest.raises(ValidationError, match="invalid regular expression"):
+        MultilineConfig(start_pattern="(unclosed")
+    with pytest.raises(ValidationError, match="at most half of max_bytes"):
+        SpoolConfig(max_bytes=65_536, segment_bytes=65_536)

@@ -18,6 +18,7 @@ import pytest
 
 from agent import Agent, AgentConfig, Clock
 from agent.checkpoint import CheckpointStore
+from agent.config import CollectorConfig
 from agent.ship import open_channel
 from proto.v1 import audit_pb2 as pb
 from tests.agent.certs import Pki, make_pki
@@ -64,7 +65,7 @@ def write_lines(path: Path, count: int, start: int = 0) -> None:
 
 @contextmanager
 def running(
-    config: AgentConfig, channel_factory: Callable[[], grpc.Channel] | None = None
+    config: AgentConfig, channel_factory: Callable[[str], grpc.Channel] | None = None
 ) -> Iterator[Agent]:
     agent = Agent(
         config,
@@ -194,10 +195,10 @@ def free_port() -> int:
         return port
 
 
-def counting(config: AgentConfig, calls: list[int]) -> Callable[[], grpc.Channel]:
-    def factory() -> grpc.Channel:
+def counting(config: AgentConfig, calls: list[int]) -> Callable[[str], grpc.Channel]:
+    def factory(endpoint: str) -> grpc.Channel:
         calls.append(1)
-        return open_channel(config.collector)
+        return open_channel(config.collector, endpoint)
 
     return factory
 
@@ -215,7 +216,7 @@ def test_nothing_listening_is_logged_and_retried(
     assert len(calls) >= 3  # kept retrying
     messages = [r.getMessage() for r in caplog.records if r.name == "agent.ship"]
     assert messages and messages[0].startswith(
-        f"cannot ship to {config.collector.endpoint}: UNAVAILABLE"
+        f"cannot ship to {config.collector.all_endpoints[0]}: UNAVAILABLE"
     )
     assert len(messages) < len(calls)  # rate limited: the same reason is not logged each time
     assert not CheckpointStore(config.state_dir).path.exists()
@@ -239,3 +240,38 @@ def test_wrong_ca_is_logged_and_retried(
     messages = [r.getMessage() for r in caplog.records if r.name == "agent.ship"]
     assert messages and "UNAVAILABLE" in messages[0]
     print(messages[0])
+
+
+def test_fails_over_to_the_next_endpoint(tmp_path: Path, pki: Pki) -> None:
+    collector = FakeCollector()
+    with Server(collector, pki) as server:
+        config = make_config(tmp_path, pki, server.port)
+        collector_config = config.collector.model_dump()
+        collector_config.pop("endpoint")
+        collector_config["endpoints"] = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{server.port}"]
+        config = config.model_copy(
+            update={"collector": CollectorConfig.model_validate(collector_config)}
+        )
+        write_lines(tmp_path / "logs" / "a.jsonl", 4)
+        tried: list[str] = []
+
+        def factory(endpoint: str) -> grpc.Channel:
+            tried.append(endpoint)
+            return open_channel(config.collector, endpoint)
+
+        with running(config, factory):
+            collector.wait_for(lambda: len(all_sequences(collector)) >= 4)
+    assert all_sequences(collector) == [1, 2, 3, 4]
+    assert tried[:2] == list(config.collector.all_endpoints)
+
+
+def test_endpoint_and_endpoints_are_exclusive(tmp_path: Path, pki: Pki) -> None:
+    config = make_config(tmp_path, pki, 4317)
+    data = config.collector.model_dump()
+    data["endpoints"] = ["127.0.0.1:4318"]
+    with pytest.raises(ValueError, match="either endpoint or endpoints"):
+        CollectorConfig.model_validate(data)
+    data.pop("endpoint")
+    data.pop("endpoints")
+    with pytest.raises(ValueError, match="set endpoints"):
+        CollectorConfig.model_validate(data)

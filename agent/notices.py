@@ -1,0 +1,63 @@
+"""Events the agent writes about itself: what it could not read or could not keep.
+
+Loss is never silent: it becomes an AuditEvent shipped like any other, flagged so that
+analysts and the detection rules see it (audit.category security).
+"""
+
+from __future__ import annotations
+
+from agent.spool import Loss
+from agent.tail import Truncated
+from proto.v1 import audit_pb2 as pb
+
+
+def log_truncated(item: Truncated, source_format: str, now_ns: int) -> pb.AuditEvent:
+    """`agent.log_truncated`: a file was truncated in place under the reader."""
+    unread = max(0, item.last_seen_size - item.offset)
+    event = pb.AuditEvent(
+        time_unix_nano=now_ns,
+        event_category=["file"],
+        event_type=["change"],
+        action="agent.log_truncated",
+        audit_category=pb.AUDIT_CATEGORY_SECURITY,
+        message=(
+            f"{item.path} was truncated at read offset {item.offset} (size now {item.size}); "
+            f"bytes of its previous content from offset {item.offset} on may be missed "
+            f"(at least {unread} seen but unread, plus whatever was written before the "
+            "truncation); reading resumes at offset 0"
+        ),
+        flags=["log_truncated"],
+        attributes={
+            "truncation.read_offset": str(item.offset),
+            "truncation.last_seen_size": str(item.last_seen_size),
+            "truncation.new_size": str(item.size),
+            "truncation.bytes_possibly_missed": f">={unread}",
+        },
+    )
+    event.log.file_path = item.path
+    event.log.offset = item.offset
+    event.log.source_name = item.source
+    event.log.format = source_format
+    return event
+
+
+def spool_loss(loss: Loss, now_ns: int) -> pb.AuditEvent:
+    """`agent.spool_loss`: spooled events that could not be read back (corruption)."""
+    return pb.AuditEvent(
+        time_unix_nano=now_ns,
+        event_category=["file"],
+        event_type=["deletion"],
+        action="agent.spool_loss",
+        audit_category=pb.AUDIT_CATEGORY_SECURITY,
+        message=(
+            f"spool corruption: events with sequences {loss.first}-{loss.last} were lost "
+            f"(bytes {loss.start}-{loss.end} of spool segment {loss.segment})"
+        ),
+        flags=["gap_at_source"],
+        attributes={
+            "loss.first_sequence": str(loss.first),
+            "loss.last_sequence": str(loss.last),
+            "loss.segment": loss.segment,
+            "loss.bytes": f"{loss.start}-{loss.end}",
+        },
+    )

@@ -1,0 +1,101 @@
+"""Spool → batches → shipper. Runs in its own thread; knows nothing of files or parsing.
+
+Reads committed records in sequence order from the spool and closes a batch by
+count, bytes or age (`batch.*`), then hands it to the shipper, whose `submit` blocks
+while `max_in_flight` batches wait: memory holds at most 2 x max_in_flight batches
+plus the open one, whatever the backlog on disk. Corrupt records met in the spool
+become `agent.spool_loss` events, appended to the spool (and so numbered) like any
+other event.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from agent import notices
+from agent.batch import Batcher
+from agent.checkpoint import FileOffset
+from agent.ship import Outgoing
+from agent.spool import Entry, Loss, Spool, SpoolReader
+from proto.v1 import audit_pb2 as pb
+
+READ_BUDGET = 500
+IDLE_WAIT_S = 0.5
+
+
+class Outbox:
+    """Feeds the shipper from the spool (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        agent_id: str,
+        observer: pb.Observer,
+        spool: Spool,
+        reader: SpoolReader,
+        batcher: Batcher,
+        submit: Callable[[Outgoing], bool],
+        wall_ns: Callable[[], int],
+        monotonic: Callable[[], float],
+        seal: Callable[[pb.Batch], None] | None = None,
+    ) -> None:
+        self._agent_id = agent_id
+        self._seal = seal  # issue 5: signs the batch right after it is built
+        self._observer = observer
+        self._spool = spool
+        self._reader = reader
+        self._batcher = batcher
+        self._submit = submit
+        self._wall_ns = wall_ns
+        self._monotonic = monotonic
+        self._positions: dict[str, FileOffset] = {}
+
+    def run(self, drain: threading.Event) -> None:
+        """Feed until `drain` is set and everything spooled so far was submitted."""
+        try:
+            while True:
+                draining = drain.is_set()
+                records, losses = self._reader.read(READ_BUDGET)
+                if losses:
+                    self._spool.append([Entry(self._loss_event(loss)) for loss in losses])
+                for record in records:
+                    event = pb.AuditEvent.FromString(record.event)
+                    if not self._batcher.fits(event) and not self._send():
+                        return
+                    self._batcher.add(event, self._monotonic())
+                    if record.file_key is not None and record.position is not None:
+                        self._positions[record.file_key] = record.position
+                    if self._batcher.full() and not self._send():
+                        return
+                now = self._monotonic()
+                if self._batcher.due(now) and not self._send():
+                    return
+                if records or losses:
+                    continue
+                if draining:
+                    self._send()
+                    return
+                deadline = self._batcher.deadline()
+                timeout = IDLE_WAIT_S if deadline is None else max(0.0, deadline - now)
+                self._spool.wait(self._reader.next_sequence, min(timeout, IDLE_WAIT_S))
+        finally:
+            self._reader.close()
+
+    def _loss_event(self, loss: Loss) -> pb.AuditEvent:
+        event = notices.spool_loss(loss, self._wall_ns())
+        event.observed_unix_nano = self._wall_ns()
+        event.observer.CopyFrom(self._observer)
+        return event
+
+    def _send(self) -> bool:
+        """Submit the open batch (if any); False when the shipper has been aborted."""
+        events = self._batcher.take()
+        if not events:
+            return True
+        positions, self._positions = self._positions, {}
+        # integrity hook (issue 5): the one place a pb.Batch is built from spooled events.
+        batch = pb.Batch(agent_id=self._agent_id, events=events)
+        if self._seal is not None:
+            self._seal(batch)
+        return self._submit(Outgoing(batch=batch, positions=positions))

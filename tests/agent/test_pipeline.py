@@ -1,0 +1,215 @@
+"""Pipeline (framing → parse → spool) and outbox (spool → batches) with scripted input."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+from agent.batch import Batcher
+from agent.checkpoint import FileOffset
+from agent.outbox import Outbox
+from agent.parsers import get_framer, get_parser
+from agent.parsers.framing import StartPatternFramer
+from agent.pipeline import Pipeline, SourceParser
+from agent.ship import Outgoing
+from agent.spool import HEADER_SIZE, Entry, Spool
+from agent.tail import Closed, Line, TailItem, Truncated
+from proto.v1 import audit_pb2 as pb
+
+OBSERVER = pb.Observer(agent_id="a1", hostname="h", agent_version="t")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedTailer:
+    """Yields one scripted list per read; `stop_after` reads, it sets stop in `wait`."""
+
+    def __init__(self, script: list[list[TailItem]], clock: FakeClock, stop_after: int) -> None:
+        self.script = script
+        self.clock = clock
+        self.reads = 0
+        self.stop_after = stop_after
+        self.closed = False
+
+    def read(self, max_items: int) -> list[TailItem]:
+        self.reads += 1
+        return self.script.pop(0) if self.script else []
+
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        self.clock.now += 10.0
+        if self.reads >= self.stop_after:
+            stop.set()
+
+    def busy(self) -> bool:
+        return False
+
+    def forgotten(self) -> set[str]:
+        return set()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def line(data: bytes, offset: int, key: str = "1:2") -> Line:
+    return Line("app", "/log/a", key, offset, offset + len(data) + 1, data, fingerprint="3:x")
+
+
+def spooled(spool: Spool) -> list[tuple[pb.AuditEvent, FileOffset | None]]:
+    reader = spool.reader(1)
+    records, _ = reader.read(1000)
+    reader.close()
+    return [(pb.AuditEvent.FromString(r.event), r.position) for r in records]
+
+
+def run(
+    tmp_path: Path, script: list[list[TailItem]], multiline: bool, stop_after: int = 1, **kw: int
+) -> tuple[Spool, ScriptedTailer]:
+    spool = Spool(
+        tmp_path / "spool",
+        max_bytes=kw.get("max_bytes", 1 << 20),
+        segment_bytes=kw.get("segment_bytes", 8192),
+    )
+    spool.open(0)
+    clock = FakeClock()
+    tailer = ScriptedTailer(script, clock, stop_after)
+
+    def framer() -> StartPatternFramer:
+        return StartPatternFramer(re.compile(rb"^\{"))
+
+    parser = SourceParser(
+        "jsonlines",
+        get_parser("jsonlines", {}),
+        framer if multiline else (lambda: get_framer("jsonlines")),
+        flush_after_s=2.0,
+    )
+    pipeline = Pipeline(
+        observer=OBSERVER,
+        tailer=tailer,
+        parsers={"app": parser},
+        spool=spool,
+        on_forgotten=lambda _keys: None,
+        wall_ns=lambda: 1,
+        monotonic=clock,
+    )
+    pipeline.run(threading.Event())
+    return spool, tailer
+
+
+def test_multiline_records_resume_before_what_is_held(tmp_path: Path) -> None:
+    first, cont, second = b'{"event": "a",', b'\t"n": 1}', b'{"event": "b"}'
+    script: list[list[TailItem]] = [
+        [line(first, 0), line(cont, 15), line(second, 24)],
+    ]
+    spool, tailer = run(tmp_path, script, multiline=True, stop_after=1)
+    assert tailer.closed
+    (one, pos_one), (two, pos_two) = spooled(spool)
+    assert one.original == first.decode() + "\n" + cont.decode()
+    assert one.sequence == 1 and one.log.offset == 0 and one.observer.agent_id == "a1"
+    assert pos_one == FileOffset("/log/a", 24, "3:x")  # where the held record starts
+    # Held at the end, flushed on shutdown.
+    assert two.action == "b" and two.sequence == 2 and pos_two is not None
+    assert pos_two.offset == 24 + len(second) + 1
+    spool.close()
+
+
+def test_held_record_is_flushed_after_idle_timeout(tmp_path: Path) -> None:
+    script: list[list[TailItem]] = [[line(b'{"event": "a"}', 0)], [], []]
+    spool, _ = run(tmp_path, script, multiline=True, stop_after=3)
+    events = spooled(spool)
+    assert [e.action for e, _ in events] == ["a"]
+    spool.close()
+
+
+def test_truncation_flushes_and_emits_a_loss_report(tmp_path: Path) -> None:
+    truncated = Truncated("app", "/log/a", "1:2", 500, 620, 10, "10:y")
+    script: list[list[TailItem]] = [
+        [line(b'{"event": "a"}', 0), truncated, line(b'{"event": "b"}', 0)],
+        [Closed("app", "/log/a", "1:2", "rotated")],
+    ]
+    spool, _ = run(tmp_path, script, multiline=True, stop_after=2)
+    events = spooled(spool)
+    assert [e.action for e, _ in events] == ["a", "agent.log_truncated", "b"]
+    report, position = events[1]
+    assert list(report.flags) == ["log_truncated"]
+    assert report.attributes["truncation.read_offset"] == "500"
+    assert report.attributes["truncation.bytes_possibly_missed"] == ">=120"
+    assert position == FileOffset("/log/a", 0, "10:y")
+    spool.close()
+
+
+def test_full_spool_stops_reading(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", max_bytes=65_536, segment_bytes=8192)
+    spool.open(0)
+    while not spool.full():
+        spool.append([Entry(pb.AuditEvent(original="x" * 2000))])
+    spool.close()
+    script: list[list[TailItem]] = [[line(b'{"event": "a"}', 0)]]
+    clock = FakeClock()
+    tailer = ScriptedTailer(script, clock, 1)
+    reopened = Spool(tmp_path / "spool", max_bytes=65_536, segment_bytes=8192)
+    reopened.open(0)
+    stop = threading.Event()
+    timer = threading.Timer(0.5, stop.set)
+    timer.start()
+    Pipeline(
+        observer=OBSERVER,
+        tailer=tailer,
+        parsers={
+            "app": SourceParser(
+                "jsonlines", get_parser("jsonlines", {}), lambda: get_framer("jsonlines")
+            )
+        },
+        spool=reopened,
+        on_forgotten=lambda _keys: None,
+        wall_ns=lambda: 1,
+        monotonic=clock,
+    ).run(stop)
+    timer.join()
+    assert tailer.reads == 0  # paused: nothing read, offsets stay put
+    reopened.close()
+
+
+def test_outbox_batches_from_the_spool_and_reports_corruption(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20, segment_bytes=1 << 18)
+    spool.open(0)
+    spool.append(
+        [
+            Entry(pb.AuditEvent(action=f"e{n}"), "1:2", FileOffset("/log/a", n * 10, ""))
+            for n in range(1, 6)
+        ]
+    )
+    (segment,) = spool.segment_names()
+    path = tmp_path / "spool" / segment
+    data = bytearray(path.read_bytes())
+    size = len(data) // 5
+    data[size + HEADER_SIZE + 2] ^= 0xFF  # sequence 2
+    path.write_bytes(bytes(data))
+    sent: list[Outgoing] = []
+    drain = threading.Event()
+    drain.set()
+    Outbox(
+        agent_id="a1",
+        observer=OBSERVER,
+        spool=spool,
+        reader=spool.reader(1),
+        batcher=Batcher(3, 1 << 20, 1.0),
+        submit=lambda item: sent.append(item) is None,
+        wall_ns=lambda: 7,
+        monotonic=FakeClock(),
+    ).run(drain)
+    events = [e for item in sent for e in item.batch.events]
+    assert [e.sequence for e in events] == [1, 3, 4, 5, 6]
+    loss = events[-1]
+    assert loss.action == "agent.spool_loss" and list(loss.flags) == ["gap_at_source"]
+    assert loss.attributes["loss.first_sequence"] == "2"
+    assert loss.attributes["loss.last_sequence"] == "2"
+    assert all(item.batch.agent_id == "a1" for item in sent)
+    assert sent[0].positions == {"1:2": FileOffset("/log/a", 40, "")}
+    spool.close()

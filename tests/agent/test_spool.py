@@ -1,0 +1,178 @@
+"""The durable spool: append/read/ack, segment deletion, recovery, corruption, full."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from agent.checkpoint import FileOffset
+from agent.spool import HEADER_SIZE, Entry, Spool
+from proto.v1 import audit_pb2 as pb
+
+
+def event(n: int) -> pb.AuditEvent:
+    return pb.AuditEvent(action="login", original=f"line {n} " + "x" * 50)
+
+
+def entries(start: int, count: int, key: str = "1:2") -> list[Entry]:
+    return [
+        Entry(event(n), key, FileOffset("/log/a.jsonl", (n + 1) * 10, "10:ab"))
+        for n in range(start, start + count)
+    ]
+
+
+def opened(path: Path, acked: int = 0, **kw: int) -> tuple[Spool, int]:
+    spool = Spool(
+        path, max_bytes=kw.get("max_bytes", 1 << 20), segment_bytes=kw.get("segment_bytes", 4096)
+    )
+    return spool, spool.open(acked).next_sequence
+
+
+def test_append_numbers_in_order_and_reads_back(tmp_path: Path) -> None:
+    spool, first = opened(tmp_path)
+    assert first == 1
+    assert spool.append(entries(0, 3)) == [1, 2, 3]
+    reader = spool.reader(1)
+    records, losses = reader.read(10)
+    assert losses == []
+    assert [r.sequence for r in records] == [1, 2, 3]
+    decoded = pb.AuditEvent.FromString(records[1].event)
+    assert decoded.sequence == 2 and decoded.original.startswith("line 1 ")
+    assert records[2].file_key == "1:2" and records[2].position == FileOffset(
+        "/log/a.jsonl", 30, "10:ab"
+    )
+    assert reader.read(10) == ([], [])
+    reader.close()
+    spool.close()
+
+
+def test_segments_roll_and_are_deleted_only_when_fully_acked(tmp_path: Path) -> None:
+    spool, _ = opened(tmp_path, segment_bytes=4096)
+    for start in range(0, 200, 10):
+        spool.append(entries(start, 10))
+    names = spool.segment_names()
+    assert len(names) > 3
+    firsts = [int(n.split(".")[0]) for n in names]
+    spool.ack(firsts[1] - 2)  # the first segment still holds an unacked record
+    assert spool.segment_names() == names
+    spool.ack(firsts[1] - 1)
+    assert spool.segment_names() == names[1:]
+    spool.ack(200)
+    assert spool.segment_names() == names[-1:]  # the active segment stays
+    assert spool.append(entries(200, 1)) == [201]
+    reader = spool.reader(1)  # starts at what is left
+    records, _ = reader.read(1000)
+    assert records and records[0].sequence == firsts[-1] and records[-1].sequence == 201
+    reader.close()
+    spool.close()
+
+
+def test_reopen_recovers_next_sequence_and_unacked_positions(tmp_path: Path) -> None:
+    spool, _ = opened(tmp_path)
+    spool.append(entries(0, 5))
+    spool.append(entries(5, 2, key="3:4"))
+    spool.close()
+    again = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=4096)
+    recovery = again.open(acked=3)
+    assert recovery.next_sequence == 8
+    assert recovery.unacked == 4
+    assert recovery.last_event is not None
+    assert pb.AuditEvent.FromString(recovery.last_event).sequence == 7
+    assert recovery.positions == {
+        "1:2": FileOffset("/log/a.jsonl", 50, "10:ab"),
+        "3:4": FileOffset("/log/a.jsonl", 70, "10:ab"),
+    }
+    assert again.append(entries(7, 1)) == [8]
+    records, _ = again.reader(4).read(100)
+    assert [r.sequence for r in records] == [4, 5, 6, 7, 8]
+    again.close()
+
+
+def test_torn_tail_is_cut_and_its_numbers_reused(tmp_path: Path) -> None:
+    spool, _ = opened(tmp_path)
+    spool.append(entries(0, 3))
+    (segment,) = spool.segment_names()
+    spool.close()
+    path = tmp_path / segment
+    size = path.stat().st_size
+    with path.open("r+b") as f:  # a crash in the middle of writing the third record
+        f.truncate(size - 7)
+    again = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=4096)
+    recovery = again.open(acked=0)
+    assert recovery.next_sequence == 3 and recovery.torn_bytes > 0
+    assert again.append(entries(2, 1)) == [3]
+    records, losses = again.reader(1).read(10)
+    assert [r.sequence for r in records] == [1, 2, 3] and losses == []
+    again.close()
+
+
+def test_corrupt_record_is_skipped_and_reported_as_a_loss(tmp_path: Path) -> None:
+    spool, _ = opened(tmp_path)
+    spool.append(entries(0, 5))
+    (segment,) = spool.segment_names()
+    path = tmp_path / segment
+    data = bytearray(path.read_bytes())
+    record_size = len(data) // 5  # records of equal size
+    data[2 * record_size + HEADER_SIZE + 3] ^= 0xFF  # flip a payload byte of sequence 3
+    path.write_bytes(bytes(data))
+    records, losses = spool.reader(1).read(10)
+    assert [r.sequence for r in records] == [1, 2, 4, 5]
+    (loss,) = losses
+    assert (loss.first, loss.last, loss.segment) == (3, 3, segment)
+    assert loss.start == 2 * record_size and loss.end == 3 * record_size
+    spool.close()
+
+
+def test_corrupt_header_of_the_last_record_before_a_closed_segment_end(tmp_path: Path) -> None:
+    spool, _ = opened(tmp_path, segment_bytes=4096)
+    for start in range(0, 120, 10):
+        spool.append(entries(start, 10))
+    first, second = spool.segment_names()[:2]
+    next_first = int(second.split(".")[0])
+    path = tmp_path / first
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # inside the last record of the first (closed) segment
+    path.write_bytes(bytes(data))
+    reader = spool.reader(1)
+    records, losses = reader.read(1000)
+    sequences = [r.sequence for r in records]
+    assert next_first - 1 not in sequences and next_first in sequences
+    assert [(x.first, x.last) for x in losses] == [(next_first - 1, next_first - 1)]
+    reader.close()
+    spool.close()
+
+
+def test_full_spool_reports_full_until_acks_free_room(tmp_path: Path) -> None:
+    spool, _ = opened(tmp_path, max_bytes=65_536, segment_bytes=8192)
+    sequence = 0
+    while not spool.full():
+        sequence = spool.append(entries(sequence, 20))[-1]
+    assert spool.size_bytes() >= 65_536
+    spool.ack(sequence)
+    assert not spool.full()
+    spool.close()
+
+
+def test_files_are_private(tmp_path: Path) -> None:
+    spool, _ = opened(tmp_path / "spool")
+    spool.append(entries(0, 1))
+    assert os.stat(tmp_path / "spool").st_mode & 0o777 == 0o700
+    (segment,) = spool.segment_names()
+    assert os.stat(tmp_path / "spool" / segment).st_mode & 0o777 == 0o600
+    spool.close()
+
+
+def test_hooks_see_sequences_in_order_then_the_commit(tmp_path: Path) -> None:
+    calls: list[object] = []
+    spool = Spool(
+        tmp_path,
+        max_bytes=1 << 20,
+        segment_bytes=4096,
+        link=lambda e: calls.append(e.sequence),
+        committed=lambda: calls.append("commit"),
+    )
+    spool.open(0)
+    spool.append(entries(0, 2))
+    spool.append(entries(2, 1))
+    assert calls == [1, 2, "commit", 3, "commit"]
+    spool.close()

@@ -1,0 +1,418 @@
+"""Faults against real parts: agent and collector processes, mTLS certificates from the
+PKI helper, the session's OpenSearch. Every record written must be in OpenSearch
+exactly once (unique `n` per line, document count = unique count), across rotation,
+kill -9, a collector outage, a full spool and a file deleted mid-read — except lines in
+copytruncate windows, which must be covered by the `agent.log_truncated` event.
+
+Each test uses its own agent identity, so its documents are told apart by agent.id.
+Loops are bounded; every process started is stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opensearchpy import OpenSearch, helpers
+
+from collector.admin.pki import init_ca, issue_agent
+from tests.helpers import free_port
+from tests.processes import ManagedProcess, wait_for
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+DONE = "test.done"
+RSS_BOUND_MIB = 256  # the bound stated for default batch settings (measured ~85 MiB)
+
+
+def rss_mib(process: ManagedProcess) -> float:
+    status = Path(f"/proc/{process.process.pid}/status").read_text()
+    (line,) = [x for x in status.splitlines() if x.startswith("VmRSS:")]
+    return int(line.split()[1]) / 1024
+
+
+@dataclass
+class Env:
+    """A collector (restartable) and what tests need to run agents against it."""
+
+    root: Path
+    pki: Path
+    prefix: str
+    port: int
+    collector_yaml: Path
+    client: OpenSearch
+    collector: ManagedProcess
+    restarts: int = 0
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}-events-*"
+
+    def start_collector(self) -> None:
+        self.restarts += 1
+        self.collector = ManagedProcess(
+            ["crm-audit-collector", "run", "-c", str(self.collector_yaml)],
+            self.root / f"collector-{self.restarts}.log",
+        )
+
+    def docs(self, agent_id: str) -> list[dict[str, Any]]:
+        self.client.indices.refresh(index=self.events, ignore_unavailable=True)
+        query = {"query": {"term": {"agent.id": agent_id}}}
+        return [
+            {"_id": hit["_id"], **hit["_source"]}
+            for hit in helpers.scan(
+                self.client, index=self.events, query=query, ignore_unavailable=True, size=2000
+            )
+        ]
+
+    def count(self, agent_id: str, action: str | None = None) -> int:
+        self.client.indices.refresh(index=self.events, ignore_unavailable=True)
+        filters: list[dict[str, Any]] = [{"term": {"agent.id": agent_id}}]
+        if action:
+            filters.append({"term": {"event.action": action}})
+        body = {"query": {"bool": {"filter": filters}}}
+        result = self.client.count(index=self.events, body=body, ignore_unavailable=True)
+        return int(result["count"])
+
+
+@pytest.fixture(scope="module")
+def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    root = tmp_path_factory.mktemp("faults")
+    pki = root / "pki"
+    init_ca(pki)
+    prefix = f"faults-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    collector_yaml = root / "collector.yaml"
+    collector_yaml.write_text(
+        f"""listen: "127.0.0.1:{port}"
+tls: {{ca: {pki}/ca.crt, cert: {pki}/collector.crt, key: {pki}/collector.key}}
+opensearch: {{url: "{opensearch_url}", index_prefix: "{prefix}"}}
+retention:
+  default_class: standard
+  classes:
+    standard: {{policy: {REPO}/config/opensearch/ism-standard.json}}
+""",
+        encoding="utf-8",
+    )
+    client = OpenSearch(hosts=[opensearch_url], timeout=60)
+    collector = ManagedProcess(
+        ["crm-audit-collector", "run", "-c", str(collector_yaml)], root / "collector-0.log"
+    )
+    running = Env(root, pki, prefix, port, collector_yaml, client, collector)
+    try:
+        yield running
+    finally:
+        running.collector.stop()
+        client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
+        for template in (f"{prefix}-events", f"{prefix}-deadletter"):
+            client.transport.perform_request(
+                "DELETE", f"/_index_template/{template}", params={"ignore": 404}
+            )
+        client.close()
+
+
+class Agent:
+    """One agent identity with its config, log directory and (re)startable process."""
+
+    def __init__(self, env: Env, name: str, extra: str = "", glob: str = "*.jsonl") -> None:
+        self.env = env
+        self.id = f"{name}-{uuid.uuid4().hex[:6]}"
+        issued = issue_agent(env.pki, self.id)
+        self.dir = env.root / self.id
+        self.logs = self.dir / "logs"
+        self.logs.mkdir(parents=True)
+        self.state = self.dir / "state"
+        self.yaml = self.dir / "agent.yaml"
+        self.yaml.write_text(
+            f"""agent_id: {self.id}
+state_dir: {self.state}
+collector:
+  endpoints: ["127.0.0.1:{env.port}"]
+  server_name: localhost
+  tls: {{ca: {env.pki}/ca.crt, cert: {issued.cert}, key: {issued.key}}}
+  retry: {{initial_s: 0.2, max_s: 1.0}}
+batch: {{max_events: 500, max_wait_s: 0.2}}
+{extra}
+sources:
+  - name: crm_app
+    format: jsonlines
+    paths: ["{self.logs}/{glob}"]
+    poll_interval_s: 0.1
+    close_rotated_after_s: 1.0
+""",
+            encoding="utf-8",
+        )
+        self.runs = 0
+        self.process: ManagedProcess | None = None
+
+    def start(self) -> ManagedProcess:
+        self.runs += 1
+        self.process = ManagedProcess(
+            ["crm-audit-agent", "run", "-c", str(self.yaml)], self.dir / f"agent-{self.runs}.log"
+        )
+        return self.process
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.process.send_signal(signal.SIGKILL)
+        self.process.process.wait()
+        self.process.stop()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            code = self.process.stop()
+            assert code in (0, -signal.SIGKILL), self.process.log()[-3000:]
+
+    def log(self) -> str:
+        return "".join(
+            (self.dir / f"agent-{i}.log").read_text(errors="replace")
+            for i in range(1, self.runs + 1)
+        )
+
+
+@pytest.fixture
+def agents() -> Iterator[list[Agent]]:
+    made: list[Agent] = []
+    yield made
+    for agent in made:
+        if agent.process is not None:
+            agent.process.stop()
+
+
+def line(n: int, action: str = "record.view") -> bytes:
+    return json.dumps({"timestamp": 1772356500 + n % 86400, "event": action, "n": n}).encode()
+
+
+def numbers(docs: list[dict[str, Any]]) -> list[int]:
+    return [
+        int(doc["crm"]["attributes"]["n"])
+        for doc in docs
+        if "n" in doc.get("crm", {}).get("attributes", {})
+    ]
+
+
+def assert_exactly_once(env: Env, agent: Agent, expected: set[int]) -> list[dict[str, Any]]:
+    docs = env.docs(agent.id)
+    ids = [doc["_id"] for doc in docs]
+    assert len(ids) == len(set(ids))
+    seen = numbers(docs)
+    counts: dict[int, int] = {}
+    for n in seen:
+        counts[n] = counts.get(n, 0) + 1
+    duplicates = sorted(n for n, c in counts.items() if c > 1)
+    assert not duplicates, f"duplicated lines: {duplicates[:20]}"
+    missing = sorted(expected - set(seen))
+    assert not missing, f"{len(missing)} lines missing, e.g. {missing[:20]}"
+    return docs
+
+
+def wait_done(env: Env, agent: Agent, at_least: int = 0, timeout: float = 240) -> None:
+    """Until the DONE line and at least `at_least` documents are in (bounded)."""
+    assert agent.process is not None
+    wait_for(
+        lambda: env.count(agent.id, DONE) >= 1 and env.count(agent.id) >= at_least,
+        f"agent {agent.id} to deliver its last line",
+        timeout=timeout,
+        watch=[agent.process, env.collector],
+    )
+
+
+def test_kill9_during_shipping_three_times(env: Env, agents: list[Agent]) -> None:
+    agent = Agent(env, "kill9", extra="spool: {max_bytes: 8388608, segment_bytes: 262144}")
+    agents.append(agent)
+    files = [agent.logs / f"{name}.jsonl" for name in ("a", "b", "c")]
+    total = 18_000
+    handles = [f.open("ab") for f in files]
+    try:
+        for n in range(total // 2):  # three files growing together
+            handles[n % 3].write(line(n) + b"\n")
+        for h in handles:
+            h.flush()
+        agent.start()
+        for round_ in range(3):
+            target = (round_ + 1) * total // 8
+            wait_for(
+                lambda target=target: env.count(agent.id) >= target,  # type: ignore[misc]
+                f"{target} documents before kill {round_ + 1}",
+                timeout=180,
+                watch=[agent.process] if agent.process else [],
+            )
+            agent.kill9()
+            # The files keep growing while the agent is down.
+            start = total // 2 + round_ * total // 6
+            for n in range(start, start + total // 6):
+                handles[n % 3].write(line(n) + b"\n")
+            for h in handles:
+                h.flush()
+            agent.start()
+        handles[0].write(line(total, DONE) + b"\n")
+    finally:
+        for h in handles:
+            h.close()
+    wait_done(env, agent, total + 1)
+    agent.stop()
+    docs = assert_exactly_once(env, agent, set(range(total + 1)))
+    assert len(docs) == total + 1
+    assert "starting: next sequence" in agent.log()
+
+
+def test_rotation_under_write_load(env: Env, agents: list[Agent]) -> None:
+    """rename+create and copytruncate alternate while lines are written."""
+    agent = Agent(env, "rotate", glob="app.jsonl")
+    agents.append(agent)
+    agent.start()
+    path = agent.logs / "app.jsonl"
+    total, per_generation = 20_000, 2_500
+    # n -> (generation, byte offset in that generation); generation -> how it ended
+    where: dict[int, tuple[int, int]] = {}
+    ended: list[str] = []
+    out = path.open("ab")
+    generation = 0
+    try:
+        for n in range(total):
+            where[n] = (generation, out.tell())
+            out.write(line(n) + b"\n")
+            if n % 50 == 49:
+                out.flush()
+            if n % per_generation == per_generation - 201:
+                out.flush()
+                first = n + 201 - per_generation
+                # The agent has seen this generation (else nothing could be reported);
+                # the 200 lines still to come make a window it likely has not read.
+                wait_for(
+                    lambda first=first: first in numbers(env.docs(agent.id)),  # type: ignore[misc]
+                    f"line {first} to be delivered",
+                    timeout=120,
+                    watch=[agent.process] if agent.process else [],
+                )
+            if n % per_generation == per_generation - 1 and n + 1 < total:
+                out.flush()
+                out.close()
+                if generation % 2 == 0:
+                    path.rename(agent.logs / f"app.jsonl.{generation}")
+                    ended.append("rename")
+                else:
+                    shutil.copyfile(path, agent.logs / f"app.jsonl.{generation}")
+                    with path.open("r+b") as truncate:
+                        truncate.truncate(0)
+                    ended.append("copytruncate")
+                generation += 1
+                out = path.open("ab")
+        out.write(line(total, DONE) + b"\n")
+        where[total] = (generation, 0)
+    finally:
+        out.close()
+    ended.append("live")
+    wait_done(env, agent)
+    agent.stop()
+
+    docs = env.docs(agent.id)
+    ids = [doc["_id"] for doc in docs]
+    assert len(ids) == len(set(ids))
+    seen = numbers(docs)
+    assert len(seen) == len(set(seen)), "a line was delivered twice"
+    truncations = sorted(
+        (doc for doc in docs if doc["event"]["action"] == "agent.log_truncated"),
+        key=lambda doc: doc["event"]["sequence"],
+    )
+    copytruncated = [g for g, how in enumerate(ended) if how == "copytruncate"]
+    assert len(truncations) == len(copytruncated)
+    read_offset = {
+        g: int(doc["crm"]["attributes"]["truncation.read_offset"])
+        for g, doc in zip(copytruncated, truncations, strict=True)
+    }
+    for doc in truncations:
+        assert "log_truncated" in doc["integrity"]["flags"]
+    missing = set(where) - set(seen)
+    for n in sorted(missing):
+        gen, offset = where[n]
+        assert ended[gen] == "copytruncate", f"line {n} lost in a {ended[gen]} generation"
+        assert offset >= read_offset[gen], f"line {n} lost before the reported window"
+    assert len(set(seen)) == len(where) - len(missing)
+    print(f"copytruncate windows: {len(missing)} of {len(where)} lines missed, all reported")
+
+
+def test_collector_down_then_up(env: Env, agents: list[Agent]) -> None:
+    agent = Agent(env, "outage")
+    agents.append(agent)
+    log_file = agent.logs / "app.jsonl"
+    log_file.write_bytes(b"".join(line(n) + b"\n" for n in range(1000)))
+    agent.start()
+    wait_for(lambda: env.count(agent.id) >= 1000, "first 1000", timeout=120)
+    env.collector.stop()
+    with log_file.open("ab") as out:
+        for n in range(1000, 4000):
+            out.write(line(n) + b"\n")
+    assert agent.process is not None
+    wait_for(
+        lambda: "cannot ship to" in agent.log(),
+        "the agent to notice the outage",
+        timeout=60,
+        watch=[agent.process],
+    )
+    for _ in range(10):  # about 10 s of outage, the agent retrying meanwhile
+        assert agent.process.alive()
+        time.sleep(1)
+    env.start_collector()
+    with log_file.open("ab") as out:
+        out.write(line(4000, DONE) + b"\n")
+    wait_done(env, agent)
+    agent.stop()
+    docs = assert_exactly_once(env, agent, set(range(4001)))
+    assert len(docs) == 4001
+
+
+def test_spool_full_pauses_reading_and_resumes(env: Env, agents: list[Agent]) -> None:
+    agent = Agent(env, "full", extra="spool: {max_bytes: 65536, segment_bytes: 16384}")
+    agents.append(agent)
+    env.collector.stop()
+    log_file = agent.logs / "app.jsonl"
+    total = 6000
+    log_file.write_bytes(b"".join(line(n) + b"\n" for n in range(total)))
+    process = agent.start()
+    wait_for(lambda: "spool full" in agent.log(), "reading to pause", timeout=120, watch=[process])
+    spool = agent.state / "spool"
+
+    def spooled_bytes() -> int:
+        return sum(p.stat().st_size for p in spool.glob("*.seg"))
+
+    first = spooled_bytes()
+    time.sleep(1.0)
+    assert spooled_bytes() == first, "the spool grew while full"
+    # Far less than the file: the rest waits on disk, in the log file.
+    assert first < log_file.stat().st_size
+    assert rss_mib(process) < RSS_BOUND_MIB
+    env.start_collector()
+    with log_file.open("ab") as out:
+        out.write(line(total, DONE) + b"\n")
+    wait_done(env, agent)
+    agent.stop()
+    assert "reading resumed" in agent.log()
+    docs = assert_exactly_once(env, agent, set(range(total + 1)))
+    assert len(docs) == total + 1
+
+
+def test_file_deleted_after_partial_read_is_read_to_its_end(env: Env, agents: list[Agent]) -> None:
+    agent = Agent(env, "deleted")
+    agents.append(agent)
+    log_file = agent.logs / "app.jsonl"
+    log_file.write_bytes(b"".join(line(n) + b"\n" for n in range(100)))
+    process = agent.start()
+    wait_for(lambda: env.count(agent.id) >= 100, "the first part", timeout=120, watch=[process])
+    with log_file.open("ab") as out:
+        out.write(b"".join(line(n) + b"\n" for n in range(100, 5000)))
+    log_file.unlink()  # before the agent could read the rest
+    (agent.logs / "next.jsonl").write_bytes(line(5000, DONE) + b"\n")
+    wait_done(env, agent, 5001)
+    agent.stop()
+    docs = assert_exactly_once(env, agent, set(range(5001)))
+    assert len(docs) == 5001
