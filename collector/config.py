@@ -206,6 +206,51 @@ class ServerConfig(_Model):
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
 
 
+def _resolve_path(value: Any, info: ValidationInfo) -> Path | None:
+    """Resolve against the config dir; the path need not exist yet."""
+    if value is None:
+        return None
+    if not isinstance(value, str | Path) or str(value) == "":
+        raise ValueError("expected a path")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        base = (info.context or {}).get("config_dir")
+        if base is not None:
+            path = Path(base) / path
+    return path
+
+
+def _resolve_dir(value: Any, info: ValidationInfo) -> Path | None:
+    path = _resolve_path(value, info)
+    if path is not None and path.exists() and not path.is_dir():
+        raise ValueError(f"not a directory: {path}")
+    return path
+
+
+class IntegrityConfig(_Model):
+    """Seal verification and signed checkpoints (see collector.integrity)."""
+
+    # <agent_id>.pub files with the agents' Ed25519 public keys (crm-audit keys register).
+    keys_dir: Path | None = None
+    # Unsealed batches (old agents): accepted with an "unsealed" alert, or rejected.
+    require_seal: bool = False
+    # Where signed checkpoints are appended (WORM storage in production); none: off.
+    checkpoint_dir: Path | None = None
+    checkpoint_interval_s: float = Field(default=300, ge=1, le=86_400)
+    # The collector's Ed25519 checkpoint key; created (0600) on first start.
+    # Default: <checkpoint_dir>/collector-signing-key.pem.
+    collector_key: Path | None = None
+
+    _dirs = field_validator("keys_dir", "checkpoint_dir", mode="before")(_resolve_dir)
+    _key = field_validator("collector_key", mode="before")(_resolve_path)
+
+    def checkpoint_key(self) -> Path | None:
+        """The collector key path, or None when checkpoints are off."""
+        if self.checkpoint_dir is None:
+            return None
+        return self.collector_key or self.checkpoint_dir / "collector-signing-key.pem"
+
+
 class CollectorConfig(_Model):
     """The whole `collector.yaml`."""
 
@@ -214,6 +259,7 @@ class CollectorConfig(_Model):
     opensearch: OpenSearchConfig = OpenSearchConfig()
     retention: RetentionConfig
     server: ServerConfig = ServerConfig()
+    integrity: IntegrityConfig = IntegrityConfig()
 
     @field_validator("listen")
     @classmethod

@@ -72,6 +72,16 @@ def iso_nanos(unix_nano: int) -> str:
     return f"{when:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
 
 
+def parse_iso_nanos(text: str) -> int:
+    """Inverse of `iso_nanos` (``YYYY-MM-DDTHH:MM:SS[.fffffffff]Z``)."""
+    if not text.endswith("Z"):
+        raise ValueError(f"not a UTC timestamp: {text!r}")
+    whole, _, fraction = text[:-1].partition(".")
+    when = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    nanos = int((fraction + "000000000")[:9]) if fraction else 0
+    return int(when.timestamp()) * _NANOS + nanos
+
+
 def _put(target: Document, dotted: str, value: Any) -> None:
     """Set a nested key, skipping empty values so keyword fields hold no ``""``."""
     if value is None or value == "" or value == []:
@@ -250,7 +260,15 @@ EVENTS_MAPPING: dict[str, Any] = {
         "log": _obj(file=_obj(path=_KW), offset={"type": "unsigned_long"}),
         "message": {"type": "text"},
         "error": _obj(message={"type": "text"}),
-        "integrity": _obj(flags=_KW_SHORT),
+        # canonical: the event's canonical bytes (proto.integrity), base64, stored in
+        # _source only; chain_hash: hex chain hash recomputed by the collector. Set by
+        # collector.server next to what `to_document` derives; `crm-audit verify`
+        # re-derives every other field from `canonical` and compares.
+        "integrity": _obj(
+            flags=_KW_SHORT,
+            canonical={"type": "binary"},
+            chain_hash=_KW_SHORT,
+        ),
     },
 }
 

@@ -12,7 +12,10 @@ first batch if OpenSearch was not reachable then). It
    ``ism_template`` for ``{prefix}-events-{class}-*``, and attaches it to that class's
    existing indices (``ism_template`` only covers indices created after the policy);
    without ISM it logs one warning and goes on: indices are then kept until an operator
-   deletes them.
+   deletes them;
+3. creates the single integrity indices (``{prefix}-seals``, ``-alerts``,
+   ``-chainheads``, mappings in `collector.integrity`) or adds new fields to them.
+   They get no ISM policy: seals must outlive the longest event retention.
 
 Everything goes through a `Requester`, so unit tests can check the request sequence.
 """
@@ -140,6 +143,7 @@ class LifecycleReport:
     """What `install` did: per template / policy one of created|updated|unchanged."""
 
     templates: dict[str, str] = field(default_factory=dict)
+    indices: dict[str, str] = field(default_factory=dict)
     ism_available: bool = False
     policies: dict[str, str] = field(default_factory=dict)
 
@@ -160,10 +164,13 @@ class LifecycleInstaller:
         policies: Mapping[str, Mapping[str, Any]],
         shards: int = 1,
         replicas: int = 0,
+        indices: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.request = request
         self.prefix = prefix
         self.policies = dict(policies)
+        # Single indices (not time-cut) created with their mapping: seals, alerts, heads.
+        self.indices = dict(indices or {})
         self.shards = shards
         self.replicas = replicas
         self._warned_no_ism = False
@@ -182,6 +189,8 @@ class LifecycleInstaller:
             ),
         ):
             report.templates[name] = self._put_template(name, body)
+        for index, mapping in sorted(self.indices.items()):
+            report.indices[index] = self._put_index(index, mapping)
         report.ism_available = self.ism_available()
         if not report.ism_available:
             if not self._warned_no_ism:
@@ -227,6 +236,28 @@ class LifecycleInstaller:
             raise _fail(f"cannot install index template {name}", response)
         log.info("index template %s %s (pattern %s)", name, state, body["index_patterns"][0])
         return state
+
+    def _put_index(self, index: str, mapping: Mapping[str, Any]) -> str:
+        """Create `index` with `mapping`, or add new fields to an existing one."""
+        body = {
+            "settings": _settings(self.shards, self.replicas),
+            "mappings": copy.deepcopy(dict(mapping)),
+        }
+        created = self.request("PUT", f"/{index}", body=body)
+        if created.status == 200:
+            log.info("index %s created", index)
+            return "created"
+        error = created.body.get("error", {}) if isinstance(created.body, Mapping) else {}
+        if (
+            created.status != 400
+            or not isinstance(error, Mapping)
+            or (error.get("type") != "resource_already_exists_exception")
+        ):
+            raise _fail(f"cannot create index {index}", created)
+        updated = self.request("PUT", f"/{index}/_mapping", body=copy.deepcopy(dict(mapping)))
+        if updated.status != 200:
+            raise _fail(f"cannot update the mapping of {index}", updated)
+        return "unchanged"
 
     # -- ISM -------------------------------------------------------------------------
 

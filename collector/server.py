@@ -10,7 +10,9 @@ Programmatic use::
 
 Identity: the agent id is the CN of the verified client certificate. A batch naming
 another agent is rejected (`STATUS_REJECTED`), and every event's ``agent.id`` comes from
-the certificate, never from the payload. Handshake failures (no certificate, foreign
+the certificate, never from the payload. So is a batch whose seal names another agent.
+Seal, chain and continuity checks, seals, alerts and chain heads: `collector.integrity`;
+signed checkpoints: `collector.checkpoints`. Handshake failures (no certificate, foreign
 CA, expired certificate) never reach this code: gRPC core refuses them during TLS.
 """
 
@@ -25,6 +27,7 @@ from typing import Any
 
 import grpc
 
+from collector.checkpoints import CheckpointFile, CheckpointWriter, load_or_create_key
 from collector.config import CollectorConfig
 from collector.documents import Granularity, index_name, to_document
 from collector.errors import (
@@ -33,8 +36,18 @@ from collector.errors import (
     PermanentIndexingError,
     StartupError,
 )
-from collector.index import BulkIndexer, IndexRequest, OpenSearchHttp, Requester, make_client
+from collector.index import (
+    BulkIndexer,
+    IndexRequest,
+    IndexResult,
+    OpenSearchHttp,
+    Requester,
+    make_client,
+)
+from collector.integrity import IntegrityGate, event_integrity_fields, integrity_indices
+from collector.keys import KeyRing
 from collector.lifecycle import LifecycleInstaller, deadletter_index
+from proto import integrity
 from proto.v1 import audit_pb2, audit_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -94,8 +107,10 @@ class BatchProcessor:
         retention_class: str,
         granularity: Granularity,
         clock_ns: Callable[[], int] = time.time_ns,
+        gate: IntegrityGate | None = None,
     ) -> None:
         self.indexer = indexer
+        self.gate = gate
         self.readiness = readiness
         self.prefix = prefix
         self.retention_class = retention_class
@@ -121,14 +136,26 @@ class BatchProcessor:
                     f"certificate identity {identity!r}"
                 ),
             )
-        if not batch.events:
+        verdict = self.gate.verify(batch, identity) if self.gate else None
+        if verdict is not None:
+            refusal = self._refusal(batch, verdict, identity, peer)
+            if refusal is not None:
+                return refusal
+        if not batch.events and not batch.HasField("seal"):
             return Ack(batch_id=batch.batch_id, status=Ack.STATUS_OK)
         try:
             self.readiness.ensure()
             received = self.clock_ns()
             requests = []
-            for event in batch.events:
+            for position, event in enumerate(batch.events):
                 doc = to_document(event, agent_id=identity, received_unix_nano=received)
+                if verdict is not None:
+                    doc.source.setdefault("integrity", {}).update(
+                        event_integrity_fields(
+                            verdict.canonical[position],
+                            verdict.hashes[position] if verdict.hashes else None,
+                        )
+                    )
                 target = index_name(
                     self.prefix, self.retention_class, self.granularity, doc.timestamp_unix_nano
                 )
@@ -142,7 +169,17 @@ class BatchProcessor:
                         original=event.original,
                     )
                 )
-            result = self.indexer.index(requests)
+            result = self.indexer.index(requests) if requests else IndexResult()
+            if self.gate is not None and verdict is not None:
+                self.gate.after_indexing(
+                    batch,
+                    verdict,
+                    identity=identity,
+                    peer=peer,
+                    indices=[r.index for r in requests],
+                    last_doc=(requests[-1].index, requests[-1].doc_id) if requests else None,
+                    now_unix_nano=received,
+                )
         except LifecycleError as exc:
             log.warning(
                 "batch %d from %s not indexed: collector not ready: %s",
@@ -182,6 +219,26 @@ class BatchProcessor:
             duplicates=result.duplicates,
             detail=detail,
         )
+
+    def _refusal(
+        self,
+        batch: audit_pb2.Batch,
+        verdict: integrity.BatchVerdict,
+        identity: str,
+        peer: str,
+    ) -> audit_pb2.Ack | None:
+        """Ack STATUS_REJECTED for a seal of another identity, or a missing required seal."""
+        kinds = {f.kind for f in verdict.findings}
+        if integrity.AGENT_MISMATCH in kinds:
+            detail = next(f.detail for f in verdict.findings if f.kind == integrity.AGENT_MISMATCH)
+        elif integrity.UNSEALED in kinds and self.gate is not None and self.gate.require_seal:
+            detail = "batch carries no seal and integrity.require_seal is set"
+        else:
+            return None
+        log.warning(
+            "batch %d from %s (peer %s) rejected: %s", batch.batch_id, identity, peer, detail
+        )
+        return Ack(batch_id=batch.batch_id, status=Ack.STATUS_REJECTED, detail=detail)
 
     @staticmethod
     def _retry(batch: audit_pb2.Batch, detail: str) -> audit_pb2.Ack:
@@ -309,6 +366,7 @@ class CollectorServer:
             request,
             prefix=os_cfg.index_prefix,
             policies={name: cls.policy_body() for name, cls in config.retention.classes.items()},
+            indices=integrity_indices(os_cfg.index_prefix),
         )
         self.readiness = Readiness(self.installer)
         indexer = BulkIndexer(
@@ -317,6 +375,23 @@ class CollectorServer:
             max_docs=os_cfg.bulk_max_docs,
             max_bytes=os_cfg.bulk_max_bytes,
         )
+        integ = config.integrity
+        self.gate = IntegrityGate(
+            request,
+            indexer,
+            KeyRing(integ.keys_dir),
+            prefix=os_cfg.index_prefix,
+            require_seal=integ.require_seal,
+        )
+        self.checkpoints: CheckpointWriter | None = None
+        key_path = integ.checkpoint_key()
+        if integ.checkpoint_dir is not None and key_path is not None:
+            self.checkpoints = CheckpointWriter(
+                self.gate.heads.all,
+                CheckpointFile(integ.checkpoint_dir, load_or_create_key(key_path)),
+                interval_s=integ.checkpoint_interval_s,
+                clock_ns=clock_ns,
+            )
         self.service = CollectorService(
             BatchProcessor(
                 indexer,
@@ -325,6 +400,7 @@ class CollectorServer:
                 retention_class=config.retention.default_class,
                 granularity=config.retention.granularity,
                 clock_ns=clock_ns,
+                gate=self.gate,
             )
         )
         self._server: grpc.Server | None = None
@@ -371,6 +447,8 @@ class CollectorServer:
         if port == 0:
             raise StartupError(f"cannot listen on {self.config.listen}")
         server.start()
+        if self.checkpoints is not None:
+            self.checkpoints.start()
         self._server = server
         self.port = port
         log.info(
@@ -399,6 +477,8 @@ class CollectorServer:
             log.warning("shutdown: handlers still running after %.0fs", grace_s)
         if self._executor is not None:
             self._executor.shutdown(wait=False)
+        if self.checkpoints is not None:
+            self.checkpoints.stop()  # a last checkpoint with the final heads
         log.info("collector stopped")
 
 

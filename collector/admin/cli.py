@@ -4,6 +4,13 @@
     crm-audit pki agent DIR NAME [--days N]
     crm-audit opensearch fetch|start|stop|status [--home DIR] [--port N] [--timeout S]
     crm-audit sample --out FILE [--count N] [--seed S] [--start ISO8601] [--rate-per-sec X]
+    crm-audit keys register KEYS_DIR AGENT_ID PUBFILE | keys list KEYS_DIR
+    crm-audit verify --keys DIR [--opensearch URL] [--prefix P] [--agent ID ...]
+                     [--from ISO8601] [--to ISO8601] [--checkpoints DIR]
+                     [--checkpoint-key PUB] [--retention-days N] [--format text|json]
+
+`verify` exits 0 only when everything checked is VALID, 1 when it found anything, 2 on
+usage errors (and 1 when OpenSearch cannot be read).
 
 A user's mistake is one line on stderr, ``crm-audit: <message>``, and exit code 2.
 This is the only module of the admin tool that reads the environment and the clock.
@@ -21,6 +28,9 @@ from typing import NoReturn
 
 from collector.admin import opensearch_node, pki, sample
 from collector.admin.errors import AdminError, NodeError, SampleError, UsageError
+from collector.checkpoints import read_checkpoints
+from collector.keys import KeyRegistrationError, KeyRing, read_keys, register_key
+from proto import integrity
 
 PROG = "crm-audit"
 
@@ -118,6 +128,39 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--no-suspicious", action="store_true", help="ordinary traffic only, no attack patterns"
     )
+
+    keys = commands.add_parser("keys", help="agent signing keys known to the collector")
+    keys_commands = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    reg = keys_commands.add_parser(
+        "register", help="register an agent's public key (its state_dir/signing-key.pub)"
+    )
+    reg.add_argument("keys_dir", type=Path, metavar="KEYS_DIR")
+    reg.add_argument("agent_id", metavar="AGENT_ID", help="the agent's certificate CN")
+    reg.add_argument("pubfile", type=Path, metavar="PUBFILE")
+    lst = keys_commands.add_parser("list", help="list registered keys")
+    lst.add_argument("keys_dir", type=Path, metavar="KEYS_DIR")
+
+    ver = commands.add_parser("verify", help="verify the stored audit trail (tamper evidence)")
+    ver.add_argument("--opensearch", metavar="URL", help="default: $OPENSEARCH_URL")
+    ver.add_argument("--prefix", default="crm-audit", help="index prefix (default crm-audit)")
+    ver.add_argument("--keys", type=Path, metavar="DIR", help="agents' public keys (required)")
+    ver.add_argument("--agent", action="append", default=[], metavar="ID", help="repeatable")
+    ver.add_argument("--from", dest="time_from", type=_timestamp, metavar="ISO8601")
+    ver.add_argument("--to", dest="time_to", type=_timestamp, metavar="ISO8601")
+    ver.add_argument("--checkpoints", type=Path, metavar="DIR")
+    ver.add_argument(
+        "--checkpoint-key",
+        type=Path,
+        metavar="PUB",
+        help="collector public key (default: the *.pub files in the checkpoint dir)",
+    )
+    ver.add_argument(
+        "--retention-days",
+        type=_rate,
+        metavar="DAYS",
+        help="shortest retention: a deleted index younger than this is MISSING, not EXPIRED",
+    )
+    ver.add_argument("--format", choices=("text", "json"), default="text")
     return parser
 
 
@@ -214,6 +257,86 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys(args: argparse.Namespace) -> int:
+    if args.keys_command == "register":
+        try:
+            pem = args.pubfile.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.pubfile}: {exc.strerror}") from None
+        try:
+            pki.validate_agent_name(args.agent_id)
+            kid, added = register_key(args.keys_dir, args.agent_id, pem)
+        except KeyRegistrationError as exc:
+            raise UsageError(f"{args.pubfile}: {exc}") from None
+        state = "registered" if added else "already registered"
+        _say(f"agent {args.agent_id}: key {kid} {state} in {args.keys_dir}")
+        return 0
+    if not args.keys_dir.is_dir():
+        raise UsageError(f"not a directory: {args.keys_dir}")
+    for path in sorted(args.keys_dir.glob("*.pub")):
+        try:
+            for kid in read_keys(path):
+                _say(f"{path.stem} {kid}")
+        except ValueError as exc:
+            _say(f"{path.stem} unreadable: {exc}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from collector.index import OpenSearchHttp, make_client
+    from collector.verify import Verifier, VerifyError
+
+    url = args.opensearch or os.environ.get("OPENSEARCH_URL")
+    if not url:
+        raise UsageError("verify: --opensearch URL (or $OPENSEARCH_URL) is required")
+    if args.keys is None or not args.keys.is_dir():
+        raise UsageError("verify: --keys DIR (the agents' registered public keys) is required")
+    view = None
+    if args.checkpoints is not None:
+        if not args.checkpoints.is_dir():
+            raise UsageError(f"verify: not a directory: {args.checkpoints}")
+        trusted = None
+        if args.checkpoint_key is not None:
+            try:
+                loaded = integrity.load_public_keys(args.checkpoint_key.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"verify: {args.checkpoint_key}: {exc}") from None
+            trusted = {integrity.key_id(k): k for k in loaded}
+        view = read_checkpoints(args.checkpoints, trusted)
+    ring = KeyRing(args.keys)
+    progress = None
+    if sys.stderr.isatty():
+
+        def progress(line: str) -> None:
+            print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
+
+    verifier = Verifier(
+        OpenSearchHttp(make_client(url.rstrip("/"), timeout_s=60)),
+        args.prefix,
+        ring.keys_for,
+        checkpoints=view,
+        time_from=args.time_from,
+        time_to=args.time_to,
+        retention_days=args.retention_days,
+        now=dt.datetime.now(dt.UTC),
+        progress=progress,
+    )
+    try:
+        report = verifier.run(args.agent)
+    except VerifyError as exc:
+        _log(f"verify: {exc}")
+        return 1
+    if progress is not None:
+        print("\r\x1b[K", end="", file=sys.stderr, flush=True)
+    if args.format == "json":
+        import json
+
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.to_text())
+    return 0 if report.valid else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `crm-audit` console script; returns the exit code."""
     try:
@@ -222,6 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_pki(args)
         if args.command == "opensearch":
             return _cmd_opensearch(args)
+        if args.command == "keys":
+            return _cmd_keys(args)
+        if args.command == "verify":
+            return _cmd_verify(args)
         return _cmd_sample(args)
     except AdminError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

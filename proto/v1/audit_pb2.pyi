@@ -306,6 +306,8 @@ class AuditEvent(_message.Message):
     FLAGS_FIELD_NUMBER: _builtins.int
     PARSE_ERROR_FIELD_NUMBER: _builtins.int
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    CHAIN_HASH_FIELD_NUMBER: _builtins.int
+    CHAIN_PREV_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Identity: (observer.agent_id, sequence) is unique and stable across retries;
     the collector derives the document _id from it.
@@ -326,6 +328,14 @@ class AuditEvent(_message.Message):
     """the raw record as read (event.original)"""
     parse_error: _builtins.str
     """one-line reason when "parse_error" is flagged"""
+    chain_hash: _builtins.bytes
+    """Hash chain (proto/integrity.py), set by the agent after the sequence is assigned:
+    chain_hash = SHA-256("crm-audit/chain/v1\\0" || chain_prev || canonical bytes),
+    chain_prev = chain_hash of the event with sequence - 1 (the agent's genesis value
+    for its first event). Both are excluded from the canonical bytes; neither is
+    trusted by itself: the signed Seal of the batch anchors them.
+    """
+    chain_prev: _builtins.bytes
     @_builtins.property
     def observer(self) -> Global___Observer: ...
     @_builtins.property
@@ -380,10 +390,12 @@ class AuditEvent(_message.Message):
         flags: _abc.Iterable[_builtins.str] | None = ...,
         parse_error: _builtins.str = ...,
         attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        chain_hash: _builtins.bytes = ...,
+        chain_prev: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_record_count", b"_record_count", "log", b"log", "object", b"object", "observer", b"observer", "record_count", b"record_count", "source", b"source", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_record_count", b"_record_count", "action", b"action", "attributes", b"attributes", "audit_category", b"audit_category", "changes", b"changes", "event_category", b"event_category", "event_type", b"event_type", "flags", b"flags", "log", b"log", "message", b"message", "object", b"object", "observed_unix_nano", b"observed_unix_nano", "observer", b"observer", "original", b"original", "outcome", b"outcome", "parse_error", b"parse_error", "record_count", b"record_count", "sequence", b"sequence", "session_id", b"session_id", "source", b"source", "time_unix_nano", b"time_unix_nano", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_record_count", b"_record_count", "action", b"action", "attributes", b"attributes", "audit_category", b"audit_category", "chain_hash", b"chain_hash", "chain_prev", b"chain_prev", "changes", b"changes", "event_category", b"event_category", "event_type", b"event_type", "flags", b"flags", "log", b"log", "message", b"message", "object", b"object", "observed_unix_nano", b"observed_unix_nano", "observer", b"observer", "original", b"original", "outcome", b"outcome", "parse_error", b"parse_error", "record_count", b"record_count", "sequence", b"sequence", "session_id", b"session_id", "source", b"source", "time_unix_nano", b"time_unix_nano", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__record_count: _TypeAlias = _typing.Literal["record_count"]  # noqa: Y015
     _WhichOneofArgType__record_count: _TypeAlias = _typing.Literal["_record_count", b"_record_count"]  # noqa: Y015
@@ -392,30 +404,101 @@ class AuditEvent(_message.Message):
 Global___AuditEvent: _TypeAlias = AuditEvent  # noqa: Y015
 
 @_typing.final
+class Seal(_message.Message):
+    """Signed statement of an agent over a contiguous run of its chain (or, with
+    event_count 0, a heartbeat stating its current head). Signature: Ed25519 over
+    "crm-audit/seal/v1\\0" || this message with `signature` cleared, serialized
+    deterministically (proto/integrity.py `seal_signing_bytes`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    FIRST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    PREV_CHAIN_HEAD_FIELD_NUMBER: _builtins.int
+    CHAIN_HEAD_FIELD_NUMBER: _builtins.int
+    EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    TIME_UNIX_NANO_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """must equal the client certificate identity"""
+    key_id: _builtins.str
+    """hex SHA-256 of the raw 32-byte Ed25519 public key"""
+    first_sequence: _builtins.int
+    """heartbeat: = last_sequence"""
+    last_sequence: _builtins.int
+    """heartbeat: sequence of the current head (0 before any event)"""
+    prev_chain_head: _builtins.bytes
+    """chain hash before first_sequence (heartbeat: = chain_head)"""
+    chain_head: _builtins.bytes
+    """chain hash of last_sequence (genesis before any event)"""
+    event_count: _builtins.int
+    """last - first + 1; 0 for a heartbeat"""
+    time_unix_nano: _builtins.int
+    """when the agent sealed"""
+    signature: _builtins.bytes
+    """64 bytes"""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        first_sequence: _builtins.int = ...,
+        last_sequence: _builtins.int = ...,
+        prev_chain_head: _builtins.bytes = ...,
+        chain_head: _builtins.bytes = ...,
+        event_count: _builtins.int = ...,
+        time_unix_nano: _builtins.int = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "chain_head", b"chain_head", "event_count", b"event_count", "first_sequence", b"first_sequence", "key_id", b"key_id", "last_sequence", b"last_sequence", "prev_chain_head", b"prev_chain_head", "signature", b"signature", "time_unix_nano", b"time_unix_nano"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Seal: _TypeAlias = Seal  # noqa: Y015
+
+@_typing.final
 class Batch(_message.Message):
-    """Events shipped together; acked together."""
+    """Future new fields of every message must take numbers above all existing ones of
+    that message: a peer that does not know a field re-serializes it as an unknown
+    field at the end, which keeps the canonical bytes identical only in that case.
+
+    Events shipped together; acked together.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     BATCH_ID_FIELD_NUMBER: _builtins.int
     AGENT_ID_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
+    SEAL_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.int
     """per stream, increasing; echoed in the Ack"""
     agent_id: _builtins.str
     """must equal the identity in the client certificate"""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEvent]: ...
+    @_builtins.property
+    def seal(self) -> Global___Seal:
+        """The agent's signed seal over exactly `events` (absent: an old, unsealed agent).
+        A batch with a seal and no events is a heartbeat.
+        """
+
     def __init__(
         self,
         *,
         batch_id: _builtins.int = ...,
         agent_id: _builtins.str = ...,
         events: _abc.Iterable[Global___AuditEvent] | None = ...,
+        seal: Global___Seal | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["seal", b"seal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "batch_id", b"batch_id", "events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "batch_id", b"batch_id", "events", b"events", "seal", b"seal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -200,3 +200,18 @@ def test_stop_lets_in_flight_batch_finish(
     cert, key = pki.layout.agent_cert("agent-1"), pki.layout.agent_key("agent-1")
     with channel(collector.port, pki.layout.ca_cert, cert, key) as ch:
         assert _refused(ch).code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_unsealed_batch_is_indexed_with_an_alert(
+    server: CollectorServer, pki: Pki, os_http: Requester, prefix: str
+) -> None:
+    """Old agents send no seal: nothing is dropped, the collector says so in an alert."""
+    [ack] = ship(server, pki, "agent-1", [batch(1, "agent-1", range(1, 4))])
+    assert ack.status == Ack.STATUS_OK
+    hits = search(os_http, f"{prefix}-events-*")
+    assert len(hits) == 3
+    assert all(h["_source"]["integrity"]["canonical"] for h in hits)
+    alerts = search(os_http, f"{prefix}-alerts")
+    assert [
+        (a["_source"]["alert"]["kind"], a["_source"]["alert"]["first_sequence"]) for a in alerts
+    ] == [("unsealed", 1)]

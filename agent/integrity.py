@@ -1,0 +1,270 @@
+"""Agent side of tamper evidence: signing key, hash chain, batch seals, heartbeats.
+
+Pure module (no threads, no clock: callers pass times). The rules themselves
+(canonical bytes, chain link, seal bytes) live in `proto.integrity`.
+
+Use from the runtime::
+
+    key = AgentKey.load_or_create(state_dir)          # first start: creates the key
+    chainer = Chainer.load(state_dir, agent_id)
+    chainer.recover(last_spooled_event)               # after a crash, if the spool is ahead
+    ...
+    event.sequence = n                                 # hook 1: sequence assigned
+    chainer.link(event)                                # sets chain_prev / chain_hash
+    spool.append(event); spool.commit()
+    chainer.save()                                     # after the spool write is durable
+    ...
+    batch = pb.Batch(agent_id=agent_id, events=events) # hook 2: batch built for sending
+    seal(batch, key, now_unix_nano=time.time_ns())
+    ...
+    hb = heartbeat(key, agent_id, chainer.head_sequence, chainer.head,
+                   now_unix_nano=time.time_ns())        # a pb.Batch without events
+
+Files in ``state_dir``: ``signing-key.pem`` (Ed25519 PKCS#8, mode 0600, created with
+O_EXCL|O_NOFOLLOW and never widened), ``signing-key.pub`` (public key, PEM, for the
+admin to register on the collector: ``crm-audit keys register``) and ``chain.json``
+(the chain head; written atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.errors import AgentError
+from proto import integrity
+from proto.v1 import audit_pb2 as pb
+
+KEY_FILE = "signing-key.pem"
+PUBLIC_KEY_FILE = "signing-key.pub"
+CHAIN_FILE = "chain.json"
+_CHAIN_VERSION = 1
+
+
+class IntegrityError(AgentError):
+    """The signing key or chain state is unusable, or events are out of chain order."""
+
+
+@dataclass(frozen=True)
+class AgentKey:
+    """The agent's Ed25519 signing key and its key id."""
+
+    private: Ed25519PrivateKey
+    key_id: str
+
+    @classmethod
+    def load_or_create(cls, state_dir: Path) -> AgentKey:
+        """Load ``state_dir/signing-key.pem``; create it (0600) on first start."""
+        path = state_dir / KEY_FILE
+        try:
+            pem = path.read_bytes()
+        except FileNotFoundError:
+            return cls._create(state_dir)
+        except OSError as exc:
+            raise IntegrityError(f"cannot read signing key {path}: {exc.strerror}") from exc
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise IntegrityError(
+                f"signing key {path} is accessible to other users (mode {mode:04o}); chmod 600"
+            )
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError):
+            raise IntegrityError(f"{path} is not an unencrypted PEM private key") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise IntegrityError(f"{path} is not an Ed25519 key")
+        loaded = cls(key, integrity.key_id(key.public_key()))
+        pub = state_dir / PUBLIC_KEY_FILE
+        if not pub.exists():
+            _write_new(pub, loaded.public_pem(), 0o644)
+        return loaded
+
+    @classmethod
+    def _create(cls, state_dir: Path) -> AgentKey:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        _write_new(state_dir / KEY_FILE, pem, 0o600)
+        created = cls(key, integrity.key_id(key.public_key()))
+        pub = state_dir / PUBLIC_KEY_FILE
+        pub.unlink(missing_ok=True)  # a stale public key of a lost private key
+        _write_new(pub, created.public_pem(), 0o644)
+        return created
+
+    def public_pem(self) -> bytes:
+        return integrity.public_key_pem(self.private.public_key())
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, mode)
+    except FileExistsError:
+        raise IntegrityError(f"{path} appeared while creating it; refusing to overwrite") from None
+    except OSError as exc:
+        raise IntegrityError(f"cannot create {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+class Chainer:
+    """Links events into the agent's hash chain, in sequence order.
+
+    ``head_sequence`` is the sequence of the last linked event (None before the first);
+    ``head`` its chain hash (the genesis value before the first). The first event may
+    carry any sequence; every later one must carry ``head_sequence + 1``.
+    """
+
+    def __init__(
+        self, agent_id: str, head_sequence: int | None, head: bytes, path: Path | None = None
+    ) -> None:
+        self.agent_id = agent_id
+        self.head_sequence = head_sequence
+        self.head = head
+        self.path = path
+
+    @classmethod
+    def load(cls, state_dir: Path, agent_id: str) -> Chainer:
+        """The chain state in ``state_dir/chain.json``; a fresh chain if there is none."""
+        path = state_dir / CHAIN_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cls(agent_id, None, integrity.genesis(agent_id), path)
+        except (OSError, ValueError) as exc:
+            raise IntegrityError(f"cannot read chain state {path}: {exc}") from exc
+        try:
+            if data["version"] != _CHAIN_VERSION or data["agent_id"] != agent_id:
+                raise IntegrityError(
+                    f"{path}: chain state of agent {data['agent_id']!r} version "
+                    f"{data['version']}, expected {agent_id!r} version {_CHAIN_VERSION}"
+                )
+            sequence = data["head_sequence"]
+            head = bytes.fromhex(data["head"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"{path}: malformed chain state ({exc})") from exc
+        if len(head) != integrity.HASH_LEN or not (sequence is None or isinstance(sequence, int)):
+            raise IntegrityError(f"{path}: malformed chain state")
+        return cls(agent_id, sequence, head, path)
+
+    def link(self, event: pb.AuditEvent) -> None:
+        """Set ``event.chain_prev`` and ``event.chain_hash``; advance the head."""
+        if self.head_sequence is not None and event.sequence != self.head_sequence + 1:
+            raise IntegrityError(
+                f"event sequence {event.sequence} does not follow the chain head "
+                f"{self.head_sequence}"
+            )
+        event.chain_prev = self.head
+        event.chain_hash = integrity.chain_link(self.head, integrity.canonical_event_bytes(event))
+        self.head = event.chain_hash
+        self.head_sequence = event.sequence
+
+    def snapshot(self) -> tuple[int | None, bytes]:
+        """The head, to `rewind` to when a spool write that linked events failed."""
+        return (self.head_sequence, self.head)
+
+    def rewind(self, snapshot: tuple[int | None, bytes]) -> None:
+        """Undo links whose spool write failed (their sequences will be reused)."""
+        self.head_sequence, self.head = snapshot
+
+    def recover(self, last_event: pb.AuditEvent) -> None:
+        """Fast-forward to an event already linked and spooled before a crash."""
+        if len(last_event.chain_hash) != integrity.HASH_LEN:
+            raise IntegrityError(f"event {last_event.sequence} carries no chain hash")
+        if self.head_sequence is None or last_event.sequence > self.head_sequence:
+            self.head = last_event.chain_hash
+            self.head_sequence = last_event.sequence
+
+    def save(self) -> None:
+        """Write the head atomically (temp file, fsync, rename)."""
+        if self.path is None:
+            return
+        body = json.dumps(
+            {
+                "version": _CHAIN_VERSION,
+                "agent_id": self.agent_id,
+                "head_sequence": self.head_sequence,
+                "head": self.head.hex(),
+            }
+        ).encode()
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(self.path)
+
+
+def seal(batch: pb.Batch, key: AgentKey, *, now_unix_nano: int, check: bool = True) -> None:
+    """Fill ``batch.seal`` over its events (linked, consecutive, in sequence order).
+
+    With `check` (default) every event's chain hash is recomputed before signing, so a
+    corrupted spool record is refused rather than signed.
+    """
+    events = batch.events
+    if not events:
+        raise IntegrityError("an empty batch is sealed with `heartbeat`")
+    prev = events[0].chain_prev
+    for event in events:
+        if event.chain_prev != prev or len(prev) != integrity.HASH_LEN:
+            raise IntegrityError(f"event {event.sequence} is not linked to its predecessor")
+        if check and event.chain_hash != integrity.chain_link(
+            prev, integrity.canonical_event_bytes(event)
+        ):
+            raise IntegrityError(f"event {event.sequence}: chain hash does not match its content")
+        prev = event.chain_hash
+    batch.seal.CopyFrom(
+        pb.Seal(
+            agent_id=batch.agent_id,
+            first_sequence=events[0].sequence,
+            last_sequence=events[-1].sequence,
+            prev_chain_head=events[0].chain_prev,
+            chain_head=events[-1].chain_hash,
+            event_count=len(events),
+            time_unix_nano=now_unix_nano,
+        )
+    )
+    integrity.sign_seal(batch.seal, key.private)
+
+
+def heartbeat(
+    key: AgentKey,
+    agent_id: str,
+    head_sequence: int | None,
+    head: bytes,
+    *,
+    now_unix_nano: int,
+    batch_id: int = 0,
+) -> pb.Batch:
+    """A batch without events whose seal restates the current chain head."""
+    sequence = head_sequence or 0
+    batch = pb.Batch(
+        batch_id=batch_id,
+        agent_id=agent_id,
+        seal=pb.Seal(
+            agent_id=agent_id,
+            first_sequence=sequence,
+            last_sequence=sequence,
+            prev_chain_head=head,
+            chain_head=head,
+            event_count=0,
+            time_unix_nano=now_unix_nano,
+        ),
+    )
+    integrity.sign_seal(batch.seal, key.private)
+    return batch
+
+
+__all__ = ["AgentKey", "Chainer", "IntegrityError", "heartbeat", "seal"]

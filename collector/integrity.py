@@ -1,0 +1,538 @@
+"""Collector-side integrity: checks before ack, seals, alerts and per-agent chain heads.
+
+For every batch (after the certificate identity check in `collector.server`):
+
+1. `proto.integrity.verify_batch` checks the seal (agent id = certificate CN, key
+   registered for that agent in ``integrity.keys_dir``, Ed25519 signature) and
+   recomputes the chain over the received events.
+2. The events are indexed as always, each with its canonical bytes (base64, stored,
+   not indexed: ``integrity.canonical``) and recomputed chain hash
+   (``integrity.chain_hash``) — nothing is dropped, whatever the findings.
+3. The seal goes to ``{prefix}-seals`` (raw signed bytes plus searchable fields and the
+   indices its events were written to: that is how `verify` tells EXPIRED from MISSING).
+4. Only an authentic seal moves the agent's chain head in ``{prefix}-chainheads`` (one
+   document per agent, written with ``if_seq_no``/``if_primary_term`` so two collectors
+   cannot fork it). Continuity with the stored head is checked: gap, fork, unknown start.
+5. Every finding becomes a document in ``{prefix}-alerts`` naming agent, range, reason
+   (deterministic ``_id``: a resent batch does not duplicate its alerts).
+
+Unsealed batches (agents older than the seal) are accepted and alerted ``unsealed``
+unless ``integrity.require_seal`` is set, in which case they are rejected.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from collector.documents import Document, iso_nanos
+from collector.errors import RetryableIndexingError
+from collector.index import BulkIndexer, IndexRequest, Requester
+from collector.keys import KeyRing
+from proto import integrity
+from proto.v1 import audit_pb2
+
+log = logging.getLogger(__name__)
+
+# Kinds the collector adds to those of `proto.integrity`.
+GAP = "gap"
+FORK = "fork"
+UNKNOWN_START = "unknown_start"
+
+
+def seals_index(prefix: str) -> str:
+    return f"{prefix}-seals"
+
+
+def alerts_index(prefix: str) -> str:
+    return f"{prefix}-alerts"
+
+
+def chainheads_index(prefix: str) -> str:
+    return f"{prefix}-chainheads"
+
+
+_KW: dict[str, Any] = {"type": "keyword", "ignore_above": 1024}
+_DATE: dict[str, Any] = {"type": "date_nanos"}
+_LONG: dict[str, Any] = {"type": "unsigned_long"}
+_BIN: dict[str, Any] = {"type": "binary"}
+
+SEALS_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "@timestamp": _DATE,
+        "agent": {"properties": {"id": _KW}},
+        "seal": {
+            "properties": {
+                "first_sequence": _LONG,
+                "last_sequence": _LONG,
+                "event_count": {"type": "long"},
+                "prev_chain_head": _KW,
+                "chain_head": _KW,
+                "key_id": _KW,
+                "heartbeat": {"type": "boolean"},
+                "received": _DATE,
+                "indices": _KW,
+                "verified": {"type": "boolean"},
+                # The Seal message exactly as signed (serialized, signature included).
+                "raw": _BIN,
+            }
+        },
+    },
+}
+
+ALERTS_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "@timestamp": _DATE,
+        "agent": {"properties": {"id": _KW}},
+        "alert": {
+            "properties": {
+                "kind": _KW,
+                "first_sequence": _LONG,
+                "last_sequence": _LONG,
+                "reason": {"type": "text"},
+                "batch_id": _LONG,
+                "peer": _KW,
+            }
+        },
+    },
+}
+
+CHAINHEADS_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "@timestamp": _DATE,
+        "agent": {"properties": {"id": _KW}},
+        "chain": {
+            "properties": {
+                "sequence": _LONG,
+                "head": _KW,
+                "key_id": _KW,
+                "heartbeat": _DATE,
+            }
+        },
+    },
+}
+
+
+def integrity_indices(prefix: str) -> dict[str, dict[str, Any]]:
+    """Name -> mapping of the single (not time-cut) integrity indices.
+
+    Seals are kept in one index without an ISM policy: they must outlive the longest
+    event retention (they are what proves a range expired rather than vanished).
+    """
+    return {
+        seals_index(prefix): SEALS_MAPPING,
+        alerts_index(prefix): ALERTS_MAPPING,
+        chainheads_index(prefix): CHAINHEADS_MAPPING,
+    }
+
+
+def event_integrity_fields(canonical: bytes, chain_hash: bytes | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {"canonical": base64.b64encode(canonical).decode("ascii")}
+    if chain_hash:
+        fields["chain_hash"] = chain_hash.hex()
+    return fields
+
+
+def seal_id(agent_id: str, seal: audit_pb2.Seal) -> str:
+    if seal.event_count == 0:
+        return f"{agent_id}:hb:{seal.time_unix_nano}:{seal.chain_head.hex()[:16]}"
+    return f"{agent_id}:{seal.first_sequence}-{seal.last_sequence}:{seal.chain_head.hex()[:32]}"
+
+
+def seal_document(
+    agent_id: str,
+    seal: audit_pb2.Seal,
+    *,
+    received_unix_nano: int,
+    indices: Sequence[str],
+    verified: bool,
+) -> Document:
+    return {
+        "@timestamp": iso_nanos(max(seal.time_unix_nano, 0)),
+        "agent": {"id": agent_id},
+        "seal": {
+            "first_sequence": seal.first_sequence,
+            "last_sequence": seal.last_sequence,
+            "event_count": seal.event_count,
+            "prev_chain_head": seal.prev_chain_head.hex(),
+            "chain_head": seal.chain_head.hex(),
+            "key_id": seal.key_id,
+            "heartbeat": seal.event_count == 0,
+            "received": iso_nanos(received_unix_nano),
+            "indices": sorted(set(indices)),
+            "verified": verified,
+            "raw": base64.b64encode(seal.SerializeToString(deterministic=True)).decode("ascii"),
+        },
+    }
+
+
+def alert_request(
+    prefix: str,
+    agent_id: str,
+    finding: integrity.Finding,
+    *,
+    now_unix_nano: int,
+    batch_id: int,
+    peer: str,
+    anchor: bytes = b"",
+) -> IndexRequest:
+    """The alert document; its ``_id`` is stable across re-deliveries of the batch."""
+    digest = hashlib.sha256(
+        f"{finding.kind}\0{finding.first}\0{finding.last}\0{finding.detail}".encode() + anchor
+    ).hexdigest()[:16]
+    doc_id = f"{agent_id}:{finding.kind}:{finding.first}-{finding.last}:{digest}"
+    body: Document = {
+        "@timestamp": iso_nanos(now_unix_nano),
+        "agent": {"id": agent_id},
+        "alert": {
+            "kind": finding.kind,
+            "first_sequence": finding.first,
+            "last_sequence": finding.last,
+            "reason": finding.detail,
+            "batch_id": batch_id,
+            "peer": peer,
+        },
+    }
+    return IndexRequest(alerts_index(prefix), doc_id, body, agent_id=agent_id)
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The stored head of an agent's chain plus the version for optimistic concurrency."""
+
+    sequence: int | None
+    head: bytes
+    seq_no: int
+    primary_term: int
+
+
+class ChainHeads:
+    """Per-agent chain heads in ``{prefix}-chainheads`` (any collector can continue)."""
+
+    def __init__(self, request: Requester, prefix: str, *, max_attempts: int = 8) -> None:
+        self.request = request
+        self.index = chainheads_index(prefix)
+        self.max_attempts = max_attempts
+
+    def get(self, agent_id: str) -> ChainHead | None:
+        response = self.request("GET", f"/{self.index}/_doc/{agent_id}")
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            raise RetryableIndexingError(
+                f"cannot read chain head of {agent_id}: HTTP {response.status}"
+            )
+        body = response.body
+        chain = body.get("_source", {}).get("chain", {})
+        sequence = chain.get("sequence")
+        return ChainHead(
+            int(sequence) if sequence is not None else None,
+            bytes.fromhex(chain.get("head", "")),
+            int(body["_seq_no"]),
+            int(body["_primary_term"]),
+        )
+
+    def put(
+        self,
+        agent_id: str,
+        current: ChainHead | None,
+        sequence: int | None,
+        head: bytes,
+        *,
+        key_id: str,
+        now_unix_nano: int,
+        heartbeat_unix_nano: int | None = None,
+    ) -> bool:
+        """Write the head; False when another collector changed it first (409)."""
+        chain: dict[str, Any] = {"head": head.hex(), "key_id": key_id}
+        if sequence is not None:
+            chain["sequence"] = sequence
+        if heartbeat_unix_nano is not None:
+            chain["heartbeat"] = iso_nanos(heartbeat_unix_nano)
+        body = {"@timestamp": iso_nanos(now_unix_nano), "agent": {"id": agent_id}, "chain": chain}
+        params = {"refresh": "false"}
+        if current is None:
+            params["op_type"] = "create"
+        else:
+            params["if_seq_no"] = str(current.seq_no)
+            params["if_primary_term"] = str(current.primary_term)
+        response = self.request("PUT", f"/{self.index}/_doc/{agent_id}", body=body, params=params)
+        if response.status == 409:
+            return False
+        if response.status not in (200, 201):
+            raise RetryableIndexingError(
+                f"cannot write chain head of {agent_id}: HTTP {response.status}"
+            )
+        return True
+
+    def all(self) -> dict[str, tuple[int | None, bytes]]:
+        """Every agent's head (for checkpoints)."""
+        heads: dict[str, tuple[int | None, bytes]] = {}
+        body: dict[str, Any] = {"size": 1000, "sort": [{"agent.id": "asc"}]}
+        while True:
+            response = self.request(
+                "POST",
+                f"/{self.index}/_search",
+                body=body,
+                params={"ignore_unavailable": "true"},
+            )
+            if response.status != 200:
+                raise RetryableIndexingError(f"cannot list chain heads: HTTP {response.status}")
+            hits = response.body.get("hits", {}).get("hits", [])
+            for hit in hits:
+                chain = hit["_source"].get("chain", {})
+                seq = chain.get("sequence")
+                heads[hit["_source"]["agent"]["id"]] = (
+                    int(seq) if seq is not None else None,
+                    bytes.fromhex(chain.get("head", "")),
+                )
+            if len(hits) < 1000:
+                return heads
+            body["search_after"] = hits[-1]["sort"]
+
+
+def continuity(
+    agent_id: str,
+    seal: audit_pb2.Seal,
+    hashes: Sequence[bytes],
+    current: ChainHead | None,
+) -> tuple[list[integrity.Finding], tuple[int | None, bytes] | None, bool]:
+    """Compare an authentic seal with the stored head.
+
+    Returns (findings, new head or None to keep the stored one, whether the range is
+    older than the stored head: a re-delivery that needs a look at the stored events).
+    """
+    first, last = seal.first_sequence, seal.last_sequence
+    genesis = integrity.genesis(agent_id)
+    if seal.event_count == 0:  # heartbeat
+        if current is None:
+            if seal.chain_head == genesis:
+                return [], (None, genesis), False
+            return (
+                [
+                    integrity.Finding(
+                        UNKNOWN_START,
+                        last,
+                        last,
+                        "heartbeat names a chain head this collector has never seen",
+                    )
+                ],
+                None,
+                False,
+            )
+        if current.sequence == (last if seal.chain_head != genesis else None):
+            if current.head != seal.chain_head:
+                return (
+                    [integrity.Finding(FORK, last, last, "heartbeat head differs from stored")],
+                    None,
+                    False,
+                )
+            return [], (current.sequence, current.head), False
+        return [], None, False  # events in flight or a delayed heartbeat: seals tell later
+    if current is None:
+        if seal.prev_chain_head == genesis:
+            return [], (last, seal.chain_head), False
+        return (
+            [
+                integrity.Finding(
+                    UNKNOWN_START,
+                    first,
+                    last,
+                    "first batch seen from this agent does not start at its genesis; "
+                    "earlier events were never received or the chain head was lost",
+                )
+            ],
+            (last, seal.chain_head),
+            False,
+        )
+    stored = current.sequence
+    if stored is None:  # only heartbeats so far
+        if seal.prev_chain_head == genesis:
+            return [], (last, seal.chain_head), False
+        return (
+            [
+                integrity.Finding(
+                    GAP, 0, first - 1 if first else 0, "events before this batch missing"
+                )
+            ],
+            (last, seal.chain_head),
+            False,
+        )
+    if stored == first - 1:
+        if current.head == seal.prev_chain_head:
+            return [], (last, seal.chain_head), False
+        return (
+            [
+                integrity.Finding(
+                    FORK,
+                    first,
+                    last,
+                    f"batch does not continue the stored chain head at sequence {stored}",
+                )
+            ],
+            (last, seal.chain_head),
+            False,
+        )
+    if stored < first - 1:
+        return (
+            [
+                integrity.Finding(
+                    GAP,
+                    stored + 1,
+                    first - 1,
+                    f"sequences {stored + 1}-{first - 1} were never received",
+                )
+            ],
+            (last, seal.chain_head),
+            False,
+        )
+    if stored <= last:
+        if hashes[stored - first] != current.head:
+            return (
+                [
+                    integrity.Finding(
+                        FORK,
+                        stored,
+                        last,
+                        f"events up to {stored} differ from those received before",
+                    )
+                ],
+                (last, seal.chain_head),
+                False,
+            )
+        return [], ((last, seal.chain_head) if stored < last else None), False
+    return [], None, True
+
+
+class IntegrityGate:
+    """Runs the checks of the module docstring for `collector.server.BatchProcessor`."""
+
+    def __init__(
+        self,
+        request: Requester,
+        indexer: BulkIndexer,
+        keyring: KeyRing,
+        *,
+        prefix: str,
+        require_seal: bool = False,
+    ) -> None:
+        self.request = request
+        self.indexer = indexer
+        self.keyring = keyring
+        self.prefix = prefix
+        self.require_seal = require_seal
+        self.heads = ChainHeads(request, prefix)
+
+    def verify(self, batch: audit_pb2.Batch, identity: str) -> integrity.BatchVerdict:
+        return integrity.verify_batch(batch, identity, self.keyring.keys_for(identity))
+
+    def after_indexing(
+        self,
+        batch: audit_pb2.Batch,
+        verdict: integrity.BatchVerdict,
+        *,
+        identity: str,
+        peer: str,
+        indices: Sequence[str],
+        last_doc: tuple[str, str] | None,
+        now_unix_nano: int,
+    ) -> list[integrity.Finding]:
+        """Store the seal, move the chain head, write alerts; return every finding."""
+        findings = list(verdict.findings)
+        writes: list[IndexRequest] = []
+        if batch.HasField("seal") and batch.seal.agent_id == identity:
+            writes.append(
+                IndexRequest(
+                    seals_index(self.prefix),
+                    seal_id(identity, batch.seal),
+                    seal_document(
+                        identity,
+                        batch.seal,
+                        received_unix_nano=now_unix_nano,
+                        indices=indices,
+                        verified=verdict.authentic,
+                    ),
+                    agent_id=identity,
+                )
+            )
+        if verdict.authentic:
+            findings.extend(
+                self._advance(batch.seal, verdict.hashes, identity, last_doc, now_unix_nano)
+            )
+        anchor = batch.seal.chain_head if batch.HasField("seal") else b""
+        for finding in findings:
+            log.warning("integrity alert for agent %s (peer %s): %s", identity, peer, finding)
+            writes.append(
+                alert_request(
+                    self.prefix,
+                    identity,
+                    finding,
+                    now_unix_nano=now_unix_nano,
+                    batch_id=batch.batch_id,
+                    peer=peer,
+                    anchor=anchor,
+                )
+            )
+        if writes:
+            self.indexer.index(writes)
+        return findings
+
+    def _advance(
+        self,
+        seal: audit_pb2.Seal,
+        hashes: Sequence[bytes],
+        agent_id: str,
+        last_doc: tuple[str, str] | None,
+        now_unix_nano: int,
+    ) -> list[integrity.Finding]:
+        heartbeat = seal.time_unix_nano if seal.event_count == 0 else None
+        for _ in range(self.heads.max_attempts):
+            current = self.heads.get(agent_id)
+            findings, new, redelivery = continuity(agent_id, seal, hashes, current)
+            if redelivery:
+                return self._check_redelivery(seal, hashes, last_doc)
+            if new is None:
+                return findings
+            if self.heads.put(
+                agent_id,
+                current,
+                new[0],
+                new[1],
+                key_id=seal.key_id,
+                now_unix_nano=now_unix_nano,
+                heartbeat_unix_nano=heartbeat,
+            ):
+                return findings
+        raise RetryableIndexingError(f"chain head of {agent_id}: too many concurrent updates")
+
+    def _check_redelivery(
+        self, seal: audit_pb2.Seal, hashes: Sequence[bytes], last_doc: tuple[str, str] | None
+    ) -> list[integrity.Finding]:
+        """A range older than the stored head: the stored last event must be this one."""
+        if last_doc is None or not hashes:
+            return []
+        index, doc_id = last_doc
+        response = self.request(
+            "GET", f"/{index}/_doc/{doc_id}", params={"_source": "integrity.chain_hash"}
+        )
+        if response.status != 200:
+            return []
+        stored = response.body.get("_source", {}).get("integrity", {}).get("chain_hash")
+        if stored and stored != hashes[-1].hex():
+            return [
+                integrity.Finding(
+                    FORK,
+                    seal.first_sequence,
+                    seal.last_sequence,
+                    "re-delivered range differs from the events stored under the same "
+                    "sequences (the stored ones were kept)",
+                )
+            ]
+        return []

@@ -1,0 +1,809 @@
+"""`crm-audit verify`: prove from OpenSearch content, public keys and checkpoints that
+nothing was altered, removed, inserted or reordered — or say exactly where it was.
+
+Inputs: the events indices (``{prefix}-events-*``), ``{prefix}-seals``,
+``{prefix}-chainheads``, the agents' public keys (``--keys``, the collector's
+``integrity.keys_dir``) and optionally the signed checkpoints (``--checkpoints``).
+
+Per agent, seals (sorted by sequence) and events (sorted by ``event.sequence``) are
+streamed with point-in-time searches and ``search_after``; only one seal's range of
+events is held in memory at a time. For each seal with a valid signature by a key
+registered for the agent, the chain is recomputed from the seal's ``prev_chain_head``
+over the events' stored canonical bytes and must end at the sealed head; every
+searchable field is re-derived from the canonical bytes (`collector.documents`) and
+compared with what is stored. Every sequence ends up in exactly one kind of range:
+
+    VALID           signed, chained, every field as signed
+    MISSING         a seal (or heartbeat seal, or the chain head record) proves the
+                    event existed, it is not there, and its index still exists (or was
+                    deleted before its retention ended: --retention-days)
+    EXPIRED         as MISSING, but every index the collector wrote the seal's events to
+                    is gone as a whole, as a retention policy (ISM delete) does
+    ALTERED         stored bytes or searchable fields differ from what was signed
+    INSERTED        a document that no valid seal covers, or a second document for a
+                    sequence that is already accounted for
+    REORDERED       the signed content is intact but sits under another sequence / _id
+    TAIL_TRUNCATED  a signed checkpoint (or the chain head record) attests sequences
+                    beyond the last one found, and no seal of them is left
+    GAP_AT_SOURCE   the agent itself recorded a loss (event flagged gap_at_source)
+    SEAL_MISSING    events present and chained into the next seal, but their own seal
+                    was deleted
+    SEAL_INVALID    a seal whose signature does not verify, with an unregistered key, or
+                    whose searchable fields differ from its signed bytes
+    UNVERIFIABLE    an event directly after a missing one (its predecessor's hash is
+                    gone, so its own bytes cannot be checked)
+
+Exit code (see `collector.admin.cli`): 0 only when every range is VALID.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import re
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from google.protobuf.message import DecodeError
+
+from collector.checkpoints import CheckpointView
+from collector.documents import parse_iso_nanos, to_document
+from collector.index import Requester
+from collector.integrity import chainheads_index, seals_index
+from collector.lifecycle import events_index_pattern
+from proto import integrity
+from proto.v1 import audit_pb2
+
+VALID = "VALID"
+MISSING = "MISSING"
+EXPIRED = "EXPIRED"
+ALTERED = "ALTERED"
+INSERTED = "INSERTED"
+REORDERED = "REORDERED"
+TAIL_TRUNCATED = "TAIL_TRUNCATED"
+GAP_AT_SOURCE = "GAP_AT_SOURCE"
+SEAL_MISSING = "SEAL_MISSING"
+SEAL_INVALID = "SEAL_INVALID"
+UNVERIFIABLE = "UNVERIFIABLE"
+
+# When one sequence has several problems, the report names the most serious.
+_SEVERITY = [
+    MISSING,
+    EXPIRED,
+    ALTERED,
+    REORDERED,
+    SEAL_MISSING,
+    UNVERIFIABLE,
+    GAP_AT_SOURCE,
+    VALID,
+]
+FIRST_SEQUENCE = 1  # agents number their events from 1
+PAGE = 1000
+_HASH_MEMORY = 20_000  # recent (sequence -> hash) kept for overlapping seals
+
+
+class VerifyError(Exception):
+    """OpenSearch could not be read (the verification could not be carried out)."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """One contiguous run of sequences of one kind."""
+
+    kind: str
+    first: int
+    last: int
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "first": self.first, "last": self.last, "detail": self.detail}
+
+
+@dataclass
+class AgentReport:
+    """Everything found for one agent, ranges in sequence order."""
+
+    agent: str
+    ranges: list[Range] = field(default_factory=list)
+    events: int = 0
+    seals: int = 0
+
+    def add(self, kind: str, first: int, last: int, detail: str = "") -> None:
+        if self.ranges:
+            tail = self.ranges[-1]
+            if tail.kind == kind and tail.detail == detail and tail.last + 1 == first:
+                self.ranges[-1] = Range(kind, tail.first, last, detail)
+                return
+        self.ranges.append(Range(kind, first, last, detail))
+
+    @property
+    def valid(self) -> bool:
+        return all(r.kind == VALID for r in self.ranges)
+
+
+@dataclass
+class Report:
+    """The whole verification: per agent ranges plus problems outside any agent."""
+
+    agents: dict[str, AgentReport] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    events: int = 0
+    seconds: float = 0.0
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems and all(a.valid for a in self.agents.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "events_checked": self.events,
+            "seconds": round(self.seconds, 3),
+            "problems": self.problems,
+            "agents": {
+                name: {
+                    "valid": report.valid,
+                    "events": report.events,
+                    "seals": report.seals,
+                    "ranges": [r.to_json() for r in report.ranges],
+                }
+                for name, report in sorted(self.agents.items())
+            },
+        }
+
+    def to_text(self) -> str:
+        lines = []
+        for name, report in sorted(self.agents.items()):
+            state = "VALID" if report.valid else "FINDINGS"
+            lines.append(f"agent {name}: {state} ({report.events} events, {report.seals} seals)")
+            for r in report.ranges:
+                span = f"{r.first}" if r.first == r.last else f"{r.first}-{r.last}"
+                lines.append(f"  {r.kind:<14} {span}" + (f"  {r.detail}" if r.detail else ""))
+        for problem in self.problems:
+            lines.append(f"problem: {problem}")
+        verdict = "VALID" if self.valid else "FINDINGS"
+        lines.append(
+            f"{verdict}: {len(self.agents)} agents, {self.events} events in {self.seconds:.1f} s"
+        )
+        return "\n".join(lines)
+
+
+# -- reading OpenSearch ------------------------------------------------------------------
+
+
+class Reader:
+    """Point-in-time + search_after streaming over one index pattern."""
+
+    def __init__(self, request: Requester) -> None:
+        self.request = request
+
+    def stream(
+        self,
+        pattern: str,
+        query: Mapping[str, Any],
+        sort: Sequence[Mapping[str, Any]],
+        source: Sequence[str] | bool = True,
+    ) -> Iterator[dict[str, Any]]:
+        opened = self.request(
+            "POST",
+            f"/{pattern}/_search/point_in_time",
+            params={"keep_alive": "5m", "expand_wildcards": "open"},
+        )
+        if opened.status in (400, 404) and _no_index(opened.body):
+            return
+        if opened.status != 200:
+            raise VerifyError(f"cannot open a point in time on {pattern}: HTTP {opened.status}")
+        pit = opened.body["pit_id"]
+        try:
+            after: list[Any] | None = None
+            while True:
+                body: dict[str, Any] = {
+                    "size": PAGE,
+                    "query": query,
+                    "sort": list(sort),
+                    "pit": {"id": pit, "keep_alive": "5m"},
+                    "_source": source,
+                    "track_total_hits": False,
+                }
+                if after is not None:
+                    body["search_after"] = after
+                page = self.request("POST", "/_search", body=body)
+                if page.status != 200:
+                    raise VerifyError(f"search on {pattern} failed: HTTP {page.status}")
+                pit = page.body.get("pit_id", pit)
+                hits = page.body["hits"]["hits"]
+                yield from hits
+                if len(hits) < PAGE:
+                    return
+                after = hits[-1]["sort"]
+        finally:
+            self.request("DELETE", "/_search/point_in_time", body={"pit_id": [pit]})
+
+    def agents(self, pattern: str, agg_field: str) -> set[str]:
+        found: set[str] = set()
+        after: dict[str, Any] | None = None
+        while True:
+            composite: dict[str, Any] = {
+                "size": 1000,
+                "sources": [{"agent": {"terms": {"field": agg_field}}}],
+            }
+            if after:
+                composite["after"] = after
+            response = self.request(
+                "POST",
+                f"/{pattern}/_search",
+                body={"size": 0, "aggs": {"agents": {"composite": composite}}},
+                params={"ignore_unavailable": "true", "allow_no_indices": "true"},
+            )
+            if response.status != 200:
+                raise VerifyError(f"cannot list agents in {pattern}: HTTP {response.status}")
+            agg = response.body.get("aggregations", {}).get("agents", {})
+            buckets = agg.get("buckets", [])
+            found.update(str(b["key"]["agent"]) for b in buckets)
+            after = agg.get("after_key")
+            if not buckets or not after:
+                return found
+
+    def index_exists(self, name: str) -> bool:
+        response = self.request(
+            "GET", f"/{name}/_settings", params={"filter_path": "*.settings.index.uuid"}
+        )
+        if response.status == 404:
+            return False
+        if response.status == 200:
+            return True
+        raise VerifyError(f"cannot check index {name}: HTTP {response.status}")
+
+    def chain_head(self, index: str, agent: str) -> tuple[int | None, str] | None:
+        response = self.request("GET", f"/{index}/_doc/{agent}")
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            raise VerifyError(f"cannot read chain head of {agent}: HTTP {response.status}")
+        chain = response.body.get("_source", {}).get("chain", {})
+        seq = chain.get("sequence")
+        return (int(seq) if seq is not None else None, str(chain.get("head", "")))
+
+
+def _no_index(body: Any) -> bool:
+    text = json.dumps(body)
+    return "index_not_found" in text or "invalid id: [null]" in text or "no such index" in text
+
+
+# -- per-event analysis -------------------------------------------------------------------
+
+
+@dataclass
+class StoredEvent:
+    """One event document as read back."""
+
+    position: int  # event.sequence as stored (searchable)
+    doc_id: str
+    index: str
+    source: dict[str, Any]
+    canonical: bytes | None
+    decoded: audit_pb2.AuditEvent | None
+    hint: bytes | None  # integrity.chain_hash as stored (not trusted)
+
+    @property
+    def decoded_sequence(self) -> int | None:
+        return self.decoded.sequence if self.decoded is not None else None
+
+
+def _stored_event(hit: Mapping[str, Any]) -> StoredEvent:
+    source = hit["_source"]
+    integ = source.get("integrity", {})
+    canonical: bytes | None = None
+    decoded: audit_pb2.AuditEvent | None = None
+    try:
+        canonical = base64.b64decode(integ["canonical"], validate=True)
+        decoded = audit_pb2.AuditEvent.FromString(canonical)
+    except (KeyError, ValueError, TypeError, DecodeError):
+        pass
+    hint: bytes | None = None
+    with contextlib.suppress(KeyError, ValueError, TypeError):
+        hint = bytes.fromhex(integ["chain_hash"])
+    return StoredEvent(
+        position=int(source.get("event", {}).get("sequence", -1)),
+        doc_id=str(hit["_id"]),
+        index=str(hit["_index"]),
+        source=source,
+        canonical=canonical,
+        decoded=decoded,
+        hint=hint,
+    )
+
+
+def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and key != "attributes":
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def field_differences(event: StoredEvent, agent: str) -> list[str]:
+    """Searchable fields that differ from the document re-derived from the signed bytes."""
+    assert event.decoded is not None
+    stored = dict(event.source)
+    ingested = stored.get("event", {}).get("ingested")
+    try:
+        received = parse_iso_nanos(ingested) if isinstance(ingested, str) else 0
+    except ValueError:
+        received = 0
+    derived = to_document(event.decoded, agent_id=agent, received_unix_nano=received).source
+    left = _flatten(stored)
+    right = _flatten(derived)
+    for key in ("integrity.canonical", "integrity.chain_hash"):
+        left.pop(key, None)
+    return sorted(k for k in set(left) | set(right) if left.get(k) != right.get(k))
+
+
+# -- the verifier ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SealInfo:
+    """A seal read back: the signed message plus what the collector recorded beside it."""
+
+    seal: audit_pb2.Seal
+    indices: tuple[str, ...]
+    problem: str  # "" when the seal is authentic and consistent
+
+
+_INDEX_DATE = re.compile(r"-(\d{4})\.(\d{2})(?:\.(\d{2}))?$")
+
+
+def _index_period_end(name: str) -> datetime | None:
+    match = _INDEX_DATE.search(name)
+    if not match:
+        return None
+    year, month, day = int(match[1]), int(match[2]), match[3]
+    if day:
+        return datetime(year, month, int(day), tzinfo=UTC) + timedelta(days=1)
+    return datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
+
+
+class Verifier:
+    """Walks agents, seals and events (see the module docstring)."""
+
+    def __init__(
+        self,
+        request: Requester,
+        prefix: str,
+        keys: Callable[[str], Mapping[str, Ed25519PublicKey]],
+        *,
+        checkpoints: CheckpointView | None = None,
+        time_from: datetime | None = None,
+        time_to: datetime | None = None,
+        retention_days: float | None = None,
+        now: datetime | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.reader = Reader(request)
+        self.prefix = prefix
+        self.keys = keys
+        self.checkpoints = checkpoints
+        self.time_from = time_from
+        self.time_to = time_to
+        self.retention_days = retention_days
+        self.now = now or datetime.now(UTC)
+        self.progress = progress
+        self._index_cache: dict[str, bool] = {}
+        self._started = time.monotonic()
+        self._last_progress = 0.0
+        self._events_total = 0
+
+    # -- entry -----------------------------------------------------------------
+
+    def run(self, agents: Sequence[str] | None = None) -> Report:
+        report = Report()
+        if self.checkpoints is not None:
+            report.problems.extend(self.checkpoints.problems)
+        names = set(agents or ())
+        if not names:
+            names |= self.reader.agents(events_index_pattern(self.prefix), "agent.id")
+            names |= self.reader.agents(seals_index(self.prefix), "agent.id")
+            names |= self.reader.agents(chainheads_index(self.prefix), "agent.id")
+            if self.checkpoints is not None:
+                names |= set(self.checkpoints.heads)
+        for name in sorted(names):
+            report.agents[name] = self.verify_agent(name)
+            report.events += report.agents[name].events
+        report.seconds = time.monotonic() - self._started
+        return report
+
+    # -- one agent ---------------------------------------------------------------
+
+    def verify_agent(self, agent: str) -> AgentReport:
+        out = AgentReport(agent)
+        seals = self._seals(agent)
+        seal_list_peek = _Peekable(seals)
+        seq_range = self._sequence_window(agent) if (self.time_from or self.time_to) else None
+        query: dict[str, Any] = {"bool": {"filter": [{"term": {"agent.id": agent}}]}}
+        if seq_range is not None:
+            query["bool"]["filter"].append(
+                {"range": {"event.sequence": {"gte": seq_range[0], "lte": seq_range[1]}}}
+            )
+        events = _Peekable(
+            _stored_event(hit)
+            for hit in self.reader.stream(
+                events_index_pattern(self.prefix),
+                query,
+                [{"event.sequence": "asc"}, {"_index": "asc"}, {"_doc": "asc"}],
+            )
+        )
+        walk = _Walk(self, agent, out)
+        for info in seal_list_peek:
+            out.seals += 1
+            walk.seal(info, events)
+        walk.finish(events, bounded=seq_range is not None)
+        if self.time_to is None:
+            self._check_tail(agent, walk, out)
+        out.ranges = _coalesce(sorted(out.ranges, key=lambda r: (r.first, r.last, r.kind)))
+        return out
+
+    def _sequence_window(self, agent: str) -> tuple[int, int] | None:
+        low: int | None = None
+        high: int | None = None
+        for info in self._seals(agent):
+            low = info.seal.first_sequence if low is None else min(low, info.seal.first_sequence)
+            high = info.seal.last_sequence if high is None else max(high, info.seal.last_sequence)
+        return (low, high) if low is not None and high is not None else (1, 0)
+
+    def _seals(self, agent: str) -> Iterator[SealInfo]:
+        filters: list[dict[str, Any]] = [{"term": {"agent.id": agent}}]
+        if self.time_from or self.time_to:
+            bounds: dict[str, str] = {}
+            if self.time_from:
+                bounds["gte"] = self.time_from.isoformat()
+            if self.time_to:
+                bounds["lte"] = self.time_to.isoformat()
+            filters.append({"range": {"@timestamp": bounds}})
+        keys = self.keys(agent)
+        for hit in self.reader.stream(
+            seals_index(self.prefix),
+            {"bool": {"filter": filters}},
+            [
+                {"seal.first_sequence": "asc"},
+                {"seal.last_sequence": "asc"},
+                {"seal.chain_head": "asc"},
+                {"@timestamp": "asc"},
+            ],
+        ):
+            yield _seal_info(hit, agent, keys)
+
+    def _check_tail(self, agent: str, walk: _Walk, out: AgentReport) -> None:
+        end = walk.covered_end
+        attested: list[tuple[int, str, str, str]] = []  # (sequence, head, kind, detail)
+        if self.checkpoints is not None and agent in self.checkpoints.heads:
+            seq, head, when = self.checkpoints.heads[agent]
+            if seq is not None:
+                attested.append((seq, head, TAIL_TRUNCATED, f"signed checkpoint of {when}"))
+        stored = self.reader.chain_head(chainheads_index(self.prefix), agent)
+        if stored is not None and stored[0] is not None:
+            attested.append((stored[0], stored[1], TAIL_TRUNCATED, "chain head record"))
+        if walk.heartbeat is not None:
+            attested.append(
+                (walk.heartbeat[0], walk.heartbeat[1].hex(), MISSING, "heartbeat seal attests it")
+            )
+        for seq, head, kind, detail in sorted(attested, key=lambda a: -a[0]):
+            if end is None or seq > end:
+                out.add(kind, (end + 1) if end is not None else FIRST_SEQUENCE, seq, detail)
+                break
+            known = walk.hashes.get(seq)
+            if known is not None and known.hex() != head:
+                out.add(ALTERED, seq, seq, f"chain hash differs from the {detail}")
+
+    # -- helpers used by the walk --------------------------------------------------
+
+    def index_exists(self, name: str) -> bool:
+        if name not in self._index_cache:
+            self._index_cache[name] = self.reader.index_exists(name)
+        return self._index_cache[name]
+
+    def absent_kind(self, info: SealInfo) -> tuple[str, str]:
+        """EXPIRED or MISSING for an event of `info` that is not there."""
+        if not info.indices:
+            return MISSING, "no index recorded for its seal"
+        if any(self.index_exists(name) for name in info.indices):
+            return MISSING, ""
+        if self.retention_days is None:
+            return EXPIRED, "index deleted (retention not checked: --retention-days)"
+        for name in info.indices:
+            end = _index_period_end(name)
+            if end is None or end + timedelta(days=self.retention_days) > self.now:
+                return MISSING, f"index {name} deleted before its retention ended"
+        return EXPIRED, ""
+
+    def tick(self, agent: str, count: int) -> None:
+        self._events_total += count
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if now - self._last_progress >= 0.5:
+            self._last_progress = now
+            rate = self._events_total / max(now - self._started, 1e-6)
+            self.progress(f"verify: agent {agent}: {self._events_total} events ({rate:.0f}/s)")
+
+
+def _coalesce(ranges: list[Range]) -> list[Range]:
+    merged: list[Range] = []
+    for r in ranges:
+        if merged:
+            tail = merged[-1]
+            if tail.kind == r.kind and tail.detail == r.detail and tail.last + 1 >= r.first:
+                merged[-1] = Range(r.kind, tail.first, max(tail.last, r.last), r.detail)
+                continue
+        merged.append(r)
+    return merged
+
+
+def _seal_info(
+    hit: Mapping[str, Any], agent: str, keys: Mapping[str, Ed25519PublicKey]
+) -> SealInfo:
+    src = hit["_source"].get("seal", {})
+    indices = tuple(str(i) for i in src.get("indices", []) or [])
+    try:
+        seal = audit_pb2.Seal.FromString(base64.b64decode(src["raw"], validate=True))
+    except (KeyError, ValueError, TypeError, DecodeError):
+        seal = audit_pb2.Seal(
+            agent_id=agent,
+            first_sequence=int(src.get("first_sequence", 0)),
+            last_sequence=int(src.get("last_sequence", 0)),
+        )
+        return SealInfo(seal, indices, "signed seal bytes unreadable")
+    findings = integrity.check_seal(seal, agent, keys)
+    if findings:
+        return SealInfo(seal, indices, findings[0].detail)
+    searchable = {
+        "first_sequence": seal.first_sequence,
+        "last_sequence": seal.last_sequence,
+        "event_count": seal.event_count,
+        "prev_chain_head": seal.prev_chain_head.hex(),
+        "chain_head": seal.chain_head.hex(),
+        "key_id": seal.key_id,
+    }
+    changed = sorted(k for k, v in searchable.items() if src.get(k) != v)
+    if changed:
+        return SealInfo(seal, indices, f"searchable fields differ from the signed seal: {changed}")
+    return SealInfo(seal, indices, "")
+
+
+class _Peekable(Iterator[Any]):
+    def __init__(self, source: Iterator[Any]) -> None:
+        self._source = source
+        self._head: list[Any] = []
+
+    def __iter__(self) -> _Peekable:
+        return self
+
+    def __next__(self) -> Any:
+        if self._head:
+            return self._head.pop()
+        return next(self._source)
+
+    def peek(self) -> Any | None:
+        if not self._head:
+            try:
+                self._head.append(next(self._source))
+            except StopIteration:
+                return None
+        return self._head[-1]
+
+
+class _Walk:
+    """State of one agent's walk: how far valid seals cover, hashes, the last head."""
+
+    def __init__(self, verifier: Verifier, agent: str, out: AgentReport) -> None:
+        self.v = verifier
+        self.agent = agent
+        self.out = out
+        self.covered_end: int | None = None
+        self.head = integrity.genesis(agent)
+        self.hashes: OrderedDict[int, bytes] = OrderedDict()
+        self.heartbeat: tuple[int, bytes] | None = None
+        self.pending_invalid: list[SealInfo] = []
+
+    def _remember(self, seq: int, value: bytes) -> None:
+        self.hashes[seq] = value
+        while len(self.hashes) > _HASH_MEMORY:
+            self.hashes.popitem(last=False)
+
+    def _take(self, events: _Peekable, upto: int) -> list[StoredEvent]:
+        taken: list[StoredEvent] = []
+        while True:
+            nxt = events.peek()
+            if nxt is None or nxt.position > upto:
+                break
+            taken.append(next(events))
+        self.out.events += len(taken)
+        self.v.tick(self.agent, len(taken))
+        return taken
+
+    def seal(self, info: SealInfo, events: _Peekable) -> None:
+        seal = info.seal
+        if info.problem:
+            self.out.add(SEAL_INVALID, seal.first_sequence, seal.last_sequence, info.problem)
+            return
+        if seal.event_count == 0:
+            newer = self.heartbeat is None or seal.last_sequence >= self.heartbeat[0]
+            if newer and seal.chain_head != integrity.genesis(self.agent):
+                self.heartbeat = (seal.last_sequence, seal.chain_head)
+            return
+        first, last = seal.first_sequence, seal.last_sequence
+        end = self.covered_end
+        if end is not None and first <= end:
+            # Overlaps what earlier seals covered (a re-cut batch): it must agree.
+            before = self.hashes.get(first - 1) if first > 0 else None
+            if before is not None and before != seal.prev_chain_head:
+                self.out.add(ALTERED, first, last, "two signed seals disagree on this range")
+                return
+            if last <= end:
+                at_last = self.hashes.get(last)
+                if at_last is not None and at_last != seal.chain_head:
+                    self.out.add(ALTERED, first, last, "two signed seals disagree on this range")
+                return
+            first = end + 1
+            prev: bytes | None = self.head
+        else:
+            start = FIRST_SEQUENCE if end is None else end + 1
+            gap_events = self._take(events, first - 1)
+            gap_events = [e for e in gap_events if e.position >= start or end is None]
+            prev = self._unsealed_run(start, first - 1, gap_events, seal.prev_chain_head)
+            if prev is None:
+                prev = seal.prev_chain_head
+        in_range = self._take(events, last)
+        self._verify_range(info, first, last, prev, in_range)
+        self.covered_end = last
+        self.head = seal.chain_head
+        self._remember(last, seal.chain_head)
+
+    def _unsealed_run(
+        self, start: int, stop: int, events: list[StoredEvent], target: bytes
+    ) -> bytes | None:
+        """Events between the covered part and the next seal (no seal of their own).
+
+        If they chain from the last sealed head to the next seal's ``prev_chain_head``,
+        the next seal vouches for them: SEAL_MISSING. Otherwise they are INSERTED and
+        the sequences without an event are MISSING.
+        """
+        if self.covered_end is None and not events:
+            if target != integrity.genesis(self.agent) and self.v.time_from is None:
+                if stop >= start:
+                    self.out.add(MISSING, start, stop, "chain does not start at genesis")
+                else:
+                    self.out.add(MISSING, start, start, "chain does not start at genesis")
+            return None
+        if stop < start and not events:
+            return None
+        by_position: dict[int, list[StoredEvent]] = {}
+        for e in events:
+            by_position.setdefault(e.position, []).append(e)
+        prev = self.head if self.covered_end is not None else integrity.genesis(self.agent)
+        walked: list[int] = []
+        ok = True
+        for seq in range(start, stop + 1):
+            cands = [e for e in by_position.get(seq, []) if e.canonical is not None]
+            if not cands:
+                ok = False
+                break
+            prev = integrity.chain_link(prev, cands[0].canonical or b"")
+            walked.append(seq)
+        if ok and prev == target and events:
+            for seq in walked:
+                self.out.add(SEAL_MISSING, seq, seq, "events chain into the next seal")
+            for e in events:
+                if e is not by_position[e.position][0]:
+                    self.out.add(INSERTED, e.position, e.position, f"extra document {e.doc_id}")
+            return target
+        for e in events:
+            self.out.add(INSERTED, e.position, e.position, "not covered by any valid seal")
+        present = set(by_position)
+        for seq in range(start, stop + 1):
+            if seq not in present:
+                self.out.add(MISSING, seq, seq, "no event and no seal")
+        return None
+
+    def _verify_range(
+        self,
+        info: SealInfo,
+        first: int,
+        last: int,
+        prev: bytes | None,
+        docs: list[StoredEvent],
+    ) -> None:
+        seal = info.seal
+        marks: dict[int, tuple[str, str]] = {}
+
+        def mark(seq: int, kind: str, detail: str = "") -> None:
+            current = marks.get(seq)
+            if current is None or _SEVERITY.index(kind) < _SEVERITY.index(current[0]):
+                marks[seq] = (kind, detail)
+
+        # Which stored document carries the signed event of each sequence.
+        by_decoded: dict[int, list[StoredEvent]] = {}
+        for doc in docs:
+            if doc.decoded is not None:
+                by_decoded.setdefault(doc.decoded.sequence, []).append(doc)
+        chosen: dict[int, StoredEvent] = {}
+        for seq, cands in by_decoded.items():
+            cands.sort(key=lambda d: (d.position != seq, d.doc_id != f"{self.agent}:{seq}"))
+            chosen[seq] = cands[0]
+
+        tentative: list[int] = []
+        problem_at = first - 1
+        absent_kind = None
+        for seq in range(first, last + 1):
+            found = chosen.get(seq)
+            if found is None:
+                absent_kind = absent_kind or self.v.absent_kind(info)
+                mark(seq, *absent_kind)
+                prev = None
+                problem_at = seq
+                continue
+            data = found.canonical or b""
+            hint = found.hint if found.position == seq else None
+            if prev is None:
+                mark(seq, UNVERIFIABLE, "its predecessor is missing")
+                prev = hint
+                problem_at = seq
+                continue
+            current = integrity.chain_link(prev, data)
+            if hint is not None and hint != current:
+                mark(seq, ALTERED, "stored bytes do not hash into the chain")
+                prev = hint
+                problem_at = seq
+                continue
+            prev = current
+            self._remember(seq, current)
+            tentative.append(seq)
+        if prev != seal.chain_head:
+            for seq in tentative:
+                if seq > problem_at:
+                    mark(seq, ALTERED, "chain does not reach the sealed head")
+
+        for seq in tentative:
+            if seq in marks:
+                continue
+            doc = chosen[seq]
+            if doc.position != seq or doc.doc_id != f"{self.agent}:{seq}":
+                mark(seq, REORDERED, "signed event stored under another sequence or _id")
+                continue
+            diff = field_differences(doc, self.agent)
+            if diff:
+                mark(seq, ALTERED, "fields differ from the signed bytes: " + ", ".join(diff))
+            elif doc.decoded is not None and integrity.FLAG_GAP_AT_SOURCE in doc.decoded.flags:
+                mark(seq, GAP_AT_SOURCE, "the agent recorded a loss here")
+            else:
+                mark(seq, VALID)
+        used = {id(d) for d in chosen.values()}
+        for doc in docs:
+            if id(doc) in used:
+                continue
+            if doc.decoded is None:
+                mark(doc.position, ALTERED, f"{doc.doc_id}: stored bytes unreadable")
+            else:
+                self.out.add(INSERTED, doc.position, doc.position, f"extra document {doc.doc_id}")
+        for seq in range(first, last + 1):
+            kind, detail = marks.get(seq, (MISSING, ""))
+            self.out.add(kind, seq, seq, detail)
+
+    def finish(self, events: _Peekable, *, bounded: bool) -> None:
+        """Events after the last valid seal: nothing signed vouches for them."""
+        while True:
+            rest = self._take(events, sys.maxsize)
+            if not rest:
+                return
+            for e in rest:
+                self.out.add(INSERTED, e.position, e.position, "not covered by any valid seal")
