@@ -50,7 +50,12 @@ unit: venv
 demo: system-deps venv opensearch-dist
 	$(PY) scripts/demo.py $(if $(ONCE),--once,)
 
+# Benchmarks (bench/, README "Benchmarks"): a table on stdout, JSON to --out (default
+# var/bench/results.json); BENCH_ARGS="--quick" for a tiny check run, "--readme README.md"
+# to rewrite the README's results section. The rsyslog peer is installed when missing
+# (needs root); without it that scenario is reported as skipped.
 bench: system-deps venv opensearch-dist
+	@bash bench/install-rsyslog.sh || echo "make bench: rsyslog unavailable; the peer scenario will be skipped" >&2
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

@@ -1,0 +1,365 @@
+"""`python -m bench` (`make bench`): run the scenarios, print a table, write JSON.
+
+    python -m bench --out results.json [--quick] [--runs N] [--only e2e,peer]
+                    [--readme README.md] [--keep]
+
+OpenSearch: ``$OPENSEARCH_URL`` when set, else an embedded single node started on a free
+loopback port under a temporary directory (from the distribution `make opensearch-dist`
+fetched) and stopped at the end. Everything started is stopped, every index created is
+deleted. The only module that reads the environment and the machine's real paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench import machine, report
+from bench.corpus import padded_lines, sample_lines, split_round_robin
+from bench.pipeline import Bench, make_pki, rsyslog_server
+from bench.processes import BenchError
+from bench.scenarios import ORDER, ScenarioResult, Shared
+from bench.scenarios import agent as agent_scenario
+from bench.scenarios import ceiling as ceiling_scenario
+from bench.scenarios import e2e as e2e_scenario
+from bench.scenarios import latency as latency_scenario
+from bench.scenarios import peer as peer_scenario
+from bench.scenarios.base import timed
+from bench.search import client, opensearch_node, version
+from bench.sizes import FULL, QUICK, Sizes
+from bench.stats import median_of_runs, ratio
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+OPENSEARCH_SCENARIOS = {"ceiling", "e2e", "latency", "peer"}
+Say = Callable[[str], None]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="crm-audit benchmarks (see bench/__init__.py)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "var" / "bench" / "results.json",
+        help="results JSON (default var/bench/results.json)",
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a check, not numbers")
+    parser.add_argument("--runs", type=int, help="measured runs per scenario (default 3; quick 2)")
+    parser.add_argument(
+        "--only",
+        type=lambda s: [p.strip() for p in s.split(",") if p.strip()],
+        default=list(ORDER),
+        help=f"comma-separated subset of {','.join(ORDER)}",
+    )
+    parser.add_argument("--readme", type=Path, help="also rewrite this file's results section")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    return parser
+
+
+def _say_from(start: float) -> Say:
+    def say(message: str) -> None:
+        print(f"[bench {time.monotonic() - start:6.0f}s] {message}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return rev + ("-dirty" if dirty else "")
+
+
+def _rsyslogd() -> str | None:
+    found = shutil.which("rsyslogd") or shutil.which("rsyslogd", path="/usr/sbin:/sbin")
+    return found
+
+
+def _rsyslog_version(binary: str | None) -> str | None:
+    if binary is None:
+        return None
+    try:
+        out = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    words = out.split()
+    return words[1].rstrip(",") if len(words) > 1 else None
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("crm-audit")
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def _failure(result: ScenarioResult, exc: BaseException, say: Say) -> None:
+    result.status = "failed"
+    result.reason = " ".join(str(exc).split())[:2000] or type(exc).__name__
+    say(f"{result.name} FAILED: {str(exc)[:4000]}")
+
+
+def run_scenarios(
+    bench: Bench, sizes: Sizes, selected: Sequence[str], say: Say
+) -> tuple[dict[str, ScenarioResult], dict[str, Any]]:
+    """Run the selected scenarios (in an order that lets them share work)."""
+    results: dict[str, ScenarioResult] = {}
+    extra: dict[str, Any] = {}
+    shared = Shared()
+    chunk = sizes.write_chunk_lines
+    corpus = sample_lines(max(sizes.e2e_events, sizes.agent_events))
+    e2e_lines = corpus[: sizes.e2e_events]
+
+    if OPENSEARCH_SCENARIOS & set(selected):
+        # Unmeasured: warms the JVM up, and its documents are the ceiling's.
+        say(f"preparation: one unmeasured end-to-end run of {len(e2e_lines):,} events")
+        try:
+            run, shared.exported = e2e_scenario.run_once(bench, e2e_lines, chunk, export=True)
+            extra["preparation_run"] = run
+            say(f"preparation: {run['events_per_s']:,.0f} events/s (not reported)")
+        except Exception as exc:  # noqa: BLE001 - recorded; the scenarios that need it fail
+            say(f"preparation run failed: {exc}")
+            extra["preparation_error"] = str(exc)[:2000]
+
+    def ceiling(result: ScenarioResult) -> None:
+        if shared.exported is None:
+            raise BenchError("no documents: the preparation run failed")
+        grid, result.runs = ceiling_scenario.measure(
+            bench,
+            shared.exported,
+            probe_docs=sizes.ceiling_probe_docs,
+            bulk_sizes=sizes.ceiling_bulk_sizes,
+            concurrency=sizes.ceiling_concurrency,
+            runs=sizes.runs,
+            say=say,
+        )
+        result.info["grid"] = grid
+        best = max(grid, key=lambda r: r["docs_per_s"])
+        result.info["best"] = {"bulk_size": best["bulk_size"], "concurrency": best["concurrency"]}
+
+    def e2e(result: ScenarioResult) -> None:
+        result.runs = e2e_scenario.measure(bench, e2e_lines, chunk, sizes.runs, say)
+
+    def agent(result: ScenarioResult) -> None:
+        lines = corpus[: sizes.agent_events]
+        result.runs = agent_scenario.measure(bench, [lines], chunk, sizes.runs, say)
+
+    def latency(result: ScenarioResult) -> None:
+        result.runs = latency_scenario.measure(
+            bench,
+            corpus,
+            rate=sizes.latency_rate,
+            duration_s=sizes.latency_duration_s,
+            probe_every=sizes.latency_probe_every,
+            runs=sizes.runs,
+            say=say,
+        )
+
+    def peer(result: ScenarioResult) -> None:
+        if bench.rsyslogd is None:
+            result.status = "skipped"
+            result.reason = "rsyslogd not installed (bash bench/install-rsyslog.sh as root)"
+            return
+        try:
+            rsyslog_server(bench.url)
+        except BenchError as exc:
+            result.status, result.reason = "skipped", str(exc)
+            return
+        result.runs = peer_scenario.measure(bench, e2e_lines, chunk, sizes.runs, say)
+
+    def scaling(result: ScenarioResult) -> None:
+        cases = []
+        for line_bytes in sizes.scaling_line_bytes:
+            lines = padded_lines(sizes.scaling_events, line_bytes)
+            for files in sizes.scaling_files:
+                runs = agent_scenario.measure(
+                    bench,
+                    split_round_robin(lines, files),
+                    chunk,
+                    sizes.runs,
+                    say,
+                    what=f"scaling-{files}f-{line_bytes}b",
+                )
+                cases.append(
+                    {
+                        "files": files,
+                        "line_bytes": line_bytes,
+                        "median": median_of_runs(runs),
+                        "runs": runs,
+                    }
+                )
+        result.info["cases"] = cases
+
+    scenarios: dict[str, Callable[[ScenarioResult], None]] = {
+        "ceiling": ceiling,
+        "e2e": e2e,
+        "agent": agent,
+        "latency": latency,
+        "peer": peer,
+        "scaling": scaling,
+    }
+    for name in ORDER:
+        if name not in selected:
+            continue
+        result = ScenarioResult(name)
+        say(f"scenario {name}")
+        with timed(result):
+            try:
+                scenarios[name](result)
+            except Exception as exc:  # noqa: BLE001 - one failed scenario must not end the rest
+                _failure(result, exc, say)
+        results[name] = result.finish()
+    return results, extra
+
+
+def comparisons(results: dict[str, ScenarioResult]) -> dict[str, Any]:
+    """Ratios between scenarios, from their medians (None where a side is missing)."""
+
+    def median(name: str, key: str) -> float | None:
+        result = results.get(name)
+        if result is None or result.status != "ok":
+            return None
+        return result.median.get(key)
+
+    return {
+        "e2e_to_ceiling": ratio(median("e2e", "events_per_s"), median("ceiling", "docs_per_s")),
+        "peer": {
+            "events_per_s": ratio(median("e2e", "events_per_s"), median("peer", "events_per_s")),
+            "cpu_per_event": ratio(
+                median("e2e", "pipeline_cpu_s_per_m"), median("peer", "cpu_s_per_m")
+            ),
+            "agent_cpu_per_event": ratio(
+                median("e2e", "agent_cpu_s_per_m"), median("peer", "cpu_s_per_m")
+            ),
+        },
+    }
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(item) for item in value]
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    unknown = [name for name in args.only if name not in ORDER]
+    if unknown or not args.only:
+        print(
+            f"--only: unknown scenario(s) {unknown}; choose from {','.join(ORDER)}", file=sys.stderr
+        )
+        return 2
+    if args.runs is not None and args.runs < 1:
+        print("--runs: must be >= 1", file=sys.stderr)
+        return 2
+    sizes = (QUICK if args.quick else FULL).with_runs(args.runs)
+    start = time.monotonic()
+    say = _say_from(start)
+    started_at = dt.datetime.now(dt.UTC)
+    rsyslogd = _rsyslogd()
+    output: dict[str, Any] = {
+        "schema": 1,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "machine": machine.describe(),
+        "sizes": sizes.as_json(),
+        "only": list(args.only),
+    }
+    work = Path(tempfile.mkdtemp(prefix="crm-audit-bench-"))
+    # The embedded node's user (crm-audit-os when run as root) must reach its home.
+    work.chmod(0o755)
+    say(f"scratch directory {work}; {output['mode']} size, {sizes.runs} runs per scenario")
+    exit_code = 0
+    try:
+        needs_opensearch = bool(OPENSEARCH_SCENARIOS & set(args.only))
+        node = (
+            opensearch_node(
+                os.environ.get("OPENSEARCH_URL"), work / "node", os.environ, os.geteuid(), say
+            )
+            if needs_opensearch
+            else contextlib.nullcontext(("http://127.0.0.1:9", "not used"))
+        )
+        with node as (url, how):
+            os_client = client(url)
+            bench = Bench(
+                url=url,
+                os=os_client,
+                work=work,
+                pki=make_pki(work / "pki"),
+                bin_dir=BIN,
+                repo=REPO,
+                child_env=dict(os.environ),
+                rsyslogd=rsyslogd,
+            )
+            output["software"] = {
+                "opensearch": version(os_client) if needs_opensearch else None,
+                "opensearch_how": how,
+                "rsyslog": _rsyslog_version(rsyslogd),
+                "crm_audit": f"{_package_version()} ({_git_revision()})",
+            }
+            results, extra = run_scenarios(bench, sizes, args.only, say)
+            os_client.close()
+    except KeyboardInterrupt:
+        say("interrupted; everything started was stopped")
+        return 130
+    except (BenchError, OSError) as exc:
+        say(f"benchmark could not run: {exc}")
+        return 1
+    except Exception as exc:  # noqa: BLE001 - e.g. the embedded node failed to start
+        say(f"benchmark could not run: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        if args.keep:
+            say(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    output.update(extra)
+    output["scenarios"] = {name: result.as_json() for name, result in results.items()}
+    output["comparisons"] = comparisons(results)
+    output["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    output["duration_s"] = round(time.monotonic() - start, 1)
+    output["machine"]["loadavg_at_end"] = machine.loadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(_clean(output), indent=2) + "\n", encoding="utf-8")
+    print(report.render_table(_clean(output)))
+    print(f"results: {args.out}")
+    if args.readme is not None:
+        report.update_file(args.readme, _clean(output))
+        print(f"{args.readme}: results section updated")
+    if any(result.status == "failed" for result in results.values()):
+        exit_code = 1
+    return exit_code

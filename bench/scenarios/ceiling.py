@@ -1,0 +1,106 @@
+"""Ceiling: the end-to-end run's own documents bulk-indexed straight into OpenSearch.
+
+The documents are those the collector wrote in an unmeasured end-to-end run (same
+``_id``, same ``_source``), indexed with ``op_type=create`` into fresh indices created
+with the settings and mappings of the indices the collector wrote them to. Bulk bodies
+are serialized before the clock starts, so what is measured is OpenSearch taking
+bulks from opensearch-py, not Python building them. A small grid of bulk sizes x
+concurrent requests is tried on a part of the documents; the best is then measured on
+all of them, `runs` times. The clock stops after a final refresh (searchable).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bench.pipeline import Bench, run_scope
+from bench.processes import BenchError
+from bench.scenarios.base import Exported, Run, Say, rounded
+from bench.search import client, count
+
+Doc = tuple[str, str, dict[str, Any]]
+
+
+def _bodies(docs: Sequence[Doc], rename: dict[str, str], bulk_size: int) -> list[bytes]:
+    bodies = []
+    for start in range(0, len(docs), bulk_size):
+        parts = []
+        for index, doc_id, source in docs[start : start + bulk_size]:
+            parts.append(json.dumps({"create": {"_index": rename[index], "_id": doc_id}}))
+            parts.append(json.dumps(source, ensure_ascii=False, separators=(",", ":")))
+        bodies.append(("\n".join(parts) + "\n").encode("utf-8"))
+    return bodies
+
+
+def _first_error(response: dict[str, Any]) -> str:
+    for item in response.get("items", []):
+        result: dict[str, Any] = next(iter(item.values()), {})
+        if result.get("status", 0) >= 300:
+            return f"{result.get('status')}: {json.dumps(result.get('error'))[:300]}"
+    return "unknown"
+
+
+def run_once(
+    bench: Bench, exported: Exported, docs: Sequence[Doc], bulk_size: int, concurrency: int
+) -> Run:
+    with run_scope(bench, "ceiling") as (prefix, _directory):
+        rename = {index: prefix + index[len(exported.prefix) :] for index in {d[0] for d in docs}}
+        for original, index in rename.items():
+            bench.os.indices.create(index=index, body=exported.indices[original])
+        bodies = _bodies(docs, rename, bulk_size)
+        bulk_client = client(bench.url, timeout=300, pool=concurrency + 1)
+        try:
+            started = time.monotonic()
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                for response in pool.map(lambda body: bulk_client.bulk(body=body), bodies):
+                    if response.get("errors"):
+                        raise BenchError(f"bulk item refused: {_first_error(response)}")
+            bulk_client.indices.refresh(index=",".join(rename.values()))
+            elapsed = time.monotonic() - started
+        finally:
+            bulk_client.close()
+        found = count(bench.os, f"{prefix}-events-*")
+        if found != len(docs):
+            raise BenchError(f"ceiling: {found} documents searchable, {len(docs)} sent")
+        return rounded(
+            {
+                "docs": len(docs),
+                "bulk_size": bulk_size,
+                "concurrency": concurrency,
+                "elapsed_s": elapsed,
+                "docs_per_s": len(docs) / elapsed,
+            }
+        )
+
+
+def measure(
+    bench: Bench,
+    exported: Exported,
+    *,
+    probe_docs: int,
+    bulk_sizes: Sequence[int],
+    concurrency: Sequence[int],
+    runs: int,
+    say: Say,
+) -> tuple[list[Run], list[Run]]:
+    """(grid of probes, measured runs of the best set-up)."""
+    grid = []
+    probe = exported.docs[:probe_docs]
+    for size in bulk_sizes:
+        for threads in concurrency:
+            result = run_once(bench, exported, probe, size, threads)
+            say(f"ceiling probe bulk {size} x {threads}: {result['docs_per_s']:,.0f} docs/s")
+            grid.append(result)
+    best = max(grid, key=lambda r: r["docs_per_s"])
+    measured = []
+    for number in range(1, runs + 1):
+        result = run_once(
+            bench, exported, exported.docs, int(best["bulk_size"]), int(best["concurrency"])
+        )
+        say(f"ceiling run {number}/{runs}: {result['docs_per_s']:,.0f} docs/s")
+        measured.append(result)
+    return grid, measured

@@ -1,0 +1,105 @@
+"""End-to-end: lines appended to a file -> agent -> collector -> searchable in OpenSearch.
+
+Per run: a fresh index prefix, a real collector and agent (processes). A warm-up line
+is shipped and made searchable first (connections up, index created); then the corpus
+is appended to one log file and the clock runs until ``_count`` (after a refresh,
+polled every second) shows every line. CPU time and peak RSS of the agent and the
+collector process are read from /proc.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from opensearchpy.helpers import scan
+
+from bench.corpus import WARMUP_OBJECT_ID, append_all, corpus_bytes, warmup_line
+from bench.pipeline import Bench, agent, collector, run_scope
+from bench.procstat import CpuMark, peak_rss_kib
+from bench.scenarios.base import Exported, Run, Say, per_million, rounded
+from bench.search import CountSamples, index_definition, wait_for_count
+from bench.stats import rate_between
+
+MIN_RATE = 100.0  # events/s below which a run is given up as stuck
+
+
+def timeout_for(events: int) -> float:
+    return 120.0 + events / MIN_RATE
+
+
+def run_once(
+    bench: Bench, lines: Sequence[bytes], chunk: int, *, export: bool = False
+) -> tuple[Run, Exported | None]:
+    """One measured run; with `export`, also the documents it produced."""
+    exported = None
+    with run_scope(bench, "e2e") as (prefix, directory):
+        logs = directory / "logs"
+        logs.mkdir()
+        (logs / "warmup.jsonl").write_bytes(warmup_line(prefix))
+        index = f"{prefix}-events-*"
+        with (
+            collector(bench, directory, prefix) as (collector_proc, port),
+            agent(bench, directory, str(logs / "*.jsonl"), port) as agent_proc,
+        ):
+            watch = (collector_proc, agent_proc)
+            wait_for_count(
+                bench.os,
+                index,
+                1,
+                started=time.monotonic(),
+                timeout=120,
+                watch=watch,
+                interval=0.2,
+            )
+            agent_cpu = CpuMark.now(agent_proc.pid)
+            collector_cpu = CpuMark.now(collector_proc.pid)
+            started = time.monotonic()
+            append_all([logs / "crm-audit.jsonl"], [lines], chunk)
+            write_s = time.monotonic() - started
+            progress = CountSamples()
+            elapsed = wait_for_count(
+                bench.os,
+                index,
+                1 + len(lines),
+                started=started,
+                timeout=timeout_for(len(lines)),
+                watch=watch,
+                progress=progress,
+            )
+            events = len(lines)
+            run: Run = {
+                "events": events,
+                "elapsed_s": elapsed,
+                "events_per_s": events / elapsed,
+                "steady_events_per_s": rate_between(progress.samples, 0.1, 0.9) or float("nan"),
+                "write_s": write_s,
+                "mib_per_s": corpus_bytes(lines) / elapsed / 2**20,
+                "agent_cpu_s_per_m": per_million(agent_cpu.since(), events),
+                "collector_cpu_s_per_m": per_million(collector_cpu.since(), events),
+                "agent_peak_rss_mib": peak_rss_kib(agent_proc.pid) / 1024,
+                "collector_peak_rss_mib": peak_rss_kib(collector_proc.pid) / 1024,
+            }
+            run["pipeline_cpu_s_per_m"] = run["agent_cpu_s_per_m"] + run["collector_cpu_s_per_m"]
+        if export:
+            exported = _export(bench, prefix, index)
+    return rounded(run), exported
+
+
+def _export(bench: Bench, prefix: str, index: str) -> Exported:
+    query = {"query": {"bool": {"must_not": {"term": {"crm.object.id": WARMUP_OBJECT_ID}}}}}
+    docs = [
+        (str(hit["_index"]), str(hit["_id"]), hit["_source"])
+        for hit in scan(bench.os, index=index, query=query, size=2000, scroll="2m")
+    ]
+    indices = {name: index_definition(bench.os, name) for name in {doc[0] for doc in docs}}
+    return Exported(prefix, indices, docs)
+
+
+def measure(bench: Bench, lines: Sequence[bytes], chunk: int, runs: int, say: Say) -> list[Run]:
+    results = []
+    for number in range(1, runs + 1):
+        run, _ = run_once(bench, lines, chunk)
+        say(f"e2e run {number}/{runs}: {run['events_per_s']:,.0f} events/s")
+        results.append(run)
+    return results

@@ -1,0 +1,68 @@
+"""How big each scenario is: the full preset (`make bench`) and the quick one (--quick).
+
+The full preset is sized for <= 15 minutes on a 2-core machine. Extrapolated from quick
+runs on the 2-core reference machine (OpenSearch ~9k docs/s, end to end ~2-3k
+events/s, agent alone ~10k events/s at 100-500 B lines and ~1.6k events/s at 1 KiB):
+preparation ~0.5 min, ceiling ~1, end-to-end ~1.5, agent ~0.7, latency ~1.3, peer ~1,
+scaling ~3.5: about 10 minutes. The quick preset takes about 1.5 minutes and its
+numbers are dominated by start-up and by the 1 s polling: a check, not a measurement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Per-scenario sizes and the number of measured runs of each."""
+
+    runs: int
+    e2e_events: int  # end-to-end and peer (the same files), and the ceiling's documents
+    ceiling_probe_docs: int  # documents per grid point when searching the best bulk set-up
+    ceiling_bulk_sizes: tuple[int, ...]
+    ceiling_concurrency: tuple[int, ...]
+    agent_events: int
+    latency_rate: float  # events/s written
+    latency_duration_s: float
+    latency_probe_every: int  # every n-th line is a probe
+    scaling_events: int  # per case
+    scaling_files: tuple[int, ...] = (1, 10, 100)
+    scaling_line_bytes: tuple[int, ...] = (100, 1024)
+    write_chunk_lines: int = 1000  # lines per append(2) when writing a corpus
+
+    def with_runs(self, runs: int | None) -> Sizes:
+        return self if runs is None else replace(self, runs=runs)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in self.__dict__.items()
+        }
+
+
+FULL = Sizes(
+    runs=3,
+    e2e_events=60_000,
+    ceiling_probe_docs=20_000,
+    ceiling_bulk_sizes=(500, 2000, 5000),
+    ceiling_concurrency=(1, 2, 4),
+    agent_events=100_000,
+    latency_rate=1000.0,
+    latency_duration_s=20.0,
+    latency_probe_every=100,
+    scaling_events=20_000,
+)
+
+QUICK = Sizes(
+    runs=2,
+    e2e_events=3_000,
+    ceiling_probe_docs=1_000,
+    ceiling_bulk_sizes=(500, 2000),
+    ceiling_concurrency=(1, 2),
+    agent_events=5_000,
+    latency_rate=1000.0,
+    latency_duration_s=4.0,
+    latency_probe_every=100,
+    scaling_events=2_000,
+)
