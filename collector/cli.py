@@ -24,6 +24,7 @@ from typing import NoReturn
 
 from collector.config import CollectorConfig, load_config, with_opensearch_url
 from collector.errors import CollectorError, ConfigError
+from proto.sdnotify import Notifier
 
 PROG = "crm-audit-collector"
 SHUTDOWN_GRACE_S = 30.0
@@ -81,12 +82,19 @@ def _run(path: Path) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    notifier = Notifier.from_env(os.environ, os.getpid())
     server = CollectorServer(config)
     server.start()
+    notifier.ready(f"listening on {config.listen}")
+    # Feed the systemd watchdog only while the gRPC server still serves: if it died,
+    # systemd notices the silence and restarts the unit (Restart=on-failure).
+    tick = min(1.0, notifier.watchdog_interval_s or 1.0)
     try:
-        while not stop.wait(1.0):
-            pass
+        while not stop.wait(tick):
+            if server.serving():
+                notifier.watchdog()
     finally:
+        notifier.stopping()
         server.stop(SHUTDOWN_GRACE_S)
     return 0
 

@@ -460,6 +460,12 @@ class CollectorServer:
         )
         return port
 
+    def serving(self) -> bool:
+        """True while the gRPC server runs (what the systemd watchdog pings vouch for)."""
+        server = self._server
+        # wait_for_termination returns True when it timed out, i.e. still running.
+        return server is not None and bool(server.wait_for_termination(timeout=0))
+
     def stop(self, grace_s: float = 30.0) -> None:
         """Refuse new streams, let in-flight batches finish (up to `grace_s`), close."""
         server = self._server

@@ -82,3 +82,44 @@ def test_run_serves_and_stops_cleanly_on_signal(
     assert "collector stopped" in text
     assert "Traceback" not in text
     assert "PRIVATE KEY" not in text
+
+
+def test_run_notifies_systemd_ready_watchdog_and_stopping(
+    tmp_path: Path, pki: Pki, prefix: str, os_url: str
+) -> None:
+    """Under a Type=notify unit: READY=1 once serving, WATCHDOG=1 pings, STOPPING=1."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "cfg", pki, prefix=prefix, url=os_url, listen=f"127.0.0.1:{port}"
+    )
+    notify_path = tmp_path / "notify.sock"
+    messages: list[bytes] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(notify_path))
+        notify.settimeout(30)
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"}
+        env.pop("OPENSEARCH_URL", None)
+        log = tmp_path / "collector.log"
+        with log.open("wb") as err:
+            proc = subprocess.Popen([str(CLI), "run", "-c", str(config)], stderr=err, env=env)
+        try:
+            while not any(m.startswith(b"READY=1") for m in messages):
+                messages.append(notify.recv(4096))
+            # Readiness means serving: a real agent batch is acked right away.
+            cert, key = pki.agent("agent-1")
+            with channel(port, pki.layout.ca_cert, cert, key) as ch:
+                stub = audit_pb2_grpc.CollectorStub(ch)
+                [ack] = list(stub.Ship(iter([batch(1, "agent-1", range(2))]), timeout=60))
+            assert ack.status == audit_pb2.Ack.STATUS_OK
+            while b"WATCHDOG=1" not in messages:
+                messages.append(notify.recv(4096))
+            proc.send_signal(signal.SIGTERM)
+            while b"STOPPING=1" not in messages:
+                messages.append(notify.recv(4096))
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    ready = next(m for m in messages if m.startswith(b"READY=1"))
+    assert f"STATUS=listening on 127.0.0.1:{port}".encode() in ready
