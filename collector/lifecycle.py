@@ -235,7 +235,27 @@ class LifecycleInstaller:
         if response.status != 200:
             raise _fail(f"cannot install index template {name}", response)
         log.info("index template %s %s (pattern %s)", name, state, body["index_patterns"][0])
+        self._update_existing_indices(body["index_patterns"][0], body["template"]["mappings"])
         return state
+
+    def _update_existing_indices(self, pattern: str, mappings: Mapping[str, Any]) -> None:
+        """Give indices created under an older template the fields the new one adds.
+
+        A template only applies to indices created after it; without this, documents with
+        a new field would be refused by the strict mapping of the current month's index
+        (and dead-lettered) until the next index is created.
+        """
+        response = self.request(
+            "PUT",
+            f"/{pattern}/_mapping",
+            body=copy.deepcopy(dict(mappings)),
+            params={"expand_wildcards": "open,closed"},
+        )
+        if response.status == 404:  # no index of that pattern yet
+            return
+        if response.status != 200:
+            raise _fail(f"cannot bring existing indices {pattern} to the new mapping", response)
+        log.info("existing indices %s updated to the template's mapping", pattern)
 
     def _put_index(self, index: str, mapping: Mapping[str, Any]) -> str:
         """Create `index` with `mapping`, or add new fields to an existing one."""

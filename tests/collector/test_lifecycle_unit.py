@@ -49,6 +49,7 @@ class Cluster:
         self.templates: dict[str, dict[str, Any]] = {}
         self.policy = policy
         self.put_conflicts = 0
+        self.mapping_updates: list[str] = []
         self.http = FakeHttp(self.answer)
 
     def answer(self, method: str, path: str, body: Any, params: dict[str, str]) -> Response:
@@ -65,6 +66,9 @@ class Cluster:
                 )
             self.templates[name] = body
             return Response(200, {"acknowledged": True})
+        if method == "PUT" and path.endswith("*/_mapping"):
+            self.mapping_updates.append(path)
+            return Response(404, {})  # no index of the pattern yet
         if path == "/_plugins/_ism/policies/p-standard":
             if method == "GET":
                 return Response(200, self.policy) if self.policy else Response(404, {})
@@ -97,19 +101,21 @@ def test_fresh_cluster_with_ism_installs_everything() -> None:
     assert calls(cluster) == [
         ("GET", "/_index_template/p-events"),
         ("PUT", "/_index_template/p-events"),
+        ("PUT", "/p-events-*/_mapping"),  # indices from an older template get new fields
         ("GET", "/_index_template/p-deadletter"),
         ("PUT", "/_index_template/p-deadletter"),
+        ("PUT", "/p-deadletter*/_mapping"),
         ("GET", "/_cat/plugins"),
         ("GET", "/_plugins/_ism/policies/p-standard"),
         ("PUT", "/_plugins/_ism/policies/p-standard"),
         ("POST", "/_plugins/_ism/add/p-events-standard-*"),
     ]
-    put_policy = cluster.http.calls[6][2]
+    put_policy = cluster.http.calls[8][2]
     assert put_policy["policy"]["ism_template"] == [
         {"index_patterns": ["p-events-standard-*"], "priority": 100}
     ]
     assert put_policy["policy"]["states"] == POLICY["policy"]["states"]
-    assert cluster.http.calls[7][2] == {"policy_id": "p-standard"}
+    assert cluster.http.calls[9][2] == {"policy_id": "p-standard"}
 
 
 def test_second_install_changes_nothing() -> None:

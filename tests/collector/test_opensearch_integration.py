@@ -152,6 +152,22 @@ def test_install_is_idempotent(os_http: Requester, prefix: str) -> None:
     }
 
 
+def test_indices_from_an_older_template_get_the_new_fields(os_http: Requester, prefix: str) -> None:
+    """An upgrade adds fields: this month's existing index must accept them at once."""
+    old = f"{prefix}-events-standard-2026.11"
+    created = os_http(
+        "PUT",
+        f"/{old}",
+        body={"mappings": {"dynamic": "strict", "properties": {"message": {"type": "text"}}}},
+    )
+    assert created.status == 200, created.body
+    install(os_http, prefix)
+    properties = os_http("GET", f"/{old}/_mapping").body[old]["mappings"]["properties"]
+    assert properties["crm"]["properties"]["changes"]["type"] == "nested"
+    assert index_events(os_http, prefix, range(3)).indexed == 3  # not dead-lettered
+    assert os_http("GET", f"/{prefix}-deadletter/_count").status == 404
+
+
 @pytest.mark.skipif(ISM_AVAILABLE, reason="the test cluster has ISM")
 def test_without_ism_one_clear_warning(
     os_http: Requester, prefix: str, caplog: pytest.LogCaptureFixture
