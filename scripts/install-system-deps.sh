@@ -24,5 +24,16 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "crm-audit: installing system packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# The database packages would start their default servers (PostgreSQL on 5432, MariaDB
+# on 3306) from their maintainer scripts; the tests start their own on free loopback
+# ports, so tell invoke-rc.d not to start any service during this install.
+policy=/usr/sbin/policy-rc.d
+made_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy"
+  chmod 0755 "$policy"
+  made_policy=1
+fi
+trap '[ "$made_policy" -eq 1 ] && rm -f "$policy"' EXIT
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
