@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from collector.detect.rules import load_rules
+from collector.detect.settings import DetectionConfig
 from collector.errors import ConfigError
 from proto.yamlconfig import validate
 
@@ -260,6 +262,8 @@ class CollectorConfig(_Model):
     retention: RetentionConfig
     server: ServerConfig = ServerConfig()
     integrity: IntegrityConfig = IntegrityConfig()
+    # Optional: absent (or without `rules`) means no detection (collector.detect).
+    detection: DetectionConfig = DetectionConfig()
 
     @field_validator("listen")
     @classmethod
@@ -275,6 +279,9 @@ def load_config(path: Path) -> CollectorConfig:
     config, problems = validate(path, CollectorConfig)
     if config is None:
         raise ConfigError(problems)
+    if config.detection.rules is not None:
+        # The rules file reports its own problems (rules.yaml:LINE: rules.3.window: ...).
+        load_rules(config.detection.rules)
     return config
 
 

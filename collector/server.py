@@ -12,7 +12,9 @@ Identity: the agent id is the CN of the verified client certificate. A batch nam
 another agent is rejected (`STATUS_REJECTED`), and every event's ``agent.id`` comes from
 the certificate, never from the payload. So is a batch whose seal names another agent.
 Seal, chain and continuity checks, seals, alerts and chain heads: `collector.integrity`;
-signed checkpoints: `collector.checkpoints`. Handshake failures (no certificate, foreign
+signed checkpoints: `collector.checkpoints`. Detection (optional ``detection:`` section):
+inline rules run on each batch once indexed, windowed rules in a thread
+(`collector.detect.engine.Detection`). Handshake failures (no certificate, foreign
 CA, expired certificate) never reach this code: gRPC core refuses them during TLS.
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,6 +31,8 @@ import grpc
 
 from collector.checkpoints import CheckpointFile, CheckpointWriter, load_or_create_key
 from collector.config import CollectorConfig
+from collector.detect.engine import Detection
+from collector.detect.rules import load_rules
 from collector.documents import Granularity, index_name, to_document
 from collector.errors import (
     IndexingError,
@@ -108,9 +112,13 @@ class BatchProcessor:
         granularity: Granularity,
         clock_ns: Callable[[], int] = time.time_ns,
         gate: IntegrityGate | None = None,
+        detection: Callable[[Sequence[tuple[str, Mapping[str, Any]]]], object] | None = None,
     ) -> None:
         self.indexer = indexer
         self.gate = gate
+        # Inline detection rules over the batch's documents once they are indexed
+        # (collector.detect; never raises, so it cannot cost the batch its ack).
+        self.detection = detection
         self.readiness = readiness
         self.prefix = prefix
         self.retention_class = retention_class
@@ -180,6 +188,8 @@ class BatchProcessor:
                     last_doc=(requests[-1].index, requests[-1].doc_id) if requests else None,
                     now_unix_nano=received,
                 )
+            if self.detection is not None and requests:
+                self.detection([(r.doc_id, r.source) for r in requests])
         except LifecycleError as exc:
             log.warning(
                 "batch %d from %s not indexed: collector not ready: %s",
@@ -392,6 +402,16 @@ class CollectorServer:
                 interval_s=integ.checkpoint_interval_s,
                 clock_ns=clock_ns,
             )
+        self.detection: Detection | None = None
+        if config.detection.rules is not None:
+            self.detection = Detection(
+                load_rules(config.detection.rules),
+                config.detection,
+                request,
+                os_cfg.index_prefix,
+                prepare=self.readiness.ensure,
+                clock_ns=clock_ns,
+            )
         self.service = CollectorService(
             BatchProcessor(
                 indexer,
@@ -401,6 +421,7 @@ class CollectorServer:
                 granularity=config.retention.granularity,
                 clock_ns=clock_ns,
                 gate=self.gate,
+                detection=self.detection.on_indexed if self.detection else None,
             )
         )
         self._server: grpc.Server | None = None
@@ -449,6 +470,8 @@ class CollectorServer:
         server.start()
         if self.checkpoints is not None:
             self.checkpoints.start()
+        if self.detection is not None:
+            self.detection.start()
         self._server = server
         self.port = port
         log.info(
@@ -485,6 +508,8 @@ class CollectorServer:
             self._executor.shutdown(wait=False)
         if self.checkpoints is not None:
             self.checkpoints.stop()  # a last checkpoint with the final heads
+        if self.detection is not None:
+            self.detection.stop()  # pending notifications sent, leases released
         log.info("collector stopped")
 
 

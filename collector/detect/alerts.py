@@ -1,0 +1,214 @@
+"""Alerts: what a rule found, its deterministic id and its document in ``{prefix}-alerts``.
+
+The alerts index is shared with `collector.integrity` (chain gaps, forks, bad seals),
+whose documents carry ``@timestamp``, ``agent.id`` and ``alert.{kind, first_sequence,
+last_sequence, reason, batch_id, peer}``. Detection documents use the same shape and add
+(`ALERT_FIELDS`, added to the index mapping by `ensure_indices`):
+
+    alert.kind            "detection" (a rule fired) or "response" (an action taken)
+    alert.rule.{id, kind, description}
+    alert.severity        low | medium | high | critical
+    alert.key             the value(s) of the rule's key fields, "|"-joined
+    alert.key_fields      the key field names
+    alert.window.{start, end}   first and triggering event times (end = trigger)
+    alert.event_ids       ``_id`` of every event that triggered it (agent:sequence)
+    alert.event_count     how many events (event_ids is capped at 100)
+    alert.status          "open" when raised
+    alert.evidence        rule-specific details (stored, not indexed)
+    alert.response.*      for kind "response": action, target, outcome, attempts, ...
+
+``_id`` = ``{rule id}:{sha256(key)[:16]}:{trigger event id}``: evaluating the same data
+again (another collector, a restart, an overlapping window) gives the same id, and the
+``op_type=create`` write turns the repeat into a 409 instead of a second alert.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from collector.documents import Document, iso_nanos, parse_iso_nanos
+
+MAX_EVENT_IDS = 100
+
+_KW: dict[str, Any] = {"type": "keyword", "ignore_above": 1024}
+_DATE: dict[str, Any] = {"type": "date_nanos"}
+
+
+def _obj(**props: dict[str, Any]) -> dict[str, Any]:
+    return {"properties": props}
+
+
+#: Fields detection adds to the alerts mapping of `collector.integrity`.
+ALERT_FIELDS: dict[str, Any] = {
+    "properties": {
+        "alert": _obj(
+            rule=_obj(id=_KW, kind=_KW, description={"type": "text"}),
+            severity=_KW,
+            key=_KW,
+            key_fields=_KW,
+            window=_obj(start=_DATE, end=_DATE),
+            event_ids=_KW,
+            event_count={"type": "long"},
+            status=_KW,
+            evidence={"type": "object", "enabled": False},
+            source_alert=_KW,
+            response=_obj(
+                alert_id=_KW,
+                action=_KW,
+                target=_KW,
+                outcome=_KW,
+                attempts={"type": "long"},
+                status_code={"type": "long"},
+                detail={"type": "text"},
+            ),
+        )
+    }
+}
+
+LEASES_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "@timestamp": _DATE,
+        "lease": _obj(
+            name=_KW,
+            holder=_KW,
+            expires=_DATE,
+            evaluated_to=_DATE,
+        ),
+    },
+}
+
+
+def leases_index(prefix: str) -> str:
+    return f"{prefix}-leases"
+
+
+@dataclass(frozen=True)
+class Event:
+    """An indexed event as the rules see it: ``_id``, time in ns and the document."""
+
+    id: str
+    ts: int
+    doc: Mapping[str, Any]
+
+    @classmethod
+    def from_source(cls, doc_id: str, source: Mapping[str, Any]) -> Event:
+        return cls(doc_id, parse_iso_nanos(str(source["@timestamp"])), source)
+
+    def get(self, dotted: str) -> Any:
+        node: Any = self.doc
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    def text(self, dotted: str) -> str | None:
+        value = self.get(dotted)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        return None if value is None else str(value)
+
+
+def key_of(event: Event, fields: Sequence[str]) -> str | None:
+    """The rule key of `event` ("|"-joined), None when a key field is missing."""
+    parts = [event.text(name) for name in fields]
+    if any(p is None or p == "" for p in parts):
+        return None
+    return "|".join(str(p) for p in parts)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One incident found by a rule."""
+
+    rule_id: str
+    rule_kind: str
+    description: str
+    severity: str
+    key: str
+    key_fields: tuple[str, ...]
+    start: int
+    trigger: int
+    trigger_id: str
+    event_ids: tuple[str, ...]
+    reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    agent_id: str = ""
+
+    @property
+    def alert_id(self) -> str:
+        digest = hashlib.sha256(self.key.encode()).hexdigest()[:16]
+        return f"{self.rule_id}:{digest}:{self.trigger_id}"
+
+    def document(self, now_unix_nano: int) -> Document:
+        body: Document = {
+            "@timestamp": iso_nanos(now_unix_nano),
+            "alert": {
+                "kind": "detection",
+                "rule": {"id": self.rule_id, "kind": self.rule_kind},
+                "severity": self.severity,
+                "key": self.key,
+                "key_fields": list(self.key_fields),
+                "window": {"start": iso_nanos(self.start), "end": iso_nanos(self.trigger)},
+                "event_ids": list(self.event_ids[:MAX_EVENT_IDS]),
+                "event_count": len(self.event_ids),
+                "status": "open",
+                "reason": self.reason,
+                "evidence": copy.deepcopy(self.evidence),
+            },
+        }
+        if self.description:
+            body["alert"]["rule"]["description"] = self.description
+        if self.agent_id:
+            body["agent"] = {"id": self.agent_id}
+        return body
+
+    def to_json(self, now_unix_nano: int) -> dict[str, Any]:
+        """What notifiers and response hooks receive."""
+        return {"id": self.alert_id, **self.document(now_unix_nano)}
+
+
+def response_document(
+    alert_id: str,
+    rule_id: str,
+    *,
+    action: str,
+    target: str,
+    outcome: str,
+    attempts: int,
+    detail: str,
+    status_code: int | None,
+    now_unix_nano: int,
+) -> tuple[str, Document]:
+    """The audit record of one action taken for an alert, and its ``_id``."""
+    response: dict[str, Any] = {
+        "alert_id": alert_id,
+        "action": action,
+        "target": target,
+        "outcome": outcome,
+        "attempts": attempts,
+        "detail": detail[:2000],
+    }
+    if status_code is not None:
+        response["status_code"] = status_code
+    body: Document = {
+        "@timestamp": iso_nanos(now_unix_nano),
+        "alert": {
+            "kind": "response",
+            "rule": {"id": rule_id},
+            "reason": f"{action} {target}: {outcome}",
+            "response": response,
+        },
+    }
+    digest = hashlib.sha256(f"{action}\0{target}".encode()).hexdigest()[:12]
+    return f"response:{alert_id}:{digest}", body
+
+
+def mapping_for_alerts() -> dict[str, Any]:
+    """The additive ``PUT _mapping`` body for the alerts index."""
+    return copy.deepcopy(ALERT_FIELDS)

@@ -1,0 +1,140 @@
+"""Per-event rules, evaluated on each indexed batch. Pure: documents + small state in.
+
+Kinds: ``bulk_export`` (one export of at least `threshold` records), ``off_hours_login``
+(a successful login outside the business hours of the user's group), ``privilege_change``
+(role/permission grants, ``db.grant``, ``db.role_change``) and ``audit_tampering``
+(CRM audit settings turned off, or changed with ``mode: any``; every
+``db.audit_config_change``). Each matching event is a candidate alert keyed by the
+rule's key; `suppressed` (the caller's view of earlier alerts) drops those within the
+rule's suppression period of the last alert for the same key, and so does an earlier
+candidate of the same batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from collector.detect.alerts import Alert, Event, key_of
+from collector.detect.rules import Rule, RuleSet
+
+# Values that switch an audit setting off.
+DISABLING = frozenset({"disabled", "disable", "off", "false", "no", "none", "0", ""})
+
+#: (rule id, keys) -> {key: time (ns) of the last alert's trigger}
+LastAlerts = Callable[[str, Sequence[str]], Mapping[str, int]]
+
+
+def _changes(event: Event) -> list[Mapping[str, Any]]:
+    value = event.get("crm.changes")
+    return [c for c in value if isinstance(c, Mapping)] if isinstance(value, list) else []
+
+
+def allowed(rule: Rule, event: Event) -> bool:
+    return rule.allow.allows(event.text("user.name"), event.text("source.ip"))
+
+
+def _match(rules: RuleSet, rule: Rule, event: Event) -> tuple[str, dict[str, Any]] | None:
+    """(reason, evidence) when `event` matches `rule`, else None."""
+    action = event.text("event.action") or ""
+    if action not in rule.action_list or allowed(rule, event):
+        return None
+    user = event.text("user.name") or event.text("user.id") or "?"
+    if rule.kind == "bulk_export":
+        count = event.get("crm.record_count")
+        if not isinstance(count, int) or count < rule.limit:
+            return None
+        return (
+            f"{user} exported {count} records in one export (threshold {rule.limit:g})",
+            {"record_count": count, "object_id": event.text("crm.object.id")},
+        )
+    if rule.kind == "off_hours_login":
+        if event.text("event.outcome") != "success":
+            return None
+        roles = [str(r) for r in (event.get("user.roles") or [])]
+        calendar = rules.calendar_for(rule, roles)
+        if calendar is None or calendar.is_business_time(event.ts):
+            return None
+        return (
+            f"{user} logged in outside business hours ({calendar.timezone}, "
+            f"{','.join(calendar.days)} {calendar.start}-{calendar.end})",
+            {"source_ip": event.text("source.ip"), "roles": roles, "timezone": calendar.timezone},
+        )
+    if rule.kind == "privilege_change":
+        if event.text("event.outcome") == "failure":
+            return None
+        target = event.text("crm.object.name") or event.text("crm.object.id") or ""
+        changes = [dict(c) for c in _changes(event)]
+        if rule.privileged_roles and not action.startswith("db."):
+            granted = {
+                part.strip()
+                for c in changes
+                for part in str(c.get("new", "")).replace(";", ",").split(",")
+            }
+            if not granted & set(rule.privileged_roles):
+                return None
+        return (
+            f"{user}: {action}" + (f" on {target}" if target else ""),
+            {"action": action, "target": target, "changes": changes},
+        )
+    if rule.kind == "audit_tampering":
+        if action.startswith("db."):
+            return (
+                f"{user} changed the database audit configuration ({action})",
+                {"action": action, "message": event.text("message")},
+            )
+        prefixes = tuple(rule.field_list)
+        touched = [
+            dict(c)
+            for c in _changes(event)
+            if str(c.get("field", "")).startswith(prefixes)
+            and (rule.mode == "any" or str(c.get("new", "")).strip().lower() in DISABLING)
+        ]
+        if not touched:
+            return None
+        names = ", ".join(str(c.get("field")) for c in touched)
+        verb = "changed" if rule.mode == "any" else "disabled"
+        return f"{user} {verb} audit setting(s) {names}", {"changes": touched}
+    return None
+
+
+def evaluate(rules: RuleSet, events: Iterable[Event], last_alerts: LastAlerts) -> list[Alert]:
+    """Alerts of the inline rules for `events` (in time order), suppression applied."""
+    ordered = sorted(events, key=lambda e: (e.ts, e.id))
+    alerts: list[Alert] = []
+    for rule in rules.enabled():
+        if not rule.inline:
+            continue
+        found: list[tuple[str, Event, str, dict[str, Any]]] = []
+        for event in ordered:
+            hit = _match(rules, rule, event)
+            key = key_of(event, rule.key_fields)
+            if hit is not None and key is not None:
+                found.append((key, event, *hit))
+        if not found:
+            continue
+        last = dict(last_alerts(rule.id, sorted({k for k, *_ in found})))
+        for key, event, reason, evidence in found:
+            previous = last.get(key)
+            # Suppression 0: every event alerts (its own id keeps repeats out).
+            if previous is not None and event.ts < previous + rule.suppression_ns:
+                continue
+            last[key] = event.ts
+            alerts.append(
+                Alert(
+                    rule_id=rule.id,
+                    rule_kind=rule.kind,
+                    description=rule.description,
+                    severity=rule.severity,
+                    key=key,
+                    key_fields=tuple(rule.key_fields),
+                    start=event.ts,
+                    trigger=event.ts,
+                    trigger_id=event.id,
+                    event_ids=(event.id,),
+                    reason=reason,
+                    evidence=evidence,
+                    agent_id=event.text("agent.id") or "",
+                )
+            )
+    return alerts
