@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -193,6 +194,15 @@ class SourceConfig(_Model):
     close_rotated_after_s: float = Field(5.0, ge=0, le=3600)  # rotated/deleted: idle at EOF
     max_line_bytes: int = Field(1_048_576, ge=1024, le=16 * 1_048_576)
     multiline: MultilineConfig | None = None
+    # Directory of the config file (from the validation context), kept so that
+    # `parsed_options` resolves relative paths in options the same way validation did.
+    _config_dir: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _remember_config_dir(self, info: ValidationInfo) -> SourceConfig:
+        if info.context and "config_dir" in info.context:
+            self._config_dir = Path(info.context["config_dir"])
+        return self
 
     @field_validator("format")
     @classmethod
@@ -226,7 +236,9 @@ class SourceConfig(_Model):
         if fmt is None:
             return value
         try:
-            fmt.options_model.model_validate(value)
+            # The context carries `config_dir`: relative paths in options (e.g.
+            # privacy.pseudonymize.key_file) resolve against the config file's directory.
+            fmt.options_model.model_validate(value, context=info.context)
         except ValidationError as exc:
             # One message for the `options` key, each problem with its sub-key path.
             problems = []
@@ -239,7 +251,8 @@ class SourceConfig(_Model):
 
     def parsed_options(self) -> BaseModel:
         """The options as the format's validated model."""
-        return FORMATS[self.format].options_model.model_validate(self.options)
+        context = {"config_dir": self._config_dir} if self._config_dir is not None else None
+        return FORMATS[self.format].options_model.model_validate(self.options, context=context)
 
 
 class SpoolConfig(_Model):
@@ -257,6 +270,14 @@ class SpoolConfig(_Model):
         return self
 
 
+class IntegrityConfig(_Model):
+    """Tamper evidence (agent.integrity): the signing key and chain live in state_dir."""
+
+    # While nothing is sent, a signed heartbeat restating the chain head goes out this
+    # often, so the collector can tell a quiet agent from a silenced one.
+    heartbeat_interval_s: float = Field(60.0, gt=0, le=3600)
+
+
 class AgentConfig(_Model):
     """The whole agent config file."""
 
@@ -265,6 +286,7 @@ class AgentConfig(_Model):
     collector: CollectorConfig
     batch: BatchConfig = BatchConfig()
     spool: SpoolConfig = SpoolConfig()
+    integrity: IntegrityConfig = IntegrityConfig()
     sources: list[SourceConfig] = Field(min_length=1)
 
     @field_validator("state_dir")

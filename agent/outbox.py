@@ -6,6 +6,14 @@ while `max_in_flight` batches wait: memory holds at most 2 x max_in_flight batch
 plus the open one, whatever the backlog on disk. Corrupt records met in the spool
 become `agent.spool_loss` events, appended to the spool (and so numbered) like any
 other event.
+
+Integrity (issue 5): every batch is sealed (`seal`) once, right after it is built, so a
+batch the shipper sends again goes out byte for byte the same. A batch never spans a
+break in the hash chain (a record lost to spool corruption, or events spooled before
+the agent chained them): the collector then sees the break as a gap between two
+intact seals instead of one unverifiable batch. While idle, a signed heartbeat
+restating the head of the chain as submitted so far goes out every
+`heartbeat_interval_s`.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ class Outbox:
         wall_ns: Callable[[], int],
         monotonic: Callable[[], float],
         seal: Callable[[pb.Batch], None] | None = None,
+        heartbeat: Callable[[int | None, bytes], pb.Batch | None] | None = None,
+        heartbeat_interval_s: float = 60.0,
+        head: tuple[int | None, bytes] | None = None,
     ) -> None:
         self._agent_id = agent_id
         self._seal = seal  # issue 5: signs the batch right after it is built
@@ -50,6 +61,13 @@ class Outbox:
         self._wall_ns = wall_ns
         self._monotonic = monotonic
         self._positions: dict[str, FileOffset] = {}
+        # Heartbeats restate `_head`, the chain head of the last event submitted (or the
+        # head at start when nothing was unacked): never ahead of what the collector got.
+        self._heartbeat = heartbeat
+        self._heartbeat_interval_s = heartbeat_interval_s
+        self._head = head
+        self._open_tail: bytes | None = None  # chain hash of the open batch's last event
+        self._last_submit = monotonic()
 
     def run(self, drain: threading.Event) -> None:
         """Feed until `drain` is set and everything spooled so far was submitted."""
@@ -61,9 +79,13 @@ class Outbox:
                     self._spool.append([Entry(self._loss_event(loss)) for loss in losses])
                 for record in records:
                     event = pb.AuditEvent.FromString(record.event)
-                    if not self._batcher.fits(event) and not self._send():
+                    breaks_chain = self._open_tail is not None and (
+                        event.chain_prev != self._open_tail
+                    )
+                    if (breaks_chain or not self._batcher.fits(event)) and not self._send():
                         return
                     self._batcher.add(event, self._monotonic())
+                    self._open_tail = event.chain_hash
                     if record.file_key is not None and record.position is not None:
                         self._positions[record.file_key] = record.position
                     if self._batcher.full() and not self._send():
@@ -75,6 +97,8 @@ class Outbox:
                     continue
                 if draining:
                     self._send()
+                    return
+                if not self._beat(now):
                     return
                 deadline = self._batcher.deadline()
                 timeout = IDLE_WAIT_S if deadline is None else max(0.0, deadline - now)
@@ -88,9 +112,25 @@ class Outbox:
         event.observer.CopyFrom(self._observer)
         return event
 
+    def _beat(self, now: float) -> bool:
+        """Submit a heartbeat if idle for the interval; False when the shipper is aborted."""
+        if (
+            self._heartbeat is None
+            or self._head is None
+            or len(self._batcher)
+            or now - self._last_submit < self._heartbeat_interval_s
+        ):
+            return True
+        self._last_submit = now
+        batch = self._heartbeat(*self._head)
+        if batch is None:
+            return True
+        return self._submit(Outgoing(batch=batch))
+
     def _send(self) -> bool:
         """Submit the open batch (if any); False when the shipper has been aborted."""
         events = self._batcher.take()
+        self._open_tail = None
         if not events:
             return True
         positions, self._positions = self._positions, {}
@@ -98,4 +138,8 @@ class Outbox:
         batch = pb.Batch(agent_id=self._agent_id, events=events)
         if self._seal is not None:
             self._seal(batch)
+        last = events[-1]
+        if last.chain_hash:
+            self._head = (last.sequence, last.chain_hash)
+        self._last_submit = self._monotonic()
         return self._submit(Outgoing(batch=batch, positions=positions))

@@ -9,6 +9,9 @@ sets `multiline`). A record's resume position is its `end_offset`, never past wh
 framer holds. A held record is flushed after the source's multiline timeout of
 inactivity, when its file is truncated, closed or rotated away, and on shutdown.
 
+Resuming mid-file: a new framer for a file read from an offset > 0 that has a
+`prime(first_line)` method (HeaderCsvFramer: the CSV header) gets the file's first line.
+
 Back-pressure: while the spool is full, nothing is read (offsets stay put).
 """
 
@@ -67,8 +70,10 @@ class Pipeline:
         on_forgotten: Callable[[set[str]], None],
         wall_ns: Callable[[], int],
         monotonic: Callable[[], float],
+        on_round: Callable[[], None] | None = None,
     ) -> None:
         self._observer = observer
+        self._on_round = on_round or (lambda: None)  # liveness, for the watchdog
         self._tailer = tailer
         self._parsers = parsers
         self._spool = spool
@@ -83,6 +88,7 @@ class Pipeline:
         """Read until `stop` is set, then flush what framers hold into the spool."""
         try:
             while not stop.is_set():
+                self._on_round()
                 if self._spool_full():
                     stop.wait(PAUSED_WAIT_S)
                     continue
@@ -130,6 +136,7 @@ class Pipeline:
                 self._write_failing = True
                 if not retry or stop.wait(1.0):
                     return False
+                self._on_round()  # waiting for the disk is not a hang
                 continue
             if self._write_failing:
                 log.info("spool writable again")
@@ -151,6 +158,8 @@ class Pipeline:
             state = self._framing.get(item.file_key)
             if state is None:
                 framer = self._parsers[item.source].make_framer()
+                if item.offset > 0:
+                    self._prime(framer, item.file_key)
                 state = _FileFraming(framer, item.source, item.path, "", 0.0)
                 self._framing[item.file_key] = state
             state.path, state.fingerprint = item.path, item.fingerprint
@@ -168,6 +177,18 @@ class Pipeline:
         else:
             entries += self._flush(item.file_key)
             self._framing.pop(item.file_key, None)
+
+    def _prime(self, framer: Framer, key: str) -> None:
+        """A framer starting mid-file (resumed, or reopened) that needs the file's first
+        line — a CSV header — gets it through `prime(first_line)`."""
+        prime = getattr(framer, "prime", None)
+        if not callable(prime):
+            return
+        first = self._tailer.first_line(key)
+        if first is None:
+            log.warning("cannot read the first line of file %s to resume its framing", key)
+            return
+        prime(first)
 
     def _flush_idle(self, now: float) -> list[Entry]:
         entries: list[Entry] = []

@@ -9,6 +9,16 @@ it stays in the spool and is sent again, with the same sequences, at the next st
 
 Threads: read (pipeline), feed (outbox), ship (shipper; acks land here and advance
 the checkpoint, then let the spool delete fully acked segments).
+
+Tamper evidence (agent.integrity): the signing key is loaded (created on the first
+start) before anything else; the chain head comes from chain.json, fast-forwarded to
+the last event in the spool (chain.json is written after each spool commit, so a
+kill -9 between the two leaves the spool ahead). Each event is linked as the spool
+numbers it and each batch sealed as the outbox builds it; an idle outbox sends
+heartbeats.
+
+Health (`healthy`, for the systemd watchdog): every thread alive, and the read loop
+— the one that can hang on a stuck file system — has been round within the limit.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from agent.batch import Batcher
 from agent.checkpoint import Checkpoint, CheckpointStore, FileOffset
 from agent.config import AgentConfig, SourceConfig
 from agent.errors import AgentError
+from agent.integrity import PUBLIC_KEY_FILE, AgentKey, Chainer, heartbeat, seal
 from agent.outbox import Outbox
 from agent.parsers import get_framer, get_parser
 from agent.parsers.framing import Framer, StartPatternFramer
@@ -33,6 +44,7 @@ from agent.pipeline import Pipeline, SourceParser
 from agent.ship import Backoff, Outgoing, Shipper, open_channel
 from agent.spool import Spool
 from agent.tail import FileTailer, SourceSpec
+from proto import integrity
 from proto.v1 import audit_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -67,6 +79,8 @@ class Watermark:
                 self._forgotten[key] = upto
 
     def delivered(self, item: Outgoing) -> None:
+        if not item.batch.events:
+            return  # a heartbeat: nothing to acknowledge
         last = item.last_sequence
         with self._lock:
             self._files.update(item.positions)
@@ -83,6 +97,40 @@ class Watermark:
             log.error("cannot write checkpoint %s: %s", self._store.path, exc)
             return
         self._spool.ack(last)
+
+
+class ChainHooks:
+    """The spool's integrity hooks around a `Chainer` (all called under the spool lock,
+    so links, the undo of a failed append and the save never interleave)."""
+
+    def __init__(self, chainer: Chainer) -> None:
+        self.chainer = chainer
+        self._undo: tuple[int | None, bytes] | None = None
+
+    def link(self, event: pb.AuditEvent) -> None:
+        if self._undo is None:  # first event of this append
+            self._undo = self.chainer.snapshot()
+        self.chainer.link(event)
+
+    def committed(self) -> None:
+        self._undo = None
+        try:
+            self.chainer.save()
+        except OSError as exc:
+            # Not fatal: the spool holds the linked events and the next start recovers
+            # the head from them.
+            log.error("cannot write chain state %s: %s", self.chainer.path, exc)
+
+    def aborted(self) -> None:
+        if self._undo is not None:
+            self.chainer.rewind(self._undo)
+            self._undo = None
+
+
+def _sealable(batch: pb.Batch) -> bool:
+    # Events spooled by an agent version without the chain carry no chain hash: they go
+    # out unsealed (the outbox never mixes them with chained ones).
+    return bool(batch.events) and len(batch.events[0].chain_hash) == integrity.HASH_LEN
 
 
 def _framer_factory(source: SourceConfig) -> Callable[[], Framer]:
@@ -122,21 +170,74 @@ class Agent:
         )
         self._watch = watch
         self.store = CheckpointStore(config.state_dir)
+        self.chain: ChainHooks | None = None  # set by `run`, once the chain state is loaded
         self.spool = Spool(
             config.state_dir / SPOOL_DIR,
             max_bytes=config.spool.max_bytes,
             segment_bytes=config.spool.segment_bytes,
+            link=self._link,
+            committed=self._committed,
+            aborted=self._aborted,
         )
         self._crash: BaseException | None = None
         self._stop: threading.Event | None = None
+        self._threads: list[threading.Thread] = []
+        self._read_loop_at: float | None = None  # monotonic time of the read loop's last round
 
-    def run(self, stop: threading.Event) -> None:
-        """Run until `stop` is set; raise AgentError if a worker thread failed."""
+    # Spool hooks: the chain is loaded in `run`, after the spool object exists.
+    def _link(self, event: pb.AuditEvent) -> None:
+        if self.chain is None:
+            raise AgentError("internal error: spool append before the chain was loaded")
+        self.chain.link(event)
+
+    def _committed(self) -> None:
+        if self.chain is not None:
+            self.chain.committed()
+
+    def _aborted(self) -> None:
+        if self.chain is not None:
+            self.chain.aborted()
+
+    def healthy(self, stall_s: float) -> bool:
+        """True while every thread runs and the read loop went round within `stall_s`."""
+        if not self._threads or not all(t.is_alive() for t in self._threads):
+            return False
+        at = self._read_loop_at
+        return at is not None and self._clock.monotonic() - at <= stall_s
+
+    def _read_loop_round(self) -> None:
+        self._read_loop_at = self._clock.monotonic()
+
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        on_ready: Callable[[], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
+        tick_s: float = 1.0,
+    ) -> None:
+        """Run until `stop` is set; raise AgentError if a worker thread failed.
+
+        `on_ready` is called once the spool is recovered and every thread runs;
+        `on_tick` every `tick_s` from this (the main) thread until `stop`.
+        """
         self._stop = stop
         self.store.prepare()
+        key = AgentKey.load_or_create(self.config.state_dir)
+        log.info(
+            "signing key %s; public key %s (register it on the collector: crm-audit keys "
+            "register KEYS_DIR %s %s)",
+            key.key_id,
+            self.config.state_dir / PUBLIC_KEY_FILE,
+            self.config.agent_id,
+            self.config.state_dir / PUBLIC_KEY_FILE,
+        )
+        chainer = Chainer.load(self.config.state_dir, self.config.agent_id)
         acked = self.store.load()
         had_state = self.store.path.exists()
         recovery = self.spool.open(acked.next_sequence - 1)
+        self._recover_chain(chainer, recovery.last_event)
+        self.chain = ChainHooks(chainer)
         positions: Mapping[str, FileOffset] = {**acked.files, **recovery.positions}
         log.info(
             "agent %s starting: next sequence %d, %d spooled events to deliver, "
@@ -158,6 +259,18 @@ class Agent:
             monotonic=self._clock.monotonic,
         )
         batch = self.config.batch
+
+        def seal_batch(built: pb.Batch) -> None:
+            if _sealable(built):
+                seal(built, key, now_unix_nano=self._clock.wall_ns())
+
+        def make_heartbeat(sequence: int | None, head: bytes) -> pb.Batch | None:
+            if shipper.pending():
+                return None  # batches in flight say more than a heartbeat
+            return heartbeat(
+                key, self.config.agent_id, sequence, head, now_unix_nano=self._clock.wall_ns()
+            )
+
         outbox = Outbox(
             agent_id=self.config.agent_id,
             observer=self._observer,
@@ -167,6 +280,11 @@ class Agent:
             submit=shipper.submit,
             wall_ns=self._clock.wall_ns,
             monotonic=self._clock.monotonic,
+            seal=seal_batch,
+            heartbeat=make_heartbeat,
+            heartbeat_interval_s=self.config.integrity.heartbeat_interval_s,
+            # Nothing unacked: the chain head is what the collector last got.
+            head=chainer.snapshot() if recovery.unacked == 0 else None,
         )
         initial = not had_state and recovery.next_sequence == 1
         pipeline = self._pipeline(positions, initial, watermark)
@@ -175,10 +293,16 @@ class Agent:
         ship_thread = self._thread("ship", shipper.run)
         feed_thread = self._thread("feed", lambda: outbox.run(draining))
         read_thread = self._thread("read", lambda: pipeline.run(reading))
+        self._threads = [ship_thread, feed_thread, read_thread]
+        self._read_loop_round()
         ship_thread.start()
         feed_thread.start()
         read_thread.start()
-        stop.wait()
+        if on_ready is not None:
+            on_ready()
+        while not stop.wait(tick_s):
+            if on_tick is not None:
+                on_tick()
         log.info("stopping: %d batches awaiting acknowledgement", shipper.pending())
         reading.set()
         deadline = self._clock.monotonic() + self._grace_s
@@ -201,6 +325,29 @@ class Agent:
         self.spool.close()
         if self._crash is not None:
             raise AgentError(f"internal error: {self._crash!r}") from self._crash
+
+    @staticmethod
+    def _recover_chain(chainer: Chainer, last_spooled: bytes | None) -> None:
+        """Fast-forward the chain to the spool's last event if chain.json is behind it."""
+        if last_spooled is None:
+            return
+        last = pb.AuditEvent.FromString(last_spooled)
+        if chainer.head_sequence is not None and last.sequence <= chainer.head_sequence:
+            return
+        if len(last.chain_hash) != integrity.HASH_LEN:
+            log.warning(
+                "the spool holds events up to sequence %d written before the hash chain; "
+                "they are sent unsealed and the chain starts with the next event",
+                last.sequence,
+            )
+            return
+        log.info(
+            "chain state recovered from the spool: head at sequence %d (chain.json had %s)",
+            last.sequence,
+            chainer.head_sequence,
+        )
+        chainer.recover(last)
+        chainer.save()
 
     def _pipeline(
         self, positions: Mapping[str, FileOffset], initial: bool, watermark: Watermark
@@ -241,6 +388,7 @@ class Agent:
             on_forgotten=watermark.forget,
             wall_ns=self._clock.wall_ns,
             monotonic=self._clock.monotonic,
+            on_round=self._read_loop_round,
         )
 
     def _thread(self, name: str, target: Callable[[], None]) -> threading.Thread:

@@ -213,12 +213,16 @@ class Spool:
         segment_bytes: int,
         link: Callable[[pb.AuditEvent], None] | None = None,
         committed: Callable[[], None] | None = None,
+        aborted: Callable[[], None] | None = None,
     ) -> None:
         self.directory = directory
         # Hooks for the hash chain (issue 5): `link` sees each event right after it got
-        # its sequence (in order, under the spool lock); `committed` runs after the fsync.
+        # its sequence (in order, under the spool lock); `committed` runs after the fsync;
+        # `aborted` when an append that may have linked events keeps nothing (its
+        # sequences will be reused, so the links must be undone). All under the lock.
         self._link = link
         self._committed = committed
+        self._aborted = aborted
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self._cond = threading.Condition()
@@ -313,15 +317,15 @@ class Spool:
             active = self._segments[-1]
             first = self._next_sequence
             buffer = bytearray()
-            for offset, entry in enumerate(entries):
-                sequence = first + offset
-                # integrity hook (issue 5): the one place an event gets its sequence,
-                # in sequence order, right before it is made durable.
-                entry.event.sequence = sequence
-                if self._link is not None:
-                    self._link(entry.event)
-                buffer += self._encode(sequence, entry)
             try:
+                for offset, entry in enumerate(entries):
+                    sequence = first + offset
+                    # integrity hook (issue 5): the one place an event gets its sequence,
+                    # in sequence order, right before it is made durable.
+                    entry.event.sequence = sequence
+                    if self._link is not None:
+                        self._link(entry.event)
+                    buffer += self._encode(sequence, entry)
                 view = memoryview(buffer)
                 while view:
                     view = view[os.write(self._fd, view) :]
@@ -329,7 +333,13 @@ class Spool:
             except OSError as exc:
                 with contextlib.suppress(OSError):  # else the next start removes the torn tail
                     os.ftruncate(self._fd, active.size)
+                if self._aborted is not None:
+                    self._aborted()
                 raise SpoolWriteError(f"cannot write spool {active.path}: {exc}") from None
+            except BaseException:
+                if self._aborted is not None:
+                    self._aborted()
+                raise
             active.size += len(buffer)
             self._next_sequence = first + len(entries)
             if self._committed is not None:

@@ -84,6 +84,10 @@ class Tailer(Protocol):
     def forgotten(self) -> set[str]:
         """File keys dropped since the last call (their checkpoint entries can go)."""
 
+    def first_line(self, key: str) -> bytes | None:
+        """The first line of the open file `key`, None if unknown or not available
+        (a framer resuming mid-file needs it, e.g. a CSV header)."""
+
     def close(self) -> None:
         """Close every file handle and stop watching."""
 

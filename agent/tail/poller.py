@@ -76,6 +76,11 @@ class FileTailer:
         out, self._forgotten = self._forgotten, set()
         return out
 
+    def first_line(self, key: str) -> bytes | None:
+        """The first line of the open file `key` (for framers resuming mid-file)."""
+        reader = self._readers.get(key)
+        return reader.first_line() if reader is not None else None
+
     def open_files(self) -> int:
         return sum(1 for r in self._readers.values() if r.is_open)
 

@@ -89,6 +89,18 @@ class FileReader:
         self._fd = fd
         return True
 
+    def first_line(self) -> bytes | None:
+        """The file's first line (newline stripped) read through the handle, or None when
+        the file is closed, unreadable or has no complete first line within the limit."""
+        if self._fd is None:
+            return None
+        try:
+            head = os.pread(self._fd, self.max_line_bytes + 1, 0)
+        except OSError:
+            return None
+        end = head.find(b"\n")
+        return head[:end] if end >= 0 else None
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

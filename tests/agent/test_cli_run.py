@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -11,6 +13,8 @@ import time
 from pathlib import Path
 
 from agent.checkpoint import CheckpointStore
+from agent.integrity import PUBLIC_KEY_FILE
+from proto import integrity
 from tests.agent.certs import make_pki
 from tests.agent.fake_collector import FakeCollector, Server
 
@@ -69,8 +73,22 @@ def test_run_ships_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert "Traceback" not in stderr
     assert all(" INFO " in line or " WARNING " in line for line in stderr.splitlines()), stderr
     assert store.load().next_sequence == 27
-    last = collector.received[-1].events[-1]
+    batches = [b for b in collector.received if b.events]
+    last = batches[-1].events[-1]
     assert list(last.flags) == ["parse_error"] and last.original == "not json"
+    # Every batch is sealed with the key the agent created, and the chain runs on from
+    # batch to batch, starting at the agent's genesis.
+    keys = {
+        integrity.key_id(k): k
+        for k in integrity.load_public_keys((tmp_path / "state" / PUBLIC_KEY_FILE).read_bytes())
+    }
+    head = integrity.genesis("crm-host-1")
+    for batch in batches:
+        verdict = integrity.verify_batch(batch, "crm-host-1", keys)
+        assert verdict.authentic, verdict.findings
+        assert batch.seal.prev_chain_head == head
+        head = batch.seal.chain_head
+    assert f"public key {tmp_path / 'state' / PUBLIC_KEY_FILE}" in stderr
 
 
 def test_run_without_collector_logs_reason_and_exits_on_sigterm(tmp_path: Path) -> None:
@@ -109,3 +127,34 @@ def test_run_without_collector_logs_reason_and_exits_on_sigterm(tmp_path: Path) 
     assert reasons and "CERTIFICATE_VERIFY_FAILED" in reasons[0], stderr
     assert "ssl_transport_security" not in stderr  # grpc's own log lines are silenced
     assert not (tmp_path / "state" / "checkpoint.json").exists()
+
+
+def test_run_notifies_systemd_ready_watchdog_and_stopping(tmp_path: Path) -> None:
+    """Type=notify: READY=1 once running, WATCHDOG=1 while healthy, STOPPING=1 on SIGTERM."""
+    pki = make_pki(tmp_path / "pki")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "app.jsonl").write_text('{"event": "login"}\n')
+    sock_path = tmp_path / "notify.sock"
+    with (
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify,
+        Server(FakeCollector(), pki) as server,
+    ):
+        notify.bind(str(sock_path))
+        notify.settimeout(30)
+        cfg = write_config(tmp_path, server.port, "pki")
+        env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
+        process = subprocess.Popen(
+            [str(CLI), "run", "-c", str(cfg)], stderr=subprocess.PIPE, text=True, env=env
+        )
+        try:
+            messages = [notify.recv(4096).decode()]
+            assert messages[0].startswith("READY=1\n"), messages
+            while messages.count("WATCHDOG=1") < 3:
+                messages.append(notify.recv(4096).decode())
+            process.send_signal(signal.SIGTERM)
+            while "STOPPING=1" not in messages:
+                messages.append(notify.recv(4096).decode())
+        finally:
+            code, stderr = stop(process)
+    assert code == 0, stderr
+    assert set(messages) <= {messages[0], "WATCHDOG=1", "STOPPING=1"}, messages

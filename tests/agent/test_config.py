@@ -139,3 +139,67 @@ def test_multiline_and_spool_settings_are_validated(tmp_path: Path) -> None:
         MultilineConfig(start_pattern="(unclosed")
     with pytest.raises(ValidationError, match="at most half of max_bytes"):
         SpoolConfig(max_bytes=65_536, segment_bytes=65_536)
+
+
+def test_relative_paths_in_format_options_resolve_against_the_config_dir(
+    tmp_path: Path,
+) -> None:
+    from agent.parsers.options import FormatOptions
+
+    make_pki(tmp_path / "pki")
+    (tmp_path / "pseudonym.key").write_bytes(b"k" * 32)
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(
+        """agent_id: crm-host-1
+state_dir: state
+collector:
+  endpoint: "127.0.0.1:4317"
+  tls: {ca: pki/ca.crt, cert: pki/agents/crm-host-1.crt, key: pki/agents/crm-host-1.key}
+sources:
+  - name: crm_app
+    format: jsonlines
+    paths: ["logs/*.jsonl"]
+    options:
+      privacy:
+        pseudonymize: {fields: [user.name], key_file: pseudonym.key}
+""",
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(elsewhere)  # the working directory must not matter
+        config = load_config(cfg)
+        options = config.sources[0].parsed_options()
+    assert isinstance(options, FormatOptions)
+    assert options.privacy is not None and options.privacy.pseudonymize is not None
+    assert options.privacy.pseudonymize.key_file == tmp_path / "pseudonym.key"
+    assert config.integrity.heartbeat_interval_s == 60
+
+
+def test_missing_relative_key_file_is_reported_against_the_config_dir(tmp_path: Path) -> None:
+    make_pki(tmp_path / "pki")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(
+        """agent_id: crm-host-1
+state_dir: state
+collector:
+  endpoint: "127.0.0.1:4317"
+  tls: {ca: pki/ca.crt, cert: pki/agents/crm-host-1.crt, key: pki/agents/crm-host-1.key}
+integrity: {heartbeat_interval_s: 0}
+sources:
+  - name: crm_app
+    format: jsonlines
+    paths: ["logs/*.jsonl"]
+    options: {privacy: {pseudonymize: {fields: [user.name], key_file: nope.key}}}
+""",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    problems = info.value.problems
+    assert any(
+        p.startswith(f"{cfg}:11: sources.0.options: ") and f"{tmp_path}/nope.key" in p
+        for p in problems
+    ), problems
+    assert f"{cfg}:6: integrity.heartbeat_interval_s: Input should be greater than 0" in problems

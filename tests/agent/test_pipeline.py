@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from pathlib import Path
 
 from agent.batch import Batcher
@@ -14,9 +15,10 @@ from agent.parsers.framing import StartPatternFramer
 from agent.pipeline import Pipeline, SourceParser
 from agent.ship import Outgoing
 from agent.spool import HEADER_SIZE, Entry, Spool
-from agent.tail import Closed, Line, TailItem, Truncated
+from agent.tail import Closed, FileTailer, Line, SourceSpec, TailItem, Truncated
 from proto.v1 import audit_pb2 as pb
 
+SAMPLES = Path(__file__).parent / "parsers" / "samples"
 OBSERVER = pb.Observer(agent_id="a1", hostname="h", agent_version="t")
 
 
@@ -37,6 +39,7 @@ class ScriptedTailer:
         self.reads = 0
         self.stop_after = stop_after
         self.closed = False
+        self.first_lines: dict[str, bytes] = {}
 
     def read(self, max_items: int) -> list[TailItem]:
         self.reads += 1
@@ -52,6 +55,9 @@ class ScriptedTailer:
 
     def forgotten(self) -> set[str]:
         return set()
+
+    def first_line(self, key: str) -> bytes | None:
+        return self.first_lines.get(key)
 
     def close(self) -> None:
         self.closed = True
@@ -212,4 +218,83 @@ def test_outbox_batches_from_the_spool_and_reports_corruption(tmp_path: Path) ->
     assert loss.attributes["loss.last_sequence"] == "2"
     assert all(item.batch.agent_id == "a1" for item in sent)
     assert sent[0].positions == {"1:2": FileOffset("/log/a", 40, "")}
+    spool.close()
+
+
+class _OnePass:
+    """A real FileTailer whose first `wait` ends the pipeline run."""
+
+    def __init__(self, tailer: FileTailer) -> None:
+        self.tailer = tailer
+
+    def read(self, max_items: int) -> list[TailItem]:
+        return self.tailer.read(max_items)
+
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        stop.set()
+
+    def busy(self) -> bool:
+        return self.tailer.busy()
+
+    def forgotten(self) -> set[str]:
+        return self.tailer.forgotten()
+
+    def first_line(self, key: str) -> bytes | None:
+        return self.tailer.first_line(key)
+
+    def close(self) -> None:
+        self.tailer.close()
+
+
+def _read_elf(spool: Spool, glob: str, start: dict[str, FileOffset]) -> None:
+    tailer = FileTailer(
+        [SourceSpec("sf", (glob,), poll_interval_s=0.01)], start, time.monotonic, watch=False
+    )
+    Pipeline(
+        observer=OBSERVER,
+        tailer=_OnePass(tailer),
+        parsers={
+            "sf": SourceParser(
+                "salesforce_elf",
+                get_parser("salesforce_elf", {}),
+                lambda: get_framer("salesforce_elf"),
+            )
+        },
+        spool=spool,
+        on_forgotten=lambda _keys: None,
+        wall_ns=lambda: 1,
+        monotonic=time.monotonic,
+    ).run(threading.Event())
+
+
+def test_csv_header_is_primed_when_resuming_mid_file(tmp_path: Path) -> None:
+    """Salesforce ELF after a restart mid-file: the framer gets the file's header line."""
+    sample = SAMPLES / "salesforce_elf" / "salesforce-elf-login.csv"
+    header, row = sample.read_bytes().splitlines()[:2]
+    rows = [row.replace(b"4u6Ly", f"r{n}-".encode()) for n in range(3)]
+    log_file = tmp_path / "logs" / "elf.csv"
+    log_file.parent.mkdir()
+    log_file.write_bytes(header + b"\n" + rows[0] + b"\n")
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20, segment_bytes=1 << 16)
+    spool.open(0)
+    _read_elf(spool, str(tmp_path / "logs" / "*.csv"), {})
+    ((first, position),) = spooled(spool)
+    assert "parse_error" not in first.flags
+    assert position is not None and position.offset == log_file.stat().st_size
+    reader = spool.reader(1)
+    key = reader.read(1)[0][0].file_key
+    reader.close()
+    assert key is not None
+
+    # "Restart": new tailer and pipeline resuming at the checkpointed offset.
+    with log_file.open("ab") as handle:
+        handle.write(b"\n".join(rows[1:]) + b"\n")
+    _read_elf(spool, str(tmp_path / "logs" / "*.csv"), {key: position})
+    events = [event for event, _ in spooled(spool)]
+    assert len(events) == len(rows)
+    resumed = events[1:]
+    assert [e.flags for e in resumed if "parse_error" in e.flags] == []
+    assert all(e.log.offset >= position.offset for e in resumed)
+    assert resumed[0].original == rows[1].decode()
+    assert resumed[0].user.name and resumed[0].action
     spool.close()

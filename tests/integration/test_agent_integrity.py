@@ -1,0 +1,257 @@
+"""Tamper evidence through the real agent: agent and collector processes, real mTLS
+certificates, the real OpenSearch of the session, `crm-audit keys register` and
+`crm-audit verify` as an operator runs them.
+
+The agent's key is created by `crm-audit-agent key` and registered; the collector
+requires seals. Sample lines are shipped, the agent is killed with SIGKILL mid-way and
+restarted (its chain must continue from the spool: the collector alerts on gaps and
+forks), heartbeats go out while it idles. The trail then verifies VALID end to end
+with no integrity alert, and an event altered through the OpenSearch API is named.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opensearchpy import OpenSearch
+
+from collector.admin.pki import init_ca, issue_agent
+from collector.admin.sample import generate, write_jsonl
+from collector.checkpoints import read_checkpoints
+from tests.helpers import free_port
+from tests.processes import BIN, ManagedProcess, wait_for
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+AGENT_ID = "crm-sealed-1"
+FIRST, SECOND = 400, 150
+START = datetime(2026, 11, 4, 9, 0, tzinfo=UTC)
+
+
+@dataclass
+class Env:
+    root: Path
+    keys: Path
+    checkpoints: Path
+    prefix: str
+    url: str
+    client: OpenSearch
+    collector: ManagedProcess
+    agent_yaml: Path
+    log_file: Path
+
+    def refresh(self) -> None:
+        self.client.indices.refresh(index=f"{self.prefix}-*", ignore_unavailable=True)
+
+    def count(self, index: str, query: dict[str, Any] | None = None) -> int:
+        self.refresh()
+        body = {"query": query or {"term": {"agent.id": AGENT_ID}}}
+        result = self.client.count(index=index, body=body, params={"ignore_unavailable": "true"})
+        return int(result["count"])
+
+    def events(self) -> int:
+        return self.count(f"{self.prefix}-events-*")
+
+    def start_agent(self, name: str) -> ManagedProcess:
+        return ManagedProcess(
+            ["crm-audit-agent", "run", "-c", str(self.agent_yaml)], self.root / f"{name}.log"
+        )
+
+
+@pytest.fixture(scope="module")
+def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    root = tmp_path_factory.mktemp("agent-integrity")
+    pki = root / "pki"
+    init_ca(pki)
+    issued = issue_agent(pki, AGENT_ID)
+    keys, checkpoints, logs = root / "keys", root / "checkpoints", root / "logs"
+    keys.mkdir()
+    logs.mkdir()
+    prefix = f"sealed-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    collector_yaml = root / "collector.yaml"
+    collector_yaml.write_text(
+        f"""listen: "127.0.0.1:{port}"
+tls: {{ca: {pki}/ca.crt, cert: {pki}/collector.crt, key: {pki}/collector.key}}
+opensearch: {{url: "{opensearch_url}", index_prefix: "{prefix}"}}
+retention:
+  default_class: standard
+  classes:
+    standard: {{policy: {REPO}/config/opensearch/ism-standard.json}}
+integrity:
+  keys_dir: keys
+  require_seal: true
+  checkpoint_dir: checkpoints
+  checkpoint_interval_s: 1
+""",
+        encoding="utf-8",
+    )
+    agent_yaml = root / "agent.yaml"
+    agent_yaml.write_text(
+        f"""agent_id: {AGENT_ID}
+state_dir: state
+collector:
+  endpoint: "127.0.0.1:{port}"
+  server_name: localhost
+  tls: {{ca: {pki}/ca.crt, cert: {issued.cert}, key: {issued.key}}}
+  retry: {{initial_s: 0.2, max_s: 1.0}}
+  max_in_flight: 2
+batch: {{max_events: 10, max_wait_s: 0.2}}
+integrity: {{heartbeat_interval_s: 0.5}}
+sources:
+  - {{name: crm_app, format: jsonlines, paths: ["logs/*.jsonl"], poll_interval_s: 0.1}}
+""",
+        encoding="utf-8",
+    )
+    collector = ManagedProcess(
+        ["crm-audit-collector", "run", "-c", str(collector_yaml)], root / "collector.log"
+    )
+    client = OpenSearch(hosts=[opensearch_url], timeout=30)
+    env = Env(
+        root,
+        keys,
+        checkpoints,
+        prefix,
+        opensearch_url,
+        client,
+        collector,
+        agent_yaml,
+        logs / "crm-audit.jsonl",
+    )
+    try:
+        wait_for(
+            lambda: "collector listening" in collector.log(), "collector start", watch=[collector]
+        )
+        yield env
+    finally:
+        collector.stop()
+        client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
+        for template in (f"{prefix}-events", f"{prefix}-deadletter"):
+            client.transport.perform_request(
+                "DELETE", f"/_index_template/{template}", params={"ignore": 404}
+            )
+        client.close()
+
+
+def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / argv[0]), *argv[1:]], capture_output=True, text=True, check=False, timeout=300
+    )
+
+
+def verify(env: Env) -> tuple[int, dict[str, Any]]:
+    env.refresh()
+    done = run_cli(
+        "crm-audit",
+        "verify",
+        "--opensearch",
+        env.url,
+        "--prefix",
+        env.prefix,
+        "--keys",
+        str(env.keys),
+        "--checkpoints",
+        str(env.checkpoints),
+        "--agent",
+        AGENT_ID,
+        "--format",
+        "json",
+    )
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def ranges(report: dict[str, Any]) -> list[tuple[str, int, int]]:
+    return [(r["kind"], r["first"], r["last"]) for r in report["agents"][AGENT_ID]["ranges"]]
+
+
+def test_agent_trail_survives_kill9_and_verifies(env: Env) -> None:
+    # The operator creates the agent's key and registers it on the collector side.
+    made = run_cli("crm-audit-agent", "key", "-c", str(env.agent_yaml))
+    assert made.returncode == 0, made.stderr
+    public = Path(re.search(r"^public key: (.+)$", made.stdout, re.M).group(1))  # type: ignore[union-attr]
+    key_id = re.search(r"^key id: ([0-9a-f]{64})$", made.stdout, re.M).group(1)  # type: ignore[union-attr]
+    assert public.is_file()
+    registered = run_cli("crm-audit", "keys", "register", str(env.keys), AGENT_ID, str(public))
+    assert registered.returncode == 0, registered.stderr
+    assert key_id in registered.stdout
+
+    write_jsonl(env.log_file, generate(count=FIRST, seed=11, start=START))
+    agent = env.start_agent("agent-1")
+    try:
+        wait_for(
+            lambda: env.events() >= FIRST // 4,
+            "the first events indexed",
+            timeout=120,
+            watch=[agent, env.collector],
+        )
+        assert public.as_posix() in agent.log()  # the public key path is logged at start
+    finally:
+        agent.process.kill()  # SIGKILL: no drain, chain.json possibly behind the spool
+        agent.stop()
+    killed_at = env.events()
+    # The kill may land between the spool's fsync and the chain.json write after it:
+    # make that case certain, the chain head must then come from the spool.
+    chain_json = env.agent_yaml.parent / "state" / "chain.json"
+    assert json.loads(chain_json.read_text())["head_sequence"] == FIRST
+    chain_json.unlink()
+
+    write_jsonl(
+        env.log_file, generate(count=SECOND, seed=12, start=START.replace(hour=11)), append=True
+    )
+    total = FIRST + SECOND
+    agent = env.start_agent("agent-2")
+    try:
+        wait_for(lambda: env.events() >= total, f"{total} events", timeout=180, watch=[agent])
+
+        def checkpointed() -> bool:
+            head = read_checkpoints(env.checkpoints).heads.get(AGENT_ID)
+            return head is not None and head[0] == total
+
+        wait_for(checkpointed, f"a collector checkpoint at {total}", watch=[env.collector])
+        # Idle now: heartbeats go out (every 0.5 s) and must not raise alerts either.
+        wait_for(
+            lambda: (
+                env.count(f"{env.prefix}-chainheads", {"exists": {"field": "chain.heartbeat"}}) >= 1
+            ),
+            "a heartbeat recorded with the chain head",
+            timeout=30,
+            watch=[agent],
+        )
+    finally:
+        code = agent.stop()
+    assert code == 0, agent.log()[-3000:]
+    assert killed_at < total, "the kill must happen before everything was shipped"
+    assert env.events() == total
+
+    code, report = verify(env)
+    assert code == 0, report
+    assert ranges(report) == [("VALID", 1, total)]
+    assert env.count(f"{env.prefix}-alerts") == 0
+    assert f"chain state recovered from the spool: head at sequence {FIRST}" in agent.log()
+
+    # Tampering through the OpenSearch API is named.
+    env.refresh()
+    hits = env.client.search(
+        index=f"{env.prefix}-events-*",
+        body={"query": {"term": {"_id": f"{AGENT_ID}:{FIRST - 7}"}}},
+    )["hits"]["hits"]
+    assert len(hits) == 1
+    env.client.update(
+        index=hits[0]["_index"], id=hits[0]["_id"], body={"doc": {"user": {"name": "mallory"}}}
+    )
+    code, report = verify(env)
+    assert code == 1
+    altered = [r for r in report["agents"][AGENT_ID]["ranges"] if r["kind"] == "ALTERED"]
+    assert [(r["first"], r["last"]) for r in altered] == [(FIRST - 7, FIRST - 7)]
+    assert "user.name" in altered[0]["detail"]
