@@ -23,6 +23,10 @@ compared with what is stored. Every sequence ends up in exactly one kind of rang
     INSERTED        a document that no valid seal covers, or a second document for a
                     sequence that is already accounted for
     REORDERED       the signed content is intact but sits under another sequence / _id
+    CHAIN_BREAK     the seal (or heartbeat seal) does not continue the chain where the
+                    seal before it by sequence ended: its ``prev_chain_head`` (a
+                    heartbeat: its restated head) is not the chain head at the sequence
+                    before its first one (see "Seal links" below)
     TAIL_TRUNCATED  a signed checkpoint (or the chain head record) attests sequences
                     beyond the last one found, and no seal of them is left
     GAP_AT_SOURCE   the agent itself recorded a loss (event flagged gap_at_source)
@@ -32,6 +36,27 @@ compared with what is stored. Every sequence ends up in exactly one kind of rang
                     whose searchable fields differ from its signed bytes
     UNVERIFIABLE    an event directly after a missing one (its predecessor's hash is
                     gone, so its own bytes cannot be checked)
+
+**Seal links.** Consecutive seals by sequence must link: a seal of events whose first
+sequence directly follows the last sequence covered so far must carry that position's
+chain head as ``prev_chain_head`` (the chain over its own events then starts there; a
+stored event keeps no ``chain_prev``, the collector and this walk chain each seal's
+first event from the seal's ``prev_chain_head``). A heartbeat seal restating the head at
+sequence s must restate the chain head at s. No restart point is legitimate: an agent
+that lost its chain state and started again from its genesis value (or any other head)
+breaks the proof that nothing was dropped or replaced between the two chains, and the
+first seal after the break is reported ``CHAIN_BREAK`` over its whole range — the same
+range as the collector's ``fork`` alert at ingest — even though its events are signed and
+chained among themselves; every later seal that links to it is VALID again. A heartbeat
+that does not link is ``CHAIN_BREAK`` at its one sequence. Not compared: heartbeats at
+the genesis head before any event (sequence 0), heartbeats beyond the last covered
+sequence (those attest a tail, see TAIL_TRUNCATED / MISSING), positions whose chain
+hash is not known (an absent or altered event there is reported as such already), and
+the link into the first seal of a ``--from`` window. Seals that overlap what is covered
+(a batch re-sealed on resend: same range and heads, or a re-cut range) are compared with
+what they overlap: agreeing is not a finding, disagreeing is ALTERED. An agent whose
+state directory was deleted starts again at sequence 1: its seals overlap older ones and
+fall under that overlap comparison, not under CHAIN_BREAK.
 
 Exit code (see `collector.admin.cli`): 0 only when every range is VALID.
 """
@@ -67,6 +92,7 @@ EXPIRED = "EXPIRED"
 ALTERED = "ALTERED"
 INSERTED = "INSERTED"
 REORDERED = "REORDERED"
+CHAIN_BREAK = "CHAIN_BREAK"
 TAIL_TRUNCATED = "TAIL_TRUNCATED"
 GAP_AT_SOURCE = "GAP_AT_SOURCE"
 SEAL_MISSING = "SEAL_MISSING"
@@ -79,6 +105,7 @@ _SEVERITY = [
     EXPIRED,
     ALTERED,
     REORDERED,
+    CHAIN_BREAK,
     SEAL_MISSING,
     UNVERIFIABLE,
     GAP_AT_SOURCE,
@@ -451,6 +478,10 @@ class Verifier:
         if self.time_to is None:
             self._check_tail(agent, walk, out)
         out.ranges = _coalesce(sorted(out.ranges, key=lambda r: (r.first, r.last, r.kind)))
+        if walk.breaks:
+            out.ranges = _coalesce(
+                sorted(_overlay(out.ranges, walk.breaks), key=lambda r: (r.first, r.last, r.kind))
+            )
         return out
 
     def _sequence_window(self, agent: str) -> tuple[int, int] | None:
@@ -493,7 +524,8 @@ class Verifier:
         stored = self.reader.chain_head(chainheads_index(self.prefix), agent)
         if stored is not None and stored[0] is not None:
             attested.append((stored[0], stored[1], TAIL_TRUNCATED, "chain head record"))
-        if walk.heartbeat is not None:
+        # A heartbeat within the covered range was compared by the walk (`_Walk.heartbeat`).
+        if walk.heartbeat is not None and (end is None or walk.heartbeat[0] > end):
             attested.append(
                 (walk.heartbeat[0], walk.heartbeat[1].hex(), MISSING, "heartbeat seal attests it")
             )
@@ -535,6 +567,28 @@ class Verifier:
             self._last_progress = now
             rate = self._events_total / max(now - self._started, 1e-6)
             self.progress(f"verify: agent {agent}: {self._events_total} events ({rate:.0f}/s)")
+
+
+# Kinds a heartbeat's CHAIN_BREAK replaces at its sequence (a more serious finding there
+# stays as it is: the sequence is reported either way).
+_OVERLAID = {VALID, GAP_AT_SOURCE, UNVERIFIABLE, SEAL_MISSING}
+
+
+def _overlay(ranges: list[Range], marks: Sequence[Range]) -> list[Range]:
+    """`ranges` with each single-sequence range of `marks` cut into what it covers."""
+    out = list(ranges)
+    for mark in marks:
+        seq = mark.first
+        for i, r in enumerate(out):
+            if r.first <= seq <= r.last and r.kind in _OVERLAID:
+                pieces = [Range(mark.kind, seq, seq, mark.detail)]
+                if r.first < seq:
+                    pieces.insert(0, Range(r.kind, r.first, seq - 1, r.detail))
+                if seq < r.last:
+                    pieces.append(Range(r.kind, seq + 1, r.last, r.detail))
+                out[i : i + 1] = pieces
+                break
+    return out
 
 
 def _coalesce(ranges: list[Range]) -> list[Range]:
@@ -614,6 +668,9 @@ class _Walk:
         self.hashes: OrderedDict[int, bytes] = OrderedDict()
         self.heartbeat: tuple[int, bytes] | None = None
         self.pending_invalid: list[SealInfo] = []
+        # Heartbeats (sequence, head) not yet covered by a seal, compared once they are.
+        self.pending_heartbeats: dict[tuple[int, bytes], None] = {}
+        self.breaks: list[Range] = []  # heartbeat CHAIN_BREAKs, laid over the ranges
 
     def _remember(self, seq: int, value: bytes) -> None:
         self.hashes[seq] = value
@@ -637,12 +694,17 @@ class _Walk:
             self.out.add(SEAL_INVALID, seal.first_sequence, seal.last_sequence, info.problem)
             return
         if seal.event_count == 0:
+            if seal.chain_head == integrity.genesis(self.agent):
+                return  # before the agent's first event: nothing to link to
             newer = self.heartbeat is None or seal.last_sequence >= self.heartbeat[0]
-            if newer and seal.chain_head != integrity.genesis(self.agent):
+            if newer:
                 self.heartbeat = (seal.last_sequence, seal.chain_head)
+            self.pending_heartbeats[(seal.last_sequence, seal.chain_head)] = None
+            self._check_heartbeats()
             return
         first, last = seal.first_sequence, seal.last_sequence
         end = self.covered_end
+        broken = ""  # why this seal does not continue the chain, if it does not
         if end is not None and first <= end:
             # Overlaps what earlier seals covered (a re-cut batch): it must agree.
             before = self.hashes.get(first - 1) if first > 0 else None
@@ -663,11 +725,38 @@ class _Walk:
             prev = self._unsealed_run(start, first - 1, gap_events, seal.prev_chain_head)
             if prev is None:
                 prev = seal.prev_chain_head
+                if end is not None and first == end + 1 and prev != self.head:
+                    restart = prev == integrity.genesis(self.agent)
+                    broken = (
+                        f"seal {first}-{last} continues chain head {prev.hex()[:16]}"
+                        + (" (the genesis value: the chain restarted)" if restart else "")
+                        + f", not the head {self.head.hex()[:16]} at sequence {end}"
+                    )
         in_range = self._take(events, last)
-        self._verify_range(info, first, last, prev, in_range)
+        self._verify_range(info, first, last, prev, in_range, broken)
         self.covered_end = last
         self.head = seal.chain_head
         self._remember(last, seal.chain_head)
+        self._check_heartbeats()
+
+    def _check_heartbeats(self) -> None:
+        """Compare heartbeats now within the covered range with the chain there."""
+        end = self.covered_end
+        if end is None or not self.pending_heartbeats:
+            return
+        for seq, head in [k for k in self.pending_heartbeats if k[0] <= end]:
+            del self.pending_heartbeats[(seq, head)]
+            known = self.hashes.get(seq)
+            if known is not None and known != head:
+                self.breaks.append(
+                    Range(
+                        CHAIN_BREAK,
+                        seq,
+                        seq,
+                        f"heartbeat seal restates head {head.hex()[:16]} at sequence {seq}, "
+                        f"the chain has {known.hex()[:16]}",
+                    )
+                )
 
     def _unsealed_run(
         self, start: int, stop: int, events: list[StoredEvent], target: bytes
@@ -722,6 +811,7 @@ class _Walk:
         last: int,
         prev: bytes | None,
         docs: list[StoredEvent],
+        broken: str = "",
     ) -> None:
         seal = info.seal
         marks: dict[int, tuple[str, str]] = {}
@@ -787,6 +877,10 @@ class _Walk:
                 mark(seq, GAP_AT_SOURCE, "the agent recorded a loss here")
             else:
                 mark(seq, VALID)
+        if broken:
+            # After the other checks, so a more serious finding in the range still shows.
+            for seq in range(first, last + 1):
+                mark(seq, CHAIN_BREAK, broken)
         used = {id(d) for d in chosen.values()}
         for doc in docs:
             if id(doc) in used:
