@@ -1,7 +1,13 @@
-"""`crm-audit-collector`: run the collector service or check its config.
+"""`crm-audit-collector`: run the collector service, check its config, set up OpenSearch,
+manage legal holds.
 
     crm-audit-collector check -c collector.yaml   # validate; "OK" and exit 0, else exit 2
     crm-audit-collector run -c collector.yaml     # serve until SIGTERM/SIGINT, exit 0
+    crm-audit-collector setup -c collector.yaml [--dry-run]
+                                                  # install/upgrade templates + policies
+    crm-audit-collector hold place --class C --from YYYY.MM --to YYYY.MM --reason TEXT -c F
+    crm-audit-collector hold release --id ID --reason TEXT -c F
+    crm-audit-collector hold list -c F
 
 Every problem is one line on stderr; config problems read
 ``collector.yaml:LINE: key.path: message`` and exit with code 2. This is the only
@@ -12,19 +18,24 @@ collector module that reads the environment (``OPENSEARCH_URL`` overrides
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from collector.config import CollectorConfig, load_config, with_opensearch_url
-from collector.errors import CollectorError, ConfigError
+from collector.errors import CollectorError, ConfigError, HoldError
 from proto.sdnotify import Notifier
+
+if TYPE_CHECKING:
+    from collector.hold import HoldManager
 
 PROG = "crm-audit-collector"
 SHUTDOWN_GRACE_S = 30.0
@@ -99,6 +110,75 @@ def _run(path: Path) -> int:
     return 0
 
 
+def _setup(path: Path, dry_run: bool) -> int:
+    from collector import setup
+
+    config = _load(path)
+    report = setup.installer(config, setup.requester(config), dry_run=dry_run).install()
+    for line in report.lines():
+        print(line)
+    if dry_run:
+        print("dry run: nothing changed" if not report.changed else "dry run: changes above")
+    return 0
+
+
+def _holds(config: CollectorConfig) -> HoldManager:
+    from collector import setup
+    from collector.hold import HoldManager
+
+    return HoldManager(
+        setup.requester(config),
+        prefix=config.opensearch.index_prefix,
+        classes=sorted(config.retention.classes),
+        clock_ns=time.time_ns,
+    )
+
+
+def _actor(given: str | None) -> str:
+    if given:
+        return given
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+def _hold(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    holds = _holds(config)
+    if args.hold_command == "place":
+        hold = holds.place(
+            args.retention_class, args.first, args.last, args.reason, _actor(args.by)
+        )
+        print(f"hold {hold.id} placed on {len(hold.indices)} indices")
+        for index in hold.indices:
+            print(f"  {index}")
+        if not hold.indices:
+            print("  (no index of that class and range exists yet)")
+        return 0
+    if args.hold_command == "release":
+        hold, freed = holds.release(args.id, args.reason, _actor(args.by))
+        print(f"hold {hold.id} released; {len(freed)} indices back under their policy")
+        for index in freed:
+            print(f"  {index}")
+        return 0
+    for hold in holds.holds():
+        print(
+            f"{hold.id}\t{hold.status}\t{hold.retention_class}\t{hold.first}..{hold.last}\t"
+            f"{len(hold.indices)} indices\tby {hold.placed_by} at {hold.placed_at}\t{hold.reason}"
+        )
+    return 0
+
+
+def _month(value: str) -> str:
+    from collector.hold import check_month
+
+    try:
+        return check_month(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(prog=PROG, description="crm-audit collector (mTLS gRPC -> OpenSearch)")
     parser.add_argument(
@@ -114,15 +194,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("-c", "--config", required=True, type=Path, help="collector.yaml")
+    cmd = sub.add_parser(
+        "setup", help="install or upgrade index templates and ISM policies; print what changed"
+    )
+    cmd.add_argument("-c", "--config", required=True, type=Path, help="collector.yaml")
+    cmd.add_argument("--dry-run", action="store_true", help="only say what would change")
+    hold = sub.add_parser("hold", help="legal holds: place, release, list")
+    hold_sub = hold.add_subparsers(dest="hold_command", required=True, parser_class=_Parser)
+    place = hold_sub.add_parser("place", help="put a class's indices of a month range on hold")
+    place.add_argument("--class", dest="retention_class", required=True, help="retention class")
+    place.add_argument("--from", dest="first", required=True, type=_month, help="YYYY.MM")
+    place.add_argument("--to", dest="last", required=True, type=_month, help="YYYY.MM")
+    release = hold_sub.add_parser("release", help="release a hold (see hold list)")
+    release.add_argument("--id", required=True, help="hold id")
+    for cmd in (place, release):
+        cmd.add_argument("--reason", required=True, help="why (recorded with the hold)")
+        cmd.add_argument("--by", help="who (default: the login name)")
+    listing = hold_sub.add_parser("list", help="show holds")
+    for cmd in (place, release, listing):
+        cmd.add_argument("-c", "--config", required=True, type=Path, help="collector.yaml")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
         if args.command == "check":
             return _check(args.config)
+        if args.command == "setup":
+            return _setup(args.config, args.dry_run)
+        if args.command == "hold":
+            return _hold(args)
         return _run(args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return exc.exit_code
+    except HoldError as exc:
+        print(f"{PROG}: hold: {exc}", file=sys.stderr)
         return exc.exit_code
     except CollectorError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

@@ -123,13 +123,63 @@ def _check_url(value: str) -> str:
 
 
 class OpenSearchConfig(_Model):
-    """Where and how to index."""
+    """Where and how to index, and how to authenticate to OpenSearch."""
 
     url: Annotated[str, AfterValidator(_check_url)] = "http://127.0.0.1:9200"
     index_prefix: str = "crm-audit"
     bulk_max_docs: int = Field(default=2000, ge=1, le=100_000)
     bulk_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
     request_timeout_s: float = Field(default=30, gt=0, le=600)
+    # _bulk requests in flight at once, over all agent streams (collector.index).
+    bulk_concurrency: int = Field(default=4, ge=1, le=64)
+    # Per batch: retries of 429/5xx/unreachable with exponential backoff, then
+    # STATUS_RETRY to the agent (which resends: nothing is lost, only delayed).
+    max_retries: int = Field(default=5, ge=0, le=100)
+    retry_backoff_s: float = Field(default=0.5, gt=0, le=60)
+    retry_max_backoff_s: float = Field(default=8.0, gt=0, le=600)
+    # Authentication (security plugin): basic auth and/or a client certificate.
+    username: str | None = None
+    password_file: Path | None = None
+    # CA bundle that signed the cluster's HTTP certificate (https:// URLs).
+    ca: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    # true: the collector installs templates and policies itself when it starts (needs
+    # an admin-like role). false: it only checks that `crm-audit-collector setup` did,
+    # and waits (batches get STATUS_RETRY) until it has — for the least-privilege
+    # writer role of config/opensearch/security.
+    setup_on_start: bool = True
+
+    _files = field_validator("password_file", "ca", "client_cert", "client_key", mode="before")(
+        _resolve_file
+    )
+
+    @field_validator("password_file", "client_key")
+    @classmethod
+    def _secret_private(cls, path: Path) -> Path:
+        mode = path.stat().st_mode
+        if mode & stat.S_IROTH or mode & stat.S_IWOTH:
+            raise ValueError(
+                f"{path} is accessible to other users (mode {stat.S_IMODE(mode):04o}); chmod 600 it"
+            )
+        return path
+
+    @model_validator(mode="after")
+    def _auth_consistent(self) -> OpenSearchConfig:
+        if (self.username is None) != (self.password_file is None):
+            raise ValueError("username and password_file go together")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        uses_tls = any(v is not None for v in (self.ca, self.client_cert))
+        if uses_tls and not self.url.startswith("https://"):
+            raise ValueError("ca / client_cert need an https:// url")
+        return self
+
+    def password(self) -> str | None:
+        """The basic-auth password (first line of password_file), or None."""
+        if self.password_file is None:
+            return None
+        return self.password_file.read_text(encoding="utf-8").splitlines()[0].strip()
 
     @field_validator("index_prefix")
     @classmethod
@@ -171,12 +221,44 @@ class RetentionClass(_Model):
         return data
 
 
+_AUDIT_CATEGORY_NAMES = ("system_admin", "data_operation", "security", "unknown")
+
+
+class RetentionRule(_Model):
+    """Events matching every given condition go to `class`; the first matching rule wins.
+
+    Within one condition the listed values are alternatives; ``source``, ``format`` and
+    ``action`` are shell-style globs (``record.*``). A rule without conditions matches
+    every event.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    retention_class: str = Field(alias="class")
+    audit_category: list[str] | None = None
+    source: list[str] | None = None
+    format: list[str] | None = None
+    action: list[str] | None = None
+
+    @field_validator("audit_category")
+    @classmethod
+    def _categories(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if name not in _AUDIT_CATEGORY_NAMES:
+                raise ValueError(
+                    f"unknown audit category {name!r} (one of {', '.join(_AUDIT_CATEGORY_NAMES)})"
+                )
+        return value
+
+
 class RetentionConfig(_Model):
-    """Retention classes and how indices are cut in time."""
+    """Retention classes, the rules routing events to them, and the index time cut."""
 
     default_class: str = "standard"
     granularity: Literal["monthly", "daily"] = "monthly"
     classes: dict[str, RetentionClass]
+    # First match wins; events no rule matches go to default_class.
+    rules: list[RetentionRule] = []
 
     @field_validator("classes")
     @classmethod
@@ -193,11 +275,17 @@ class RetentionConfig(_Model):
 
     @model_validator(mode="after")
     def _default_exists(self) -> RetentionConfig:
+        known = ", ".join(sorted(self.classes)) or "none"
         if self.default_class not in self.classes:
-            known = ", ".join(sorted(self.classes)) or "none"
             raise ValueError(
                 f"default_class {self.default_class!r} is not one of the classes ({known})"
             )
+        for number, rule in enumerate(self.rules):
+            if rule.retention_class not in self.classes:
+                raise ValueError(
+                    f"rules.{number}.class {rule.retention_class!r} is not one of the "
+                    f"classes ({known})"
+                )
         return self
 
 
@@ -205,6 +293,9 @@ class ServerConfig(_Model):
     """gRPC server limits."""
 
     max_concurrent_streams: int = Field(default=64, ge=1, le=10_000)
+    # Streams one agent (certificate CN) may hold open at once; more are refused with
+    # RESOURCE_EXHAUSTED, so a noisy agent cannot take every handler thread.
+    max_streams_per_agent: int = Field(default=2, ge=1, le=10_000)
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
 
 
@@ -253,6 +344,22 @@ class IntegrityConfig(_Model):
         return self.collector_key or self.checkpoint_dir / "collector-signing-key.pem"
 
 
+def _listen_address(value: str) -> str:
+    match = _LISTEN_RE.match(value)
+    if not match or int(match["port"]) > 65535:
+        raise ValueError(f"expected HOST:PORT (IPv6 as [addr]:PORT), got {value!r}")
+    return value
+
+
+class MetricsConfig(_Model):
+    """The health / Prometheus endpoint (collector.health); off unless `listen` is set."""
+
+    # HOST:PORT, e.g. 127.0.0.1:9464; keep it on loopback or a management network.
+    listen: Annotated[str, AfterValidator(_listen_address)] | None = None
+    # /healthz re-checks OpenSearch at most this often.
+    health_check_interval_s: float = Field(default=5, gt=0, le=600)
+
+
 class CollectorConfig(_Model):
     """The whole `collector.yaml`."""
 
@@ -264,14 +371,12 @@ class CollectorConfig(_Model):
     integrity: IntegrityConfig = IntegrityConfig()
     # Optional: absent (or without `rules`) means no detection (collector.detect).
     detection: DetectionConfig = DetectionConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        match = _LISTEN_RE.match(value)
-        if not match or int(match["port"]) > 65535:
-            raise ValueError(f"expected HOST:PORT (IPv6 as [addr]:PORT), got {value!r}")
-        return value
+        return _listen_address(value)
 
 
 def load_config(path: Path) -> CollectorConfig:

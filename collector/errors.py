@@ -11,7 +11,8 @@ bad config; 1: something failed at run time).
     │   ├── RetryableIndexingError  429 / 5xx / connection trouble: Ack STATUS_RETRY
     │   └── PermanentIndexingError  OpenSearch refuses even the dead-letter copy: Ack STATUS_RETRY
     │                               too (nothing may be lost), but logged as an error
-    └── LifecycleError              index templates / ISM policies could not be installed
+    ├── LifecycleError              index templates / ISM policies could not be installed
+    └── HoldError                   a legal hold could not be placed, released or listed
 """
 
 from __future__ import annotations
@@ -57,3 +58,13 @@ class PermanentIndexingError(IndexingError):
 
 class LifecycleError(CollectorError):
     """Index templates or retention policies could not be installed."""
+
+
+class HoldError(CollectorError):
+    """A legal hold could not be placed, released or listed (``usage``: the caller's
+    arguments are wrong, exit 2)."""
+
+    def __init__(self, message: str, *, usage: bool = False) -> None:
+        super().__init__(message)
+        if usage:
+            self.exit_code = 2

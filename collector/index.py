@@ -7,10 +7,17 @@ response:
     201              indexed
     409              duplicate (already there: delivered)
     429, 5xx         retried, only those items, with exponential backoff (bounded);
-                     still failing -> RetryableIndexingError (the batch is not acked OK)
+    (no answer)      still failing -> RetryableIndexingError (the batch is not acked OK,
+                     the agent re-sends it later: nothing is lost)
     other 4xx        refused by the mapping: the document and the error are written to
                      the dead-letter index (same _id); delivered only once that write
                      is confirmed (201 or 409)
+
+The chunks of a batch (at most ``max_docs`` documents and ``max_bytes`` bytes each) are
+sent concurrently on a pool shared by every caller, so at most ``concurrency`` _bulk
+requests are in flight per collector however many agent streams are busy: OpenSearch
+sees a bounded load and answers 429 rather than falling over, and callers queue on the
+pool in arrival order.
 
 `OpenSearchHttp` is the one place that talks to opensearch-py; everything else takes
 a `Requester`, which unit tests replace with a fake that records request bodies.
@@ -20,9 +27,12 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from opensearchpy import OpenSearch
@@ -59,19 +69,70 @@ class Requester(Protocol):
     ) -> Response: ...
 
 
-def make_client(url: str, *, timeout_s: float, pool_maxsize: int = 10) -> OpenSearch:
+@dataclass(frozen=True)
+class ClientAuth:
+    """How to authenticate to OpenSearch: basic auth and/or a client certificate.
+
+    ``ca`` verifies the cluster's certificate (https); verification is never turned off.
+    """
+
+    username: str | None = None
+    password: str | None = None
+    ca: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+
+def make_client(
+    url: str, *, timeout_s: float, pool_maxsize: int = 10, auth: ClientAuth | None = None
+) -> OpenSearch:
     """An opensearch-py client for one cluster URL.
 
     Transport-level retries are off: `BulkIndexer` retries itself, per item, with
     backoff, and knows which items are safe to resend.
     """
+    extra: dict[str, Any] = {}
+    if auth is not None:
+        if auth.username is not None:
+            extra["http_auth"] = (auth.username, auth.password or "")
+        if url.startswith("https://"):
+            extra["use_ssl"] = True
+            extra["verify_certs"] = True
+            extra["ssl_show_warn"] = True
+            if auth.ca is not None:
+                extra["ca_certs"] = str(auth.ca)
+            if auth.client_cert is not None and auth.client_key is not None:
+                extra["client_cert"] = str(auth.client_cert)
+                extra["client_key"] = str(auth.client_key)
     return OpenSearch(
         hosts=[url],
         timeout=timeout_s,
         max_retries=0,
         retry_on_timeout=False,
         pool_maxsize=pool_maxsize,
+        **extra,
     )
+
+
+class IndexObserver(Protocol):
+    """Receives indexing measurements (collector.metrics implements it)."""
+
+    def bulk_done(self, seconds: float, docs: int, status: int) -> None: ...
+
+    def retried(self, docs: int) -> None: ...
+
+    def bulk_in_flight(self, delta: int) -> None: ...
+
+
+class _NoObserver:
+    def bulk_done(self, seconds: float, docs: int, status: int) -> None:
+        pass
+
+    def retried(self, docs: int) -> None:
+        pass
+
+    def bulk_in_flight(self, delta: int) -> None:
+        pass
 
 
 class OpenSearchHttp:
@@ -98,6 +159,8 @@ class OpenSearchHttp:
         except TransportError as exc:
             status = exc.status_code if isinstance(exc.status_code, int) else STATUS_UNREACHABLE
             return Response(status, exc.info if exc.info is not None else {"error": str(exc)})
+        if method == "HEAD":  # the transport answers HEAD with True / False
+            return Response(200 if result else 404, result)
         return Response(200, result)
 
 
@@ -124,6 +187,7 @@ class IndexResult:
     indexed: int = 0
     duplicates: int = 0
     dead_lettered: int = 0  # also counted in `indexed` / `duplicates` (of the DLQ write)
+    dead_letter_duplicates: int = 0  # of those, DLQ writes that were already there (409)
     errors: list[str] = field(default_factory=list)
 
 
@@ -158,6 +222,10 @@ class BulkIndexer:
         max_backoff_s: float = 8.0,
         sleep: Callable[[float], None] = time.sleep,
         clock_ns: Callable[[], int] = time.time_ns,
+        concurrency: int = 1,
+        jitter: Callable[[float], float] | None = None,
+        observer: IndexObserver | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.request = request
         self.deadletter_index = deadletter_index
@@ -168,6 +236,20 @@ class BulkIndexer:
         self.max_backoff_s = max_backoff_s
         self.sleep = sleep
         self.clock_ns = clock_ns
+        self.concurrency = concurrency
+        # Spreads retries of several collectors apart: delay -> jitter(delay).
+        self.jitter = jitter
+        self.observer: IndexObserver = observer or _NoObserver()
+        self.monotonic = monotonic
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Stop the bulk pool (waits for requests in flight)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     # -- public --------------------------------------------------------------------
 
@@ -238,6 +320,7 @@ class BulkIndexer:
             elif status == 409:
                 result.duplicates += 1
                 result.dead_lettered += 1
+                result.dead_letter_duplicates += 1
             else:
                 err_type, reason = _item_error(item)
                 raise PermanentIndexingError(
@@ -260,8 +343,7 @@ class BulkIndexer:
         while True:
             retry: list[IndexRequest] = []
             last_error = ""
-            for chunk, body in self._chunks(pending):
-                response = self.request("POST", "/_bulk", body=body, params={"refresh": "false"})
+            for chunk, response in self._send(self._chunks(pending)):
                 items = self._items(response, len(chunk))
                 if isinstance(items, str):
                     if response.status != 200 and not is_retryable(response.status):
@@ -283,7 +365,10 @@ class BulkIndexer:
                     f"{len(retry)} of {len(requests)} {what} not confirmed after "
                     f"{attempt} attempts (last error: {last_error})"
                 )
+            self.observer.retried(len(retry))
             delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+            if self.jitter is not None:
+                delay = self.jitter(delay)
             log.info(
                 "retrying %d %s in %.1fs (attempt %d/%d; last error: %s)",
                 len(retry),
@@ -295,6 +380,34 @@ class BulkIndexer:
             )
             self.sleep(delay)
             pending = retry
+
+    def _send(
+        self, chunks: Iterator[tuple[list[IndexRequest], str]]
+    ) -> list[tuple[list[IndexRequest], Response]]:
+        """POST every chunk through the shared pool; answers in chunk order."""
+        futures: list[tuple[list[IndexRequest], Future[Response]]] = []
+        pool = self._executor()
+        for chunk, body in chunks:
+            futures.append((chunk, pool.submit(self._post, body, len(chunk))))
+        return [(chunk, future.result()) for chunk, future in futures]
+
+    def _post(self, body: str, docs: int) -> Response:
+        self.observer.bulk_in_flight(1)
+        started = self.monotonic()
+        try:
+            response = self.request("POST", "/_bulk", body=body, params={"refresh": "false"})
+        finally:
+            self.observer.bulk_in_flight(-1)
+        self.observer.bulk_done(self.monotonic() - started, docs, response.status)
+        return response
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.concurrency, thread_name_prefix="collector-bulk"
+                )
+            return self._pool
 
     @staticmethod
     def _items(response: Response, expected: int) -> list[tuple[int, Mapping[str, Any]]] | str:

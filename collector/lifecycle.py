@@ -17,6 +17,13 @@ first batch if OpenSearch was not reachable then). It
    ``-chainheads``, mappings in `collector.integrity`) or adds new fields to them.
    They get no ISM policy: seals must outlive the longest event retention.
 
+With ``dry_run=True`` nothing is written: the report says what would be created or
+updated (``crm-audit-collector setup --dry-run``).
+
+Legal holds (`collector.hold`) put held indices on the policy ``{prefix}-legal-hold``
+(one state, no actions); an updated class policy is moved onto the class's indices only
+in the class policy's own states, so a held index stays on hold.
+
 Everything goes through a `Requester`, so unit tests can check the request sequence.
 """
 
@@ -62,6 +69,28 @@ def deadletter_index(prefix: str) -> str:
 def policy_id(prefix: str, retention_class: str) -> str:
     """ISM policy id of a retention class."""
     return f"{prefix}-{retention_class}"
+
+
+HOLD_STATE = "crm_audit_legal_hold"
+
+
+def hold_policy_id(prefix: str) -> str:
+    """ISM policy id of the legal-hold policy (no transitions, no delete)."""
+    return f"{prefix}-legal-hold"
+
+
+def hold_policy() -> dict[str, Any]:
+    """The legal-hold ISM policy: one state, no actions, no transitions, no ism_template."""
+    return {
+        "policy": {
+            "description": (
+                "crm-audit legal hold: the index stays as it is (no rollover, no delete) "
+                "until the hold is released (crm-audit-collector hold release)"
+            ),
+            "default_state": HOLD_STATE,
+            "states": [{"name": HOLD_STATE, "actions": [], "transitions": []}],
+        }
+    }
 
 
 def _settings(shards: int, replicas: int) -> dict[str, Any]:
@@ -146,6 +175,27 @@ class LifecycleReport:
     indices: dict[str, str] = field(default_factory=dict)
     ism_available: bool = False
     policies: dict[str, str] = field(default_factory=dict)
+    dry_run: bool = False
+
+    def lines(self) -> list[str]:
+        """Human-readable, one line per item: ``template crm-audit-events: unchanged``."""
+        verb = {"created": "would be created", "updated": "would be updated"}
+        out: list[str] = []
+        for kind, items in (
+            ("template", self.templates),
+            ("index", self.indices),
+            ("policy", self.policies),
+        ):
+            for name, state in sorted(items.items()):
+                out.append(f"{kind} {name}: {verb.get(state, state) if self.dry_run else state}")
+        if not self.ism_available:
+            out.append(f"ISM: not installed on the cluster ({NO_ISM_WARNING})")
+        return out
+
+    @property
+    def changed(self) -> bool:
+        states = [*self.templates.values(), *self.indices.values(), *self.policies.values()]
+        return any(state != "unchanged" for state in states)
 
 
 def _fail(what: str, response: Response) -> LifecycleError:
@@ -165,8 +215,10 @@ class LifecycleInstaller:
         shards: int = 1,
         replicas: int = 0,
         indices: Mapping[str, Mapping[str, Any]] | None = None,
+        dry_run: bool = False,
     ) -> None:
         self.request = request
+        self.dry_run = dry_run
         self.prefix = prefix
         self.policies = dict(policies)
         # Single indices (not time-cut) created with their mapping: seals, alerts, heads.
@@ -177,7 +229,7 @@ class LifecycleInstaller:
 
     def install(self) -> LifecycleReport:
         """Install everything; raise `LifecycleError` if OpenSearch refuses or is away."""
-        report = LifecycleReport()
+        report = LifecycleReport(dry_run=self.dry_run)
         for name, body in (
             (
                 f"{self.prefix}-events",
@@ -201,7 +253,13 @@ class LifecycleInstaller:
             pid = policy_id(self.prefix, retention_class)
             wanted = render_policy(policy_file, self.prefix, retention_class)
             report.policies[pid] = self._put_policy(pid, wanted)
-            self._attach(pid, retention_class, changed=report.policies[pid] == "updated")
+            if not self.dry_run:
+                states = [str(s.get("name")) for s in wanted["policy"].get("states", [])]
+                self._attach(
+                    pid, retention_class, changed=report.policies[pid] == "updated", states=states
+                )
+        hold_id = hold_policy_id(self.prefix)
+        report.policies[hold_id] = self._put_policy(hold_id, hold_policy())
         return report
 
     def ism_available(self) -> bool:
@@ -231,6 +289,8 @@ class LifecycleInstaller:
             state = "updated"
         elif current.status != 404:
             raise _fail(f"cannot read index template {name}", current)
+        if self.dry_run:
+            return state
         response = self.request("PUT", path, body=body)
         if response.status != 200:
             raise _fail(f"cannot install index template {name}", response)
@@ -253,12 +313,37 @@ class LifecycleInstaller:
         )
         if response.status == 404:  # no index of that pattern yet
             return
+        if response.status == 403 and "cluster_block_exception" in json.dumps(response.body):
+            self._update_unblocked(pattern, mappings)
+            return
         if response.status != 200:
             raise _fail(f"cannot bring existing indices {pattern} to the new mapping", response)
         log.info("existing indices %s updated to the template's mapping", pattern)
 
+    def _update_unblocked(self, pattern: str, mappings: Mapping[str, Any]) -> None:
+        """Index by index: a read-only (legal hold) index keeps its mapping.
+
+        A held index is read-only (collector.hold), so it takes no new fields, and no new
+        documents either: a late event for it is dead-lettered, with its original.
+        """
+        listed = self.request("GET", f"/_cat/indices/{pattern}", params={"format": "json"})
+        if listed.status != 200 or not isinstance(listed.body, list):
+            raise _fail(f"cannot list indices {pattern}", listed)
+        for row in listed.body:
+            index = str(row.get("index")) if isinstance(row, Mapping) else ""
+            if not index:
+                continue
+            response = self.request("PUT", f"/{index}/_mapping", body=copy.deepcopy(dict(mappings)))
+            if response.status == 403 and "cluster_block_exception" in json.dumps(response.body):
+                log.info("index %s is read-only (legal hold?): keeps its mapping", index)
+            elif response.status != 200:
+                raise _fail(f"cannot bring {index} to the new mapping", response)
+
     def _put_index(self, index: str, mapping: Mapping[str, Any]) -> str:
         """Create `index` with `mapping`, or add new fields to an existing one."""
+        if self.dry_run:
+            exists = self.request("HEAD", f"/{index}")
+            return "unchanged" if exists.status == 200 else "created"
         body = {
             "settings": _settings(self.shards, self.replicas),
             "mappings": copy.deepcopy(dict(mapping)),
@@ -286,6 +371,8 @@ class LifecycleInstaller:
         for _ in range(3):  # another collector may be writing the same policy
             current = self.request("GET", path)
             if current.status == 404:
+                if self.dry_run:
+                    return "created"
                 response = self.request("PUT", path, body=wanted)
                 if response.status == 409:
                     continue
@@ -297,6 +384,8 @@ class LifecycleInstaller:
                 raise _fail(f"cannot read ISM policy {pid}", current)
             if is_subset(wanted["policy"], current.body.get("policy")):
                 return "unchanged"
+            if self.dry_run:
+                return "updated"
             response = self.request(
                 "PUT",
                 path,
@@ -314,7 +403,7 @@ class LifecycleInstaller:
             return "updated"
         raise LifecycleError(f"ISM policy {pid}: concurrent updates, gave up after 3 tries")
 
-    def _attach(self, pid: str, retention_class: str, *, changed: bool) -> None:
+    def _attach(self, pid: str, retention_class: str, *, changed: bool, states: list[str]) -> None:
         pattern = events_index_pattern(self.prefix, retention_class)
         body = {"policy_id": pid}
         added = self.request("POST", f"/_plugins/_ism/add/{pattern}", body=body)
@@ -326,7 +415,12 @@ class LifecycleInstaller:
         if count:
             log.info("ISM policy %s attached to %d existing indices of %s", pid, count, pattern)
         if changed:
-            # Managed indices keep the policy version they started with until told.
-            moved = self.request("POST", f"/_plugins/_ism/change_policy/{pattern}", body=body)
+            # Managed indices keep the policy version they started with until told. Only
+            # those in the class policy's own states: held indices stay on the hold policy.
+            moved = self.request(
+                "POST",
+                f"/_plugins/_ism/change_policy/{pattern}",
+                body={**body, "include": [{"state": state} for state in states]},
+            )
             if moved.status not in (200, 404):
                 raise _fail(f"cannot move {pattern} to the updated policy {pid}", moved)

@@ -16,19 +16,32 @@ signed checkpoints: `collector.checkpoints`. Detection (optional ``detection:`` 
 inline rules run on each batch once indexed, windowed rules in a thread
 (`collector.detect.engine.Detection`). Handshake failures (no certificate, foreign
 CA, expired certificate) never reach this code: gRPC core refuses them during TLS.
+
+Flow control: a stream is processed one batch at a time (the next is read only once the
+previous batch's Ack is sent; what the agent pipelines waits in HTTP/2 flow control),
+each agent (certificate CN) may hold at most ``server.max_streams_per_agent`` streams
+(more are refused with RESOURCE_EXHAUSTED and the agent retries with backoff), and all
+streams share at most ``opensearch.bulk_concurrency`` _bulk requests in flight (a FIFO
+pool in `collector.index`). So one noisy agent holds at most that many handler threads
+and one batch per stream, and the others' batches queue beside it, not behind its backlog.
+
+Events go to the index of their retention class (`collector.retention`). Metrics and
+/healthz: `collector.metrics`, `collector.health` (``metrics.listen``).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
+from collector import setup
 from collector.checkpoints import CheckpointFile, CheckpointWriter, load_or_create_key
 from collector.config import CollectorConfig
 from collector.detect.engine import Detection
@@ -40,23 +53,25 @@ from collector.errors import (
     PermanentIndexingError,
     StartupError,
 )
-from collector.index import (
-    BulkIndexer,
-    IndexRequest,
-    IndexResult,
-    OpenSearchHttp,
-    Requester,
-    make_client,
-)
-from collector.integrity import IntegrityGate, event_integrity_fields, integrity_indices
+from collector.health import HealthCheck, HealthServer
+from collector.index import BulkIndexer, IndexRequest, IndexResult, Requester
+from collector.integrity import IntegrityGate, event_integrity_fields
 from collector.keys import KeyRing
-from collector.lifecycle import LifecycleInstaller, deadletter_index
+from collector.lifecycle import LifecycleInstaller, LifecycleReport, deadletter_index
+from collector.metrics import CollectorMetrics
+from collector.retention import RetentionRouter
 from proto import integrity
 from proto.v1 import audit_pb2, audit_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 Ack = audit_pb2.Ack
+
+
+class Installer(Protocol):
+    """What `Readiness` runs: `LifecycleInstaller` or a verify-only wrapper."""
+
+    def install(self) -> LifecycleReport: ...
 
 
 class Readiness:
@@ -69,7 +84,7 @@ class Readiness:
 
     def __init__(
         self,
-        installer: LifecycleInstaller,
+        installer: Installer,
         *,
         retry_interval_s: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
@@ -98,6 +113,11 @@ class Readiness:
                 raise
             self._ready = True
 
+    @property
+    def ready(self) -> bool:
+        """Whether setup (templates, policies) has succeeded."""
+        return self._ready
+
 
 class BatchProcessor:
     """One batch in, one Ack out (see `proto/v1/audit.proto` for the Ack contract)."""
@@ -113,6 +133,8 @@ class BatchProcessor:
         clock_ns: Callable[[], int] = time.time_ns,
         gate: IntegrityGate | None = None,
         detection: Callable[[Sequence[tuple[str, Mapping[str, Any]]]], object] | None = None,
+        router: RetentionRouter | None = None,
+        metrics: CollectorMetrics | None = None,
     ) -> None:
         self.indexer = indexer
         self.gate = gate
@@ -122,11 +144,30 @@ class BatchProcessor:
         self.readiness = readiness
         self.prefix = prefix
         self.retention_class = retention_class
+        # Without a router every event goes to `retention_class`.
+        self.router = router or RetentionRouter([], retention_class)
         self.granularity = granularity
         self.clock_ns = clock_ns
+        self.metrics = metrics
 
     def process(self, batch: audit_pb2.Batch, *, identity: str, peer: str = "") -> audit_pb2.Ack:
         """Index `batch` for the certificate identity `identity`; never raises."""
+        metrics = self.metrics
+        if metrics is None:
+            return self._process(batch, identity, peer)[0]
+        metrics.batch_received(identity, len(batch.events))
+        metrics.batches_in_flight.inc()
+        try:
+            ack, result = self._process(batch, identity, peer)
+        finally:
+            metrics.batches_in_flight.dec()
+        status = {Ack.STATUS_OK: "ok", Ack.STATUS_RETRY: "retry"}.get(ack.status, "rejected")
+        metrics.batch_answered(status, result)
+        return ack
+
+    def _process(
+        self, batch: audit_pb2.Batch, identity: str, peer: str
+    ) -> tuple[audit_pb2.Ack, IndexResult | None]:
         if batch.agent_id != identity:
             log.warning(
                 "batch %d rejected: agent_id %r in the batch differs from the client "
@@ -143,14 +184,14 @@ class BatchProcessor:
                     f"batch agent_id {batch.agent_id!r} does not match the client "
                     f"certificate identity {identity!r}"
                 ),
-            )
+            ), None
         verdict = self.gate.verify(batch, identity) if self.gate else None
         if verdict is not None:
             refusal = self._refusal(batch, verdict, identity, peer)
             if refusal is not None:
-                return refusal
+                return refusal, None
         if not batch.events and not batch.HasField("seal"):
-            return Ack(batch_id=batch.batch_id, status=Ack.STATUS_OK)
+            return Ack(batch_id=batch.batch_id, status=Ack.STATUS_OK), None
         try:
             self.readiness.ensure()
             received = self.clock_ns()
@@ -165,7 +206,10 @@ class BatchProcessor:
                         )
                     )
                 target = index_name(
-                    self.prefix, self.retention_class, self.granularity, doc.timestamp_unix_nano
+                    self.prefix,
+                    self.router.classify(doc.source),
+                    self.granularity,
+                    doc.timestamp_unix_nano,
                 )
                 requests.append(
                     IndexRequest(
@@ -197,13 +241,13 @@ class BatchProcessor:
                 identity,
                 exc,
             )
-            return self._retry(batch, f"collector not ready: {exc}")
+            return self._retry(batch, f"collector not ready: {exc}"), None
         except PermanentIndexingError as exc:
             log.error("batch %d from %s not indexed: %s", batch.batch_id, identity, exc)
-            return self._retry(batch, str(exc))
+            return self._retry(batch, str(exc)), None
         except IndexingError as exc:
             log.warning("batch %d from %s not indexed: %s", batch.batch_id, identity, exc)
-            return self._retry(batch, str(exc))
+            return self._retry(batch, str(exc)), None
         except Exception as exc:  # noqa: BLE001 - a bug must cost a resend, not the stream
             log.error(
                 "batch %d from %s: internal error %s: %s",
@@ -212,7 +256,7 @@ class BatchProcessor:
                 type(exc).__name__,
                 " ".join(str(exc).split()),
             )
-            return self._retry(batch, f"internal error: {type(exc).__name__}")
+            return self._retry(batch, f"internal error: {type(exc).__name__}"), None
         detail = f"{result.dead_lettered} dead-lettered" if result.dead_lettered else ""
         log.debug(
             "batch %d from %s: %d indexed, %d duplicates%s",
@@ -228,7 +272,7 @@ class BatchProcessor:
             indexed=result.indexed,
             duplicates=result.duplicates,
             detail=detail,
-        )
+        ), result
 
     def _refusal(
         self,
@@ -271,18 +315,30 @@ class _Streams:
     before draining starts (and finishes) or sees the drain and answers STATUS_RETRY.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_per_agent: int = 1_000_000) -> None:
         self._lock = threading.Lock()
         self._idle: dict[int, Any] = {}
+        self._per_agent: dict[str, int] = {}
+        self.max_per_agent = max_per_agent
         self.draining = False
 
-    def open(self, context: Any) -> None:
+    def open(self, context: Any, identity: str = "") -> bool:
+        """Register a stream; False (not registered) when `identity` has too many."""
         with self._lock:
+            if self._per_agent.get(identity, 0) >= self.max_per_agent:
+                return False
+            self._per_agent[identity] = self._per_agent.get(identity, 0) + 1
             self._idle[id(context)] = context
+            return True
 
-    def close(self, context: Any) -> None:
+    def close(self, context: Any, identity: str = "") -> None:
         with self._lock:
             self._idle.pop(id(context), None)
+            left = self._per_agent.get(identity, 0) - 1
+            if left > 0:
+                self._per_agent[identity] = left
+            else:
+                self._per_agent.pop(identity, None)
 
     def busy(self, context: Any) -> bool:
         """Mark the stream busy; False when draining (the batch must not start)."""
@@ -312,9 +368,16 @@ class _Streams:
 class CollectorService(audit_pb2_grpc.CollectorServicer):
     """`Collector.Ship`: an Ack per Batch, in order."""
 
-    def __init__(self, processor: BatchProcessor) -> None:
+    def __init__(
+        self,
+        processor: BatchProcessor,
+        *,
+        max_streams_per_agent: int = 1_000_000,
+        metrics: CollectorMetrics | None = None,
+    ) -> None:
         self.processor = processor
-        self.streams = _Streams()
+        self.streams = _Streams(max_streams_per_agent)
+        self.metrics = metrics
 
     def Ship(
         self, request_iterator: Iterator[audit_pb2.Batch], context: Any
@@ -325,10 +388,26 @@ class CollectorService(audit_pb2_grpc.CollectorServicer):
             log.warning("stream from %s refused: client certificate has no common name", peer)
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "client certificate has no CN")
             return
+        if not self.streams.open(context, identity):
+            log.warning(
+                "stream from agent %s (%s) refused: it already has %d open "
+                "(server.max_streams_per_agent)",
+                identity,
+                peer,
+                self.streams.max_per_agent,
+            )
+            if self.metrics is not None:
+                self.metrics.streams_refused.labels(reason="per_agent_limit").inc()
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"agent {identity} has {self.streams.max_per_agent} streams open already",
+            )
+            return
         log.info("stream opened: agent %s from %s", identity, peer)
+        if self.metrics is not None:
+            self.metrics.streams_open.inc()
         batches = 0
         how = "closed by the agent"
-        self.streams.open(context)
         try:
             for batch in request_iterator:
                 if not self.streams.busy(context):
@@ -348,8 +427,31 @@ class CollectorService(audit_pb2_grpc.CollectorServicer):
         except grpc.RpcError:
             how = "cancelled"
         finally:
-            self.streams.close(context)
+            self.streams.close(context, identity)
+            if self.metrics is not None:
+                self.metrics.streams_open.dec()
             log.info("stream %s: agent %s from %s, %d batches", how, identity, peer, batches)
+
+
+class _VerifyOnly:
+    """``opensearch.setup_on_start: false``: check what `setup` installed, change nothing.
+
+    For a collector whose OpenSearch role may write events but not templates or
+    policies: it is ready once a dry run of the installer finds nothing to do.
+    """
+
+    def __init__(self, dry: LifecycleInstaller) -> None:
+        self.dry = dry
+
+    def install(self) -> LifecycleReport:
+        report = self.dry.install()
+        if report.changed:
+            todo = "; ".join(line for line in report.lines() if "would be" in line)
+            raise LifecycleError(
+                f"OpenSearch is not set up for this config ({todo}): run "
+                "`crm-audit-collector setup -c FILE` with admin credentials"
+            )
+        return report
 
 
 class CollectorServer:
@@ -364,27 +466,31 @@ class CollectorServer:
     ) -> None:
         self.config = config
         os_cfg = config.opensearch
+        self.metrics = CollectorMetrics()
         if request is None:
-            request = OpenSearchHttp(
-                make_client(
-                    os_cfg.url,
-                    timeout_s=os_cfg.request_timeout_s,
-                    pool_maxsize=config.server.max_concurrent_streams,
-                )
+            request = setup.requester(
+                config, pool_maxsize=config.server.max_concurrent_streams + os_cfg.bulk_concurrency
             )
-        self.installer = LifecycleInstaller(
-            request,
-            prefix=os_cfg.index_prefix,
-            policies={name: cls.policy_body() for name, cls in config.retention.classes.items()},
-            indices=integrity_indices(os_cfg.index_prefix),
+        self.request = request
+        self.installer = setup.installer(config, request, dry_run=not os_cfg.setup_on_start)
+        self.readiness = Readiness(
+            self.installer if os_cfg.setup_on_start else _VerifyOnly(self.installer)
         )
-        self.readiness = Readiness(self.installer)
+        self.metrics.ready.set_function(lambda: 1.0 if self.readiness.ready else 0.0)
         indexer = BulkIndexer(
             request,
             deadletter_index=deadletter_index(os_cfg.index_prefix),
             max_docs=os_cfg.bulk_max_docs,
             max_bytes=os_cfg.bulk_max_bytes,
+            max_retries=os_cfg.max_retries,
+            backoff_s=os_cfg.retry_backoff_s,
+            max_backoff_s=os_cfg.retry_max_backoff_s,
+            concurrency=os_cfg.bulk_concurrency,
+            # Full jitter on the upper half: several collectors do not retry in step.
+            jitter=lambda delay: delay * random.uniform(0.5, 1.0),  # noqa: S311 - timing, not crypto
+            observer=self.metrics,
         )
+        self.indexer = indexer
         integ = config.integrity
         self.gate = IntegrityGate(
             request,
@@ -422,14 +528,31 @@ class CollectorServer:
                 clock_ns=clock_ns,
                 gate=self.gate,
                 detection=self.detection.on_indexed if self.detection else None,
-            )
+                router=RetentionRouter.from_config(config.retention),
+                metrics=self.metrics,
+            ),
+            max_streams_per_agent=config.server.max_streams_per_agent,
+            metrics=self.metrics,
         )
+        self.health: HealthServer | None = None
+        if config.metrics.listen is not None:
+            self.health = HealthServer(
+                config.metrics.listen,
+                HealthCheck(
+                    request,
+                    lambda: self.readiness.ready,
+                    check_interval_s=config.metrics.health_check_interval_s,
+                ),
+                self.metrics.registry,
+            )
         self._server: grpc.Server | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.port = 0
 
     def start(self) -> int:
         """Install templates (failure is not fatal), bind, start; return the bound port."""
+        if self.health is not None:
+            self.health.start()
         try:
             self.readiness.ensure()
         except LifecycleError as exc:
@@ -506,10 +629,13 @@ class CollectorServer:
             log.warning("shutdown: handlers still running after %.0fs", grace_s)
         if self._executor is not None:
             self._executor.shutdown(wait=False)
+        self.indexer.close()
         if self.checkpoints is not None:
             self.checkpoints.stop()  # a last checkpoint with the final heads
         if self.detection is not None:
             self.detection.stop()  # pending notifications sent, leases released
+        if self.health is not None:
+            self.health.stop()
         log.info("collector stopped")
 
 

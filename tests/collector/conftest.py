@@ -48,6 +48,13 @@ def prefix(os_http: Requester) -> Iterator[str]:
     """A unique index prefix; every index, template and policy under it is deleted after."""
     value = f"t-{uuid.uuid4().hex[:10]}"
     yield value
+    # A test that failed while a legal hold was active leaves read-only indices behind.
+    os_http(
+        "PUT",
+        f"/{value}-*/_settings",
+        body={"index.blocks.read_only": None},
+        params={"expand_wildcards": "all"},
+    )
     os_http("DELETE", f"/{value}-*", params={"expand_wildcards": "all"})
     for name in (f"{value}-events", f"{value}-deadletter"):
         os_http("DELETE", f"/_index_template/{name}")

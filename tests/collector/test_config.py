@@ -132,3 +132,40 @@ def test_load_config_raises_config_error_with_all_problems(workdir: Path) -> Non
         load_config(workdir / "bad_values.yaml")
     assert len(info.value.problems) == 5
     assert info.value.exit_code == 2
+
+
+def test_opensearch_auth_keys_are_checked(tmp_path: Path) -> None:
+    import yaml
+
+    from tests.collector.conftest import write_config
+
+    pki = Pki(init_ca(tmp_path / "pki"))
+    secret = tmp_path / "cfg" / "os-password"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    path = write_config(
+        tmp_path / "cfg",
+        pki,
+        url="http://127.0.0.1:9200",
+        opensearch={
+            "url": "http://127.0.0.1:9200",
+            "username": "crm-audit-collector",
+            "password_file": "os-password",
+            "ca": str(pki.layout.ca_cert),
+        },
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = "\n".join(info.value.problems)
+    assert "opensearch.password_file: " in text and "chmod 600" in text
+    secret.chmod(0o600)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "ca / client_cert need an https:// url" in info.value.problems[0]
+    data = yaml.safe_load(path.read_text())
+    data["opensearch"]["url"] = "https://127.0.0.1:9200"
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(path)
+    assert config.opensearch.password() == "s3cret"
+    assert config.opensearch.setup_on_start is True and config.metrics.listen is None

@@ -50,6 +50,7 @@ class Cluster:
         self.policy = policy
         self.put_conflicts = 0
         self.mapping_updates: list[str] = []
+        self.hold: dict[str, Any] | None = None
         self.http = FakeHttp(self.answer)
 
     def answer(self, method: str, path: str, body: Any, params: dict[str, str]) -> Response:
@@ -77,6 +78,11 @@ class Cluster:
                 return Response(409, {"error": "version conflict"})
             self.policy = stored_policy(body)
             return Response(201 if not params else 200, {"_id": "p-standard"})
+        if path == "/_plugins/_ism/policies/p-legal-hold":
+            if method == "GET":
+                return Response(200, self.hold) if self.hold else Response(404, {})
+            self.hold = {"_id": "p-legal-hold", "_seq_no": 1, "_primary_term": 1, **body}
+            return Response(201, {"_id": "p-legal-hold"})
         if path.startswith("/_plugins/_ism/add/") or path.startswith(
             "/_plugins/_ism/change_policy/"
         ):
@@ -97,7 +103,7 @@ def test_fresh_cluster_with_ism_installs_everything() -> None:
     report = installer(cluster).install()
     assert report.templates == {"p-events": "created", "p-deadletter": "created"}
     assert report.ism_available
-    assert report.policies == {"p-standard": "created"}
+    assert report.policies == {"p-standard": "created", "p-legal-hold": "created"}
     assert calls(cluster) == [
         ("GET", "/_index_template/p-events"),
         ("PUT", "/_index_template/p-events"),
@@ -109,6 +115,8 @@ def test_fresh_cluster_with_ism_installs_everything() -> None:
         ("GET", "/_plugins/_ism/policies/p-standard"),
         ("PUT", "/_plugins/_ism/policies/p-standard"),
         ("POST", "/_plugins/_ism/add/p-events-standard-*"),
+        ("GET", "/_plugins/_ism/policies/p-legal-hold"),
+        ("PUT", "/_plugins/_ism/policies/p-legal-hold"),
     ]
     put_policy = cluster.http.calls[8][2]
     assert put_policy["policy"]["ism_template"] == [
@@ -124,7 +132,7 @@ def test_second_install_changes_nothing() -> None:
     cluster.http.calls.clear()
     report = installer(cluster).install()
     assert report.templates == {"p-events": "unchanged", "p-deadletter": "unchanged"}
-    assert report.policies == {"p-standard": "unchanged"}
+    assert report.policies == {"p-standard": "unchanged", "p-legal-hold": "unchanged"}
     assert [c for c in calls(cluster) if c[0] == "PUT"] == []
     # still attaches the policy to indices that may have appeared without it
     assert ("POST", "/_plugins/_ism/add/p-events-standard-*") in calls(cluster)
@@ -135,24 +143,29 @@ def test_changed_policy_is_updated_with_seq_no_and_moved() -> None:
     old["policy"]["states"][1]["transitions"][0]["conditions"]["min_index_age"] = "7d"
     cluster = Cluster(plugins=ISM_PLUGINS, policy=stored_policy(old, seq_no=11, term=3))
     report = installer(cluster).install()
-    assert report.policies == {"p-standard": "updated"}
-    method, path, body, params = cluster.http.calls[-3]
+    assert report.policies == {"p-standard": "updated", "p-legal-hold": "created"}
+    method, path, body, params = cluster.http.calls[-5]
     assert (method, path, params) == (
         "PUT",
         "/_plugins/_ism/policies/p-standard",
         {"if_seq_no": "11", "if_primary_term": "3"},
     )
     assert body == render_policy(POLICY, "p", "standard")
-    assert calls(cluster)[-2:] == [
+    assert calls(cluster)[-4:-2] == [
         ("POST", "/_plugins/_ism/add/p-events-standard-*"),
         ("POST", "/_plugins/_ism/change_policy/p-events-standard-*"),
     ]
+    # only indices in the class policy's own states move: held ones stay on hold
+    assert cluster.http.calls[-3][2] == {
+        "policy_id": "p-standard",
+        "include": [{"state": "hot"}, {"state": "warm"}, {"state": "delete"}],
+    }
 
 
 def test_concurrent_policy_creation_is_retried() -> None:
     cluster = Cluster(plugins=ISM_PLUGINS)
     cluster.put_conflicts = 1
-    assert installer(cluster).install().policies == {"p-standard": "created"}
+    assert installer(cluster).install().policies["p-standard"] == "created"
 
 
 def test_without_ism_warns_once_and_touches_no_ism_api(caplog: pytest.LogCaptureFixture) -> None:
@@ -193,3 +206,52 @@ def test_reference_templates_in_config_match_code(name: str, template: dict[str,
     # config/opensearch/*.json are the rendered templates for operators to review;
     # regenerate them from collector.lifecycle when the mapping changes.
     assert json.loads((REPO / "config" / "opensearch" / name).read_text()) == template
+
+
+def test_dry_run_reports_without_writing() -> None:
+    cluster = Cluster(plugins=ISM_PLUGINS)
+    inst = LifecycleInstaller(
+        cluster.http,
+        prefix="p",
+        policies={"standard": POLICY},
+        indices={"p-seals": {"properties": {}}},
+        dry_run=True,
+    )
+
+    def absent(method: str, path: str, body: Any, params: dict[str, str]) -> Response:
+        if method == "HEAD":
+            return Response(404, {})
+        return cluster.answer(method, path, body, params)
+
+    cluster.http.responder = absent
+    report = inst.install()
+    assert {m for m, _ in calls(cluster)} <= {"GET", "HEAD"}
+    assert report.changed
+    assert report.lines() == [
+        "template p-deadletter: would be created",
+        "template p-events: would be created",
+        "index p-seals: would be created",
+        "policy p-legal-hold: would be created",
+        "policy p-standard: would be created",
+    ]
+
+
+def test_read_only_held_index_keeps_its_mapping_and_install_goes_on() -> None:
+    cluster = Cluster(plugins=[])
+    blocked = {"error": {"type": "cluster_block_exception", "reason": "index read-only (api)"}}
+
+    def answer(method: str, path: str, body: Any, params: dict[str, str]) -> Response:
+        if path == "/p-events-*/_mapping":
+            return Response(403, blocked)
+        if path == "/_cat/indices/p-events-*":
+            return Response(200, [{"index": "p-events-standard-2026.10"}, {"index": "p-events-x"}])
+        if path == "/p-events-standard-2026.10/_mapping":
+            return Response(403, blocked)
+        if path == "/p-events-x/_mapping":
+            return Response(200, {"acknowledged": True})
+        return cluster.answer(method, path, body, params)
+
+    cluster.http.responder = answer
+    report = installer(cluster).install()
+    assert report.templates["p-events"] == "created"
+    assert ("PUT", "/p-events-x/_mapping") in calls(cluster)
