@@ -11,10 +11,19 @@
     crm-audit rules check --rules FILE
     crm-audit rules test --rules FILE [--opensearch URL] [--prefix P] --from ISO8601
                      [--to ISO8601] [--rule ID ...] [--format text|json]
+    crm-audit report --from DATE --to DATE --out FILE.html [--opensearch URL] [--prefix P]
+                     [--keys DIR] [--checkpoints DIR] [--checkpoint-key PUB]
+                     [--signing-key PEM] [--policies DIR] [--min-retention-days N]
+                     [--silence-gap DURATION] [--max-rows N]
+    crm-audit report-verify FILE --key PUB
 
 `rules test` is a dry run: it shows what each enabled rule would raise over a past range
 (with suppression) and writes nothing. A rules file problem reads
 ``rules.yaml:LINE: rules.3.window: message`` (exit 2).
+
+`report` writes the compliance evidence pack (one self-contained HTML file, see
+`collector.report`) and exits 0 once it is written, whatever it found; `report-verify`
+exits 0 only when the file's digests and signature check out, 1 otherwise.
 
 `verify` exits 0 only when everything checked is VALID, 1 when it found anything, 2 on
 usage errors (and 1 when OpenSearch cannot be read).
@@ -183,6 +192,44 @@ def build_parser() -> argparse.ArgumentParser:
     rtest.add_argument("--to", dest="time_to", type=_timestamp, help="default: now")
     rtest.add_argument("--rule", action="append", default=[], metavar="ID", help="repeatable")
     rtest.add_argument("--format", choices=("text", "json"), default="text")
+
+    rep = commands.add_parser(
+        "report", help="compliance evidence pack for a period (self-contained HTML)"
+    )
+    rep.add_argument("--opensearch", metavar="URL", help="default: $OPENSEARCH_URL")
+    rep.add_argument("--prefix", default="crm-audit", help="index prefix (default crm-audit)")
+    rep.add_argument("--from", dest="time_from", required=True, metavar="DATE")
+    rep.add_argument(
+        "--to", dest="time_to", required=True, metavar="DATE", help="a date includes that day"
+    )
+    rep.add_argument("--out", type=Path, required=True, metavar="FILE.html")
+    rep.add_argument("--keys", type=Path, metavar="DIR", help="agents' public keys (to verify)")
+    rep.add_argument("--checkpoints", type=Path, metavar="DIR")
+    rep.add_argument("--checkpoint-key", type=Path, metavar="PUB")
+    rep.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="PEM",
+        help="collector Ed25519 key that signs the report (collector-signing-key.pem)",
+    )
+    rep.add_argument("--policies", type=Path, metavar="DIR", help="ISM policy files ism-CLASS.json")
+    rep.add_argument(
+        "--min-retention-days",
+        type=_rate,
+        default=2190.0,
+        metavar="DAYS",
+        help="regulatory minimum retention (default 2190 = 6 years, SEC 17a-4)",
+    )
+    rep.add_argument(
+        "--silence-gap",
+        default="15m",
+        metavar="DURATION",
+        help="a source silent longer than this is reported (default 15m)",
+    )
+    rep.add_argument("--max-rows", type=_positive_int, default=1000, metavar="N")
+    repv = commands.add_parser("report-verify", help="check a report's digests and signature")
+    repv.add_argument("file", type=Path, metavar="FILE")
+    repv.add_argument("--key", type=Path, required=True, metavar="PUB", help="collector key")
     return parser
 
 
@@ -416,6 +463,120 @@ def _cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    import time
+
+    from collector.checkpoints import load_or_create_key
+    from collector.errors import StartupError
+    from collector.index import OpenSearchHttp, make_client
+    from collector.report.build import ReportOptions, build_report, parse_duration, parse_period
+    from collector.report.errors import ReportError, ReportInputError
+    from collector.report.retention import read_policy_files
+
+    url = args.opensearch or os.environ.get("OPENSEARCH_URL")
+    if not url:
+        raise UsageError("report: --opensearch URL (or $OPENSEARCH_URL) is required")
+    try:
+        period = parse_period(args.time_from, args.time_to)
+        gap = parse_duration(args.silence_gap)
+    except ValueError as exc:
+        raise UsageError(f"report: {exc}") from None
+    except ReportInputError as exc:
+        raise UsageError(str(exc)) from None
+    keys = registered = None
+    if args.keys is not None:
+        if not args.keys.is_dir():
+            raise UsageError(f"report: --keys: not a directory: {args.keys}")
+        keys = KeyRing(args.keys).keys_for
+        registered = frozenset(p.stem for p in args.keys.glob("*.pub"))
+    view = None
+    if args.checkpoints is not None:
+        if not args.checkpoints.is_dir():
+            raise UsageError(f"report: --checkpoints: not a directory: {args.checkpoints}")
+        trusted = None
+        if args.checkpoint_key is not None:
+            try:
+                loaded = integrity.load_public_keys(args.checkpoint_key.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"report: {args.checkpoint_key}: {exc}") from None
+            trusted = {integrity.key_id(k): k for k in loaded}
+        view = read_checkpoints(args.checkpoints, trusted)
+    signing_key = None
+    if args.signing_key is not None:
+        # The collector's checkpoint key, loaded as the collector does; never created here.
+        if not args.signing_key.is_file():
+            raise UsageError(f"report: --signing-key: no such file: {args.signing_key}")
+        try:
+            signing_key = load_or_create_key(args.signing_key)
+        except StartupError as exc:
+            raise UsageError(f"report: {exc}") from None
+    try:
+        policies = read_policy_files(args.policies) if args.policies is not None else {}
+    except ReportInputError as exc:
+        raise UsageError(f"report: {exc}") from None
+    options = ReportOptions(
+        prefix=args.prefix,
+        period=period,
+        now=dt.datetime.now(dt.UTC),
+        gap=gap,
+        min_retention_days=args.min_retention_days,
+        max_rows=args.max_rows,
+        keys=keys,
+        registered=registered,
+        checkpoints=view,
+        policy_files=policies,
+        signing_key=signing_key,
+    )
+    started = time.monotonic()
+    try:
+        document, data = build_report(
+            OpenSearchHttp(make_client(url.rstrip("/"), timeout_s=60)), options
+        )
+        args.out.write_text(document, encoding="utf-8")
+    except ReportError as exc:
+        _log(f"report: {exc}")
+        return exc.exit_code
+    except OSError as exc:
+        raise UsageError(f"report: cannot write {args.out}: {exc.strerror or exc}") from None
+    verdict = "NOT VERIFIED"
+    if data.integrity.report is not None:
+        verdict = "VALID" if data.integrity.report.valid else "FINDINGS"
+    _say(
+        f"report written to {args.out} in {time.monotonic() - started:.1f} s: "
+        f"integrity {verdict}, {len(data.coverage.silent)} silent period(s), "
+        f"{data.access.changes_total} privileged change(s), {data.alerts.total} alert(s)"
+        + ("" if signing_key is not None else "; NOT SIGNED (no --signing-key)")
+    )
+    return 0
+
+
+def _cmd_report_verify(args: argparse.Namespace) -> int:
+    from collector.report.errors import SignatureError
+    from collector.report.signing import verify
+
+    try:
+        loaded = integrity.load_public_keys(args.key.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"report-verify: {args.key}: {exc}") from None
+    try:
+        document = args.file.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise UsageError(f"report-verify: cannot read {args.file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        _say(f"{args.file}: INVALID: not UTF-8 text (altered or not a report)")
+        return 1
+    try:
+        payload = verify(document, {integrity.key_id(k): k for k in loaded})
+    except SignatureError as exc:
+        _say(f"{args.file}: INVALID: {exc}")
+        return 1
+    _say(
+        f"{args.file}: VALID: signed by collector key {payload['key_id']}, generated "
+        f"{payload['generated']}, period {payload['period']['from']} to {payload['period']['to']}"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `crm-audit` console script; returns the exit code."""
     try:
@@ -430,6 +591,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_verify(args)
         if args.command == "rules":
             return _cmd_rules(args)
+        if args.command == "report":
+            return _cmd_report(args)
+        if args.command == "report-verify":
+            return _cmd_report_verify(args)
         return _cmd_sample(args)
     except AdminError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

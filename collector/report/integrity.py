@@ -1,0 +1,88 @@
+"""Integrity: `collector.verify` run as a library over the period, plus checkpoint status."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from collector.checkpoints import CheckpointView
+from collector.index import Requester
+from collector.report.errors import ReportDataError
+from collector.verify import Report, Verifier, VerifyError
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    """Per agent: what the newest signed checkpoint attests."""
+
+    agent: str
+    sequence: int | None
+    time: str
+
+
+@dataclass
+class Integrity:
+    """Everything the integrity section shows; `summary` is what gets signed."""
+
+    report: Report | None  # None: not run (no keys given)
+    skipped: str
+    checkpoints: CheckpointView | None
+    checkpoint_rows: list[CheckpointRow] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The verify result without timing, so the same data gives the same digest."""
+        out: dict[str, Any]
+        if self.report is None:
+            out = {"verified": False, "reason": self.skipped}
+        else:
+            out = {"verified": True, **self.report.to_json()}
+            out.pop("seconds", None)
+        if self.checkpoints is not None:
+            out["checkpoints"] = {
+                "lines": self.checkpoints.lines,
+                "problems": list(self.checkpoints.problems),
+                "heads": {
+                    agent: {"sequence": seq, "time": when}
+                    for agent, (seq, _head, when) in sorted(self.checkpoints.heads.items())
+                },
+            }
+        return out
+
+
+def run_integrity(
+    request: Requester,
+    prefix: str,
+    keys: Callable[[str], Mapping[str, Ed25519PublicKey]] | None,
+    *,
+    checkpoints: CheckpointView | None,
+    time_from: datetime,
+    time_to: datetime,
+    now: datetime,
+) -> Integrity:
+    rows = [
+        CheckpointRow(agent, seq, when)
+        for agent, (seq, _head, when) in sorted((checkpoints.heads if checkpoints else {}).items())
+    ]
+    if keys is None:
+        return Integrity(
+            None, "no agent keys given (--keys): the trail was NOT verified", checkpoints, rows
+        )
+    verifier = Verifier(
+        request,
+        prefix,
+        keys,
+        checkpoints=checkpoints,
+        time_from=time_from,
+        time_to=time_to,
+        now=now,
+    )
+    try:
+        result = verifier.run()
+    except VerifyError as exc:
+        raise ReportDataError(f"verify: {exc}") from exc
+    return Integrity(result, "", checkpoints, rows)
