@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from opensearchpy import TransportError
+
 from bench.pipeline import Bench, run_scope
 from bench.processes import BenchError
 from bench.scenarios.base import Exported, Run, Say, rounded
@@ -92,10 +94,22 @@ def measure(
     probe = exported.docs[:probe_docs]
     for size in bulk_sizes:
         for threads in concurrency:
-            result = run_once(bench, exported, probe, size, threads)
+            try:
+                result = run_once(bench, exported, probe, size, threads)
+            except TransportError as exc:
+                if exc.status_code != 429:
+                    raise
+                # More bytes in flight than the node's indexing pressure limit allows
+                # (10% of heap): not a set-up a client could sustain, so not a ceiling.
+                say(f"ceiling probe bulk {size} x {threads}: refused by OpenSearch (429)")
+                grid.append({"bulk_size": size, "concurrency": threads, "refused": "429"})
+                continue
             say(f"ceiling probe bulk {size} x {threads}: {result['docs_per_s']:,.0f} docs/s")
             grid.append(result)
-    best = max(grid, key=lambda r: r["docs_per_s"])
+    usable = [r for r in grid if "docs_per_s" in r]
+    if not usable:
+        raise BenchError("ceiling: OpenSearch refused every bulk size x concurrency probed")
+    best = max(usable, key=lambda r: r["docs_per_s"])
     measured = []
     for number in range(1, runs + 1):
         result = run_once(

@@ -349,20 +349,22 @@ def test_collector_down_then_up(env: Env, agents: list[Agent]) -> None:
     agent.start()
     wait_for(lambda: env.count(agent.id) >= 1000, "first 1000", timeout=120)
     env.collector.stop()
-    with log_file.open("ab") as out:
-        for n in range(1000, 4000):
-            out.write(line(n) + b"\n")
-    assert agent.process is not None
-    wait_for(
-        lambda: "cannot ship to" in agent.log(),
-        "the agent to notice the outage",
-        timeout=60,
-        watch=[agent.process],
-    )
-    for _ in range(10):  # about 10 s of outage, the agent retrying meanwhile
-        assert agent.process.alive()
-        time.sleep(1)
-    env.start_collector()
+    try:
+        with log_file.open("ab") as out:
+            for n in range(1000, 4000):
+                out.write(line(n) + b"\n")
+        assert agent.process is not None
+        wait_for(
+            lambda: "cannot ship to" in agent.log(),
+            "the agent to notice the outage",
+            timeout=60,
+            watch=[agent.process],
+        )
+        for _ in range(10):  # about 10 s of outage, the agent retrying meanwhile
+            assert agent.process.alive()
+            time.sleep(1)
+    finally:
+        env.start_collector()  # later tests need it, whatever happened here
     with log_file.open("ab") as out:
         out.write(line(4000, DONE) + b"\n")
     wait_done(env, agent)
@@ -375,23 +377,29 @@ def test_spool_full_pauses_reading_and_resumes(env: Env, agents: list[Agent]) ->
     agent = Agent(env, "full", extra="spool: {max_bytes: 65536, segment_bytes: 16384}")
     agents.append(agent)
     env.collector.stop()
-    log_file = agent.logs / "app.jsonl"
-    total = 6000
-    log_file.write_bytes(b"".join(line(n) + b"\n" for n in range(total)))
-    process = agent.start()
-    wait_for(lambda: "spool full" in agent.log(), "reading to pause", timeout=120, watch=[process])
-    spool = agent.state / "spool"
+    try:
+        log_file = agent.logs / "app.jsonl"
+        # The spool may overshoot max_bytes by one read pass (agent/spool.py, "Bounds"):
+        # the log must be far larger than bound + pass for the pause to be visible.
+        total = 20000
+        log_file.write_bytes(b"".join(line(n) + b"\n" for n in range(total)))
+        process = agent.start()
+        wait_for(
+            lambda: "spool full" in agent.log(), "reading to pause", timeout=120, watch=[process]
+        )
+        spool = agent.state / "spool"
 
-    def spooled_bytes() -> int:
-        return sum(p.stat().st_size for p in spool.glob("*.seg"))
+        def spooled_bytes() -> int:
+            return sum(p.stat().st_size for p in spool.glob("*.seg"))
 
-    first = spooled_bytes()
-    time.sleep(1.0)
-    assert spooled_bytes() == first, "the spool grew while full"
-    # Far less than the file: the rest waits on disk, in the log file.
-    assert first < log_file.stat().st_size
-    assert rss_mib(process) < RSS_BOUND_MIB
-    env.start_collector()
+        first = spooled_bytes()
+        time.sleep(1.0)
+        assert spooled_bytes() == first, "the spool grew while full"
+        # Far less than the file: the rest waits on disk, in the log file.
+        assert first < log_file.stat().st_size
+        assert rss_mib(process) < RSS_BOUND_MIB
+    finally:
+        env.start_collector()  # later tests need it, whatever happened here
     with log_file.open("ab") as out:
         out.write(line(total, DONE) + b"\n")
     wait_done(env, agent)
