@@ -12,6 +12,14 @@ Measures, side by side in one run on one machine:
 5. peer        rsyslog (imfile -> omelasticsearch) shipping the same files into the
                same OpenSearch: events/s, CPU-s per million, ratio to ours
 6. scaling     agent alone over files (1, 10, 100) x line length (100 B, 1 KiB)
+7. parsers     framing + parsing lines/s per format on replicated sample files, and the
+               whole jsonlines normalize step (+ privacy, protobuf serialization);
+               in-process
+8. integrity   µs per event of hashing, sealing (agent) and verify_batch (collector),
+               in-process; `crm-audit verify` events/s over sealed events shipped to a
+               real collector with integrity keys and checkpoints
+9. detection   line written -> alert document p50/p99 for a per-event rule (bulk
+               export) and a windowed rule (failed-login burst) under background load
 
 Module map: `cli` (arguments, environment, orchestration, output), `sizes` (full and
 quick presets), `corpus` (the lines written), `procstat` (CPU and memory of a pid),

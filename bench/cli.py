@@ -34,8 +34,11 @@ from bench.processes import BenchError
 from bench.scenarios import ORDER, ScenarioResult, Shared
 from bench.scenarios import agent as agent_scenario
 from bench.scenarios import ceiling as ceiling_scenario
+from bench.scenarios import detection as detection_scenario
 from bench.scenarios import e2e as e2e_scenario
+from bench.scenarios import integrity as integrity_scenario
 from bench.scenarios import latency as latency_scenario
+from bench.scenarios import parsers as parsers_scenario
 from bench.scenarios import peer as peer_scenario
 from bench.scenarios.base import timed
 from bench.search import client, opensearch_node, version
@@ -44,7 +47,10 @@ from bench.stats import median_of_runs, ratio
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-OPENSEARCH_SCENARIOS = {"ceiling", "e2e", "latency", "peer"}
+SAMPLES = REPO / "tests" / "agent" / "parsers" / "samples"
+# Scenarios that share the unmeasured preparation run (JVM warm-up, the ceiling's documents).
+PREPARED_SCENARIOS = {"ceiling", "e2e", "latency", "peer"}
+OPENSEARCH_SCENARIOS = PREPARED_SCENARIOS | {"integrity", "detection"}
 Say = Callable[[str], None]
 
 
@@ -136,10 +142,12 @@ def run_scenarios(
     extra: dict[str, Any] = {}
     shared = Shared()
     chunk = sizes.write_chunk_lines
-    corpus = sample_lines(max(sizes.e2e_events, sizes.agent_events))
+    corpus = sample_lines(
+        max(sizes.e2e_events, sizes.agent_events, sizes.integrity_events, sizes.parser_lines)
+    )
     e2e_lines = corpus[: sizes.e2e_events]
 
-    if OPENSEARCH_SCENARIOS & set(selected):
+    if PREPARED_SCENARIOS & set(selected):
         # Unmeasured: warms the JVM up, and its documents are the ceiling's.
         say(f"preparation: one unmeasured end-to-end run of {len(e2e_lines):,} events")
         try:
@@ -219,6 +227,29 @@ def run_scenarios(
                 )
         result.info["cases"] = cases
 
+    def parsers(result: ScenarioResult) -> None:
+        directory = bench.work / "parsers"
+        directory.mkdir(exist_ok=True)
+        cases = parsers_scenario.all_cases(SAMPLES, corpus, sizes.parser_lines)
+        key_file = parsers_scenario.write_key(directory)
+        result.info["cases"] = parsers_scenario.measure(cases, key_file, sizes.runs, say)
+
+    def integrity(result: ScenarioResult) -> None:
+        result.runs, result.info["ingest"] = integrity_scenario.measure(
+            bench, corpus[: sizes.integrity_events], sizes.integrity_batch, sizes.runs, say
+        )
+
+    def detection(result: ScenarioResult) -> None:
+        result.runs = detection_scenario.measure(
+            bench,
+            incidents=sizes.detection_incidents,
+            rate=sizes.detection_rate,
+            interval_s=sizes.detection_interval_s,
+            spacing_s=sizes.detection_spacing_s,
+            runs=sizes.runs,
+            say=say,
+        )
+
     scenarios: dict[str, Callable[[ScenarioResult], None]] = {
         "ceiling": ceiling,
         "e2e": e2e,
@@ -226,6 +257,9 @@ def run_scenarios(
         "latency": latency,
         "peer": peer,
         "scaling": scaling,
+        "parsers": parsers,
+        "integrity": integrity,
+        "detection": detection,
     }
     for name in ORDER:
         if name not in selected:

@@ -114,8 +114,14 @@ def start_agent(bench: Bench, directory: Path, glob: str, port: int) -> Proc:
 
 
 @contextlib.contextmanager
-def collector(bench: Bench, directory: Path, prefix: str) -> Iterator[tuple[Proc, int]]:
-    """A real collector indexing into `prefix`-*, listening on a free port."""
+def collector(
+    bench: Bench, directory: Path, prefix: str, *, extra: str = ""
+) -> Iterator[tuple[Proc, int]]:
+    """A real collector indexing into `prefix`-*, listening on a free port.
+
+    `extra` is YAML appended to the config (e.g. an ``integrity:`` or ``detection:``
+    section); relative paths in it resolve against `directory`.
+    """
     port = free_port()
     config = directory / "collector.yaml"
     config.write_text(
@@ -128,7 +134,8 @@ def collector(bench: Bench, directory: Path, prefix: str) -> Iterator[tuple[Proc
             url=bench.url,
             prefix=prefix,
             policy=bench.repo / "config" / "opensearch" / "ism-standard.json",
-        ),
+        )
+        + extra,
         encoding="utf-8",
     )
     proc = Proc(

@@ -70,11 +70,11 @@ def _two(value: Any) -> str:
 
 
 def rows(results: dict[str, Any]) -> list[Row]:
-    """The main table (every scenario but scaling, which has a table of its own)."""
+    """The main table (every scenario but scaling and parsers, which have tables of their own)."""
     scenarios: dict[str, dict[str, Any]] = results.get("scenarios", {})
     comparisons: dict[str, Any] = results.get("comparisons", {})
     out: list[Row] = []
-    for name in ("ceiling", "e2e", "agent", "latency", "peer"):
+    for name in ("ceiling", "e2e", "agent", "latency", "peer", "integrity", "detection"):
         scenario = scenarios.get(name)
         if scenario is None:
             continue
@@ -145,6 +145,57 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     "",
                 )
             )
+        elif name == "integrity":
+            batch = _int(scenario.get("median", {}).get("batch_size"))
+            events = _int(scenario.get("median", {}).get("events"))
+            out += _metric_rows(
+                name,
+                scenario,
+                [
+                    ("agent hashing µs per event (Chainer.link)", "hash_us_per_event", _one),
+                    (
+                        f"agent sealing µs per event ({batch}-event batches)",
+                        "seal_us_per_event",
+                        _one,
+                    ),
+                    ("collector verify_batch µs per event", "verify_batch_us_per_event", _one),
+                    (f"crm-audit verify events/s ({events} events)", "verify_events_per_s", _int),
+                ],
+            )
+        elif name == "detection":
+            median = scenario.get("median", {})
+            load = f"{_int(median.get('background_rate_per_s'))} events/s"
+            every = f"interval {_num(median.get('interval_s'), 0)} s"
+            out += _metric_rows(
+                name,
+                scenario,
+                [
+                    (f"per-event rule p50 s (bulk export) at {load}", "inline_p50_s", _two),
+                    (f"per-event rule p99 s (bulk export) at {load}", "inline_p99_s", _two),
+                    (f"windowed rule p50 s (failed logins, {every})", "windowed_p50_s", _two),
+                    (f"windowed rule p99 s (failed logins, {every})", "windowed_p99_s", _two),
+                ],
+            )
+    return out
+
+
+def parser_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(parser, lines, lines/s, events/s, µs per line) per parser case."""
+    scenario = results.get("scenarios", {}).get("parsers")
+    if not scenario or scenario.get("status") != "ok":
+        return []
+    out = []
+    for case in scenario.get("cases", []):
+        median = case.get("median", {})
+        out.append(
+            (
+                str(case.get("label")),
+                _int(median.get("lines")),
+                _int(median.get("lines_per_s")),
+                _int(median.get("events_per_s")),
+                _one(median.get("us_per_line")),
+            )
+        )
     return out
 
 
@@ -178,12 +229,15 @@ def _text_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 def render_table(results: dict[str, Any]) -> str:
     """The table printed at the end of `python -m bench`."""
-    parts = [
-        _text_table(
-            ("scenario", "metric", "median", "runs"),
-            [(r.scenario, r.metric, r.median, r.runs) for r in rows(results)],
+    main = rows(results)
+    parts = []
+    if main:  # empty when only scaling and/or parsers ran
+        parts.append(
+            _text_table(
+                ("scenario", "metric", "median", "runs"),
+                [(r.scenario, r.metric, r.median, r.runs) for r in main],
+            )
         )
-    ]
     scaling = scaling_rows(results)
     if scaling:
         parts.append(
@@ -193,6 +247,15 @@ def render_table(results: dict[str, Any]) -> str:
     elif "scaling" in results.get("scenarios", {}):
         skipped = results["scenarios"]["scaling"]
         parts.append(f"scaling: {skipped.get('status')}: {skipped.get('reason', '')}")
+    parsers = parser_rows(results)
+    if parsers:
+        parts.append(
+            "parsers (framing + parsing, in-process, one core):\n"
+            + _text_table(("parser", "lines", "lines/s", "events/s", "µs/line"), parsers)
+        )
+    elif "parsers" in results.get("scenarios", {}):
+        skipped = results["scenarios"]["parsers"]
+        parts.append(f"parsers: {skipped.get('status')}: {skipped.get('reason', '')}")
     return "\n\n".join(parts) + "\n"
 
 
@@ -228,14 +291,21 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- Sizes: {_int(sizes.get('e2e_events'))} events for ceiling, end-to-end and peer; "
         f"{_int(sizes.get('agent_events'))} for agent alone; "
         f"{_int(sizes.get('scaling_events'))} per scaling case; latency "
-        f"{_int(sizes.get('latency_duration_s'))} s at {_int(sizes.get('latency_rate'))} lines/s.",
-        "",
-        _md_table(
-            ("Scenario", "Metric", "Median", "Runs"),
-            [(r.scenario, r.metric, r.median, r.runs) for r in rows(results)],
-            right={2},
-        ),
+        f"{_int(sizes.get('latency_duration_s'))} s at {_int(sizes.get('latency_rate'))} lines/s; "
+        f"parsers ~{_int(sizes.get('parser_lines'))} lines each; integrity "
+        f"{_int(sizes.get('integrity_events'))} events; detection "
+        f"{_int(sizes.get('detection_incidents'))} incidents per rule and run.",
     ]
+    main = rows(results)
+    if main:
+        lines += [
+            "",
+            _md_table(
+                ("Scenario", "Metric", "Median", "Runs"),
+                [(r.scenario, r.metric, r.median, r.runs) for r in main],
+                right={2},
+            ),
+        ]
     scaling = scaling_rows(results)
     if scaling:
         lines += [
@@ -248,6 +318,22 @@ def render_markdown(results: dict[str, Any]) -> str:
                 right={2, 3, 4},
             ),
         ]
+    parsers = parser_rows(results)
+    if parsers:
+        lines += [
+            "",
+            "Parsers (framing + parsing, in-process, one core; the last row adds privacy, "
+            "the reading side's stamps and protobuf serialization):",
+            "",
+            _md_table(
+                ("Parser", "Lines", "Lines/s", "Events/s", "µs per line"),
+                parsers,
+                right={1, 2, 3, 4},
+            ),
+        ]
+    elif "parsers" in results.get("scenarios", {}):
+        skipped = results["scenarios"]["parsers"]
+        lines += ["", f"Parsers: {skipped.get('status')}: {skipped.get('reason', '')}"]
     return "\n".join(lines) + "\n"
 
 

@@ -4,8 +4,12 @@ The full preset is sized for <= 15 minutes on a 2-core machine. Extrapolated fro
 runs on the 2-core reference machine (OpenSearch ~9k docs/s, end to end ~2-3k
 events/s, agent alone ~10k events/s at 100-500 B lines and ~1.6k events/s at 1 KiB):
 preparation ~0.5 min, ceiling ~1, end-to-end ~1.5, agent ~0.7, latency ~1.3, peer ~1,
-scaling ~3.5: about 10 minutes. The quick preset takes about 1.5 minutes and its
-numbers are dominated by start-up and by the 1 s polling: a check, not a measurement.
+scaling ~3.5: about 10 minutes (measured: ~5). The scenarios added later: parsers ~1
+(in-process), integrity ~0.7 (in-process costs, one ingest of 20k sealed events,
+`crm-audit verify` 3 times) and detection ~2.5 (per run: start-up, the first rule
+evaluation, 10 incidents 2.3 s apart under 500 lines/s of background traffic, the last
+alert): about 4 minutes more. The quick preset takes about 2.5 minutes and its numbers
+are dominated by start-up and by the 1 s polling: a check, not a measurement.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ class Sizes:
     latency_duration_s: float
     latency_probe_every: int  # every n-th line is a probe
     scaling_events: int  # per case
+    parser_lines: int  # per parser: sample files replicated to about this many lines
+    integrity_events: int  # hashed, sealed, verified in-process; shipped once and `verify`ed
+    detection_incidents: int  # per rule (bulk export, failed-login burst) and run
+    integrity_batch: int = 500  # events per sealed batch (the agent's batch.max_events)
+    detection_rate: float = 500.0  # background lines/s while incidents are written
+    detection_interval_s: float = 5.0  # the collector's detection.interval_s (its default)
+    detection_spacing_s: float = 2.3  # between incidents; no multiple of the interval
     scaling_files: tuple[int, ...] = (1, 10, 100)
     scaling_line_bytes: tuple[int, ...] = (100, 1024)
     write_chunk_lines: int = 1000  # lines per append(2) when writing a corpus
@@ -52,6 +63,9 @@ FULL = Sizes(
     latency_duration_s=20.0,
     latency_probe_every=100,
     scaling_events=20_000,
+    parser_lines=20_000,
+    integrity_events=20_000,
+    detection_incidents=10,
 )
 
 QUICK = Sizes(
@@ -65,4 +79,7 @@ QUICK = Sizes(
     latency_duration_s=4.0,
     latency_probe_every=100,
     scaling_events=2_000,
+    parser_lines=2_000,
+    integrity_events=2_000,
+    detection_incidents=2,
 )

@@ -12,7 +12,17 @@ from bench.stats import median_of_runs
 
 Run = dict[str, float]
 
-ORDER = ("ceiling", "e2e", "agent", "latency", "peer", "scaling")
+ORDER = (
+    "ceiling",
+    "e2e",
+    "agent",
+    "latency",
+    "peer",
+    "scaling",
+    "parsers",
+    "integrity",
+    "detection",
+)
 TITLES = {
     "ceiling": "Ceiling: opensearch-py bulk, same documents",
     "e2e": "End-to-end: file -> agent -> collector -> searchable",
@@ -20,6 +30,9 @@ TITLES = {
     "latency": "Latency: write -> searchable at a steady rate",
     "peer": "Peer: rsyslog imfile -> omelasticsearch, same files",
     "scaling": "Scaling: agent alone over files x line length",
+    "parsers": "Parsers: framing + parsing per format, in-process",
+    "integrity": "Integrity: hashing, sealing, batch verification; crm-audit verify",
+    "detection": "Detection: line written -> alert document, under background load",
 }
 
 

@@ -88,9 +88,9 @@ def measure(
     concurrency: Sequence[int],
     runs: int,
     say: Say,
-) -> tuple[list[Run], list[Run]]:
+) -> tuple[list[dict[str, Any]], list[Run]]:
     """(grid of probes, measured runs of the best set-up)."""
-    grid = []
+    grid: list[dict[str, Any]] = []
     probe = exported.docs[:probe_docs]
     for size in bulk_sizes:
         for threads in concurrency:

@@ -1,9 +1,10 @@
 """Smoke run of the benchmark harness at a tiny size, so it cannot rot.
 
-Runs `python -m bench --quick --only agent --runs 1` (real agent process, real mTLS to
-the harness's null collector; no OpenSearch needed), then renders its JSON with
-`python -m bench.report`. No timing assertions: only that it completes and that the
-numbers are well formed.
+Runs `python -m bench --quick --only agent,parsers --runs 1` (real agent process, real
+mTLS to the harness's null collector; the parsers in-process; no OpenSearch needed),
+then renders its JSON with `python -m bench.report`. The OpenSearch scenarios
+(integrity, detection, ...) are only rendered, from a synthetic result. No timing
+assertions: only that it completes and that the numbers are well formed.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ def _positive(value: object) -> bool:
     return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
-def test_agent_alone_smoke_run_and_report(tmp_path: Path) -> None:
+def test_agent_alone_and_parsers_smoke_run_and_report(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     run = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "agent", "--runs", "1",
+        [sys.executable, "-m", "bench", "--quick", "--only", "agent,parsers", "--runs", "1",
          "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
@@ -46,6 +47,22 @@ def test_agent_alone_smoke_run_and_report(tmp_path: Path) -> None:
     for key in ("elapsed_s", "events_per_s", "cpu_s_per_m", "peak_rss_mib", "mib_per_s"):
         assert _positive(measured[key]), (key, measured[key])
         assert _positive(agent["median"][key]), (key, agent["median"][key])
+    parsers = results["scenarios"]["parsers"]
+    assert parsers["status"] == "ok", parsers["reason"]
+    labels = [case["label"] for case in parsers["cases"]]
+    for label in ("pgaudit stderr", "pgaudit csvlog", "pgaudit jsonlog", "mariadb_audit",
+                  "mysql_enterprise_audit", "percona_audit", "salesforce_elf",
+                  "salesforce_json", "jsonlines", "regex"):  # fmt: skip
+        assert label in labels
+    assert any(case["normalize"] for case in parsers["cases"])
+    for case in parsers["cases"]:
+        assert len(case["runs"]) == 1
+        median = case["median"]
+        assert median["parse_errors"] == 0, case["label"]
+        assert median["lines"] >= results["sizes"]["parser_lines"] * 0.9, case["label"]
+        for key in ("lines_per_s", "events_per_s", "us_per_line"):
+            assert _positive(median[key]), (case["label"], key, median[key])
+    assert "parsers (framing + parsing" in run.stdout
     assert results["machine"]["nproc"] >= 1
     assert results["finished_at"] >= results["started_at"]
 
@@ -55,6 +72,7 @@ def test_agent_alone_smoke_run_and_report(tmp_path: Path) -> None:
     ).stdout  # fmt: skip
     assert rendered.startswith("### Results")
     assert "| agent | events/s |" in rendered
+    assert "| pgaudit csvlog | " in rendered
 
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{report.BEGIN}\nold\n{report.END}\n\nafter\n")
@@ -84,6 +102,22 @@ def test_report_renders_every_scenario_shape() -> None:
             "peer": {"status": "skipped", "reason": "no rsyslogd", "median": {}, "runs": []},
             "scaling": {**ok, "median": {}, "runs": [], "cases": [
                 {"files": 1, "line_bytes": 100, "median": {"events_per_s": 3.0}}]},
+            "parsers": {**ok, "median": {}, "runs": [], "cases": [
+                {"label": "pgaudit stderr", "format": "pgaudit", "normalize": False,
+                 "median": {"lines": 2000, "lines_per_s": 8000.0, "events_per_s": 8000.0,
+                            "us_per_line": 125.0}, "runs": []},
+                {"label": "normalize: jsonlines + privacy + serialize", "format": "jsonlines",
+                 "normalize": True, "median": {"lines": 2000, "lines_per_s": 11000.0},
+                 "runs": []}]},
+            "integrity": {**ok, "median": {
+                "events": 2000, "batch_size": 500, "hash_us_per_event": 4.1,
+                "seal_us_per_event": 3.4, "verify_batch_us_per_event": 3.8,
+                "verify_events_per_s": 3500.0}, "runs": [{"hash_us_per_event": 4.1}],
+                "ingest": {"ingest_s": 1.0, "ingest_events": 2000}},
+            "detection": {**ok, "median": {
+                "background_rate_per_s": 500.0, "interval_s": 5.0, "inline_p50_s": 1.2,
+                "inline_p99_s": 1.9, "windowed_p50_s": 4.5, "windowed_p99_s": None},
+                "runs": [{"inline_p50_s": 1.2}, {"inline_p50_s": 1.4}]},
         },
         "comparisons": {"e2e_to_ceiling": 0.5, "peer": {}},
     }  # fmt: skip
@@ -92,5 +126,27 @@ def test_report_renders_every_scenario_shape() -> None:
     assert "| agent | failed | - | it broke |" in markdown
     assert "| peer | skipped | - | no rsyslogd |" in markdown
     assert "| 1 | 100 | 3 |" in markdown
+    assert "| pgaudit stderr | 2,000 | 8,000 | 8,000 | 125.0 |" in markdown
+    assert "| normalize: jsonlines + privacy + serialize | 2,000 | 11,000 | - | - |" in markdown
+    assert "| integrity | agent hashing µs per event (Chainer.link) | 4.1 | 4.1 |" in markdown
+    assert "| integrity | agent sealing µs per event (500-event batches) | 3.4 |" in markdown
+    assert "| integrity | collector verify_batch µs per event | 3.8 |" in markdown
+    assert "| integrity | crm-audit verify events/s (2,000 events) | 3,500 |" in markdown
+    assert (
+        "| detection | per-event rule p50 s (bulk export) at 500 events/s | 1.20 | 1.20 / 1.40 |"
+        in markdown
+    )
+    assert "| detection | windowed rule p50 s (failed logins, interval 5 s) | 4.50 |" in markdown
+    assert "| detection | windowed rule p99 s (failed logins, interval 5 s) | - |" in markdown
     table = report.render_table(results)
     assert "ceiling" in table and "scaling" in table
+    assert "parsers (framing + parsing" in table and "detection" in table
+
+
+def test_report_renders_a_failed_parsers_scenario() -> None:
+    results = {
+        "scenarios": {"parsers": {"status": "failed", "reason": "no samples", "cases": []}},
+        "sizes": {"runs": 1},
+    }
+    assert "parsers: failed: no samples" in report.render_table(results)
+    assert "Parsers: failed: no samples" in report.render_markdown(results)
