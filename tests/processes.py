@@ -15,12 +15,12 @@ BIN = Path(sys.executable).parent
 class ManagedProcess:
     """A console script started with its output in a log file; `stop()` is idempotent."""
 
-    def __init__(self, argv: list[str], log_path: Path) -> None:
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.argv = argv
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [str(BIN / argv[0]), *argv[1:]], stdout=self._log, stderr=subprocess.STDOUT
+            [str(BIN / argv[0]), *argv[1:]], stdout=self._log, stderr=subprocess.STDOUT, env=env
         )
 
     def log(self) -> str:

@@ -25,11 +25,11 @@ from opensearchpy import OpenSearch, helpers
 
 from collector.admin.pki import init_ca, issue_agent
 from tests.helpers import free_port
+from tests.integration.support import write_collector_config
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 DONE = "test.done"
 RSS_BOUND_MIB = 256  # the bound stated for default batch settings (measured ~85 MiB)
 
@@ -91,17 +91,8 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     init_ca(pki)
     prefix = f"faults-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    collector_yaml = root / "collector.yaml"
-    collector_yaml.write_text(
-        f"""listen: "127.0.0.1:{port}"
-tls: {{ca: {pki}/ca.crt, cert: {pki}/collector.crt, key: {pki}/collector.key}}
-opensearch: {{url: "{opensearch_url}", index_prefix: "{prefix}"}}
-retention:
-  default_class: standard
-  classes:
-    standard: {{policy: {REPO}/config/opensearch/ism-standard.json}}
-""",
-        encoding="utf-8",
+    collector_yaml = write_collector_config(
+        root / "collector.yaml", pki=pki, url=opensearch_url, prefix=prefix, port=port
     )
     client = OpenSearch(hosts=[opensearch_url], timeout=60)
     collector = ManagedProcess(

@@ -28,11 +28,11 @@ from collector.admin.pki import init_ca, issue_agent
 from collector.admin.sample import generate, write_jsonl
 from collector.checkpoints import read_checkpoints
 from tests.helpers import free_port
+from tests.integration.support import write_collector_config
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 AGENT_ID = "crm-sealed-1"
 FIRST, SECOND = 400, 150
 START = datetime(2026, 11, 4, 9, 0, tzinfo=UTC)
@@ -79,22 +79,19 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     logs.mkdir()
     prefix = f"sealed-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    collector_yaml = root / "collector.yaml"
-    collector_yaml.write_text(
-        f"""listen: "127.0.0.1:{port}"
-tls: {{ca: {pki}/ca.crt, cert: {pki}/collector.crt, key: {pki}/collector.key}}
-opensearch: {{url: "{opensearch_url}", index_prefix: "{prefix}"}}
-retention:
-  default_class: standard
-  classes:
-    standard: {{policy: {REPO}/config/opensearch/ism-standard.json}}
-integrity:
-  keys_dir: keys
-  require_seal: true
-  checkpoint_dir: checkpoints
-  checkpoint_interval_s: 1
-""",
-        encoding="utf-8",
+    collector_yaml = write_collector_config(
+        root / "collector.yaml",
+        pki=pki,
+        url=opensearch_url,
+        prefix=prefix,
+        port=port,
+        extra="""
+        integrity:
+          keys_dir: keys
+          require_seal: true
+          checkpoint_dir: checkpoints
+          checkpoint_interval_s: 1
+        """,
     )
     agent_yaml = root / "agent.yaml"
     agent_yaml.write_text(

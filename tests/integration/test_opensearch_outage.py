@@ -28,11 +28,11 @@ from opensearchpy import OpenSearch, helpers
 from collector.admin.opensearch_node import EmbeddedOpenSearch
 from collector.admin.pki import init_ca, issue_agent
 from tests.helpers import free_port, traversable_tmpdir
+from tests.integration.support import write_collector_config
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 DONE = "test.done"
 BEFORE, IN_FLIGHT, OUTAGE_SECONDS, PER_SECOND = 1000, 2000, 10, 200
 
@@ -118,28 +118,28 @@ def test_opensearch_stopped_then_restarted(tmp_path: Path) -> None:
         init_ca(pki)
         prefix = f"outage-{uuid.uuid4().hex[:8]}"
         port = free_port()
-        collector_yaml = tmp_path / "collector.yaml"
         # Few, quick retries per batch: the outage reaches the agent as STATUS_RETRY
         # instead of being absorbed by the collector's own backoff.
-        collector_yaml.write_text(
-            f"""listen: "127.0.0.1:{port}"
-tls: {{ca: {pki}/ca.crt, cert: {pki}/collector.crt, key: {pki}/collector.key}}
-opensearch:
-  url: "{node.url}"
-  index_prefix: "{prefix}"
-  request_timeout_s: 10
-  max_retries: 2
-  retry_backoff_s: 0.2
-  retry_max_backoff_s: 0.5
-retention:
-  default_class: standard
-  classes:
-    standard: {{policy: {REPO}/config/opensearch/ism-standard.json}}
-""",
-            encoding="utf-8",
+        collector_yaml = write_collector_config(
+            tmp_path / "collector.yaml",
+            pki=pki,
+            url=node.url,
+            prefix=prefix,
+            port=port,
+            opensearch_extra="""
+            request_timeout_s: 10
+            max_retries: 2
+            retry_backoff_s: 0.2
+            retry_max_backoff_s: 0.5
+            """,
         )
+        # OPENSEARCH_URL (a shared cluster for the other tests) would override the
+        # config's url: this collector must index into the node this test stops.
+        own_cluster = {k: v for k, v in os.environ.items() if k != "OPENSEARCH_URL"}
         collector = ManagedProcess(
-            ["crm-audit-collector", "run", "-c", str(collector_yaml)], tmp_path / "collector.log"
+            ["crm-audit-collector", "run", "-c", str(collector_yaml)],
+            tmp_path / "collector.log",
+            env=own_cluster,
         )
         started.append(collector)
 

@@ -22,11 +22,11 @@ from collector.admin.opensearch_node import ism_available
 from collector.admin.pki import init_ca, issue_agent
 from collector.admin.sample import generate, write_jsonl
 from tests.helpers import free_port
+from tests.integration.support import write_collector_config
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 AGENT_ID = "crm-host-1"
 SAMPLE_COUNT = 400
 MALFORMED = b'{"timestamp": "2026-11-27T10:00:00Z", "event": "login", "user": {"name": "broken'
@@ -61,22 +61,6 @@ class Pipeline:
         result = self.client.search(index=self.events, body={"query": query, "size": size})
         hits: list[dict[str, Any]] = result["hits"]["hits"]
         return hits
-
-
-def _write_collector_config(directory: Path, pki: Path, url: str, prefix: str, port: int) -> Path:
-    path = directory / "collector.yaml"
-    path.write_text(
-        f"""listen: "127.0.0.1:{port}"
-tls: {{ca: {pki}/ca.crt, cert: {pki}/collector.crt, key: {pki}/collector.key}}
-opensearch: {{url: "{url}", index_prefix: "{prefix}"}}
-retention:
-  default_class: standard
-  classes:
-    standard: {{policy: {REPO}/config/opensearch/ism-standard.json}}
-""",
-        encoding="utf-8",
-    )
-    return path
 
 
 def _write_agent_config(
@@ -114,7 +98,9 @@ def pipeline(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     prefix = f"e2e-{uuid.uuid4().hex[:8]}"
     client = OpenSearch(hosts=[opensearch_url], timeout=30)
     port = free_port()
-    collector_yaml = _write_collector_config(root, pki, opensearch_url, prefix, port)
+    collector_yaml = write_collector_config(
+        root / "collector.yaml", pki=pki, url=opensearch_url, prefix=prefix, port=port
+    )
     agent_yaml = _write_agent_config(
         root,
         agent_id=AGENT_ID,

@@ -37,11 +37,11 @@ from proto.v1 import audit_pb2 as pb
 from proto.v1 import audit_pb2_grpc as pb_grpc
 from tests.collector.conftest import NOV_27_2026, make_event
 from tests.helpers import free_port
+from tests.integration.support import write_collector_config
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 EVENTS = 30
 BATCH = 10
 JAN_2020 = 1_579_000_000_000_000_000  # 2020-01-14
@@ -77,21 +77,18 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     keys.mkdir()
     prefix = f"tamper-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    config = root / "collector.yaml"
-    config.write_text(
-        f"""listen: "127.0.0.1:{port}"
-tls: {{ca: {pki}/ca.crt, cert: {pki}/collector.crt, key: {pki}/collector.key}}
-opensearch: {{url: "{opensearch_url}", index_prefix: "{prefix}"}}
-retention:
-  default_class: standard
-  classes:
-    standard: {{policy: {REPO}/config/opensearch/ism-standard.json}}
-integrity:
-  keys_dir: keys
-  checkpoint_dir: checkpoints
-  checkpoint_interval_s: 1
-""",
-        encoding="utf-8",
+    config = write_collector_config(
+        root / "collector.yaml",
+        pki=pki,
+        url=opensearch_url,
+        prefix=prefix,
+        port=port,
+        extra="""
+        integrity:
+          keys_dir: keys
+          checkpoint_dir: checkpoints
+          checkpoint_interval_s: 1
+        """,
     )
     collector = ManagedProcess(
         ["crm-audit-collector", "run", "-c", str(config)], root / "collector.log"
