@@ -60,3 +60,16 @@ bench: system-deps venv opensearch-dist
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+
+# docs/config-reference.md from the pydantic config models (a test fails when it is stale).
+.PHONY: config-reference install
+config-reference: venv
+	$(PY) scripts/gen_config_reference.py
+
+# Install as a system service (docs/operations.md): PREFIX venv, the crm-audit user,
+# /etc/crm-audit, /var/lib/crm-audit, systemd units. Run as root; idempotent.
+# DESTDIR=/tmp/pkgroot lays the files out for packaging (no user, no chown, no systemctl).
+PREFIX ?= /opt/crm-audit
+DESTDIR ?=
+install:
+	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" PYTHON="$(PYTHON)" bash scripts/install.sh

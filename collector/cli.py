@@ -2,9 +2,15 @@
 manage legal holds.
 
     crm-audit-collector check -c collector.yaml   # validate; "OK" and exit 0, else exit 2
+    crm-audit-collector check -c collector.yaml --print
+                                                  # ... and print the effective config
+                                                  # (defaults filled in, secrets masked)
     crm-audit-collector run -c collector.yaml     # serve until SIGTERM/SIGINT, exit 0
     crm-audit-collector setup -c collector.yaml [--dry-run]
                                                   # install/upgrade templates + policies
+        [--dashboards URL [--dashboards-user U --dashboards-password-file F]
+         [--dashboards-ca PEM] [--dashboards-file NDJSON]]
+                                                  # ... and import the Dashboards objects
     crm-audit-collector hold place --class C --from YYYY.MM --to YYYY.MM --reason TEXT -c F
     crm-audit-collector hold release --id ID --reason TEXT -c F
     crm-audit-collector hold list -c F
@@ -12,7 +18,7 @@ manage legal holds.
 Every problem is one line on stderr; config problems read
 ``collector.yaml:LINE: key.path: message`` and exit with code 2. This is the only
 collector module that reads the environment (``OPENSEARCH_URL`` overrides
-``opensearch.url``).
+``opensearch.url``; ``${NAME}`` in collector.yaml is resolved from it).
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
-from collector.config import CollectorConfig, load_config, with_opensearch_url
+from collector.config import CollectorConfig, load_config_and_secrets, with_opensearch_url
 from collector.errors import CollectorError, ConfigError, HoldError
 from proto.sdnotify import Notifier
+from proto.yamlconfig import KeyPath, dump_effective
 
 if TYPE_CHECKING:
     from collector.hold import HoldManager
@@ -67,16 +74,26 @@ def setup_logging(level: str) -> None:
     logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
-def _load(path: Path) -> CollectorConfig:
-    config = load_config(path)
+def _load_with_secrets(path: Path) -> tuple[CollectorConfig, frozenset[KeyPath]]:
+    config, secrets = load_config_and_secrets(path, os.environ)
     url = os.environ.get("OPENSEARCH_URL")
     if url:
         config = with_opensearch_url(config, url)
-    return config
+    return config, secrets
 
 
-def _check(path: Path) -> int:
-    _load(path)
+def _load(path: Path) -> CollectorConfig:
+    return _load_with_secrets(path)[0]
+
+
+def _check(path: Path, show: bool) -> int:
+    config, secrets = _load_with_secrets(path)
+    if show:
+        # Secrets (substituted values, password/token/key fields) are masked: this
+        # output ends up in tickets and chat.
+        print(f"# effective config of {path} (defaults filled in, secrets masked)")
+        print(dump_effective(config, secrets), end="")
+        return 0
     print(f"{path}: OK")
     return 0
 
@@ -110,16 +127,67 @@ def _run(path: Path) -> int:
     return 0
 
 
-def _setup(path: Path, dry_run: bool) -> int:
+def _dashboards_file(given: Path | None) -> Path:
+    if given is not None:
+        return given
+    # Installed (scripts/install.sh): PREFIX/share/crm-audit; from a checkout: config/.
+    candidates = [
+        Path(sys.prefix) / "share" / "crm-audit" / "dashboards" / "crm-audit.ndjson",
+        Path(__file__).resolve().parents[1] / "config" / "dashboards" / "crm-audit.ndjson",
+    ]
+    return next((p for p in candidates if p.is_file()), candidates[0])
+
+
+def _import_dashboards(args: argparse.Namespace, config: CollectorConfig) -> None:
+    from collector import dashboards
+
+    source = _dashboards_file(args.dashboards_file)
+    try:
+        ndjson = source.read_bytes()
+        password = None
+        if args.dashboards_password_file is not None:
+            lines = args.dashboards_password_file.read_text(encoding="utf-8").splitlines()
+            password = lines[0].strip() if lines else ""
+    except OSError as exc:
+        raise ConfigError([f"{exc.filename}: cannot read: {exc.strerror}"]) from None
+    prefix = config.opensearch.index_prefix
+    ndjson = dashboards.with_prefix(ndjson, prefix)
+    patterns = ", ".join(dashboards.index_pattern_titles(ndjson))
+    if args.dry_run:
+        print(f"dashboards: would import {source} into {args.dashboards} ({patterns})")
+        return
+    result = dashboards.import_saved_objects(
+        args.dashboards,
+        ndjson,
+        username=args.dashboards_user,
+        password=password,
+        ca_file=args.dashboards_ca,
+    )
+    print(f"dashboards: {result.success_count} saved objects imported ({patterns})")
+
+
+def _setup(args: argparse.Namespace) -> int:
     from collector import setup
 
-    config = _load(path)
+    config = _load(args.config)
+    dry_run = args.dry_run
     report = setup.installer(config, setup.requester(config), dry_run=dry_run).install()
     for line in report.lines():
         print(line)
+    if args.dashboards is not None:
+        _import_dashboards(args, config)
     if dry_run:
         print("dry run: nothing changed" if not report.changed else "dry run: changes above")
     return 0
+
+
+def _dashboards_url(value: str) -> str:
+    from collector.dashboards import check_url
+
+    try:
+        return check_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _holds(config: CollectorConfig) -> HoldManager:
@@ -194,11 +262,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("-c", "--config", required=True, type=Path, help="collector.yaml")
+        if name == "check":
+            cmd.add_argument(
+                "--print",
+                dest="show",
+                action="store_true",
+                help="print the effective config as YAML (defaults filled in, secrets masked)",
+            )
     cmd = sub.add_parser(
         "setup", help="install or upgrade index templates and ISM policies; print what changed"
     )
     cmd.add_argument("-c", "--config", required=True, type=Path, help="collector.yaml")
     cmd.add_argument("--dry-run", action="store_true", help="only say what would change")
+    cmd.add_argument(
+        "--dashboards",
+        metavar="URL",
+        type=_dashboards_url,
+        help="also import the saved objects into OpenSearch Dashboards at URL "
+        "(index patterns renamed for opensearch.index_prefix)",
+    )
+    cmd.add_argument("--dashboards-user", help="Dashboards basic-auth user")
+    cmd.add_argument(
+        "--dashboards-password-file", type=Path, help="file whose first line is its password"
+    )
+    cmd.add_argument(
+        "--dashboards-ca", type=Path, help="PEM CA bundle of Dashboards' HTTPS certificate"
+    )
+    cmd.add_argument(
+        "--dashboards-file",
+        type=Path,
+        help="NDJSON to import (default: the crm-audit.ndjson shipped with crm-audit)",
+    )
     hold = sub.add_parser("hold", help="legal holds: place, release, list")
     hold_sub = hold.add_subparsers(dest="hold_command", required=True, parser_class=_Parser)
     place = hold_sub.add_parser("place", help="put a class's indices of a month range on hold")
@@ -217,9 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         if args.command == "check":
-            return _check(args.config)
+            return _check(args.config, args.show)
         if args.command == "setup":
-            return _setup(args.config, args.dry_run)
+            return _setup(args)
         if args.command == "hold":
             return _hold(args)
         return _run(args.config)

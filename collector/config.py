@@ -2,8 +2,12 @@
 
 `load_config(path)` returns a frozen `CollectorConfig` or raises `ConfigError` holding
 every problem at once, one line each (``collector.yaml:LINE: key.path: message``).
-Relative file paths resolve against the config file's directory. The environment is not
-read here (only `collector.cli` does, e.g. ``OPENSEARCH_URL``).
+Relative file paths resolve against the config file's directory. String values may use
+``${NAME}`` / ``${file:PATH}`` substitution (proto.yamlconfig); the variables come from
+the caller (`collector.cli` passes the environment, and reads ``OPENSEARCH_URL``).
+
+Every field carries a ``description``: docs/config-reference.md is generated from them
+(`make config-reference`), and a test fails when it is stale.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -30,7 +35,7 @@ from pydantic import (
 from collector.detect.rules import load_rules
 from collector.detect.settings import DetectionConfig
 from collector.errors import ConfigError
-from proto.yamlconfig import validate
+from proto.yamlconfig import KeyPath, load
 
 _LISTEN_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
 # Index names: lowercase, no wildcard/separator characters; we append "-events-..." to it.
@@ -68,9 +73,11 @@ def _read_pem(path: Path, what: str) -> bytes:
 class TlsConfig(_Model):
     """Server certificate, its key and the CA that signs agent certificates."""
 
-    ca: Path
-    cert: Path
-    key: Path
+    ca: Path = Field(description="PEM CA bundle that signed the agents' client certificates.")
+    cert: Path = Field(description="The collector's PEM server certificate.")
+    key: Path = Field(
+        description="Its unencrypted PEM private key; must not be readable by other users."
+    )
 
     _resolve = field_validator("ca", "cert", "key", mode="before")(_resolve_file)
 
@@ -125,30 +132,79 @@ def _check_url(value: str) -> str:
 class OpenSearchConfig(_Model):
     """Where and how to index, and how to authenticate to OpenSearch."""
 
-    url: Annotated[str, AfterValidator(_check_url)] = "http://127.0.0.1:9200"
-    index_prefix: str = "crm-audit"
-    bulk_max_docs: int = Field(default=2000, ge=1, le=100_000)
-    bulk_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
-    request_timeout_s: float = Field(default=30, gt=0, le=600)
+    url: Annotated[str, AfterValidator(_check_url)] = Field(
+        default="http://127.0.0.1:9200",
+        description="OpenSearch base URL (http:// or https://); "
+        "the OPENSEARCH_URL environment variable overrides it.",
+    )
+    index_prefix: str = Field(
+        default="crm-audit",
+        description="Prefix of every index: <prefix>-events-<class>-<YYYY.MM>, "
+        "<prefix>-deadletter, -alerts, -seals, -holds, -leases.",
+    )
+    bulk_max_docs: int = Field(
+        default=2000, ge=1, le=100_000, description="Documents per _bulk request."
+    )
+    bulk_max_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        le=100 * 1024 * 1024,
+        description="Bytes per _bulk request.",
+    )
+    request_timeout_s: float = Field(
+        default=30, gt=0, le=600, description="Timeout of one OpenSearch request."
+    )
     # _bulk requests in flight at once, over all agent streams (collector.index).
-    bulk_concurrency: int = Field(default=4, ge=1, le=64)
+    bulk_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="_bulk requests in flight at once, shared by all agent streams.",
+    )
     # Per batch: retries of 429/5xx/unreachable with exponential backoff, then
     # STATUS_RETRY to the agent (which resends: nothing is lost, only delayed).
-    max_retries: int = Field(default=5, ge=0, le=100)
-    retry_backoff_s: float = Field(default=0.5, gt=0, le=60)
-    retry_max_backoff_s: float = Field(default=8.0, gt=0, le=600)
+    max_retries: int = Field(
+        default=5,
+        ge=0,
+        le=100,
+        description="Retries per batch of 429 / 5xx / unreachable answers (jittered "
+        "exponential backoff) before the agent is told to resend later.",
+    )
+    retry_backoff_s: float = Field(
+        default=0.5, gt=0, le=60, description="First retry delay; doubled per attempt."
+    )
+    retry_max_backoff_s: float = Field(
+        default=8.0, gt=0, le=600, description="Upper bound of the retry delay."
+    )
     # Authentication (security plugin): basic auth and/or a client certificate.
-    username: str | None = None
-    password_file: Path | None = None
-    # CA bundle that signed the cluster's HTTP certificate (https:// URLs).
-    ca: Path | None = None
-    client_cert: Path | None = None
-    client_key: Path | None = None
+    username: str | None = Field(
+        default=None, description="Basic-auth user (security plugin); needs password_file."
+    )
+    password_file: Path | None = Field(
+        default=None,
+        description="File whose first line is the basic-auth password; chmod 600.",
+    )
+    ca: Path | None = Field(
+        default=None,
+        description="PEM CA bundle that signed the cluster's HTTP certificate "
+        "(https:// URLs; verification is always on).",
+    )
+    client_cert: Path | None = Field(
+        default=None, description="PEM client certificate for TLS client authentication."
+    )
+    client_key: Path | None = Field(
+        default=None, description="Its unencrypted PEM private key; chmod 600."
+    )
     # true: the collector installs templates and policies itself when it starts (needs
     # an admin-like role). false: it only checks that `crm-audit-collector setup` did,
     # and waits (batches get STATUS_RETRY) until it has — for the least-privilege
     # writer role of config/opensearch/security.
-    setup_on_start: bool = True
+    setup_on_start: bool = Field(
+        default=True,
+        description="true: install templates and ISM policies on start (admin-like role). "
+        "false: only check that `crm-audit-collector setup` did, answering STATUS_RETRY "
+        "until then (for the crm_audit_writer role).",
+    )
 
     _files = field_validator("password_file", "ca", "client_cert", "client_key", mode="before")(
         _resolve_file
@@ -208,7 +264,10 @@ def _load_policy(path: Path) -> Path:
 class RetentionClass(_Model):
     """One retention class: its ISM policy file."""
 
-    policy: Path
+    policy: Path = Field(
+        description='ISM policy JSON file ({"policy": {"states": [...]}}); the collector '
+        "adds the ism_template for the class's indices."
+    )
 
     @field_validator("policy", mode="before")
     @classmethod
@@ -234,11 +293,22 @@ class RetentionRule(_Model):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    retention_class: str = Field(alias="class")
-    audit_category: list[str] | None = None
-    source: list[str] | None = None
-    format: list[str] | None = None
-    action: list[str] | None = None
+    retention_class: str = Field(
+        alias="class", description="The retention class matching events go to."
+    )
+    audit_category: list[str] | None = Field(
+        default=None,
+        description="Audit categories: system_admin, data_operation, security, unknown.",
+    )
+    source: list[str] | None = Field(
+        default=None, description="Globs on the source name (crm.source.name)."
+    )
+    format: list[str] | None = Field(
+        default=None, description="Globs on the source format (crm.source.format)."
+    )
+    action: list[str] | None = Field(
+        default=None, description='Globs on event.action, e.g. "record.*".'
+    )
 
     @field_validator("audit_category")
     @classmethod
@@ -254,11 +324,24 @@ class RetentionRule(_Model):
 class RetentionConfig(_Model):
     """Retention classes, the rules routing events to them, and the index time cut."""
 
-    default_class: str = "standard"
-    granularity: Literal["monthly", "daily"] = "monthly"
-    classes: dict[str, RetentionClass]
+    default_class: str = Field(
+        default="standard", description="Class of every event no rule matches."
+    )
+    granularity: Literal["monthly", "daily"] = Field(
+        default="monthly",
+        description="Index time cut by event time (UTC): <prefix>-events-<class>-YYYY.MM "
+        "or -YYYY.MM.DD. Mind the shard budget over multi-year retention.",
+    )
+    classes: dict[str, RetentionClass] = Field(
+        description="Retention classes by name (lowercase letters, digits, '_'; "
+        "part of index names)."
+    )
     # First match wins; events no rule matches go to default_class.
-    rules: list[RetentionRule] = []
+    rules: list[RetentionRule] = Field(
+        default=[],
+        description="Routing rules; the first whose conditions all match wins. "
+        "Changing them moves new events only.",
+    )
 
     @field_validator("classes")
     @classmethod
@@ -292,11 +375,27 @@ class RetentionConfig(_Model):
 class ServerConfig(_Model):
     """gRPC server limits."""
 
-    max_concurrent_streams: int = Field(default=64, ge=1, le=10_000)
+    max_concurrent_streams: int = Field(
+        default=64,
+        ge=1,
+        le=10_000,
+        description="Open agent streams, one handler thread each (agents + slack).",
+    )
     # Streams one agent (certificate CN) may hold open at once; more are refused with
     # RESOURCE_EXHAUSTED, so a noisy agent cannot take every handler thread.
-    max_streams_per_agent: int = Field(default=2, ge=1, le=10_000)
-    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
+    max_streams_per_agent: int = Field(
+        default=2,
+        ge=1,
+        le=10_000,
+        description="Streams one agent (certificate CN) may hold; more are refused with "
+        "RESOURCE_EXHAUSTED and the agent retries.",
+    )
+    max_message_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=64 * 1024,
+        le=1024 * 1024 * 1024,
+        description="Largest Batch message accepted.",
+    )
 
 
 def _resolve_path(value: Any, info: ValidationInfo) -> Path | None:
@@ -323,16 +422,29 @@ def _resolve_dir(value: Any, info: ValidationInfo) -> Path | None:
 class IntegrityConfig(_Model):
     """Seal verification and signed checkpoints (see collector.integrity)."""
 
-    # <agent_id>.pub files with the agents' Ed25519 public keys (crm-audit keys register).
-    keys_dir: Path | None = None
-    # Unsealed batches (old agents): accepted with an "unsealed" alert, or rejected.
-    require_seal: bool = False
-    # Where signed checkpoints are appended (WORM storage in production); none: off.
-    checkpoint_dir: Path | None = None
-    checkpoint_interval_s: float = Field(default=300, ge=1, le=86_400)
-    # The collector's Ed25519 checkpoint key; created (0600) on first start.
-    # Default: <checkpoint_dir>/collector-signing-key.pem.
-    collector_key: Path | None = None
+    keys_dir: Path | None = Field(
+        default=None,
+        description="Directory of <agent_id>.pub files with the agents' Ed25519 public "
+        "keys (`crm-audit keys register`); re-read when a file changes.",
+    )
+    require_seal: bool = Field(
+        default=False,
+        description="Unsealed batches (old agents): false = index them with an "
+        '"unsealed" alert, true = reject them.',
+    )
+    checkpoint_dir: Path | None = Field(
+        default=None,
+        description="Where signed checkpoints are appended (WORM storage in production); "
+        "unset: no checkpoints.",
+    )
+    checkpoint_interval_s: float = Field(
+        default=300, ge=1, le=86_400, description="How often a checkpoint is appended."
+    )
+    collector_key: Path | None = Field(
+        default=None,
+        description="The collector's Ed25519 checkpoint key, created 0600 on first start. "
+        "Default: <checkpoint_dir>/collector-signing-key.pem.",
+    )
 
     _dirs = field_validator("keys_dir", "checkpoint_dir", mode="before")(_resolve_dir)
     _key = field_validator("collector_key", mode="before")(_resolve_path)
@@ -354,24 +466,43 @@ def _listen_address(value: str) -> str:
 class MetricsConfig(_Model):
     """The health / Prometheus endpoint (collector.health); off unless `listen` is set."""
 
-    # HOST:PORT, e.g. 127.0.0.1:9464; keep it on loopback or a management network.
-    listen: Annotated[str, AfterValidator(_listen_address)] | None = None
-    # /healthz re-checks OpenSearch at most this often.
-    health_check_interval_s: float = Field(default=5, gt=0, le=600)
+    listen: Annotated[str, AfterValidator(_listen_address)] | None = Field(
+        default=None,
+        description="HOST:PORT of /healthz and /metrics (plain HTTP), e.g. 127.0.0.1:9464; "
+        "keep it on loopback or a management network. Unset: off.",
+    )
+    health_check_interval_s: float = Field(
+        default=5, gt=0, le=600, description="/healthz re-checks OpenSearch at most this often."
+    )
 
 
 class CollectorConfig(_Model):
     """The whole `collector.yaml`."""
 
-    listen: str = "127.0.0.1:4317"
-    tls: TlsConfig
-    opensearch: OpenSearchConfig = OpenSearchConfig()
-    retention: RetentionConfig
-    server: ServerConfig = ServerConfig()
-    integrity: IntegrityConfig = IntegrityConfig()
+    listen: str = Field(
+        default="127.0.0.1:4317",
+        description="gRPC listen address HOST:PORT (IPv6 as [addr]:PORT); agents connect "
+        "here with mTLS.",
+    )
+    tls: TlsConfig = Field(description="mTLS: server certificate, key and the agents' CA.")
+    opensearch: OpenSearchConfig = Field(
+        default=OpenSearchConfig(), description="Where and how to index."
+    )
+    retention: RetentionConfig = Field(
+        description="Retention classes (ISM policies) and the rules routing events to them."
+    )
+    server: ServerConfig = Field(default=ServerConfig(), description="gRPC server limits.")
+    integrity: IntegrityConfig = Field(
+        default=IntegrityConfig(), description="Seal verification and signed checkpoints."
+    )
     # Optional: absent (or without `rules`) means no detection (collector.detect).
-    detection: DetectionConfig = DetectionConfig()
-    metrics: MetricsConfig = MetricsConfig()
+    detection: DetectionConfig = Field(
+        default=DetectionConfig(),
+        description="Detection rules and notifiers; absent or without `rules`: off.",
+    )
+    metrics: MetricsConfig = Field(
+        default=MetricsConfig(), description="Health and Prometheus metrics endpoint."
+    )
 
     @field_validator("listen")
     @classmethod
@@ -379,15 +510,26 @@ class CollectorConfig(_Model):
         return _listen_address(value)
 
 
-def load_config(path: Path) -> CollectorConfig:
-    """Validate `path`; raise `ConfigError` with every problem, one line each."""
-    config, problems = validate(path, CollectorConfig)
-    if config is None:
-        raise ConfigError(problems)
-    if config.detection.rules is not None:
+def load_config_and_secrets(
+    path: Path, env: Mapping[str, str] | None = None
+) -> tuple[CollectorConfig, frozenset[KeyPath]]:
+    """Validate `path` (``${NAME}`` taken from `env`); return the config and the key
+    paths whose values were substituted, for `proto.yamlconfig.dump_effective`.
+
+    Raises `ConfigError` with every problem, one line each.
+    """
+    loaded = load(path, CollectorConfig, env)
+    if loaded.config is None:
+        raise ConfigError(loaded.problems)
+    if loaded.config.detection.rules is not None:
         # The rules file reports its own problems (rules.yaml:LINE: rules.3.window: ...).
-        load_rules(config.detection.rules)
-    return config
+        load_rules(loaded.config.detection.rules)
+    return loaded.config, loaded.secret_paths
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> CollectorConfig:
+    """Validate `path`; raise `ConfigError` with every problem, one line each."""
+    return load_config_and_secrets(path, env)[0]
 
 
 def with_opensearch_url(config: CollectorConfig, url: str) -> CollectorConfig:
