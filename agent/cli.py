@@ -1,12 +1,20 @@
-"""`crm-audit-agent run|check|key|parse -c agent.yaml` — the only module touching the environment.
+"""`crm-audit-agent run|check|key|parse|status -c agent.yaml` — the only module touching
+the environment.
 
 - `run`: the agent (under systemd: READY=1 once running, WATCHDOG=1 while healthy,
-  STOPPING=1 on SIGTERM — proto.sdnotify);
-- `check`: validate the config;
+  STOPPING=1 on SIGTERM — proto.sdnotify). SIGHUP re-reads the config: an invalid one
+  is rejected (every problem logged, one line each) and the agent runs on unchanged;
+  a valid one is applied (agent.runtime.Agent.reload; logging settings too);
+- `check [--print]`: validate the config; `--print` also prints the effective config
+  (defaults filled in, secrets and ${...}-substituted values masked);
 - `key`: create the signing key if needed, print the public key file and key id (for
   `crm-audit keys register KEYS_DIR AGENT_ID PUBFILE` on the collector side);
 - `parse [--source NAME] [FILE...]`: print what the parsers make of the files (ships
-  nothing, writes no state).
+  nothing, writes no state);
+- `status [--format text|json]`: per file offset vs size, spool depth, sequences and
+  last ack, read from state_dir (agent.status); the agent need not run.
+
+Logging: `--log-format text|json` and `--log-level` override `logging.format|level`.
 
 Exit codes: 0 success (including a clean SIGTERM/SIGINT shutdown), 1 runtime failure
 (unusable checkpoint, internal error), 2 user mistake (bad arguments or config), with
@@ -16,6 +24,7 @@ one line per problem on stderr and never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -27,30 +36,19 @@ from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
-from agent.config import AgentConfig, load_config
+from agent import logs
+from agent.config import AgentConfig, load_config, load_config_and_secrets
 from agent.errors import AgentError, CheckpointError, ConfigError
 from agent.integrity import PUBLIC_KEY_FILE, AgentKey
 from agent.parse_command import run_parse
+from proto import yamlconfig
 from proto.sdnotify import Notifier
 
 log = logging.getLogger("agent")
 
 STALL_FLOOR_S = 10.0  # well above the read loop's longest idle wait (agent.pipeline)
-
-
-class OneLineFormatter(logging.Formatter):
-    """Every record on one line: newlines in messages and tracebacks are folded."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return " | ".join(line for line in super().format(record).splitlines() if line.strip())
-
-
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+TICK_S = 0.5  # main loop: SIGHUP is acted on within this
+LIVE_TIMEOUT_S = 1.0  # `status` asking a running agent's metrics endpoint
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,15 +61,28 @@ def _parser() -> argparse.ArgumentParser:
         ("check", "validate the config and exit"),
         ("key", "create the signing key if needed; print its public key file and key id"),
         ("parse", "print the events the configured parsers make of log files; ship nothing"),
+        ("status", "per file offset vs size, spool depth and last ack, from state_dir"),
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("-c", "--config", required=True, type=Path, help="agent YAML config")
         sub.add_argument(
             "--log-level",
-            default="INFO",
             choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-            help="default INFO",
+            help="default: logging.level of the config, else INFO",
         )
+        sub.add_argument(
+            "--log-format",
+            choices=["text", "json"],
+            help="default: logging.format of the config, else text",
+        )
+        if name == "status":
+            sub.add_argument("--format", choices=["text", "json"], default="text")
+        if name == "check":
+            sub.add_argument(
+                "--print",
+                action="store_true",
+                help="print the effective config (defaults filled in, secrets masked)",
+            )
         if name == "parse":
             sub.add_argument(
                 "--source", help="the source whose settings apply (default: every source)"
@@ -103,22 +114,27 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    logs.setup(args.log_format or "text", args.log_level or "INFO")
     try:
-        config = load_config(args.config)
+        config, secret_paths = load_config_and_secrets(args.config, os.environ)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 2
+    _apply_logging(args, config)
     if args.command == "parse":
         # Reads only the files: no state directory, no collector.
         return run_parse(config, args.source, args.files, sys.stdout)
+    if args.command == "status":
+        return _status(config, args.format)
     problems = _environment_problems(config)
     if problems:
         for problem in problems:
             print(f"{args.config}: {problem}", file=sys.stderr)
         return 2
     if args.command == "check":
+        if args.print:
+            sys.stdout.write(yamlconfig.dump_effective(config, secret_paths))
         print(
             f"{args.config}: ok (agent {config.agent_id}, {len(config.sources)} sources, "
             f"collectors {', '.join(config.collector.all_endpoints)})"
@@ -126,7 +142,37 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "key":
         return _key(config)
-    return _run(config)
+    return _run(config, args)
+
+
+def _apply_logging(args: argparse.Namespace, config: AgentConfig) -> None:
+    logs.setup(args.log_format or config.logging.format, args.log_level or config.logging.level)
+
+
+def _fetch(url: str) -> str | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=LIVE_TIMEOUT_S) as response:  # noqa: S310 - http URL built from metrics.listen
+            body: bytes = response.read()
+            return body.decode("utf-8", errors="replace")
+    except (OSError, ValueError):
+        return None  # not running, or not answering: the state on disk is the answer
+
+
+def _status(config: AgentConfig, fmt: str) -> int:
+    from agent.status import collect, render_text
+
+    try:
+        status = collect(config, now=time.time(), fetch=_fetch)
+    except CheckpointError as exc:
+        print(f"crm-audit-agent: {exc}", file=sys.stderr)
+        return 1
+    if fmt == "json":
+        print(json.dumps(status, indent=2))
+    else:
+        sys.stdout.write(render_text(status))
+    return 0
 
 
 def _key(config: AgentConfig) -> int:
@@ -144,7 +190,7 @@ def _key(config: AgentConfig) -> int:
     return 0
 
 
-def _run(config: AgentConfig) -> int:
+def _run(config: AgentConfig, args: argparse.Namespace) -> int:
     # grpc's C core logs (e.g. each failed TLS handshake) in its own multi-field format;
     # we log the reason ourselves, one line. Must be set before grpc is first imported.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -158,8 +204,14 @@ def _run(config: AgentConfig) -> int:
         notifier.stopping()
         stop.set()
 
+    hup = threading.Event()
+
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        hup.set()  # acted on by the main loop (tick), not inside the handler
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
     agent = Agent(
         config,
         clock=Clock(wall_ns=time.time_ns, monotonic=time.monotonic),
@@ -169,7 +221,38 @@ def _run(config: AgentConfig) -> int:
     watchdog_s = notifier.watchdog_interval_s
     unhealthy = False
 
+    def reload() -> None:
+        log.info("SIGHUP: reloading %s", args.config)
+        try:
+            new = load_config(args.config, os.environ)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config reload rejected: %s", problem)
+            log.error(
+                "config reload rejected (%d problems); still running with the previous config",
+                len(exc.problems),
+            )
+            agent.metrics.config_reloads.labels(result="rejected").inc()
+            return
+        try:
+            lines = agent.reload(new)
+        except Exception as exc:  # noqa: BLE001 - a reload must never stop the agent
+            log.error("config reload failed (%r); still running with the previous config", exc)
+            agent.metrics.config_reloads.labels(result="rejected").inc()
+            return
+        _apply_logging(args, new)
+        for line in lines:
+            (log.warning if "restart" in line else log.info)("%s", line)
+        agent.metrics.config_reloads.labels(result="applied").inc()
+
     def tick() -> None:
+        if hup.is_set():
+            hup.clear()
+            reload()
+        if watchdog_s is not None:
+            ping()
+
+    def ping() -> None:
         nonlocal unhealthy
         assert watchdog_s is not None
         # The read loop goes round at least every second or so; one stuck for the whole
@@ -187,14 +270,14 @@ def _run(config: AgentConfig) -> int:
     def ready() -> None:
         notifier.ready(f"shipping to {', '.join(config.collector.all_endpoints)}")
         if watchdog_s is not None:
-            tick()
+            ping()
 
     try:
         agent.run(
             stop,
             on_ready=ready,
-            on_tick=tick if watchdog_s is not None else None,
-            tick_s=watchdog_s if watchdog_s is not None else 1.0,
+            on_tick=tick,
+            tick_s=min(watchdog_s, TICK_S) if watchdog_s is not None else TICK_S,
         )
     except CheckpointError as exc:
         print(f"crm-audit-agent: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -278,6 +279,28 @@ class IntegrityConfig(_Model):
     heartbeat_interval_s: float = Field(60.0, gt=0, le=3600)
 
 
+def _listen(value: str) -> str:
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})", value)
+    if match is None or int(match.group(2)) > 65_535:
+        raise ValueError(f"expected HOST:PORT (IPv6 as [addr]:PORT), got {value!r}")
+    return value
+
+
+class MetricsConfig(_Model):
+    """The Prometheus endpoint (agent.metrics); off unless `listen` is set."""
+
+    # HOST:PORT, e.g. 127.0.0.1:9465 (port 0: any free port). Plain HTTP, no
+    # authentication: keep it on loopback.
+    listen: Annotated[str, AfterValidator(_listen)] | None = None
+
+
+class LoggingConfig(_Model):
+    """Log output on stderr; `--log-format` / `--log-level` override these."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
 class AgentConfig(_Model):
     """The whole agent config file."""
 
@@ -287,6 +310,8 @@ class AgentConfig(_Model):
     batch: BatchConfig = BatchConfig()
     spool: SpoolConfig = SpoolConfig()
     integrity: IntegrityConfig = IntegrityConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
     sources: list[SourceConfig] = Field(min_length=1)
 
     @field_validator("state_dir")
@@ -315,11 +340,20 @@ def certificate_cn(path: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def load_config(path: Path) -> AgentConfig:
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> AgentConfig:
     """Validate `path`; raise ConfigError with every problem, one line each."""
-    config, problems = yamlconfig.validate(path, AgentConfig)
+    return load_config_and_secrets(path, env)[0]
+
+
+def load_config_and_secrets(
+    path: Path, env: Mapping[str, str] | None = None
+) -> tuple[AgentConfig, frozenset[yamlconfig.KeyPath]]:
+    """`load_config` plus the key paths filled by ${...} substitution (to mask them when
+    the effective config is printed). `env`: the variables ${NAME} may use."""
+    loaded = yamlconfig.load(path, AgentConfig, env)
+    config = loaded.config
     if config is None:
-        raise ConfigError(problems)
+        raise ConfigError(loaded.problems)
     cn = certificate_cn(config.collector.tls.cert)
     if cn != config.agent_id:
         _, lines, _ = yamlconfig.load_yaml(path)
@@ -331,4 +365,4 @@ def load_config(path: Path) -> AgentConfig:
                 f"of the client certificate {config.collector.tls.cert}"
             ]
         )
-    return config
+    return config, loaded.secret_paths

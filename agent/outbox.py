@@ -68,11 +68,22 @@ class Outbox:
         self._head = head
         self._open_tail: bytes | None = None  # chain hash of the open batch's last event
         self._last_submit = monotonic()
+        self._limits: tuple[int, int, float] | None = None  # new batch limits (reload)
+
+    def set_batch_limits(self, max_events: int, max_bytes: int, max_wait_s: float) -> None:
+        """New batch limits, applied by the feed thread before its next read (SIGHUP)."""
+        self._limits = (max_events, max_bytes, max_wait_s)
+
+    def _apply_limits(self) -> None:
+        limits, self._limits = self._limits, None
+        if limits is not None:
+            self._batcher.max_events, self._batcher.max_bytes, self._batcher.max_wait_s = limits
 
     def run(self, drain: threading.Event) -> None:
         """Feed until `drain` is set and everything spooled so far was submitted."""
         try:
             while True:
+                self._apply_limits()
                 draining = drain.is_set()
                 records, losses = self._reader.read(READ_BUDGET)
                 if losses:

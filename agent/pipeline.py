@@ -13,22 +13,29 @@ Resuming mid-file: a new framer for a file read from an offset > 0 that has a
 `prime(first_line)` method (HeaderCsvFramer: the CSV header) gets the file's first line.
 
 Back-pressure: while the spool is full, nothing is read (offsets stay put).
+
+Reconfiguration (SIGHUP): `reconfigure` hands over new sources and parsers from another
+thread; the read thread applies them between two passes (agent.tail.poller says what
+happens to the files). Parsers of removed sources stay known, since their files are
+read on to their end.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from agent import notices
 from agent.checkpoint import FileOffset
 from agent.errors import SpoolWriteError
+from agent.metrics import AgentMetrics
 from agent.parsers import ParseFn
 from agent.parsers.framing import Framer, Record
 from agent.spool import Entry, Spool
-from agent.tail import Closed, Line, Tailer, Truncated
+from agent.tail import Closed, Line, SourceSpec, Tailer, Truncated
 from proto.v1 import audit_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -71,11 +78,15 @@ class Pipeline:
         wall_ns: Callable[[], int],
         monotonic: Callable[[], float],
         on_round: Callable[[], None] | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self._observer = observer
+        self._metrics = metrics
+        self._reconfig_lock = threading.Lock()
+        self._reconfig: tuple[Sequence[SourceSpec], Mapping[str, SourceParser]] | None = None
         self._on_round = on_round or (lambda: None)  # liveness, for the watchdog
         self._tailer = tailer
-        self._parsers = parsers
+        self._parsers = dict(parsers)
         self._spool = spool
         self._on_forgotten = on_forgotten
         self._wall_ns = wall_ns
@@ -89,6 +100,7 @@ class Pipeline:
         try:
             while not stop.is_set():
                 self._on_round()
+                self._apply_reconfigure()
                 if self._spool_full():
                     stop.wait(PAUSED_WAIT_S)
                     continue
@@ -96,6 +108,7 @@ class Pipeline:
                 entries: list[Entry] = []
                 for item in items:
                     self._handle(item, entries)
+                self._count_lines(items)
                 entries += self._flush_idle(self._monotonic())
                 if not self._append(entries, stop):
                     return
@@ -110,6 +123,44 @@ class Pipeline:
             self._append(entries, stop, retry=False)
         finally:
             self._tailer.close()
+
+    def reconfigure(
+        self, sources: Sequence[SourceSpec], parsers: Mapping[str, SourceParser]
+    ) -> None:
+        """Switch sources at the read thread's next pass (callable from any thread)."""
+        with self._reconfig_lock:
+            self._reconfig = (sources, parsers)
+
+    def _apply_reconfigure(self) -> None:
+        with self._reconfig_lock:
+            pending, self._reconfig = self._reconfig, None
+        if pending is None:
+            return
+        sources, parsers = pending
+        self._parsers.update(parsers)
+        self._tailer.reconfigure(sources)
+
+    def _count_lines(self, items: Sequence[Line | Truncated | Closed]) -> None:
+        if self._metrics is None:
+            return
+        counts = Counter(item.source for item in items if isinstance(item, Line))
+        for source, n in counts.items():
+            self._metrics.lines_read.labels(source=source).inc(n)
+
+    def _count_spooled(self, entries: Sequence[Entry]) -> None:
+        if self._metrics is None:
+            return
+        spooled: Counter[str] = Counter()
+        errors: Counter[str] = Counter()
+        for entry in entries:
+            source = entry.event.log.source_name
+            spooled[source] += 1
+            if "parse_error" in entry.event.flags:
+                errors[source] += 1
+        for source, n in spooled.items():
+            self._metrics.events_spooled.labels(source=source).inc(n)
+        for source, n in errors.items():
+            self._metrics.parse_errors.labels(source=source).inc(n)
 
     def _spool_full(self) -> bool:
         full = self._spool.full()
@@ -141,6 +192,7 @@ class Pipeline:
             if self._write_failing:
                 log.info("spool writable again")
                 self._write_failing = False
+            self._count_spooled(entries)
             return True
         return True
 

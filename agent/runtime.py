@@ -17,6 +17,14 @@ kill -9 between the two leaves the spool ahead). Each event is linked as the spo
 numbers it and each batch sealed as the outbox builds it; an idle outbox sends
 heartbeats.
 
+Reload (`reload`, on SIGHUP from the CLI): sources and batch limits of a new, already
+validated config are handed to the read and feed threads, which apply them between two
+passes — the spool, checkpoint and chain are untouched, so sequences and offsets run
+on. Settings read only at start (identity, state, collector, spool, integrity,
+metrics) are reported as taking effect at the next restart.
+
+Metrics (agent.metrics): always counted; served when `metrics.listen` is set.
+
 Health (`healthy`, for the systemd watchdog): every thread alive, and the read loop
 — the one that can hang on a stuck file system — has been round within the limit.
 """
@@ -27,29 +35,33 @@ import logging
 import random
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
+from pydantic import BaseModel
 
 from agent.batch import Batcher
 from agent.checkpoint import Checkpoint, CheckpointStore, FileOffset
 from agent.config import AgentConfig, SourceConfig
 from agent.errors import AgentError
 from agent.integrity import PUBLIC_KEY_FILE, AgentKey, Chainer, heartbeat, seal
+from agent.metrics import AgentMetrics, AgentState, MetricsServer
 from agent.outbox import Outbox
 from agent.parsers import get_framer, get_parser
 from agent.parsers.framing import Framer, StartPatternFramer
 from agent.pipeline import Pipeline, SourceParser
 from agent.ship import Backoff, Outgoing, Shipper, open_channel
-from agent.spool import Spool
+from agent.spool import DIR_NAME, Spool
 from agent.tail import FileTailer, SourceSpec
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-SPOOL_DIR = "spool"
+SPOOL_DIR = DIR_NAME
+# Top-level keys read only at start: a reload that changes them says "restart needed".
+RESTART_KEYS = ("agent_id", "state_dir", "collector", "spool", "integrity", "metrics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +83,11 @@ class Watermark:
         self._next_sequence = start.next_sequence
         self._files: dict[str, FileOffset] = dict(start.files)
         self._forgotten: dict[str, int] = {}  # key → spool next_sequence when forgotten
+
+    @property
+    def acked_sequence(self) -> int:
+        """The last acknowledged sequence (0 before the first)."""
+        return self._next_sequence - 1
 
     def forget(self, keys: set[str]) -> None:
         upto = self._spool.next_sequence
@@ -143,6 +160,43 @@ def _framer_factory(source: SourceConfig) -> Callable[[], Framer]:
     return lambda: get_framer(source.format, options)
 
 
+def _source_spec(s: SourceConfig) -> SourceSpec:
+    return SourceSpec(
+        s.name,
+        tuple(s.paths),
+        tuple(s.exclude),
+        s.poll_interval_s,
+        s.start_at,
+        s.close_inactive_s,
+        s.close_rotated_after_s,
+        s.max_line_bytes,
+    )
+
+
+def _source_parser(s: SourceConfig) -> SourceParser:
+    return SourceParser(
+        s.format,
+        get_parser(s.format, s.mapping, s.parsed_options()),
+        _framer_factory(s),
+        s.multiline.timeout_s if s.multiline is not None else 2.0,
+    )
+
+
+def _changed_keys(old: BaseModel, new: BaseModel, keys: Sequence[str]) -> list[str]:
+    """Dotted names of the settings under `keys` that differ (one level deep)."""
+    out = []
+    for key in keys:
+        a, b = getattr(old, key), getattr(new, key)
+        if a == b:
+            continue
+        if isinstance(a, BaseModel) and isinstance(b, BaseModel):
+            subs = [f for f in type(a).model_fields if getattr(a, f) != getattr(b, f)]
+            out += [f"{key}.{f}" for f in subs] or [key]
+        else:
+            out.append(key)
+    return out
+
+
 class Agent:
     """One agent process: `run(stop)` blocks until `stop` is set and the drain is over."""
 
@@ -183,6 +237,13 @@ class Agent:
         self._stop: threading.Event | None = None
         self._threads: list[threading.Thread] = []
         self._read_loop_at: float | None = None  # monotonic time of the read loop's last round
+        self.metrics = AgentMetrics(wall=lambda: clock.wall_ns() / 1e9)
+        self._started = config  # what restart-only settings are in effect
+        self._pipeline: Pipeline | None = None
+        self._outbox: Outbox | None = None
+        self._tailer: FileTailer | None = None
+        self._files_watched: dict[str, int] = {}
+        self.metrics_port: int | None = None  # bound port of the metrics endpoint
 
     # Spool hooks: the chain is loaded in `run`, after the spool object exists.
     def _link(self, event: pb.AuditEvent) -> None:
@@ -207,6 +268,54 @@ class Agent:
 
     def _read_loop_round(self) -> None:
         self._read_loop_at = self._clock.monotonic()
+        if self._tailer is not None:  # a snapshot for metrics, taken in the read thread
+            self._files_watched = self._tailer.watched_files()
+
+    def reload(self, new: AgentConfig) -> list[str]:
+        """Apply what can change while running (sources, batch limits); return one line
+        per thing that happened, those needing a restart first (see module docstring)."""
+        if self._pipeline is None or self._outbox is None:
+            return ["not running yet: nothing reloaded"]
+        lines = []
+        restart = _changed_keys(self._started, new, RESTART_KEYS)
+        if restart:
+            lines.append(
+                f"config reload: {', '.join(restart)} changed; takes effect at the next restart"
+            )
+        old = self.config
+        parsers = {s.name: _source_parser(s) for s in new.sources}
+        old_sources = {s.name: s for s in old.sources}
+        new_sources = {s.name: s for s in new.sources}
+        added = [n for n in new_sources if n not in old_sources]
+        removed = [n for n in old_sources if n not in new_sources]
+        changed = [n for n in new_sources if n in old_sources and new_sources[n] != old_sources[n]]
+        self._pipeline.reconfigure([_source_spec(s) for s in new.sources], parsers)
+        if new.batch != old.batch:
+            b = new.batch
+            self._outbox.set_batch_limits(b.max_events, b.max_bytes, b.max_wait_s)
+        self.config = old.model_copy(
+            update={"sources": new.sources, "batch": new.batch, "logging": new.logging}
+        )
+        parts = [
+            f"{what}: {', '.join(names)}"
+            for what, names in (("added", added), ("removed", removed), ("changed", changed))
+            if names
+        ]
+        if new.batch != old.batch:
+            parts.append("batch limits changed")
+        lines.append(f"config reloaded: {'; '.join(parts) or 'no source or batch changes'}")
+        return lines
+
+    def _state(self, watermark: Watermark, shipper: Shipper) -> AgentState:
+        return AgentState(
+            spool_bytes=self.spool.size_bytes(),
+            spool_segments=len(self.spool.segment_names()),
+            next_sequence=self.spool.next_sequence,
+            acked_sequence=watermark.acked_sequence,
+            batches_in_flight=shipper.pending(),
+            files_watched=self._files_watched,
+            connections=shipper.connection_states(),
+        )
 
     def run(
         self,
@@ -223,6 +332,29 @@ class Agent:
         """
         self._stop = stop
         self.store.prepare()
+        server = None
+        if self.config.metrics.listen is not None:
+            server = MetricsServer(self.config.metrics.listen, self.metrics)
+            try:
+                self.metrics_port = server.start()
+            except OSError as exc:
+                raise AgentError(
+                    f"metrics.listen: cannot listen on {self.config.metrics.listen}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+        try:
+            self._run(stop, on_ready, on_tick, tick_s)
+        finally:
+            if server is not None:
+                server.stop()
+
+    def _run(
+        self,
+        stop: threading.Event,
+        on_ready: Callable[[], None] | None,
+        on_tick: Callable[[], None] | None,
+        tick_s: float,
+    ) -> None:
         key = AgentKey.load_or_create(self.config.state_dir)
         log.info(
             "signing key %s; public key %s (register it on the collector: crm-audit keys "
@@ -255,9 +387,11 @@ class Agent:
             channel_factory=self._channel_factory,
             max_in_flight=self.config.collector.max_in_flight,
             backoff=Backoff(retry.initial_s, retry.max_s, self._rng),
-            on_delivered=watermark.delivered,
+            on_delivered=lambda item: self._delivered(watermark, item),
             monotonic=self._clock.monotonic,
+            on_sent=lambda item: self.metrics.events_sent.inc(len(item.batch.events)),
         )
+        self.metrics.snapshot = lambda: self._state(watermark, shipper)
         batch = self.config.batch
 
         def seal_batch(built: pb.Batch) -> None:
@@ -287,7 +421,8 @@ class Agent:
             head=chainer.snapshot() if recovery.unacked == 0 else None,
         )
         initial = not had_state and recovery.next_sequence == 1
-        pipeline = self._pipeline(positions, initial, watermark)
+        pipeline = self._make_pipeline(positions, initial, watermark)
+        self._pipeline, self._outbox = pipeline, outbox
         reading = threading.Event()  # set = stop reading; distinct from `stop` on crashes
         draining = threading.Event()  # set = submit what is spooled, then end
         ship_thread = self._thread("ship", shipper.run)
@@ -349,46 +484,33 @@ class Agent:
         chainer.recover(last)
         chainer.save()
 
-    def _pipeline(
+    def _delivered(self, watermark: Watermark, item: Outgoing) -> None:
+        watermark.delivered(item)
+        if item.batch.events:
+            self.metrics.acked(len(item.batch.events))
+
+    def _make_pipeline(
         self, positions: Mapping[str, FileOffset], initial: bool, watermark: Watermark
     ) -> Pipeline:
         sources = self.config.sources
         tailer = FileTailer(
-            [
-                SourceSpec(
-                    s.name,
-                    tuple(s.paths),
-                    tuple(s.exclude),
-                    s.poll_interval_s,
-                    s.start_at,
-                    s.close_inactive_s,
-                    s.close_rotated_after_s,
-                    s.max_line_bytes,
-                )
-                for s in sources
-            ],
+            [_source_spec(s) for s in sources],
             positions,
             self._clock.monotonic,
             initial=initial,
             watch=self._watch,
         )
+        self._tailer = tailer
         return Pipeline(
             observer=self._observer,
             tailer=tailer,
-            parsers={
-                s.name: SourceParser(
-                    s.format,
-                    get_parser(s.format, s.mapping, s.parsed_options()),
-                    _framer_factory(s),
-                    s.multiline.timeout_s if s.multiline is not None else 2.0,
-                )
-                for s in sources
-            },
+            parsers={s.name: _source_parser(s) for s in sources},
             spool=self.spool,
             on_forgotten=watermark.forget,
             wall_ns=self._clock.wall_ns,
             monotonic=self._clock.monotonic,
             on_round=self._read_loop_round,
+            metrics=self.metrics,
         )
 
     def _thread(self, name: str, target: Callable[[], None]) -> threading.Thread:

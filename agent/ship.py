@@ -19,6 +19,10 @@ Endpoints: the configured collectors are used in order; after a failure the next
 is tried at once, and only when every endpoint failed in a row does the backoff
 delay grow. The shipper stays with an endpoint for as long as it delivers. It never
 gives up: retries go on forever, the delay capped at `retry.max_s`.
+
+Connection state per endpoint (for metrics): "idle" until used, "connecting" while a
+stream is being set up, "connected" once the channel is ready or an ack arrived,
+"failing" after its last attempt failed.
 """
 
 from __future__ import annotations
@@ -149,7 +153,10 @@ class Shipper:
         on_delivered: Callable[[Outgoing], None],
         monotonic: Callable[[], float],
         log_interval_s: float = 30.0,
+        on_sent: Callable[[Outgoing], None] | None = None,
     ) -> None:
+        self._on_sent = on_sent
+        self._states: dict[str, str] = dict.fromkeys(endpoints, "idle")
         self.agent_id = agent_id
         self._endpoints = tuple(endpoints)
         self._endpoint_index = 0
@@ -172,6 +179,13 @@ class Shipper:
     def endpoint(self) -> str:
         """The collector currently used."""
         return self._endpoints[self._endpoint_index]
+
+    def connection_states(self) -> dict[str, str]:
+        """Endpoint → idle | connecting | connected | failing."""
+        return dict(self._states)
+
+    def _set_state(self, endpoint: str, state: str) -> None:
+        self._states[endpoint] = state
 
     # -- producer side -------------------------------------------------------------------
 
@@ -218,10 +232,12 @@ class Shipper:
             try:
                 self._stream_once()
             except RetryableShipError as exc:
+                self._set_state(self.endpoint, "failing")
                 self._failing = True
                 if not self._aborted.is_set():
                     self._problems.warning(str(exc))
             except PermanentShipError as exc:
+                self._set_state(self.endpoint, "failing")
                 self._failing = True
                 log.error("%s", exc)
             if self._aborted.is_set() or self._finished():
@@ -239,10 +255,22 @@ class Shipper:
         return self._backoff.next_delay()
 
     def _stream_once(self) -> None:
+        endpoint = self.endpoint
+        self._set_state(endpoint, "connecting")
         try:
-            channel = self._channel_factory(self.endpoint)
+            channel = self._channel_factory(endpoint)
         except OSError as exc:  # e.g. a TLS file removed while certificates are renewed
             raise RetryableShipError(f"cannot ship to {self.endpoint}: {exc}") from None
+
+        def on_connectivity(state: grpc.ChannelConnectivity) -> None:
+            if state == grpc.ChannelConnectivity.READY:
+                self._set_state(endpoint, "connected")
+            elif state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                self._set_state(endpoint, "failing")
+
+        subscribe = getattr(channel, "subscribe", None)  # test doubles may not have it
+        if callable(subscribe):
+            subscribe(on_connectivity)
         stream = _Stream()
         with self._cond:
             # Everything unacked goes out again, first and in order, with the same events.
@@ -269,6 +297,9 @@ class Shipper:
                 stream.closed = True
                 self._call = None
                 self._cond.notify_all()
+            unsubscribe = getattr(channel, "unsubscribe", None)
+            if callable(unsubscribe):
+                unsubscribe(on_connectivity)
             channel.close()
 
     def _requests(self, stream: _Stream, resend: list[Outgoing]) -> Iterator[pb.Batch]:
@@ -279,6 +310,7 @@ class Shipper:
                     return
                 item.batch.batch_id = stream.next_id()
                 item.attempts += 1
+            self._sent(item)
             yield item.batch
         while True:
             with self._cond:
@@ -297,7 +329,12 @@ class Shipper:
                 item.batch.batch_id = stream.next_id()
                 item.attempts += 1
                 self._cond.notify_all()
+            self._sent(item)
             yield item.batch
+
+    def _sent(self, item: Outgoing) -> None:
+        if self._on_sent is not None:
+            self._on_sent(item)
 
     def _handle_ack(self, ack: pb.Ack) -> None:
         with self._cond:
@@ -325,6 +362,7 @@ class Shipper:
                 )
             self._unacked.popleft()
             self._cond.notify_all()
+        self._set_state(self.endpoint, "connected")
         if self._failing:
             log.info("delivering to %s again", self.endpoint)
             self._failing = False

@@ -63,6 +63,7 @@ HEADER_SIZE = _HEADER.size
 MAX_PAYLOAD = 64 << 20  # a sane bound: larger lengths are corruption
 _SCAN_CHUNK = 1 << 20
 SUFFIX = ".seg"
+DIR_NAME = "spool"  # under state_dir
 
 
 @dataclass(frozen=True, slots=True)
@@ -559,3 +560,57 @@ class SpoolReader:
             losses.append(Loss(first, last, segment, bad.pos, bad.resume))
             self.next_sequence = max(self.next_sequence, last + 1)
         self._prev = max(self._prev, last)
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    """What `inspect` found in a spool directory, read-only."""
+
+    segments: int
+    bytes: int
+    next_sequence: int  # one past the last record (acked + 1 when empty)
+    unacked_records: int
+    unacked_bytes: int
+    positions: dict[str, FileOffset]  # file key → resume position after its last record
+    corrupt_bytes: int
+
+
+def inspect(directory: Path, acked: int) -> SpoolStats:
+    """Scan the spool without changing it (the agent may be running and appending):
+    nothing is truncated or deleted, a record cut short at the very end is taken for
+    one being written."""
+    try:
+        names = sorted(p for p in directory.iterdir() if p.suffix == SUFFIX and p.stem.isdigit())
+    except FileNotFoundError:
+        names = []
+    segments = total = unacked = unacked_bytes = corrupt = 0
+    next_sequence = acked + 1
+    positions: dict[str, FileOffset] = {}
+    dctx = zstandard.ZstdDecompressor()
+    for index, path in enumerate(names):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # acked and deleted meanwhile
+        try:
+            size = os.fstat(fd).st_size
+            segments += 1
+            total += size
+            next_sequence = max(next_sequence, int(path.stem))
+            records = list(_records(fd, 0, size))
+        finally:
+            os.close(fd)
+        for n, item in enumerate(records):
+            if isinstance(item, _Bad):
+                last = index == len(names) - 1 and n == len(records) - 1
+                corrupt += 0 if last else item.resume - item.pos
+                continue
+            next_sequence = max(next_sequence, item.sequence + 1)
+            if item.sequence <= acked:
+                continue
+            unacked += 1
+            unacked_bytes += item.end - item.pos
+            record = Spool._decode_or_none(item, dctx)
+            if record is not None and record.file_key and record.position:
+                positions[record.file_key] = record.position
+    return SpoolStats(segments, total, next_sequence, unacked, unacked_bytes, positions, corrupt)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -49,7 +49,7 @@ class Closed:
     source: str
     path: str
     file_key: str
-    reason: Literal["rotated", "inactive", "unreadable"]
+    reason: Literal["rotated", "inactive", "unreadable", "removed"]
 
 
 TailItem = Line | Truncated | Closed
@@ -87,6 +87,9 @@ class Tailer(Protocol):
     def first_line(self, key: str) -> bytes | None:
         """The first line of the open file `key`, None if unknown or not available
         (a framer resuming mid-file needs it, e.g. a CSV header)."""
+
+    def reconfigure(self, sources: Sequence[SourceSpec]) -> None:
+        """Switch to another set of sources between two reads (agent.tail.poller)."""
 
     def close(self) -> None:
         """Close every file handle and stop watching."""

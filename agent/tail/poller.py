@@ -14,6 +14,16 @@ are resolved and each match is stat-ed:
 Order of reading: sources as configured; within a source rotated files first, then
 files by path. A file matched by two sources belongs to the first.
 
+Reconfiguration (`reconfigure`, SIGHUP in the agent), applied between two reads:
+- an added source is scanned at once; `start_at` applies to the files of its first
+  scan, as at a first start;
+- a changed source (same name) keeps its open files: new globs are picked up at its
+  next scan, files it no longer matches are treated as rotated (read to their end);
+- a removed source's files are drained: each is read on to the end it had when the
+  source was removed (complete lines only), then closed (`Closed`, reason "removed").
+  A drained file that another source matches is handed over at its exact offset
+  (nothing read twice); otherwise it is forgotten like a file no longer matched.
+
 Known limit: a rotated file whose handle was already closed (inactive) or that was
 rotated while the agent was stopped cannot be finished, since only its old name is
 known; its unread end is not read.
@@ -26,6 +36,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 
+from agent.checkpoint import FileOffset
 from agent.tail.base import Closed, SourceSpec, StartPositions, TailItem
 from agent.tail.fingerprint import fingerprint, matches
 from agent.tail.reader import FileReader, file_key
@@ -50,27 +61,86 @@ class FileTailer:
         initial: bool = False,
         watch: bool = True,
     ) -> None:
-        self._sources = list(sources)
+        self._sources: dict[str, SourceSpec] = {s.name: s for s in sources}
         self._start = dict(start)
         self._monotonic = monotonic
         self._initial = initial  # no state at all: `start_at: end` applies
-        self._next_scan = [0.0] * len(self._sources)
-        self._by_source: list[list[FileReader]] = [[] for _ in self._sources]
+        self._next_scan = dict.fromkeys(self._sources, 0.0)
+        self._by_source: dict[str, list[FileReader]] = {name: [] for name in self._sources}
         self._readers: dict[str, FileReader] = {}
+        self._draining: list[tuple[FileReader, int]] = []  # (reader, size to read up to)
+        self._fresh: set[str] = set()  # sources added by `reconfigure`, not scanned yet
         self._pending: list[TailItem] = []
         self._forgotten: set[str] = set()
         self._scanned_once = False
         self._busy = False
-        self._watcher = Watcher([p for s in self._sources for p in s.patterns]) if watch else None
-        self._wake = self._watcher.wake if self._watcher else threading.Event()
-        if self._watcher is not None:
-            self._watcher.start()
+        self._watch = watch
+        self._wake = threading.Event()
+        self._watcher: Watcher | None = None
+        self._start_watcher()
+
+    def _start_watcher(self) -> None:
+        if not self._watch:
+            return
+        self._watcher = Watcher([p for s in self._sources.values() for p in s.patterns])
+        self._wake = self._watcher.wake
+        self._watcher.start()
 
     def close(self) -> None:
         if self._watcher is not None:
             self._watcher.stop()
         for reader in self._readers.values():
             reader.close()
+
+    def reconfigure(self, sources: Sequence[SourceSpec]) -> None:
+        """Switch to `sources` (see module docstring); call from the reading thread."""
+        new = {s.name: s for s in sources}
+        for name in [n for n in self._sources if n not in new]:
+            for reader in self._by_source.pop(name):
+                self._drain(reader)
+            del self._next_scan[name]
+            log.info(
+                "source %s removed: its files are read to their current end, then closed", name
+            )
+        for name, spec in new.items():
+            if name not in self._sources:
+                self._by_source[name] = []
+                self._fresh.add(name)
+                log.info("source %s added", name)
+            elif spec != self._sources[name]:
+                log.info("source %s changed", name)
+            self._next_scan[name] = 0.0  # scan at the next read
+        self._sources = new
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        self._start_watcher()
+
+    def _drain(self, reader: FileReader) -> None:
+        if not reader.is_open and not reader.open():
+            self._finish_drained(reader)
+            return
+        reader.draining = True
+        try:
+            size = os.fstat(reader.fd_number()).st_size
+        except OSError:
+            size = reader.offset
+        self._draining.append((reader, size))
+
+    def _finish_drained(self, reader: FileReader) -> None:
+        """A drained file: hand it over to a source that matches it, or forget it."""
+        self._readers.pop(reader.key, None)
+        claimed = any(
+            reader.path in resolve(s.patterns, s.excludes) for s in self._sources.values()
+        )
+        if claimed:
+            self._start[reader.key] = FileOffset(reader.path, reader.offset, reader.fingerprint)
+        else:
+            self._forgotten.add(reader.key)
+
+    def watched_files(self) -> dict[str, int]:
+        """Source name → files known (open or closed while inactive), for metrics."""
+        return {name: len(readers) for name, readers in self._by_source.items()}
 
     def forgotten(self) -> set[str]:
         out, self._forgotten = self._forgotten, set()
@@ -88,10 +158,10 @@ class FileTailer:
         """Up to `max_items` items and about READ_BYTES of data; fewer = caught up
         (or the byte budget is spent: the caller reads again without waiting)."""
         now = self._monotonic()
-        for index, source in enumerate(self._sources):
-            if now >= self._next_scan[index]:
-                self._scan(index, source, now)
-                self._next_scan[index] = now + source.poll_interval_s
+        for name, source in self._sources.items():
+            if now >= self._next_scan[name]:
+                self._scan(name, source, now)
+                self._next_scan[name] = now + source.poll_interval_s
         if not self._scanned_once:
             self._scanned_once = True
             self._initial = False  # `start_at: end` is for the files present at the first start
@@ -99,25 +169,48 @@ class FileTailer:
             self._forgotten |= set(self._start)
             self._start.clear()
         items, self._pending = self._pending, []
-        budget = READ_BYTES
-        for index, source in enumerate(self._sources):
-            readers = sorted(self._by_source[index], key=lambda r: (not r.rotated, r.path))
+        budget = self._read_draining(max_items, now, items)
+        for name, source in self._sources.items():
+            if len(items) >= max_items or budget <= 0:
+                break
+            readers = sorted(self._by_source[name], key=lambda r: (not r.rotated, r.path))
             for reader in readers:
                 if len(items) < max_items and budget > 0:
                     before = reader.offset
                     items += reader.read(max_items - len(items), now, budget)
                     budget -= max(0, reader.offset - before)
-                self._maybe_close(index, source, reader, now, items)
-            if len(items) >= max_items or budget <= 0:
-                break
+                self._maybe_close(name, source, reader, now, items)
         self._busy = budget <= 0
         return items
+
+    def _read_draining(self, max_items: int, now: float, items: list[TailItem]) -> int:
+        """Read the files of removed sources on to their end; the byte budget left."""
+        budget = READ_BYTES
+        remaining: list[tuple[FileReader, int]] = []
+        for reader, until in self._draining:
+            if len(items) < max_items and budget > 0:
+                before = reader.offset
+                items += reader.read(max_items - len(items), now, budget)
+                budget -= max(0, reader.offset - before)
+                if reader.offset >= until or reader.at_eof() or not reader.is_open:
+                    log.info(
+                        "finished %s of a removed source at offset %d; closed",
+                        reader.path,
+                        reader.offset,
+                    )
+                    reader.close()
+                    items.append(Closed(reader.source, reader.path, reader.key, "removed"))
+                    self._finish_drained(reader)
+                    continue
+            remaining.append((reader, until))
+        self._draining = remaining
+        return budget
 
     def busy(self) -> bool:
         return self._busy
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
-        until_scan = min(self._next_scan, default=0.0) - self._monotonic()
+        until_scan = min(self._next_scan.values(), default=0.0) - self._monotonic()
         remaining = max(0.0, min(timeout, until_scan))
         # Slices, not the injected clock: wake on inotify, on stop, or after `remaining`.
         slices = max(1, int(remaining / _WAIT_SLICE_S + 0.5)) if remaining > 0 else 0
@@ -127,7 +220,7 @@ class FileTailer:
         self._wake.clear()
 
     def _maybe_close(
-        self, index: int, source: SourceSpec, reader: FileReader, now: float, items: list[TailItem]
+        self, name: str, source: SourceSpec, reader: FileReader, now: float, items: list[TailItem]
     ) -> None:
         if not reader.is_open or not reader.at_eof():
             return
@@ -137,19 +230,21 @@ class FileTailer:
                 return
             log.info("finished rotated file %s at offset %d; closed", reader.path, reader.offset)
             reader.close()
-            self._drop(index, reader)
+            self._drop(name, reader)
             items.append(Closed(source.name, reader.path, reader.key, "rotated"))
         elif idle >= source.close_inactive_s:
             log.info("closing %s: inactive for %.0f s", reader.path, idle)
             reader.close()
             items.append(Closed(source.name, reader.path, reader.key, "inactive"))
 
-    def _drop(self, index: int, reader: FileReader) -> None:
-        self._by_source[index] = [r for r in self._by_source[index] if r is not reader]
+    def _drop(self, name: str, reader: FileReader) -> None:
+        self._by_source[name] = [r for r in self._by_source[name] if r is not reader]
         self._readers.pop(reader.key, None)
         self._forgotten.add(reader.key)
 
-    def _scan(self, index: int, source: SourceSpec, now: float) -> None:
+    def _scan(self, name: str, source: SourceSpec, now: float) -> None:
+        fresh = name in self._fresh
+        self._fresh.discard(name)
         current: list[FileReader] = []
         for path in resolve(source.patterns, source.excludes):
             try:
@@ -159,11 +254,11 @@ class FileTailer:
             key = file_key(st)
             reader = self._readers.get(key)
             if reader is None:
-                reader = self._open_new(source, path, key, now)
+                reader = self._open_new(source, path, key, now, fresh)
                 if reader is None:
                     continue
                 self._readers[key] = reader
-            elif reader.source != source.name:
+            elif reader.source != source.name or reader.draining:
                 continue
             reader.path = path
             reader.rotated = False
@@ -173,7 +268,7 @@ class FileTailer:
                 reader.last_change = now
             current.append(reader)
         seen = {r.key for r in current}
-        for reader in self._by_source[index]:
+        for reader in self._by_source[name]:
             if reader.key in seen:
                 continue
             if reader.is_open:
@@ -186,9 +281,11 @@ class FileTailer:
                 log.info("no longer tailing %s", reader.path)
                 self._readers.pop(reader.key, None)
                 self._forgotten.add(reader.key)
-        self._by_source[index] = current
+        self._by_source[name] = current
 
-    def _open_new(self, source: SourceSpec, path: str, key: str, now: float) -> FileReader | None:
+    def _open_new(
+        self, source: SourceSpec, path: str, key: str, now: float, fresh: bool = False
+    ) -> FileReader | None:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
@@ -205,7 +302,7 @@ class FileTailer:
             resume = None
         if resume is not None:
             offset = resume.offset
-        elif self._initial and source.start_at == "end":
+        elif (self._initial or fresh) and source.start_at == "end":
             offset = st.st_size
         reader = FileReader(
             source.name,

@@ -54,6 +54,7 @@ class FileReader:
         self.max_line_bytes = max_line_bytes
         self.fingerprint = fingerprint_value
         self.rotated = False  # the path no longer names this file (renamed away or deleted)
+        self.draining = False  # its source was removed: read to its end, then closed
         self.last_change = now  # when data last arrived (monotonic)
         self.last_seen_size = offset
         self._last_mtime_ns = -1
@@ -76,6 +77,12 @@ class FileReader:
     def at_eof(self) -> bool:
         """True when everything the file held at the last read was consumed."""
         return self._scan_pos >= self.last_seen_size
+
+    def fd_number(self) -> int:
+        """The open handle (OSError when closed)."""
+        if self._fd is None:
+            raise OSError(f"{self.path} is not open")
+        return self._fd
 
     def open(self) -> bool:
         """Reopen by path; False if the path is missing or now names another file."""
