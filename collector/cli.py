@@ -108,8 +108,14 @@ def _run(path: Path) -> int:
         log.info("received %s: shutting down", signal.Signals(signum).name)
         stop.set()
 
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        # Python's default for SIGHUP is to die; a stray `kill -HUP` (or a reload
+        # habit) must not take the collector down mid-batch.
+        log.warning("received SIGHUP: the collector does not reload its config; restart it")
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     notifier = Notifier.from_env(os.environ, os.getpid())
     server = CollectorServer(config)
     server.start()

@@ -70,6 +70,10 @@ def test_run_serves_and_stops_cleanly_on_signal(
             with pytest.raises(grpc.RpcError):
                 list(stub.Ship(iter([audit_pb2.Batch()]), timeout=20))
         wait_for(log, "Handshake failed", proc)
+        # SIGHUP is not a reload for the collector, and must not kill it either.
+        proc.send_signal(signal.SIGHUP)
+        wait_for(log, "received SIGHUP", proc)
+        assert proc.poll() is None
         proc.send_signal(sig)
         assert proc.wait(timeout=60) == 0
     finally:
