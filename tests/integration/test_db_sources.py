@@ -56,7 +56,7 @@ def _as(user: str, argv: list[str], **kwargs: object) -> subprocess.CompletedPro
 
 def _skip_unless(condition: bool, reason: str) -> None:
     if not condition:
-        pytest.skip(reason)
+        pytest.skip(reason=reason)
 
 
 def _by_action(events: list[pb.AuditEvent], action: str) -> list[pb.AuditEvent]:

@@ -238,12 +238,15 @@ def test_template_mapping_applies_to_new_index(pipeline: Pipeline) -> None:
         assert index["settings"]["index"]["codec"] == "best_compression"
 
 
+ISM_MISSING = (
+    "the ISM plugin (opensearch-index-management) is not installed on the test cluster: "
+    "Maven Central does not serve it (see README, Retention)"
+)
+
+
 def test_ism_manages_new_indices(pipeline: Pipeline, opensearch_url: str) -> None:
     if not ism_available(opensearch_url):
-        pytest.skip(
-            "the ISM plugin (opensearch-index-management) is not installed on the test "
-            "cluster: Maven Central does not serve it (see README, Retention)"
-        )
+        pytest.skip(reason=ISM_MISSING)
     for name in pipeline.client.indices.get(index=pipeline.events):
         explain = pipeline.client.transport.perform_request("GET", f"/_plugins/_ism/explain/{name}")
         assert explain[name]["index.plugins.index_state_management.policy_id"].startswith(
