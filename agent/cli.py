@@ -32,7 +32,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
@@ -191,25 +190,6 @@ def _key(config: AgentConfig) -> int:
     return 0
 
 
-_default_excepthook = threading.excepthook
-
-
-def _thread_exception_hook(args: threading.ExceptHookArgs) -> None:
-    """Keep grpc's own connectivity-polling thread from printing a traceback.
-
-    When a channel is closed (the shipper reconnects or fails over), grpc's internal
-    `_poll_connectivity` thread may still be inside `watch_connectivity_state` and dies
-    with "Cannot monitor channel state: Channel closed!" — harmless, the channel is
-    gone on purpose. Every other thread exception keeps the default report.
-    """
-    frames = traceback.extract_tb(args.exc_traceback)
-    in_grpc_poller = any(frame.name == "_poll_connectivity" for frame in frames)
-    if in_grpc_poller and isinstance(args.exc_value, ValueError):
-        log.debug("grpc connectivity watcher of a closed channel ended: %s", args.exc_value)
-        return
-    _default_excepthook(args)
-
-
 def _run(config: AgentConfig, args: argparse.Namespace) -> int:
     # grpc's C core logs (e.g. each failed TLS handshake) in its own multi-field format;
     # we log the reason ourselves, one line. Must be set before grpc is first imported.
@@ -218,7 +198,6 @@ def _run(config: AgentConfig, args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     notifier = Notifier.from_env(os.environ, os.getpid())
-    threading.excepthook = _thread_exception_hook
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)

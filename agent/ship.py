@@ -262,15 +262,9 @@ class Shipper:
         except OSError as exc:  # e.g. a TLS file removed while certificates are renewed
             raise RetryableShipError(f"cannot ship to {self.endpoint}: {exc}") from None
 
-        def on_connectivity(state: grpc.ChannelConnectivity) -> None:
-            if state == grpc.ChannelConnectivity.READY:
-                self._set_state(endpoint, "connected")
-            elif state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-                self._set_state(endpoint, "failing")
-
-        subscribe = getattr(channel, "subscribe", None)  # test doubles may not have it
-        if callable(subscribe):
-            subscribe(on_connectivity)
+        # The state turns "connected" with the first ack of this stream and "failing" when
+        # it breaks. No `channel.subscribe`: grpc's polling thread behind it races with
+        # `channel.close()` and dies with "Cannot monitor channel state: Channel closed!".
         stream = _Stream()
         with self._cond:
             # Everything unacked goes out again, first and in order, with the same events.
@@ -297,9 +291,6 @@ class Shipper:
                 stream.closed = True
                 self._call = None
                 self._cond.notify_all()
-            unsubscribe = getattr(channel, "unsubscribe", None)
-            if callable(unsubscribe):
-                unsubscribe(on_connectivity)
             channel.close()
 
     def _requests(self, stream: _Stream, resend: list[Outgoing]) -> Iterator[pb.Batch]:
