@@ -31,15 +31,15 @@ collector addresses) but has no authentication: bind it to loopback.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from proto.httpendpoint import HttpEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -154,56 +154,18 @@ class AgentMetrics:
         return generate_latest(self.registry)
 
 
-def _split(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-class MetricsServer:
+class MetricsServer(HttpEndpoint):
     """Serves GET /metrics (Prometheus text format) on `listen` in a daemon thread."""
 
     def __init__(self, listen: str, metrics: AgentMetrics) -> None:
-        self.listen = listen
-        self.metrics = metrics
-        self.port = 0
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(
+            listen,
+            {"/metrics": lambda: (200, metrics.exposition(), CONTENT_TYPE_LATEST)},
+            "agent-metrics",
+        )
 
     def start(self) -> int:
         """Bind and serve; OSError when the address cannot be bound."""
-        metrics = self.metrics
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?", 1)[0] == "/metrics":
-                    status, body, ctype = 200, metrics.exposition(), CONTENT_TYPE_LATEST
-                else:
-                    status, body, ctype = 404, b"not found\n", "text/plain; charset=utf-8"
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass  # a scrape every few seconds would flood the log
-
-        host, port = _split(self.listen)
-        httpd = ThreadingHTTPServer((host, port), Handler)
-        httpd.daemon_threads = True
-        self._httpd = httpd
-        self.port = int(httpd.server_address[1])
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, name="agent-metrics", daemon=True
-        )
-        self._thread.start()
-        log.info("metrics on http://%s:%d/metrics", host, self.port)
-        return self.port
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        port = super().start()
+        log.info("metrics on http://%s:%d/metrics", self.host, port)
+        return port

@@ -15,12 +15,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from collector.errors import StartupError
 from collector.index import Requester
+from proto.httpendpoint import HttpEndpoint, Response
 
 log = logging.getLogger(__name__)
 
@@ -62,68 +62,30 @@ class HealthCheck:
         return self._opensearch_problem()
 
 
-def _split(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-class HealthServer:
+class HealthServer(HttpEndpoint):
     """Serves /healthz and /metrics on `listen` in a daemon thread."""
 
     def __init__(self, listen: str, check: HealthCheck, registry: CollectorRegistry) -> None:
-        self.listen = listen
-        self.check = check
-        self.registry = registry
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
+        def healthz() -> Response:
+            problem = check.problem()
+            body = b"ok\n" if problem is None else f"{problem}\n".encode()
+            return (200 if problem is None else 503), body, "text/plain; charset=utf-8"
+
+        super().__init__(
+            listen,
+            {
+                "/healthz": healthz,
+                "/metrics": lambda: (200, generate_latest(registry), CONTENT_TYPE_LATEST),
+            },
+            "collector-health",
+        )
 
     def start(self) -> int:
-        check, registry = self.check, self.registry
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/healthz":
-                    problem = check.problem()
-                    status, body = (
-                        (200, b"ok\n") if problem is None else (503, f"{problem}\n".encode())
-                    )
-                    ctype = "text/plain; charset=utf-8"
-                elif path == "/metrics":
-                    status, body, ctype = 200, generate_latest(registry), CONTENT_TYPE_LATEST
-                else:
-                    status, body, ctype = 404, b"not found\n", "text/plain; charset=utf-8"
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass  # scrapes every few seconds would flood the log
-
-        host, port = _split(self.listen)
         try:
-            httpd = ThreadingHTTPServer((host, port), Handler)
+            port = super().start()
         except OSError as exc:
             raise StartupError(
                 f"cannot listen on {self.listen} (metrics): {exc.strerror}"
             ) from None
-        httpd.daemon_threads = True
-        self._httpd = httpd
-        self.port = httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, name="collector-health", daemon=True
-        )
-        self._thread.start()
-        log.info("health and metrics on http://%s:%d (/healthz, /metrics)", host, self.port)
-        return self.port
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        log.info("health and metrics on http://%s:%d (/healthz, /metrics)", self.host, port)
+        return port
