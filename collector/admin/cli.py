@@ -44,7 +44,7 @@ from typing import NoReturn
 
 from collector.admin import opensearch_node, pki, sample
 from collector.admin.errors import AdminError, NodeError, SampleError, UsageError
-from collector.checkpoints import read_checkpoints
+from collector.checkpoints import CheckpointView, read_checkpoints
 from collector.keys import KeyRegistrationError, KeyRing, read_keys, register_key
 from proto import integrity
 
@@ -351,6 +351,24 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_view(
+    command: str, directory: Path | None, key_file: Path | None, option: str
+) -> CheckpointView | None:
+    """The signed checkpoints in `directory` (trusting `key_file`'s keys when given)."""
+    if directory is None:
+        return None
+    if not directory.is_dir():
+        raise UsageError(f"{command}: {option}not a directory: {directory}")
+    trusted = None
+    if key_file is not None:
+        try:
+            loaded = integrity.load_public_keys(key_file.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{command}: {key_file}: {exc}") from None
+        trusted = {integrity.key_id(k): k for k in loaded}
+    return read_checkpoints(directory, trusted)
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from collector.index import OpenSearchHttp, make_client
     from collector.verify import Verifier, VerifyError
@@ -360,18 +378,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         raise UsageError("verify: --opensearch URL (or $OPENSEARCH_URL) is required")
     if args.keys is None or not args.keys.is_dir():
         raise UsageError("verify: --keys DIR (the agents' registered public keys) is required")
-    view = None
-    if args.checkpoints is not None:
-        if not args.checkpoints.is_dir():
-            raise UsageError(f"verify: not a directory: {args.checkpoints}")
-        trusted = None
-        if args.checkpoint_key is not None:
-            try:
-                loaded = integrity.load_public_keys(args.checkpoint_key.read_bytes())
-            except (OSError, ValueError) as exc:
-                raise UsageError(f"verify: {args.checkpoint_key}: {exc}") from None
-            trusted = {integrity.key_id(k): k for k in loaded}
-        view = read_checkpoints(args.checkpoints, trusted)
+    view = _checkpoint_view("verify", args.checkpoints, args.checkpoint_key, "")
     ring = KeyRing(args.keys)
     progress = None
     if sys.stderr.isatty():
@@ -489,18 +496,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             raise UsageError(f"report: --keys: not a directory: {args.keys}")
         keys = KeyRing(args.keys).keys_for
         registered = frozenset(p.stem for p in args.keys.glob("*.pub"))
-    view = None
-    if args.checkpoints is not None:
-        if not args.checkpoints.is_dir():
-            raise UsageError(f"report: --checkpoints: not a directory: {args.checkpoints}")
-        trusted = None
-        if args.checkpoint_key is not None:
-            try:
-                loaded = integrity.load_public_keys(args.checkpoint_key.read_bytes())
-            except (OSError, ValueError) as exc:
-                raise UsageError(f"report: {args.checkpoint_key}: {exc}") from None
-            trusted = {integrity.key_id(k): k for k in loaded}
-        view = read_checkpoints(args.checkpoints, trusted)
+    view = _checkpoint_view("report", args.checkpoints, args.checkpoint_key, "--checkpoints: ")
     signing_key = None
     if args.signing_key is not None:
         # The collector's checkpoint key, loaded as the collector does; never created here.
