@@ -38,3 +38,28 @@ retention:
         encoding="utf-8",
     )
     return path
+
+
+def agent_config_head(
+    *,
+    agent_id: str,
+    state_dir: Path | str,
+    port: int,
+    ca: Path,
+    cert: Path,
+    key: Path,
+    max_events: int = 500,
+    max_in_flight: int | None = None,
+) -> str:
+    """The top of an agent.yaml shipping to 127.0.0.1:`port`, retrying fast; callers add
+    their `sources:` (and any other section)."""
+    in_flight = f"  max_in_flight: {max_in_flight}\n" if max_in_flight is not None else ""
+    return f"""agent_id: {agent_id}
+state_dir: {state_dir}
+collector:
+  endpoints: ["127.0.0.1:{port}"]
+  server_name: localhost
+  tls: {{ca: {ca}, cert: {cert}, key: {key}}}
+  retry: {{initial_s: 0.2, max_s: 1.0}}
+{in_flight}batch: {{max_events: {max_events}, max_wait_s: 0.2}}
+"""

@@ -25,7 +25,7 @@ from opensearchpy import OpenSearch, helpers
 
 from collector.admin.pki import init_ca, issue_agent
 from tests.helpers import free_port
-from tests.integration.support import write_collector_config
+from tests.integration.support import agent_config_head, write_collector_config
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -124,15 +124,15 @@ class Agent:
         self.state = self.dir / "state"
         self.yaml = self.dir / "agent.yaml"
         self.yaml.write_text(
-            f"""agent_id: {self.id}
-state_dir: {self.state}
-collector:
-  endpoints: ["127.0.0.1:{env.port}"]
-  server_name: localhost
-  tls: {{ca: {env.pki}/ca.crt, cert: {issued.cert}, key: {issued.key}}}
-  retry: {{initial_s: 0.2, max_s: 1.0}}
-batch: {{max_events: 500, max_wait_s: 0.2}}
-{extra}
+            agent_config_head(
+                agent_id=self.id,
+                state_dir=self.state,
+                port=env.port,
+                ca=env.pki / "ca.crt",
+                cert=issued.cert,
+                key=issued.key,
+            )
+            + f"""{extra}
 sources:
   - name: crm_app
     format: jsonlines

@@ -28,7 +28,7 @@ from collector.admin.pki import init_ca, issue_agent
 from collector.admin.sample import generate, write_jsonl
 from collector.checkpoints import read_checkpoints
 from tests.helpers import free_port
-from tests.integration.support import write_collector_config
+from tests.integration.support import agent_config_head, write_collector_config
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -95,18 +95,19 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     )
     agent_yaml = root / "agent.yaml"
     agent_yaml.write_text(
-        f"""agent_id: {AGENT_ID}
-state_dir: state
-collector:
-  endpoint: "127.0.0.1:{port}"
-  server_name: localhost
-  tls: {{ca: {pki}/ca.crt, cert: {issued.cert}, key: {issued.key}}}
-  retry: {{initial_s: 0.2, max_s: 1.0}}
-  max_in_flight: 2
-batch: {{max_events: 10, max_wait_s: 0.2}}
-integrity: {{heartbeat_interval_s: 0.5}}
+        agent_config_head(
+            agent_id=AGENT_ID,
+            state_dir="state",
+            port=port,
+            ca=pki / "ca.crt",
+            cert=issued.cert,
+            key=issued.key,
+            max_events=10,
+            max_in_flight=2,
+        )
+        + """integrity: {heartbeat_interval_s: 0.5}
 sources:
-  - {{name: crm_app, format: jsonlines, paths: ["logs/*.jsonl"], poll_interval_s: 0.1}}
+  - {name: crm_app, format: jsonlines, paths: ["logs/*.jsonl"], poll_interval_s: 0.1}
 """,
         encoding="utf-8",
     )

@@ -20,7 +20,7 @@ from opensearchpy import OpenSearch, helpers
 
 from collector.admin.pki import init_ca, issue_agent
 from tests.helpers import free_port
-from tests.integration.support import write_collector_config
+from tests.integration.support import agent_config_head, write_collector_config
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -98,15 +98,14 @@ def test_sighup_add_remove_and_bad_config_exactly_once(env: Env, tmp_path: Path)
     app.mkdir()
     db.mkdir()
     yaml = tmp_path / "agent.yaml"
-    head = f"""agent_id: {agent_id}
-state_dir: {tmp_path / "state"}
-collector:
-  endpoints: ["127.0.0.1:{env.port}"]
-  server_name: localhost
-  tls: {{ca: {env.pki}/ca.crt, cert: {issued.cert}, key: {issued.key}}}
-  retry: {{initial_s: 0.2, max_s: 1.0}}
-batch: {{max_events: 500, max_wait_s: 0.2}}
-"""
+    head = agent_config_head(
+        agent_id=agent_id,
+        state_dir=tmp_path / "state",
+        port=env.port,
+        ca=env.pki / "ca.crt",
+        cert=issued.cert,
+        key=issued.key,
+    )
 
     def configure(*sources: str, extra: str = "") -> None:
         yaml.write_text(head + extra + "\nsources:\n" + "\n".join(sources) + "\n")

@@ -28,7 +28,7 @@ from opensearchpy import OpenSearch, helpers
 from collector.admin.opensearch_node import EmbeddedOpenSearch
 from collector.admin.pki import init_ca, issue_agent
 from tests.helpers import free_port, traversable_tmpdir
-from tests.integration.support import write_collector_config
+from tests.integration.support import agent_config_head, write_collector_config
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -149,15 +149,15 @@ def test_opensearch_stopped_then_restarted(tmp_path: Path) -> None:
         logs.mkdir()
         agent_yaml = tmp_path / "agent.yaml"
         agent_yaml.write_text(
-            f"""agent_id: {agent_id}
-state_dir: {state}
-collector:
-  endpoints: ["127.0.0.1:{port}"]
-  server_name: localhost
-  tls: {{ca: {pki}/ca.crt, cert: {issued.cert}, key: {issued.key}}}
-  retry: {{initial_s: 0.2, max_s: 1.0}}
-batch: {{max_events: 500, max_wait_s: 0.2}}
-sources:
+            agent_config_head(
+                agent_id=agent_id,
+                state_dir=state,
+                port=port,
+                ca=pki / "ca.crt",
+                cert=issued.cert,
+                key=issued.key,
+            )
+            + f"""sources:
   - name: crm_app
     format: jsonlines
     paths: ["{logs}/*.jsonl"]
