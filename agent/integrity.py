@@ -165,8 +165,11 @@ class Chainer:
                 f"event sequence {event.sequence} does not follow the chain head "
                 f"{self.head_sequence}"
             )
+        # Canonical bytes first: with the chain fields still unset they are the event's
+        # own deterministic serialization, without the copy-and-clear it needs after.
+        canonical = integrity.canonical_event_bytes(event)
         event.chain_prev = self.head
-        event.chain_hash = integrity.chain_link(self.head, integrity.canonical_event_bytes(event))
+        event.chain_hash = integrity.chain_link(self.head, canonical)
         self.head = event.chain_hash
         self.head_sequence = event.sequence
 
