@@ -35,9 +35,11 @@ import errno
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -65,6 +67,7 @@ DEFAULT_PORT = 9200
 RUN_AS_USER = "crm-audit-os"
 ROOT_DEFAULT_HOME = Path("/var/lib/crm-audit/opensearch-node")
 CLUSTER_NAME = "crm-audit-embedded"
+DEFAULT_NODE_NAME = "crm-audit-node-1"
 JAVA_OPTS = "-Xms512m -Xmx512m"
 STOP_GRACE_SECONDS = 30.0
 
@@ -224,39 +227,70 @@ def _strip_ansi(text: str) -> str:
 
 @dataclass(frozen=True)
 class Downloads:
-    """The zips of one version: core and job-scheduler always, ISM when it resolved."""
+    """The zips of one version: core and job-scheduler always, ISM when it resolved,
+    and every extra plugin asked for (a version lacking one of them is skipped)."""
 
     version: str
     core: Path
     job_scheduler: Path
     ism: Path | None
+    extras: tuple[tuple[str, Path], ...] = ()
 
 
 def fetch_distribution(
-    cache_dir: Path, versions: Sequence[str], *, log: Log = _stderr_log, mvn: str = "mvn"
+    cache_dir: Path,
+    versions: Sequence[str],
+    *,
+    log: Log = _stderr_log,
+    mvn: str = "mvn",
+    extra_plugins: Sequence[str] = (),
 ) -> Downloads:
-    """Fetch core + job-scheduler (+ ISM if available) of the newest version that resolves."""
+    """Fetch core + job-scheduler (+ ISM if available) + `extra_plugins` of the newest
+    version for which all required zips resolve."""
     problems: list[str] = []
     for version in versions:
         core, reason = fetch_artifact(core_artifact(version), cache_dir, mvn=mvn)
         if core is None:
             problems.append(f"{core_artifact(version).coordinates}: {reason}")
             continue
-        scheduler_artifact = plugin_artifact(JOB_SCHEDULER, version)
-        scheduler, reason = fetch_artifact(scheduler_artifact, cache_dir, mvn=mvn)
-        if scheduler is None:
-            problems.append(f"{scheduler_artifact.coordinates}: {reason}")
-            continue
-        ism_artifact = plugin_artifact(ISM_PLUGIN, version)
-        ism, _ = fetch_artifact(ism_artifact, cache_dir, mvn=mvn)
-        if ism is None:
-            log(
-                f"ISM plugin not available from Maven Central ({ism_artifact.coordinates}); "
-                "the node runs without it and ISM policies cannot be installed"
-            )
-        return Downloads(version=version, core=core, job_scheduler=scheduler, ism=ism)
+        required: list[tuple[str, Path]] = []
+        for name in (JOB_SCHEDULER, *extra_plugins):
+            artifact = plugin_artifact(name, version)
+            zip_path, reason = fetch_artifact(artifact, cache_dir, mvn=mvn)
+            if zip_path is None:
+                problems.append(f"{artifact.coordinates}: {reason}")
+                break
+            required.append((name, zip_path))
+        else:
+            return _with_ism(version, core, required, cache_dir, log=log, mvn=mvn)
     raise DownloadError(
         "could not fetch OpenSearch for any of " + ", ".join(versions) + ": " + "; ".join(problems)
+    )
+
+
+def _with_ism(
+    version: str,
+    core: Path,
+    required: list[tuple[str, Path]],
+    cache_dir: Path,
+    *,
+    log: Log,
+    mvn: str,
+) -> Downloads:
+    """`Downloads` of `version`, with the ISM zip when it resolves (optional)."""
+    ism_artifact = plugin_artifact(ISM_PLUGIN, version)
+    ism, _ = fetch_artifact(ism_artifact, cache_dir, mvn=mvn)
+    if ism is None:
+        log(
+            f"ISM plugin not available from Maven Central ({ism_artifact.coordinates}); "
+            "the node runs without it and ISM policies cannot be installed"
+        )
+    return Downloads(
+        version=version,
+        core=core,
+        job_scheduler=required[0][1],
+        ism=ism,
+        extras=tuple(required[1:]),
     )
 
 
@@ -293,39 +327,73 @@ def render_config(
     logs_dir: Path,
     ism: bool,
     cluster_name: str = CLUSTER_NAME,
+    node_name: str = DEFAULT_NODE_NAME,
+    settings: Mapping[str, Any] | None = None,
 ) -> str:
     """The node's opensearch.yml.
 
     ISM settings appear only when the ISM plugin is installed: OpenSearch refuses to
-    start on settings no installed plugin declares.
+    start on settings no installed plugin declares. `settings` add keys or override
+    the defaults; a value of None removes a default (``discovery.type`` for a
+    multi-node cluster). Values are written as JSON, which YAML reads as the same value.
     """
-    lines = [
-        "# Written by `crm-audit opensearch`; rewritten on every start.",
-        f"cluster.name: {cluster_name}",
-        "node.name: crm-audit-node-1",
-        "network.host: 127.0.0.1",
-        f"http.port: {http_port}",
-        f"transport.port: {transport_port}",
-        "discovery.type: single-node",
-        f"path.data: {json.dumps(str(data_dir))}",
-        f"path.logs: {json.dumps(str(logs_dir))}",
-    ]
+    values: dict[str, Any] = {
+        "cluster.name": cluster_name,
+        "node.name": node_name,
+        "network.host": "127.0.0.1",
+        "http.port": http_port,
+        "transport.port": transport_port,
+        "discovery.type": "single-node",
+        "path.data": str(data_dir),
+        "path.logs": str(logs_dir),
+    }
     if ism:
-        lines += [
-            "plugins.index_state_management.job_interval: 1",
-            "plugins.index_state_management.jitter: 0.0",
-        ]
+        values["plugins.index_state_management.job_interval"] = 1
+        values["plugins.index_state_management.jitter"] = 0.0
+    for key, value in (settings or {}).items():
+        if value is None:
+            values.pop(key, None)
+        else:
+            values[key] = value
+    lines = ["# Written by `crm-audit opensearch`; rewritten on every start."]
+    lines += [f"{key}: {_yaml_scalar(value)}" for key, value in values.items()]
     return "\n".join(lines) + "\n"
+
+
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_YAML_SPECIAL = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
+
+
+def _yaml_scalar(value: Any) -> str:
+    # words YAML reads back as the same string stay plain (readable); the rest is JSON
+    if (
+        isinstance(value, str)
+        and _PLAIN_WORD.fullmatch(value)
+        and value.lower() not in _YAML_SPECIAL
+        and not _is_number(value)
+    ):
+        return value
+    return json.dumps(value)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- HTTP
 
 
-def http_get_json(url: str, path: str, *, timeout: float = 5.0) -> tuple[int, Any]:
+def http_get_json(
+    url: str, path: str, *, timeout: float = 5.0, cafile: Path | None = None
+) -> tuple[int, Any]:
     """GET `url` + `path`; returns (status, parsed JSON or text).
 
     Credentials in the URL (``https://user:pass@host``) are sent as basic auth; TLS
-    certificates are verified.
+    certificates are verified (against `cafile` when given, else the system store).
     """
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
@@ -344,8 +412,9 @@ def http_get_json(url: str, path: str, *, timeout: float = 5.0) -> tuple[int, An
         )
         token = base64.b64encode(credentials.encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
+    context = ssl.create_default_context(cafile=str(cafile)) if cafile is not None else None
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
             status, body = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read()
@@ -514,6 +583,15 @@ class EmbeddedOpenSearch:
     a Java 11/17/21 (default: found under /usr/lib/jvm or from ``java`` on PATH);
     `run_as` the user the node runs as: ``"auto"`` means ``crm-audit-os`` when this
     process is root (OpenSearch refuses root), else the current user.
+
+    For tests of clusters and of the security plugin: `plugins` are extra plugins
+    (required, same version, e.g. ``opensearch-security``); `settings` add to or
+    override opensearch.yml (see `render_config`); `transport_port` and `node_name`
+    let nodes name each other in ``discovery.seed_hosts`` /
+    ``cluster.initial_cluster_manager_nodes``; `scheme`, `ca_file` and
+    `probe_credentials` are how readiness is probed when HTTP is TLS with
+    authentication. Files the node needs in its config directory (certificates,
+    security config) are written to `config_dir` after `ensure_installed`.
     """
 
     def __init__(
@@ -527,9 +605,23 @@ class EmbeddedOpenSearch:
         versions: Sequence[str] = DEFAULT_VERSIONS,
         log: Log = _stderr_log,
         mvn: str = "mvn",
+        plugins: Sequence[str] = (),
+        settings: Mapping[str, Any] | None = None,
+        transport_port: int | None = None,
+        node_name: str = DEFAULT_NODE_NAME,
+        scheme: str = "http",
+        ca_file: Path | None = None,
+        probe_credentials: tuple[str, str] | None = None,
     ) -> None:
         self.home = Path(home).absolute()
         self.port = port
+        self.plugins = tuple(plugins)
+        self.settings = dict(settings or {})
+        self.transport_port = transport_port
+        self.node_name = node_name
+        self.scheme = scheme
+        self.ca_file = ca_file
+        self.probe_credentials = probe_credentials
         self.cache_dir = Path(cache_dir) if cache_dir else self.home.parent / "dist-cache"
         self.java_home = java_home
         self.run_as = (RUN_AS_USER if os.geteuid() == 0 else None) if run_as == _AUTO else run_as
@@ -563,7 +655,22 @@ class EmbeddedOpenSearch:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def _probe_url(self) -> str:
+        if self.probe_credentials is None:
+            return self.url
+        user, password = (urllib.parse.quote(part, safe="") for part in self.probe_credentials)
+        return f"{self.scheme}://{user}:{password}@127.0.0.1:{self.port}"
+
+    @property
+    def config_dir(self) -> Path:
+        """The installed distribution's config directory (after `ensure_installed`)."""
+        installed = self.installation()
+        if installed is None:
+            raise NodeSetupError(f"OpenSearch is not installed in {self.home}")
+        return installed.dist / "config"
 
     @property
     def pidfile(self) -> Path:
@@ -602,8 +709,19 @@ class EmbeddedOpenSearch:
         self._prepare_home(owner)
         installed = self.installation()
         if installed is not None:
+            missing = [name for name in self.plugins if name not in installed.plugins]
+            if missing:
+                raise NodeSetupError(
+                    f"{self.home} has no {', '.join(missing)}; use a new home for that node"
+                )
             return installed
-        downloads = fetch_distribution(self.cache_dir, self.versions, log=self.log, mvn=self.mvn)
+        downloads = fetch_distribution(
+            self.cache_dir,
+            self.versions,
+            log=self.log,
+            mvn=self.mvn,
+            extra_plugins=self.plugins,
+        )
         self.log(f"installing OpenSearch {downloads.version} into {self.home}")
         staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=self.home))
         try:
@@ -619,6 +737,9 @@ class EmbeddedOpenSearch:
             shutil.rmtree(staging, ignore_errors=True)
         plugins = [JOB_SCHEDULER]
         self._install_plugin(dist, downloads.job_scheduler, JOB_SCHEDULER)
+        for name, archive in downloads.extras:
+            self._install_plugin(dist, archive, name)
+            plugins.append(name)
         if downloads.ism is not None:
             try:
                 self._install_plugin(dist, downloads.ism, ISM_PLUGIN)
@@ -720,16 +841,25 @@ class EmbeddedOpenSearch:
 
     def start(self, timeout: float = 120.0) -> None:
         """Install if needed, start detached and wait for health yellow; idempotent."""
+        if self.launch():
+            self.wait_ready(timeout)
+
+    def launch(self) -> bool:
+        """Install if needed and start detached without waiting; False if already running.
+
+        The nodes of a cluster are launched first and then waited for: none of them
+        is ready before enough of them have found each other.
+        """
         if self.is_running():
             self.port = self.recorded_port() or self.port
-            return
+            return False
         installed = self.ensure_installed()
         if not port_is_free(self.port):
             raise NodeSetupError(
                 f"port {self.port} on 127.0.0.1 is already in use; choose another with --port"
             )
-        transport = self.port + 100
-        if transport > 65535 or not port_is_free(transport):
+        transport = self.transport_port or self.port + 100
+        if self.transport_port is None and (transport > 65535 or not port_is_free(transport)):
             transport = free_port()
         owner = self._owner()
         config = installed.dist / "config" / "opensearch.yml"
@@ -740,12 +870,17 @@ class EmbeddedOpenSearch:
                 data_dir=self.home / "data",
                 logs_dir=self.home / "logs",
                 ism=installed.ism,
+                node_name=self.node_name,
+                settings=self.settings,
             )
         )
         for sub in ("data", "logs", "tmp"):
             (self.home / sub).mkdir(exist_ok=True)
             if owner is not None:
                 os.chown(self.home / sub, owner.pw_uid, owner.pw_gid)
+        if owner is not None:
+            # files a test or an operator put into config/ since the install
+            _chown_tree(installed.dist / "config", owner.pw_uid, owner.pw_gid)
         self.log(f"starting OpenSearch {installed.version} on {self.url} (home {self.home})")
         with self.stdout_log.open("ab") as console:
             self._proc = subprocess.Popen(
@@ -764,6 +899,11 @@ class EmbeddedOpenSearch:
         self.run_file.write_text(
             json.dumps({"http_port": self.port, "transport_port": transport}) + "\n"
         )
+        return True
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Wait for health yellow of the node `launch` started; stop it on failure."""
+        assert self._proc is not None, "wait_ready() follows launch()"
         try:
             self._wait_ready(timeout)
         except NodeStartError:
@@ -787,13 +927,14 @@ class EmbeddedOpenSearch:
                     f"log tail ({self.stdout_log}):\n{tail(self.stdout_log)}"
                 )
             try:
-                status, _ = http_get_json(self.url, "/", timeout=2.0)
+                status, _ = http_get_json(self._probe_url, "/", timeout=2.0, cafile=self.ca_file)
                 if status == 200:
                     wait = max(1, min(int(remaining), 30))
                     status, body = http_get_json(
-                        self.url,
+                        self._probe_url,
                         f"/_cluster/health?wait_for_status=yellow&timeout={wait}s",
                         timeout=wait + 5,
+                        cafile=self.ca_file,
                     )
                     if status == 200 and isinstance(body, dict) and not body.get("timed_out"):
                         return

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
 from collector.admin import opensearch_node as node_mod
 from collector.admin.errors import DownloadError, InstallError, NodeSetupError, NodeStartError
@@ -338,3 +339,51 @@ def test_embedded_node_starts_answers_and_stops() -> None:
         assert after.returncode == 1 and "not running" in after.stdout
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_settings_add_override_and_remove_defaults(tmp_path: Path) -> None:
+    text = node_mod.render_config(
+        http_port=1,
+        transport_port=2,
+        data_dir=tmp_path,
+        logs_dir=tmp_path,
+        ism=False,
+        node_name="node-b",
+        settings={
+            "discovery.type": None,
+            "discovery.seed_hosts": ["127.0.0.1:9301", "127.0.0.1:9302"],
+            "plugins.security.ssl.http.enabled": True,
+            "node.roles": ["data"],
+        },
+    )
+    parsed = yaml.safe_load(text)
+    assert "discovery.type" not in parsed
+    assert parsed["node.name"] == "node-b"
+    assert parsed["network.host"] == "127.0.0.1"
+    assert parsed["discovery.seed_hosts"] == ["127.0.0.1:9301", "127.0.0.1:9302"]
+    assert parsed["plugins.security.ssl.http.enabled"] is True
+    assert parsed["path.data"] == str(tmp_path)
+
+
+def test_fetch_skips_a_version_lacking_an_extra_plugin(tmp_path: Path) -> None:
+    mvn = _fake_mvn(
+        tmp_path,
+        [
+            "org.opensearch.distribution.integ-test-zip:opensearch:2.19.6",
+            "org.opensearch.plugin:opensearch-job-scheduler:2.19.6.0",
+            "org.opensearch.distribution.integ-test-zip:opensearch:2.19.4",
+            "org.opensearch.plugin:opensearch-job-scheduler:2.19.4.0",
+            "org.opensearch.plugin:opensearch-security:2.19.4.0",
+        ],
+    )
+    downloads = node_mod.fetch_distribution(
+        tmp_path / "cache",
+        ["2.19.6", "2.19.4"],
+        log=lambda _: None,
+        mvn=str(mvn),
+        extra_plugins=["opensearch-security"],
+    )
+    assert downloads.version == "2.19.4"
+    assert [(name, path.name) for name, path in downloads.extras] == [
+        ("opensearch-security", "opensearch-security-2.19.4.0.zip")
+    ]
