@@ -103,6 +103,8 @@ retention:
   default_class: standard
   classes:
     standard: {{policy: {ROOT}/config/opensearch/ism-standard.json}}
+integrity:
+  keys_dir: {VAR}/keys
 """,
     )
     agent_yaml = VAR / "agent.yaml"
@@ -125,6 +127,41 @@ sources:
 """,
     )
     return collector_yaml, agent_yaml
+
+
+def _register_agent_key(agent_yaml: Path) -> None:
+    """Create the agent's signing key and register its public half with the collector,
+    as an operator enrolling a host would (docs/operations.md), so seals verify."""
+    keys = VAR / "keys"
+    shutil.rmtree(keys, ignore_errors=True)
+    subprocess.run(
+        [str(BIN / "crm-audit-agent"), "key", "-c", str(agent_yaml)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    public = VAR / "agent-state" / "signing-key.pub"
+    subprocess.run(
+        [str(BIN / "crm-audit"), "keys", "register", str(keys), AGENT_ID, str(public)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def _verify(url: str) -> None:
+    """Run `crm-audit verify` over what was shipped, as an investigator would."""
+    command = [
+        str(BIN / "crm-audit"),
+        "verify",
+        "--opensearch",
+        url,
+        "--prefix",
+        PREFIX,
+        "--keys",
+        str(VAR / "keys"),
+    ]
+    print(f"\n$ crm-audit verify --opensearch {url} --prefix {PREFIX} --keys {VAR / 'keys'}")
+    sys.stdout.flush()
+    subprocess.run(command, check=False)
 
 
 def _count(url: str) -> int:
@@ -191,12 +228,14 @@ def main() -> int:
             shutil.rmtree(logs)
         shutil.rmtree(VAR / "agent-state", ignore_errors=True)
         logs.mkdir(parents=True)
-        # A fresh index per demo run, so the counts below are this run's.
+        # Fresh demo indices per run (events, seals, chain heads, alerts), so the counts
+        # and the verification below are this run's: the agent's state starts anew too.
         urllib.request.urlopen(
-            urllib.request.Request(f"{url}/{PREFIX}-events-*", method="DELETE"), timeout=30
+            urllib.request.Request(f"{url}/{PREFIX}-*", method="DELETE"), timeout=30
         ).close()
         listen_port = _free_port()
         collector_yaml, agent_yaml = _configs(pki, url, listen_port, str(logs / "*.jsonl"))
+        _register_agent_key(agent_yaml)
         collector_log = (VAR / "collector.log").open("wb")
         agent_log = (VAR / "agent.log").open("wb")
         processes.append(
@@ -235,10 +274,12 @@ def main() -> int:
                 return 1
             for process in processes:
                 if process.poll() is not None:
-                    print(f"demo: {process.args[0]} exited; see logs in {VAR}", file=sys.stderr)
+                    name = Path(str(process.args[0])).name  # type: ignore[index]
+                    print(f"demo: {name} exited; see logs in {VAR}", file=sys.stderr)
                     return 1
             time.sleep(0.5)
         _summary(url, args.count, time.monotonic() - started)
+        _verify(url)
         print(f"\nlogs: {VAR}/collector.log, {VAR}/agent.log; configs beside them")
         if not args.once:
             print("demo: running; append lines to the log file to see them shipped. Ctrl-C stops.")
