@@ -176,3 +176,37 @@ def test_hooks_see_sequences_in_order_then_the_commit(tmp_path: Path) -> None:
     spool.append(entries(2, 1))
     assert calls == [1, 2, "commit", 3, "commit"]
     spool.close()
+
+
+def test_large_records_of_mixed_sizes_and_a_corrupt_one_among_them(
+    tmp_path: Path,
+) -> None:
+    # Reads are served from a read-ahead window (agent.spool._READ_AHEAD); records
+    # bigger than it, records straddling its edge and a corrupt one among them must
+    # read back exactly as written. Random bytes keep zstd from shrinking them.
+    spool, _ = opened(tmp_path, max_bytes=64 << 20, segment_bytes=32 << 20)
+    sizes = [100, 300_000, 7, 200_000, 90_000, 400_000, 1_000, 260_000]
+    payloads = [os.urandom(size).hex() for size in sizes]
+    spool.append(
+        [Entry(pb.AuditEvent(action="login", original=text), None, None) for text in payloads]
+    )
+    (segment,) = spool.segment_names()
+    path = tmp_path / segment
+    data = bytearray(path.read_bytes())
+    starts, pos = [], 0
+    for _ in sizes:  # walk the record headers to find where sequence 6 starts
+        starts.append(pos)
+        length = int.from_bytes(data[pos + 4 : pos + 8], "big")
+        pos += HEADER_SIZE + length
+    assert pos == len(data)
+    data[starts[5] + HEADER_SIZE + 150_000] ^= 0xFF
+    path.write_bytes(bytes(data))
+    reader = spool.reader(1)
+    records, losses = reader.read(100)
+    assert [r.sequence for r in records] == [1, 2, 3, 4, 5, 7, 8]
+    for record in records:
+        original = pb.AuditEvent.FromString(record.event).original
+        assert original == payloads[record.sequence - 1]
+    assert [(x.first, x.last, x.start, x.end) for x in losses] == [(6, 6, starts[5], starts[6])]
+    reader.close()
+    spool.close()
