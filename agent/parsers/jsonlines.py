@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -61,20 +62,35 @@ class _Unusable(ValueError):
     """A mapped value has the wrong shape; the value stays in attributes."""
 
 
+Setter = Callable[[pb.AuditEvent, Any], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    path: str
+    nested: bool  # the path has dots: literal keys and nesting must both be tried
+    setter: Setter
+    flag: str
+
+
+MappingPlan = tuple[_Field, ...]
+"""A field → path mapping compiled once per source (`compile_mapping`)."""
+
+
 def make_parser(overrides: Mapping[str, str]) -> Callable[[bytes], pb.AuditEvent | None]:
     """A parse function using the default mapping with `overrides` applied."""
     unknown = set(overrides) - FIELDS
     if unknown:
         raise ValueError(f"unknown schema fields: {sorted(unknown)}")
-    mapping = {**DEFAULT_MAPPING, **overrides}
+    plan = compile_mapping({**DEFAULT_MAPPING, **overrides})
 
     def parse_line(line: bytes) -> pb.AuditEvent | None:
-        return parse(line, mapping)
+        return parse(line, plan)
 
     return parse_line
 
 
-def parse(line: bytes, mapping: Mapping[str, str] = DEFAULT_MAPPING) -> pb.AuditEvent | None:
+def parse(line: bytes, plan: MappingPlan | None = None) -> pb.AuditEvent | None:
     """One line (without its newline) → one event; None for a blank line."""
     if not line.strip():
         return None
@@ -93,7 +109,7 @@ def parse(line: bytes, mapping: Mapping[str, str] = DEFAULT_MAPPING) -> pb.Audit
         return _parse_error(event, f"invalid JSON: {_one_line(str(exc))}")
     if not isinstance(record, dict):
         return _parse_error(event, f"expected a JSON object, got {_json_type(record)}")
-    _apply_mapping(event, record, mapping)
+    apply_mapping(event, record, _DEFAULT_PLAN if plan is None else plan)
     return event
 
 
@@ -103,82 +119,116 @@ def _parse_error(event: pb.AuditEvent, reason: str) -> pb.AuditEvent:
     return event
 
 
-def _apply_mapping(
-    event: pb.AuditEvent, record: dict[str, Any], mapping: Mapping[str, str]
-) -> None:
+# -- setters: (event, mapped value) → event filled, or _Unusable / TimestampError
+
+
+def _set_time(event: pb.AuditEvent, value: Any) -> None:
+    event.time_unix_nano = parse_timestamp(value)
+
+
+def _set_outcome(event: pb.AuditEvent, value: Any) -> None:
+    outcome = _OUTCOMES.get(_scalar(value).strip().lower())
+    if outcome is None:
+        raise _Unusable("unknown outcome")
+    event.outcome = outcome
+
+
+def _set_str(*attrs: str) -> Setter:
+    *parents, name = attrs
+
+    def setter(event: pb.AuditEvent, value: Any) -> None:
+        target: Any = event
+        for parent in parents:
+            target = getattr(target, parent)
+        setattr(target, name, _clean(_scalar(value)))
+
+    return setter
+
+
+def _set_roles(event: pb.AuditEvent, value: Any) -> None:
+    items = value if isinstance(value, list) else [value]
+    event.user.roles.extend(_clean(_scalar(item)) for item in items)
+
+
+def _set_ip(event: pb.AuditEvent, value: Any) -> None:
+    text = _scalar(value).strip()
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise _Unusable("not an IP address") from None
+    event.source.ip = text
+
+
+def _set_port(event: pb.AuditEvent, value: Any) -> None:
+    event.source.port = _unsigned(value, 65_535)
+
+
+def _set_count(event: pb.AuditEvent, value: Any) -> None:
+    event.record_count = _unsigned(value, _UINT64_MAX)
+
+
+def _set_changes(event: pb.AuditEvent, value: Any) -> None:
+    event.changes.extend(_changes(value))
+
+
+# In the order they are applied; the flag is what an unusable value raises.
+_SETTERS: tuple[tuple[str, Setter, str], ...] = (
+    ("timestamp", _set_time, "invalid_timestamp"),
+    ("action", _set_str("action"), "mapping_error"),
+    ("outcome", _set_outcome, "mapping_error"),
+    ("user.id", _set_str("user", "id"), "mapping_error"),
+    ("user.name", _set_str("user", "name"), "mapping_error"),
+    ("user.email", _set_str("user", "email"), "mapping_error"),
+    ("user.roles", _set_roles, "mapping_error"),
+    ("source.ip", _set_ip, "mapping_error"),
+    ("source.port", _set_port, "mapping_error"),
+    ("source.device_id", _set_str("source", "device_id"), "mapping_error"),
+    ("source.user_agent", _set_str("source", "user_agent"), "mapping_error"),
+    ("session_id", _set_str("session_id"), "mapping_error"),
+    ("object.type", _set_str("object", "type"), "mapping_error"),
+    ("object.id", _set_str("object", "id"), "mapping_error"),
+    ("object.name", _set_str("object", "name"), "mapping_error"),
+    ("changes", _set_changes, "mapping_error"),
+    ("record_count", _set_count, "mapping_error"),
+    ("message", _set_str("message"), "mapping_error"),
+)
+
+
+def compile_mapping(mapping: Mapping[str, str]) -> MappingPlan:
+    """The plan for a complete field → path `mapping` (every schema field mapped)."""
+    return tuple(
+        _Field(mapping[name], "." in mapping[name], setter, flag) for name, setter, flag in _SETTERS
+    )
+
+
+_DEFAULT_PLAN = compile_mapping(DEFAULT_MAPPING)
+
+
+def apply_mapping(event: pb.AuditEvent, record: dict[str, Any], plan: MappingPlan) -> None:
+    """Fill `event` from a record dict through a compiled mapping (used by `regex` too)."""
     consumed: set[str] = set()
     flags: list[str] = []
-
-    def field(name: str, setter: Callable[[Any], None], flag: str = "mapping_error") -> None:
-        path = mapping[name]
-        found, value = _lookup(record, path)
-        if not found:
-            return
+    for spec in plan:
+        path = spec.path
+        # the common case first: the path is a key of the record itself
+        if path in record:
+            value = record[path]
+        elif not spec.nested:
+            continue
+        else:
+            found, value = _lookup(record, path)
+            if not found:
+                continue
         if value is None:  # explicit null: nothing to record, nothing to keep
             consumed.add(path)
-            return
+            continue
         try:
-            setter(value)
+            spec.setter(event, value)
         except (_Unusable, TimestampError):
-            if flag not in flags:
-                flags.append(flag)
-            return
+            if spec.flag not in flags:
+                flags.append(spec.flag)
+            continue
         consumed.add(path)
-
-    def set_time(value: Any) -> None:
-        event.time_unix_nano = parse_timestamp(value)
-
-    def set_outcome(value: Any) -> None:
-        outcome = _OUTCOMES.get(_scalar(value).strip().lower())
-        if outcome is None:
-            raise _Unusable("unknown outcome")
-        event.outcome = outcome
-
-    def set_str(target: Any, attr: str) -> Callable[[Any], None]:
-        def setter(value: Any) -> None:
-            setattr(target, attr, _clean(_scalar(value)))
-
-        return setter
-
-    def set_roles(value: Any) -> None:
-        items = value if isinstance(value, list) else [value]
-        event.user.roles.extend(_clean(_scalar(item)) for item in items)
-
-    def set_ip(value: Any) -> None:
-        text = _scalar(value).strip()
-        try:
-            ipaddress.ip_address(text)
-        except ValueError:
-            raise _Unusable("not an IP address") from None
-        event.source.ip = text
-
-    def set_port(value: Any) -> None:
-        event.source.port = _unsigned(value, 65_535)
-
-    def set_count(value: Any) -> None:
-        event.record_count = _unsigned(value, _UINT64_MAX)
-
-    def set_changes(value: Any) -> None:
-        event.changes.extend(_changes(value))
-
-    field("timestamp", set_time, "invalid_timestamp")
-    field("action", set_str(event, "action"))
-    field("outcome", set_outcome)
-    field("user.id", set_str(event.user, "id"))
-    field("user.name", set_str(event.user, "name"))
-    field("user.email", set_str(event.user, "email"))
-    field("user.roles", set_roles)
-    field("source.ip", set_ip)
-    field("source.port", set_port)
-    field("source.device_id", set_str(event.source, "device_id"))
-    field("source.user_agent", set_str(event.source, "user_agent"))
-    field("session_id", set_str(event, "session_id"))
-    field("object.type", set_str(event.object, "type"))
-    field("object.id", set_str(event.object, "id"))
-    field("object.name", set_str(event.object, "name"))
-    field("changes", set_changes)
-    field("record_count", set_count)
-    field("message", set_str(event, "message"))
 
     category = categorize(event.action) if event.action else None
     if category is not None:
@@ -192,10 +242,6 @@ def _apply_mapping(
         if not _is_consumed(key, consumed):
             event.attributes[_clean(key)] = _clean(_json_text(value))
     event.flags.extend(flags)
-
-
-apply_mapping = _apply_mapping
-"""Fill `event` from a record dict through a field → path mapping (used by `regex` too)."""
 
 
 def _lookup(record: dict[str, Any], path: str) -> tuple[bool, Any]:

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pydantic import field_validator, model_validator
 
 from agent.parsers._common import ParseFn, flag, local_to_nanos, parse_error, start_event, zone
-from agent.parsers.jsonlines import DEFAULT_MAPPING, apply_mapping
+from agent.parsers.jsonlines import DEFAULT_MAPPING, apply_mapping, compile_mapping
 from agent.parsers.options import FormatOptions
 from proto.v1 import audit_pb2 as pb
 
@@ -71,6 +71,7 @@ def make_parser(overrides: Mapping[str, str], options: RegexOptions) -> ParseFn:
     pattern = re.compile(options.pattern)
     mapping = {f: f.replace(".", "_") for f in FIELDS} | dict(overrides)
     mapping["changes"] = "\0no-group"  # never present
+    plan = compile_mapping(mapping)
     tz = zone(options.timezone) if options.timezone else None
     time_group = mapping["timestamp"]
 
@@ -97,7 +98,7 @@ def make_parser(overrides: Mapping[str, str], options: RegexOptions) -> ParseFn:
                     event.time_unix_nano = local_to_nanos(moment, tz, moment.microsecond * 1000)
                     record.pop(time_group)
                     event.attributes["timestamp"] = stamp
-        apply_mapping(event, record, mapping)
+        apply_mapping(event, record, plan)
         return event
 
     return parse
