@@ -5,17 +5,22 @@
     crm-audit opensearch fetch|start|stop|status [--home DIR] [--port N] [--timeout S]
     crm-audit sample --out FILE [--count N] [--seed S] [--start ISO8601] [--rate-per-sec X]
     crm-audit keys register KEYS_DIR AGENT_ID PUBFILE | keys list KEYS_DIR
-    crm-audit verify --keys DIR [--opensearch URL] [--prefix P] [--agent ID ...]
+    crm-audit verify --keys DIR [--opensearch URL] [AUTH] [--prefix P] [--agent ID ...]
                      [--from ISO8601] [--to ISO8601] [--checkpoints DIR]
                      [--checkpoint-key PUB] [--retention-days N] [--format text|json]
     crm-audit rules check --rules FILE
-    crm-audit rules test --rules FILE [--opensearch URL] [--prefix P] --from ISO8601
+    crm-audit rules test --rules FILE [--opensearch URL] [AUTH] [--prefix P] --from ISO8601
                      [--to ISO8601] [--rule ID ...] [--format text|json]
-    crm-audit report --from DATE --to DATE --out FILE.html [--opensearch URL] [--prefix P]
+    crm-audit report --from DATE --to DATE --out FILE.html [--opensearch URL] [AUTH] [--prefix P]
                      [--keys DIR] [--checkpoints DIR] [--checkpoint-key PUB]
                      [--signing-key PEM] [--policies DIR] [--min-retention-days N]
                      [--silence-gap DURATION] [--max-rows N]
     crm-audit report-verify FILE --key PUB
+
+AUTH, for a cluster with the security plugin: ``--ca PEM`` (the CA of its HTTPS
+certificate; verification is always on), ``--user NAME --password-file FILE`` (basic
+auth, e.g. an analyst mapped to the read-only ``crm_audit_analyst`` role) and/or
+``--client-cert PEM --client-key PEM``.
 
 `rules test` is a dry run: it shows what each enabled rule would raise over a past range
 (with suppression) and writes nothing. A rules file problem reads
@@ -40,13 +45,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from collector.admin import opensearch_node, pki, sample
 from collector.admin.errors import AdminError, NodeError, SampleError, UsageError
 from collector.checkpoints import CheckpointView, read_checkpoints
 from collector.keys import KeyRegistrationError, KeyRing, read_keys, register_key
 from proto import integrity
+
+if TYPE_CHECKING:
+    from collector.index import ClientAuth, Requester
 
 PROG = "crm-audit"
 
@@ -104,6 +112,22 @@ def _timestamp(text: str) -> dt.datetime:
         ) from None
 
 
+def _add_opensearch_options(cmd: argparse.ArgumentParser) -> None:
+    """--opensearch URL and how to authenticate to it (security plugin)."""
+    cmd.add_argument("--opensearch", metavar="URL", help="default: $OPENSEARCH_URL")
+    cmd.add_argument(
+        "--ca", type=Path, metavar="PEM", help="CA bundle of the cluster's HTTPS certificate"
+    )
+    cmd.add_argument("--user", metavar="NAME", help="basic-auth user (with --password-file)")
+    cmd.add_argument(
+        "--password-file", type=Path, metavar="FILE", help="file whose first line is the password"
+    )
+    cmd.add_argument(
+        "--client-cert", type=Path, metavar="PEM", help="TLS client certificate (with --client-key)"
+    )
+    cmd.add_argument("--client-key", type=Path, metavar="PEM", help="its private key")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="crm-audit admin tool")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -157,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("keys_dir", type=Path, metavar="KEYS_DIR")
 
     ver = commands.add_parser("verify", help="verify the stored audit trail (tamper evidence)")
-    ver.add_argument("--opensearch", metavar="URL", help="default: $OPENSEARCH_URL")
+    _add_opensearch_options(ver)
     ver.add_argument("--prefix", default="crm-audit", help="index prefix (default crm-audit)")
     ver.add_argument("--keys", type=Path, metavar="DIR", help="agents' public keys (required)")
     ver.add_argument("--agent", action="append", default=[], metavar="ID", help="repeatable")
@@ -186,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "test", help="show what each rule would fire on over a past range (writes nothing)"
     )
     rtest.add_argument("--rules", type=Path, required=True, metavar="FILE")
-    rtest.add_argument("--opensearch", metavar="URL", help="default: $OPENSEARCH_URL")
+    _add_opensearch_options(rtest)
     rtest.add_argument("--prefix", default="crm-audit", help="index prefix (default crm-audit)")
     rtest.add_argument("--from", dest="time_from", type=_timestamp, required=True)
     rtest.add_argument("--to", dest="time_to", type=_timestamp, help="default: now")
@@ -196,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = commands.add_parser(
         "report", help="compliance evidence pack for a period (self-contained HTML)"
     )
-    rep.add_argument("--opensearch", metavar="URL", help="default: $OPENSEARCH_URL")
+    _add_opensearch_options(rep)
     rep.add_argument("--prefix", default="crm-audit", help="index prefix (default crm-audit)")
     rep.add_argument("--from", dest="time_from", required=True, metavar="DATE")
     rep.add_argument(
@@ -369,13 +393,78 @@ def _checkpoint_view(
     return read_checkpoints(directory, trusted)
 
 
-def _cmd_verify(args: argparse.Namespace) -> int:
+def opensearch_auth(
+    command: str,
+    url: str,
+    *,
+    ca: Path | None = None,
+    user: str | None = None,
+    password_file: Path | None = None,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+) -> ClientAuth | None:
+    """The credentials the options name, checked; None when none were given.
+
+    `UsageError` (one line, exit 2) for options that do not go together or a file that
+    cannot be read. The password comes from a file, never from the command line, where
+    every user of the machine could read it.
+    """
+    from collector.index import ClientAuth
+
+    if (user is None) != (password_file is None):
+        raise UsageError(f"{command}: --user and --password-file go together")
+    if (client_cert is None) != (client_key is None):
+        raise UsageError(f"{command}: --client-cert and --client-key go together")
+    if all(value is None for value in (ca, user, client_cert)):
+        return None
+    if not url.startswith("https://"):
+        raise UsageError(f"{command}: --ca, --user and --client-cert need an https:// URL")
+    for option, path in (
+        ("--ca", ca),
+        ("--client-cert", client_cert),
+        ("--client-key", client_key),
+    ):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{command}: {option}: no such file: {path}")
+    password = None
+    if password_file is not None:
+        try:
+            lines = password_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"{command}: --password-file: cannot read {password_file}: {exc}"
+            ) from None
+        password = lines[0].strip() if lines else ""
+        if not password:
+            raise UsageError(f"{command}: --password-file: {password_file} is empty")
+    return ClientAuth(
+        username=user, password=password, ca=ca, client_cert=client_cert, client_key=client_key
+    )
+
+
+def _opensearch(command: str, args: argparse.Namespace) -> Requester:
+    """The cluster of --opensearch (or $OPENSEARCH_URL), authenticated as the options say."""
     from collector.index import OpenSearchHttp, make_client
-    from collector.verify import Verifier, VerifyError
 
     url = args.opensearch or os.environ.get("OPENSEARCH_URL")
     if not url:
-        raise UsageError("verify: --opensearch URL (or $OPENSEARCH_URL) is required")
+        raise UsageError(f"{command}: --opensearch URL (or $OPENSEARCH_URL) is required")
+    auth = opensearch_auth(
+        command,
+        url,
+        ca=args.ca,
+        user=args.user,
+        password_file=args.password_file,
+        client_cert=args.client_cert,
+        client_key=args.client_key,
+    )
+    return OpenSearchHttp(make_client(url.rstrip("/"), timeout_s=60, auth=auth))
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from collector.verify import Verifier, VerifyError
+
+    opensearch = _opensearch("verify", args)
     if args.keys is None or not args.keys.is_dir():
         raise UsageError("verify: --keys DIR (the agents' registered public keys) is required")
     view = _checkpoint_view("verify", args.checkpoints, args.checkpoint_key, "")
@@ -387,7 +476,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
 
     verifier = Verifier(
-        OpenSearchHttp(make_client(url.rstrip("/"), timeout_s=60)),
+        opensearch,
         args.prefix,
         ring.keys_for,
         checkpoints=view,
@@ -418,7 +507,6 @@ def _cmd_rules(args: argparse.Namespace) -> int:
     from collector.detect.errors import DetectionError, RulesError
     from collector.detect.rules import load_rules
     from collector.detect.search import Searcher
-    from collector.index import OpenSearchHttp, make_client
 
     try:
         ruleset = load_rules(args.rules)
@@ -430,18 +518,14 @@ def _cmd_rules(args: argparse.Namespace) -> int:
         enabled = ruleset.enabled()
         _say(f"{args.rules}: OK ({len(enabled)} of {len(ruleset.rules)} rules enabled)")
         return 0
-    url = args.opensearch or os.environ.get("OPENSEARCH_URL")
-    if not url:
-        raise UsageError("rules test: --opensearch URL (or $OPENSEARCH_URL) is required")
+    opensearch = _opensearch("rules test", args)
     unknown = sorted(set(args.rule) - {r.id for r in ruleset.rules})
     if unknown:
         raise UsageError(f"rules test: no such rule(s) in {args.rules}: {', '.join(unknown)}")
     time_to = args.time_to or dt.datetime.now(dt.UTC)
     if time_to <= args.time_from:
         raise UsageError("rules test: --to must be after --from")
-    engine = Engine(
-        ruleset, Searcher(OpenSearchHttp(make_client(url.rstrip("/"), timeout_s=60)), args.prefix)
-    )
+    engine = Engine(ruleset, Searcher(opensearch, args.prefix))
 
     def to_ns(moment: dt.datetime) -> int:
         return int(moment.timestamp() * 1e6) * 1000
@@ -475,14 +559,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     from collector.checkpoints import load_or_create_key
     from collector.errors import StartupError
-    from collector.index import OpenSearchHttp, make_client
     from collector.report.build import ReportOptions, build_report, parse_duration, parse_period
     from collector.report.errors import ReportError, ReportInputError
     from collector.report.retention import read_policy_files
 
-    url = args.opensearch or os.environ.get("OPENSEARCH_URL")
-    if not url:
-        raise UsageError("report: --opensearch URL (or $OPENSEARCH_URL) is required")
+    opensearch = _opensearch("report", args)
     try:
         period = parse_period(args.time_from, args.time_to)
         gap = parse_duration(args.silence_gap)
@@ -525,9 +606,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     )
     started = time.monotonic()
     try:
-        document, data = build_report(
-            OpenSearchHttp(make_client(url.rstrip("/"), timeout_s=60)), options
-        )
+        document, data = build_report(opensearch, options)
         args.out.write_text(document, encoding="utf-8")
     except ReportError as exc:
         _log(f"report: {exc}")
