@@ -552,7 +552,9 @@ def _set_time(event: pb.AuditEvent, stamp: str, epoch: str, tz: dt.tzinfo | None
         put(event, "db.log_time", stamp)
         return
     try:
-        moment = dt.datetime.strptime(wall, "%Y-%m-%d %H:%M:%S")
+        # the pattern above fixed the shape; fromisoformat (C) only checks the ranges,
+        # as strptime would, at a fraction of its cost
+        moment = dt.datetime.fromisoformat(wall)
     except ValueError:
         flag(event, "invalid_timestamp")
         put(event, "db.log_time", stamp)
