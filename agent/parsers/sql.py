@@ -18,29 +18,32 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+# Whitespace is consumed in front of every token rather than matched as a token of
+# its own: half as many matches per statement (this runs once per database record).
+# `punct` is any other non-space character.
 _PG_TOKEN = re.compile(
     r"""
-    (?P<ws>\s+)
-  | (?P<comment>--[^\n]*|/\*(?:.*?\*/|.*\Z))
+    \s*(?:
+    (?P<comment>--[^\n]*|/\*(?:.*?\*/|.*\Z))
   | (?P<dollar>\$(?P<tag>[A-Za-z_]\w*)?\$(?:.*?\$(?P=tag)\$|.*\Z))
   | (?P<string>[EeNnBbXxUu]?'(?:[^']|'')*(?:'|\Z))
   | (?P<quoted>"(?:[^"]|"")*(?:"|\Z))
   | (?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)
   | (?P<word>[^\W\d]\w*)
-  | (?P<punct>.)
-    """,
+  | (?P<punct>\S)
+    )""",
     re.VERBOSE | re.DOTALL,
 )
 _MY_TOKEN = re.compile(
     r"""
-    (?P<ws>\s+)
-  | (?P<comment>(?:--\s|\#)[^\n]*|/\*(?:.*?\*/|.*\Z))
+    \s*(?:
+    (?P<comment>(?:--\s|\#)[^\n]*|/\*(?:.*?\*/|.*\Z))
   | (?P<string>[Nn_]?(?:'(?:[^'\\]|''|\\.|\\\Z)*(?:'|\Z)|"(?:[^"\\]|""|\\.|\\\Z)*(?:"|\Z)))
   | (?P<quoted>`(?:[^`]|``)*(?:`|\Z))
   | (?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)
   | (?P<word>[^\W\d][\w$]*)
-  | (?P<punct>.)
-    """,
+  | (?P<punct>\S)
+    )""",
     re.VERBOSE | re.DOTALL,
 )
 _MY_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0", "Z": "\x1a", "b": "\b"}
@@ -92,9 +95,9 @@ def tokens(sql: str, mysql: bool = False) -> list[Token]:
         kind = match.lastgroup or "punct"
         if kind == "tag":  # pragma: no cover - inner group never last
             kind = "dollar"
-        text = match.group(0)
-        if kind in ("ws", "comment"):
+        if kind == "comment":
             continue
+        text = match.group(kind)
         if kind == "word":
             value = text.upper()
         elif kind == "quoted":
