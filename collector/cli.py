@@ -18,7 +18,8 @@ manage legal holds.
 Every problem is one line on stderr; config problems read
 ``collector.yaml:LINE: key.path: message`` and exit with code 2. This is the only
 collector module that reads the environment (``OPENSEARCH_URL`` overrides
-``opensearch.url``; ``${NAME}`` in collector.yaml is resolved from it).
+``opensearch.url`` / ``urls``: one URL, or several comma-separated; ``${NAME}`` in
+collector.yaml is resolved from it).
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ def _holds(config: CollectorConfig) -> HoldManager:
         prefix=config.opensearch.index_prefix,
         classes=sorted(config.retention.classes),
         clock_ns=time.time_ns,
+        replicas=config.opensearch.replicas,
     )
 
 

@@ -129,13 +129,69 @@ def _check_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _check_url_list(urls: list[str]) -> list[str]:
+    """Several nodes of one cluster: at least one, no repeats, one scheme for all (the
+    TLS and credential settings apply to every node)."""
+    if not urls:
+        raise ValueError("list at least one node URL (or use url for a single one)")
+    seen: set[str] = set()
+    for url in urls:
+        if url in seen:
+            raise ValueError(f"{url} is listed twice")
+        seen.add(url)
+    schemes = {urlsplit(url).scheme for url in urls}
+    if len(schemes) > 1:
+        raise ValueError("all URLs must use the same scheme (all http:// or all https://)")
+    return urls
+
+
+def split_urls(value: str) -> list[str]:
+    """``http://a:9200,http://b:9200`` -> the checked URLs (``OPENSEARCH_URL``,
+    ``crm-audit --opensearch``); raises ValueError naming the bad one."""
+    return _check_url_list([_check_url(part.strip()) for part in value.split(",") if part.strip()])
+
+
+# Marks `urls` when the file sets `url` as well, so the error names opensearch.urls (and
+# its line) rather than the whole section.
+_URL_AND_URLS = object()
+
+_REPLICA_RANGE_RE = re.compile(r"^(?P<min>\d{1,3})-(?P<max>\d{1,3}|all)$")
+DEFAULT_REPLICAS = "0-1"
+
+
+def _check_replicas(value: int | str) -> int | str:
+    if isinstance(value, int):
+        if not 0 <= value <= 100:
+            raise ValueError(f"expected 0 to 100 replicas, got {value}")
+        return value
+    if value.isdigit():
+        return _check_replicas(int(value))
+    match = _REPLICA_RANGE_RE.match(value)
+    if match is None:
+        raise ValueError(
+            f'expected a number of replicas or a range "MIN-MAX" / "MIN-all", got {value!r}'
+        )
+    if match["max"] != "all" and int(match["max"]) < int(match["min"]):
+        raise ValueError(f"range {value!r}: MAX is below MIN")
+    return value
+
+
 class OpenSearchConfig(_Model):
     """Where and how to index, and how to authenticate to OpenSearch."""
 
     url: Annotated[str, AfterValidator(_check_url)] = Field(
         default="http://127.0.0.1:9200",
-        description="OpenSearch base URL (http:// or https://); "
-        "the OPENSEARCH_URL environment variable overrides it.",
+        description="OpenSearch base URL (http:// or https://); used when `urls` is not set "
+        "(set one of them). The OPENSEARCH_URL environment variable overrides both "
+        "(several URLs comma-separated).",
+    )
+    # Several nodes: a node that does not answer is skipped (and tried again later), so
+    # losing one node of a cluster whose indices have replicas costs no batch.
+    urls: list[Annotated[str, AfterValidator(_check_url)]] | None = Field(
+        default=None,
+        description="Several nodes of the one cluster, instead of `url`: requests are "
+        "spread over them, and a node that does not answer is skipped until it answers "
+        "again. Same scheme for all; TLS and credential settings apply to each.",
     )
     index_prefix: str = Field(
         default="crm-audit",
@@ -176,6 +232,21 @@ class OpenSearchConfig(_Model):
     retry_max_backoff_s: float = Field(
         default=8.0, gt=0, le=600, description="Upper bound of the retry delay."
     )
+    # "0-1": no replica on one data node (nowhere to put it), one as soon as there are
+    # two, so a cluster that loses a data node keeps every index writable.
+    replicas: int | str = Field(
+        default=DEFAULT_REPLICAS,
+        description="Replicas of every index the collector creates (events, dead letters, "
+        "seals, chain heads, alerts, holds, leases): a number, or a range "
+        '"MIN-MAX" / "MIN-all" that OpenSearch fits to the number of data nodes '
+        '(index.auto_expand_replicas). Default "0-1": none on a single node, one on two or '
+        "more, so losing a data node leaves every index available. Caveat of ranges: "
+        "while a node of a two-node cluster is away the remaining copies count as "
+        "complete (health green) and the returning node copies its shards anew; a "
+        "cluster that never shrinks to one data node can set 1. Applied to new indices; "
+        "existing ones get it when setup installs a changed template (the single "
+        "indices: at every setup).",
+    )
     # Authentication (security plugin): basic auth and/or a client certificate.
     username: str | None = Field(
         default=None, description="Basic-auth user (security plugin); needs password_file."
@@ -210,6 +281,33 @@ class OpenSearchConfig(_Model):
         _resolve_file
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _url_or_urls(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "url" in data and "urls" in data:
+            return {**data, "urls": _URL_AND_URLS}
+        return data
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _not_with_url(cls, value: Any) -> Any:
+        if value is _URL_AND_URLS:
+            raise ValueError("set either url or urls, not both")
+        return value
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _check_url_list(value)
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _replicas(cls, value: Any) -> int | str:
+        # before pydantic's int|str union, which would take `true` for 1
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f'expected a number of replicas or a range "MIN-MAX", got {value!r}')
+        return _check_replicas(value)
+
     @field_validator("password_file", "client_key")
     @classmethod
     def _secret_private(cls, path: Path) -> Path:
@@ -227,9 +325,14 @@ class OpenSearchConfig(_Model):
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("client_cert and client_key go together")
         uses_tls = any(v is not None for v in (self.ca, self.client_cert))
-        if uses_tls and not self.url.startswith("https://"):
+        if uses_tls and not self.all_urls[0].startswith("https://"):
             raise ValueError("ca / client_cert need an https:// url")
         return self
+
+    @property
+    def all_urls(self) -> tuple[str, ...]:
+        """The nodes to use: `urls`, or the one `url`."""
+        return tuple(self.urls) if self.urls is not None else (self.url,)
 
     def password(self) -> str | None:
         """The basic-auth password (first line of password_file), or None."""
@@ -533,11 +636,17 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> CollectorCo
 
 
 def with_opensearch_url(config: CollectorConfig, url: str) -> CollectorConfig:
-    """Return `config` with ``opensearch.url`` replaced (validated like the file's value)."""
+    """Return `config` with ``opensearch.url`` / ``urls`` replaced by `url`, one URL or
+    several comma-separated (validated like the file's values)."""
     try:
-        checked = _check_url(url)
+        checked = split_urls(url)
+        if checked[0].startswith("http://") and any(
+            v is not None for v in (config.opensearch.ca, config.opensearch.client_cert)
+        ):
+            raise ValueError("opensearch.ca / client_cert need https:// URLs")
     except ValueError as exc:
         raise ConfigError([f"OPENSEARCH_URL: {exc}"]) from None
-    return config.model_copy(
-        update={"opensearch": config.opensearch.model_copy(update={"url": checked})}
+    update: dict[str, Any] = (
+        {"url": checked[0], "urls": None} if len(checked) == 1 else {"urls": checked}
     )
+    return config.model_copy(update={"opensearch": config.opensearch.model_copy(update=update)})

@@ -33,11 +33,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.config import DEFAULT_REPLICAS
 from collector.documents import iso_nanos
 from collector.errors import HoldError
 from collector.index import Requester, Response
 from collector.integrity import alerts_index
-from collector.lifecycle import hold_policy, hold_policy_id, policy_id
+from collector.lifecycle import hold_policy, hold_policy_id, policy_id, replica_settings
 
 _KW: dict[str, Any] = {"type": "keyword", "ignore_above": 1024}
 _DATE: dict[str, Any] = {"type": "date_nanos"}
@@ -160,11 +161,13 @@ class HoldManager:
         prefix: str,
         classes: Sequence[str],
         clock_ns: Callable[[], int],
+        replicas: int | str = DEFAULT_REPLICAS,
     ) -> None:
         self.request = request
         self.prefix = prefix
         self.classes = list(classes)
         self.clock_ns = clock_ns
+        self.replicas = replicas  # of the holds index, should this create it
 
     # -- public ----------------------------------------------------------------------
 
@@ -293,7 +296,7 @@ class HoldManager:
     def _ensure_index(self) -> None:
         index = holds_index(self.prefix)
         body = {
-            "settings": {"index": {"number_of_shards": 1, "number_of_replicas": 0}},
+            "settings": {"index": {"number_of_shards": 1, **replica_settings(self.replicas)}},
             "mappings": HOLDS_MAPPING,
         }
         response = self.request("PUT", f"/{index}", body=body)
@@ -366,13 +369,15 @@ class HoldManager:
             },
         }
         # The audit trail first, append-only (create): a failed state update leaves it.
+        # 409: this very record is there already (the id is this hold's and action's):
+        # a request that reached a node that then went away was resent to another.
         created = self.request(
             "PUT",
             f"/{index}/_create/action:{hold.id}:{action}",
             body=audit,
             params={"refresh": "true"},
         )
-        if created.status not in (200, 201):
+        if created.status not in (200, 201, 409):
             raise _fail(f"cannot record the {action} of hold {hold.id}", created)
         state = {"@timestamp": stamp, "record": "hold", "hold": hold.source()}
         saved = self.request(

@@ -34,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OsConnectionError
@@ -83,19 +84,41 @@ class ClientAuth:
     client_key: Path | None = None
 
 
-def make_client(
-    url: str, *, timeout_s: float, pool_maxsize: int = 10, auth: ClientAuth | None = None
-) -> OpenSearch:
-    """An opensearch-py client for one cluster URL.
+def redact_url(url: str) -> str:
+    """`url` without the credentials it may carry (``https://user:pass@host``), for logs."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
-    Transport-level retries are off: `BulkIndexer` retries itself, per item, with
-    backoff, and knows which items are safe to resend.
+
+def make_client(
+    urls: str | Sequence[str],
+    *,
+    timeout_s: float,
+    pool_maxsize: int = 10,
+    auth: ClientAuth | None = None,
+) -> OpenSearch:
+    """An opensearch-py client for the nodes of one cluster (one URL or several).
+
+    Retries on HTTP answers are off: `BulkIndexer` retries itself, per item, with
+    backoff, and knows which items are safe to resend. The one retry the transport does
+    is a request that reached no node (refused, reset) going to the next node at once,
+    each node once: the failed node is set aside for a while (opensearch-py's
+    connection pool: 60 s, doubling while it stays down), so a stopped node costs one
+    failed attempt, not a retry of every batch. That resend is safe for every request
+    this package makes: writes are op_type=create with a fixed _id, conditional
+    (if_seq_no) or idempotent settings. A node that answers, even 5xx, is not set
+    aside (``retry_on_status=()``): it is up, and the caller decides about its answer.
+    No sniffing: the listed URLs are the nodes to use (node addresses a cluster
+    publishes need not be reachable from here, and _nodes may be forbidden).
     """
+    hosts = [urls] if isinstance(urls, str) else list(urls)
     extra: dict[str, Any] = {}
     if auth is not None:
         if auth.username is not None:
             extra["http_auth"] = (auth.username, auth.password or "")
-        if url.startswith("https://"):
+        if hosts[0].startswith("https://"):
             extra["use_ssl"] = True
             extra["verify_certs"] = True
             extra["ssl_show_warn"] = True
@@ -105,10 +128,11 @@ def make_client(
                 extra["client_cert"] = str(auth.client_cert)
                 extra["client_key"] = str(auth.client_key)
     return OpenSearch(
-        hosts=[url],
+        hosts=hosts,
         timeout=timeout_s,
-        max_retries=0,
+        max_retries=len(hosts) - 1,
         retry_on_timeout=False,
+        retry_on_status=(),
         pool_maxsize=pool_maxsize,
         **extra,
     )

@@ -17,6 +17,13 @@ first batch if OpenSearch was not reachable then). It
    ``-chainheads``, mappings in `collector.integrity`) or adds new fields to them.
    They get no ISM policy: seals must outlive the longest event retention.
 
+Replicas (``opensearch.replicas``): every index the collector creates gets the same
+replica setting, by default ``auto_expand_replicas: 0-1`` (`replica_settings`), so a
+cluster that loses a data node keeps every index, the chain heads included, available:
+without a replica, the shards on a stopped node would stop every batch. A changed
+template also brings the indices it already covers to its replica setting, and the
+single indices are brought to it on every install.
+
 With ``dry_run=True`` nothing is written: the report says what would be created or
 updated (``crm-audit-collector setup --dry-run``).
 
@@ -37,6 +44,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.config import DEFAULT_REPLICAS
 from collector.documents import DEADLETTER_MAPPING, EVENTS_MAPPING
 from collector.errors import LifecycleError
 from collector.index import Requester, Response
@@ -93,11 +101,20 @@ def hold_policy() -> dict[str, Any]:
     }
 
 
-def _settings(shards: int, replicas: int) -> dict[str, Any]:
+def replica_settings(replicas: int | str) -> dict[str, Any]:
+    """Index settings for `replicas`: a fixed number (auto-expansion off, so it also
+    replaces a range set before) or a range "MIN-MAX" / "MIN-all" OpenSearch fits to
+    the number of data nodes."""
+    if isinstance(replicas, int):
+        return {"number_of_replicas": replicas, "auto_expand_replicas": "false"}
+    return {"auto_expand_replicas": replicas}
+
+
+def _settings(shards: int, replicas: int | str) -> dict[str, Any]:
     return {
         "index": {
             "number_of_shards": shards,
-            "number_of_replicas": replicas,
+            **replica_settings(replicas),
             "codec": "best_compression",
         }
     }
@@ -109,7 +126,9 @@ def _with_hash(template: dict[str, Any]) -> dict[str, Any]:
     return template
 
 
-def events_template(prefix: str, *, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
+def events_template(
+    prefix: str, *, shards: int = 1, replicas: int | str = DEFAULT_REPLICAS
+) -> dict[str, Any]:
     """Composable template body for ``{prefix}-events-*``."""
     return _with_hash(
         {
@@ -123,7 +142,9 @@ def events_template(prefix: str, *, shards: int = 1, replicas: int = 0) -> dict[
     )
 
 
-def deadletter_template(prefix: str, *, shards: int = 1, replicas: int = 0) -> dict[str, Any]:
+def deadletter_template(
+    prefix: str, *, shards: int = 1, replicas: int | str = DEFAULT_REPLICAS
+) -> dict[str, Any]:
     """Composable template body for the dead-letter index."""
     return _with_hash(
         {
@@ -213,7 +234,7 @@ class LifecycleInstaller:
         prefix: str,
         policies: Mapping[str, Mapping[str, Any]],
         shards: int = 1,
-        replicas: int = 0,
+        replicas: int | str = DEFAULT_REPLICAS,
         indices: Mapping[str, Mapping[str, Any]] | None = None,
         dry_run: bool = False,
     ) -> None:
@@ -295,33 +316,41 @@ class LifecycleInstaller:
         if response.status != 200:
             raise _fail(f"cannot install index template {name}", response)
         log.info("index template %s %s (pattern %s)", name, state, body["index_patterns"][0])
-        self._update_existing_indices(body["index_patterns"][0], body["template"]["mappings"])
+        pattern = body["index_patterns"][0]
+        self._update_existing_indices(pattern, "_mapping", body["template"]["mappings"])
+        self._update_existing_indices(pattern, "_settings", self._replica_update())
         return state
 
-    def _update_existing_indices(self, pattern: str, mappings: Mapping[str, Any]) -> None:
-        """Give indices created under an older template the fields the new one adds.
+    def _replica_update(self) -> dict[str, Any]:
+        return {"index": replica_settings(self.replicas)}
+
+    def _update_existing_indices(self, pattern: str, what: str, body: Mapping[str, Any]) -> None:
+        """Give indices created under an older template what the new one sets: the
+        fields it adds (`what` ``_mapping``) and its replica setting (``_settings``).
 
         A template only applies to indices created after it; without this, documents with
         a new field would be refused by the strict mapping of the current month's index
-        (and dead-lettered) until the next index is created.
+        (and dead-lettered) until the next index is created, and the indices of a cluster
+        that grew to two data nodes would stay without a replica.
         """
         response = self.request(
             "PUT",
-            f"/{pattern}/_mapping",
-            body=copy.deepcopy(dict(mappings)),
-            params={"expand_wildcards": "open,closed"},
+            f"/{pattern}/{what}",
+            body=copy.deepcopy(dict(body)),
+            # a closed index takes new fields, but not every settings change
+            params={"expand_wildcards": "open,closed" if what == "_mapping" else "open"},
         )
         if response.status == 404:  # no index of that pattern yet
             return
         if response.status == 403 and "cluster_block_exception" in json.dumps(response.body):
-            self._update_unblocked(pattern, mappings)
+            self._update_unblocked(pattern, what, body)
             return
         if response.status != 200:
-            raise _fail(f"cannot bring existing indices {pattern} to the new mapping", response)
-        log.info("existing indices %s updated to the template's mapping", pattern)
+            raise _fail(f"cannot bring existing indices {pattern} to the new {what}", response)
+        log.info("existing indices %s updated to the template's %s", pattern, what.lstrip("_"))
 
-    def _update_unblocked(self, pattern: str, mappings: Mapping[str, Any]) -> None:
-        """Index by index: a read-only (legal hold) index keeps its mapping.
+    def _update_unblocked(self, pattern: str, what: str, body: Mapping[str, Any]) -> None:
+        """Index by index: a read-only (legal hold) index keeps its mapping and settings.
 
         A held index is read-only (collector.hold), so it takes no new fields, and no new
         documents either: a late event for it is dead-lettered, with its original.
@@ -333,11 +362,11 @@ class LifecycleInstaller:
             index = str(row.get("index")) if isinstance(row, Mapping) else ""
             if not index:
                 continue
-            response = self.request("PUT", f"/{index}/_mapping", body=copy.deepcopy(dict(mappings)))
+            response = self.request("PUT", f"/{index}/{what}", body=copy.deepcopy(dict(body)))
             if response.status == 403 and "cluster_block_exception" in json.dumps(response.body):
-                log.info("index %s is read-only (legal hold?): keeps its mapping", index)
+                log.info("index %s is read-only (legal hold?): keeps its %s", index, what)
             elif response.status != 200:
-                raise _fail(f"cannot bring {index} to the new mapping", response)
+                raise _fail(f"cannot bring {index} to the new {what}", response)
 
     def _put_index(self, index: str, mapping: Mapping[str, Any]) -> str:
         """Create `index` with `mapping`, or add new fields to an existing one."""
@@ -362,6 +391,10 @@ class LifecycleInstaller:
         updated = self.request("PUT", f"/{index}/_mapping", body=copy.deepcopy(dict(mapping)))
         if updated.status != 200:
             raise _fail(f"cannot update the mapping of {index}", updated)
+        # an index created before the replica setting (or before it changed) gets it now
+        settings = self.request("PUT", f"/{index}/_settings", body=self._replica_update())
+        if settings.status != 200:
+            raise _fail(f"cannot update the replica setting of {index}", settings)
         return "unchanged"
 
     # -- ISM -------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from collector.errors import (
     StartupError,
 )
 from collector.health import HealthCheck, HealthServer
-from collector.index import BulkIndexer, IndexRequest, IndexResult, Requester
+from collector.index import BulkIndexer, IndexRequest, IndexResult, Requester, redact_url
 from collector.integrity import IntegrityGate, event_integrity_fields
 from collector.keys import KeyRing
 from collector.lifecycle import LifecycleInstaller, LifecycleReport, deadletter_index
@@ -517,6 +517,7 @@ class CollectorServer:
                 os_cfg.index_prefix,
                 prepare=self.readiness.ensure,
                 clock_ns=clock_ns,
+                replicas=os_cfg.replicas,
             )
         self.service = CollectorService(
             BatchProcessor(
@@ -602,7 +603,7 @@ class CollectorServer:
             self.config.listen,
             port,
             limits.max_concurrent_streams,
-            self.config.opensearch.url,
+            ", ".join(redact_url(url) for url in self.config.opensearch.all_urls),
         )
         return port
 

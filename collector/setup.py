@@ -27,11 +27,12 @@ def client_auth(config: CollectorConfig) -> ClientAuth:
 
 
 def requester(config: CollectorConfig, *, pool_maxsize: int = 10) -> Requester:
-    """A `Requester` for the configured cluster, authenticated as configured."""
+    """A `Requester` for the configured cluster (every listed node), authenticated as
+    configured."""
     os_cfg = config.opensearch
     return OpenSearchHttp(
         make_client(
-            os_cfg.url,
+            os_cfg.all_urls,
             timeout_s=os_cfg.request_timeout_s,
             pool_maxsize=pool_maxsize,
             auth=client_auth(config),
@@ -51,5 +52,6 @@ def installer(
         prefix=prefix,
         policies={name: cls.policy_body() for name, cls in config.retention.classes.items()},
         indices=indices,
+        replicas=config.opensearch.replicas,
         dry_run=dry_run,
     )

@@ -5,14 +5,14 @@
     crm-audit opensearch fetch|start|stop|status [--home DIR] [--port N] [--timeout S]
     crm-audit sample --out FILE [--count N] [--seed S] [--start ISO8601] [--rate-per-sec X]
     crm-audit keys register KEYS_DIR AGENT_ID PUBFILE | keys list KEYS_DIR
-    crm-audit verify --keys DIR [--opensearch URL] [AUTH] [--prefix P] [--agent ID ...]
-                     [--from ISO8601] [--to ISO8601] [--checkpoints DIR]
+    crm-audit verify --keys DIR [--opensearch URL[,URL...]] [AUTH] [--prefix P]
+                     [--agent ID ...] [--from ISO8601] [--to ISO8601] [--checkpoints DIR]
                      [--checkpoint-key PUB] [--retention-days N] [--format text|json]
     crm-audit rules check --rules FILE
-    crm-audit rules test --rules FILE [--opensearch URL] [AUTH] [--prefix P] --from ISO8601
-                     [--to ISO8601] [--rule ID ...] [--format text|json]
-    crm-audit report --from DATE --to DATE --out FILE.html [--opensearch URL] [AUTH] [--prefix P]
-                     [--keys DIR] [--checkpoints DIR] [--checkpoint-key PUB]
+    crm-audit rules test --rules FILE [--opensearch URL[,URL...]] [AUTH] [--prefix P]
+                     --from ISO8601 [--to ISO8601] [--rule ID ...] [--format text|json]
+    crm-audit report --from DATE --to DATE --out FILE.html [--opensearch URL[,URL...]]
+                     [AUTH] [--prefix P] [--keys DIR] [--checkpoints DIR] [--checkpoint-key PUB]
                      [--signing-key PEM] [--policies DIR] [--min-retention-days N]
                      [--silence-gap DURATION] [--max-rows N]
     crm-audit report-verify FILE --key PUB
@@ -114,7 +114,11 @@ def _timestamp(text: str) -> dt.datetime:
 
 def _add_opensearch_options(cmd: argparse.ArgumentParser) -> None:
     """--opensearch URL and how to authenticate to it (security plugin)."""
-    cmd.add_argument("--opensearch", metavar="URL", help="default: $OPENSEARCH_URL")
+    cmd.add_argument(
+        "--opensearch",
+        metavar="URL[,URL...]",
+        help="one node, or several of the cluster comma-separated; default: $OPENSEARCH_URL",
+    )
     cmd.add_argument(
         "--ca", type=Path, metavar="PEM", help="CA bundle of the cluster's HTTPS certificate"
     )
@@ -279,11 +283,13 @@ def _cmd_pki(args: argparse.Namespace) -> int:
 def _cmd_opensearch(args: argparse.Namespace) -> int:
     external = os.environ.get("OPENSEARCH_URL")
     if external:
-        shown = opensearch_node.redact_url(external)
+        # several nodes' URLs comma-separated: the cluster is described through the first
+        nodes = [url.strip() for url in external.split(",") if url.strip()] or [external]
+        shown = ", ".join(opensearch_node.redact_url(url) for url in nodes)
         if args.action != "status":
             _say(f"OPENSEARCH_URL is set: using the cluster at {shown}; nothing to {args.action}")
             return 0
-        return _status_lines(shown, external, pid=None)
+        return _status_lines(shown, nodes[0], pid=None)
 
     node = opensearch_node.EmbeddedOpenSearch.from_env(
         os.environ, os.geteuid(), home=args.home, port=args.port, log=_log
@@ -443,22 +449,28 @@ def opensearch_auth(
 
 
 def _opensearch(command: str, args: argparse.Namespace) -> Requester:
-    """The cluster of --opensearch (or $OPENSEARCH_URL), authenticated as the options say."""
+    """The cluster of --opensearch (or $OPENSEARCH_URL): one URL or several nodes' URLs
+    comma-separated, as the collector takes them; authenticated as the options say."""
+    from collector.config import split_urls
     from collector.index import OpenSearchHttp, make_client
 
-    url = args.opensearch or os.environ.get("OPENSEARCH_URL")
-    if not url:
+    value = args.opensearch or os.environ.get("OPENSEARCH_URL")
+    if not value:
         raise UsageError(f"{command}: --opensearch URL (or $OPENSEARCH_URL) is required")
+    try:
+        urls = split_urls(value)
+    except ValueError as exc:
+        raise UsageError(f"{command}: --opensearch: {exc}") from None
     auth = opensearch_auth(
         command,
-        url,
+        urls[0],  # one scheme for all (split_urls)
         ca=args.ca,
         user=args.user,
         password_file=args.password_file,
         client_cert=args.client_cert,
         client_key=args.client_key,
     )
-    return OpenSearchHttp(make_client(url.rstrip("/"), timeout_s=60, auth=auth))
+    return OpenSearchHttp(make_client(urls, timeout_s=60, auth=auth))
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

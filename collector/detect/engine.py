@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from collector.config import DEFAULT_REPLICAS
 from collector.detect import inline, windowed
 from collector.detect.alerts import Alert, Event
 from collector.detect.errors import DetectionError
@@ -188,12 +189,15 @@ class Detection:
         prepare: Callable[[], None] = lambda: None,
         holder: str | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        replicas: int | str = DEFAULT_REPLICAS,
     ) -> None:
         self.rules = rules
         self.settings = settings
         self.searcher = Searcher(request, prefix)
         self.engine = Engine(rules, self.searcher)
-        self.leases = Leases(request, prefix, holder or default_holder(), settings.lease_ttl_s)
+        self.leases = Leases(
+            request, prefix, holder or default_holder(), settings.lease_ttl_s, replicas=replicas
+        )
         self.responder = Responder(
             settings.notifiers, self.searcher.write_alerts, clock_ns=clock_ns
         )

@@ -16,10 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from collector.config import DEFAULT_REPLICAS
 from collector.detect.alerts import LEASES_MAPPING, leases_index
 from collector.detect.errors import DetectionError
 from collector.documents import iso_nanos, parse_iso_nanos
 from collector.index import Requester
+from collector.lifecycle import replica_settings
 
 
 @dataclass(frozen=True)
@@ -35,17 +37,30 @@ class Lease:
 class Leases:
     """Acquire, renew and release leases (and the evaluation state they carry)."""
 
-    def __init__(self, request: Requester, prefix: str, holder: str, ttl_s: float) -> None:
+    def __init__(
+        self,
+        request: Requester,
+        prefix: str,
+        holder: str,
+        ttl_s: float,
+        *,
+        replicas: int | str = DEFAULT_REPLICAS,
+    ) -> None:
         self.request = request
         self.index = leases_index(prefix)
         self.holder = holder
         self.ttl_ns = int(ttl_s * 1e9)
+        # like every index the collector makes: a lease must survive losing a data node
+        self.replicas = replicas
 
     def ensure_index(self) -> None:
         response = self.request(
             "PUT",
             f"/{self.index}",
-            body={"settings": {"index": {"number_of_shards": 1}}, "mappings": LEASES_MAPPING},
+            body={
+                "settings": {"index": {"number_of_shards": 1, **replica_settings(self.replicas)}},
+                "mappings": LEASES_MAPPING,
+            },
         )
         if response.status == 200:
             return

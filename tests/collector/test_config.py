@@ -11,11 +11,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from collector.admin.pki import init_ca
-from collector.config import load_config, with_opensearch_url
+from collector.config import CollectorConfig, load_config, with_opensearch_url
 from collector.errors import ConfigError
 from tests.collector.conftest import REPO, Pki
 
@@ -169,3 +171,102 @@ def test_opensearch_auth_keys_are_checked(tmp_path: Path) -> None:
     config = load_config(path)
     assert config.opensearch.password() == "s3cret"
     assert config.opensearch.setup_on_start is True and config.metrics.listen is None
+
+
+def _load_with_opensearch(tmp_path: Path, **opensearch: Any) -> CollectorConfig | list[str]:
+    """A valid config whose opensearch section (without url) gets `opensearch`: the
+    loaded config, or its problems without the file:line part."""
+    from tests.collector.conftest import write_config
+
+    pki = Pki(init_ca(tmp_path / "pki"))
+    path = write_config(tmp_path / "cfg", pki)
+    data = yaml.safe_load(path.read_text())
+    del data["opensearch"]["url"]
+    data["opensearch"].update(opensearch)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        return [problem.split(": ", 1)[1] for problem in exc.problems]
+
+
+def test_several_opensearch_nodes(tmp_path: Path) -> None:
+    from tests.collector.conftest import write_config
+
+    pki = Pki(init_ca(tmp_path / "pki"))
+    path = write_config(tmp_path / "cfg", pki)
+    data = yaml.safe_load(path.read_text())
+    del data["opensearch"]["url"]
+    data["opensearch"]["urls"] = ["http://10.0.0.1:9200/", "http://10.0.0.2:9200"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    config = load_config(path)
+    assert config.opensearch.all_urls == ("http://10.0.0.1:9200", "http://10.0.0.2:9200")
+    assert config.opensearch.replicas == "0-1"  # the default: one replica once there are two
+    single = load_config(write_config(tmp_path / "one", pki, url="http://os:9200"))
+    assert single.opensearch.all_urls == ("http://os:9200",)
+
+
+@pytest.mark.parametrize(
+    ("opensearch", "problem"),
+    [
+        ({"urls": []}, "opensearch.urls: list at least one node URL (or use url for a single one)"),
+        (
+            {"urls": ["http://a:9200", "https://b:9200"]},
+            "opensearch.urls: all URLs must use the same scheme (all http:// or all https://)",
+        ),
+        (
+            {"urls": ["http://a:9200", "http://a:9200/"]},
+            "opensearch.urls: http://a:9200 is listed twice",
+        ),
+        (
+            {"urls": ["http://a:9200", "b:9200"]},
+            "opensearch.urls.1: expected an http:// or https:// URL, got 'b:9200'",
+        ),
+        (
+            {"url": "http://a:9200", "urls": ["http://a:9200"]},
+            "opensearch.urls: set either url or urls, not both",
+        ),
+        ({"replicas": -1}, "opensearch.replicas: expected 0 to 100 replicas, got -1"),
+        (
+            {"replicas": True},
+            'opensearch.replicas: expected a number of replicas or a range "MIN-MAX", got True',
+        ),
+        (
+            {"replicas": "one"},
+            'opensearch.replicas: expected a number of replicas or a range "MIN-MAX" / '
+            "\"MIN-all\", got 'one'",
+        ),
+    ],
+)
+def test_opensearch_nodes_and_replicas_are_checked(
+    tmp_path: Path, opensearch: dict[str, Any], problem: str
+) -> None:
+    assert _load_with_opensearch(tmp_path, **opensearch) == [problem]
+
+
+@pytest.mark.parametrize(
+    ("replicas", "effective"), [(1, 1), ("2", 2), ("0-all", "0-all"), ("1-3", "1-3")]
+)
+def test_replicas_a_number_or_a_range(tmp_path: Path, replicas: Any, effective: Any) -> None:
+    config = _load_with_opensearch(tmp_path, replicas=replicas)
+    assert isinstance(config, CollectorConfig), config
+    assert config.opensearch.replicas == effective
+
+
+def test_opensearch_url_env_override_with_several_nodes(workdir: Path) -> None:
+    config = load_config(workdir / "ok_minimal.yaml")
+    both = with_opensearch_url(config, "http://a:9200, http://b:9200/")
+    assert both.opensearch.all_urls == ("http://a:9200", "http://b:9200")
+    # one URL replaces a list from the file
+    assert with_opensearch_url(both, "http://c:9200").opensearch.all_urls == ("http://c:9200",)
+    result = run_cli(
+        "check",
+        "-c",
+        "ok_minimal.yaml",
+        cwd=workdir,
+        env={"OPENSEARCH_URL": "http://a:9200,https://b:9200"},
+    )
+    assert (result.returncode, result.stderr) == (
+        2,
+        "OPENSEARCH_URL: all URLs must use the same scheme (all http:// or all https://)\n",
+    )

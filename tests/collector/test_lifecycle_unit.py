@@ -18,6 +18,7 @@ from collector.lifecycle import (
     events_template,
     is_subset,
     render_policy,
+    replica_settings,
 )
 from tests.collector.conftest import REPO, STANDARD_POLICY, FakeHttp
 
@@ -67,7 +68,7 @@ class Cluster:
                 )
             self.templates[name] = body
             return Response(200, {"acknowledged": True})
-        if method == "PUT" and path.endswith("*/_mapping"):
+        if method == "PUT" and (path.endswith("*/_mapping") or path.endswith("*/_settings")):
             self.mapping_updates.append(path)
             return Response(404, {})  # no index of the pattern yet
         if path == "/_plugins/_ism/policies/p-standard":
@@ -108,9 +109,11 @@ def test_fresh_cluster_with_ism_installs_everything() -> None:
         ("GET", "/_index_template/p-events"),
         ("PUT", "/_index_template/p-events"),
         ("PUT", "/p-events-*/_mapping"),  # indices from an older template get new fields
+        ("PUT", "/p-events-*/_settings"),  # ... and its replica setting
         ("GET", "/_index_template/p-deadletter"),
         ("PUT", "/_index_template/p-deadletter"),
         ("PUT", "/p-deadletter*/_mapping"),
+        ("PUT", "/p-deadletter*/_settings"),
         ("GET", "/_cat/plugins"),
         ("GET", "/_plugins/_ism/policies/p-standard"),
         ("PUT", "/_plugins/_ism/policies/p-standard"),
@@ -118,12 +121,12 @@ def test_fresh_cluster_with_ism_installs_everything() -> None:
         ("GET", "/_plugins/_ism/policies/p-legal-hold"),
         ("PUT", "/_plugins/_ism/policies/p-legal-hold"),
     ]
-    put_policy = cluster.http.calls[8][2]
+    put_policy = cluster.http.calls[10][2]
     assert put_policy["policy"]["ism_template"] == [
         {"index_patterns": ["p-events-standard-*"], "priority": 100}
     ]
     assert put_policy["policy"]["states"] == POLICY["policy"]["states"]
-    assert cluster.http.calls[9][2] == {"policy_id": "p-standard"}
+    assert cluster.http.calls[11][2] == {"policy_id": "p-standard"}
 
 
 def test_second_install_changes_nothing() -> None:
@@ -241,13 +244,13 @@ def test_read_only_held_index_keeps_its_mapping_and_install_goes_on() -> None:
     blocked = {"error": {"type": "cluster_block_exception", "reason": "index read-only (api)"}}
 
     def answer(method: str, path: str, body: Any, params: dict[str, str]) -> Response:
-        if path == "/p-events-*/_mapping":
+        if path in ("/p-events-*/_mapping", "/p-events-*/_settings"):
             return Response(403, blocked)
         if path == "/_cat/indices/p-events-*":
             return Response(200, [{"index": "p-events-standard-2026.10"}, {"index": "p-events-x"}])
-        if path == "/p-events-standard-2026.10/_mapping":
+        if path.startswith("/p-events-standard-2026.10/"):
             return Response(403, blocked)
-        if path == "/p-events-x/_mapping":
+        if path in ("/p-events-x/_mapping", "/p-events-x/_settings"):
             return Response(200, {"acknowledged": True})
         return cluster.answer(method, path, body, params)
 
@@ -255,3 +258,62 @@ def test_read_only_held_index_keeps_its_mapping_and_install_goes_on() -> None:
     report = installer(cluster).install()
     assert report.templates["p-events"] == "created"
     assert ("PUT", "/p-events-x/_mapping") in calls(cluster)
+    assert ("PUT", "/p-events-x/_settings") in calls(cluster)
+
+
+def test_replica_settings_fixed_or_auto_expanded() -> None:
+    # a fixed number turns auto-expansion off, so it also replaces a range set before
+    assert replica_settings(1) == {"number_of_replicas": 1, "auto_expand_replicas": "false"}
+    assert replica_settings("0-1") == {"auto_expand_replicas": "0-1"}
+    assert replica_settings("1-all") == {"auto_expand_replicas": "1-all"}
+
+
+def test_templates_default_to_auto_expanded_replicas() -> None:
+    for template in (events_template("p"), deadletter_template("p")):
+        assert template["template"]["settings"]["index"] == {
+            "number_of_shards": 1,
+            "auto_expand_replicas": "0-1",
+            "codec": "best_compression",
+        }
+    fixed = events_template("p", replicas=2)["template"]["settings"]["index"]
+    assert (fixed["number_of_replicas"], fixed["auto_expand_replicas"]) == (2, "false")
+
+
+def test_changed_replica_setting_updates_templates_and_existing_indices() -> None:
+    cluster = Cluster(plugins=[])
+    installer(cluster).install()
+    cluster.http.calls.clear()
+    report = LifecycleInstaller(cluster.http, prefix="p", policies={}, replicas=1).install()
+    assert report.templates == {"p-events": "updated", "p-deadletter": "updated"}
+    settings = [(p, b) for m, p, b, _ in cluster.http.calls if p.endswith("/_settings")]
+    wanted = {"index": {"number_of_replicas": 1, "auto_expand_replicas": "false"}}
+    assert settings == [("/p-events-*/_settings", wanted), ("/p-deadletter*/_settings", wanted)]
+    put = cluster.templates["p-events"]["template"]["settings"]["index"]
+    assert put["number_of_replicas"] == 1
+
+
+def test_single_indices_created_with_and_brought_to_the_replica_setting() -> None:
+    exists = {"error": {"type": "resource_already_exists_exception", "reason": "exists"}}
+    cluster = Cluster(plugins=[])
+
+    def answer(method: str, path: str, body: Any, params: dict[str, str]) -> Response:
+        if path == "/p-seals":
+            return Response(200, {"acknowledged": True})
+        if path == "/p-heads":
+            return Response(400, exists)
+        if path in ("/p-heads/_mapping", "/p-heads/_settings"):
+            return Response(200, {"acknowledged": True})
+        return cluster.answer(method, path, body, params)
+
+    cluster.http.responder = answer
+    LifecycleInstaller(
+        cluster.http,
+        prefix="p",
+        policies={},
+        indices={"p-seals": {"properties": {}}, "p-heads": {"properties": {}}},
+        replicas="1-2",
+    ).install()
+    bodies = {p: b for m, p, b, _ in cluster.http.calls if m == "PUT"}
+    assert bodies["/p-seals"]["settings"]["index"]["auto_expand_replicas"] == "1-2"
+    # an index made before (e.g. with 0 replicas) gets the setting now
+    assert bodies["/p-heads/_settings"] == {"index": {"auto_expand_replicas": "1-2"}}

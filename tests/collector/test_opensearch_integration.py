@@ -64,7 +64,14 @@ def test_template_gives_strict_mapping_with_nested_changes(os_http: Requester, p
     settings = os_http("GET", f"/{prefix}-events-standard-2026.11/_settings").body
     index_settings = settings[f"{prefix}-events-standard-2026.11"]["settings"]["index"]
     assert index_settings["codec"] == "best_compression"
-    assert (index_settings["number_of_shards"], index_settings["number_of_replicas"]) == ("1", "0")
+    # auto-expanded: no replica on a single node (the test cluster has one), one on two
+    assert index_settings["auto_expand_replicas"] == "0-1"
+    nodes = int(os_http("GET", "/_cluster/health").body["number_of_data_nodes"])
+    expected_replicas = str(min(nodes - 1, 1))
+    assert (index_settings["number_of_shards"], index_settings["number_of_replicas"]) == (
+        "1",
+        expected_replicas,
+    )
 
 
 def test_bulk_indexing_then_redelivery_is_all_duplicates(os_http: Requester, prefix: str) -> None:
