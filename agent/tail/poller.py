@@ -22,7 +22,14 @@ Reconfiguration (`reconfigure`, SIGHUP in the agent), applied between two reads:
 - a removed source's files are drained: each is read on to the end it had when the
   source was removed (complete lines only), then closed (`Closed`, reason "removed").
   A drained file that another source matches is handed over at its exact offset
-  (nothing read twice); otherwise it is forgotten like a file no longer matched.
+  (nothing read twice).
+
+Positions are kept while a file exists: a file no source matches any more (its source
+was removed, or its glob narrowed) but that is still at its path is "parked" — its
+position stays in the checkpoint, and a source that matches it again (the source
+added back, the glob widened) resumes it there instead of reading it again from the
+start. Parked positions whose file is gone from its path (deleted, rotated away) are
+forgotten at the next reconfiguration or start.
 
 Known limit: a rotated file whose handle was already closed (inactive) or that was
 rotated while the agent was stopped cannot be finished, since only its old name is
@@ -72,6 +79,7 @@ class FileTailer:
         self._fresh: set[str] = set()  # sources added by `reconfigure`, not scanned yet
         self._pending: list[TailItem] = []
         self._forgotten: set[str] = set()
+        self._parked: dict[str, FileOffset] = {}  # see the module docstring
         self._scanned_once = False
         self._busy = False
         self._watch = watch
@@ -111,10 +119,24 @@ class FileTailer:
                 log.info("source %s changed", name)
             self._next_scan[name] = 0.0  # scan at the next read
         self._sources = new
+        self._prune_parked()
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
         self._start_watcher()
+
+    def _park_or_forget(self, key: str, position: FileOffset) -> None:
+        """Keep `position` while its file is still at its path, else forget it."""
+        if _still_at(position.path, key):
+            self._parked[key] = position
+        else:
+            self._forgotten.add(key)
+
+    def _prune_parked(self) -> None:
+        for key, position in list(self._parked.items()):
+            if not _still_at(position.path, key):
+                del self._parked[key]
+                self._forgotten.add(key)
 
     def _drain(self, reader: FileReader) -> None:
         if not reader.is_open and not reader.open():
@@ -133,10 +155,11 @@ class FileTailer:
         claimed = any(
             reader.path in resolve(s.patterns, s.excludes) for s in self._sources.values()
         )
+        position = FileOffset(reader.path, reader.offset, reader.fingerprint)
         if claimed:
-            self._start[reader.key] = FileOffset(reader.path, reader.offset, reader.fingerprint)
+            self._start[reader.key] = position
         else:
-            self._forgotten.add(reader.key)
+            self._park_or_forget(reader.key, position)
 
     def watched_files(self) -> dict[str, int]:
         """Source name → files known (open or closed while inactive), for metrics."""
@@ -165,8 +188,9 @@ class FileTailer:
         if not self._scanned_once:
             self._scanned_once = True
             self._initial = False  # `start_at: end` is for the files present at the first start
-            # Checkpointed files that no longer exist under any matched name.
-            self._forgotten |= set(self._start)
+            # Checkpointed files no source matched: kept while they exist (parked).
+            for key, position in self._start.items():
+                self._park_or_forget(key, position)
             self._start.clear()
         items, self._pending = self._pending, []
         budget = self._read_draining(max_items, now, items)
@@ -240,7 +264,8 @@ class FileTailer:
     def _drop(self, name: str, reader: FileReader) -> None:
         self._by_source[name] = [r for r in self._by_source[name] if r is not reader]
         self._readers.pop(reader.key, None)
-        self._forgotten.add(reader.key)
+        # rotated away: forgotten; no longer matched but still there: parked
+        self._park_or_forget(reader.key, FileOffset(reader.path, reader.offset, reader.fingerprint))
 
     def _scan(self, name: str, source: SourceSpec, now: float) -> None:
         fresh = name in self._fresh
@@ -280,7 +305,9 @@ class FileTailer:
             else:
                 log.info("no longer tailing %s", reader.path)
                 self._readers.pop(reader.key, None)
-                self._forgotten.add(reader.key)
+                self._park_or_forget(
+                    reader.key, FileOffset(reader.path, reader.offset, reader.fingerprint)
+                )
         self._by_source[name] = current
 
     def _open_new(
@@ -296,7 +323,7 @@ class FileTailer:
             os.close(fd)  # replaced between stat and open; the next scan sees the new one
             return None
         offset = 0
-        resume = self._start.pop(key, None)
+        resume = self._start.pop(key, None) or self._parked.pop(key, None)
         if resume is not None and not matches(fd, resume.fingerprint):
             log.info("%s: inode reused by another file; reading it from the start", path)
             resume = None
@@ -319,3 +346,11 @@ class FileTailer:
             self._pending += reader.read(0, now)
         log.info("tailing %s (source %s) from offset %d", path, source.name, reader.offset)
         return reader
+
+
+def _still_at(path: str, key: str) -> bool:
+    """Whether the file identified by `key` (dev:ino) is still found at `path`."""
+    try:
+        return file_key(os.stat(path)) == key  # noqa: PTH116 - plain string paths
+    except OSError:
+        return False

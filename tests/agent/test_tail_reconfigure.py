@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.checkpoint import FileOffset
 from agent.tail import Closed, FileTailer, Line, SourceSpec, TailItem
 from agent.tail.reader import file_key
 
@@ -62,7 +63,7 @@ def test_added_source_is_scanned_at_once(tmp_path: Path, tailers: list[FileTaile
     assert t.watched_files() == {"app": 1, "db": 1, "txt": 1}
 
 
-def test_removed_source_is_read_to_its_end_then_closed_and_forgotten(
+def test_removed_source_is_read_to_its_end_then_closed_and_parked(
     tmp_path: Path, tailers: list[FileTailer]
 ) -> None:
     f = tmp_path / "a.jsonl"
@@ -76,12 +77,51 @@ def test_removed_source_is_read_to_its_end_then_closed_and_forgotten(
     items = t.read(100)
     assert lines(items) == [("app", b"2"), ("app", b"3")]
     assert isinstance(items[-1], Closed) and items[-1].reason == "removed"
-    assert t.forgotten() == {file_key(f.stat())}
+    assert t.forgotten() == set()  # the file is still there: its position is kept
     with f.open("ab") as out:
         out.write(b"4\n")
     clock.now = 5.0
     assert t.read(100) == []  # no longer tailed
     assert t.watched_files() == {"other": 0}
+    # Added back: resumed where it was left, not read again from the start.
+    t.reconfigure([app, other])
+    items = t.read(100)
+    assert lines(items) == [("app", b"4")]
+    (line,) = [i for i in items if isinstance(i, Line)]
+    assert line.offset == 6  # right after "1\n2\n3\n"
+
+
+def test_a_parked_file_that_is_deleted_is_forgotten(
+    tmp_path: Path, tailers: list[FileTailer]
+) -> None:
+    f = tmp_path / "a.jsonl"
+    f.write_bytes(b"1\n")
+    app, other = spec("app", tmp_path / "*.jsonl"), spec("other", tmp_path / "*.log")
+    t, _ = make([app, other], tailers)
+    assert lines(t.read(100)) == [("app", b"1")]
+    key = file_key(f.stat())
+    t.reconfigure([other])
+    t.read(100)
+    assert t.forgotten() == set()
+    f.unlink()
+    t.reconfigure([other])
+    assert t.forgotten() == {key}
+
+
+def test_a_parked_position_survives_a_restart(tmp_path: Path, tailers: list[FileTailer]) -> None:
+    # The checkpoint holds the position of a file no configured source matches; the
+    # restarted tailer keeps it (the file is still there) for when a source matches
+    # it again.
+    f = tmp_path / "a.jsonl"
+    f.write_bytes(b"1\n2\n")
+    key = file_key(f.stat())
+    other = spec("other", tmp_path / "*.log")
+    t = FileTailer([other], {key: FileOffset(str(f), 2, "")}, FakeClock(), watch=False)
+    tailers.append(t)
+    assert t.read(100) == []
+    assert t.forgotten() == set()
+    t.reconfigure([other, spec("app", tmp_path / "*.jsonl")])
+    assert lines(t.read(100)) == [("app", b"2")]
 
 
 def test_file_moved_to_another_source_continues_at_its_offset(

@@ -1,8 +1,9 @@
 """SIGHUP reload with real parts: an agent and a collector process, mTLS certificates
 from the PKI helper, the session's OpenSearch. In one agent run: a bad config is
 rejected while the old one keeps shipping, a source is added (its lines arrive), a
-source is removed (every line written before the reload arrives, none after), and over
-it all every line is in OpenSearch exactly once with sequences 1..N without a gap.
+source is removed (every line written before the reload arrives, none after), the agent
+restarts and the source is added back (its file resumes where it was left), and over it
+all every line is in OpenSearch exactly once with sequences 1..N without a gap.
 """
 
 from __future__ import annotations
@@ -160,10 +161,27 @@ def test_sighup_add_remove_and_bad_config_exactly_once(env: Env, tmp_path: Path)
             timeout=60,
             watch=[agent],
         )
-        append(app_log, range(3000, 3100))  # not shipped: its source is gone
+        append(app_log, range(3000, 3100))  # not read now: its source is gone
         append(db_log, range(5600, 5700))
+        wait_delivered(set(range(3000)) | set(range(5000, 5700)), "every line so far")
+        assert not delivered() & set(range(3000, 3100))
+
+        # 4. Restarted while the source is out of the config, then the source is added
+        # back: its file resumes where it was left (the lines written meanwhile are
+        # read), nothing of it is read a second time.
+        code = agent.stop()
+        assert code == 0, agent.log()[-3000:]
+        agent = ManagedProcess(
+            ["crm-audit-agent", "run", "-c", str(yaml)], tmp_path / "agent-2.log"
+        )
+        hups = 0
+        append(db_log, range(5700, 5750))
+        wait_delivered(set(range(5700, 5750)), "the restarted agent's lines")
+        configure(source("db", db / "*.jsonl"), source("app", app / "*.jsonl"))
+        reload("config reloaded: added: app")
+        append(app_log, range(3100, 3200))
         append(db_log, range(9999, 10000), DONE)
-        wait_delivered(set(range(3000)) | set(range(5000, 5700)) | {9999}, "every line")
+        wait_delivered(set(range(3200)) | set(range(5000, 5750)) | {9999}, "every line")
     finally:
         code = agent.stop()
     assert code == 0, agent.log()[-3000:]
@@ -173,10 +191,10 @@ def test_sighup_add_remove_and_bad_config_exactly_once(env: Env, tmp_path: Path)
     assert len(ids) == len(set(ids))
     numbers = [int(d["crm"]["attributes"]["n"]) for d in docs]
     assert len(numbers) == len(set(numbers)), "a line was delivered twice"
-    assert set(numbers) == set(range(3000)) | set(range(5000, 5700)) | {9999}
+    assert set(numbers) == set(range(3200)) | set(range(5000, 5750)) | {9999}
     by_source = {int(d["crm"]["attributes"]["n"]): d["crm"]["source"]["name"] for d in docs}
-    assert {by_source[n] for n in range(3000)} == {"app"}
-    assert {by_source[n] for n in range(5000, 5700)} == {"db"}
+    assert {by_source[n] for n in range(3200)} == {"app"}
+    assert {by_source[n] for n in range(5000, 5750)} == {"db"}
     # One numbering across all reloads: sequences 1..N, no gap, no reuse.
     sequences = sorted(int(d["event"]["sequence"]) for d in docs)
     assert sequences == list(range(1, len(docs) + 1))
