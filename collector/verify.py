@@ -80,7 +80,7 @@ from google.protobuf.message import DecodeError
 
 from collector.checkpoints import CheckpointView
 from collector.documents import parse_iso_nanos, to_document
-from collector.index import Requester
+from collector.index import Requester, Response
 from collector.integrity import chainheads_index, seals_index
 from collector.lifecycle import events_index_pattern
 from proto import integrity
@@ -226,7 +226,7 @@ class Reader:
         if opened.status in (400, 404) and _no_index(opened.body):
             return
         if opened.status != 200:
-            raise VerifyError(f"cannot open a point in time on {pattern}: HTTP {opened.status}")
+            raise _failed(f"cannot open a point in time on {pattern}", opened)
         pit = opened.body["pit_id"]
         try:
             after: list[Any] | None = None
@@ -243,7 +243,7 @@ class Reader:
                     body["search_after"] = after
                 page = self.request("POST", "/_search", body=body)
                 if page.status != 200:
-                    raise VerifyError(f"search on {pattern} failed: HTTP {page.status}")
+                    raise _failed(f"search on {pattern} failed", page)
                 pit = page.body.get("pit_id", pit)
                 hits = page.body["hits"]["hits"]
                 yield from hits
@@ -270,7 +270,7 @@ class Reader:
                 params={"ignore_unavailable": "true", "allow_no_indices": "true"},
             )
             if response.status != 200:
-                raise VerifyError(f"cannot list agents in {pattern}: HTTP {response.status}")
+                raise _failed(f"cannot list agents in {pattern}", response)
             agg = response.body.get("aggregations", {}).get("agents", {})
             buckets = agg.get("buckets", [])
             found.update(str(b["key"]["agent"]) for b in buckets)
@@ -286,17 +286,33 @@ class Reader:
             return False
         if response.status == 200:
             return True
-        raise VerifyError(f"cannot check index {name}: HTTP {response.status}")
+        raise _failed(f"cannot check index {name}", response)
 
     def chain_head(self, index: str, agent: str) -> tuple[int | None, str] | None:
         response = self.request("GET", f"/{index}/_doc/{agent}")
         if response.status == 404:
             return None
         if response.status != 200:
-            raise VerifyError(f"cannot read chain head of {agent}: HTTP {response.status}")
+            raise _failed(f"cannot read chain head of {agent}", response)
         chain = response.body.get("_source", {}).get("chain", {})
         seq = chain.get("sequence")
         return (int(seq) if seq is not None else None, str(chain.get("head", "")))
+
+
+def _failed(what: str, response: Response) -> VerifyError:
+    """`what` failed: the status and why, when OpenSearch or the connection said so.
+
+    "HTTP 0" alone hides a certificate that did not verify; "HTTP 403" alone hides which
+    permission the role lacks (the security plugin names it in its reason).
+    """
+    reason = ""
+    error = response.body.get("error") if isinstance(response.body, Mapping) else None
+    if isinstance(error, Mapping):
+        reason = str(error.get("reason") or error.get("type") or "")
+    elif error is not None:
+        reason = str(error)
+    reason = " ".join(reason.split())[:300]
+    return VerifyError(f"{what}: HTTP {response.status}" + (f" ({reason})" if reason else ""))
 
 
 def _no_index(body: Any) -> bool:
