@@ -118,6 +118,12 @@ class Queries:
         response = self.request("GET", path, params=params)
         if response.status == 0:
             raise ReportDataError(f"OpenSearch unreachable: {_reason(response.body)}")
+        if response.status in (401, 403):
+            # Not allowed is not absent: without this the report read a refused
+            # _cat/plugins as "ISM not installed" and a refused _cat/indices as "no indices".
+            raise ReportDataError(
+                f"GET {path}: HTTP {response.status} {_reason(response.body)}".rstrip()
+            )
         return response.status, response.body
 
 
