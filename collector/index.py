@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from opensearchpy import OpenSearch
+from opensearchpy import ConnectionPool, OpenSearch
 from opensearchpy.exceptions import ConnectionError as OsConnectionError
 from opensearchpy.exceptions import TransportError
 
@@ -92,6 +92,32 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
+class _NodePool(ConnectionPool):
+    """opensearch-py's pool of nodes, saying in the collector's log when a node is set
+    aside because it did not answer, and when it answers again. (opensearch-py's own
+    messages go to the ``opensearch`` logger, which the CLIs silence for the traceback
+    it logs with every failed request.) Only used with more than one node."""
+
+    def mark_dead(self, connection: Any, now: float | None = None) -> None:
+        was_live = connection in self.connections
+        super().mark_dead(connection, now)
+        if was_live and connection not in self.connections:
+            failures = self.dead_count.get(connection, 1)
+            retry_in = self.dead_timeout * 2 ** min(failures - 1, self.timeout_cutoff)
+            log.warning(
+                "OpenSearch node %s does not answer: using the other nodes, trying it again "
+                "in %.0f s",
+                connection.host,
+                retry_in,
+            )
+
+    def mark_live(self, connection: Any) -> None:
+        was_failing = connection in self.dead_count
+        super().mark_live(connection)
+        if was_failing:
+            log.info("OpenSearch node %s answers again", connection.host)
+
+
 def make_client(
     urls: str | Sequence[str],
     *,
@@ -133,6 +159,7 @@ def make_client(
         max_retries=len(hosts) - 1,
         retry_on_timeout=False,
         retry_on_status=(),
+        connection_pool_class=_NodePool,
         pool_maxsize=pool_maxsize,
         **extra,
     )

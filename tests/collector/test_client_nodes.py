@@ -5,6 +5,7 @@ not set aside, and with every node away the caller sees "unreachable"."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +19,7 @@ from tests.helpers import free_port
 class Node:
     """A stand-in OpenSearch node answering every GET with `status`, counting requests."""
 
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, port: int = 0) -> None:
         self.status = status
         self.requests = 0
         node = self
@@ -36,7 +37,7 @@ class Node:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -54,17 +55,41 @@ def nodes() -> Iterator[list[Node]]:
         node.close()
 
 
-def test_a_node_refusing_connections_is_skipped(nodes: list[Node]) -> None:
+def test_a_node_refusing_connections_is_skipped(
+    nodes: list[Node], caplog: pytest.LogCaptureFixture
+) -> None:
     live = Node()
     nodes.append(live)
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     for order in ([dead, live.url], [live.url, dead]):
         live.requests = 0
+        caplog.clear()
         http = OpenSearchHttp(make_client(order, timeout_s=5))
-        answers = [http("GET", "/").status for _ in range(10)]
+        with caplog.at_level(logging.INFO, logger="collector.index"):
+            answers = [http("GET", "/").status for _ in range(10)]
         # the request that met the stopped node went on to the live one at once
         assert answers == [200] * 10
         assert live.requests == 10
+        # set aside once, said once (not per request)
+        assert [r.getMessage() for r in caplog.records if r.name == "collector.index"] == [
+            f"OpenSearch node {dead} does not answer: using the other nodes, trying it "
+            "again in 60 s"
+        ]
+
+
+def test_a_node_set_aside_is_used_again_once_it_answers(
+    nodes: list[Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = free_port(), free_port()
+    http = OpenSearchHttp(
+        make_client([f"http://127.0.0.1:{first}", f"http://127.0.0.1:{second}"], timeout_s=5)
+    )
+    assert http("GET", "/").status == STATUS_UNREACHABLE  # both set aside
+    nodes.append(Node(port=first))
+    with caplog.at_level(logging.INFO, logger="collector.index"):
+        # no node is left: the pool takes the set-aside ones back before their time
+        assert http("GET", "/").status == 200
+    assert f"OpenSearch node http://127.0.0.1:{first} answers again" in caplog.messages
 
 
 def test_a_node_answering_5xx_is_not_set_aside(nodes: list[Node]) -> None:
