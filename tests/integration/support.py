@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -13,20 +15,22 @@ def write_collector_config(
     path: Path,
     *,
     pki: Path,
-    url: str,
+    url: str | Sequence[str],
     prefix: str,
     port: int,
     opensearch_extra: str = "",
     extra: str = "",
 ) -> Path:
     """A collector.yaml on 127.0.0.1:`port` with the PKI's certificates, one retention
-    class, `opensearch_extra` keys under `opensearch:` and `extra` top-level sections."""
+    class, `opensearch_extra` keys under `opensearch:` and `extra` top-level sections.
+    `url` is one URL (``opensearch.url``) or a list of nodes (``opensearch.urls``)."""
     opensearch = textwrap.indent(textwrap.dedent(opensearch_extra).strip(), "  ")
+    nodes = f'url: "{url}"' if isinstance(url, str) else f"urls: {json.dumps(list(url))}"
     path.write_text(
         f"""listen: "127.0.0.1:{port}"
 tls: {{ca: {pki}/ca.crt, cert: {pki}/collector.crt, key: {pki}/collector.key}}
 opensearch:
-  url: "{url}"
+  {nodes}
   index_prefix: "{prefix}"
 {opensearch}
 retention:
@@ -44,20 +48,23 @@ def agent_config_head(
     *,
     agent_id: str,
     state_dir: Path | str,
-    port: int,
+    port: int | Sequence[int],
     ca: Path,
     cert: Path,
     key: Path,
     max_events: int = 500,
     max_in_flight: int | None = None,
 ) -> str:
-    """The top of an agent.yaml shipping to 127.0.0.1:`port`, retrying fast; callers add
-    their `sources:` (and any other section)."""
+    """The top of an agent.yaml shipping to 127.0.0.1:`port` (several ports: several
+    collectors, in that order), retrying fast; callers add their `sources:` (and any
+    other section)."""
     in_flight = f"  max_in_flight: {max_in_flight}\n" if max_in_flight is not None else ""
+    ports = [port] if isinstance(port, int) else list(port)
+    endpoints = json.dumps([f"127.0.0.1:{p}" for p in ports])
     return f"""agent_id: {agent_id}
 state_dir: {state_dir}
 collector:
-  endpoints: ["127.0.0.1:{port}"]
+  endpoints: {endpoints}
   server_name: localhost
   tls: {{ca: {ca}, cert: {cert}, key: {key}}}
   retry: {{initial_s: 0.2, max_s: 1.0}}
