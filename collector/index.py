@@ -129,15 +129,17 @@ def make_client(
 
     Retries on HTTP answers are off: `BulkIndexer` retries itself, per item, with
     backoff, and knows which items are safe to resend. The one retry the transport does
-    is a request that reached no node (refused, reset) going to the next node at once,
-    each node once: the failed node is set aside for a while (opensearch-py's
-    connection pool: 60 s, doubling while it stays down), so a stopped node costs one
-    failed attempt, not a retry of every batch. That resend is safe for every request
-    this package makes: writes are op_type=create with a fixed _id, conditional
-    (if_seq_no) or idempotent settings. A node that answers, even 5xx, is not set
-    aside (``retry_on_status=()``): it is up, and the caller decides about its answer.
-    No sniffing: the listed URLs are the nodes to use (node addresses a cluster
-    publishes need not be reachable from here, and _nodes may be forbidden).
+    is a request that got no answer from a node (refused, reset, or none within
+    `timeout_s`: a stopped or hung node) going to the next node at once, each node
+    once: the failed node is set aside for a while (opensearch-py's connection pool:
+    60 s, doubling while it stays down), so a lost node costs one failed attempt, not a
+    retry of every batch. That resend is safe for every request this package makes:
+    writes are op_type=create with a fixed _id, conditional (if_seq_no) or idempotent
+    settings. A node that answers, even 5xx, is not set aside (``retry_on_status=()``):
+    it is up, and the caller decides about its answer. With one node nothing is resent
+    (`max_retries` 0). No sniffing: the listed URLs are the nodes to use (node
+    addresses a cluster publishes need not be reachable from here, and _nodes may be
+    forbidden).
     """
     hosts = [urls] if isinstance(urls, str) else list(urls)
     extra: dict[str, Any] = {}
@@ -157,7 +159,7 @@ def make_client(
         hosts=hosts,
         timeout=timeout_s,
         max_retries=len(hosts) - 1,
-        retry_on_timeout=False,
+        retry_on_timeout=True,
         retry_on_status=(),
         connection_pool_class=_NodePool,
         pool_maxsize=pool_maxsize,

@@ -19,14 +19,17 @@ from tests.helpers import free_port
 class Node:
     """A stand-in OpenSearch node answering every GET with `status`, counting requests."""
 
-    def __init__(self, status: int = 200, port: int = 0) -> None:
+    def __init__(self, status: int = 200, port: int = 0, hang: bool = False) -> None:
         self.status = status
         self.requests = 0
+        self.hang = threading.Event() if hang else None  # set: stop hanging
         node = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # http.server calls it by this name
                 node.requests += 1
+                if node.hang is not None:
+                    node.hang.wait(30)  # a frozen node: the connection is open, no answer
                 body = json.dumps({"status": node.status}).encode()
                 self.send_response(node.status)
                 self.send_header("content-type", "application/json")
@@ -43,6 +46,8 @@ class Node:
         self.thread.start()
 
     def close(self) -> None:
+        if self.hang is not None:
+            self.hang.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -75,6 +80,21 @@ def test_a_node_refusing_connections_is_skipped(
             f"OpenSearch node {dead} does not answer: using the other nodes, trying it "
             "again in 60 s"
         ]
+
+
+def test_a_node_not_answering_in_time_is_skipped(
+    nodes: list[Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    hung, healthy = Node(hang=True), Node()
+    nodes.extend([hung, healthy])
+    http = OpenSearchHttp(make_client([hung.url, healthy.url], timeout_s=0.5))
+    with caplog.at_level(logging.WARNING, logger="collector.index"):
+        answers = [http("GET", "/").status for _ in range(6)]
+    # the request the hung node held went on to the healthy one after the timeout, and
+    # the hung node got no further request
+    assert answers == [200] * 6
+    assert (hung.requests, healthy.requests) == (1, 6)
+    assert f"OpenSearch node {hung.url} does not answer" in caplog.text
 
 
 def test_a_node_set_aside_is_used_again_once_it_answers(
