@@ -70,6 +70,7 @@ CLUSTER_NAME = "crm-audit-embedded"
 DEFAULT_NODE_NAME = "crm-audit-node-1"
 JAVA_OPTS = "-Xms512m -Xmx512m"
 STOP_GRACE_SECONDS = 30.0
+MISS_TTL_SECONDS = 24 * 3600.0  # how long a plugin that did not resolve is not asked again
 
 CORE_GROUP, CORE_ARTIFACT = "org.opensearch.distribution.integ-test-zip", "opensearch"
 PLUGIN_GROUP = "org.opensearch.plugin"
@@ -277,9 +278,20 @@ def _with_ism(
     log: Log,
     mvn: str,
 ) -> Downloads:
-    """`Downloads` of `version`, with the ISM zip when it resolves (optional)."""
+    """`Downloads` of `version`, with the ISM zip when it resolves (optional).
+
+    A miss is remembered for a day in the cache (``<zip>.missing``): asking Maven again
+    costs seconds on every node install (tests install several) and the answer rarely
+    changes; delete the marker to ask at once.
+    """
     ism_artifact = plugin_artifact(ISM_PLUGIN, version)
-    ism, _ = fetch_artifact(ism_artifact, cache_dir, mvn=mvn)
+    marker = cache_dir / f"{ism_artifact.filename}.missing"
+    ism: Path | None = None
+    if (cache_dir / ism_artifact.filename).is_file() or not _fresh(marker, MISS_TTL_SECONDS):
+        ism, _ = fetch_artifact(ism_artifact, cache_dir, mvn=mvn)
+        if ism is None:
+            with contextlib.suppress(OSError):
+                marker.write_text(f"{ism_artifact.coordinates} did not resolve\n")
     if ism is None:
         log(
             f"ISM plugin not available from Maven Central ({ism_artifact.coordinates}); "
@@ -292,6 +304,13 @@ def _with_ism(
         ism=ism,
         extras=tuple(required[1:]),
     )
+
+
+def _fresh(path: Path, max_age_s: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime < max_age_s
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------------------- install

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -130,12 +131,40 @@ def test_fetch_falls_back_to_an_older_version_and_reports_missing_ism(tmp_path: 
     assert downloads.job_scheduler.name == "opensearch-job-scheduler-2.19.5.0.zip"
     assert downloads.ism is None
     assert len(messages) == 1 and "ISM plugin not available from Maven Central" in messages[0]
-    # nothing half-downloaded is left in the cache
+    # nothing half-downloaded is left in the cache; the ISM miss is remembered
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
         "opensearch-2.19.5.zip",
         "opensearch-2.19.6.zip",
+        "opensearch-index-management-2.19.5.0.zip.missing",
         "opensearch-job-scheduler-2.19.5.0.zip",
     ]
+
+
+def test_a_missing_ism_plugin_is_not_asked_for_again_within_a_day(tmp_path: Path) -> None:
+    mvn = _fake_mvn(
+        tmp_path,
+        [
+            "org.opensearch.distribution.integ-test-zip:opensearch:2.19.6",
+            "org.opensearch.plugin:opensearch-job-scheduler:2.19.6.0",
+        ],
+    )
+    cache = tmp_path / "cache"
+    calls = tmp_path / "calls"
+
+    def ism_asked() -> int:
+        return calls.read_text().count("opensearch-index-management")
+
+    node_mod.fetch_distribution(cache, ["2.19.6"], log=lambda _: None, mvn=str(mvn))
+    assert ism_asked() == 1
+    messages: list[str] = []
+    downloads = node_mod.fetch_distribution(cache, ["2.19.6"], log=messages.append, mvn=str(mvn))
+    assert downloads.ism is None and ism_asked() == 1  # remembered
+    assert "ISM plugin not available" in messages[0]  # and still said
+    marker = cache / "opensearch-index-management-2.19.6.0.zip.missing"
+    old = time.time() - node_mod.MISS_TTL_SECONDS - 60
+    os.utime(marker, (old, old))
+    node_mod.fetch_distribution(cache, ["2.19.6"], log=lambda _: None, mvn=str(mvn))
+    assert ism_asked() == 2  # a day later: asked again
 
 
 def test_fetch_uses_the_cache_without_mvn(tmp_path: Path) -> None:
