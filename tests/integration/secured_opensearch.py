@@ -39,7 +39,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -254,6 +254,8 @@ class SecuredCluster:
     writer_cert: KeyPair
     superuser_cert: KeyPair
     start_seconds: float
+    # one client (connection pool) per identity, however often a test polls
+    _clients: dict[ClientAuth, Requester] = field(default_factory=dict, repr=False)
 
     @property
     def url(self) -> str:
@@ -273,7 +275,9 @@ class SecuredCluster:
         return self.cert_http(self.superuser_cert)
 
     def _requester(self, auth: ClientAuth) -> Requester:
-        return OpenSearchHttp(make_client(self.url, timeout_s=30, auth=auth))
+        if auth not in self._clients:
+            self._clients[auth] = OpenSearchHttp(make_client(self.url, timeout_s=30, auth=auth))
+        return self._clients[auth]
 
     def opensearch_section(self, user: str | None, *, cert: KeyPair | None = None) -> str:
         """The keys under ``opensearch:`` of a collector.yaml reaching this node as

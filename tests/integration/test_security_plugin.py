@@ -9,8 +9,10 @@ Every tool runs as a real process under the role it is meant for:
   writer's attempt is refused first), `hold place|list|release` manage a legal hold.
 - crm_audit_writer: the real collector (basic auth over TLS, ``setup_on_start: false``,
   integrity, detection with the shipped rules) indexes exactly what a real agent sent,
-  writes seals, chain heads, alerts, leases and a dead letter, and logs no refusal; the
-  same collector authenticated by client certificate only indexes too. Deleting
+  writes seals, chain heads, alerts, leases and a dead letter, and logs no refusal; it
+  reads back a re-delivered range (a different one is a fork alert: a refused read
+  would skip that check silently); the same collector authenticated by client
+  certificate only indexes too. Deleting
   indices or documents, updating events, changing settings, mappings or templates,
   closing indices and reading holds are refused with 403 naming the action.
 - crm_audit_analyst (backend role soc-analysts): searches events, seals and alerts,
@@ -43,13 +45,15 @@ from typing import Any
 import grpc
 import pytest
 
+from agent.integrity import PUBLIC_KEY_FILE, AgentKey, Chainer, seal
 from collector.admin.pki import init_ca, issue_agent
 from collector.admin.sample import generate, write_jsonl
 from collector.checkpoints import read_checkpoints
 from collector.index import ClientAuth, OpenSearchHttp, Requester, Response, make_client
+from proto import integrity
 from proto.v1 import audit_pb2 as pb
 from proto.v1 import audit_pb2_grpc as pb_grpc
-from tests.collector.conftest import make_event
+from tests.collector.conftest import NOV_27_2026, make_event
 from tests.helpers import free_port
 from tests.integration import secured_opensearch
 from tests.integration.secured_opensearch import (
@@ -69,6 +73,7 @@ secured_cluster = secured_opensearch.secured_cluster  # the module's node
 AGENT_ID = "crm-host-1"
 DLQ_AGENT = "crm-dlq-1"
 CERT_AGENT = "crm-cert-1"
+FORK_AGENT = "crm-fork-1"
 EVENTS = 300
 EVENTS_PATTERN = f"{PREFIX}-events-*"
 RULES = Path(__file__).resolve().parents[2] / "config" / "rules.yaml"
@@ -130,6 +135,13 @@ class Env:
         return self.cluster.superuser()
 
     def count(self, index: str, query: dict[str, Any] | None = None) -> int:
+        counted = self.try_count(index, query)
+        assert counted is not None, f"cannot count {index}"
+        return counted
+
+    def try_count(self, index: str, query: dict[str, Any] | None = None) -> int | None:
+        """The count, or None while it cannot be had (for polling: an index the
+        collector has just created answers 503 until its shard has started)."""
         http = self.superuser
         http("POST", f"/{index}/_refresh", params={"ignore_unavailable": "true"})
         response = http(
@@ -138,8 +150,11 @@ class Env:
             body={"query": query or {"match_all": {}}},
             params={"ignore_unavailable": "true"},
         )
-        assert response.status == 200, response.body
-        return int(response.body["count"])
+        return int(response.body["count"]) if response.status == 200 else None
+
+    def reaches(self, index: str, at_least: int, query: dict[str, Any] | None = None) -> bool:
+        """For `wait_for`: whether `index` holds at least `at_least` matching documents."""
+        return (self.try_count(index, query) or 0) >= at_least
 
     def events_indices(self) -> list[str]:
         response = self.superuser(
@@ -316,7 +331,7 @@ def ship(env: Env, port: int, agent: str, batches: list[pb.Batch]) -> list[pb.Ac
 def alerted(env: Env, rule: str) -> Callable[[], bool]:
     """Whether rule `rule` has raised an alert yet."""
     query = {"term": {"alert.rule.id": rule}}
-    return lambda: env.count(f"{PREFIX}-alerts", query) >= 1
+    return lambda: env.reaches(f"{PREFIX}-alerts", 1, query)
 
 
 @pytest.fixture(scope="module")
@@ -370,7 +385,7 @@ sources:
             ["crm-audit-agent", "run", "-c", str(agent_yaml)], env.root / "agent.log", env=_env()
         )
         watch = [collector, agent]
-        wait_for(lambda: env.count(EVENTS_PATTERN) >= EVENTS, f"{EVENTS} events", 120, watch=watch)
+        wait_for(lambda: env.reaches(EVENTS_PATTERN, EVENTS), f"{EVENTS} events", 120, watch=watch)
 
         def checkpointed() -> bool:
             head = read_checkpoints(env.checkpoints).heads.get(AGENT_ID)
@@ -643,6 +658,57 @@ def test_collector_with_client_certificate_only_indexes(set_up: SetupRuns, env: 
         assert collector.stop() == 0
     assert (ack.status, ack.indexed) == (pb.Ack.STATUS_OK, 20), ack
     assert env.count(EVENTS_PATTERN, {"term": {"agent.id": CERT_AGENT}}) == 20
+    refusals = [line for line in collector.log().splitlines() if REFUSAL.search(line)]
+    assert refusals == [], "\n".join(refusals)
+
+
+def test_writer_reads_back_a_redelivered_range(set_up: SetupRuns, env: Env) -> None:
+    """A sealed range older than the stored chain head is compared with the stored events
+    (a GET the collector skips silently when refused): a different one is a fork."""
+    state = env.root / f"state-{FORK_AGENT}"
+    key = AgentKey.load_or_create(state)
+    registered = cli(
+        "crm-audit", "keys", "register", str(env.keys), FORK_AGENT, str(state / PUBLIC_KEY_FILE)
+    )
+    assert registered.returncode == 0, registered.stderr
+
+    def sealed(chainer: Chainer, first: int, batch_id: int, user: str) -> pb.Batch:
+        events = [
+            make_event(n, FORK_AGENT, user=pb.User(name=user)) for n in range(first, first + 5)
+        ]
+        for event in events:
+            chainer.link(event)
+        batch = pb.Batch(batch_id=batch_id, agent_id=FORK_AGENT, events=events)
+        seal(batch, key, now_unix_nano=NOV_27_2026 + batch_id)
+        return batch
+
+    chain = Chainer(FORK_AGENT, None, integrity.genesis(FORK_AGENT))
+    stored = [sealed(chain, 1, 1, "alice"), sealed(chain, 6, 2, "alice")]
+    other = sealed(Chainer(FORK_AGENT, None, integrity.genesis(FORK_AGENT)), 1, 3, "mallory")
+    collector = ManagedProcess(
+        ["crm-audit-collector", "run", "-c", str(env.writer_yaml)],
+        env.root / "fork-collector.log",
+        env=_env(),
+    )
+    try:
+        wait_for(lambda: "collector listening" in collector.log(), "collector", watch=[collector])
+        acks = ship(env, env.writer_port, FORK_AGENT, stored)
+        [again] = ship(env, env.writer_port, FORK_AGENT, [other])
+    finally:
+        assert collector.stop() == 0
+    assert [(a.status, a.indexed) for a in acks] == [(pb.Ack.STATUS_OK, 5)] * 2, acks
+    assert (again.status, again.duplicates) == (pb.Ack.STATUS_OK, 5), again  # stored kept
+    env.superuser("POST", f"/{PREFIX}-alerts/_refresh")
+    alerts = env.superuser(
+        "POST",
+        f"/{PREFIX}-alerts/_search",
+        body={"query": {"bool": {"filter": [{"term": {"agent.id": FORK_AGENT}}]}}},
+    ).body["hits"]["hits"]
+    found = [
+        (a["alert"]["kind"], a["alert"]["first_sequence"], a["alert"]["last_sequence"])
+        for a in (hit["_source"] for hit in alerts)
+    ]
+    assert found == [("fork", 1, 5)], found
     refusals = [line for line in collector.log().splitlines() if REFUSAL.search(line)]
     assert refusals == [], "\n".join(refusals)
 
