@@ -372,7 +372,12 @@ class LifecycleInstaller:
         """Create `index` with `mapping`, or add new fields to an existing one."""
         if self.dry_run:
             exists = self.request("HEAD", f"/{index}")
-            return "unchanged" if exists.status == 200 else "created"
+            if exists.status == 200:
+                return "unchanged"
+            if exists.status == 404:
+                return "created"
+            # e.g. 403: saying "would be created" would hide that this user cannot look
+            raise _fail(f"cannot check index {index}", exists)
         body = {
             "settings": _settings(self.shards, self.replicas),
             "mappings": copy.deepcopy(dict(mapping)),

@@ -239,6 +239,27 @@ def test_dry_run_reports_without_writing() -> None:
     ]
 
 
+def test_dry_run_that_may_not_look_at_an_index_says_so() -> None:
+    # A user without indices:admin/get gets 403 on HEAD; "would be created" would hide it.
+    cluster = Cluster(plugins=ISM_PLUGINS)
+    inst = LifecycleInstaller(
+        cluster.http,
+        prefix="p",
+        policies={"standard": POLICY},
+        indices={"p-seals": {"properties": {}}},
+        dry_run=True,
+    )
+
+    def refused(method: str, path: str, body: Any, params: dict[str, str]) -> Response:
+        if method == "HEAD":
+            return Response(403, {})
+        return cluster.answer(method, path, body, params)
+
+    cluster.http.responder = refused
+    with pytest.raises(LifecycleError, match=r"cannot check index p-seals.*403"):
+        inst.install()
+
+
 def test_read_only_held_index_keeps_its_mapping_and_install_goes_on() -> None:
     cluster = Cluster(plugins=[])
     blocked = {"error": {"type": "cluster_block_exception", "reason": "index read-only (api)"}}
