@@ -35,10 +35,16 @@ from typing import Any
 
 from collector.config import DEFAULT_REPLICAS
 from collector.documents import iso_nanos
-from collector.errors import HoldError
+from collector.errors import HoldError, LifecycleError
 from collector.index import Requester, Response
 from collector.integrity import alerts_index
-from collector.lifecycle import hold_policy, hold_policy_id, policy_id, replica_settings
+from collector.lifecycle import (
+    hold_policy,
+    hold_policy_id,
+    ism_on_every_node,
+    policy_id,
+    replica_settings,
+)
 
 _KW: dict[str, Any] = {"type": "keyword", "ignore_above": 1024}
 _DATE: dict[str, Any] = {"type": "date_nanos"}
@@ -273,13 +279,10 @@ class HoldManager:
         return [n for n in names if first <= n[len(base) : len(base) + 7] <= last]
 
     def ism_available(self) -> bool:
-        response = self.request("GET", "/_cat/plugins", params={"format": "json"})
-        if response.status != 200 or not isinstance(response.body, list):
-            raise _fail("cannot list cluster plugins", response)
-        return any(
-            isinstance(row, Mapping) and row.get("component") == "opensearch-index-management"
-            for row in response.body
-        )
+        try:
+            return ism_on_every_node(self.request)
+        except LifecycleError as exc:
+            raise HoldError(str(exc)) from None
 
     def opensearch_user(self) -> str:
         """The authenticated OpenSearch user (security plugin), or ""."""

@@ -224,6 +224,26 @@ def _fail(what: str, response: Response) -> LifecycleError:
     return LifecycleError(f"{what}: HTTP {response.status}: {detail}")
 
 
+# Node ids and plugin names only. Unlike _cat/plugins this needs no right to read the
+# cluster state (cluster:monitor/state), which the writer role would otherwise hold.
+NODES_PLUGINS_PATH = "/_nodes/plugins"
+_NODES_PLUGINS_FILTER = "nodes.*.name,nodes.*.plugins.name"
+
+
+def ism_on_every_node(request: Requester) -> bool:
+    """Whether every node of the cluster runs the index-management (ISM) plugin."""
+    response = request("GET", NODES_PLUGINS_PATH, params={"filter_path": _NODES_PLUGINS_FILTER})
+    nodes = response.body.get("nodes") if isinstance(response.body, Mapping) else None
+    if response.status != 200 or not isinstance(nodes, Mapping):
+        raise _fail("cannot list the nodes' plugins", response)
+    installed = [
+        {str(p.get("name")) for p in node.get("plugins", []) if isinstance(p, Mapping)}
+        for node in nodes.values()
+        if isinstance(node, Mapping)
+    ]
+    return bool(installed) and all(ISM_COMPONENT in names for names in installed)
+
+
 class LifecycleInstaller:
     """Installs templates and retention policies for one index prefix."""
 
@@ -285,14 +305,7 @@ class LifecycleInstaller:
 
     def ism_available(self) -> bool:
         """Whether every node runs the index-management (ISM) plugin."""
-        response = self.request("GET", "/_cat/plugins", params={"format": "json"})
-        if response.status != 200 or not isinstance(response.body, list):
-            raise _fail("cannot list cluster plugins", response)
-        nodes: dict[str, set[str]] = {}
-        for row in response.body:
-            if isinstance(row, Mapping):
-                nodes.setdefault(str(row.get("name")), set()).add(str(row.get("component")))
-        return bool(nodes) and all(ISM_COMPONENT in components for components in nodes.values())
+        return ism_on_every_node(self.request)
 
     # -- templates -------------------------------------------------------------------
 

@@ -55,8 +55,13 @@ class Cluster:
         self.http = FakeHttp(self.answer)
 
     def answer(self, method: str, path: str, body: Any, params: dict[str, str]) -> Response:
-        if path == "/_cat/plugins":
-            return Response(200, self.plugins)
+        if path == "/_nodes/plugins":  # as filtered to node names and plugin names
+            nodes: dict[str, dict[str, Any]] = {}
+            for row in self.plugins:
+                node = nodes.setdefault(row["name"], {"name": row["name"]})
+                if row.get("component"):
+                    node.setdefault("plugins", []).append({"name": row["component"]})
+            return Response(200, {"nodes": nodes})
         if path.startswith("/_index_template/"):
             name = path.rsplit("/", 1)[1]
             if method == "GET":
@@ -114,7 +119,7 @@ def test_fresh_cluster_with_ism_installs_everything() -> None:
         ("PUT", "/_index_template/p-deadletter"),
         ("PUT", "/p-deadletter*/_mapping"),
         ("PUT", "/p-deadletter*/_settings"),
-        ("GET", "/_cat/plugins"),
+        ("GET", "/_nodes/plugins"),
         ("GET", "/_plugins/_ism/policies/p-standard"),
         ("PUT", "/_plugins/_ism/policies/p-standard"),
         ("POST", "/_plugins/_ism/add/p-events-standard-*"),
@@ -184,6 +189,16 @@ def test_without_ism_warns_once_and_touches_no_ism_api(caplog: pytest.LogCapture
 def test_ism_on_only_some_nodes_counts_as_absent() -> None:
     plugins = [*ISM_PLUGINS, {"name": "n2", "component": "opensearch-job-scheduler"}]
     assert not installer(Cluster(plugins=plugins)).ism_available()
+    # a node without any plugin is listed by name only
+    assert not installer(Cluster(plugins=[*ISM_PLUGINS, {"name": "n2"}])).ism_available()
+    assert installer(Cluster(plugins=ISM_PLUGINS)).ism_available()
+
+
+def test_a_refused_plugin_listing_is_an_error_not_a_missing_plugin() -> None:
+    http = FakeHttp(lambda m, p, b, q: Response(403, {"error": "no permissions"}))
+    inst = LifecycleInstaller(http, prefix="p", policies={"standard": POLICY})
+    with pytest.raises(LifecycleError, match="cannot list the nodes' plugins"):
+        inst.ism_available()
 
 
 def test_template_error_raises_lifecycle_error() -> None:
