@@ -522,8 +522,15 @@ class IntegrityGate:
         response = self.request(
             "GET", f"/{index}/_doc/{doc_id}", params={"_source": "integrity.chain_hash"}
         )
+        if response.status == 404:
+            return []  # not stored (any more): nothing to compare with
         if response.status != 200:
-            return []
+            # Skipping the comparison would let a forked re-delivery pass unseen: the
+            # batch is retried instead, as when the chain head cannot be read.
+            raise RetryableIndexingError(
+                f"cannot compare the re-delivered range of {seal.agent_id} with "
+                f"{index}/{doc_id}: HTTP {response.status}"
+            )
         stored = response.body.get("_source", {}).get("integrity", {}).get("chain_hash")
         if stored and stored != hashes[-1].hex():
             return [

@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import stat
 from pathlib import Path
+from typing import cast
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collector.checkpoints import CheckpointFile, load_or_create_key, read_checkpoints
-from collector.integrity import FORK, GAP, UNKNOWN_START, ChainHead, continuity
+from collector.errors import RetryableIndexingError
+from collector.index import BulkIndexer, Response
+from collector.integrity import FORK, GAP, UNKNOWN_START, ChainHead, IntegrityGate, continuity
 from collector.keys import KeyRegistrationError, KeyRing, register_key
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
+from tests.collector.conftest import FakeHttp
 
 AGENT = "agent-1"
 
@@ -114,3 +118,27 @@ def test_checkpoints_are_signed_and_linked(tmp_path: Path) -> None:
     assert any("signature" in p for p in read_checkpoints(tmp_path / "ck").problems)
     file.path.write_text(lines[1] + "\n")  # the first line dropped
     assert any("previous line" in p for p in read_checkpoints(tmp_path / "ck").problems)
+
+
+@pytest.mark.parametrize("status", [0, 403, 503])
+def test_a_redelivery_that_cannot_be_compared_is_retried_not_passed(status: int) -> None:
+    gate = IntegrityGate(
+        FakeHttp(lambda m, p, b, q: Response(status, {})),
+        cast(BulkIndexer, None),
+        cast(KeyRing, None),
+        prefix="p",
+    )
+    seal = pb.Seal(agent_id="a", first_sequence=1, last_sequence=2)
+    with pytest.raises(RetryableIndexingError, match=f"re-delivered range of a.*HTTP {status}"):
+        gate._check_redelivery(seal, [b"h" * 32], ("p-events-x", "a:2"))
+
+
+def test_a_redelivery_whose_events_are_gone_has_nothing_to_compare() -> None:
+    gate = IntegrityGate(
+        FakeHttp(lambda m, p, b, q: Response(404, {})),
+        cast(BulkIndexer, None),
+        cast(KeyRing, None),
+        prefix="p",
+    )
+    seal = pb.Seal(agent_id="a", first_sequence=1, last_sequence=2)
+    assert gate._check_redelivery(seal, [b"h" * 32], ("p-events-x", "a:2")) == []
