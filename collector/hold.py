@@ -195,6 +195,10 @@ class HoldManager:
         self._ensure_index()
         now = self.clock_ns()
         indices = self.indices_in_range(retention_class, first, last)
+        # what other active holds protect stays protected if this one must be undone
+        already_held = {
+            index for other in self.holds() if other.status == "active" for index in other.indices
+        }
         ism = self.ism_available()
         if ism and indices:
             self._ensure_hold_policy()
@@ -213,7 +217,22 @@ class HoldManager:
             placed_at=iso_nanos(now),
             indices=indices,
         )
-        self._record(hold, "place", actor, reason, indices, ism, now)
+        try:
+            self._record(hold, "place", actor, reason, indices, ism, now)
+        except HoldError as exc:
+            # A hold that is not on record has no id to release it by: undo it.
+            undo = [i for i in indices if i not in already_held]
+            try:
+                if undo:
+                    self._set_read_only(undo, False)
+                    if ism:
+                        self._switch_policy(undo, policy_id(self.prefix, retention_class))
+            except HoldError as undo_exc:
+                raise HoldError(
+                    f"{exc}; undoing it failed too ({undo_exc}): {', '.join(undo)} are still "
+                    "read-only without a hold on record"
+                ) from None
+            raise HoldError(f"{exc}; the hold was undone, nothing is held") from None
         return hold
 
     def release(self, hold_id: str, reason: str, actor: str) -> tuple[Hold, list[str]]:
