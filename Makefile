@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all system-deps venv proto lint test unit demo opensearch-dist clean bench
+.PHONY: all system-deps venv proto lint test unit demo opensearch-dist opensearch-dist-security clean bench
 
 all: test
 
@@ -37,9 +37,16 @@ lint: venv
 opensearch-dist: system-deps venv
 	$(VENV)/bin/crm-audit opensearch fetch
 
+# The security-plugin tests run 2.19.4 + opensearch-security 2.19.4.0 (the newest 2.19
+# security zip Maven Central serves). Fetched here so a download problem shows before
+# the tests; if it fails, that test module is skipped with the reason.
+opensearch-dist-security: system-deps venv
+	@$(VENV)/bin/crm-audit opensearch fetch --version 2.19.4 --plugin opensearch-security \
+	  || echo "make test: opensearch-security 2.19.4.0 not fetched; tests/integration/test_security_plugin.py will be skipped" >&2
+
 # pytest exits 5 when it collected no test: for this suite that means something is
 # broken (a bad path, an import-time skip), so it is reported as a failure, not green.
-test: system-deps venv lint opensearch-dist
+test: system-deps venv lint opensearch-dist opensearch-dist-security
 	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  exit $$rc

@@ -3,6 +3,7 @@
     crm-audit pki init DIR [--san NAME ...] [--days N]
     crm-audit pki agent DIR NAME [--days N]
     crm-audit opensearch fetch|start|stop|status [--home DIR] [--port N] [--timeout S]
+                     [--version V ...] [--plugin NAME ...]
     crm-audit sample --out FILE [--count N] [--seed S] [--start ISO8601] [--rate-per-sec X]
     crm-audit keys register KEYS_DIR AGENT_ID PUBFILE | keys list KEYS_DIR
     crm-audit verify --keys DIR [--opensearch URL[,URL...]] [AUTH] [--prefix P]
@@ -159,6 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--home", type=Path, help="node directory (default depends on the user)")
     node.add_argument("--port", type=_port, default=opensearch_node.DEFAULT_PORT)
     node.add_argument("--timeout", type=_positive_int, default=120, help="start timeout, s")
+    node.add_argument(
+        "--version",
+        action="append",
+        metavar="V",
+        help="fetch: this OpenSearch version (repeatable, newest first; default: the 2.19 "
+        "line this project runs on)",
+    )
+    node.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="fetch: also this plugin of the same version, required (e.g. opensearch-security)",
+    )
 
     gen = commands.add_parser("sample", help="write sample CRM audit traffic as JSON lines")
     gen.add_argument("--out", required=True, metavar="FILE", help="output file ('-': stdout)")
@@ -297,8 +312,14 @@ def _cmd_opensearch(args: argparse.Namespace) -> int:
     if args.action == "fetch":
         # Download only (make test / make demo call this first so a missing Maven or
         # network problem shows up before any test starts).
-        downloads = opensearch_node.fetch_distribution(node.cache_dir, node.versions, log=_log)
-        _say(f"OpenSearch {downloads.version} cached in {node.cache_dir}")
+        downloads = opensearch_node.fetch_distribution(
+            node.cache_dir,
+            args.version or node.versions,
+            log=_log,
+            extra_plugins=args.plugin,
+        )
+        plugins = "".join(f" + {name}" for name, _ in downloads.extras)
+        _say(f"OpenSearch {downloads.version}{plugins} cached in {node.cache_dir}")
         return 0
     pid = node.running_pid()
     if pid is not None:

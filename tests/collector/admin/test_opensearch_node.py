@@ -416,3 +416,32 @@ def test_fetch_skips_a_version_lacking_an_extra_plugin(tmp_path: Path) -> None:
     assert [(name, path.name) for name, path in downloads.extras] == [
         ("opensearch-security", "opensearch-security-2.19.4.0.zip")
     ]
+
+
+def test_cli_fetch_of_a_version_with_an_extra_plugin(tmp_path: Path) -> None:
+    mvn = _fake_mvn(
+        tmp_path,
+        [
+            "org.opensearch.distribution.integ-test-zip:opensearch:2.19.4",
+            "org.opensearch.plugin:opensearch-job-scheduler:2.19.4.0",
+            "org.opensearch.plugin:opensearch-security:2.19.4.0",
+        ],
+    )
+    env = {
+        "PATH": f"{mvn.parent}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "CRM_AUDIT_CACHE": str(tmp_path / "cache"),
+    }
+    argv = [str(CLI), "opensearch", "fetch", "--version", "2.19.4", "--plugin"]
+    ok = subprocess.run(
+        [*argv, "opensearch-security"], env=env, capture_output=True, text=True, check=False
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "OpenSearch 2.19.4 + opensearch-security cached in" in ok.stdout
+    assert (tmp_path / "cache" / "opensearch-security-2.19.4.0.zip").is_file()
+    missing = subprocess.run(
+        [*argv, "opensearch-nope"], env=env, capture_output=True, text=True, check=False
+    )
+    assert missing.returncode == 1
+    (line,) = [x for x in missing.stderr.splitlines() if "could not fetch" in x]
+    assert "opensearch-nope:2.19.4.0" in line and "Traceback" not in missing.stderr
