@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import tempfile
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -26,3 +31,38 @@ def traversable_tmpdir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(path, 0o755)
     return path
+
+
+def self_signed_ca(
+    key: CertificateIssuerPrivateKeyTypes,
+    name: x509.Name,
+    *,
+    not_before: dt.datetime,
+    days: int,
+) -> x509.Certificate:
+    """A test CA certificate for `key`: CA:true, path length 0, cert and CRL signing."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )

@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.helpers import self_signed_ca
+
 
 @dataclass(frozen=True)
 class Pki:
@@ -79,31 +81,7 @@ def make_pki(directory: Path, agent_cn: str = "crm-host-1") -> Pki:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name(f"test CA {directory.name}")
     now = dt.datetime.now(dt.UTC)
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca_cert = self_signed_ca(ca_key, ca_name, not_before=now - dt.timedelta(minutes=5), days=1)
     pem = serialization.Encoding.PEM
     pki = Pki(
         ca=directory / "ca.crt",

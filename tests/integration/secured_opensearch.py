@@ -51,7 +51,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from collector.admin.errors import DownloadError
 from collector.admin.opensearch_node import EmbeddedOpenSearch, defaults_from_env
 from collector.index import ClientAuth, OpenSearchHttp, Requester, make_client
-from tests.helpers import free_port, traversable_tmpdir
+from tests.helpers import free_port, self_signed_ca, traversable_tmpdir
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "config" / "opensearch" / "security"
@@ -119,31 +119,7 @@ class TestCa:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
         self.name = _name(cn)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(self.name)
-            .issuer_name(self.name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
+        self.cert = self_signed_ca(self.key, self.name, not_before=now, days=2)
         self.cert_path = directory / "ca.crt"
         self.cert_path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
