@@ -34,7 +34,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from opensearchpy import ConnectionPool, OpenSearch
 from opensearchpy.exceptions import ConnectionError as OsConnectionError
@@ -42,6 +41,7 @@ from opensearchpy.exceptions import TransportError
 
 from collector.documents import Document, iso_nanos
 from collector.errors import PermanentIndexingError, RetryableIndexingError
+from collector.urls import redact_url as redact_url  # re-exported for callers
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +82,6 @@ class ClientAuth:
     ca: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
-
-
-def redact_url(url: str) -> str:
-    """`url` without the credentials it may carry (``https://user:pass@host``), for logs."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 class _NodePool(ConnectionPool):

@@ -52,6 +52,7 @@ from collector.admin import opensearch_node, pki, sample
 from collector.admin.errors import AdminError, NodeError, SampleError, UsageError
 from collector.checkpoints import CheckpointView, read_checkpoints
 from collector.keys import KeyRegistrationError, KeyRing, read_keys, register_key
+from collector.urls import redact_url
 from proto import integrity
 
 if TYPE_CHECKING:
@@ -300,7 +301,7 @@ def _cmd_opensearch(args: argparse.Namespace) -> int:
     if external:
         # several nodes' URLs comma-separated: the cluster is described through the first
         nodes = [url.strip() for url in external.split(",") if url.strip()] or [external]
-        shown = ", ".join(opensearch_node.redact_url(url) for url in nodes)
+        shown = ", ".join(redact_url(url) for url in nodes)
         if args.action != "status":
             _say(f"OPENSEARCH_URL is set: using the cluster at {shown}; nothing to {args.action}")
             return 0

@@ -61,6 +61,7 @@ from collector.admin.errors import (
     NodeSetupError,
     NodeStartError,
 )
+from collector.urls import redact_url
 
 DEFAULT_VERSIONS: tuple[str, ...] = ("2.19.6", "2.19.5", "2.19.4")
 DEFAULT_PORT = 9200
@@ -442,15 +443,6 @@ def http_get_json(
         return status, json.loads(text)
     except ValueError:
         return status, text
-
-
-def redact_url(url: str) -> str:
-    """`url` without credentials, for messages."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def cluster_health(url: str, *, timeout: float = 5.0) -> dict[str, Any]:

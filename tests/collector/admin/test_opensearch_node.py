@@ -23,6 +23,7 @@ import yaml
 from collector.admin import opensearch_node as node_mod
 from collector.admin.errors import DownloadError, InstallError, NodeSetupError, NodeStartError
 from collector.admin.opensearch_node import EmbeddedOpenSearch
+from collector.urls import redact_url
 from tests.helpers import free_port, traversable_tmpdir
 
 CLI = Path(sys.executable).parent / "crm-audit"
@@ -319,7 +320,7 @@ def test_ism_available_asks_the_cluster_with_url_credentials(fake_cluster: str) 
     assert node_mod.ism_available(with_user) is True
     expected = "Basic " + base64.b64encode(b"admin:s:cret").decode()
     assert _FakeCluster.seen_auth == [None, expected]
-    assert node_mod.redact_url(with_user) == fake_cluster
+    assert redact_url(with_user) == fake_cluster
 
 
 # ---------------------------------------------------------------------- the real thing
