@@ -386,7 +386,7 @@ class LifecycleInstaller:
         if self.dry_run:
             exists = self.request("HEAD", f"/{index}")
             if exists.status == 200:
-                return "unchanged"
+                return "updated" if self._replicas_differ(index) else "unchanged"
             if exists.status == 404:
                 return "created"
             # e.g. 403: saying "would be created" would hide that this user cannot look
@@ -410,10 +410,39 @@ class LifecycleInstaller:
         if updated.status != 200:
             raise _fail(f"cannot update the mapping of {index}", updated)
         # an index created before the replica setting (or before it changed) gets it now
+        if not self._replicas_differ(index):
+            return "unchanged"
         settings = self.request("PUT", f"/{index}/_settings", body=self._replica_update())
         if settings.status != 200:
             raise _fail(f"cannot update the replica setting of {index}", settings)
-        return "unchanged"
+        log.info("index %s: replicas set to %s", index, self.replicas)
+        return "updated"
+
+    def _replicas_differ(self, index: str) -> bool:
+        """Whether `index`'s replica settings are not (yet) what `replicas` asks for."""
+        response = self.request(
+            "GET",
+            f"/{index}/_settings",
+            params={
+                "include_defaults": "true",
+                "filter_path": "*.settings.index.number_of_replicas,"
+                "*.settings.index.auto_expand_replicas,*.defaults.index.auto_expand_replicas",
+            },
+        )
+        if response.status != 200 or not isinstance(response.body, Mapping):
+            raise _fail(f"cannot read the settings of {index}", response)
+        found: Any = next(iter(response.body.values()), {})
+        if not isinstance(found, Mapping):
+            found = {}
+        current = found.get("settings", {}).get("index", {})
+        default = found.get("defaults", {}).get("index", {}).get("auto_expand_replicas", "false")
+        auto = str(current.get("auto_expand_replicas", default))
+        wanted = replica_settings(self.replicas)
+        if auto != str(wanted["auto_expand_replicas"]):
+            return True
+        return "number_of_replicas" in wanted and str(current.get("number_of_replicas")) != str(
+            wanted["number_of_replicas"]
+        )
 
     # -- ISM -------------------------------------------------------------------------
 

@@ -353,3 +353,55 @@ def test_single_indices_created_with_and_brought_to_the_replica_setting() -> Non
     assert bodies["/p-seals"]["settings"]["index"]["auto_expand_replicas"] == "1-2"
     # an index made before (e.g. with 0 replicas) gets the setting now
     assert bodies["/p-heads/_settings"] == {"index": {"auto_expand_replicas": "1-2"}}
+
+
+@pytest.mark.parametrize(
+    ("stored", "replicas", "state"),
+    [
+        ({"settings": {"index": {"number_of_replicas": "0"}}}, "0-1", "updated"),
+        (
+            {"settings": {"index": {"number_of_replicas": "0", "auto_expand_replicas": "0-1"}}},
+            "0-1",
+            "unchanged",
+        ),
+        (
+            {
+                "settings": {"index": {"number_of_replicas": "1"}},
+                "defaults": {"index": {"auto_expand_replicas": "false"}},
+            },
+            1,
+            "unchanged",
+        ),
+        ({"settings": {"index": {"number_of_replicas": "1"}}}, 2, "updated"),
+    ],
+)
+def test_an_existing_index_reports_a_replica_change(
+    stored: dict[str, Any], replicas: int | str, state: str
+) -> None:
+    exists = {"error": {"type": "resource_already_exists_exception", "reason": "exists"}}
+    for dry_run in (True, False):
+        cluster = Cluster(plugins=[])
+        fallback = cluster.answer
+
+        def answer(method: str, path: str, body: Any, params: dict[str, str]) -> Response:
+            if path == "/p-heads":
+                return Response(200 if method == "HEAD" else 400, exists)
+            if path == "/p-heads/_settings" and method == "GET":
+                return Response(200, {"p-heads": stored})
+            if path in ("/p-heads/_mapping", "/p-heads/_settings"):
+                return Response(200, {"acknowledged": True})
+            return fallback(method, path, body, params)  # noqa: B023 - used in this iteration
+
+        cluster.http.responder = answer
+        report = LifecycleInstaller(
+            cluster.http,
+            prefix="p",
+            policies={},
+            indices={"p-heads": {"properties": {}}},
+            replicas=replicas,
+            dry_run=dry_run,
+        ).install()
+        assert report.indices["p-heads"] == state
+        puts = [p for m, p, _, _ in cluster.http.calls if m == "PUT" and p.endswith("_settings")]
+        changed = not dry_run and state == "updated"
+        assert ("/p-heads/_settings" in puts) == changed
