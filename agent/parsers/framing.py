@@ -74,7 +74,41 @@ class _Pending:
     truncated: bool = False
 
 
-class StartPatternFramer:
+class _LineJoiner:
+    """What the multi-line framers share: the record being assembled, its flush and
+    its start offset (held back from the checkpoint until it is complete)."""
+
+    def __init__(self) -> None:
+        self._pending: _Pending | None = None
+
+    def _add(self, data: bytes, offset: int, end_offset: int, truncated: bool) -> _Pending:
+        """Append a line to the pending record (started at `offset` if there is none)."""
+        if self._pending is None:
+            self._pending = _Pending(offset=offset)
+        self._pending.lines.append(data)
+        self._pending.end_offset = end_offset
+        self._pending.truncated = self._pending.truncated or truncated
+        return self._pending
+
+    def flush(self) -> list[Record]:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return []
+        return [
+            Record(
+                b"\n".join(pending.lines),
+                pending.offset,
+                pending.end_offset,
+                pending.truncated,
+                len(pending.lines),
+            )
+        ]
+
+    def held_offset(self) -> int | None:
+        return None if self._pending is None else self._pending.offset
+
+
+class StartPatternFramer(_LineJoiner):
     """A record starts at a line matching `start`; other lines continue the current one.
 
     Lines before the first start line of a file (e.g. a file opened mid-record) form
@@ -83,9 +117,9 @@ class StartPatternFramer:
     """
 
     def __init__(self, start: re.Pattern[bytes], max_lines: int = 1000) -> None:
+        super().__init__()
         self._start = start
         self._max_lines = max_lines
-        self._pending: _Pending | None = None
 
     def feed(
         self, data: bytes, offset: int, end_offset: int, truncated: bool = False
@@ -94,36 +128,15 @@ class StartPatternFramer:
         starts = self._start.search(data) is not None
         if self._pending is not None and (starts or len(self._pending.lines) >= self._max_lines):
             out.extend(self.flush())
-        if self._pending is None:
-            if not starts:
-                # An orphan continuation line: a record of its own, never dropped.
-                out.append(Record(data, offset, end_offset, truncated))
-                return out
-            self._pending = _Pending(offset=offset)
-        self._pending.lines.append(data)
-        self._pending.end_offset = end_offset
-        self._pending.truncated = self._pending.truncated or truncated
+        if self._pending is None and not starts:
+            # An orphan continuation line: a record of its own, never dropped.
+            out.append(Record(data, offset, end_offset, truncated))
+            return out
+        self._add(data, offset, end_offset, truncated)
         return out
 
-    def flush(self) -> list[Record]:
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return []
-        return [
-            Record(
-                b"\n".join(pending.lines),
-                pending.offset,
-                pending.end_offset,
-                pending.truncated,
-                len(pending.lines),
-            )
-        ]
 
-    def held_offset(self) -> int | None:
-        return None if self._pending is None else self._pending.offset
-
-
-class QuoteBalancedFramer:
+class QuoteBalancedFramer(_LineJoiner):
     """A record ends at the first line where its `"` quotes balance (CSV with quoted newlines).
 
     PostgreSQL csvlog and Salesforce CSV quote fields containing newlines and double
@@ -132,40 +145,20 @@ class QuoteBalancedFramer:
     """
 
     def __init__(self, max_lines: int = 1000) -> None:
+        super().__init__()
         self._max_lines = max_lines
-        self._pending: _Pending | None = None
         self._quotes = 0
 
     def feed(
         self, data: bytes, offset: int, end_offset: int, truncated: bool = False
     ) -> list[Record]:
         if self._pending is None:
-            self._pending = _Pending(offset=offset)
             self._quotes = 0
-        self._pending.lines.append(data)
-        self._pending.end_offset = end_offset
-        self._pending.truncated = self._pending.truncated or truncated
+        pending = self._add(data, offset, end_offset, truncated)
         self._quotes += data.count(b'"')
-        if self._quotes % 2 == 0 or len(self._pending.lines) >= self._max_lines:
+        if self._quotes % 2 == 0 or len(pending.lines) >= self._max_lines:
             return self.flush()
         return []
-
-    def flush(self) -> list[Record]:
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return []
-        return [
-            Record(
-                b"\n".join(pending.lines),
-                pending.offset,
-                pending.end_offset,
-                pending.truncated,
-                len(pending.lines),
-            )
-        ]
-
-    def held_offset(self) -> int | None:
-        return None if self._pending is None else self._pending.offset
 
 
 _JSON_STRUCTURE = re.compile(rb'[{}"\\]')
