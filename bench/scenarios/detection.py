@@ -40,7 +40,7 @@ from bench.corpus import warmup_line
 from bench.pipeline import Bench, agent, collector, run_scope
 from bench.processes import BenchError, Proc, wait_until
 from bench.scenarios.base import Run, Say, rounded
-from bench.search import wait_for_count
+from bench.scenarios.shipping import wait_warmed
 from bench.stats import percentile
 from collector.admin.sample import format_timestamp, generate, to_line
 
@@ -225,10 +225,7 @@ def run_once(
             agent(bench, directory, str(logs / "*.jsonl"), port) as agent_proc,
         ):
             procs = (collector_proc, agent_proc)
-            wait_for_count(
-                bench.os, f"{prefix}-events-*", 1, started=time.monotonic(), timeout=120,
-                watch=procs, interval=0.2,
-            )  # fmt: skip
+            wait_warmed(bench.os, f"{prefix}-events-*", procs)
             wait_until(
                 lambda: _evaluated_once(bench, prefix),
                 "the windowed rules to be evaluated once",

@@ -9,23 +9,16 @@ collector process are read from /proc.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 from opensearchpy.helpers import scan
 
-from bench.corpus import WARMUP_OBJECT_ID, append_all, corpus_bytes, warmup_line
+from bench.corpus import WARMUP_OBJECT_ID, warmup_line
 from bench.pipeline import Bench, agent, collector, run_scope
 from bench.procstat import CpuMark, peak_rss_kib
 from bench.scenarios.base import Exported, Run, Say, per_million, rounded
-from bench.search import CountSamples, index_definition, wait_for_count
-from bench.stats import rate_between
-
-MIN_RATE = 100.0  # events/s below which a run is given up as stuck
-
-
-def timeout_for(events: int) -> float:
-    return 120.0 + events / MIN_RATE
+from bench.scenarios.shipping import wait_warmed, write_and_wait
+from bench.search import index_definition
 
 
 def run_once(
@@ -43,38 +36,13 @@ def run_once(
             agent(bench, directory, str(logs / "*.jsonl"), port) as agent_proc,
         ):
             watch = (collector_proc, agent_proc)
-            wait_for_count(
-                bench.os,
-                index,
-                1,
-                started=time.monotonic(),
-                timeout=120,
-                watch=watch,
-                interval=0.2,
-            )
+            wait_warmed(bench.os, index, watch)
             agent_cpu = CpuMark.now(agent_proc.pid)
             collector_cpu = CpuMark.now(collector_proc.pid)
-            started = time.monotonic()
-            append_all([logs / "crm-audit.jsonl"], [lines], chunk)
-            write_s = time.monotonic() - started
-            progress = CountSamples()
-            elapsed = wait_for_count(
-                bench.os,
-                index,
-                1 + len(lines),
-                started=started,
-                timeout=timeout_for(len(lines)),
-                watch=watch,
-                progress=progress,
-            )
+            shipped = write_and_wait(bench.os, logs / "crm-audit.jsonl", lines, chunk, index, watch)
             events = len(lines)
             run: Run = {
-                "events": events,
-                "elapsed_s": elapsed,
-                "events_per_s": events / elapsed,
-                "steady_events_per_s": rate_between(progress.samples, 0.1, 0.9) or float("nan"),
-                "write_s": write_s,
-                "mib_per_s": corpus_bytes(lines) / elapsed / 2**20,
+                **shipped.throughput(),
                 "agent_cpu_s_per_m": per_million(agent_cpu.since(), events),
                 "collector_cpu_s_per_m": per_million(collector_cpu.since(), events),
                 "agent_peak_rss_mib": peak_rss_kib(agent_proc.pid) / 1024,

@@ -20,7 +20,7 @@ from bench.corpus import PacedWriter, warmup_line
 from bench.pipeline import Bench, agent, collector, run_scope
 from bench.processes import BenchError
 from bench.scenarios.base import Run, Say, rounded
-from bench.search import wait_for_count
+from bench.scenarios.shipping import wait_warmed
 from bench.stats import percentile
 
 POLL_S = 0.1
@@ -62,15 +62,7 @@ def run_once(
             agent(bench, directory, str(logs / "*.jsonl"), port) as agent_proc,
         ):
             watch = (collector_proc, agent_proc)
-            wait_for_count(
-                bench.os,
-                index,
-                1,
-                started=time.monotonic(),
-                timeout=120,
-                watch=watch,
-                interval=0.2,
-            )
+            wait_warmed(bench.os, index, watch)
             writer = PacedWriter(
                 path=logs / "crm-audit.jsonl",
                 background=background,

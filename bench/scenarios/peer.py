@@ -10,16 +10,13 @@ stored but not indexed, like our mapping).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
-from bench.corpus import append_all, corpus_bytes, warmup_line
+from bench.corpus import warmup_line
 from bench.pipeline import Bench, rsyslog, run_scope
 from bench.procstat import CpuMark, peak_rss_kib
 from bench.scenarios.base import Run, Say, per_million, rounded
-from bench.scenarios.e2e import timeout_for
-from bench.search import CountSamples, wait_for_count
-from bench.stats import rate_between
+from bench.scenarios.shipping import wait_warmed, write_and_wait
 
 
 def run_once(bench: Bench, lines: Sequence[bytes], chunk: int) -> Run:
@@ -29,39 +26,15 @@ def run_once(bench: Bench, lines: Sequence[bytes], chunk: int) -> Run:
         (logs / "warmup.jsonl").write_bytes(warmup_line(prefix))
         index = f"{prefix}-rsyslog"
         with rsyslog(bench, directory, index, str(logs / "*.jsonl")) as proc:
-            wait_for_count(
-                bench.os,
-                index,
-                1,
-                started=time.monotonic(),
-                timeout=120,
-                watch=(proc,),
-                interval=0.2,
-            )
+            wait_warmed(bench.os, index, (proc,))
             cpu = CpuMark.now(proc.pid)
-            started = time.monotonic()
-            append_all([logs / "crm-audit.jsonl"], [lines], chunk)
-            write_s = time.monotonic() - started
-            progress = CountSamples()
-            elapsed = wait_for_count(
-                bench.os,
-                index,
-                1 + len(lines),
-                started=started,
-                timeout=timeout_for(len(lines)),
-                watch=(proc,),
-                progress=progress,
+            shipped = write_and_wait(
+                bench.os, logs / "crm-audit.jsonl", lines, chunk, index, (proc,)
             )
-            events = len(lines)
             return rounded(
                 {
-                    "events": events,
-                    "elapsed_s": elapsed,
-                    "events_per_s": events / elapsed,
-                    "steady_events_per_s": rate_between(progress.samples, 0.1, 0.9) or float("nan"),
-                    "write_s": write_s,
-                    "mib_per_s": corpus_bytes(lines) / elapsed / 2**20,
-                    "cpu_s_per_m": per_million(cpu.since(), events),
+                    **shipped.throughput(),
+                    "cpu_s_per_m": per_million(cpu.since(), len(lines)),
                     "peak_rss_mib": peak_rss_kib(proc.pid) / 1024,
                 }
             )
