@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14proto/v1/audit.proto\x12\x0c\x63rm_audit.v1\"h\n\x0b\x46ieldChange\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x16\n\told_value\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tnew_value\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x0c\n\n_old_valueB\x0c\n\n_new_value\">\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\"I\n\x06Source\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\x12\n\nuser_agent\x18\x04 \x01(\t\"3\n\tCrmObject\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"S\n\tLogOrigin\x12\x11\n\tfile_path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x13\n\x0bsource_name\x18\x03 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\"E\n\x08Observer\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\"\xf8\x05\n\nAuditEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x08observer\x18\x02 \x01(\x0b\x32\x16.crm_audit.v1.Observer\x12\x16\n\x0etime_unix_nano\x18\x03 \x01(\x03\x12\x1a\n\x12observed_unix_nano\x18\x04 \x01(\x03\x12\x16\n\x0e\x65vent_category\x18\x05 \x03(\t\x12\x12\n\nevent_type\x18\x06 \x03(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12&\n\x07outcome\x18\x08 \x01(\x0e\x32\x15.crm_audit.v1.Outcome\x12\x33\n\x0e\x61udit_category\x18\t \x01(\x0e\x32\x1b.crm_audit.v1.AuditCategory\x12 \n\x04user\x18\n \x01(\x0b\x32\x12.crm_audit.v1.User\x12$\n\x06source\x18\x0b \x01(\x0b\x32\x14.crm_audit.v1.Source\x12\x12\n\nsession_id\x18\x0c \x01(\t\x12\'\n\x06object\x18\r \x01(\x0b\x32\x17.crm_audit.v1.CrmObject\x12*\n\x07\x63hanges\x18\x0e \x03(\x0b\x32\x19.crm_audit.v1.FieldChange\x12\x19\n\x0crecord_count\x18\x0f \x01(\x04H\x00\x88\x01\x01\x12\x0f\n\x07message\x18\x10 \x01(\t\x12\x10\n\x08original\x18\x11 \x01(\t\x12$\n\x03log\x18\x12 \x01(\x0b\x32\x17.crm_audit.v1.LogOrigin\x12\r\n\x05\x66lags\x18\x13 \x03(\t\x12\x13\n\x0bparse_error\x18\x14 \x01(\t\x12<\n\nattributes\x18\x15 \x03(\x0b\x32(.crm_audit.v1.AuditEvent.AttributesEntry\x12\x12\n\nchain_hash\x18\x16 \x01(\x0c\x12\x12\n\nchain_prev\x18\x17 \x01(\x0c\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0f\n\r_record_count\"\xc4\x01\n\x04Seal\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x16\n\x0e\x66irst_sequence\x18\x03 \x01(\x04\x12\x15\n\rlast_sequence\x18\x04 \x01(\x04\x12\x17\n\x0fprev_chain_head\x18\x05 \x01(\x0c\x12\x12\n\nchain_head\x18\x06 \x01(\x0c\x12\x13\n\x0b\x65vent_count\x18\x07 \x01(\r\x12\x16\n\x0etime_unix_nano\x18\x08 \x01(\x03\x12\x11\n\tsignature\x18\t \x01(\x0c\"}\n\x05\x42\x61tch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12(\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x18.crm_audit.v1.AuditEvent\x12 \n\x04seal\x18\x04 \x01(\x0b\x32\x12.crm_audit.v1.SealJ\x04\x08\x05\x10\n\"\xce\x01\n\x03\x41\x63k\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.crm_audit.v1.Ack.Status\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0f\n\x07indexed\x18\x04 \x01(\r\x12\x12\n\nduplicates\x18\x05 \x01(\r\"V\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n\tSTATUS_OK\x10\x01\x12\x10\n\x0cSTATUS_RETRY\x10\x02\x12\x13\n\x0fSTATUS_REJECTED\x10\x03*L\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_SUCCESS\x10\x01\x12\x13\n\x0fOUTCOME_FAILURE\x10\x02*\x90\x01\n\rAuditCategory\x12\x1e\n\x1a\x41UDIT_CATEGORY_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41UDIT_CATEGORY_SYSTEM_ADMIN\x10\x01\x12!\n\x1d\x41UDIT_CATEGORY_DATA_OPERATION\x10\x02\x12\x1b\n\x17\x41UDIT_CATEGORY_SECURITY\x10\x03\x32?\n\tCollector\x12\x32\n\x04Ship\x12\x13.crm_audit.v1.Batch\x1a\x11.crm_audit.v1.Ack(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14proto/v1/audit.proto\x12\x0c\x63rm_audit.v1\"h\n\x0b\x46ieldChange\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x16\n\told_value\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tnew_value\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x0c\n\n_old_valueB\x0c\n\n_new_value\">\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\"(\n\x0cOrganization\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"I\n\x06Source\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12\x12\n\nuser_agent\x18\x04 \x01(\t\"3\n\tCrmObject\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"S\n\tLogOrigin\x12\x11\n\tfile_path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x13\n\x0bsource_name\x18\x03 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x04 \x01(\t\"E\n\x08Observer\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\"\xff\x06\n\nAuditEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12(\n\x08observer\x18\x02 \x01(\x0b\x32\x16.crm_audit.v1.Observer\x12\x16\n\x0etime_unix_nano\x18\x03 \x01(\x03\x12\x1a\n\x12observed_unix_nano\x18\x04 \x01(\x03\x12\x16\n\x0e\x65vent_category\x18\x05 \x03(\t\x12\x12\n\nevent_type\x18\x06 \x03(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12&\n\x07outcome\x18\x08 \x01(\x0e\x32\x15.crm_audit.v1.Outcome\x12\x33\n\x0e\x61udit_category\x18\t \x01(\x0e\x32\x1b.crm_audit.v1.AuditCategory\x12 \n\x04user\x18\n \x01(\x0b\x32\x12.crm_audit.v1.User\x12$\n\x06source\x18\x0b \x01(\x0b\x32\x14.crm_audit.v1.Source\x12\x12\n\nsession_id\x18\x0c \x01(\t\x12\'\n\x06object\x18\r \x01(\x0b\x32\x17.crm_audit.v1.CrmObject\x12*\n\x07\x63hanges\x18\x0e \x03(\x0b\x32\x19.crm_audit.v1.FieldChange\x12\x19\n\x0crecord_count\x18\x0f \x01(\x04H\x00\x88\x01\x01\x12\x0f\n\x07message\x18\x10 \x01(\t\x12\x10\n\x08original\x18\x11 \x01(\t\x12$\n\x03log\x18\x12 \x01(\x0b\x32\x17.crm_audit.v1.LogOrigin\x12\r\n\x05\x66lags\x18\x13 \x03(\t\x12\x13\n\x0bparse_error\x18\x14 \x01(\t\x12<\n\nattributes\x18\x15 \x03(\x0b\x32(.crm_audit.v1.AuditEvent.AttributesEntry\x12\x12\n\nchain_hash\x18\x16 \x01(\x0c\x12\x12\n\nchain_prev\x18\x17 \x01(\x0c\x12*\n\x0e\x65\x66\x66\x65\x63tive_user\x18\x18 \x01(\x0b\x32\x12.crm_audit.v1.User\x12\'\n\x0btarget_user\x18\x19 \x01(\x0b\x32\x12.crm_audit.v1.User\x12\x30\n\x0corganization\x18\x1a \x01(\x0b\x32\x1a.crm_audit.v1.Organization\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0f\n\r_record_count\"\xc4\x01\n\x04Seal\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x16\n\x0e\x66irst_sequence\x18\x03 \x01(\x04\x12\x15\n\rlast_sequence\x18\x04 \x01(\x04\x12\x17\n\x0fprev_chain_head\x18\x05 \x01(\x0c\x12\x12\n\nchain_head\x18\x06 \x01(\x0c\x12\x13\n\x0b\x65vent_count\x18\x07 \x01(\r\x12\x16\n\x0etime_unix_nano\x18\x08 \x01(\x03\x12\x11\n\tsignature\x18\t \x01(\x0c\"}\n\x05\x42\x61tch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12(\n\x06\x65vents\x18\x03 \x03(\x0b\x32\x18.crm_audit.v1.AuditEvent\x12 \n\x04seal\x18\x04 \x01(\x0b\x32\x12.crm_audit.v1.SealJ\x04\x08\x05\x10\n\"\xce\x01\n\x03\x41\x63k\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.crm_audit.v1.Ack.Status\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0f\n\x07indexed\x18\x04 \x01(\r\x12\x12\n\nduplicates\x18\x05 \x01(\r\"V\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n\tSTATUS_OK\x10\x01\x12\x10\n\x0cSTATUS_RETRY\x10\x02\x12\x13\n\x0fSTATUS_REJECTED\x10\x03*L\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n\x0fOUTCOME_SUCCESS\x10\x01\x12\x13\n\x0fOUTCOME_FAILURE\x10\x02*\x90\x01\n\rAuditCategory\x12\x1e\n\x1a\x41UDIT_CATEGORY_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41UDIT_CATEGORY_SYSTEM_ADMIN\x10\x01\x12!\n\x1d\x41UDIT_CATEGORY_DATA_OPERATION\x10\x02\x12\x1b\n\x17\x41UDIT_CATEGORY_SECURITY\x10\x03\x32?\n\tCollector\x12\x32\n\x04Ship\x12\x13.crm_audit.v1.Batch\x1a\x11.crm_audit.v1.Ack(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,34 +33,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUDITEVENT_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_AUDITEVENT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_OUTCOME']._serialized_start=1790
-  _globals['_OUTCOME']._serialized_end=1866
-  _globals['_AUDITCATEGORY']._serialized_start=1869
-  _globals['_AUDITCATEGORY']._serialized_end=2013
+  _globals['_OUTCOME']._serialized_start=1967
+  _globals['_OUTCOME']._serialized_end=2043
+  _globals['_AUDITCATEGORY']._serialized_start=2046
+  _globals['_AUDITCATEGORY']._serialized_end=2190
   _globals['_FIELDCHANGE']._serialized_start=38
   _globals['_FIELDCHANGE']._serialized_end=142
   _globals['_USER']._serialized_start=144
   _globals['_USER']._serialized_end=206
-  _globals['_SOURCE']._serialized_start=208
-  _globals['_SOURCE']._serialized_end=281
-  _globals['_CRMOBJECT']._serialized_start=283
-  _globals['_CRMOBJECT']._serialized_end=334
-  _globals['_LOGORIGIN']._serialized_start=336
-  _globals['_LOGORIGIN']._serialized_end=419
-  _globals['_OBSERVER']._serialized_start=421
-  _globals['_OBSERVER']._serialized_end=490
-  _globals['_AUDITEVENT']._serialized_start=493
-  _globals['_AUDITEVENT']._serialized_end=1253
-  _globals['_AUDITEVENT_ATTRIBUTESENTRY']._serialized_start=1187
-  _globals['_AUDITEVENT_ATTRIBUTESENTRY']._serialized_end=1236
-  _globals['_SEAL']._serialized_start=1256
-  _globals['_SEAL']._serialized_end=1452
-  _globals['_BATCH']._serialized_start=1454
-  _globals['_BATCH']._serialized_end=1579
-  _globals['_ACK']._serialized_start=1582
-  _globals['_ACK']._serialized_end=1788
-  _globals['_ACK_STATUS']._serialized_start=1702
-  _globals['_ACK_STATUS']._serialized_end=1788
-  _globals['_COLLECTOR']._serialized_start=2015
-  _globals['_COLLECTOR']._serialized_end=2078
+  _globals['_ORGANIZATION']._serialized_start=208
+  _globals['_ORGANIZATION']._serialized_end=248
+  _globals['_SOURCE']._serialized_start=250
+  _globals['_SOURCE']._serialized_end=323
+  _globals['_CRMOBJECT']._serialized_start=325
+  _globals['_CRMOBJECT']._serialized_end=376
+  _globals['_LOGORIGIN']._serialized_start=378
+  _globals['_LOGORIGIN']._serialized_end=461
+  _globals['_OBSERVER']._serialized_start=463
+  _globals['_OBSERVER']._serialized_end=532
+  _globals['_AUDITEVENT']._serialized_start=535
+  _globals['_AUDITEVENT']._serialized_end=1430
+  _globals['_AUDITEVENT_ATTRIBUTESENTRY']._serialized_start=1364
+  _globals['_AUDITEVENT_ATTRIBUTESENTRY']._serialized_end=1413
+  _globals['_SEAL']._serialized_start=1433
+  _globals['_SEAL']._serialized_end=1629
+  _globals['_BATCH']._serialized_start=1631
+  _globals['_BATCH']._serialized_end=1756
+  _globals['_ACK']._serialized_start=1759
+  _globals['_ACK']._serialized_end=1965
+  _globals['_ACK_STATUS']._serialized_start=1879
+  _globals['_ACK_STATUS']._serialized_end=1965
+  _globals['_COLLECTOR']._serialized_start=2192
+  _globals['_COLLECTOR']._serialized_end=2255
 # @@protoc_insertion_point(module_scope)

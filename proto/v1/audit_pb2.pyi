@@ -141,6 +141,30 @@ class User(_message.Message):
 Global___User: _TypeAlias = User  # noqa: Y015
 
 @_typing.final
+class Organization(_message.Message):
+    """The tenant or organization the record belongs to (ECS organization.*)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Organization: _TypeAlias = Organization  # noqa: Y015
+
+@_typing.final
 class Source(_message.Message):
     """Where the request came from (ECS source.*, user_agent.*, device)."""
 
@@ -308,6 +332,9 @@ class AuditEvent(_message.Message):
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
     CHAIN_HASH_FIELD_NUMBER: _builtins.int
     CHAIN_PREV_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_USER_FIELD_NUMBER: _builtins.int
+    TARGET_USER_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Identity: (observer.agent_id, sequence) is unique and stable across retries;
     the collector derives the document _id from it.
@@ -366,6 +393,22 @@ class AuditEvent(_message.Message):
     def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Source fields that have no place above, kept rather than dropped."""
 
+    @_builtins.property
+    def effective_user(self) -> Global___User:
+        """ECS user.effective.*: the identity the actor acted as (impersonation, "on behalf
+        of", sudo). `user` stays the person who really acted.
+        """
+
+    @_builtins.property
+    def target_user(self) -> Global___User:
+        """ECS user.target.*: the user acted upon (role grant, password reset, account
+        lock); `roles` holds the roles granted or set on that user.
+        """
+
+    @_builtins.property
+    def organization(self) -> Global___Organization:
+        """ECS organization.*: the tenant / organization of a multi-tenant CRM."""
+
     def __init__(
         self,
         *,
@@ -392,10 +435,13 @@ class AuditEvent(_message.Message):
         attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         chain_hash: _builtins.bytes = ...,
         chain_prev: _builtins.bytes = ...,
+        effective_user: Global___User | None = ...,
+        target_user: Global___User | None = ...,
+        organization: Global___Organization | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_record_count", b"_record_count", "log", b"log", "object", b"object", "observer", b"observer", "record_count", b"record_count", "source", b"source", "user", b"user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_record_count", b"_record_count", "effective_user", b"effective_user", "log", b"log", "object", b"object", "observer", b"observer", "organization", b"organization", "record_count", b"record_count", "source", b"source", "target_user", b"target_user", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_record_count", b"_record_count", "action", b"action", "attributes", b"attributes", "audit_category", b"audit_category", "chain_hash", b"chain_hash", "chain_prev", b"chain_prev", "changes", b"changes", "event_category", b"event_category", "event_type", b"event_type", "flags", b"flags", "log", b"log", "message", b"message", "object", b"object", "observed_unix_nano", b"observed_unix_nano", "observer", b"observer", "original", b"original", "outcome", b"outcome", "parse_error", b"parse_error", "record_count", b"record_count", "sequence", b"sequence", "session_id", b"session_id", "source", b"source", "time_unix_nano", b"time_unix_nano", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_record_count", b"_record_count", "action", b"action", "attributes", b"attributes", "audit_category", b"audit_category", "chain_hash", b"chain_hash", "chain_prev", b"chain_prev", "changes", b"changes", "effective_user", b"effective_user", "event_category", b"event_category", "event_type", b"event_type", "flags", b"flags", "log", b"log", "message", b"message", "object", b"object", "observed_unix_nano", b"observed_unix_nano", "observer", b"observer", "organization", b"organization", "original", b"original", "outcome", b"outcome", "parse_error", b"parse_error", "record_count", b"record_count", "sequence", b"sequence", "session_id", b"session_id", "source", b"source", "target_user", b"target_user", "time_unix_nano", b"time_unix_nano", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__record_count: _TypeAlias = _typing.Literal["record_count"]  # noqa: Y015
     _WhichOneofArgType__record_count: _TypeAlias = _typing.Literal["_record_count", b"_record_count"]  # noqa: Y015
