@@ -80,23 +80,50 @@ class FieldChange(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    class _ValueType:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ValueTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[FieldChange._ValueType.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        VALUE_TYPE_STRING: FieldChange._ValueType.ValueType  # 0
+        VALUE_TYPE_NUMBER: FieldChange._ValueType.ValueType  # 1
+        VALUE_TYPE_BOOLEAN: FieldChange._ValueType.ValueType  # 2
+        VALUE_TYPE_JSON: FieldChange._ValueType.ValueType  # 3
+
+    class ValueType(_ValueType, metaclass=_ValueTypeEnumTypeWrapper):
+        """How the source typed a value, so that a number stays a number in the document.
+        Text is the default; a JSON object or array is kept as its compact JSON text.
+        """
+
+    VALUE_TYPE_STRING: FieldChange.ValueType.ValueType  # 0
+    VALUE_TYPE_NUMBER: FieldChange.ValueType.ValueType  # 1
+    VALUE_TYPE_BOOLEAN: FieldChange.ValueType.ValueType  # 2
+    VALUE_TYPE_JSON: FieldChange.ValueType.ValueType  # 3
+
     FIELD_FIELD_NUMBER: _builtins.int
     OLD_VALUE_FIELD_NUMBER: _builtins.int
     NEW_VALUE_FIELD_NUMBER: _builtins.int
+    OLD_TYPE_FIELD_NUMBER: _builtins.int
+    NEW_TYPE_FIELD_NUMBER: _builtins.int
     field: _builtins.str
     old_value: _builtins.str
-    """optional distinguishes "was empty" from "not recorded"."""
+    """optional distinguishes "was empty" ("") from "not recorded" or null (absent)."""
     new_value: _builtins.str
+    old_type: Global___FieldChange.ValueType.ValueType
+    new_type: Global___FieldChange.ValueType.ValueType
     def __init__(
         self,
         *,
         field: _builtins.str = ...,
         old_value: _builtins.str | None = ...,
         new_value: _builtins.str | None = ...,
+        old_type: Global___FieldChange.ValueType.ValueType = ...,
+        new_type: Global___FieldChange.ValueType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_new_value", b"_new_value", "_old_value", b"_old_value", "new_value", b"new_value", "old_value", b"old_value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_new_value", b"_new_value", "_old_value", b"_old_value", "field", b"field", "new_value", b"new_value", "old_value", b"old_value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_new_value", b"_new_value", "_old_value", b"_old_value", "field", b"field", "new_type", b"new_type", "new_value", b"new_value", "old_type", b"old_type", "old_value", b"old_value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__new_value: _TypeAlias = _typing.Literal["new_value"]  # noqa: Y015
     _WhichOneofArgType__new_value: _TypeAlias = _typing.Literal["_new_value", b"_new_value"]  # noqa: Y015
