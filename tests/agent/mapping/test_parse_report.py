@@ -121,7 +121,8 @@ def test_a_bad_mapping_is_one_line_per_problem_not_a_traceback(tmp_path: Path) -
     result = _parse(config)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
-        f"{config}:14: sources.0.mapping.outcome.values: expected a mapping of source value → value",
+        f"{config}:14: sources.0.mapping.outcome.values: "
+        "expected a mapping of source value → value",
         f"{config}:18: sources.0.actions.auth.login: 'logged.in' is not in the built-in "
         "vocabulary (see docs/mapping.md); define it as {action:, audit_category:, "
         "event_category:, event_type:}",
