@@ -159,24 +159,22 @@ def apply_mapping(event: pb.AuditEvent, record: dict[str, Any], plan: Plan) -> N
             if value is None:  # explicit null: nothing to record, nothing to keep
                 consumed.add(path)
                 continue
-            root: str | None = path
+            roots: tuple[str, ...] = (path,)
         else:
             try:
-                value, root = evaluate(rules, record)
+                value, roots = evaluate(rules, record)
             except UnusableValue:
                 _failed(spec, flags)
                 continue
             if value is ABSENT:
-                if root:
-                    consumed.add(root)
+                consumed.update(roots)
                 continue
         try:
             spec.setter(event, value)
         except (UnusableValue, TimestampError):
             _failed(spec, flags)
             continue
-        if root:
-            consumed.add(root)
+        consumed.update(roots)
 
     if event.action:
         resolved = plan.vocabulary.resolve(event.action)

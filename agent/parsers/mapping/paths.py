@@ -10,7 +10,7 @@ form stays the fast path: most mappings never pay for an expression engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +34,11 @@ Getter = Callable[[Any], tuple[bool, Any]]
 
 @dataclass(frozen=True, slots=True)
 class Path:
-    """A compiled path. `root` is the dotted prefix the path reads from: once a value was
-    used, the record's keys under it are not repeated in `attributes`."""
+    """A compiled path. `roots` are the dotted record paths it reads from: once a value
+    was used, the record's keys under them are not repeated in `attributes`."""
 
     text: str
-    root: str
+    roots: tuple[str, ...]
     get: Getter
     dotted: bool
 
@@ -54,7 +54,7 @@ def compile_path(text: str) -> Path:
     if not stripped.strip("."):
         raise PathError("empty path")
     if not is_expression(stripped):
-        return Path(stripped, stripped, _dotted_getter(stripped), True)
+        return Path(stripped, (stripped,), _dotted_getter(stripped), True)
     try:
         expression = jmespath.compile(stripped)
     except JMESPathError as exc:
@@ -68,7 +68,7 @@ def compile_path(text: str) -> Path:
             raise EvaluationError(" ".join(str(exc).split())) from None
         return value is not None, value
 
-    return Path(stripped, _root(stripped), get, False)
+    return Path(stripped, tuple(dict.fromkeys(_roots(dict(expression.parsed)))), get, False)
 
 
 def lookup(record: Any, path: str) -> tuple[bool, Any]:
@@ -107,12 +107,45 @@ def _dotted_getter(path: str) -> Getter:
     return get_path
 
 
-def _root(expression: str) -> str:
-    """The dotted names an expression starts with (`changes[*].attr` → `changes`): the
-    part of the record it consumes. Empty when it starts otherwise (`@`, a function)."""
-    end = len(expression)
-    for index, char in enumerate(expression):
-        if char in _EXPRESSION_CHARS or char.isspace():
-            end = index
+# Nodes whose first child is the data they work on (the rest is relative to it).
+_SOURCE_FIRST = frozenset(
+    {"index_expression", "projection", "value_projection", "filter_projection", "flatten", "pipe"}
+)
+# Nodes whose children are all read from the same record.
+_ALL_CHILDREN = frozenset(
+    {
+        "function_expression",
+        "multi_select_list",
+        "multi_select_dict",
+        "key_val_pair",
+        "or_expression",
+        "and_expression",
+        "not_expression",
+    }
+)
+
+
+def _roots(node: Mapping[str, Any]) -> list[str]:
+    """The record paths a JMESPath AST reads (`join('.', [a, b.c])` → a, b.c;
+    `changes[*].attr` → changes): what the expression consumes once its value is used.
+    A filter's or projection's inner fields are relative to the items and not counted."""
+    kind = node.get("type")
+    children: list[Mapping[str, Any]] = node.get("children", [])
+    if kind == "field":
+        return [str(node["value"])]
+    if kind == "subexpression":
+        chain: list[str] = []
+        for child in children:
+            if child.get("type") == "field":
+                chain.append(str(child["value"]))
+                continue
+            inner = _roots(child)
+            if len(inner) == 1:
+                chain.append(inner[0])
             break
-    return expression[:end].strip(".")
+        return [".".join(chain)] if chain else []
+    if kind in _SOURCE_FIRST:
+        return _roots(children[0]) if children else []
+    if kind in _ALL_CHILDREN:
+        return [root for child in children for root in _roots(child)]
+    return []

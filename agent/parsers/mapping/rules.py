@@ -72,22 +72,22 @@ class Rule:
     each: Mapping[str, tuple[Rule, ...]] | None
     enumerated: bool
 
-    def evaluate(self, record: Any) -> tuple[Any, str | None]:
-        """(value or ABSENT, the record path to consume once the value is used)."""
+    def evaluate(self, record: Any) -> tuple[Any, tuple[str, ...]]:
+        """(value or ABSENT, the record paths to consume once the value is used)."""
         for condition in self.when:
             if not condition.holds(record):
-                return ABSENT, None
+                return ABSENT, ()
         path = self.path
         if path is None:
-            return self.const, None
+            return self.const, ()
         try:
             found, value = path.get(record)
         except EvaluationError as exc:
             raise UnusableValue(str(exc)) from None
         if not found:
-            return self.default, None
+            return self.default, ()
         if value is None:  # null is absent; the key itself is used up
-            return self.default, path.root
+            return self.default, path.roots
         if self.values is not None:
             key = key_text(value)
             if key is not None and key in self.values:
@@ -96,17 +96,27 @@ class Rule:
                 value = self.default
         if self.each is not None:
             value = _each(value, self.each)
-        return value, path.root
+        return value, path.roots
 
 
-def evaluate(rules: tuple[Rule, ...], record: Any) -> tuple[Any, str | None]:
-    """The first alternative yielding a value; (ABSENT, a null path to consume or None)."""
-    consumed: str | None = None
+def evaluate(rules: tuple[Rule, ...], record: Any) -> tuple[Any, tuple[str, ...]]:
+    """The first alternative yielding a value; (ABSENT, the null paths to consume).
+
+    An alternative whose expression fails on this record (UnusableValue) gives way to
+    the next one; the failure counts only when no alternative yields a value."""
+    consumed: tuple[str, ...] = ()
+    failure: UnusableValue | None = None
     for rule in rules:
-        value, root = rule.evaluate(record)
+        try:
+            value, roots = rule.evaluate(record)
+        except UnusableValue as exc:
+            failure = failure or exc
+            continue
         if value is not ABSENT:
-            return value, root
-        consumed = consumed or root
+            return value, roots
+        consumed += roots
+    if failure is not None:
+        raise failure
     return ABSENT, consumed
 
 
@@ -117,7 +127,7 @@ def _each(value: Any, each: Mapping[str, tuple[Rule, ...]]) -> list[dict[str, An
     for item in value:
         mapped: dict[str, Any] = {}
         for key, rules in each.items():
-            result, _root = evaluate(rules, item)
+            result, _roots = evaluate(rules, item)
             if result is not ABSENT and result is not None:
                 mapped[key] = result
         out.append(mapped)

@@ -301,8 +301,12 @@ def test_every_problem_at_once() -> None:
 def test_path_kinds() -> None:
     assert not is_expression("actor.login") and not is_expression("user-agent")
     assert is_expression("changes[*].attr") and is_expression("a | b")
-    assert compile_path("changes[*].attr").root == "changes"
-    assert compile_path("@").root == ""
+    assert compile_path("changes[*].attr").roots == ("changes",)
+    assert compile_path("@").roots == ()
+    assert compile_path("join('.', [a, b.c, d[0].e])").roots == ("a", "b.c", "d")
+    assert compile_path("[{field: f, old: o}]").roots == ("f", "o")
+    assert compile_path("objects[?kind=='c'] | [0].id").roots == ("objects",)
+    assert compile_path("a.b[0].c").roots == ("a.b",)
 
 
 JSON = st.recursive(
