@@ -17,8 +17,10 @@ from typing import Any
 import jmespath
 from jmespath.exceptions import JMESPathError
 
-# Characters a dotted name never contains but JMESPath syntax does.
-_EXPRESSION_CHARS = frozenset("[]|@`*(){}!&,'\"=<>$?:")
+# Characters a dotted name never contains but JMESPath syntax does. `@` is not among
+# them: keys like "@timestamp" or OData's "x@OData.Community.Display.V1.FormattedValue"
+# are plain names; JMESPath's current node is `@` alone or `@.` at the start.
+_EXPRESSION_CHARS = frozenset("[]|`*(){}!&,'\"=<>$?:")
 
 
 class PathError(ValueError):
@@ -45,7 +47,10 @@ class Path:
 
 def is_expression(text: str) -> bool:
     """Whether `text` needs JMESPath (anything beyond dotted names)."""
-    return any(char in _EXPRESSION_CHARS for char in text) or " " in text.strip()
+    stripped = text.strip()
+    if stripped == "@" or stripped.startswith("@."):
+        return True
+    return any(char in _EXPRESSION_CHARS for char in stripped) or " " in stripped
 
 
 def compile_path(text: str) -> Path:

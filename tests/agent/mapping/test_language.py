@@ -300,6 +300,8 @@ def test_every_problem_at_once() -> None:
 
 def test_path_kinds() -> None:
     assert not is_expression("actor.login") and not is_expression("user-agent")
+    assert not is_expression("@timestamp") and not is_expression("x@OData.Display.Value")
+    assert is_expression("@") and is_expression("@.a")
     assert is_expression("changes[*].attr") and is_expression("a | b")
     assert compile_path("changes[*].attr").roots == ("changes",)
     assert compile_path("@").roots == ()
