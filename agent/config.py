@@ -205,9 +205,12 @@ class SourceConfig(_Model):
     format: str
     paths: list[str] = Field(min_length=1)
     exclude: list[str] = []
-    # Schema field → rule of the mapping language (agent.parsers.mapping, docs/mapping.md).
+    # jsonlines and regex: target field → rule of the mapping language (a path, or
+    # path/const with values/default/when/each, or a list of alternatives); see
+    # [mapping.md](mapping.md).
     mapping: dict[str, Any] = {}
-    # The source's action names → canonical actions (or new ones with their categories).
+    # jsonlines and regex: the source's action names → canonical actions of the built-in
+    # vocabulary, or new ones with their categories; see [mapping.md](mapping.md#actions).
     actions: dict[str, Any] = {}
     # Format-specific settings, validated by the format's own options model
     # (see agent.parsers.Format.options_model); kept validated in `parsed_options`.
