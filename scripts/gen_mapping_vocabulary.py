@@ -32,7 +32,10 @@ def render_table() -> str:
     for row in vocabulary():
         types = ", ".join(row.event_type)
         if row.action.endswith(".*") and len(row.event_type) > 1:
-            types = "by the last word: create → creation, delete → deletion, view/list → info, else change"
+            types = (
+                "by the last word: create → creation, delete → deletion, "
+                "view/list → info, else change"
+            )
         lines.append(
             f"| `{row.action}` | {', '.join(row.event_category)} | {types} | "
             f"{row.audit_category} | {row.implied_outcome or '—'} |"
