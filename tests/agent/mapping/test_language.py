@@ -46,7 +46,7 @@ MAPPING: dict[str, Any] = {
     "record_count": {"path": "report.rows"},
 }
 ACTIONS: dict[str, Any] = {
-    "auth.login": "login",
+    "auth.login": "Login",
     "auth.login_failed": "login.failed",
     "report.export": "record.export",
     "contact.update": "record.update",
