@@ -87,3 +87,19 @@ def test_bad_format_options_are_config_errors_with_line_and_key(tmp_path: Path) 
     assert "log_destination: Input should be 'stderr', 'csvlog' or 'jsonlog'" in problem
     assert "log_line_prefix: unknown escape %y in log_line_prefix" in problem
     assert "colour: unknown key" in problem
+
+
+def test_parse_counts_lines_the_log_line_prefix_does_not_match(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = load_config(_config(tmp_path, "      log_line_prefix: '%m [%p] %u@%d '"))
+    out = io.StringIO()
+    assert run_parse(config, "pg", [], out) == 0
+    docs = [json.loads(line) for line in out.getvalue().splitlines()]
+    mismatched = [d for d in docs if "prefix_mismatch" in d.get("flags", [])]
+    assert mismatched and len(mismatched) == len(docs)
+    summary = capsys.readouterr().err.splitlines()[-1]
+    assert summary == (
+        f"pg: {len(docs)} events ({len(docs)} with parse_error, "
+        f"{len(docs)} with prefix_mismatch) from 1 files"
+    )
