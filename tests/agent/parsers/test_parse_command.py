@@ -90,14 +90,19 @@ def test_bad_format_options_are_config_errors_with_line_and_key(tmp_path: Path) 
 
 
 def test_parse_counts_lines_the_log_line_prefix_does_not_match(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     config = load_config(_config(tmp_path, "      log_line_prefix: '%m [%p] %u@%d '"))
+    log = tmp_path / "logs" / "pg.log"
+    log.write_bytes(log.read_bytes() * 3)  # three mismatched records, one warning
     out = io.StringIO()
-    assert run_parse(config, "pg", [], out) == 0
+    with caplog.at_level("WARNING"):
+        assert run_parse(config, "pg", [], out) == 0
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("source pg: ") and "log_line_prefix '%m [%p] %u@%d '" in warning
     docs = [json.loads(line) for line in out.getvalue().splitlines()]
     mismatched = [d for d in docs if "prefix_mismatch" in d.get("flags", [])]
-    assert mismatched and len(mismatched) == len(docs)
+    assert len(mismatched) == len(docs) == 3
     summary = capsys.readouterr().err.splitlines()[-1]
     assert summary == (
         f"pg: {len(docs)} events ({len(docs)} with parse_error, "
