@@ -33,7 +33,6 @@ from agent.parsers._common import (
     clean,
     flag,
     local_to_nanos,
-    one_line,
     parse_error,
     put,
     set_action,
@@ -263,15 +262,17 @@ def make_parser(_mapping: Mapping[str, str], options: PgauditOptions) -> ParseFn
         event = parse_stderr(data, prefix, tz)
         if event is not None and PREFIX_MISMATCH in event.flags and not warned:
             # Once per source: a wrong prefix affects every line, the events are flagged.
+            # No line content: privacy rules apply to events, not to the agent's log.
             warned = True
             log.warning(
-                "source %s: a line of the PostgreSQL log does not match options."
+                "source %s: lines of the PostgreSQL log do not match options."
                 "log_line_prefix %r (set it to the server's log_line_prefix); such lines "
-                "are shipped as events of their own flagged %s: %s",
+                "are shipped as events of their own flagged %s "
+                "(crm-audit-agent parse --source %s shows them)",
                 options.source_name or "(pgaudit)",
                 options.log_line_prefix,
                 PREFIX_MISMATCH,
-                one_line(event.original, 160),
+                options.source_name or "NAME",
             )
         return event
 

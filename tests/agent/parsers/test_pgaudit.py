@@ -243,3 +243,19 @@ def test_a_prefix_mismatch_is_warned_once_per_source(caplog: pytest.LogCaptureFi
     assert sum("prefix_mismatch" in e.flags for e in events) == 9
     (record,) = [r for r in caplog.records if "log_line_prefix" in r.getMessage()]
     assert "source pg-main" in record.getMessage() and "'%m [%p] '" in record.getMessage()
+
+
+def test_the_prefix_warning_carries_no_log_content(caplog: pytest.LogCaptureFixture) -> None:
+    """Privacy rules apply to events; the agent's own log must not leak the raw line."""
+    options = PgauditOptions.model_validate(
+        {"privacy": {"redact": {"user.name": {}}}}, context={"source_name": "pg"}
+    )
+    parse = get_parser("pgaudit", {}, options)
+    with caplog.at_level("WARNING"):
+        events = [
+            i.event
+            for i in parse_bytes(WRONG_PREFIX_LOG.encode(), parse, get_framer("pgaudit", options))
+        ]
+    assert any("prefix_mismatch" in e.flags for e in events)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "bob" not in message and "AUDIT" not in message and "source pg:" in message
