@@ -214,7 +214,9 @@ class SourceConfig(_Model):
     actions: dict[str, Any] = {}
     # Format-specific settings, validated by the format's own options model
     # (see agent.parsers.Format.options_model); kept validated in `parsed_options`.
-    options: dict[str, Any] = {}
+    # Validated when absent too: a format with a required option (mariadb_audit's
+    # timezone) must fail `check`, not the parser's start.
+    options: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     poll_interval_s: float = Field(0.25, gt=0, le=60)
     # Files found at the first start without a checkpoint: read from the beginning or
     # only what is appended from now on. Files appearing later are always read whole.
@@ -285,14 +287,24 @@ class SourceConfig(_Model):
             problems = []
             for err in exc.errors():
                 where = ".".join(str(p) for p in err["loc"]) or "(options)"
-                message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                if err["type"] == "extra_forbidden":
+                    message = "unknown key"
+                elif err["type"] == "missing":
+                    key = str(err["loc"][0]) if err["loc"] else ""
+                    required = fmt.options_model.model_fields.get(key)
+                    why = required.description if required is not None else None
+                    message = f"required by format {fmt.name}" + (f": {why}" if why else "")
+                else:
+                    message = err["msg"]
                 problems.append(f"{where}: {message.removeprefix('Value error, ')}")
             raise ValueError("; ".join(problems)) from None
         return value
 
     def parsed_options(self) -> BaseModel:
         """The options as the format's validated model."""
-        context = {"config_dir": self._config_dir} if self._config_dir is not None else None
+        context: dict[str, Any] = {"source_name": self.name}
+        if self._config_dir is not None:
+            context["config_dir"] = self._config_dir
         return FORMATS[self.format].options_model.model_validate(self.options, context=context)
 
 

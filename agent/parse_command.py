@@ -125,12 +125,20 @@ class Summary:
 
     @property
     def unmapped(self) -> bool:
-        return bool(self.failed_fields or self.unknown_actions or self.unmapped_paths)
+        # A wrong pgaudit log_line_prefix is a config fix the admin must make, too.
+        return bool(
+            self.failed_fields
+            or self.unknown_actions
+            or self.unmapped_paths
+            or self.flags["prefix_mismatch"]
+        )
 
     def lines(self, name: str) -> list[str]:
+        mismatched = self.flags["prefix_mismatch"]
+        prefix = f", {mismatched} with prefix_mismatch" if mismatched else ""
         head = (
-            f"{name}: {self.events} events ({self.flags['parse_error']} with parse_error) "
-            f"from {self.files} files"
+            f"{name}: {self.events} events ({self.flags['parse_error']} with parse_error"
+            f"{prefix}) from {self.files} files"
         )
         out = [head]
         for label, counts in (

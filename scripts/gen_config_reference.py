@@ -231,6 +231,7 @@ def render() -> str:
     """The whole reference as Markdown."""
     from agent.config import AgentConfig
     from agent.parsers import FORMATS
+    from agent.parsers.options import FormatOptions
     from collector.config import CollectorConfig
 
     writer = _Writer()
@@ -251,6 +252,10 @@ def render() -> str:
     for options_model, names in by_model.items():
         label = ", ".join(f"`{n}`" for n in names)
         writer.out.append(f"#### `options` of {label}\n")
+        if options_model is FormatOptions:
+            writer.out.append(
+                "No options of their own: only `privacy`, which every format accepts.\n"
+            )
         if options_model in writer.seen:
             writer.out.append(f"As `{writer.seen[options_model]}`.\n")
             continue

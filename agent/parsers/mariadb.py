@@ -10,8 +10,11 @@ syslog`) carry no timestamp of their own: `<syslog header> ident: [info ]serverh
 username,…`; a BSD syslog time has no year, so only its text is kept (the collector
 then uses the time the agent read it) unless it is an RFC 3339 time.
 
-Options:
-    timezone: IANA zone the server writes its timestamps in (required: the log has none)
+Options: see `MariadbOptions` (timezone, required: the log has none), documented in
+docs/config-reference.md.
+
+Object names are `database.table`: a table the statement does not qualify is in the
+record's database (the session's default), as in the TABLE events.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from agent.parsers import sql
 from agent.parsers._common import (
@@ -61,9 +64,14 @@ _TABLE_OPS = {
 
 
 class MariadbOptions(FormatOptions):
-    """server_audit options (see module docstring)."""
+    """How to read the server_audit log. Its timestamps carry no zone, so the zone the
+    MariaDB server runs in must be named; there is no default (a guessed zone would shift
+    every event silently)."""
 
-    timezone: str
+    timezone: str = Field(
+        description="IANA zone of the MariaDB server's clock (its system zone or TZ, "
+        "e.g. Europe/Berlin; UTC and numeric offsets like +01:00 are accepted).",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -150,7 +158,7 @@ def _fields(event: pb.AuditEvent, body: str) -> pb.AuditEvent:
         set_action(event, info.action or "db.statement", outcome)
         if info.object_type:
             event.object.type = info.object_type
-            event.object.name = clean(info.object_name)
+            event.object.name = clean(sql.qualified(info, database))
         for column, value in info.changes:
             change = event.changes.add(field=clean(column))
             if value is not None:

@@ -11,7 +11,10 @@ proxied user (impersonation).
 Percona audit_log (`audit_log_format=JSON`, one `{"audit_record": {...}}` per line, or
 `CSV`): `name` Connect / Query / Quit / Change user / …, `status` the MySQL error code,
 `user` as `priv_user[user] @ host [ip]`, timestamps `2021-06-30T15:07:58 UTC`.
-Neither format has options beyond `privacy`.
+Neither format has options beyond `privacy`. Object names are `database.table`: Percona
+qualifies a table the statement does not with the record's `db`; MySQL Enterprise query
+records name no current database, so only table_access records and qualified statements
+give the database there.
 """
 
 from __future__ import annotations
@@ -127,12 +130,14 @@ def _status_outcome(status: Any) -> pb.Outcome.ValueType:
     return pb.OUTCOME_SUCCESS if text == "0" else pb.OUTCOME_FAILURE
 
 
-def _apply_sql(event: pb.AuditEvent, query: str, outcome: pb.Outcome.ValueType) -> None:
+def _apply_sql(
+    event: pb.AuditEvent, query: str, outcome: pb.Outcome.ValueType, database: str = ""
+) -> None:
     info = sql.classify(query, mysql=True)
     set_action(event, info.action or "db.statement", outcome)
     if info.object_type and not event.object.name:
         event.object.type = info.object_type
-        event.object.name = clean(info.object_name)
+        event.object.name = clean(sql.qualified(info, database))
     for column, value in info.changes:
         change = event.changes.add(field=clean(column))
         if value is not None:
@@ -268,7 +273,7 @@ def _percona(event: pb.AuditEvent, f: dict[str, str]) -> pb.AuditEvent:
     elif name == "Quit":
         set_action(event, "logout", pb.OUTCOME_SUCCESS)
     elif f.get("sqltext"):
-        _apply_sql(event, f["sqltext"], outcome)
+        _apply_sql(event, f["sqltext"], outcome, f.get("db", ""))
     else:
         set_action(event, "db." + "_".join(name.lower().split()) if name else "", outcome)
     return event

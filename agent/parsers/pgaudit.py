@@ -7,24 +7,25 @@ lines that matter to an auditor are understood: `connection authorized` (login),
 their STATEMENT (the statement's action, outcome failure — pgaudit logs nothing for a
 statement refused by the server). Any other line becomes an event without an action.
 
-Options (`options:` of the source):
-    log_destination: stderr | csvlog | jsonlog      (default stderr)
-    log_line_prefix: the server's setting            (stderr only; default '%m [%p] ')
-    timezone: IANA zone for zone abbreviations other than UTC/GMT or numeric offsets
-              (PostgreSQL prints log_timezone's abbreviation, e.g. CET, which is
-              ambiguous worldwide)
+Options (`options:` of the source): see `PgauditOptions` (log_destination,
+log_line_prefix, timezone), documented in docs/config-reference.md.
+
+Object names are those pgaudit gives (`schema.table`); a name taken from the statement
+text only (COPY, refused statements) is kept as written, since the session's search_path
+is not in the log.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from agent.parsers import sql
 from agent.parsers._common import (
@@ -50,6 +51,10 @@ from proto.v1 import audit_pb2 as pb
 NAME = "pgaudit"
 FIELDS: frozenset[str] = frozenset()
 DEFAULT_PREFIX = "%m [%p] "
+# Flag of a stderr record whose lines the configured log_line_prefix does not describe.
+PREFIX_MISMATCH = "prefix_mismatch"
+
+log = logging.getLogger(__name__)
 
 # Lines PostgreSQL writes as part of the message before them (same prefix, own severity).
 _SECONDARY = ("DETAIL", "HINT", "QUERY", "CONTEXT", "LOCATION", "STATEMENT")
@@ -144,11 +149,29 @@ _KV = re.compile(r"(\w+)=(\S*)")
 
 
 class PgauditOptions(FormatOptions):
-    """How the server writes its log (see module docstring)."""
+    """How the PostgreSQL server writes its log: copy `log_destination`,
+    `log_line_prefix` and `log_timezone` from its postgresql.conf (`SHOW
+    log_line_prefix;`). With a prefix that does not match the log, each unrecognized
+    line is shipped as an event of its own flagged `prefix_mismatch` and `parse_error`
+    (counted by `crm-audit-agent parse`, warned once per source in the agent log)."""
 
-    log_destination: Literal["stderr", "csvlog", "jsonlog"] = "stderr"
-    log_line_prefix: str = DEFAULT_PREFIX
-    timezone: str | None = None
+    log_destination: Literal["stderr", "csvlog", "jsonlog"] = Field(
+        "stderr",
+        description="The server's log_destination for the files of this source: stderr "
+        "(plain text with log_line_prefix), csvlog (*.csv) or jsonlog (*.json, PostgreSQL 15+).",
+    )
+    log_line_prefix: str = Field(
+        DEFAULT_PREFIX,
+        description="stderr only: the server's log_line_prefix, exactly (escapes %m %t %n %p "
+        "%P %u %d %r %h %a %c %l %e %i %b %s %v %x %Q %L %q and %%; padding like %-10u). "
+        "The default is PostgreSQL's own default.",
+    )
+    timezone: str | None = Field(
+        None,
+        description="IANA zone of the server's log_timezone (e.g. Europe/Berlin): needed "
+        "when the log prints a zone abbreviation other than UTC/GMT or a numeric offset "
+        "(CET is ambiguous worldwide); without it such times are flagged invalid_timestamp.",
+    )
 
     @field_validator("log_line_prefix")
     @classmethod
@@ -169,7 +192,11 @@ class Prefix:
     """A compiled log_line_prefix: the regex of a record's first line and of any line."""
 
     line: re.Pattern[str]  # prefix + severity, anchored at the start
-    start: re.Pattern[bytes]  # the same, but not for secondary severities (for framing)
+    # Where the framer starts a record: any line but a continuation (PostgreSQL starts
+    # each continuation line of a message with a tab) or a prefixed secondary line
+    # (DETAIL, STATEMENT, …). A line the prefix does not match is thus a record of its
+    # own, flagged, instead of being glued to the record before it.
+    start: re.Pattern[bytes]
 
 
 def compile_prefix(prefix: str) -> Prefix:
@@ -209,7 +236,7 @@ def compile_prefix(prefix: str) -> Prefix:
         body = "".join(parts)
     line = re.compile(rf"\A{body}{_SEVERITY}")
     not_secondary = "|".join(_SECONDARY)
-    start = re.compile(rf"\A{body}(?!(?:{not_secondary}):  )[A-Z][A-Z0-9]*:  ".encode())
+    start = re.compile(rf"\A(?!\t)(?!{body}(?:{not_secondary}):  )".encode())
     return Prefix(line, start)
 
 
@@ -228,7 +255,28 @@ def make_parser(_mapping: Mapping[str, str], options: PgauditOptions) -> ParseFn
     if options.log_destination == "jsonlog":
         return lambda data: parse_jsonlog(data, tz)
     prefix = compile_prefix(options.log_line_prefix)
-    return lambda data: parse_stderr(data, prefix, tz)
+    warned = False
+
+    def parse(data: bytes) -> pb.AuditEvent | None:
+        nonlocal warned
+        event = parse_stderr(data, prefix, tz)
+        if event is not None and PREFIX_MISMATCH in event.flags and not warned:
+            # Once per source: a wrong prefix affects every line, the events are flagged.
+            # No line content: privacy rules apply to events, not to the agent's log.
+            warned = True
+            log.warning(
+                "source %s: lines of the PostgreSQL log do not match options."
+                "log_line_prefix %r (set it to the server's log_line_prefix); such lines "
+                "are shipped as events of their own flagged %s "
+                "(crm-audit-agent parse --source %s shows them)",
+                options.source_name or "(pgaudit)",
+                options.log_line_prefix,
+                PREFIX_MISMATCH,
+                options.source_name or "NAME",
+            )
+        return event
+
+    return parse
 
 
 def make_framer(options: PgauditOptions) -> Framer:
@@ -250,6 +298,7 @@ def parse_stderr(data: bytes, prefix: Prefix, tz: dt.tzinfo | None = None) -> pb
     lines = text.split("\n")
     first = prefix.line.match(lines[0][:8192])
     if first is None:
+        flag(event, PREFIX_MISMATCH)
         return parse_error(event, "line does not start with the configured log_line_prefix")
     groups = {k: v for k, v in first.groupdict().items() if v is not None}
     record = _PgRecord()
@@ -277,7 +326,11 @@ def parse_stderr(data: bytes, prefix: Prefix, tz: dt.tzinfo | None = None) -> pb
             current = match.group("severity")
             collected.setdefault(current, []).append(line[match.end() :])
             continue
-        # PostgreSQL puts a tab after every newline of a message.
+        # PostgreSQL puts a tab after every newline of a message: a line without one
+        # (joined by a framer other than ours, e.g. a `multiline:` setting) means the
+        # prefix did not recognize a record's first line.
+        if not line.startswith("\t"):
+            flag(event, PREFIX_MISMATCH)
         collected.setdefault(current, []).append(line[1:] if line.startswith("\t") else line)
     f["message"] = "\n".join(collected.pop("message"))
     for name, parts in collected.items():
@@ -423,8 +476,10 @@ def _audit(event: pb.AuditEvent, body: str) -> pb.AuditEvent:
         event.object.name = clean(obj_name)
     logged = statement not in ("<not logged>", "<previously logged>", "")
     action = sql.action_for_command(command)
+    copy = False
     if logged:
         info = sql.classify(statement)
+        copy = info.verb == "COPY"
         # The statement's own reading wins when it agrees with the command pgaudit saw
         # (it knows audit-setting changes, columns and tables); pgaudit's command
         # otherwise (e.g. a statement inside a function).
@@ -436,8 +491,9 @@ def _audit(event: pb.AuditEvent, body: str) -> pb.AuditEvent:
     # a statement the server refused has no AUDIT record, only an ERROR.
     set_action(event, action, pb.OUTCOME_SUCCESS)
     # ROWS is meaningful for reads and writes only; pgaudit reports 0 for COPY (which
-    # bypasses the executor) and for DDL/ROLE statements: "0 rows" would be false there.
-    if len(values) > 9 and klass in ("READ", "WRITE") and command != "COPY":
+    # bypasses the executor, or sends a query's rows elsewhere) and for DDL/ROLE
+    # statements: "0 rows" would be false there.
+    if len(values) > 9 and klass in ("READ", "WRITE") and command != "COPY" and not copy:
         set_count(event, rows)
     return event
 
@@ -447,6 +503,11 @@ def _same_family(statement_action: str, command_action: str) -> bool:
         return True
     # COPY: pgaudit says COPY; the statement tells export from import.
     if command_action == "db.copy" and statement_action in ("db.export", "db.import"):
+        return True
+    # `COPY (query) TO` and COPY of a table with row-level security run a query: pgaudit
+    # logs its READ of each table as command SELECT, and object audit logs only that.
+    # Still an export (one event per table read, as for any pgaudit READ).
+    if command_action == "db.select" and statement_action == "db.export":
         return True
     # SET / ALTER ROLE SET / ALTER DATABASE SET of an audit setting.
     return statement_action == "db.audit_config_change" and command_action in (

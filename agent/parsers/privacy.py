@@ -76,14 +76,18 @@ def _field_name(name: str) -> str:
 class Redaction(_Model):
     """Mask a value, keeping its last `keep_last` characters."""
 
+    # How many trailing characters stay readable (e.g. 4 for the end of an IBAN).
     keep_last: int = Field(0, ge=0, le=64)
+    # The character that replaces each hidden one.
     mask_char: str = Field("*", min_length=1, max_length=1)
 
 
 class Pseudonymization(_Model):
     """Replace values by a keyed HMAC-SHA256 pseudonym; the key file stays on the host."""
 
+    # Fields to replace by `pseudo:` + HMAC (same names as for `redact`).
     fields: list[str] = Field(min_length=1)
+    # Secret key of at least 16 bytes, kept on the host (relative to the config file).
     key_file: Path
     _key: bytes = PrivateAttr(default=b"")
 
@@ -118,9 +122,14 @@ class Pseudonymization(_Model):
 
 
 class PrivacyOptions(_Model):
-    """What to hide before an event leaves the host (see module docstring)."""
+    """What to hide before an event leaves the host. Each raw value replaced is also
+    replaced wherever it occurs in `original`, `message` and attributes (plain, SQL-,
+    CSV- and JSON-escaped), so raw values of the configured fields never leave the host."""
 
+    # Field → masking: schema fields (user.name, source.ip, object.name, message, …),
+    # `changes.<field>` / `changes.*` (old and new values), `attributes.<key>`.
     redact: dict[str, Redaction] = {}
+    # Keyed pseudonyms: stable (events still correlate), not reversible without the key.
     pseudonymize: Pseudonymization | None = None
 
     @field_validator("redact")

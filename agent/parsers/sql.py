@@ -156,6 +156,13 @@ def classify(sql: str, mysql: bool = False) -> SqlInfo:
     i = 0
     while i < len(toks) and toks[i].text in ("(", ";"):
         i += 1
+    # Only the first statement counts: a terminating `;` (clients such as psql pass it
+    # through, and pgaudit logs it) is not part of any name or value.
+    end = next(
+        (j for j in range(i, len(toks)) if toks[j].kind == "punct" and toks[j].text == ";"), -1
+    )
+    if end >= 0:
+        toks = toks[:end]
     if i >= len(toks) or toks[i].kind != "word":
         return SqlInfo()
     if toks[i].value == "WITH":
@@ -430,22 +437,50 @@ def _grant(verb: str, rest: list[Token], words: list[str], mysql: bool) -> SqlIn
     return info
 
 
-def _setting(name_toks: list[Token], value_toks: list[Token]) -> tuple[str, str | None]:
+# The value a RESET (or `SET x TO DEFAULT`) gives a setting: the server's default, which
+# the log does not show.
+RESET_VALUE = "DEFAULT"
+
+
+def _setting_name(name_toks: list[Token]) -> str:
     name = "".join(t.value.lower() if t.kind == "word" else t.value for t in name_toks)
-    name = name.removeprefix("@@").removeprefix("global.").removeprefix("session.")
+    return name.removeprefix("@@").removeprefix("global.").removeprefix("session.")
+
+
+def _setting_value(value_toks: list[Token]) -> str | None:
     if len(value_toks) == 1 and value_toks[0].kind in ("word", "quoted"):
-        return name, value_toks[0].text.strip('"`')  # SET x = off / TO none
-    return name, _literal(value_toks)
+        token = value_toks[0]
+        if token.kind == "word" and token.value == RESET_VALUE:
+            return RESET_VALUE
+        return token.text.strip('"`')  # SET x = off / TO none
+    return _literal(value_toks)
+
+
+def _setting(
+    name_toks: list[Token], value_toks: list[Token], mysql: bool
+) -> tuple[str, str | None]:
+    name = _setting_name(name_toks)
+    if mysql:
+        return name, _setting_value(value_toks)
+    # PostgreSQL: one parameter, whose value may be a list (`SET pgaudit.log = read, ddl`).
+    items = [_setting_value(item) for item in _split_top(value_toks)]
+    if not items or any(item is None for item in items):
+        return name, None
+    return name, ", ".join(item for item in items if item is not None)
 
 
 def _is_audit_setting(name: str) -> bool:
     return name.startswith(_AUDIT_SETTINGS)
 
 
-def _set_clause(toks: list[Token]) -> list[tuple[str, str | None]]:
-    """`name = value` / `name TO value` pairs of SET / ALTER SYSTEM SET / ALTER ROLE SET."""
+def _set_clause(toks: list[Token], mysql: bool) -> list[tuple[str, str | None]]:
+    """`name = value` / `name TO value` pairs of SET / ALTER SYSTEM SET / ALTER ROLE SET.
+
+    MySQL assigns several variables in one SET (`SET GLOBAL a = 1, b = 2`); PostgreSQL
+    sets one parameter whose value may be a comma-separated list.
+    """
     out = []
-    for part in _split_top(toks):
+    for part in _split_top(toks) if mysql else [toks]:
         sep = next(
             (
                 k
@@ -456,10 +491,36 @@ def _set_clause(toks: list[Token]) -> list[tuple[str, str | None]]:
             -1,
         )
         if sep > 0:
-            out.append(_setting(part[:sep], part[sep + 1 :]))
+            out.append(_setting(part[:sep], part[sep + 1 :], mysql))
         elif part:
-            out.append(_setting(part, []))
+            out.append((_setting_name(part), None))
     return out
+
+
+def _set_or_reset(toks: list[Token], at: int, mysql: bool) -> list[tuple[str, str | None]]:
+    """The settings changed by the SET or RESET clause whose keyword is `toks[at]`."""
+    if at < 0 or at >= len(toks):
+        return []
+    rest = toks[at + 1 :]
+    if toks[at].value == "RESET":
+        # RESET x / RESET ALL: back to the default (PostgreSQL takes one name).
+        return [(_setting_name(rest), RESET_VALUE)] if rest else []
+    return _set_clause(rest, mysql)
+
+
+def _reset(verb: str, rest: list[Token], words: list[str], mysql: bool) -> SqlInfo:
+    """PostgreSQL `RESET name` (session): the setting goes back to its default."""
+    settings: list[tuple[str, str | None]] = [(_setting_name(rest), RESET_VALUE)] if rest else []
+    audit = [s for s in settings if _is_audit_setting(s[0])]
+    if audit:
+        return SqlInfo(
+            action="db.audit_config_change",
+            verb="RESET",
+            object_type="setting",
+            object_name=audit[0][0],
+            changes=audit,
+        )
+    return SqlInfo(action="db.reset", verb="RESET", changes=settings)
 
 
 def _set(verb: str, rest: list[Token], words: list[str], mysql: bool) -> SqlInfo:
@@ -468,7 +529,7 @@ def _set(verb: str, rest: list[Token], words: list[str], mysql: bool) -> SqlInfo
     if words and words[0] == "PASSWORD":
         return SqlInfo(action="db.role_change", verb="SET PASSWORD", object_type="role")
     i = _skip_words(rest, 0, {"SESSION", "LOCAL", "GLOBAL", "PERSIST", "PERSIST_ONLY"})
-    settings = _set_clause(rest[i:])
+    settings = _set_clause(rest[i:], mysql)
     audit = [s for s in settings if _is_audit_setting(s[0])]
     if audit:
         return SqlInfo(
@@ -488,7 +549,7 @@ def _ddl(verb: str, rest: list[Token], words: list[str], mysql: bool) -> SqlInfo
     i = _skip_words(rest, 0, skip)
     kind = rest[i].value if i < len(rest) and rest[i].kind == "word" else ""
     if verb == "ALTER" and kind == "SYSTEM":
-        settings = _set_clause(_after_word(rest, i + 1, {"SET", "RESET"}))
+        settings = _set_or_reset(rest, _top_level_index(rest, {"SET", "RESET"}, i + 1), mysql)
         first = settings[0][0] if settings else ""
         return SqlInfo(
             action="db.audit_config_change",
@@ -503,7 +564,7 @@ def _ddl(verb: str, rest: list[Token], words: list[str], mysql: bool) -> SqlInfo
         name = rest[name_at].value  # MySQL 'user'@'host'
     if kind in _ROLE_WORDS or (kind == "" and kinds[:1] in (["ROLE"], ["USER"])):
         set_at = _top_level_index(rest, {"SET", "RESET"}, after)
-        settings = _set_clause(rest[set_at + 1 :]) if set_at >= 0 else []
+        settings = _set_or_reset(rest, set_at, mysql)
         audit = [s for s in settings if _is_audit_setting(s[0])]
         return SqlInfo(
             action="db.audit_config_change" if audit else "db.role_change",
@@ -521,7 +582,7 @@ def _ddl(verb: str, rest: list[Token], words: list[str], mysql: bool) -> SqlInfo
         )
     if kind == "DATABASE" and verb == "ALTER":
         set_at = _top_level_index(rest, {"SET", "RESET"}, after)
-        settings = _set_clause(rest[set_at + 1 :]) if set_at >= 0 else []
+        settings = _set_or_reset(rest, set_at, mysql)
         audit = [s for s in settings if _is_audit_setting(s[0])]
         if audit:
             return SqlInfo(
@@ -539,14 +600,6 @@ def _ddl(verb: str, rest: list[Token], words: list[str], mysql: bool) -> SqlInfo
         object_type=kind.lower(),
         object_name=name,
     )
-
-
-def _after_word(toks: list[Token], i: int, words: set[str]) -> list[Token]:
-    while i < len(toks):
-        if toks[i].kind == "word" and toks[i].value in words:
-            return toks[i + 1 :]
-        i += 1
-    return []
 
 
 def _rename(verb: str, rest: list[Token], words: list[str], mysql: bool) -> SqlInfo:
@@ -593,6 +646,7 @@ _HANDLERS: dict[str, _Handler] = {
     "GRANT": _grant,
     "REVOKE": _grant,
     "SET": _set,
+    "RESET": _reset,
     "CREATE": _ddl,
     "ALTER": _ddl,
     "DROP": _ddl,
@@ -601,6 +655,20 @@ _HANDLERS: dict[str, _Handler] = {
     "UNINSTALL": _plugin,
     "LOAD": _load,
 }
+
+
+# Objects that live in a schema (MySQL/MariaDB: a database) and are named by it.
+_SCHEMA_OBJECTS = frozenset({"table", "view", "sequence", "procedure", "function", "trigger"})
+
+
+def qualified(info: SqlInfo, schema: str) -> str:
+    """The statement's object name, qualified with `schema` (the session's current
+    database on MySQL/MariaDB) when the statement did not qualify it, so the same table
+    has one name whichever record or parser reports it."""
+    name = info.object_name
+    if schema and name and "." not in name and info.object_type in _SCHEMA_OBJECTS:
+        return f"{schema}.{name}"
+    return name
 
 
 def action_for_command(command: str) -> str:

@@ -1,10 +1,17 @@
-"""Access review: privileged changes, exporters and export volumes, failed logins.
+"""Access review: privileged changes, impersonated actions, exporters and export
+volumes, failed logins.
 
 Privileged changes are everything the agents classify as ``audit.category:
 system_admin`` (CRM role and permission changes, settings, user management, schema
 changes) plus the database actions that change who may do what or what is audited,
 whatever their category: ``db.grant``, ``db.revoke``, ``db.role_change``,
-``db.audit_config_change``.
+``db.audit_config_change``. Each shows the user acted upon and the role granted
+(``user.target.*``) and the tenant (``organization.*``) where the source gives them.
+
+Impersonated actions are those done as another user (ECS ``user.effective.*`` present:
+sources map it only when someone acts on behalf of someone else) and the starts of
+impersonation sessions (``login.impersonation``). The Dashboards saved search
+"Impersonation / acting on behalf" applies the same definition.
 """
 
 from __future__ import annotations
@@ -33,6 +40,25 @@ def privileged_query() -> dict[str, Any]:
     }
 
 
+IMPERSONATION_ACTIONS = ("login.impersonation",)
+
+
+def impersonation_query() -> dict[str, Any]:
+    # Presence, not comparison: comparing two fields needs a script, which clusters
+    # without the painless module (or with scripting disabled) refuse. A source maps
+    # user.effective only when the user acted as someone else.
+    return {
+        "bool": {
+            "should": [
+                {"exists": {"field": "user.effective.name"}},
+                {"exists": {"field": "user.effective.id"}},
+                {"terms": {"event.action": list(IMPERSONATION_ACTIONS)}},
+            ],
+            "minimum_should_match": 1,
+        }
+    }
+
+
 def export_query() -> dict[str, Any]:
     return {"terms": {"event.action": list(EXPORT_ACTIONS)}}
 
@@ -55,6 +81,23 @@ class Change:
     target: str
     changes: str
     where: str
+    target_user: str = ""  # user.target: the user acted upon
+    granted: str = ""  # user.target.roles: the role(s) granted or set
+    organization: str = ""
+
+
+@dataclass(frozen=True)
+class Impersonation:
+    """One action done as another user, or the start of an impersonation session."""
+
+    id: str
+    time: str
+    user: str  # who really acted
+    acting_as: str  # user.effective
+    action: str
+    outcome: str
+    target: str
+    organization: str
 
 
 @dataclass
@@ -73,6 +116,8 @@ class Access:
     failed_users: list[tuple[str, int]]
     failed_ips: list[tuple[str, int]]
     days: list[datetime] = field(default_factory=list)
+    impersonations: list[Impersonation] = field(default_factory=list)
+    impersonations_total: int = 0
 
 
 def _text(value: Any) -> str:
@@ -81,19 +126,59 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _change(hit: dict[str, Any]) -> Change:
-    src = hit["_source"]
+def _who(user: Any) -> str:
+    """A user object's name, else its id, else its email ("" when none)."""
+    if not isinstance(user, dict):
+        return ""
+    return _text(user.get("name") or user.get("id") or user.get("email"))
+
+
+def _actor(user: dict[str, Any]) -> str:
+    """Who acted, and as whom when acting on behalf of someone else."""
+    who = _who(user) or "(unknown)"
+    effective = _who(user.get("effective"))
+    return f"{who} as {effective}" if effective and effective.lower() != who.lower() else who
+
+
+def _organization(src: dict[str, Any]) -> str:
+    org = src.get("organization", {})
+    ident, name = _text(org.get("id")), _text(org.get("name"))
+    return f"{name} ({ident})" if name and ident and name != ident else name or ident
+
+
+def _object(src: dict[str, Any]) -> str:
     obj = src.get("crm", {}).get("object", {})
-    target = " ".join(
+    return " ".join(
         part
         for part in (_text(obj.get("type")), _text(obj.get("id")), _text(obj.get("name")))
         if part
     )
+
+
+def _impersonation(hit: dict[str, Any]) -> Impersonation:
+    src = hit["_source"]
+    user = src.get("user", {})
+    return Impersonation(
+        id=str(hit["_id"]),
+        time=str(src.get("@timestamp", "")),
+        user=_who(user) or "(unknown)",
+        acting_as=_who(user.get("effective")),
+        action=_text(src.get("event", {}).get("action")),
+        outcome=_text(src.get("event", {}).get("outcome")),
+        target=_object(src) or _text(src.get("message"))[:120],
+        organization=_organization(src),
+    )
+
+
+def _change(hit: dict[str, Any]) -> Change:
+    src = hit["_source"]
+    target = _object(src)
     changes = "; ".join(
         f"{c.get('field', '?')}: {c.get('old', '')} \u2192 {c.get('new', '')}"
         for c in src.get("crm", {}).get("changes", []) or []
     )
     user = src.get("user", {})
+    acted_on = user.get("target", {})
     where = "/".join(
         p
         for p in (
@@ -105,12 +190,15 @@ def _change(hit: dict[str, Any]) -> Change:
     return Change(
         id=str(hit["_id"]),
         time=str(src.get("@timestamp", "")),
-        user=_text(user.get("name") or user.get("id")) or "(unknown)",
+        user=_actor(user),
         action=_text(src.get("event", {}).get("action")),
         outcome=_text(src.get("event", {}).get("outcome")),
         target=target or _text(src.get("message"))[:120],
         changes=changes,
         where=where,
+        target_user=_who(acted_on),
+        granted=_text(acted_on.get("roles")) if isinstance(acted_on, dict) else "",
+        organization=_organization(src),
     )
 
 
@@ -166,6 +254,15 @@ class AccessReader:
             (str(b["key"]), int(b["doc_count"]))
             for b in found.get("aggregations", {}).get("actions", {}).get("buckets", [])
         ]
+        acting = self.q.search(
+            self.events,
+            {
+                "size": self.max_rows,
+                "track_total_hits": True,
+                "query": self._in_period(impersonation_query()),
+                "sort": [{"@timestamp": "asc"}, {"agent.id": "asc"}, {"event.sequence": "asc"}],
+            },
+        )
         records = {"records": {"sum": {"field": "crm.record_count"}}}
         exp = self.q.aggs(
             self.events,
@@ -218,4 +315,6 @@ class AccessReader:
                 for b in fail.get("ips", {}).get("buckets", [])
             ],
             days=self.period.days,
+            impersonations=[_impersonation(h) for h in acting["hits"]["hits"]],
+            impersonations_total=int(acting["hits"]["total"]["value"]),
         )

@@ -185,7 +185,8 @@ def _summary(d: ReportData) -> str:
         [
             "3. Access review",
             Raw(badge("REVIEW", "info")),
-            f"{acc.changes_total:,} privileged changes, {acc.exports_total:,} exports "
+            f"{acc.changes_total:,} privileged changes, "
+            f"{acc.impersonations_total:,} impersonated actions, {acc.exports_total:,} exports "
             f"({acc.records_total:,} records), {acc.failed_total:,} failed logins",
         ],
         [
@@ -373,7 +374,19 @@ def _access(d: ReportData, exporters_chart: str, volume_chart: str, failed_chart
         "system_admin) and database grants, revokes, role and audit-configuration changes.</p>"
         + table(["Action", "Count"], acc.changes_by_action, numeric=(1,), cls="by-action")
         + table(
-            ["Time", "User", "Action", "Outcome", "Target", "Change", "Agent/source", "Event id"],
+            [
+                "Time",
+                "User",
+                "Action",
+                "Outcome",
+                "Target",
+                "Target user",
+                "Granted role",
+                "Change",
+                "Organization",
+                "Agent/source",
+                "Event id",
+            ],
             [
                 [
                     when(c.time),
@@ -381,7 +394,10 @@ def _access(d: ReportData, exporters_chart: str, volume_chart: str, failed_chart
                     c.action,
                     c.outcome,
                     c.target,
+                    c.target_user,
+                    c.granted,
                     c.changes,
+                    c.organization,
                     c.where,
                     c.id + _flagged(d.integrity, c.id),
                 ]
@@ -390,6 +406,7 @@ def _access(d: ReportData, exporters_chart: str, volume_chart: str, failed_chart
             cls="privileged",
         )
         + more
+        + _impersonations(d)
         + f"<h3>Exports ({acc.exports_total:,} exports, {acc.records_total:,} records)</h3>"
         + exporters_chart
         + table(
@@ -405,6 +422,49 @@ def _access(d: ReportData, exporters_chart: str, volume_chart: str, failed_chart
         + '</div><div style="flex:1">'
         + table(["Source IP", "Failed logins"], acc.failed_ips, numeric=(1,), cls="failed-ips")
         + "</div></div>"
+    )
+
+
+def _impersonations(d: ReportData) -> str:
+    acc = d.access
+    shown = len(acc.impersonations)
+    more = (
+        f'<p class="note">{acc.impersonations_total - shown:,} more not shown (--max-rows); '
+        "query _exists_:user.effective.name in OpenSearch for all.</p>"
+        if acc.impersonations_total > shown
+        else ""
+    )
+    return (
+        f"<h3>Impersonated actions ({acc.impersonations_total:,})</h3>"
+        '<p class="note">Actions done as another user (user.effective: the user acted as; '
+        "User: who really acted) and impersonation sessions started.</p>"
+        + table(
+            [
+                "Time",
+                "User",
+                "Acting as",
+                "Action",
+                "Outcome",
+                "Target",
+                "Organization",
+                "Event id",
+            ],
+            [
+                [
+                    when(i.time),
+                    i.user,
+                    i.acting_as,
+                    i.action,
+                    i.outcome,
+                    i.target,
+                    i.organization,
+                    i.id + _flagged(d.integrity, i.id),
+                ]
+                for i in acc.impersonations
+            ],
+            cls="impersonation",
+        )
+        + more
     )
 
 

@@ -205,3 +205,63 @@ sources:
         for p in problems
     ), problems
     assert f"{cfg}:6: integrity.heartbeat_interval_s: Input should be greater than 0" in problems
+
+
+_NO_OPTIONS = """agent_id: crm-host-1
+state_dir: state
+collector:
+  endpoint: "127.0.0.1:4317"
+  tls: {{ca: pki/ca.crt, cert: pki/agents/crm-host-1.crt, key: pki/agents/crm-host-1.key}}
+sources:
+  - name: db
+    format: {format}
+    paths: ["logs/*.log"]
+"""
+
+
+@pytest.mark.parametrize("format_name", sorted(FORMATS))
+def test_a_source_without_options_works_or_is_refused_by_check(
+    tmp_path: Path, format_name: str
+) -> None:
+    """Either the format's defaults work (a parser and framer are made from them), or
+    validation names the missing key — never a failure later when the agent starts."""
+    from agent.parsers import get_framer, get_parser
+
+    make_pki(tmp_path / "pki")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(_NO_OPTIONS.format(format=format_name), encoding="utf-8")
+    required = [
+        n for n, f in FORMATS[format_name].options_model.model_fields.items() if f.is_required()
+    ]
+    if not required:
+        source = load_config(cfg).sources[0]
+        options = source.parsed_options()
+        get_parser(format_name, source.mapping, options)
+        get_framer(format_name, options)
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert [p.split(": ", 2)[:2] for p in info.value.problems] == [
+        [f"{cfg}:7", "sources.0.options"]
+    ]
+    assert all(
+        f"{name}: required by format {format_name}" in info.value.problems[0] for name in required
+    )
+
+
+def test_mariadb_without_options_fails_check_and_parse_with_one_line(tmp_path: Path) -> None:
+    make_pki(tmp_path / "pki")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(_NO_OPTIONS.format(format="mariadb_audit"), encoding="utf-8")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.log").write_text("20261127 10:00:00,db1,app,h,3,0,CONNECT,crm,,0\n")
+    for command in (["check"], ["parse"]):
+        result = subprocess.run(
+            [str(CLI), *command, "-c", str(cfg)], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 2, result
+        assert "Traceback" not in result.stderr
+        assert result.stderr.splitlines() == [
+            f"{cfg}:7: sources.0.options: timezone: required by format mariadb_audit: "
+            + FORMATS["mariadb_audit"].options_model.model_fields["timezone"].description  # type: ignore[operator]
+        ]

@@ -200,14 +200,34 @@ def _postgres_workload(port: int) -> None:
         "SET pgaudit.log = 'all, -read'",
     )
     assert changes.returncode == 0, changes.stderr
+    # A schema-qualified table with row-level security: COPY of it runs a query, which
+    # pgaudit logs as a READ with command SELECT (plus its own COPY record).
+    tenant = _psql(
+        port,
+        "postgres",
+        "admin-secret",
+        "CREATE SCHEMA crm",
+        "CREATE TABLE crm.accounts (id int PRIMARY KEY, iban text)",
+        f"INSERT INTO crm.accounts VALUES (1, '{IBAN_OLD}')",
+        "ALTER TABLE crm.accounts ENABLE ROW LEVEL SECURITY",
+        "CREATE POLICY app_rows ON crm.accounts TO crm_app USING (true)",
+        "GRANT USAGE ON SCHEMA crm TO crm_app",
+        "GRANT SELECT ON crm.accounts TO crm_app",
+        "ALTER SYSTEM SET pgaudit.log TO write, ddl",  # a list value, unquoted
+        "ALTER SYSTEM RESET pgaudit.log;",  # psql passes the semicolon on
+    )
+    assert tenant.returncode == 0, tenant.stderr
+    export = _psql(port, "crm_app", "app-secret", "COPY crm.accounts TO STDOUT")
+    assert export.returncode == 0 and IBAN_OLD in export.stdout, export.stderr
 
 
-def _pg_events(logs: Path, destination: str) -> list[pb.AuditEvent]:
+def _pg_events(logs: Path, destination: str, prefix: str = PREFIX) -> list[pb.AuditEvent]:
     suffix = {"stderr": "", "csvlog": ".csv", "jsonlog": ".json"}[destination]
     path = logs / f"postgresql{suffix}"
     assert path.exists(), sorted(p.name for p in logs.iterdir())
     options = FORMATS["pgaudit"].options_model.model_validate(
-        {"log_destination": destination, "log_line_prefix": PREFIX, "timezone": ZONE}
+        {"log_destination": destination, "log_line_prefix": prefix, "timezone": ZONE},
+        context={"source_name": "pg"},
     )
     return parse_file(path, "pgaudit", {}, options, "pg")
 
@@ -219,6 +239,7 @@ def test_pgaudit_workload_is_normalized(
     logs, begin, end = postgres_logs
     events = _pg_events(logs, destination)
     assert not [e.original for e in events if "parse_error" in e.flags]
+    assert not [e.original for e in events if "prefix_mismatch" in e.flags]
     assert not [e.original for e in events if "invalid_timestamp" in e.flags]
     # Times are right (the log prints CET/CEST; the source option names the zone).
     timed = [e for e in events if e.user.name == "crm_app"]
@@ -242,9 +263,17 @@ def test_pgaudit_workload_is_normalized(
 
     bulk = [e for e in _by_action(events, "db.select") if e.object.name == "public.customers"]
     assert bulk and bulk[0].record_count == 2
+    # Every record of a COPY ... TO is an export, whichever command pgaudit names: the
+    # row-level-security COPY comes as a READ with command SELECT (naming the table,
+    # schema-qualified) and as pgaudit's own COPY record. A table only the statement names
+    # is kept as written (the session's search_path is not in the log).
     exports = _by_action(events, "db.export")
-    assert [(e.user.name, e.object.name) for e in exports] == [("crm_app", "customers")]
-    assert not exports[0].HasField("record_count")  # pgaudit counts no rows for COPY
+    assert [(e.user.name, e.attributes["db.command"], e.object.name) for e in exports] == [
+        ("crm_app", "COPY", "customers"),
+        ("crm_app", "SELECT", "crm.accounts"),
+        ("crm_app", "COPY", "crm.accounts"),
+    ]
+    assert not [e for e in exports if e.HasField("record_count")]  # pgaudit counts 0 for COPY
 
     # The refused DELETE: no pgaudit record, the server's ERROR + STATEMENT instead.
     denied = _by_action(events, "db.delete")
@@ -269,11 +298,40 @@ def test_pgaudit_workload_is_normalized(
     assert role[0].audit_category == pb.AUDIT_CATEGORY_SYSTEM_ADMIN
     assert [e.object.name for e in _by_action(events, "db.grant")][-1] == "crm_app"
     assert _by_action(events, "db.revoke")
+    # Audit-setting changes carry the new value (RESET: the default), and the setting's
+    # name as object, without the statement's semicolon.
     config = _by_action(events, "db.audit_config_change")
     assert [(c.field, c.new_value) for e in config for c in e.changes] == [
         ("pgaudit.log_parameter", "on"),
         ("pgaudit.log", "all, -read"),
+        ("pgaudit.log", "write, ddl"),
+        ("pgaudit.log", "DEFAULT"),
     ]
+    assert [e.object.name for e in config] == ["pgaudit.log_parameter"] + ["pgaudit.log"] * 3
+
+
+def test_pgaudit_with_a_wrong_log_line_prefix_flags_every_unmatched_record(
+    postgres_logs: tuple[Path, int, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL's default prefix instead of the server's: the postmaster's own lines
+    still match it (%q ends the server's prefix for them), the session lines do not."""
+    logs, _, _ = postgres_logs
+    right = _pg_events(logs, "stderr")
+    with caplog.at_level("WARNING", logger="agent.parsers.pgaudit"):
+        wrong = _pg_events(logs, "stderr", prefix="%m [%p] ")
+    # Nothing is glued together: each record the right prefix finds is still one event
+    # (a mismatched record's DETAIL/STATEMENT lines become events of their own).
+    assert len(wrong) >= len(right)
+    assert max(e.original.count(" AUDIT: ") for e in wrong) == 1
+    audits = [e for e in wrong if " AUDIT: " in e.original]
+    assert len(audits) == sum(" AUDIT: " in e.original for e in right)
+    assert all({"prefix_mismatch", "parse_error"} <= set(e.flags) for e in audits)
+    failed = [e for e in wrong if "password authentication failed" in e.original]
+    assert len(failed) == 1 and "prefix_mismatch" in failed[0].flags
+    sessions = [e for e in wrong if " crm_app@crm " in e.original.split("  ", 1)[0]]
+    assert sessions and all("prefix_mismatch" in e.flags for e in sessions)
+    warnings = [r.getMessage() for r in caplog.records if "log_line_prefix" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("source pg: "), warnings
 
 
 # --- MariaDB ---------------------------------------------------------------------------
@@ -405,7 +463,8 @@ def test_mariadb_workload_is_normalized(mariadb_log: tuple[Path, int, int, Path]
     app = [e for e in events if e.user.name == "crm_app"]
     assert app and all(e.source.ip == "127.0.0.1" for e in app)
     inserts = _by_action(events, "db.insert")
-    assert [e.object.name for e in inserts] == ["customers", "customers"]
+    # Statements name the table as the TABLE events do: database.table.
+    assert [e.object.name for e in inserts] == ["crm.customers", "crm.customers"]
     assert _changes(inserts[0])["iban"] == IBAN_OLD
     assert _changes(inserts[1])["name"] == TRICKY
     updates = _by_action(events, "db.update")
@@ -417,6 +476,8 @@ def test_mariadb_workload_is_normalized(mariadb_log: tuple[Path, int, int, Path]
     # TABLE events (empty retcode) name the tables read and written.
     reads = _by_action(events, "db.table.read")
     assert "crm.customers" in {e.object.name for e in reads}
+    statements = [e for e in events if e.object.type == "table" and e.message]
+    assert {e.object.name for e in statements} == {"crm.customers"}
     assert all(e.outcome == pb.OUTCOME_UNSPECIFIED for e in reads)
     assert _by_action(events, "db.table.write")
 

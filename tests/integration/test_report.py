@@ -8,7 +8,10 @@ Data (2026-10-01 .. 2026-10-14):
 
 - agent ``rpt-crm-1``, source ``crm-app``: 1,500 generated CRM records plus injected
   incidents on 2026-10-09 (user ``mallory``: 25 failed logins, a 50,000-record export,
-  a role.assign to admin); heartbeats every 5 minutes, so never silent.
+  a role.assign to admin; ``hsupport`` acting as ``kengel``); heartbeats every 5
+  minutes, so never silent. Every CRM event belongs to one of two tenants
+  (organization), every role.assign names the user acted upon and the role granted
+  (user.target), as a source mapping sets them.
 - agent ``rpt-db-1``, source ``pg-prod``: a database statement every 10 minutes with
   grants, role and audit-config changes, silent (no event, no heartbeat) from
   2026-10-06 00:00 to 2026-10-08 00:00; one stored event altered afterwards.
@@ -49,7 +52,12 @@ from collector.integrity import (
 )
 from collector.keys import register_key
 from collector.lifecycle import LifecycleInstaller
-from collector.report.access import export_query, failed_login_query, privileged_query
+from collector.report.access import (
+    export_query,
+    failed_login_query,
+    impersonation_query,
+    privileged_query,
+)
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
 from tests.processes import BIN
@@ -142,16 +150,67 @@ def _incident_lines() -> list[dict[str, Any]]:
     return lines
 
 
+IMPERSONATOR = "hsupport"
+# (event, acting as): a support session as kengel; then the support user's own work.
+_ACTING = [
+    ("login.impersonation", "kengel"),
+    ("record.view", "kengel"),
+    ("record.update", "kengel"),
+    ("role.assign", "kengel"),
+    ("record.view", None),
+    ("logout", None),
+]
+TENANTS = ("bank-de", "bank-at")
+
+
+def _impersonation_lines() -> list[dict[str, Any]]:
+    user = {"id": "u-7001", "name": IMPERSONATOR, "roles": ["support"]}
+    lines = []
+    for i, (action, acting_as) in enumerate(_ACTING):
+        when = INCIDENT + timedelta(hours=2, minutes=i)
+        line: dict[str, Any] = {
+            "timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "event": action,
+            "outcome": "success",
+            "user": user,
+            "source_ip": "10.20.9.9",
+            **({"on_behalf_of": acting_as} if acting_as else {}),
+            "object": {"type": "customer", "id": f"CUST-7{i:05d}", "name": "Kunde"},
+            "message": f"{action} by {IMPERSONATOR}" + (f" as {acting_as}" if acting_as else ""),
+        }
+        if action == "role.assign":
+            line["object"] = {"type": "user", "id": "u-1011", "name": "nengel"}
+            line["message"] = "role compliance assigned to nengel"
+        lines.append(line)
+    return lines
+
+
+def _schema_additions(event: pb.AuditEvent, line: dict[str, Any]) -> None:
+    """What a source mapping would set from keys the default JSON mapping leaves in
+    attributes: the tenant, the user acted as, the user acted upon and the role granted."""
+    number = int(line["user"]["id"].rsplit("-", 1)[1])
+    event.organization.id = TENANTS[number % 2]
+    if number % 2 == 0:
+        event.organization.name = "Bank DE AG"
+    if "on_behalf_of" in line:
+        event.effective_user.name = line["on_behalf_of"]
+    if line["event"] == "role.assign":
+        event.target_user.id = line["object"]["id"]
+        event.target_user.name = line["object"]["name"]
+        event.target_user.roles.append(line["message"].split()[1])  # "role X assigned to Y"
+
+
 def crm_events() -> list[pb.AuditEvent]:
     rate = 1500 / (13 * 86400)
     lines = list(generate(1500, 7, START + timedelta(hours=1), rate_per_sec=rate))
-    lines += _incident_lines()
+    lines += _incident_lines() + _impersonation_lines()
     lines.sort(key=lambda line: line["timestamp"])
     parse = get_parser("jsonlines", {})
     out = []
     for line in lines:
         event = parse(json.dumps(line).encode())
         assert event is not None
+        _schema_additions(event, line)
         event.log.source_name = "crm-app"
         event.log.format = "jsonlines"
         out.append(event)
@@ -608,10 +667,11 @@ def test_integrity_section_is_the_verifier_result(env: Env, report: Generated) -
     agent, seq = env.altered
     assert [agent, "ALTERED", str(seq)] == findings[0][:3], findings
     assert "user.name" in findings[0][3]
+    event_id = report.tables["privileged"][0].index("Event id")
     flagged = [
         r
         for r in report.tables["privileged"][1:]
-        if r[7] == f"{agent}:{seq} (ALTERED: see Integrity)"
+        if r[event_id] == f"{agent}:{seq} (ALTERED: see Integrity)"
     ]
     assert len(flagged) == 1
     summary = json.loads(
@@ -629,6 +689,28 @@ def test_access_review_numbers_equal_opensearch_counts(env: Env, report: Generat
     assert len(privileged) == expected > 10
     assert f"Privileged changes ({expected:,})" in report.html
     assert any(r[1] == "mallory" and r[2] == "role.assign" for r in privileged)
+    # The user acted upon and the role granted, and the tenant, where the source gives them.
+    head = report.tables["privileged"][0]
+    rows = [dict(zip(head, r, strict=True)) for r in privileged]
+    (escalation,) = [r for r in rows if r["User"] == "mallory" and r["Action"] == "role.assign"]
+    assert (escalation["Target user"], escalation["Granted role"]) == ("mallory", "admin")
+    assert escalation["Organization"] == "Bank DE AG (bank-de)"  # u-6666: the even tenant
+    assigned = [r for r in rows if r["Action"] == "role.assign"]
+    assert (
+        len([r for r in assigned if r["Target user"] and r["Granted role"]])
+        == count(
+            env,
+            in_period(
+                {"term": {"event.action": "role.assign"}},
+                {"exists": {"field": "user.target.roles"}},
+            ),
+        )
+        == len(assigned)
+    )
+    assert {r["Organization"] for r in assigned} <= {"Bank DE AG (bank-de)", "bank-at"}
+    assert not [r for r in rows if r["Organization"] and not r["Agent/source"].endswith("crm-app")]
+    (acting,) = [r for r in rows if r["User"] == f"{IMPERSONATOR} as kengel"]
+    assert (acting["Action"], acting["Target user"]) == ("role.assign", "nengel")
     by_action = {r[0]: number(r[1]) for r in report.tables["by-action"][1:]}
     for action in ("db.grant", "db.role_change", "db.audit_config_change", "role.assign"):
         assert by_action[action] == count(env, in_period({"term": {"event.action": action}}))
@@ -640,6 +722,21 @@ def test_access_review_numbers_equal_opensearch_counts(env: Env, report: Generat
     assert f"Failed logins ({failed:,})" in report.html
     users = {r[0]: number(r[1]) for r in report.tables["failed-users"][1:]}
     assert users["mallory"] == 25
+
+
+def test_impersonated_actions_are_listed(env: Env, report: Generated) -> None:
+    head, *rows = report.tables["impersonation"]
+    listed = [dict(zip(head, r, strict=True)) for r in rows]
+    expected = count(env, in_period(impersonation_query()))
+    # Acting as someone else: the first four of _ACTING; his own work is not listed.
+    assert len(listed) == expected == 4
+    assert f"Impersonated actions ({expected:,})" in report.html
+    assert f"{expected:,} impersonated actions" in report.html  # the summary
+    assert [(r["User"], r["Acting as"], r["Action"]) for r in listed] == [
+        (IMPERSONATOR, "kengel", action) for action, _ in _ACTING[:4]
+    ]
+    assert {r["Organization"] for r in listed} == {"bank-at"}  # u-7001: odd, no name given
+    assert count(env, in_period({"term": {"user.name": IMPERSONATOR}})) == len(_ACTING)
 
 
 def test_alerts_by_rule_with_status_and_responses(env: Env, report: Generated) -> None:

@@ -75,3 +75,16 @@ def test_syslog_wrapped_records() -> None:
 def test_unreadable_line_is_flagged_not_dropped() -> None:
     event = _parse("garbage")
     assert "parse_error" in event.flags and event.original == "garbage"
+
+
+def test_statement_tables_are_named_with_the_records_database() -> None:
+    """The QUERY record names the table as the TABLE record does: database.table."""
+    query = _parse("20261127 10:00:00,db1,app,10.0.0.5,3,9,QUERY,crm,'SELECT * FROM customers',0")
+    table = _parse("20261127 10:00:00,db1,app,10.0.0.5,3,9,READ,crm,customers,")
+    assert query.object.name == table.object.name == "crm.customers"
+    other = _parse("20261127 10:00:00,db1,app,10.0.0.5,3,9,QUERY,crm,'DELETE FROM hr.staff',0")
+    assert other.object.name == "hr.staff"
+    grant = _parse(
+        "20261127 10:00:00,db1,root,localhost,3,9,QUERY,crm,'GRANT SELECT ON t TO \\'bob\\'',0"
+    )
+    assert (grant.object.type, grant.object.name) == ("role", "bob")

@@ -87,3 +87,26 @@ def test_bad_format_options_are_config_errors_with_line_and_key(tmp_path: Path) 
     assert "log_destination: Input should be 'stderr', 'csvlog' or 'jsonlog'" in problem
     assert "log_line_prefix: unknown escape %y in log_line_prefix" in problem
     assert "colour: unknown key" in problem
+
+
+def test_parse_counts_lines_the_log_line_prefix_does_not_match(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    config = load_config(_config(tmp_path, "      log_line_prefix: '%m [%p] %u@%d '"))
+    log = tmp_path / "logs" / "pg.log"
+    log.write_bytes(log.read_bytes() * 3)  # three mismatched records, one warning
+    out = io.StringIO()
+    with caplog.at_level("WARNING"):
+        assert run_parse(config, "pg", [], out) == 0
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith("source pg: ") and "log_line_prefix '%m [%p] %u@%d '" in warning
+    docs = [json.loads(line) for line in out.getvalue().splitlines()]
+    mismatched = [d for d in docs if "prefix_mismatch" in d.get("flags", [])]
+    assert len(mismatched) == len(docs) == 3
+    summary = capsys.readouterr().err.splitlines()[0]
+    assert summary == (
+        f"pg: {len(docs)} events ({len(docs)} with parse_error, "
+        f"{len(docs)} with prefix_mismatch) from 1 files"
+    )
+    # a log the configured prefix does not describe is a config fix: --strict fails
+    assert run_parse(config, "pg", [], io.StringIO(), strict=True) == 1

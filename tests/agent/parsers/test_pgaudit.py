@@ -165,3 +165,97 @@ def test_stderr_framer_does_not_start_records_at_secondary_lines() -> None:
     for i, line in enumerate(lines):
         out += framer.feed(line, i * 100, i * 100 + 100)
     assert [r.line_count for r in out] == [2]
+
+
+def test_copy_logged_as_a_select_is_an_export_without_a_row_count() -> None:
+    """COPY of a query, or of a table with row-level security, runs a query: pgaudit logs
+    the table read as command SELECT (and object audit logs only that)."""
+    text = (
+        "2026-11-27 10:00:00.000 UTC [5] LOG:  AUDIT: SESSION,1,1,READ,SELECT,TABLE,"
+        "crm.customers,COPY crm.customers TO STDOUT,<not logged>,0\n"
+        "2026-11-27 10:00:00.000 UTC [5] LOG:  AUDIT: OBJECT,2,1,READ,SELECT,TABLE,"
+        'crm.customers,"COPY (SELECT iban FROM crm.customers) TO STDOUT;",<not logged>,0\n'
+        "2026-11-27 10:00:00.000 UTC [5] LOG:  AUDIT: SESSION,3,1,READ,SELECT,TABLE,"
+        "crm.customers,SELECT * FROM crm.customers,<not logged>,7"
+    )
+    rls, query, select = _events(text)
+    assert [(e.action, e.object.name) for e in (rls, query)] == [
+        ("db.export", "crm.customers"),
+        ("db.export", "crm.customers"),
+    ]
+    assert not rls.HasField("record_count") and not query.HasField("record_count")
+    assert (select.action, select.record_count) == ("db.select", 7)
+
+
+def test_alter_system_reset_names_the_setting_without_the_semicolon() -> None:
+    line = (
+        "2026-11-27 10:00:00.000 UTC [5] LOG:  AUDIT: SESSION,1,1,DDL,ALTER SYSTEM,,,"
+        "ALTER SYSTEM RESET pgaudit.log;,<not logged>"
+    )
+    (event,) = _events(line)
+    assert (event.action, event.object.name) == ("db.audit_config_change", "pgaudit.log")
+    assert [(c.field, c.new_value) for c in event.changes] == [("pgaudit.log", "DEFAULT")]
+
+
+WRONG_PREFIX_LOG = (
+    # A postmaster line (no session part after %q) matches the default prefix ...
+    "2026-11-27 10:00:00.000 UTC [7] LOG:  database system is ready to accept connections\n"
+    # ... the session lines, written with a longer prefix, do not.
+    "2026-11-27 10:00:01.000 UTC [9] bob@crm LOG:  AUDIT: SESSION,1,1,READ,SELECT,TABLE,"
+    "public.customers,SELECT * FROM customers,<not logged>\n"
+    "2026-11-27 10:00:02.000 UTC [10] bob@crm FATAL:  "
+    'password authentication failed for user "bob"\n'
+    "2026-11-27 10:00:02.000 UTC [10] bob@crm DETAIL:  Connection matched pg_hba.conf line 3\n"
+)
+
+
+def test_a_prefix_that_does_not_match_splits_and_flags_instead_of_merging() -> None:
+    events = _events(WRONG_PREFIX_LOG)
+    # One event per line that is not a continuation: nothing merged into the first one.
+    assert len(events) == 4
+    assert events[0].message.startswith("database system is ready")
+    assert not events[0].flags
+    assert all({"prefix_mismatch", "parse_error"} <= set(e.flags) for e in events[1:]), [
+        list(e.flags) for e in events
+    ]
+    assert events[1].original.endswith("SELECT * FROM customers,<not logged>")
+
+
+def test_lines_joined_by_another_framer_are_flagged_too() -> None:
+    """A `multiline:` start pattern joins lines the prefix does not describe."""
+    text = WRONG_PREFIX_LOG.rstrip("\n")
+    event = get_parser("pgaudit", {}, PgauditOptions())(text.encode())
+    assert event is not None and "prefix_mismatch" in event.flags
+    assert "parse_error" not in event.flags  # its first line was understood
+
+
+def test_a_prefix_mismatch_is_warned_once_per_source(caplog: pytest.LogCaptureFixture) -> None:
+    from agent.config import SourceConfig
+
+    source = SourceConfig.model_validate(
+        {"name": "pg-main", "format": "pgaudit", "paths": ["/var/log/pg/*.log"]}
+    )
+    options = source.parsed_options()
+    parse = get_parser("pgaudit", {}, options)
+    framer = get_framer("pgaudit", options)
+    with caplog.at_level("WARNING"):
+        events = [i.event for i in parse_bytes((WRONG_PREFIX_LOG * 3).encode(), parse, framer)]
+    assert sum("prefix_mismatch" in e.flags for e in events) == 9
+    (record,) = [r for r in caplog.records if "log_line_prefix" in r.getMessage()]
+    assert "source pg-main" in record.getMessage() and "'%m [%p] '" in record.getMessage()
+
+
+def test_the_prefix_warning_carries_no_log_content(caplog: pytest.LogCaptureFixture) -> None:
+    """Privacy rules apply to events; the agent's own log must not leak the raw line."""
+    options = PgauditOptions.model_validate(
+        {"privacy": {"redact": {"user.name": {}}}}, context={"source_name": "pg"}
+    )
+    parse = get_parser("pgaudit", {}, options)
+    with caplog.at_level("WARNING"):
+        events = [
+            i.event
+            for i in parse_bytes(WRONG_PREFIX_LOG.encode(), parse, get_framer("pgaudit", options))
+        ]
+    assert any("prefix_mismatch" in e.flags for e in events)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "bob" not in message and "AUDIT" not in message and "source pg:" in message

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.parsers.sql import action_for_command, classify
+from agent.parsers.sql import action_for_command, classify, qualified
 
 
 @pytest.mark.parametrize(
@@ -78,3 +78,57 @@ def test_command_tags() -> None:
 @given(st.text(max_size=300), st.booleans())
 def test_any_text_is_classified_without_error(text: str, mysql: bool) -> None:
     classify(text, mysql=mysql)
+
+
+@pytest.mark.parametrize(
+    ("statement", "name", "changes"),
+    [
+        # psql passes the terminating semicolon through and pgaudit logs it.
+        ("ALTER SYSTEM RESET pgaudit.log;", "pgaudit.log", [("pgaudit.log", "DEFAULT")]),
+        ("ALTER SYSTEM SET pgaudit.log = 'ddl' ;", "pgaudit.log", [("pgaudit.log", "ddl")]),
+        # A PostgreSQL list value is one value, not a second setting.
+        (
+            "ALTER SYSTEM SET pgaudit.log TO write, ddl",
+            "pgaudit.log",
+            [("pgaudit.log", "write, ddl")],
+        ),
+        ("SET pgaudit.log = 'all, -read'", "pgaudit.log", [("pgaudit.log", "all, -read")]),
+        ("SET pgaudit.log TO DEFAULT", "pgaudit.log", [("pgaudit.log", "DEFAULT")]),
+        ("RESET pgaudit.log", "pgaudit.log", [("pgaudit.log", "DEFAULT")]),
+        ("ALTER SYSTEM RESET ALL", "all", [("all", "DEFAULT")]),
+        ("ALTER ROLE bob RESET pgaudit.log", "bob", [("pgaudit.log", "DEFAULT")]),
+        ("ALTER DATABASE crm SET pgaudit.log = 'none'", "crm", [("pgaudit.log", "none")]),
+    ],
+)
+def test_audit_setting_changes_carry_the_new_value(
+    statement: str, name: str, changes: list[tuple[str, str | None]]
+) -> None:
+    info = classify(statement)
+    assert (info.action, info.object_name, info.changes) == (
+        "db.audit_config_change",
+        name,
+        changes,
+    )
+
+
+def test_only_the_first_statement_counts() -> None:
+    info = classify("COPY crm.customers TO STDOUT; DELETE FROM t;")
+    assert (info.action, info.object_name) == ("db.export", "crm.customers")
+    assert classify("SET search_path = a, b").changes == [("search_path", "a, b")]
+    assert classify("RESET search_path").action == "db.reset"
+    # MySQL assigns several variables in one SET.
+    assert classify(
+        "SET GLOBAL server_audit_events = 'CONNECT', general_log = 1", True
+    ).changes == [
+        ("server_audit_events", "CONNECT"),
+        ("general_log", "1"),
+    ]
+
+
+def test_schema_objects_are_qualified_with_the_current_database() -> None:
+    assert qualified(classify("INSERT INTO customers (a) VALUES (1)", True), "crm") == (
+        "crm.customers"
+    )
+    assert qualified(classify("SELECT * FROM other.customers", True), "crm") == "other.customers"
+    assert qualified(classify("GRANT SELECT ON t TO bob", True), "crm") == "bob"  # a role
+    assert qualified(classify("SELECT * FROM customers", True), "") == "customers"
