@@ -88,12 +88,12 @@ def test_every_problem_of_generic_rules_at_once_with_its_key_path(tmp_path: Path
         "got equals, prefix",
         f"{path}:11: rules.0.where.6: not_equal_field: user.name and crm.changes.old must both",
         f"{path}:12: rules.0.key: key field crm.changes.field is inside the nested crm.changes",
-        f"{path}:14: rules.1: ",
-        "key: kind match needs a key",
-        "where: kind match needs at least one condition",
-        "window: kind match alerts per event; no window",
-        f"{path}:18: rules.2: where: only kinds match and threshold take where",
-        "field: sum needs a number field, user.name is keyword",
+        f"{path}:2: rules.0.threshold: kind threshold needs a threshold (e.g. 3)",
+        f"{path}:14: rules.1.key: kind match needs a key (e.g. [user.name])",
+        f"{path}:16: rules.1.where: kind match needs at least one condition",
+        f"{path}:17: rules.1.window: kind match alerts per event; no window",
+        f"{path}:20: rules.2.where: only kinds match and threshold take where",
+        f"{path}:27: rules.3.field: sum needs a number field, user.name is keyword",
     ]
     for text in expected:
         assert text in problems, text
