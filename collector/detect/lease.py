@@ -2,11 +2,14 @@
 
 One document per rule (``_id`` = ``rule:<id>``) names its holder, when the lease
 expires and how far the rule has been evaluated (``evaluated_to``: the state that
-survives restarts and hand-overs). Taking a free or expired lease and renewing one's
-own are conditional writes (``op_type=create`` for a new document, ``if_seq_no`` /
-``if_primary_term`` otherwise): of two collectors racing for it, one gets a 409 and
-skips the rule this round. A collector that dies simply stops renewing; another takes
-over once the lease expired and continues from ``evaluated_to``.
+survives restarts and hand-overs). That is a point on the *receipt* timeline: windowed
+rules have evaluated every event the collectors received (``event.ingested``) up to it,
+whatever the event's own time; the integrity rule every integrity alert written up to
+it. Taking a free or expired lease and renewing one's own are conditional writes
+(``op_type=create`` for a new document, ``if_seq_no`` / ``if_primary_term`` otherwise):
+of two collectors racing for it, one gets a 409 and skips the rule this round. A
+collector that dies simply stops renewing; another takes over once the lease expired
+and continues from ``evaluated_to``.
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ from pydantic import (
     model_validator,
 )
 
+from collector.detect.conditions import Condition, actions_named, fields_named
 from collector.detect.errors import RulesError
+from collector.detect.fields import check_field, lookup, unknown_field_message
 from proto.yamlconfig import validate
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -39,7 +41,7 @@ SEVERITY_RANK: dict[str, int] = {"low": 1, "medium": 2, "high": 3, "critical": 4
 
 # Per-event kinds run inline on every indexed batch; windowed kinds run as periodic
 # aggregation queries over recent data.
-INLINE_KINDS = ("bulk_export", "off_hours_login", "privilege_change", "audit_tampering")
+INLINE_KINDS = ("bulk_export", "off_hours_login", "privilege_change", "audit_tampering", "match")
 WINDOWED_KINDS = (
     "failed_login_burst",
     "failed_login_distinct_ips",
@@ -50,7 +52,10 @@ WINDOWED_KINDS = (
     "bank_change_then_export",
     "new_network",
     "integrity",
+    "threshold",
 )
+#: Kinds written entirely in YAML (``where`` conditions instead of built-in logic).
+GENERIC_KINDS = ("match", "threshold")
 KINDS = INLINE_KINDS + WINDOWED_KINDS
 Kind = Literal[
     "bulk_export",
@@ -66,7 +71,10 @@ Kind = Literal[
     "bank_change_then_export",
     "new_network",
     "integrity",
+    "match",
+    "threshold",
 ]
+Aggregate = Literal["count", "sum", "distinct_count"]
 
 _LOGINS = ["login", "login.failed"]
 _EXPORTS = ["record.export", "db.export"]
@@ -117,6 +125,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "fields": ["audit"], "suppression": 0,
     },
     "integrity": {"key": ["agent.id"], "suppression": 0},
+    "match": {},
+    "threshold": {"aggregate": "count"},
 }  # fmt: skip
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -285,6 +295,45 @@ class Response(_Model):
         return self
 
 
+def _kind_problem(kind: str, name: str, value: Any, data: dict[str, Any]) -> str | None:
+    """What is wrong with setting `name` = `value` for a rule of `kind` (generic kinds
+    take `where` instead of the built-in kinds' settings, and need key, window...)."""
+    generic = kind in GENERIC_KINDS
+    if name in ("actions", "fields", "object_types", "calendar"):
+        if generic and value is not None:
+            return f"kind {kind} does not use {name}; write a where condition"
+        return None
+    if name == "key":
+        return f"kind {kind} needs a key (e.g. [user.name])" if generic and value is None else None
+    if name == "where":
+        if not generic:
+            return None if value is None else "only kinds match and threshold take where"
+        if kind == "match" and not value:
+            return "kind match needs at least one condition"
+        return None
+    if kind == "match" and value is not None:  # window, threshold, aggregate, field
+        return f"kind match alerts per event; no {name}"
+    if name in ("aggregate", "field") and kind != "threshold":
+        return None if value is None else f"only kind threshold takes {name}"
+    if kind != "threshold":
+        return None
+    if name in ("window", "threshold") and not value:
+        example = "1h" if name == "window" else "3"
+        return f"kind threshold needs a {name} (e.g. {example})"
+    if name == "field" and "aggregate" in data:
+        aggregate = data["aggregate"] or "count"
+        if aggregate == "count":
+            return "aggregate count counts events; no field" if value is not None else None
+        if value is None:
+            return f"aggregate {aggregate} needs a field"
+        info = lookup(str(value))
+        if info is not None and aggregate == "sum" and not info.numeric:
+            return f"sum needs a number field, {value} is {info.type}"
+        if info is not None and not info.searchable:
+            return f"{value} ({info.type}) cannot be aggregated"
+    return None
+
+
 class Rule(_Model):
     """One detection rule (settings a kind does not use are refused)."""
 
@@ -293,9 +342,10 @@ class Rule(_Model):
     severity: Severity = "medium"
     kind: Kind
     enabled: bool = True
-    key: list[str] | None = None
-    window: Duration | None = None
-    threshold: float | None = Field(default=None, gt=0)
+    # validate_default: a setting the kind needs is reported at its own key when missing
+    key: list[str] | None = Field(default=None, validate_default=True)
+    window: Duration | None = Field(default=None, validate_default=True)
+    threshold: float | None = Field(default=None, gt=0, validate_default=True)
     suppression: Duration | None = None
     allow: AllowList = AllowList()
     actions: list[str] | None = None
@@ -314,6 +364,11 @@ class Rule(_Model):
     # privilege_change: only CRM role changes whose new value names one of these roles
     # alert (none: every grant). Database grants always alert (no structured role).
     privileged_roles: list[str] | None = None
+    # match / threshold: conditions every counted event meets (collector.detect.conditions)
+    where: list[Condition] | None = Field(default=None, validate_default=True)
+    # threshold: what is compared with `threshold` per key within `window`
+    aggregate: Aggregate | None = None
+    field: str | None = Field(default=None, validate_default=True)
     notify: bool = True
     response: Response | None = None
 
@@ -329,6 +384,37 @@ class Rule(_Model):
     def _key(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             raise ValueError("at least one key field is required")
+        problems = []
+        for name in value or []:
+            info = lookup(name)
+            if info is None:
+                problems.append(unknown_field_message(name))
+            elif info.nested is not None:
+                problems.append(f"key field {name} is inside the nested {info.nested}")
+            elif not info.searchable:
+                problems.append(f"key field {name} ({info.type}) cannot be aggregated")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @field_validator("field")
+    @classmethod
+    def _field(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_field(value)
+        return value
+
+    @field_validator(
+        "key", "window", "threshold", "actions", "fields", "object_types", "calendar",
+        "where", "aggregate", "field",
+    )  # fmt: skip
+    @classmethod
+    def _fits_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        if "kind" not in info.data:  # the kind itself is wrong (reported there)
+            return value
+        problem = _kind_problem(str(info.data["kind"]), str(info.field_name), value, info.data)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -375,6 +461,14 @@ class Rule(_Model):
     def inline(self) -> bool:
         return self.kind in INLINE_KINDS
 
+    @property
+    def conditions(self) -> list[Condition]:
+        return list(self.where or [])
+
+    @property
+    def aggregation(self) -> str:
+        return self.aggregate or "count"
+
 
 class RuleSet(_Model):
     """The whole rules file."""
@@ -406,6 +500,18 @@ class RuleSet(_Model):
             if role in rule.groups:
                 return self.calendars[rule.groups[role]]
         return self.calendars.get(rule.calendar) if rule.calendar else None
+
+
+def referenced(rule: Rule) -> tuple[list[str], list[str]]:
+    """(document fields, ``event.action`` values) `rule` relies on finding in events."""
+    names = [*rule.key_fields, *fields_named(rule.conditions)]
+    if rule.field:
+        names.append(rule.field)
+    if rule.kind in GENERIC_KINDS:
+        actions = actions_named(rule.conditions)
+    else:
+        actions = rule.action_list if rule.kind != "integrity" else []
+    return list(dict.fromkeys(names)), list(dict.fromkeys(actions))
 
 
 def load_rules(path: Path) -> RuleSet:
