@@ -11,6 +11,7 @@ live side by side so they change together (tests index real documents through it
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -93,6 +94,35 @@ def _put(target: Document, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _put_user(target: Document, prefix: str, user: audit_pb2.User) -> None:
+    _put(target, f"{prefix}.id", user.id)
+    _put(target, f"{prefix}.name", user.name)
+    _put(target, f"{prefix}.email", user.email)
+    _put(target, f"{prefix}.roles", list(user.roles))
+
+
+def typed_change_value(text: str, value_type: int) -> str | int | float | bool:
+    """A change value as the source typed it: a number stays a number in the document.
+
+    The keyword mapping indexes every kind as text, so searches see no difference; the
+    stored ``_source`` (what analysts and exports read) keeps the type. Text that does not
+    read as the stated type stays text rather than being guessed at.
+    """
+    if value_type == audit_pb2.FieldChange.VALUE_TYPE_NUMBER:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return number if math.isfinite(number) else text
+    if value_type == audit_pb2.FieldChange.VALUE_TYPE_BOOLEAN and text in ("true", "false"):
+        return text == "true"
+    return text
+
+
 def _raw_key(attributes: dict[str, str], name: str) -> str:
     # An attribute of the source may already use the name; keep both values.
     return name if name not in attributes else f"{name}.collector"
@@ -149,6 +179,10 @@ def to_document(
     _put(doc, "user.name", user.name)
     _put(doc, "user.email", user.email)
     _put(doc, "user.roles", list(user.roles))
+    _put_user(doc, "user.effective", event.effective_user)
+    _put_user(doc, "user.target", event.target_user)
+    _put(doc, "organization.id", event.organization.id)
+    _put(doc, "organization.name", event.organization.name)
 
     src = event.source
     if src.ip:
@@ -172,12 +206,12 @@ def to_document(
     _put(doc, "crm.object.name", event.object.name)
     changes = []
     for change in event.changes:
-        entry: dict[str, str] = {"field": change.field}
-        # Optional values: "" means "was empty", absence means "not recorded".
+        entry: dict[str, Any] = {"field": change.field}
+        # Optional values: "" means "was empty", absence means "not recorded" (or null).
         if change.HasField("old_value"):
-            entry["old"] = change.old_value
+            entry["old"] = typed_change_value(change.old_value, change.old_type)
         if change.HasField("new_value"):
-            entry["new"] = change.new_value
+            entry["new"] = typed_change_value(change.new_value, change.new_type)
         changes.append(entry)
     _put(doc, "crm.changes", changes)
     if event.HasField("record_count"):
@@ -236,7 +270,16 @@ EVENTS_MAPPING: dict[str, Any] = {
             original={"type": "keyword", "index": False, "doc_values": False},
             sequence={"type": "unsigned_long"},
         ),
-        "user": _obj(id=_KW, name=_KW, email=_KW, roles=_KW),
+        "user": _obj(
+            id=_KW,
+            name=_KW,
+            email=_KW,
+            roles=_KW,
+            # ECS: the identity acted as (impersonation) and the user acted upon.
+            effective=_obj(id=_KW, name=_KW, email=_KW, roles=_KW),
+            target=_obj(id=_KW, name=_KW, email=_KW, roles=_KW),
+        ),
+        "organization": _obj(id=_KW, name=_KW),
         "source": _obj(ip={"type": "ip"}, port={"type": "long"}),
         "user_agent": _obj(original=_KW),
         "crm": _obj(

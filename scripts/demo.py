@@ -173,6 +173,25 @@ def _count(url: str) -> int:
         return 0
 
 
+def _sealed_through(url: str) -> int:
+    """The highest sequence covered by a searchable seal (0 when none is yet).
+
+    Events become searchable a moment before the seal of their batch does (the seal is
+    written after the events are confirmed); verifying in between would report the
+    unsealed tail as inserted, so the demo waits for the seals too.
+    """
+    try:
+        _get(f"{url}/{PREFIX}-seals/_refresh")
+        result = _get(
+            f"{url}/{PREFIX}-seals/_search",
+            {"size": 0, "aggs": {"last": {"max": {"field": "seal.last_sequence"}}}},
+        )
+    except OSError:
+        return 0
+    value = result.get("aggregations", {}).get("last", {}).get("value")
+    return int(value) if isinstance(value, int | float) else 0
+
+
 def _summary(url: str, expected: int, elapsed: float) -> None:
     result = _get(
         f"{url}/{PREFIX}-events-*/_search",
@@ -279,6 +298,9 @@ def main() -> int:
                     return 1
             time.sleep(0.5)
         _summary(url, args.count, time.monotonic() - started)
+        seal_deadline = time.monotonic() + 60
+        while _sealed_through(url) < args.count and time.monotonic() < seal_deadline:
+            time.sleep(0.5)
         _verify(url)
         print(f"\nlogs: {VAR}/collector.log, {VAR}/agent.log; configs beside them")
         if not args.once:

@@ -160,3 +160,61 @@ def test_index_name_by_event_time_and_class() -> None:
 def test_document_id_and_iso() -> None:
     assert document_id("agent-1", 18446744073709551615) == "agent-1:18446744073709551615"
     assert iso_nanos(0) == "1970-01-01T00:00:00.000000000Z"
+
+
+def test_effective_target_user_and_organization() -> None:
+    event = make_event(1)
+    event.user.name = "admin.sven"
+    event.effective_user.name = "jürgen.weiß"
+    event.effective_user.id = "u-17"
+    event.target_user.name = "carla"
+    event.target_user.roles.extend(["sales_manager"])
+    event.organization.id = "tenant-eu-3"
+    doc = to_document(event, agent_id="agent-1", received_unix_nano=NOV_27_2026).source
+    assert doc["user"]["name"] == "admin.sven"
+    assert doc["user"]["effective"] == {"id": "u-17", "name": "jürgen.weiß"}
+    assert doc["user"]["target"] == {"name": "carla", "roles": ["sales_manager"]}
+    assert doc["organization"] == {"id": "tenant-eu-3"}
+
+
+def test_absent_effective_user_leaves_no_empty_object() -> None:
+    doc = to_document(make_event(1), agent_id="agent-1", received_unix_nano=NOV_27_2026).source
+    assert "effective" not in doc["user"]
+    assert "target" not in doc["user"]
+    assert "organization" not in doc
+
+
+def test_change_values_keep_their_types() -> None:
+    t = audit_pb2.FieldChange
+    event = make_event(1)
+    del event.changes[:]
+    event.changes.extend(
+        [
+            t(
+                field="credit_limit",
+                old_value="5000",
+                new_value="7500.5",
+                old_type=t.VALUE_TYPE_NUMBER,
+                new_type=t.VALUE_TYPE_NUMBER,
+            ),
+            t(
+                field="vip",
+                old_value="false",
+                new_value="true",
+                old_type=t.VALUE_TYPE_BOOLEAN,
+                new_type=t.VALUE_TYPE_BOOLEAN,
+            ),
+            t(field="phone", new_value="+49 30 1234"),  # old: null at the source
+            t(field="tags", new_value='["a","b"]', new_type=t.VALUE_TYPE_JSON),
+            # a value that does not read as its stated type stays text
+            t(field="odd", new_value="12abc", new_type=t.VALUE_TYPE_NUMBER),
+        ]
+    )
+    doc = to_document(event, agent_id="agent-1", received_unix_nano=NOV_27_2026).source
+    assert doc["crm"]["changes"] == [
+        {"field": "credit_limit", "old": 5000, "new": 7500.5},
+        {"field": "vip", "old": False, "new": True},
+        {"field": "phone", "new": "+49 30 1234"},
+        {"field": "tags", "new": '["a","b"]'},
+        {"field": "odd", "new": "12abc"},
+    ]

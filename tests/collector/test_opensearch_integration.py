@@ -14,6 +14,7 @@ import pytest
 from collector.documents import index_name, to_document
 from collector.index import BulkIndexer, IndexRequest, Requester
 from collector.lifecycle import NO_ISM_WARNING, LifecycleInstaller, deadletter_index
+from proto.v1 import audit_pb2
 from tests.collector.conftest import NOV_27_2026, STANDARD_POLICY, make_event, search
 
 pytestmark = pytest.mark.integration
@@ -217,3 +218,53 @@ def managed_by(http: Requester, index: str) -> str | None:
             break
         time.sleep(0.5)
     return policy
+
+
+def test_new_user_fields_and_typed_changes_index_and_search(
+    os_http: Requester, prefix: str
+) -> None:
+    """The strict template takes user.effective/target, organization and typed change
+    values; numbers stay numbers in _source and match as terms."""
+    install(os_http, prefix)
+    change = audit_pb2.FieldChange
+    event = make_event(1)
+    event.effective_user.name = "carla"
+    event.target_user.name = "bob"
+    event.target_user.roles.append("admin")
+    event.organization.id = "tenant-7"
+    event.changes.append(
+        change(
+            field="credit_limit",
+            old_value="5000",
+            new_value="7500",
+            old_type=change.VALUE_TYPE_NUMBER,
+            new_type=change.VALUE_TYPE_NUMBER,
+        )
+    )
+    indexer = BulkIndexer(os_http, deadletter_index=deadletter_index(prefix), max_docs=7)
+    doc = to_document(event, agent_id="agent-1", received_unix_nano=NOV_27_2026)
+    target = index_name(prefix, "standard", "monthly", doc.timestamp_unix_nano)
+    result = indexer.index([IndexRequest(target, doc.doc_id, doc.source, "agent-1", 1)])
+    assert result.dead_lettered == 0
+    hits = search(
+        os_http,
+        f"{prefix}-events-*",
+        {
+            "bool": {
+                "filter": [
+                    {"term": {"user.effective.name": "carla"}},
+                    {"term": {"user.target.roles": "admin"}},
+                    {"term": {"organization.id": "tenant-7"}},
+                    {
+                        "nested": {
+                            "path": "crm.changes",
+                            "query": {"term": {"crm.changes.new": "7500"}},
+                        }
+                    },
+                ]
+            }
+        },
+    )
+    assert len(hits) == 1
+    stored = hits[0]["_source"]["crm"]["changes"]
+    assert {"field": "credit_limit", "old": 5000, "new": 7500} in stored
