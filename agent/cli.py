@@ -9,8 +9,9 @@ the environment.
   (defaults filled in, secrets and ${...}-substituted values masked);
 - `key`: create the signing key if needed, print the public key file and key id (for
   `crm-audit keys register KEYS_DIR AGENT_ID PUBFILE` on the collector side);
-- `parse [--source NAME] [FILE...]`: print what the parsers make of the files (ships
-  nothing, writes no state);
+- `parse [--source NAME] [--strict] [FILE...]`: print what the parsers make of the
+  files and, per source, what did not map (ships nothing, writes no state, needs no
+  TLS files); `--strict` exits 1 when anything did not map;
 - `status [--format text|json]`: per file offset vs size, spool depth, sequences and
   last ack, read from state_dir (agent.status); the agent need not run.
 
@@ -88,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
                 "--source", help="the source whose settings apply (default: every source)"
             )
             sub.add_argument(
+                "--strict",
+                action="store_true",
+                help="exit 1 when any event has a mapping error or an unknown action, "
+                "or any record key was left unmapped",
+            )
+            sub.add_argument(
                 "files",
                 nargs="*",
                 type=Path,
@@ -116,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.setup(args.log_format or "text", args.log_level or "INFO")
     try:
-        config, secret_paths = load_config_and_secrets(args.config, os.environ)
+        # `parse` sends nothing: the TLS files need not exist on this host.
+        config, secret_paths = load_config_and_secrets(
+            args.config, os.environ, tls_files=args.command != "parse"
+        )
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     _apply_logging(args, config)
     if args.command == "parse":
         # Reads only the files: no state directory, no collector.
-        return run_parse(config, args.source, args.files, sys.stdout)
+        return run_parse(config, args.source, args.files, sys.stdout, strict=args.strict)
     if args.command == "status":
         return _status(config, args.format)
     problems = _environment_problems(config)

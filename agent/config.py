@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,9 +31,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agent.errors import ConfigError
 from agent.parsers import FORMATS
+from agent.parsers.mapping import check as mapping_check
 from proto import yamlconfig
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
@@ -67,6 +71,20 @@ def _read(path: Path) -> bytes:
         raise ValueError(f"not readable: {path}: {exc.strerror}") from None
 
 
+# False while loading for a command that sends nothing (`parse`): the TLS files of the
+# host the config was written for need not exist where the admin tries the mapping.
+_CHECK_TLS_FILES: ContextVar[bool] = ContextVar("check_tls_files", default=True)
+
+
+@contextmanager
+def _tls_files_checked(check: bool) -> Iterator[None]:
+    token = _CHECK_TLS_FILES.set(check)
+    try:
+        yield
+    finally:
+        _CHECK_TLS_FILES.reset(token)
+
+
 class TLSConfig(_Model):
     """Client side of mTLS: CA bundle to verify the collector, our certificate and key (PEM)."""
 
@@ -78,6 +96,8 @@ class TLSConfig(_Model):
     @classmethod
     def _certificate(cls, value: Path, info: ValidationInfo) -> Path:
         path = _resolve(value, info)
+        if not _CHECK_TLS_FILES.get():
+            return path
         data = _read(path)
         try:
             x509.load_pem_x509_certificates(data)
@@ -89,6 +109,8 @@ class TLSConfig(_Model):
     @classmethod
     def _private_key(cls, value: Path, info: ValidationInfo) -> Path:
         path = _resolve(value, info)
+        if not _CHECK_TLS_FILES.get():
+            return path
         data = _read(path)
         try:
             load_pem_private_key(data, password=None)
@@ -183,7 +205,13 @@ class SourceConfig(_Model):
     format: str
     paths: list[str] = Field(min_length=1)
     exclude: list[str] = []
-    mapping: dict[str, str] = {}
+    # jsonlines and regex: target field → rule of the mapping language (a path, or
+    # path/const with values/default/when/each, or a list of alternatives); see
+    # [mapping.md](mapping.md).
+    mapping: dict[str, Any] = {}
+    # jsonlines and regex: the source's action names → canonical actions of the built-in
+    # vocabulary, or new ones with their categories; see [mapping.md](mapping.md#actions).
+    actions: dict[str, Any] = {}
     # Format-specific settings, validated by the format's own options model
     # (see agent.parsers.Format.options_model); kept validated in `parsed_options`.
     options: dict[str, Any] = {}
@@ -217,17 +245,29 @@ class SourceConfig(_Model):
     def _absolute(cls, value: list[str], info: ValidationInfo) -> list[str]:
         return [str(_resolve(Path(p), info)) for p in value]
 
-    @field_validator("mapping")
+    @field_validator("mapping", "actions")
     @classmethod
-    def _known_fields(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+    def _mapping_compiles(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         fmt = FORMATS.get(info.data.get("format", ""))
-        if fmt is None:
+        if fmt is None or not value:
             return value
-        problems = [f"unknown schema field {k!r}" for k in value if k not in fmt.fields]
-        problems += [f"{k!r}: empty source path" for k, v in value.items() if not v.strip(".")]
+        key = info.field_name
+        mapping = value if key == "mapping" else {}
+        actions = value if key == "actions" else {}
+        problems = [(loc[1:], msg) for loc, msg in mapping_check(mapping, actions, fmt.fields)]
         if problems:
-            known = ", ".join(sorted(fmt.fields))
-            raise ValueError(f"{'; '.join(problems)} (schema fields: {known})")
+            # One error per problem, each at its own key path (sources.N.mapping.…).
+            raise ValidationError.from_exception_data(
+                "mapping",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("mapping", "{message}", {"message": message}),
+                        loc=loc,
+                        input=None,
+                    )
+                    for loc, message in problems
+                ],
+            )
         return value
 
     @field_validator("options")
@@ -346,14 +386,19 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> AgentConfig
 
 
 def load_config_and_secrets(
-    path: Path, env: Mapping[str, str] | None = None
+    path: Path, env: Mapping[str, str] | None = None, *, tls_files: bool = True
 ) -> tuple[AgentConfig, frozenset[yamlconfig.KeyPath]]:
     """`load_config` plus the key paths filled by ${...} substitution (to mask them when
-    the effective config is printed). `env`: the variables ${NAME} may use."""
-    loaded = yamlconfig.load(path, AgentConfig, env)
+    the effective config is printed). `env`: the variables ${NAME} may use.
+    `tls_files=False` (for `parse`, which sends nothing) skips reading the TLS files and
+    the certificate's CN check; everything else is validated as always."""
+    with _tls_files_checked(tls_files):
+        loaded = yamlconfig.load(path, AgentConfig, env)
     config = loaded.config
     if config is None:
         raise ConfigError(loaded.problems)
+    if not tls_files:
+        return config, loaded.secret_paths
     cn = certificate_cn(config.collector.tls.cert)
     if cn != config.agent_id:
         _, lines, _ = yamlconfig.load_yaml(path)

@@ -176,7 +176,7 @@ def _source_spec(s: SourceConfig) -> SourceSpec:
 def _source_parser(s: SourceConfig) -> SourceParser:
     return SourceParser(
         s.format,
-        get_parser(s.format, s.mapping, s.parsed_options()),
+        get_parser(s.format, s.mapping, s.parsed_options(), s.actions),
         _framer_factory(s),
         s.multiline.timeout_s if s.multiline is not None else 2.0,
     )

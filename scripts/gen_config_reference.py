@@ -54,6 +54,10 @@ the config file's directory); `$${` is a literal `${`. An unset variable or unre
 file is a config error (`file:line: key.path: ...`). `check -c FILE --print` shows the
 effective config with every substituted value and every password/secret/token/key value
 masked (file paths such as `tls.key` are shown).
+
+**Mapping.** How `jsonlines` and `regex` sources turn records into events —
+`sources[].mapping` and `sources[].actions`, the action vocabulary and the presets for
+real CRMs — is described in [mapping.md](mapping.md).
 """
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,12 +34,13 @@ class NoOptions(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Format:
-    """A log format: its name, the schema fields a mapping may override, a parser factory,
-    and how its lines group into records (one line, one record unless it says otherwise)."""
+    """A log format: its name, the schema fields a mapping may override, a parser factory
+    (mapping, options, actions), and how its lines group into records (one line, one
+    record unless it says otherwise)."""
 
     name: str
     fields: frozenset[str]
-    make_parser: Callable[[Mapping[str, str], BaseModel], ParseFn]
+    make_parser: Callable[[Mapping[str, Any], BaseModel, Mapping[str, Any]], ParseFn]
     make_framer: Callable[[BaseModel], Framer] = lambda _options: LineFramer()
     # The source's `options:` block is validated against this model (key paths
     # `sources.N.options.KEY`); the validated instance reaches both factories.
@@ -47,14 +48,14 @@ class Format:
 
 
 def _typed(
-    model: type[_O], factory: Callable[[Mapping[str, str], _O], _R]
-) -> Callable[[Mapping[str, str], BaseModel], _R]:
+    model: type[_O], factory: Callable[[Mapping[str, Any], _O, Mapping[str, Any]], _R]
+) -> Callable[[Mapping[str, Any], BaseModel, Mapping[str, Any]], _R]:
     """Adapt a factory taking its own options model to the registry's signature."""
 
-    def make(mapping: Mapping[str, str], options: BaseModel) -> _R:
+    def make(mapping: Mapping[str, Any], options: BaseModel, actions: Mapping[str, Any]) -> _R:
         if not isinstance(options, model):
             options = model.model_validate(options.model_dump())
-        return factory(mapping, options)
+        return factory(mapping, options, actions)
 
     return make
 
@@ -72,14 +73,29 @@ def _format(
     name: str,
     fields: frozenset[str],
     model: type[_O],
-    parser: Callable[[Mapping[str, str], _O], ParseFn],
+    parser: Callable[[Mapping[str, Any], _O], ParseFn],
+    framer: Callable[[_O], Framer] | None = None,
+) -> Format:
+    """A format whose parser sets its own actions (no `actions` table)."""
+    return _mapped_format(
+        name, fields, model, lambda mapping, options, _actions: parser(mapping, options), framer
+    )
+
+
+def _mapped_format(
+    name: str,
+    fields: frozenset[str],
+    model: type[_O],
+    parser: Callable[[Mapping[str, Any], _O, Mapping[str, Any]], ParseFn],
     framer: Callable[[_O], Framer] | None = None,
 ) -> Format:
     make_parser = _typed(model, parser)
     return Format(
         name,
         fields,
-        lambda mapping, options: finish(make_parser(mapping, options), name, options),
+        lambda mapping, options, actions: finish(
+            make_parser(mapping, options, actions), name, options
+        ),
         _framer(model, framer) if framer is not None else (lambda _options: LineFramer()),
         model,
     )
@@ -88,11 +104,11 @@ def _format(
 FORMATS: Mapping[str, Format] = {
     f.name: f
     for f in (
-        _format(
+        _mapped_format(
             jsonlines.NAME,
             jsonlines.FIELDS,
             FormatOptions,
-            lambda mapping, _options: jsonlines.make_parser(mapping),
+            lambda mapping, _options, actions: jsonlines.make_parser(mapping, actions),
         ),
         _format(
             pgaudit.NAME,
@@ -118,17 +134,22 @@ FORMATS: Mapping[str, Format] = {
             salesforce.make_elf_framer,
         ),
         _format(salesforce.JSON, salesforce.FIELDS, FormatOptions, salesforce.make_json_parser),
-        _format(regex.NAME, regex.FIELDS, regex.RegexOptions, regex.make_parser),
+        _mapped_format(regex.NAME, regex.FIELDS, regex.RegexOptions, regex.make_parser),
     )
 }
 
 
 def get_parser(
-    format_name: str, mapping: Mapping[str, str], options: BaseModel | None = None
+    format_name: str,
+    mapping: Mapping[str, Any],
+    options: BaseModel | None = None,
+    actions: Mapping[str, Any] | None = None,
 ) -> ParseFn:
-    """The parser for `format_name` with the source's mapping overrides and options."""
+    """The parser for `format_name` with the source's mapping overrides, options and
+    action vocabulary (agent.parsers.mapping.MappingError when they do not compile)."""
     fmt = FORMATS[format_name]
-    return fmt.make_parser(mapping, options if options is not None else fmt.options_model())
+    chosen = options if options is not None else fmt.options_model()
+    return fmt.make_parser(mapping, chosen, actions or {})
 
 
 def get_framer(format_name: str, options: BaseModel | None = None) -> Framer:

@@ -74,6 +74,99 @@ _PREFIXES: tuple[tuple[str, str, pb.AuditCategory.ValueType], ...] = (
 _VERB_TYPES = {"create": "creation", "delete": "deletion", "view": "info", "list": "info"}
 
 
+AUDIT_CATEGORY_NAMES: dict[str, pb.AuditCategory.ValueType] = {
+    "security": _SECURITY,
+    "data_operation": _DATA,
+    "system_admin": _ADMIN,
+}
+# ECS 8 allowed values (a per-source action may only use these).
+ECS_CATEGORIES = frozenset(
+    [
+        "api",
+        "authentication",
+        "configuration",
+        "database",
+        "driver",
+        "email",
+        "file",
+        "host",
+        "iam",
+        "intrusion_detection",
+        "library",
+        "malware",
+        "network",
+        "package",
+        "process",
+        "registry",
+        "session",
+        "threat",
+        "vulnerability",
+        "web",
+    ]
+)
+ECS_TYPES = frozenset(
+    [
+        "access",
+        "admin",
+        "allowed",
+        "change",
+        "connection",
+        "creation",
+        "deletion",
+        "denied",
+        "end",
+        "error",
+        "group",
+        "indicator",
+        "info",
+        "installation",
+        "protocol",
+        "start",
+        "user",
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VocabularyRow:
+    """One line of the documented vocabulary: an exact action or a prefix family."""
+
+    action: str  # "role.*" for a family
+    event_category: tuple[str, ...]
+    event_type: tuple[str, ...]
+    audit_category: str
+    implied_outcome: str
+
+
+def vocabulary() -> list[VocabularyRow]:
+    """The built-in vocabulary as documented (docs/mapping.md is generated from this)."""
+    audit = {value: name for name, value in AUDIT_CATEGORY_NAMES.items()}
+    outcome = {pb.OUTCOME_FAILURE: "failure", pb.OUTCOME_SUCCESS: "success"}
+    rows = [
+        VocabularyRow(
+            name,
+            c.event_category,
+            c.event_type,
+            audit[c.audit_category],
+            outcome.get(c.implied_outcome, ""),
+        )
+        for name, c in _EXACT.items()
+    ]
+    for prefix, category, audit_category in _PREFIXES:
+        types = ("change",) if category == "database" else _family_types()
+        rows.append(VocabularyRow(f"{prefix}*", (category,), types, audit[audit_category], ""))
+    return rows
+
+
+def _family_types() -> tuple[str, ...]:
+    return ("change", *sorted(set(_VERB_TYPES.values())))
+
+
+def is_known(action: str) -> bool:
+    """Whether `action` is in the built-in vocabulary (exactly or by family)."""
+    return categorize(action) is not None
+
+
 def normalize_action(action: str) -> str:
     """Lower-case, with runs of spaces, dashes and underscores turned into dots."""
     return re.sub(r"[\s_\-]+", ".", action.strip().lower())

@@ -6,10 +6,13 @@ Options:
                       epoch, as for jsonlines)
     timezone: IANA zone for timestamps that carry none (required then)
 
-`mapping` maps schema fields to group names (regex group names cannot hold dots); by
-default a group named like the field with `_` for `.` fills it (`user_name` →
-`user.name`, `source_ip` → `source.ip`, `action`, `outcome`, `timestamp`, …). Groups
-mapped to nothing are kept as attributes. A line the pattern does not match is shipped
+`mapping` maps schema fields to rules of the mapping language (docs/mapping.md) over
+the captures: a group name (regex group names cannot hold dots), or a rule with a
+translation table, default, constant or condition; `actions` maps the source's action
+names to canonical ones. By default a group named like the field with `_` for `.`
+fills it (`user_name` → `user.name`, `source_ip` → `source.ip`, `user_effective_name`
+→ `user.effective.name`, `action`, `outcome`, `timestamp`, …). Groups mapped to
+nothing are kept as attributes. A line the pattern does not match is shipped
 flagged parse_error.
 """
 
@@ -18,17 +21,18 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from pydantic import field_validator, model_validator
 
 from agent.parsers._common import ParseFn, flag, local_to_nanos, parse_error, start_event, zone
-from agent.parsers.jsonlines import DEFAULT_MAPPING, apply_mapping, compile_mapping
+from agent.parsers.mapping import TARGETS, apply_mapping, compile_plan
 from agent.parsers.options import FormatOptions
 from proto.v1 import audit_pb2 as pb
 
 NAME = "regex"
 # `changes` needs structure a regex group cannot give.
-FIELDS = frozenset(DEFAULT_MAPPING) - {"changes"}
+FIELDS = TARGETS - {"changes"}
 
 
 class RegexOptions(FormatOptions):
@@ -64,16 +68,19 @@ class RegexOptions(FormatOptions):
         return self
 
 
-def make_parser(overrides: Mapping[str, str], options: RegexOptions) -> ParseFn:
-    unknown = set(overrides) - FIELDS
-    if unknown:
-        raise ValueError(f"unknown schema fields: {sorted(unknown)}")
+def make_parser(
+    overrides: Mapping[str, Any], options: RegexOptions, actions: Mapping[str, Any] | None = None
+) -> ParseFn:
+    """Raises agent.parsers.mapping.MappingError (a ValueError) for an invalid mapping."""
     pattern = re.compile(options.pattern)
-    mapping = {f: f.replace(".", "_") for f in FIELDS} | dict(overrides)
-    mapping["changes"] = "\0no-group"  # never present
-    plan = compile_mapping(mapping)
+    defaults = {f: f.replace(".", "_") for f in FIELDS}
+    plan = compile_plan(defaults, overrides, actions, FIELDS)
     tz = zone(options.timezone) if options.timezone else None
-    time_group = mapping["timestamp"]
+    # strptime applies to the group the timestamp is read from (a plain group name).
+    stamp_rule = {**defaults, **overrides}["timestamp"]
+    if isinstance(stamp_rule, dict):
+        stamp_rule = stamp_rule.get("path")
+    time_group = stamp_rule if isinstance(stamp_rule, str) else None
 
     def parse(data: bytes) -> pb.AuditEvent | None:
         if not data.strip():
@@ -85,8 +92,8 @@ def make_parser(overrides: Mapping[str, str], options: RegexOptions) -> ParseFn:
         record: dict[str, object] = {
             k: v for k, v in match.groupdict().items() if v is not None and v != ""
         }
-        stamp = record.get(time_group)
-        if isinstance(stamp, str) and options.timestamp_format:
+        stamp = record.get(time_group) if time_group is not None else None
+        if time_group is not None and isinstance(stamp, str) and options.timestamp_format:
             try:
                 moment = dt.datetime.strptime(stamp, options.timestamp_format)
             except ValueError:

@@ -9,9 +9,12 @@
     crm-audit verify --keys DIR [--opensearch URL[,URL...]] [AUTH] [--prefix P]
                      [--agent ID ...] [--from ISO8601] [--to ISO8601] [--checkpoints DIR]
                      [--checkpoint-key PUB] [--retention-days N] [--format text|json]
-    crm-audit rules check --rules FILE
+    crm-audit rules check --rules FILE [--opensearch URL[,URL...] [AUTH] [--prefix P]
+                     [--days N] [--strict]]
     crm-audit rules test --rules FILE [--opensearch URL[,URL...]] [AUTH] [--prefix P]
                      --from ISO8601 [--to ISO8601] [--rule ID ...] [--format text|json]
+    crm-audit rules backfill --rules FILE [--opensearch URL[,URL...]] [AUTH] [--prefix P]
+                     --from ISO8601 [--to ISO8601] [--rule ID ...]
     crm-audit report --from DATE --to DATE --out FILE.html [--opensearch URL[,URL...]]
                      [AUTH] [--prefix P] [--keys DIR] [--checkpoints DIR] [--checkpoint-key PUB]
                      [--signing-key PEM] [--policies DIR] [--min-retention-days N]
@@ -24,7 +27,12 @@ auth, e.g. an analyst mapped to the read-only ``crm_audit_analyst`` role) and/or
 ``--client-cert PEM --client-key PEM``.
 
 `rules test` is a dry run: it shows what each enabled rule would raise over a past range
-(with suppression) and writes nothing. A rules file problem reads
+(with suppression) and writes nothing. `rules backfill` evaluates the same range against
+the alerts already stored and writes the new ones (``alert.origin: backfill``; no
+notifications or response hooks: the incidents are past); a second run, or a range the
+live collectors already covered, writes nothing new. `rules check --opensearch` also
+warns about rules naming a field or an action no event of the last ``--days`` (7) has
+(exit 0; 1 with ``--strict``). A rules file problem reads
 ``rules.yaml:LINE: rules.3.window: message`` (exit 2).
 
 `report` writes the compliance evidence pack (one self-contained HTML file, see
@@ -56,6 +64,7 @@ from collector.urls import redact_url
 from proto import integrity
 
 if TYPE_CHECKING:
+    from collector.detect.rules import RuleSet
     from collector.index import ClientAuth, Requester
 
 PROG = "crm-audit"
@@ -224,8 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     rules = commands.add_parser("rules", help="detection rules: validate, dry-run")
     rules_commands = rules.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
-    rchk = rules_commands.add_parser("check", help="validate a rules file")
+    rchk = rules_commands.add_parser(
+        "check", help="validate a rules file (with --opensearch: against recent events)"
+    )
     rchk.add_argument("--rules", type=Path, required=True, metavar="FILE")
+    _add_opensearch_options(rchk)
+    rchk.add_argument("--prefix", default="crm-audit", help="index prefix (default crm-audit)")
+    rchk.add_argument(
+        "--days",
+        type=_positive_int,
+        default=7,
+        help="with --opensearch: look for each field and action in this many days (default 7)",
+    )
+    rchk.add_argument("--strict", action="store_true", help="exit 1 when there is any warning")
     rtest = rules_commands.add_parser(
         "test", help="show what each rule would fire on over a past range (writes nothing)"
     )
@@ -236,6 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     rtest.add_argument("--to", dest="time_to", type=_timestamp, help="default: now")
     rtest.add_argument("--rule", action="append", default=[], metavar="ID", help="repeatable")
     rtest.add_argument("--format", choices=("text", "json"), default="text")
+    rback = rules_commands.add_parser(
+        "backfill", help="write the alerts of a past range (idempotent, marked backfill)"
+    )
+    rback.add_argument("--rules", type=Path, required=True, metavar="FILE")
+    _add_opensearch_options(rback)
+    rback.add_argument("--prefix", default="crm-audit", help="index prefix (default crm-audit)")
+    rback.add_argument("--from", dest="time_from", type=_timestamp, required=True)
+    rback.add_argument("--to", dest="time_to", type=_timestamp, help="default: now")
+    rback.add_argument("--rule", action="append", default=[], metavar="ID", help="repeatable")
 
     rep = commands.add_parser(
         "report", help="compliance evidence pack for a period (self-contained HTML)"
@@ -536,11 +565,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.valid else 1
 
 
+def _to_ns(moment: dt.datetime) -> int:
+    return int(moment.timestamp() * 1e6) * 1000
+
+
 def _cmd_rules(args: argparse.Namespace) -> int:
-    from collector.detect.engine import Engine
-    from collector.detect.errors import DetectionError, RulesError
+    from collector.detect.errors import RulesError
     from collector.detect.rules import load_rules
-    from collector.detect.search import Searcher
 
     try:
         ruleset = load_rules(args.rules)
@@ -551,25 +582,36 @@ def _cmd_rules(args: argparse.Namespace) -> int:
     if args.rules_command == "check":
         enabled = ruleset.enabled()
         _say(f"{args.rules}: OK ({len(enabled)} of {len(ruleset.rules)} rules enabled)")
-        return 0
-    opensearch = _opensearch("rules test", args)
+        if args.opensearch is None:
+            return 0
+        return _rules_presence(args, ruleset)
+    command = f"rules {args.rules_command}"
+    opensearch = _opensearch(command, args)
     unknown = sorted(set(args.rule) - {r.id for r in ruleset.rules})
     if unknown:
-        raise UsageError(f"rules test: no such rule(s) in {args.rules}: {', '.join(unknown)}")
+        raise UsageError(f"{command}: no such rule(s) in {args.rules}: {', '.join(unknown)}")
     time_to = args.time_to or dt.datetime.now(dt.UTC)
     if time_to <= args.time_from:
-        raise UsageError("rules test: --to must be after --from")
+        raise UsageError(f"{command}: --to must be after --from")
+    if args.rules_command == "backfill":
+        return _rules_backfill(args, ruleset, opensearch, time_to)
+    return _rules_test(args, ruleset, opensearch, time_to)
+
+
+def _rules_test(
+    args: argparse.Namespace, ruleset: RuleSet, opensearch: Requester, time_to: dt.datetime
+) -> int:
+    from collector.detect.engine import Engine
+    from collector.detect.errors import DetectionError
+    from collector.detect.search import Searcher
+
     engine = Engine(ruleset, Searcher(opensearch, args.prefix))
-
-    def to_ns(moment: dt.datetime) -> int:
-        return int(moment.timestamp() * 1e6) * 1000
-
     try:
-        found = engine.dry_run(to_ns(args.time_from), to_ns(time_to), args.rule)
+        found = engine.dry_run(_to_ns(args.time_from), _to_ns(time_to), args.rule)
     except DetectionError as exc:
         _log(f"rules test: {exc}")
         return 1
-    now = to_ns(dt.datetime.now(dt.UTC))
+    now = _to_ns(dt.datetime.now(dt.UTC))
     if args.format == "json":
         import json
 
@@ -586,6 +628,76 @@ def _cmd_rules(args: argparse.Namespace) -> int:
             )
             _say(f"    event ids: {', '.join(alert.event_ids[:10])}")
     return 0
+
+
+def _rules_backfill(
+    args: argparse.Namespace, ruleset: RuleSet, opensearch: Requester, time_to: dt.datetime
+) -> int:
+    from collector.detect.alerts import Alert
+    from collector.detect.engine import Engine
+    from collector.detect.search import Searcher, alert_docs, alerts_index
+    from collector.errors import CollectorError
+
+    searcher = Searcher(opensearch, args.prefix)
+    engine = Engine(ruleset, searcher, origin="backfill")
+
+    def write(alerts: Sequence[Alert]) -> list[bool]:
+        now = _to_ns(dt.datetime.now(dt.UTC))
+        return searcher.write_alerts(alert_docs(alerts, now))
+
+    try:
+        exists = opensearch("HEAD", f"/{alerts_index(args.prefix)}")
+        if exists.status == 404:
+            _log(
+                f"rules backfill: no index {alerts_index(args.prefix)}: run the collector "
+                "(or crm-audit-collector setup) first"
+            )
+            return 1
+        searcher.ensure_mapping()
+        counts = engine.backfill(_to_ns(args.time_from), _to_ns(time_to), write, args.rule)
+    except CollectorError as exc:
+        _log(f"rules backfill: {exc}")
+        return 1
+    for rule_id, (created, existing) in counts.items():
+        _say(f"{rule_id}: {created} new alert(s), {existing} already raised")
+    total = sum(c for c, _ in counts.values())
+    _say(f"backfill {args.time_from.isoformat()} .. {time_to.isoformat()}: {total} new alert(s)")
+    return 0
+
+
+def _rules_presence(args: argparse.Namespace, ruleset: RuleSet) -> int:
+    """Warn about rules that name fields or actions no recent event has."""
+    from collector.detect.errors import DetectionError
+    from collector.detect.rules import referenced
+    from collector.detect.search import Searcher
+
+    opensearch = _opensearch("rules check", args)
+    wanted = {rule.id: referenced(rule) for rule in ruleset.enabled()}
+    fields = sorted({f for names, _ in wanted.values() for f in names})
+    actions = sorted({a for _, names in wanted.values() for a in names})
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=args.days)
+    try:
+        counts = Searcher(opensearch, args.prefix).presence(fields, actions, _to_ns(since))
+    except DetectionError as exc:
+        _log(f"rules check: {exc}")
+        return 1
+    warnings = 0
+    for rule_id, (names, acts) in wanted.items():
+        missing = [f for f in names if not counts.get(f"field:{f}")]
+        unseen = [a for a in acts if not counts.get(f"action:{a}")]
+        for name in missing:
+            _log(
+                f"rules check: warning: rule {rule_id}: no event of the last {args.days} "
+                f"day(s) has field {name}"
+            )
+        for action in unseen:
+            _log(
+                f"rules check: warning: rule {rule_id}: no event of the last {args.days} "
+                f"day(s) has event.action {action!r}"
+            )
+        warnings += len(missing) + len(unseen)
+    _say(f"{args.rules}: {warnings} warning(s) against the events of the last {args.days} day(s)")
+    return 1 if warnings and args.strict else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

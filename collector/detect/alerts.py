@@ -14,6 +14,11 @@ last_sequence, reason, batch_id, peer}``. Detection documents use the same shape
     alert.event_ids       ``_id`` of every event that triggered it (agent:sequence)
     alert.event_count     how many events (event_ids is capped at 100)
     alert.status          "open" when raised
+    alert.origin          "live" (the collector) or "backfill" (`crm-audit rules backfill`)
+    alert.lag_s           the largest delay, in seconds, between an event's own time and
+                          its receipt by the collector (``event.ingested``) among its events
+    alert.late            true when that delay exceeds ``detection.max_delay_s``: the
+                          alert came from late data (a host catching up a backlog)
     alert.evidence        rule-specific details (stored, not indexed)
     alert.response.*      for kind "response": action, target, outcome, attempts, ...
 
@@ -30,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.detect.fields import lookup, normalize
 from collector.documents import Document, iso_nanos, parse_iso_nanos
 
 MAX_EVENT_IDS = 100
@@ -54,6 +60,9 @@ ALERT_FIELDS: dict[str, Any] = {
             event_ids=_KW,
             event_count={"type": "long"},
             status=_KW,
+            origin=_KW,
+            lag_s={"type": "double"},
+            late={"type": "boolean"},
             evidence={"type": "object", "enabled": False},
             source_alert=_KW,
             response=_obj(
@@ -78,6 +87,7 @@ LEASES_MAPPING: dict[str, Any] = {
             holder=_KW,
             expires=_DATE,
             evaluated_to=_DATE,
+            ingested_to=_DATE,
         ),
     },
 }
@@ -113,13 +123,33 @@ class Event:
             value = value[0] if value else None
         return None if value is None else str(value)
 
+    @property
+    def ingested(self) -> int | None:
+        """When the collector received the event (ns), when the document says."""
+        value = self.get("event.ingested")
+        return parse_iso_nanos(str(value)) if value else None
+
+    @property
+    def lag(self) -> int:
+        """How long after its own time the event reached the collector (ns, >= 0)."""
+        ingested = self.ingested
+        return max(0, ingested - self.ts) if ingested is not None else 0
+
 
 def key_of(event: Event, fields: Sequence[str]) -> str | None:
-    """The rule key of `event` ("|"-joined), None when a key field is missing."""
-    parts = [event.text(name) for name in fields]
-    if any(p is None or p == "" for p in parts):
-        return None
-    return "|".join(str(p) for p in parts)
+    """The rule key of `event` ("|"-joined), None when a key field is missing.
+
+    A field the mapping normalizes (lowercase) gives its key in lower case, as the
+    cluster's aggregations do, so ``Alice`` and ``alice`` are one key.
+    """
+    parts = []
+    for name in fields:
+        value = event.text(name)
+        if value is None or value == "":
+            return None
+        info = lookup(name)
+        parts.append(str(normalize(info, value)) if info is not None else value)
+    return "|".join(parts)
 
 
 @dataclass(frozen=True)
@@ -139,6 +169,9 @@ class Alert:
     reason: str
     evidence: dict[str, Any] = field(default_factory=dict)
     agent_id: str = ""
+    lag: int = 0  # ns: the largest receipt delay among its events (Event.lag)
+    late: bool = False
+    origin: str = "live"
 
     @property
     def alert_id(self) -> str:
@@ -158,6 +191,9 @@ class Alert:
                 "event_ids": list(self.event_ids[:MAX_EVENT_IDS]),
                 "event_count": len(self.event_ids),
                 "status": "open",
+                "origin": self.origin,
+                "lag_s": round(self.lag / 1e9, 3),
+                "late": self.late,
                 "reason": self.reason,
                 "evidence": copy.deepcopy(self.evidence),
             },

@@ -1,24 +1,37 @@
-"""The detection engine: evaluation (shared by the live service and the dry run) and the
-live service the collector runs.
+"""The detection engine: evaluation (shared by the live service, the dry run and the
+backfill) and the live service the collector runs.
 
 `Engine` evaluates rules and returns alerts without writing anything:
 
-- `Engine.inline(events, last_alerts)`: the per-event rules over a batch;
-- `Engine.windowed(rule, range_from, range_to, last_alerts)`: one windowed rule over
-  triggers in ``[range_from, range_to]`` (events from ``range_from - window``);
+- `Engine.inline(events, history)`: the per-event rules over a batch;
+- `Engine.windowed(rule, range_from, range_to, history)`: one windowed rule over
+  triggers whose own time is in ``[range_from, range_to]`` (events from
+  ``range_from - window``): a past range, by event time;
+- `Engine.windowed_received(rule, after, upto, history)`: one windowed rule over every
+  event the collectors received in ``(after, upto]`` (``event.ingested``), each key
+  evaluated around the received events' own times — the live path, which sees a late
+  backlog like fresh traffic;
 - `Engine.dry_run(range_from, range_to)`: every enabled rule over a past range, with
-  suppression kept in memory (`crm-audit rules test`).
+  suppression kept in memory (`crm-audit rules test`);
+- `Engine.backfill(range_from, range_to, write)`: the same against the alerts already
+  stored, writing what is new (`crm-audit rules backfill`).
+
+`history` gives the alerts already raised per rule and key near the evaluated times
+(`Searcher.alert_history`); with the deterministic alert ``_id`` and ``op_type=create``
+it makes every evaluation idempotent: the same incident is one alert whichever
+collector, restart, re-read or backfill finds it (see `collector.detect.windowed`).
 
 `Detection` is what `collector.server` runs: `on_indexed` after each batch is indexed
 (inline rules), and a thread that every ``interval_s`` takes each windowed rule's lease
-in ``{prefix}-leases``, evaluates it from where the lease's ``evaluated_to`` says the
-last evaluation (by any collector) ended (minus ``max_delay_s`` for late events),
-writes the alerts (deterministic ``_id``, ``op_type=create``) and hands those it created
-to the `Responder`.
+in ``{prefix}-leases`` and evaluates the events received since the rule's cursor
+(``ingested_to``, minus ``reread_s`` for batches whose indexing was retried, up to
+``now - settle_s`` so that the refresh has made them searchable), writes the alerts and
+hands those it created to the `Responder`, then advances the cursor under the lease.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -37,91 +50,158 @@ from collector.detect.respond import Responder
 from collector.detect.rules import Rule, RuleSet
 from collector.detect.search import Searcher, alert_docs
 from collector.detect.settings import DetectionConfig
-from collector.detect.windowed import Scope
+from collector.detect.windowed import Prior, Scope, Suppressor
 from collector.documents import parse_iso_nanos
 from collector.errors import CollectorError
 from collector.index import Requester
 
 log = logging.getLogger(__name__)
 
-LastAlerts = inline.LastAlerts
+History = inline.History
+NS = 1_000_000_000
+DAY_NS = 86400 * NS
+CHUNK = 500  # keys per events query
 
 
-class MemoryLastAlerts:
-    """Suppression state kept in memory (dry runs): what this run has raised so far."""
+class MemoryHistory:
+    """Alerts raised by this run (dry runs), on top of an optional stored history."""
 
-    def __init__(self) -> None:
-        self.last: dict[tuple[str, str], int] = {}
+    def __init__(self, stored: History | None = None) -> None:
+        self.stored = stored
+        self.raised: dict[tuple[str, str], list[Prior]] = {}
 
-    def __call__(self, rule_id: str, keys: Sequence[str]) -> Mapping[str, int]:
-        return {k: self.last[(rule_id, k)] for k in keys if (rule_id, k) in self.last}
+    def __call__(
+        self, rule_id: str, keys: Sequence[str], gte: int, lte: int
+    ) -> Mapping[str, Sequence[Prior]]:
+        out: dict[str, list[Prior]] = {}
+        base = self.stored(rule_id, keys, gte, lte) if self.stored else {}
+        for key in keys:
+            found = [*base.get(key, ()), *self.raised.get((rule_id, key), ())]
+            found = [p for p in found if gte <= p.trigger <= lte]
+            if found:
+                out[key] = sorted(found)
+        return out
 
     def record(self, alerts: Iterable[Alert]) -> None:
         for alert in alerts:
-            slot = (alert.rule_id, alert.key)
-            self.last[slot] = max(self.last.get(slot, alert.trigger), alert.trigger)
+            self.raised.setdefault((alert.rule_id, alert.key), []).append(
+                Prior(alert.trigger, alert.start)
+            )
 
 
 class Engine:
     """Evaluates rules against the events of one index prefix (module docstring)."""
 
-    def __init__(self, rules: RuleSet, searcher: Searcher) -> None:
+    def __init__(
+        self,
+        rules: RuleSet,
+        searcher: Searcher,
+        *,
+        late_after_s: float = 600,
+        origin: str = "live",
+    ) -> None:
         self.rules = rules
         self.searcher = searcher
+        self.late_after_ns = int(late_after_s * NS)
+        self.origin = origin
 
-    def inline(self, events: Iterable[Event], last_alerts: LastAlerts) -> list[Alert]:
-        return inline.evaluate(self.rules, events, last_alerts)
+    def _mark(self, alerts: Iterable[Alert]) -> list[Alert]:
+        """Say where each alert comes from and whether its data arrived late."""
+        return [
+            dataclasses.replace(a, late=a.lag > self.late_after_ns, origin=self.origin)
+            for a in alerts
+        ]
 
-    def windowed(
-        self, rule: Rule, range_from: int, range_to: int, last_alerts: LastAlerts
-    ) -> list[Alert]:
+    def inline(self, events: Iterable[Event], history: History) -> list[Alert]:
+        return self._mark(inline.evaluate(self.rules, events, history))
+
+    def windowed(self, rule: Rule, range_from: int, range_to: int, history: History) -> list[Alert]:
+        """Triggers whose own time is in [range_from, range_to] (a past range)."""
         scope = Scope(range_from, range_to)
         if rule.kind == "integrity":
-            return self._integrity(rule, scope, last_alerts)
+            return self._mark(self._integrity(rule, scope, history))
         if rule.kind == "new_network":
-            return self._new_network(rule, scope, last_alerts)
-        gte = range_from - rule.window_ns
-        keys = self.searcher.candidates(rule, gte, range_to)
-        if not keys:
+            keys = self.searcher.candidates(rule, scope.range_from, scope.range_to)
+            return self._mark(self._new_network(rule, keys, scope, history))
+        keys = self.searcher.candidates(rule, range_from - rule.window_ns, range_to)
+        return self._mark(self._by_scope(rule, dict.fromkeys(keys, scope), history))
+
+    def windowed_received(self, rule: Rule, after: int, upto: int, history: History) -> list[Alert]:
+        """Every event of `rule` received in (after, upto], evaluated on its own time.
+
+        A received event at time ``t`` can complete a window ending anywhere in
+        ``[t, t + window]``: those triggers are evaluated for its key (with the events
+        from ``t - window``), whatever ``t`` is — an hour ago or three days ago.
+        """
+        if rule.kind == "integrity":
+            return self._mark(self._integrity(rule, Scope(after, upto), history))
+        spans = self.searcher.ingested_spans(rule, after, upto)
+        if not spans:
             return []
-        by_key = self.searcher.events_by_key(rule, keys, gte, range_to)
-        last = last_alerts(rule.id, sorted(by_key))
+        if rule.kind == "new_network":
+            scope = Scope(min(f for f, _ in spans.values()), max(t for _, t in spans.values()))
+            return self._mark(self._new_network(rule, sorted(spans), scope, history))
+        scopes = {k: Scope(first, last + rule.window_ns) for k, (first, last) in spans.items()}
+        return self._mark(self._by_scope(rule, scopes, history))
+
+    def _by_scope(self, rule: Rule, scopes: Mapping[str, Scope], history: History) -> list[Alert]:
         alerts: list[Alert] = []
-        for key in sorted(by_key):
-            alerts.extend(windowed.evaluate_key(rule, key, by_key[key], last.get(key), scope))
+        keys = sorted(scopes)
+        reach = max(rule.suppression_ns, rule.window_ns)
+        for start in range(0, len(keys), CHUNK):
+            chunk = keys[start : start + CHUNK]
+            gte = min(scopes[k].range_from for k in chunk) - rule.window_ns
+            lte = max(scopes[k].range_to for k in chunk)
+            by_key = self.searcher.events_by_key(rule, chunk, gte, lte)
+            if not by_key:
+                continue
+            prior = history(rule.id, sorted(by_key), gte - reach, lte + reach)
+            for key in sorted(by_key):
+                alerts.extend(
+                    windowed.evaluate_key(
+                        rule, key, by_key[key], prior.get(key, ()), scopes.get(key, Scope(0, -1))
+                    )
+                )
         return alerts
 
-    def _new_network(self, rule: Rule, scope: Scope, last_alerts: LastAlerts) -> list[Alert]:
-        keys = self.searcher.candidates(rule, scope.range_from, scope.range_to)
+    def _new_network(
+        self, rule: Rule, keys: Sequence[str], scope: Scope, history: History
+    ) -> list[Alert]:
         if not keys:
             return []
         logins = self.searcher.events_by_key(rule, keys, scope.range_from, scope.range_to)
-        history = self.searcher.login_history(
+        found = self.searcher.login_history(
             rule, sorted(logins), scope.range_from - rule.window_ns, scope.range_from
         )
-        last = last_alerts(rule.id, sorted(logins))
+        reach = rule.suppression_ns
+        prior = history(rule.id, sorted(logins), scope.range_from - reach, scope.range_to + reach)
         alerts: list[Alert] = []
         for key in sorted(logins):
             alerts.extend(
                 windowed.new_networks(
-                    rule, key, logins[key], history.get(key, (0, set())), last.get(key), scope
+                    rule, key, logins[key], found.get(key, (0, set())), prior.get(key, ()), scope
                 )
             )
         return alerts
 
-    def _integrity(self, rule: Rule, scope: Scope, last_alerts: LastAlerts) -> list[Alert]:
+    def _integrity(self, rule: Rule, scope: Scope, history: History) -> list[Alert]:
         found = self.searcher.integrity_alerts(scope.range_from, scope.range_to)
         agents = sorted({str(src.get("agent", {}).get("id", "")) for _, src in found})
-        last = dict(last_alerts(rule.id, agents)) if rule.suppression_ns else {}
+        reach = rule.suppression_ns
+        prior = (
+            history(rule.id, agents, scope.range_from - reach, scope.range_to + reach)
+            if reach
+            else {}
+        )
+        seen = {a: Suppressor(rule, prior.get(a, ()), spans=False) for a in agents}
         alerts: list[Alert] = []
         for source_id, source in found:
             agent = str(source.get("agent", {}).get("id", ""))
             detail: Mapping[str, Any] = source.get("alert", {})
             when = parse_iso_nanos(str(source["@timestamp"]))
-            previous = last.get(agent)
-            if previous is not None and when < previous + rule.suppression_ns:
+            if reach and seen[agent].blocks(when):
                 continue
-            last[agent] = when
+            seen[agent].add(when, when)
             first, final = detail.get("first_sequence"), detail.get("last_sequence")
             ids = tuple(f"{agent}:{s}" for s in dict.fromkeys((first, final)) if s is not None)
             alerts.append(
@@ -150,19 +230,21 @@ class Engine:
             )
         return alerts
 
+    def _selected(self, rule_ids: Sequence[str]) -> list[Rule]:
+        return [r for r in self.rules.enabled() if not rule_ids or r.id in rule_ids]
+
     def dry_run(
         self, range_from: int, range_to: int, rule_ids: Sequence[str] = ()
     ) -> dict[str, list[Alert]]:
         """What each enabled rule (or those named) would raise over a past range."""
-        memory = MemoryLastAlerts()
-        selected = [r for r in self.rules.enabled() if not rule_ids or r.id in rule_ids]
+        memory = MemoryHistory()
+        selected = self._selected(rule_ids)
         results: dict[str, list[Alert]] = {r.id: [] for r in selected}
         inline_rules = [r for r in selected if r.inline]
         if inline_rules:
-            actions = sorted({a for r in inline_rules for a in r.action_list})
-            events = self.searcher.fetch_range(actions, range_from, range_to)
+            events = self.searcher.fetch_range(inline_rules, range_from, range_to)
             subset = RuleSet(calendars=self.rules.calendars, rules=inline_rules)
-            for alert in inline.evaluate(subset, events, memory):
+            for alert in self._mark(inline.evaluate(subset, events, memory)):
                 results[alert.rule_id].append(alert)
         for rule in selected:
             if not rule.inline:
@@ -170,6 +252,42 @@ class Engine:
                 memory.record(found)
                 results[rule.id].extend(found)
         return results
+
+    def backfill(
+        self,
+        range_from: int,
+        range_to: int,
+        write: Callable[[Sequence[Alert]], Sequence[bool]],
+        rule_ids: Sequence[str] = (),
+    ) -> dict[str, tuple[int, int]]:
+        """Evaluate a past range against the stored alerts and `write` what it finds;
+        per rule (alerts created, alerts that already existed). Idempotent: the stored
+        alerts suppress repeats and the ids of the same triggers are the same."""
+        history = self.searcher.alert_history
+        selected = self._selected(rule_ids)
+        counts = {r.id: [0, 0] for r in selected}
+
+        def store(alerts: Sequence[Alert]) -> None:
+            for alert, created in zip(alerts, write(alerts), strict=True):
+                counts[alert.rule_id][0 if created else 1] += 1
+
+        inline_rules = [r for r in selected if r.inline]
+        if inline_rules:
+            subset = RuleSet(calendars=self.rules.calendars, rules=inline_rules)
+            # a day at a time, written before the next: suppression sees what came before
+            for day in range(range_from, range_to + 1, DAY_NS):
+                events = self.searcher.fetch_range(
+                    inline_rules, day, min(day + DAY_NS - 1, range_to)
+                )
+                found = self._mark(inline.evaluate(subset, events, history))
+                if found:
+                    store(found)
+        for rule in selected:
+            if not rule.inline:
+                found = self.windowed(rule, range_from, range_to, history)
+                if found:
+                    store(found)
+        return {rule_id: (c[0], c[1]) for rule_id, c in counts.items()}
 
 
 def default_holder() -> str:
@@ -194,7 +312,7 @@ class Detection:
         self.rules = rules
         self.settings = settings
         self.searcher = Searcher(request, prefix)
-        self.engine = Engine(rules, self.searcher)
+        self.engine = Engine(rules, self.searcher, late_after_s=settings.max_delay_s)
         self.leases = Leases(
             request, prefix, holder or default_holder(), settings.lease_ttl_s, replicas=replicas
         )
@@ -253,7 +371,7 @@ class Detection:
         """Run the inline rules over a batch just indexed; the alerts it created. Never raises."""
         try:
             events = [Event.from_source(doc_id, source) for doc_id, source in docs]
-            alerts = self.engine.inline(events, self.searcher.last_alerts)
+            alerts = self.engine.inline(events, self.searcher.alert_history)
             if alerts:
                 self.ensure_ready()
                 return self._raise(alerts)
@@ -275,12 +393,13 @@ class Detection:
                 continue
             new.append(alert)
             log.warning(
-                "ALERT %s [%s] key=%s: %s (%d events)",
+                "ALERT %s [%s] key=%s: %s (%d events%s)",
                 alert.rule_id,
                 alert.severity,
                 alert.key,
                 alert.reason,
                 len(alert.event_ids),
+                f"; late data, received up to {alert.lag / NS:.0f}s after" if alert.late else "",
             )
             self.responder.submit(self._by_id[alert.rule_id], {"id": alert.alert_id, **body})
         return new
@@ -315,17 +434,34 @@ class Detection:
             self._held.pop(name, None)
             return 0
         self._held[name] = lease
-        delay = int(self.settings.max_delay_s * 1e9)
-        floor = now - int(self.settings.max_catchup_s * 1e9)
-        start = (lease.evaluated_to if lease.evaluated_to is not None else now) - delay
-        range_from = max(start, floor)
+        cursor = lease.ingested_to
+        if rule.kind == "integrity":
+            # integrity alerts are written as they happen: their own time is receipt
+            delay = int(self.settings.max_delay_s * NS)
+            floor = now - int(self.settings.max_catchup_s * NS)
+            start = (lease.evaluated_to if lease.evaluated_to is not None else now) - delay
+            after, upto = max(start, floor), now
+        else:
+            if cursor is None:  # first evaluation of this rule: recent receipts only
+                cursor = now - int(self.settings.max_catchup_s * NS)
+            upto = now - int(self.settings.settle_s * NS)
+            after = cursor - int(self.settings.reread_s * NS)
         try:
-            alerts = self.engine.windowed(rule, range_from, now, self.searcher.last_alerts)
+            if upto <= after:
+                alerts: list[Alert] = []
+            elif rule.kind == "integrity":
+                alerts = self.engine.windowed(rule, after, upto, self.searcher.alert_history)
+            else:
+                alerts = self.engine.windowed_received(
+                    rule, after, upto, self.searcher.alert_history
+                )
             raised = len(self._raise(alerts)) if alerts else 0
         except DetectionError as exc:
             log.warning("detection: rule %s: %s", rule.id, exc)
             return 0
-        renewed = self.leases.complete(lease, self.clock_ns(), now)
+        if cursor is not None:
+            cursor = max(cursor, upto)
+        renewed = self.leases.complete(lease, self.clock_ns(), now, cursor)
         if renewed is None:
             self._held.pop(name, None)
         else:

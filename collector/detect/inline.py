@@ -4,10 +4,14 @@ Kinds: ``bulk_export`` (one export of at least `threshold` records), ``off_hours
 (a successful login outside the business hours of the user's group), ``privilege_change``
 (role/permission grants, ``db.grant``, ``db.role_change``) and ``audit_tampering``
 (CRM audit settings turned off, or changed with ``mode: any``; every
-``db.audit_config_change``). Each matching event is a candidate alert keyed by the
-rule's key; `suppressed` (the caller's view of earlier alerts) drops those within the
-rule's suppression period of the last alert for the same key, and so does an earlier
-candidate of the same batch.
+``db.audit_config_change``), and the generic ``match`` (every event meeting all of the
+rule's ``where`` conditions). Rules see the event's own time (``@timestamp``: business
+hours are those of the moment the user logged in, however late the record arrives).
+Each matching event is a candidate alert keyed by the rule's key; the alerts already
+raised for that key around the event's time (the caller's `History`) drop those within
+the rule's suppression period of one of them, before or after (a backlog arriving
+after newer alerts is judged by its own time), and so does another candidate of the
+same batch.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from collector.detect.alerts import Alert, Event, key_of
+from collector.detect.conditions import fields_named, matches, values_at
 from collector.detect.rules import Rule, RuleSet
+from collector.detect.windowed import Prior, Suppressor
 
 # Values that switch an audit setting off.
 DISABLING = frozenset({"disabled", "disable", "off", "false", "no", "none", "0", ""})
 
-#: (rule id, keys) -> {key: time (ns) of the last alert's trigger}
-LastAlerts = Callable[[str, Sequence[str]], Mapping[str, int]]
+#: (rule id, keys, gte, lte) -> {key: alerts of that rule and key triggered in [gte, lte]}
+History = Callable[[str, Sequence[str], int, int], Mapping[str, Sequence[Prior]]]
 
 
 def _changes(event: Event) -> list[Mapping[str, Any]]:
@@ -34,8 +40,21 @@ def allowed(rule: Rule, event: Event) -> bool:
     return rule.allow.allows(event.text("user.name"), event.text("source.ip"))
 
 
+def _generic(rule: Rule, event: Event) -> tuple[str, dict[str, Any]] | None:
+    if allowed(rule, event) or not matches(rule.conditions, event.doc):
+        return None
+    user = event.text("user.name") or event.text("user.id") or "?"
+    action = event.text("event.action") or "event"
+    named = fields_named(rule.conditions)
+    evidence = {name: values[0] if len(values) == 1 else values
+                for name in named if (values := values_at(event.doc, name))}  # fmt: skip
+    return f"{action} by {user} matched {rule.id}", {"fields": evidence}
+
+
 def _match(rules: RuleSet, rule: Rule, event: Event) -> tuple[str, dict[str, Any]] | None:
     """(reason, evidence) when `event` matches `rule`, else None."""
+    if rule.kind == "match":
+        return _generic(rule, event)
     action = event.text("event.action") or ""
     if action not in rule.action_list or allowed(rule, event):
         return None
@@ -98,8 +117,8 @@ def _match(rules: RuleSet, rule: Rule, event: Event) -> tuple[str, dict[str, Any
     return None
 
 
-def evaluate(rules: RuleSet, events: Iterable[Event], last_alerts: LastAlerts) -> list[Alert]:
-    """Alerts of the inline rules for `events` (in time order), suppression applied."""
+def evaluate(rules: RuleSet, events: Iterable[Event], history: History) -> list[Alert]:
+    """Alerts of the inline rules for `events`, suppression applied (module docstring)."""
     ordered = sorted(events, key=lambda e: (e.ts, e.id))
     alerts: list[Alert] = []
     for rule in rules.enabled():
@@ -113,13 +132,15 @@ def evaluate(rules: RuleSet, events: Iterable[Event], last_alerts: LastAlerts) -
                 found.append((key, event, *hit))
         if not found:
             continue
-        last = dict(last_alerts(rule.id, sorted({k for k, *_ in found})))
+        keys = sorted({k for k, *_ in found})
+        reach = rule.suppression_ns
+        stored = history(rule.id, keys, found[0][1].ts - reach, found[-1][1].ts + reach)
+        seen = {k: Suppressor(rule, stored.get(k, ()), spans=False) for k in keys}
         for key, event, reason, evidence in found:
-            previous = last.get(key)
             # Suppression 0: every event alerts (its own id keeps repeats out).
-            if previous is not None and event.ts < previous + rule.suppression_ns:
+            if seen[key].blocks(event.ts):
                 continue
-            last[key] = event.ts
+            seen[key].add(event.ts, event.ts)
             alerts.append(
                 Alert(
                     rule_id=rule.id,
@@ -135,6 +156,7 @@ def evaluate(rules: RuleSet, events: Iterable[Event], last_alerts: LastAlerts) -
                     reason=reason,
                     evidence=evidence,
                     agent_id=event.text("agent.id") or "",
+                    lag=event.lag,
                 )
             )
     return alerts

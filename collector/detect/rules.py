@@ -31,7 +31,9 @@ from pydantic import (
     model_validator,
 )
 
+from collector.detect.conditions import Condition, actions_named, fields_named
 from collector.detect.errors import RulesError
+from collector.detect.fields import check_field, lookup, unknown_field_message
 from proto.yamlconfig import validate
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -39,7 +41,7 @@ SEVERITY_RANK: dict[str, int] = {"low": 1, "medium": 2, "high": 3, "critical": 4
 
 # Per-event kinds run inline on every indexed batch; windowed kinds run as periodic
 # aggregation queries over recent data.
-INLINE_KINDS = ("bulk_export", "off_hours_login", "privilege_change", "audit_tampering")
+INLINE_KINDS = ("bulk_export", "off_hours_login", "privilege_change", "audit_tampering", "match")
 WINDOWED_KINDS = (
     "failed_login_burst",
     "failed_login_distinct_ips",
@@ -50,7 +52,10 @@ WINDOWED_KINDS = (
     "bank_change_then_export",
     "new_network",
     "integrity",
+    "threshold",
 )
+#: Kinds written entirely in YAML (``where`` conditions instead of built-in logic).
+GENERIC_KINDS = ("match", "threshold")
 KINDS = INLINE_KINDS + WINDOWED_KINDS
 Kind = Literal[
     "bulk_export",
@@ -66,7 +71,10 @@ Kind = Literal[
     "bank_change_then_export",
     "new_network",
     "integrity",
+    "match",
+    "threshold",
 ]
+Aggregate = Literal["count", "sum", "distinct_count"]
 
 _LOGINS = ["login", "login.failed"]
 _EXPORTS = ["record.export", "db.export"]
@@ -117,6 +125,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "fields": ["audit"], "suppression": 0,
     },
     "integrity": {"key": ["agent.id"], "suppression": 0},
+    "match": {},
+    "threshold": {"aggregate": "count"},
 }  # fmt: skip
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -314,6 +324,11 @@ class Rule(_Model):
     # privilege_change: only CRM role changes whose new value names one of these roles
     # alert (none: every grant). Database grants always alert (no structured role).
     privileged_roles: list[str] | None = None
+    # match / threshold: conditions every counted event meets (collector.detect.conditions)
+    where: list[Condition] | None = None
+    # threshold: what is compared with `threshold` per key within `window`
+    aggregate: Aggregate | None = None
+    field: str | None = None
     notify: bool = True
     response: Response | None = None
 
@@ -329,6 +344,24 @@ class Rule(_Model):
     def _key(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             raise ValueError("at least one key field is required")
+        problems = []
+        for name in value or []:
+            info = lookup(name)
+            if info is None:
+                problems.append(unknown_field_message(name))
+            elif info.nested is not None:
+                problems.append(f"key field {name} is inside the nested {info.nested}")
+            elif not info.searchable:
+                problems.append(f"key field {name} ({info.type}) cannot be aggregated")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @field_validator("field")
+    @classmethod
+    def _field(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_field(value)
         return value
 
     @model_validator(mode="after")
@@ -344,7 +377,49 @@ class Rule(_Model):
             raise ValueError(f"window: kind {self.kind} needs a window greater than 0")
         if self.kind == "off_hours_login" and self.calendar is None and not self.groups:
             raise ValueError("calendar: kind off_hours_login needs a calendar (or groups)")
+        self._check_generic()
         return self
+
+    def _check_generic(self) -> None:
+        """What `match` and `threshold` need, and what other kinds must not carry."""
+        generic = self.kind in GENERIC_KINDS
+        problems: list[str] = []
+        if not generic:
+            for name in ("where", "aggregate", "field"):
+                if getattr(self, name) is not None:
+                    problems.append(f"{name}: only kinds match and threshold take {name}")
+            if problems:
+                raise ValueError("; ".join(problems))
+            return
+        for name in ("actions", "fields", "object_types", "calendar"):
+            if getattr(self, name) is not None:
+                problems.append(
+                    f"{name}: kind {self.kind} does not use {name}; write a where condition"
+                )
+        if self.key is None:
+            problems.append(f"key: kind {self.kind} needs a key (e.g. [user.name])")
+        if self.kind == "match":
+            if not self.where:
+                problems.append("where: kind match needs at least one condition")
+            for name in ("window", "threshold", "aggregate", "field"):
+                if getattr(self, name) is not None:
+                    problems.append(f"{name}: kind match alerts per event; no {name}")
+        else:
+            if self.threshold is None:
+                problems.append("threshold: kind threshold needs a threshold (e.g. 3)")
+            aggregate = self.aggregate or "count"
+            if aggregate == "count" and self.field is not None:
+                problems.append("field: aggregate count counts events; no field")
+            if aggregate != "count":
+                info = lookup(self.field) if self.field else None
+                if self.field is None:
+                    problems.append(f"field: aggregate {aggregate} needs a field")
+                elif info is not None and aggregate == "sum" and not info.numeric:
+                    problems.append(f"field: sum needs a number field, {self.field} is {info.type}")
+                elif info is not None and not info.searchable:
+                    problems.append(f"field: {self.field} ({info.type}) cannot be aggregated")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     # typed accessors (filled in by _fill)
     @property
@@ -374,6 +449,14 @@ class Rule(_Model):
     @property
     def inline(self) -> bool:
         return self.kind in INLINE_KINDS
+
+    @property
+    def conditions(self) -> list[Condition]:
+        return list(self.where or [])
+
+    @property
+    def aggregation(self) -> str:
+        return self.aggregate or "count"
 
 
 class RuleSet(_Model):
@@ -406,6 +489,18 @@ class RuleSet(_Model):
             if role in rule.groups:
                 return self.calendars[rule.groups[role]]
         return self.calendars.get(rule.calendar) if rule.calendar else None
+
+
+def referenced(rule: Rule) -> tuple[list[str], list[str]]:
+    """(document fields, ``event.action`` values) `rule` relies on finding in events."""
+    names = [*rule.key_fields, *fields_named(rule.conditions)]
+    if rule.field:
+        names.append(rule.field)
+    if rule.kind in GENERIC_KINDS:
+        actions = actions_named(rule.conditions)
+    else:
+        actions = rule.action_list if rule.kind != "integrity" else []
+    return list(dict.fromkeys(names)), list(dict.fromkeys(actions))
 
 
 def load_rules(path: Path) -> RuleSet:

@@ -20,9 +20,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from collector.detect.alerts import Alert, Event, key_of, mapping_for_alerts
+from collector.detect.conditions import matches, query_clauses
 from collector.detect.errors import DetectionError
-from collector.detect.rules import Rule
-from collector.detect.windowed import network_of
+from collector.detect.fields import lookup
+from collector.detect.rules import GENERIC_KINDS, Rule
+from collector.detect.windowed import Prior, network_of
 from collector.documents import iso_nanos, parse_iso_nanos
 from collector.index import Requester, Response
 
@@ -86,6 +88,8 @@ def rule_filter(rule: Rule) -> list[dict[str, Any]]:
             {"term": {"event.outcome": "success"}},
             {"exists": {"field": "source.ip"}},
         ]
+    elif kind in GENERIC_KINDS:
+        clauses = query_clauses(rule.conditions)[0]
     else:  # inline kinds, read through `fetch_range`
         clauses = [actions]
     for name in rule.key_fields:
@@ -102,16 +106,41 @@ def _allow_clauses(rule: Rule) -> list[dict[str, Any]]:
     return out
 
 
+def rule_exclusions(rule: Rule) -> list[dict[str, Any]]:
+    """``must_not`` clauses of `rule`: its allow-list and negated conditions."""
+    negated = query_clauses(rule.conditions)[1] if rule.kind in GENERIC_KINDS else []
+    return [*_allow_clauses(rule), *negated]
+
+
+def rule_query(rule: Rule, extra: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The events `rule` reads, with `extra` filter clauses (a time range, keys)."""
+    return {"bool": {"filter": [*rule_filter(rule), *extra], "must_not": rule_exclusions(rule)}}
+
+
 def _query(rule: Rule, gte: int, lte: int, extra: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    return {
-        "bool": {
-            "filter": [*rule_filter(rule), _range(gte, lte), *extra],
-            "must_not": _allow_clauses(rule),
-        }
-    }
+    return rule_query(rule, [_range(gte, lte), *extra])
+
+
+def _ingested(gt: int, lte: int) -> dict[str, Any]:
+    return {"range": {"event.ingested": {"gt": iso_nanos(gt), "lte": iso_nanos(lte)}}}
+
+
+def _sum_prunes(rule: Rule) -> bool:
+    # A sum over the whole range bounds every window's sum only for values >= 0.
+    info = lookup(str(rule.field))
+    return info is not None and info.type == "unsigned_long" and info.nested is None
 
 
 def _sub_aggs(rule: Rule) -> dict[str, Any]:
+    if rule.kind == "threshold":
+        info = lookup(str(rule.field)) if rule.field else None
+        if info is None or info.nested is not None:
+            return {}
+        if rule.aggregation == "sum" and _sum_prunes(rule):
+            return {"m": {"sum": {"field": info.name}}}
+        if rule.aggregation == "distinct_count":
+            return {"m": {"cardinality": {"field": info.name, "precision_threshold": 40000}}}
+        return {}
     if rule.kind == "failed_login_distinct_ips":
         return {"m": {"cardinality": {"field": "source.ip"}}}
     if rule.kind == "password_spray":
@@ -133,6 +162,12 @@ def _sub_aggs(rule: Rule) -> dict[str, Any]:
 
 def _promising(rule: Rule, bucket: Mapping[str, Any]) -> bool:
     count = float(bucket.get("doc_count", 0))
+    if rule.kind == "threshold":
+        if rule.aggregation == "count":
+            return count >= rule.limit
+        if "m" in bucket:
+            return float(bucket["m"].get("value") or 0) >= rule.limit
+        return count > 0
     if rule.kind in ("failed_login_burst", "rapid_customer_changes"):
         return count >= rule.limit
     if rule.kind in ("failed_login_distinct_ips", "password_spray", "export_volume"):
@@ -242,16 +277,95 @@ class Searcher:
             query = _query(rule, gte, lte, [self._key_clause(rule, chunk)])
             for event in self._fetch(events_pattern(self.prefix), query):
                 key = key_of(event, rule.key_fields)
-                if key is not None and not rule.allow.allows(
+                if key is None or rule.allow.allows(
                     event.text("user.name"), event.text("source.ip")
                 ):
-                    grouped[key].append(event)
+                    continue
+                # What the query could not decide (not_equal_field, one change entry).
+                if rule.kind in GENERIC_KINDS and not matches(rule.conditions, event.doc):
+                    continue
+                grouped[key].append(event)
         return dict(grouped)
 
-    def fetch_range(self, actions: Sequence[str], gte: int, lte: int) -> list[Event]:
-        """Every event with one of `actions` in [gte, lte] (inline rules in a dry run)."""
-        query = {"bool": {"filter": [{"terms": {"event.action": list(actions)}}, _range(gte, lte)]}}
+    def ingested_spans(self, rule: Rule, gt: int, lte: int) -> dict[str, tuple[int, int]]:
+        """Per key, the earliest and latest own time (ns) of the rule's events that
+        reached the collector in (gt, lte] (``event.ingested``): what changed since the
+        last evaluation, wherever in time it belongs."""
+        sources = [{name: {"terms": {"field": name}}} for name in rule.key_fields]
+        spans: dict[str, tuple[int, int]] = {}
+        after: dict[str, Any] | None = None
+        query = rule_query(rule, [_ingested(gt, lte)])
+        while True:
+            composite: dict[str, Any] = {"size": PAGE, "sources": sources}
+            if after:
+                composite["after"] = after
+            agg = {
+                "composite": composite,
+                "aggs": {
+                    "first": {"min": {"field": "@timestamp"}},
+                    "last": {"max": {"field": "@timestamp"}},
+                },
+            }
+            result = _check(
+                self.request(
+                    "POST",
+                    f"/{events_pattern(self.prefix)}/_search",
+                    body={"size": 0, "query": query, "aggs": {"k": agg}},
+                    params=_SEARCH_PARAMS,
+                ),
+                f"rule {rule.id}: events received since the last evaluation",
+            )
+            agg_result = (result.get("aggregations") or {}).get("k") or {}
+            buckets = agg_result.get("buckets", [])
+            for bucket in buckets:
+                key = "|".join(str(bucket["key"][n]) for n in rule.key_fields)
+                # min/max of a date come back in milliseconds: widen to whole ms
+                first = int(float(bucket["first"]["value"])) * 1_000_000
+                last = (int(float(bucket["last"]["value"])) + 1) * 1_000_000 - 1
+                spans[key] = (first, last)
+            after = agg_result.get("after_key")
+            if not buckets or not after or len(buckets) < PAGE:
+                return spans
+
+    def fetch_range(self, rules: Sequence[Rule], gte: int, lte: int) -> list[Event]:
+        """Every event one of the (per-event) `rules` reads in [gte, lte]."""
+        either = [rule_query(rule) for rule in rules]
+        query = {
+            "bool": {
+                "filter": [_range(gte, lte)],
+                "should": either,
+                "minimum_should_match": 1,
+            }
+        }
         return self._fetch(events_pattern(self.prefix), query)
+
+    def presence(self, fields: Sequence[str], actions: Sequence[str], gte: int) -> dict[str, int]:
+        """How many events since `gte` have each field (``field:NAME``) and each
+        ``event.action`` (``action:NAME``); for `crm-audit rules check --opensearch`."""
+        filters: dict[str, Any] = {}
+        for name in fields:
+            info = lookup(name)
+            clause: dict[str, Any] = {"exists": {"field": name}}
+            if info is not None and info.nested is not None:
+                clause = {"nested": {"path": info.nested, "query": clause}}
+            filters[f"field:{name}"] = clause
+        for action in actions:
+            filters[f"action:{action}"] = {"term": {"event.action": action}}
+        if not filters:
+            return {}
+        body = {
+            "size": 0,
+            "query": {"range": {"@timestamp": {"gte": iso_nanos(gte)}}},
+            "aggs": {"p": {"filters": {"filters": filters}}},
+        }
+        result = _check(
+            self.request(
+                "POST", f"/{events_pattern(self.prefix)}/_search", body=body, params=_SEARCH_PARAMS
+            ),
+            "field and action presence",
+        )
+        buckets = ((result.get("aggregations") or {}).get("p") or {}).get("buckets", {})
+        return {name: int(buckets.get(name, {}).get("doc_count", 0)) for name in filters}
 
     def login_history(
         self, rule: Rule, keys: Sequence[str], gte: int, lt: int
@@ -316,54 +430,64 @@ class Searcher:
         )
         return [(h["_id"], h["_source"]) for h in result.get("hits", {}).get("hits", [])]
 
-    def last_alerts(self, rule_id: str, keys: Sequence[str]) -> dict[str, int]:
-        """Per key, the trigger time (ns) of the rule's latest alert."""
-        if not keys:
-            return {}
-        out: dict[str, int] = {}
+    def alert_history(
+        self, rule_id: str, keys: Sequence[str], gte: int, lte: int
+    ) -> dict[str, list[Prior]]:
+        """Per key, the rule's alerts triggered in [gte, lte] (first and trigger times)."""
+        out: dict[str, list[Prior]] = defaultdict(list)
         for start in range(0, len(keys), 1000):
             chunk = list(keys[start : start + 1000])
-            body = {
-                "size": 0,
-                "query": {
-                    "bool": {
-                        "filter": [
-                            {"term": {"alert.rule.id": rule_id}},
-                            {"term": {"alert.kind": "detection"}},
-                            {"terms": {"alert.key": chunk}},
-                        ]
-                    }
-                },
-                "aggs": {
-                    "k": {
-                        "terms": {"field": "alert.key", "size": len(chunk)},
-                        "aggs": {
-                            "last": {
-                                "top_hits": {
-                                    "size": 1,
-                                    "sort": [{"alert.window.end": "desc"}],
-                                    "_source": ["alert.window.end"],
-                                }
-                            }
-                        },
-                    }
-                },
-            }
-            result = _check(
-                self.request(
-                    "POST",
-                    f"/{alerts_index(self.prefix)}/_search",
-                    body=body,
-                    params=_SEARCH_PARAMS,
-                ),
-                f"rule {rule_id}: last alerts",
-            )
-            for bucket in (result.get("aggregations") or {}).get("k", {}).get("buckets", []):
-                hits = bucket["last"]["hits"]["hits"]
-                if hits:
-                    end = hits[0]["_source"]["alert"]["window"]["end"]
-                    out[str(bucket["key"])] = parse_iso_nanos(end)
-        return out
+            search_after: list[Any] | None = None
+            while True:
+                body: dict[str, Any] = {
+                    "size": PAGE,
+                    "query": {
+                        "bool": {
+                            "filter": [
+                                {"term": {"alert.rule.id": rule_id}},
+                                {"term": {"alert.kind": "detection"}},
+                                {"terms": {"alert.key": chunk}},
+                                {
+                                    "range": {
+                                        "alert.window.end": {
+                                            "gte": iso_nanos(max(gte, 0)),
+                                            "lte": iso_nanos(max(lte, 0)),
+                                        }
+                                    }
+                                },
+                            ]
+                        }
+                    },
+                    # equal (end, start) pairs are equal priors: ties lost at a page
+                    # boundary change nothing
+                    "sort": [
+                        {"alert.window.end": {"order": "asc", "unmapped_type": "date_nanos"}},
+                        {"alert.window.start": {"order": "asc", "unmapped_type": "date_nanos"}},
+                    ],
+                    "_source": ["alert.key", "alert.window"],
+                }
+                if search_after is not None:
+                    body["search_after"] = search_after
+                result = _check(
+                    self.request(
+                        "POST",
+                        f"/{alerts_index(self.prefix)}/_search",
+                        body=body,
+                        params=_SEARCH_PARAMS,
+                    ),
+                    f"rule {rule_id}: earlier alerts",
+                )
+                hits = result.get("hits", {}).get("hits", [])
+                for hit in hits:
+                    alert = hit["_source"]["alert"]
+                    window = alert.get("window", {})
+                    trigger = parse_iso_nanos(str(window["end"]))
+                    first = parse_iso_nanos(str(window.get("start", window["end"])))
+                    out[str(alert["key"])].append(Prior(trigger, first))
+                if len(hits) < PAGE:
+                    break
+                search_after = hits[-1]["sort"]
+        return dict(out)
 
     def write_alerts(self, docs: Sequence[tuple[str, dict[str, Any]]]) -> list[bool]:
         """Create alert documents; per document True when created, False when it existed."""

@@ -3,9 +3,18 @@
 detection:
   rules: rules.yaml            # the rules file (relative to collector.yaml)
   interval_s: 5                # how often windowed rules are evaluated
-  max_delay_s: 600             # events this late (by event time) are still evaluated live
-  max_catchup_s: 86400         # after a long outage, evaluate at most this far back
+  max_delay_s: 600             # events received later than this after their own time are
+                               # late data: their alerts say alert.late: true
+  settle_s: 2                  # an event is searchable this long after its receipt
+  reread_s: 60                 # each evaluation re-reads this much of the receipt timeline
+                               # (a batch whose indexing was retried lands late)
+  max_catchup_s: 86400         # a rule evaluated for the first time starts with the
+                               # events received this long ago (older: rules backfill)
   lease_ttl_s: 30              # a silent collector's leases are taken over after this
+
+Windowed rules follow the *receipt* timeline (``event.ingested``, set by the collector
+when a batch arrives) with a cursor per rule, and evaluate the received events around
+their *own* times (``@timestamp``): a host that ships a day-old backlog gets its alerts.
   notifiers:                   # every alert at or above min_severity is POSTed here
     - name: soc
       url: https://soc.example/hooks/crm-audit
@@ -38,8 +47,10 @@ class DetectionConfig(BaseModel):
 
     rules: Path | None = None
     interval_s: float = Field(default=5, ge=0.2, le=3600)
-    max_delay_s: float = Field(default=600, ge=0, le=7 * 86400)
-    max_catchup_s: float = Field(default=86400, ge=60, le=30 * 86400)
+    max_delay_s: float = Field(default=600, ge=0, le=30 * 86400)
+    settle_s: float = Field(default=2, ge=0, le=600)
+    reread_s: float = Field(default=60, ge=0, le=86400)
+    max_catchup_s: float = Field(default=86400, ge=60, le=365 * 86400)
     lease_ttl_s: float = Field(default=30, ge=1, le=3600)
     notifiers: list[NotifierConfig] = []
 

@@ -1,15 +1,25 @@
-"""Windowed rules over one key's events. Pure: sorted events + the last alert in, alerts out.
+"""Windowed rules over one key's events. Pure: sorted events + earlier alerts in, alerts out.
 
 An incident is anchored at its *trigger*: the first event at which the rule's condition
-holds over the window ending there (``(t - window, t]``). After an alert with trigger
-``T`` for a key, events up to ``T`` never count again and the next trigger must be at or
-after ``T + suppression``: one alert per incident, however often the overlapping
-evaluations run, and the same trigger (hence the same alert ``_id``) on every collector.
-Only triggers at or after ``range_from`` are reported (earlier ones were evaluated before).
+holds over the window ending there (``(t - window, t]``). The alert ``_id`` derives from
+the trigger event, so evaluating the same data again (another collector, a restart, an
+overlapping evaluation) gives the same id.
+
+Events may arrive late (a host catching up a backlog), so a key can be evaluated again
+after it alerted, with more events than before. The alerts already raised for the key
+(`Prior`, read from the alerts index around the evaluated times) decide, order-free:
+
+- after an alert with trigger ``T``, events up to ``T`` never count again;
+- a trigger inside an alerted incident (``start <= t <= T``) is the same incident;
+- no two alerts of a rule and key lie closer than its suppression period, whichever was
+  found first (a late burst just before an existing alert does not alert again).
+
+Only triggers in the evaluated scope are reported (earlier ones were evaluated before).
 """
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -17,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.detect.alerts import Alert, Event
+from collector.detect.conditions import values_at
+from collector.detect.fields import lookup, normalize
 from collector.detect.rules import Rule
 
 
@@ -84,6 +96,50 @@ class Scope:
     range_from: int
     range_to: int
 
+    def __contains__(self, ts: object) -> bool:
+        return isinstance(ts, int) and self.range_from <= ts <= self.range_to
+
+
+@dataclass(frozen=True, order=True)
+class Prior:
+    """An alert already raised for a rule and key: its first and triggering event times."""
+
+    trigger: int
+    start: int
+
+
+class Suppressor:
+    """The alerts of one rule and key (stored ones and those found now), see module doc."""
+
+    def __init__(self, rule: Rule, prior: Iterable[Prior] = (), *, spans: bool = True) -> None:
+        self.suppression = rule.suppression_ns
+        self.spans = spans  # single-event alerts (inline) have no incident span
+        # an incident spans at most one window: alerts triggered later cannot cover `ts`
+        self.reach = self.suppression + (rule.window_ns if spans else 0)
+        self.alerts: list[Prior] = sorted(prior)
+
+    def floor(self, ts: int) -> int | None:
+        """Trigger of the latest alert at or before `ts` (its events are used up)."""
+        index = bisect.bisect_right(self.alerts, Prior(ts, 2**63))
+        return self.alerts[index - 1].trigger if index else None
+
+    def blocks(self, ts: int) -> bool:
+        """Whether a trigger at `ts` would repeat an alert (span or suppression)."""
+        low = bisect.bisect_left(self.alerts, Prior(ts - self.suppression, -(2**63)))
+        for alert in self.alerts[low:]:
+            if alert.trigger == ts:
+                return True
+            if abs(alert.trigger - ts) < self.suppression:
+                return True
+            if self.spans and alert.start <= ts <= alert.trigger:
+                return True
+            if alert.trigger > ts + self.reach:
+                break
+        return False
+
+    def add(self, start: int, trigger: int) -> None:
+        bisect.insort(self.alerts, Prior(trigger, start))
+
 
 def _alert(
     rule: Rule, key: str, events: Sequence[Event], reason: str, evidence: dict[str, Any]
@@ -103,50 +159,102 @@ def _alert(
         reason=reason,
         evidence=evidence,
         agent_id=trigger.text("agent.id") or "",
+        lag=max(e.lag for e in events),
     )
 
 
 def evaluate_key(
-    rule: Rule, key: str, events: Sequence[Event], last: int | None, scope: Scope
+    rule: Rule, key: str, events: Sequence[Event], prior: Iterable[Prior], scope: Scope
 ) -> list[Alert]:
-    """Alerts of `rule` for one key; `events` sorted by time, `last` = last trigger."""
+    """Alerts of `rule` for one key; `events` sorted by time, `prior` = earlier alerts."""
+    seen = Suppressor(rule, prior)
     if rule.kind == "success_after_failures":
-        return _success_after_failures(rule, key, events, last, scope)
+        return _success_after_failures(rule, key, events, seen, scope)
     if rule.kind == "bank_change_then_export":
-        return _change_then_export(rule, key, events, last, scope)
-    measure = _MEASURES[rule.kind]
+        return _change_then_export(rule, key, events, seen, scope)
+    measure = measure_of(rule)
     alerts: list[Alert] = []
     window: deque[Event] = deque()
-    floor = last
     for event in events:
+        floor = seen.floor(event.ts)
         if floor is not None and event.ts <= floor:
             continue
         window.append(event)
-        while window and window[0].ts <= event.ts - rule.window_ns:
+        oldest = max(floor if floor is not None else -(2**63), event.ts - rule.window_ns)
+        while window and window[0].ts <= oldest:
             window.popleft()
-        if event.ts < scope.range_from or event.ts > scope.range_to:
-            continue
-        if floor is not None and event.ts < floor + rule.suppression_ns:
+        if event.ts not in scope or seen.blocks(event.ts):
             continue
         value, evidence = measure(list(window))
         if value >= rule.limit:
-            reason = _REASONS[rule.kind].format(n=value, key=key, w=_human(rule.window or 0))
+            reason = reason_of(rule, key, value)
             evidence["threshold"] = rule.limit
-            alerts.append(_alert(rule, key, list(window), reason, evidence))
-            floor = event.ts
+            alert = _alert(rule, key, list(window), reason, evidence)
+            alerts.append(alert)
+            seen.add(alert.start, alert.trigger)
             window.clear()
     return alerts
 
 
+Measure = Callable[[Sequence[Event]], tuple[float, dict[str, Any]]]
+
+
+def _generic_measure(rule: Rule) -> Measure:
+    """count / sum / distinct_count of `rule.field` over a window (kind threshold)."""
+    aggregate = rule.aggregation
+    if aggregate == "count":
+        return _count
+    name = str(rule.field)
+    info = lookup(name)
+
+    def values(window: Sequence[Event]) -> list[Any]:
+        return [v for e in window for v in values_at(e.doc, name)]
+
+    if aggregate == "sum":
+
+        def total(window: Sequence[Event]) -> tuple[float, dict[str, Any]]:
+            numbers = [
+                float(v)
+                for v in values(window)
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            ]
+            value = sum(numbers)
+            return value, {f"sum_{name}": value, "count": len(window)}
+
+        return total
+
+    def distinct(window: Sequence[Event]) -> tuple[float, dict[str, Any]]:
+        found = {str(normalize(info, v)) if info is not None else str(v) for v in values(window)}
+        return len(found), {f"distinct_{name}": sorted(found)[:100], "count": len(window)}
+
+    return distinct
+
+
+def measure_of(rule: Rule) -> Measure:
+    if rule.kind == "threshold":
+        return _generic_measure(rule)
+    return _MEASURES[rule.kind]
+
+
+def reason_of(rule: Rule, key: str, value: float) -> str:
+    window = _human(rule.window or 0)
+    if rule.kind != "threshold":
+        return _REASONS[rule.kind].format(n=value, key=key, w=window)
+    what = "events" if rule.aggregation == "count" else f"{rule.aggregation} of {rule.field}"
+    return f"{rule.id}: {what} = {value:g} for {key} within {window} (threshold {rule.limit:g})"
+
+
 def _success_after_failures(
-    rule: Rule, key: str, events: Sequence[Event], last: int | None, scope: Scope
+    rule: Rule, key: str, events: Sequence[Event], seen: Suppressor, scope: Scope
 ) -> list[Alert]:
     alerts: list[Alert] = []
     failures: deque[Event] = deque()
-    floor = last
     for event in events:
+        floor = seen.floor(event.ts)
         if floor is not None and event.ts <= floor:
             continue
+        while failures and floor is not None and failures[0].ts <= floor:
+            failures.popleft()
         if is_failure(event):
             failures.append(event)
             continue
@@ -154,9 +262,7 @@ def _success_after_failures(
             continue
         while failures and failures[0].ts <= event.ts - rule.window_ns:
             failures.popleft()
-        in_scope = scope.range_from <= event.ts <= scope.range_to
-        allowed_again = floor is None or event.ts >= floor + rule.suppression_ns
-        if in_scope and allowed_again and len(failures) >= rule.limit:
+        if event.ts in scope and not seen.blocks(event.ts) and len(failures) >= rule.limit:
             ips = sorted({ip for e in failures if (ip := e.text("source.ip"))})
             reason = (
                 f"{key} logged in successfully after {len(failures)} failed logins "
@@ -168,22 +274,25 @@ def _success_after_failures(
                 "success_ip": event.text("source.ip"),
                 "threshold": rule.limit,
             }
-            alerts.append(_alert(rule, key, [*failures, event], reason, evidence))
-            floor = event.ts
+            alert = _alert(rule, key, [*failures, event], reason, evidence)
+            alerts.append(alert)
+            seen.add(alert.start, alert.trigger)
         failures.clear()  # a success ends the streak
     return alerts
 
 
 def _change_then_export(
-    rule: Rule, key: str, events: Sequence[Event], last: int | None, scope: Scope
+    rule: Rule, key: str, events: Sequence[Event], seen: Suppressor, scope: Scope
 ) -> list[Alert]:
     alerts: list[Alert] = []
     changes: deque[Event] = deque()
-    floor = last
     types = set(rule.object_types or [])
     for event in events:
+        floor = seen.floor(event.ts)
         if floor is not None and event.ts <= floor:
             continue
+        while changes and floor is not None and changes[0].ts <= floor:
+            changes.popleft()
         action = event.text("event.action") or ""
         fields = changed_fields(event, rule.field_list)
         if fields and (not types or event.text("crm.object.type") in types):
@@ -193,9 +302,7 @@ def _change_then_export(
             continue
         while changes and changes[0].ts <= event.ts - rule.window_ns:
             changes.popleft()
-        in_scope = scope.range_from <= event.ts <= scope.range_to
-        allowed_again = floor is None or event.ts >= floor + rule.suppression_ns
-        if changes and in_scope and allowed_again:
+        if changes and event.ts in scope and not seen.blocks(event.ts):
             customers = sorted({c for e in changes if (c := e.text("crm.object.id"))})
             reason = (
                 f"{key} changed bank details of {', '.join(customers)} and then ran "
@@ -207,8 +314,9 @@ def _change_then_export(
                 "followed_by": action,
                 "record_count": event.get("crm.record_count"),
             }
-            alerts.append(_alert(rule, key, [*changes, event], reason, evidence))
-            floor = event.ts
+            alert = _alert(rule, key, [*changes, event], reason, evidence)
+            alerts.append(alert)
+            seen.add(alert.start, alert.trigger)
             changes.clear()
     return alerts
 
@@ -227,7 +335,7 @@ def new_networks(
     key: str,
     logins: Sequence[Event],
     history: tuple[int, set[str]],
-    last: int | None,
+    prior: Iterable[Prior],
     scope: Scope,
 ) -> list[Alert]:
     """Successful logins from a network (/24, /48) not seen for `key` in the look-back.
@@ -236,8 +344,8 @@ def new_networks(
     with fewer than ``min_history`` logins are still being learned and never alert.
     """
     seen_count, known = history[0], set(history[1])
+    seen = Suppressor(rule, prior)
     alerts: list[Alert] = []
-    floor = last
     for event in logins:
         ip = event.text("source.ip")
         net = network_of(ip, rule) if ip else None
@@ -247,13 +355,14 @@ def new_networks(
         if (
             fresh
             and seen_count >= rule.min_history
-            and scope.range_from <= event.ts <= scope.range_to
-            and (floor is None or (event.ts > floor and event.ts >= floor + rule.suppression_ns))
+            and event.ts in scope
+            and not seen.blocks(event.ts)
         ):
             reason = f"{key} logged in from network {net}, not seen for this user before"
             evidence = {"network": net, "source_ip": ip, "known_networks": sorted(known)[:50]}
-            alerts.append(_alert(rule, key, [event], reason, evidence))
-            floor = event.ts
+            alert = _alert(rule, key, [event], reason, evidence)
+            alerts.append(alert)
+            seen.add(alert.start, alert.trigger)
         known.add(net)
         seen_count += 1
     return alerts

@@ -34,10 +34,12 @@ EXPECTED = {
         "{cfg}:9: batch.max_wait_s: Input should be less than or equal to 1",
         "{cfg}:12: sources.0.format: unknown format 'csv' (known: {formats})",
         "{cfg}:16: sources.1.paths: List should have at least 1 item after validation, not 0",
-        "{cfg}:17: sources.1.mapping: unknown schema field 'usr.name' (schema fields: "
-        "action, changes, message, object.id, object.name, object.type, outcome, "
-        "record_count, session_id, source.device_id, source.ip, source.port, "
-        "source.user_agent, timestamp, user.email, user.id, user.name, user.roles)",
+        "{cfg}:17: sources.1.mapping.usr.name: unknown target field (fields: "
+        "action, changes, message, object.id, object.name, object.type, organization.id, "
+        "organization.name, outcome, record_count, session_id, source.device_id, source.ip, "
+        "source.port, source.user_agent, timestamp, user.effective.email, user.effective.id, "
+        "user.effective.name, user.email, user.id, user.name, user.roles, "
+        "user.target.email, user.target.id, user.target.name, user.target.roles)",
     ],
     "bad_cn.yaml": [
         "{cfg}:2: agent_id: 'crm-host-2' does not match the CN 'crm-host-1' of the client "

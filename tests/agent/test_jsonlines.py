@@ -166,11 +166,17 @@ def test_wrong_shapes_are_flagged_and_kept() -> None:
     assert {"source_ip", "changes", "record_count", "user"} <= set(event.attributes)
 
 
-def test_null_change_value_means_empty() -> None:
+def test_null_change_value_is_absent_and_empty_stays_empty() -> None:
     event = parse(line({"changes": [{"field": "phone", "old": None, "new": 5}]}))
     assert event is not None
-    assert event.changes[0].HasField("old_value") and event.changes[0].old_value == ""
+    assert not event.changes[0].HasField("old_value")
     assert event.changes[0].new_value == "5"
+    assert event.changes[0].new_type == pb.FieldChange.VALUE_TYPE_NUMBER
+    event = parse(line({"changes": [{"field": "phone", "old": "", "new": True}]}))
+    assert event is not None
+    assert event.changes[0].HasField("old_value") and event.changes[0].old_value == ""
+    assert event.changes[0].old_type == pb.FieldChange.VALUE_TYPE_STRING
+    assert event.changes[0].new_type == pb.FieldChange.VALUE_TYPE_BOOLEAN
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from collector.detect.alerts import Event
 from collector.detect.lease import Leases
 from collector.detect.respond import SIGNATURE_HEADER, post_json, run_command, sign
 from collector.detect.rules import Rule, RuleSet
-from collector.detect.windowed import Scope, evaluate_key, new_networks
+from collector.detect.windowed import Prior, Scope, evaluate_key, new_networks
 from collector.documents import iso_nanos
 from collector.index import Requester
 
@@ -54,26 +54,26 @@ def fails(count: int, every_s: float, start: float = 0, ip: str = "10.0.0.1") ->
 def test_burst_fires_once_at_the_threshold_and_honours_suppression() -> None:
     burst = rule(kind="failed_login_burst", window="10m", threshold=10, suppression="1h")
     events = fails(25, 20)  # 25 failures in 8 minutes
-    alerts = evaluate_key(burst, "u", events, None, ALL)
+    alerts = evaluate_key(burst, "u", events, (), ALL)
     assert len(alerts) == 1
     assert alerts[0].event_ids == tuple(f"a:{i}" for i in range(10))
     # Re-evaluated with the stored alert: nothing new.
-    assert evaluate_key(burst, "u", events, alerts[0].trigger, ALL) == []
+    assert evaluate_key(burst, "u", events, [Prior(alerts[0].trigger, alerts[0].start)], ALL) == []
     # Slower than the window: never 10 within 10 minutes.
-    assert evaluate_key(burst, "u", fails(30, 70), None, ALL) == []
+    assert evaluate_key(burst, "u", fails(30, 70), (), ALL) == []
 
 
 def test_distinct_and_success_after_failures() -> None:
     many = rule(kind="failed_login_distinct_ips", threshold=3)
     events = [*fails(2, 10), *fails(2, 10, 30, "10.0.0.2"), *fails(1, 10, 60, "10.0.0.3")]
     events = [Event(f"a:{i}", e.ts, e.doc) for i, e in enumerate(events)]
-    (alert,) = evaluate_key(many, "u", events, None, ALL)
+    (alert,) = evaluate_key(many, "u", events, (), ALL)
     assert alert.evidence["distinct_source.ip"] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
     saf = rule(kind="success_after_failures", threshold=5)
     ok = ev(99, 200, event__outcome="success", user__name="u")
-    (alert,) = evaluate_key(saf, "u", [*fails(5, 10), ok], None, ALL)
+    (alert,) = evaluate_key(saf, "u", [*fails(5, 10), ok], (), ALL)
     assert alert.trigger_id == "a:99" and len(alert.event_ids) == 6
-    assert evaluate_key(saf, "u", [*fails(4, 10), ok], None, ALL) == []
+    assert evaluate_key(saf, "u", [*fails(4, 10), ok], (), ALL) == []
 
 
 def test_bank_change_then_export_needs_the_order_and_the_window() -> None:
@@ -82,18 +82,18 @@ def test_bank_change_then_export_needs_the_order_and_the_window() -> None:
                 crm__changes=[{"field": "iban", "old": "A", "new": "B"}])  # fmt: skip
     export = ev(2, 600, event__action="record.export", crm__record_count=10)
     late = ev(3, 1200, event__action="record.export")
-    assert len(evaluate_key(r, "u", [change, export], None, ALL)) == 1
-    assert evaluate_key(r, "u", [change, late], None, ALL) == []
-    assert evaluate_key(r, "u", [export, change], None, ALL) == []
+    assert len(evaluate_key(r, "u", [change, export], (), ALL)) == 1
+    assert evaluate_key(r, "u", [change, late], (), ALL) == []
+    assert evaluate_key(r, "u", [export, change], (), ALL) == []
 
 
 def test_new_network_learns_first() -> None:
     r = rule(kind="new_network", window="30d", min_history=2)
     logins = [ev(1, 0, source__ip="192.0.2.7"), ev(2, 10, source__ip="192.0.2.8")]
     known = (5, {"10.1.2.0/24"})
-    (alert,) = new_networks(r, "u", logins, known, None, ALL)
+    (alert,) = new_networks(r, "u", logins, known, (), ALL)
     assert alert.trigger_id == "a:1" and alert.evidence["network"] == "192.0.2.0/24"
-    assert new_networks(r, "u", logins, (1, set()), None, ALL) == []  # still learning
+    assert new_networks(r, "u", logins, (1, set()), (), ALL) == []  # still learning
 
 
 def test_inline_rules_and_allow_list() -> None:
@@ -117,7 +117,7 @@ def test_inline_rules_and_allow_list() -> None:
         ev(5, 3, event__action="settings.update", user__name="adm",
            crm__changes=[{"field": "audit.enabled", "old": "true", "new": "false"}]),
     ]  # fmt: skip
-    alerts = inline.evaluate(rules, events, lambda _rule, _keys: {})
+    alerts = inline.evaluate(rules, events, lambda *_: {})
     assert sorted((a.rule_id, a.trigger_id) for a in alerts) == [
         ("a", "a:5"), ("n", "a:3"), ("x", "a:1"),
     ]  # fmt: skip
