@@ -30,7 +30,7 @@ from tests.foreign_crm.config import agent_yaml, differences, rules_yaml
 from tests.foreign_crm.generator import ForeignLog, generate
 from tests.helpers import free_port
 from tests.integration.support import agent_config_head, write_collector_config
-from tests.processes import ManagedProcess, wait_for
+from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +87,7 @@ class Cluster:
 def _parse_strict(agent_cfg: Path, log_file: Path, root: Path) -> None:
     """`crm-audit-agent parse --strict` on the log: exit 0, every line one event."""
     done = subprocess.run(
-        ["crm-audit-agent", "parse", "--strict", "-c", str(agent_cfg), str(log_file)],
+        [str(BIN / "crm-audit-agent"), "parse", "--strict", "-c", str(agent_cfg), str(log_file)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -194,6 +194,11 @@ def _run(opensearch_url: str, root: Path, log: ForeignLog, backlog: bool) -> Non
         for rule_id, key in sorted(got):
             print(f"  alert {rule_id} key={key} x{got[(rule_id, key)]}")
         assert got == expected
+        assert {a["origin"] for a in alerts} == {"live"}
+        if backlog:  # each alert says it came from data two days late
+            assert all(a["late"] and a["lag_s"] > 2 * 86400 for a in alerts)
+        else:
+            assert all(a["lag_s"] < 3600 for a in alerts)
 
         # Faithful documents: line i is event sequence i + 1 of the agent.
         documents = cluster.events()
