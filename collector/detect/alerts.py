@@ -87,7 +87,6 @@ LEASES_MAPPING: dict[str, Any] = {
             holder=_KW,
             expires=_DATE,
             evaluated_to=_DATE,
-            ingested_to=_DATE,
         ),
     },
 }

@@ -24,7 +24,7 @@ collector, restart, re-read or backfill finds it (see `collector.detect.windowed
 `Detection` is what `collector.server` runs: `on_indexed` after each batch is indexed
 (inline rules), and a thread that every ``interval_s`` takes each windowed rule's lease
 in ``{prefix}-leases`` and evaluates the events received since the rule's cursor
-(``ingested_to``, minus ``reread_s`` for batches whose indexing was retried, up to
+(the lease's ``evaluated_to``, minus ``reread_s`` for batches whose indexing was retried, up to
 ``now - settle_s`` so that the refresh has made them searchable), writes the alerts and
 hands those it created to the `Responder`, then advances the cursor under the lease.
 """
@@ -434,13 +434,14 @@ class Detection:
             self._held.pop(name, None)
             return 0
         self._held[name] = lease
-        cursor = lease.ingested_to
+        cursor = lease.evaluated_to
         if rule.kind == "integrity":
             # integrity alerts are written as they happen: their own time is receipt
             delay = int(self.settings.max_delay_s * NS)
             floor = now - int(self.settings.max_catchup_s * NS)
-            start = (lease.evaluated_to if lease.evaluated_to is not None else now) - delay
+            start = (cursor if cursor is not None else now) - delay
             after, upto = max(start, floor), now
+            cursor = now
         else:
             if cursor is None:  # first evaluation of this rule: recent receipts only
                 cursor = now - int(self.settings.max_catchup_s * NS)
@@ -459,9 +460,7 @@ class Detection:
         except DetectionError as exc:
             log.warning("detection: rule %s: %s", rule.id, exc)
             return 0
-        if cursor is not None:
-            cursor = max(cursor, upto)
-        renewed = self.leases.complete(lease, self.clock_ns(), now, cursor)
+        renewed = self.leases.complete(lease, self.clock_ns(), max(cursor, upto))
         if renewed is None:
             self._held.pop(name, None)
         else:

@@ -1,15 +1,15 @@
 """Leases in ``{prefix}-leases``: one collector evaluates a windowed rule at a time.
 
 One document per rule (``_id`` = ``rule:<id>``) names its holder, when the lease
-expires and how far the rule has been evaluated — the state that survives restarts and
-hand-overs: ``ingested_to``, the ingestion cursor of windowed rules (every event the
-collectors received up to then has been evaluated, whatever its own time), and
-``evaluated_to``, when the last evaluation ran (the integrity rule reads alerts up to
-it). Taking a free or expired lease and renewing one's own are conditional writes
+expires and how far the rule has been evaluated (``evaluated_to``: the state that
+survives restarts and hand-overs). That is a point on the *receipt* timeline: windowed
+rules have evaluated every event the collectors received (``event.ingested``) up to it,
+whatever the event's own time; the integrity rule every integrity alert written up to
+it. Taking a free or expired lease and renewing one's own are conditional writes
 (``op_type=create`` for a new document, ``if_seq_no`` / ``if_primary_term`` otherwise):
 of two collectors racing for it, one gets a 409 and skips the rule this round. A
 collector that dies simply stops renewing; another takes over once the lease expired
-and continues from the cursor.
+and continues from ``evaluated_to``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ class Lease:
     evaluated_to: int | None
     seq_no: int
     primary_term: int
-    ingested_to: int | None = None
 
 
 class Leases:
@@ -74,34 +73,17 @@ class Leases:
             and isinstance(error, Mapping)
             and error.get("type") == "resource_already_exists_exception"
         ):
-            # An index from an older version lacks ingested_to (strict mapping): add it.
-            updated = self.request("PUT", f"/{self.index}/_mapping", body=LEASES_MAPPING)
-            if updated.status == 200:
-                return
-            raise DetectionError(
-                f"cannot update the mapping of {self.index}: HTTP {updated.status}"
-            )
+            return
         raise DetectionError(f"cannot create {self.index}: HTTP {response.status}")
 
-    def _body(
-        self,
-        name: str,
-        now: int,
-        evaluated_to: int | None,
-        ingested_to: int | None = None,
-        *,
-        holder: str | None = None,
-        expires: int | None = None,
-    ) -> dict[str, Any]:
+    def _body(self, name: str, now: int, evaluated_to: int | None) -> dict[str, Any]:
         lease: dict[str, Any] = {
             "name": name,
-            "holder": self.holder if holder is None else holder,
-            "expires": iso_nanos(now + self.ttl_ns if expires is None else expires),
+            "holder": self.holder,
+            "expires": iso_nanos(now + self.ttl_ns),
         }
         if evaluated_to is not None:
             lease["evaluated_to"] = iso_nanos(evaluated_to)
-        if ingested_to is not None:
-            lease["ingested_to"] = iso_nanos(ingested_to)
         return {"@timestamp": iso_nanos(now), "lease": lease}
 
     def acquire(self, name: str, now: int) -> Lease | None:
@@ -127,8 +109,6 @@ class Leases:
         source = current.body.get("_source", {}).get("lease", {})
         evaluated = source.get("evaluated_to")
         evaluated_to = parse_iso_nanos(evaluated) if evaluated else None
-        ingested = source.get("ingested_to")
-        ingested_to = parse_iso_nanos(ingested) if ingested else None
         mine = source.get("holder") == self.holder
         expired = parse_iso_nanos(source.get("expires", iso_nanos(0))) <= now
         if not (mine or expired):
@@ -139,22 +119,15 @@ class Leases:
             evaluated_to,
             int(current.body["_seq_no"]),
             int(current.body["_primary_term"]),
-            ingested_to,
         )
 
     def _write(
-        self,
-        name: str,
-        now: int,
-        evaluated_to: int | None,
-        seq_no: int,
-        primary_term: int,
-        ingested_to: int | None = None,
+        self, name: str, now: int, evaluated_to: int | None, seq_no: int, primary_term: int
     ) -> Lease | None:
         response = self.request(
             "PUT",
             f"/{self.index}/_doc/{name}",
-            body=self._body(name, now, evaluated_to, ingested_to),
+            body=self._body(name, now, evaluated_to),
             params={"if_seq_no": str(seq_no), "if_primary_term": str(primary_term)},
         )
         if response.status == 409:
@@ -164,28 +137,31 @@ class Leases:
                 f"lease {name}: HTTP {response.status} {json.dumps(response.body)[:200]}"
             )
         return Lease(
-            name,
-            evaluated_to,
-            int(response.body["_seq_no"]),
-            int(response.body["_primary_term"]),
-            ingested_to,
+            name, evaluated_to, int(response.body["_seq_no"]), int(response.body["_primary_term"])
         )
 
-    def complete(
-        self, lease: Lease, now: int, evaluated_to: int, ingested_to: int | None = None
-    ) -> Lease | None:
+    def complete(self, lease: Lease, now: int, evaluated_to: int) -> Lease | None:
         """Record progress and renew; None when another collector took the lease."""
-        cursor = lease.ingested_to if ingested_to is None else ingested_to
-        return self._write(lease.name, now, evaluated_to, lease.seq_no, lease.primary_term, cursor)
+        return self._write(lease.name, now, evaluated_to, lease.seq_no, lease.primary_term)
 
     def release(self, lease: Lease, now: int) -> None:
         """Let another collector take over at once (on shutdown)."""
         response = self.request(
             "PUT",
             f"/{self.index}/_doc/{lease.name}",
-            body=self._body(
-                lease.name, now, lease.evaluated_to, lease.ingested_to, holder="", expires=now
-            ),
+            body={
+                "@timestamp": iso_nanos(now),
+                "lease": {
+                    "name": lease.name,
+                    "holder": "",
+                    "expires": iso_nanos(now),
+                    **(
+                        {"evaluated_to": iso_nanos(lease.evaluated_to)}
+                        if lease.evaluated_to is not None
+                        else {}
+                    ),
+                },
+            },
             params={"if_seq_no": str(lease.seq_no), "if_primary_term": str(lease.primary_term)},
         )
         if response.status not in (200, 201, 409):

@@ -295,6 +295,45 @@ class Response(_Model):
         return self
 
 
+def _kind_problem(kind: str, name: str, value: Any, data: dict[str, Any]) -> str | None:
+    """What is wrong with setting `name` = `value` for a rule of `kind` (generic kinds
+    take `where` instead of the built-in kinds' settings, and need key, window...)."""
+    generic = kind in GENERIC_KINDS
+    if name in ("actions", "fields", "object_types", "calendar"):
+        if generic and value is not None:
+            return f"kind {kind} does not use {name}; write a where condition"
+        return None
+    if name == "key":
+        return f"kind {kind} needs a key (e.g. [user.name])" if generic and value is None else None
+    if name == "where":
+        if not generic:
+            return None if value is None else "only kinds match and threshold take where"
+        if kind == "match" and not value:
+            return "kind match needs at least one condition"
+        return None
+    if kind == "match" and value is not None:  # window, threshold, aggregate, field
+        return f"kind match alerts per event; no {name}"
+    if name in ("aggregate", "field") and kind != "threshold":
+        return None if value is None else f"only kind threshold takes {name}"
+    if kind != "threshold":
+        return None
+    if name in ("window", "threshold") and not value:
+        example = "1h" if name == "window" else "3"
+        return f"kind threshold needs a {name} (e.g. {example})"
+    if name == "field" and "aggregate" in data:
+        aggregate = data["aggregate"] or "count"
+        if aggregate == "count":
+            return "aggregate count counts events; no field" if value is not None else None
+        if value is None:
+            return f"aggregate {aggregate} needs a field"
+        info = lookup(str(value))
+        if info is not None and aggregate == "sum" and not info.numeric:
+            return f"sum needs a number field, {value} is {info.type}"
+        if info is not None and not info.searchable:
+            return f"{value} ({info.type}) cannot be aggregated"
+    return None
+
+
 class Rule(_Model):
     """One detection rule (settings a kind does not use are refused)."""
 
@@ -303,9 +342,10 @@ class Rule(_Model):
     severity: Severity = "medium"
     kind: Kind
     enabled: bool = True
-    key: list[str] | None = None
-    window: Duration | None = None
-    threshold: float | None = Field(default=None, gt=0)
+    # validate_default: a setting the kind needs is reported at its own key when missing
+    key: list[str] | None = Field(default=None, validate_default=True)
+    window: Duration | None = Field(default=None, validate_default=True)
+    threshold: float | None = Field(default=None, gt=0, validate_default=True)
     suppression: Duration | None = None
     allow: AllowList = AllowList()
     actions: list[str] | None = None
@@ -325,10 +365,10 @@ class Rule(_Model):
     # alert (none: every grant). Database grants always alert (no structured role).
     privileged_roles: list[str] | None = None
     # match / threshold: conditions every counted event meets (collector.detect.conditions)
-    where: list[Condition] | None = None
+    where: list[Condition] | None = Field(default=None, validate_default=True)
     # threshold: what is compared with `threshold` per key within `window`
     aggregate: Aggregate | None = None
-    field: str | None = None
+    field: str | None = Field(default=None, validate_default=True)
     notify: bool = True
     response: Response | None = None
 
@@ -364,6 +404,19 @@ class Rule(_Model):
             check_field(value)
         return value
 
+    @field_validator(
+        "key", "window", "threshold", "actions", "fields", "object_types", "calendar",
+        "where", "aggregate", "field",
+    )  # fmt: skip
+    @classmethod
+    def _fits_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        if "kind" not in info.data:  # the kind itself is wrong (reported there)
+            return value
+        problem = _kind_problem(str(info.data["kind"]), str(info.field_name), value, info.data)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _fill(self) -> Rule:
         defaults = DEFAULTS[self.kind]
@@ -377,49 +430,7 @@ class Rule(_Model):
             raise ValueError(f"window: kind {self.kind} needs a window greater than 0")
         if self.kind == "off_hours_login" and self.calendar is None and not self.groups:
             raise ValueError("calendar: kind off_hours_login needs a calendar (or groups)")
-        self._check_generic()
         return self
-
-    def _check_generic(self) -> None:
-        """What `match` and `threshold` need, and what other kinds must not carry."""
-        generic = self.kind in GENERIC_KINDS
-        problems: list[str] = []
-        if not generic:
-            for name in ("where", "aggregate", "field"):
-                if getattr(self, name) is not None:
-                    problems.append(f"{name}: only kinds match and threshold take {name}")
-            if problems:
-                raise ValueError("; ".join(problems))
-            return
-        for name in ("actions", "fields", "object_types", "calendar"):
-            if getattr(self, name) is not None:
-                problems.append(
-                    f"{name}: kind {self.kind} does not use {name}; write a where condition"
-                )
-        if self.key is None:
-            problems.append(f"key: kind {self.kind} needs a key (e.g. [user.name])")
-        if self.kind == "match":
-            if not self.where:
-                problems.append("where: kind match needs at least one condition")
-            for name in ("window", "threshold", "aggregate", "field"):
-                if getattr(self, name) is not None:
-                    problems.append(f"{name}: kind match alerts per event; no {name}")
-        else:
-            if self.threshold is None:
-                problems.append("threshold: kind threshold needs a threshold (e.g. 3)")
-            aggregate = self.aggregate or "count"
-            if aggregate == "count" and self.field is not None:
-                problems.append("field: aggregate count counts events; no field")
-            if aggregate != "count":
-                info = lookup(self.field) if self.field else None
-                if self.field is None:
-                    problems.append(f"field: aggregate {aggregate} needs a field")
-                elif info is not None and aggregate == "sum" and not info.numeric:
-                    problems.append(f"field: sum needs a number field, {self.field} is {info.type}")
-                elif info is not None and not info.searchable:
-                    problems.append(f"field: {self.field} ({info.type}) cannot be aggregated")
-        if problems:
-            raise ValueError("; ".join(problems))
 
     # typed accessors (filled in by _fill)
     @property

@@ -47,10 +47,34 @@ class DetectionConfig(BaseModel):
 
     rules: Path | None = None
     interval_s: float = Field(default=5, ge=0.2, le=3600)
-    max_delay_s: float = Field(default=600, ge=0, le=30 * 86400)
-    settle_s: float = Field(default=2, ge=0, le=600)
-    reread_s: float = Field(default=60, ge=0, le=86400)
-    max_catchup_s: float = Field(default=86400, ge=60, le=365 * 86400)
+    max_delay_s: float = Field(
+        default=600,
+        ge=0,
+        le=30 * 86400,
+        description="Events received later than this after their own time are late data: "
+        "their alerts say alert.late: true (and alert.lag_s).",
+    )
+    settle_s: float = Field(
+        default=2,
+        ge=0,
+        le=600,
+        description="Windowed rules read events received up to this long ago (an event is "
+        "searchable a refresh after its batch was indexed).",
+    )
+    reread_s: float = Field(
+        default=60,
+        ge=0,
+        le=86400,
+        description="Each evaluation re-reads this much of the receipt timeline before its "
+        "cursor (a batch whose indexing was retried becomes searchable late); idempotent.",
+    )
+    max_catchup_s: float = Field(
+        default=86400,
+        ge=60,
+        le=365 * 86400,
+        description="A windowed rule evaluated for the first time starts with the events "
+        "received this long ago (older ones: crm-audit rules backfill).",
+    )
     lease_ttl_s: float = Field(default=30, ge=1, le=3600)
     notifiers: list[NotifierConfig] = []
 

@@ -81,7 +81,9 @@ def compile_actions(raw: Any, loc: tuple[str | int, ...]) -> tuple[Vocabulary, l
                     )
                 )
                 continue
-            table[normalize_action(name)] = Resolved(entry, category)
+            # The canonical spelling, whatever the admin wrote ("Login_Failed"): detections
+            # compare event.action with the vocabulary's names.
+            table[normalize_action(name)] = Resolved(normalize_action(entry), category)
         elif isinstance(entry, dict):
             resolved = _definition(entry, name, where, problems)
             if resolved is not None:

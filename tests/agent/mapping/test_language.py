@@ -46,7 +46,7 @@ MAPPING: dict[str, Any] = {
     "record_count": {"path": "report.rows"},
 }
 ACTIONS: dict[str, Any] = {
-    "auth.login": "login",
+    "auth.login": "Login",
     "auth.login_failed": "login.failed",
     "report.export": "record.export",
     "contact.update": "record.update",
@@ -358,3 +358,35 @@ def test_change_values_keep_their_type(values: list[Any]) -> None:
         else:
             assert kind == pb.FieldChange.VALUE_TYPE_JSON
             assert json.loads(change.new_value) is not None
+
+
+YAMLISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["path", "const", "values", "default", "when", "each", "exists", "x"])
+            | st.text(max_size=6),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(sorted(TARGETS)) | st.text(max_size=6), YAMLISH, max_size=4),
+    st.dictionaries(st.text(max_size=8), YAMLISH, max_size=3),
+)
+def test_any_config_is_checked_without_raising(
+    mapping: dict[str, Any], actions: dict[str, Any]
+) -> None:
+    problems = check(mapping, actions, TARGETS)
+    if problems:
+        with pytest.raises(MappingError):
+            get_parser("jsonlines", mapping, None, actions)
+    else:  # a config that checks clean compiles and parses a line
+        parser = get_parser("jsonlines", mapping, None, actions)
+        assert parser(b'{"a": 1}') is not None

@@ -88,12 +88,12 @@ def test_every_problem_of_generic_rules_at_once_with_its_key_path(tmp_path: Path
         "got equals, prefix",
         f"{path}:11: rules.0.where.6: not_equal_field: user.name and crm.changes.old must both",
         f"{path}:12: rules.0.key: key field crm.changes.field is inside the nested crm.changes",
-        f"{path}:14: rules.1: ",
-        "key: kind match needs a key",
-        "where: kind match needs at least one condition",
-        "window: kind match alerts per event; no window",
-        f"{path}:18: rules.2: where: only kinds match and threshold take where",
-        "field: sum needs a number field, user.name is keyword",
+        f"{path}:2: rules.0.threshold: kind threshold needs a threshold (e.g. 3)",
+        f"{path}:14: rules.1.key: kind match needs a key (e.g. [user.name])",
+        f"{path}:16: rules.1.where: kind match needs at least one condition",
+        f"{path}:17: rules.1.window: kind match alerts per event; no window",
+        f"{path}:20: rules.2.where: only kinds match and threshold take where",
+        f"{path}:27: rules.3.field: sum needs a number field, user.name is keyword",
     ]
     for text in expected:
         assert text in problems, text
@@ -290,3 +290,17 @@ def test_match_rule_inline_on_event_time_with_stored_alerts() -> None:
     stored = {"a": [Prior(T0, T0)]}
     again = inline.evaluate(rules, events, lambda *_: stored)
     assert [a.trigger_id for a in again] == ["a:4"]
+
+
+def test_off_hours_is_judged_on_the_login_time_not_the_receipt_time() -> None:
+    rules = RuleSet.model_validate({
+        "calendars": {"c": {"timezone": "Europe/Berlin", "start": "07:00", "end": "19:00"}},
+        "rules": [{"id": "n", "kind": "off_hours_login", "calendar": "c"}],
+    })  # fmt: skip
+    login = {"event__action": "login", "event__outcome": "success", "user__name": "u"}
+    # T0 = Monday 07:30 Berlin. A 03:30 login received at 07:30, and a 07:30 login
+    # received at 21:30 (the host was offline).
+    night = ev(1, -4 * 3600, lag_s=4 * 3600, **login)
+    day = ev(2, 0, lag_s=14 * 3600, **login)
+    (alert,) = inline.evaluate(rules, [night, day], lambda *_: {})
+    assert alert.trigger_id == "a:1" and alert.lag == 4 * 3600 * NS

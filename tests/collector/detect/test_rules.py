@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,27 @@ def test_collector_config_detection_section(tmp_path: Path, pki: Pki) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(write_config(tmp_path / "c", pki, detection={"rules": "missing.yaml"}))
     assert "detection.rules: file not found" in caught.value.problems[0]
+
+
+def test_rules_backfill_and_check_usage_errors_are_one_line() -> None:
+    rules = str(REPO / "config" / "rules.yaml")
+    env = {k: v for k, v in os.environ.items() if k != "OPENSEARCH_URL"}
+    cases = [
+        (["rules", "backfill", "--rules", rules, "--from", "2026-11-02T00:00:00Z"],
+         "rules backfill: --opensearch URL (or $OPENSEARCH_URL) is required"),
+        (["rules", "backfill", "--rules", rules, "--opensearch", "http://127.0.0.1:9",
+          "--from", "2026-11-02T00:00:00Z", "--to", "2026-11-01T00:00:00Z"],
+         "rules backfill: --to must be after --from"),
+        (["rules", "backfill", "--rules", rules, "--opensearch", "http://127.0.0.1:9",
+          "--from", "2026-11-02T00:00:00Z", "--rule", "nope"],
+         "rules backfill: no such rule(s)"),
+        (["rules", "check", "--rules", rules, "--opensearch", "http://127.0.0.1:9",
+          "--days", "0"], "--days: must be at least 1"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        done = subprocess.run(
+            [str(CLI), *argv], capture_output=True, text=True, timeout=60, env=env
+        )
+        assert done.returncode == 2, (argv, done.stderr)
+        assert message in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) <= 2, done.stderr  # usage + one line
