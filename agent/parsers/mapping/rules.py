@@ -73,13 +73,17 @@ class Rule:
     enumerated: bool
 
     def evaluate(self, record: Any) -> tuple[Any, tuple[str, ...]]:
-        """(value or ABSENT, the record paths to consume once the value is used)."""
+        """(value or ABSENT, the record paths to consume once the value is used).
+
+        The paths a rule's conditions read are used by it too when it yields the value
+        (`{when: {op: auth.login, result: denied}, const: login.failed}` maps `op`)."""
         for condition in self.when:
             if not condition.holds(record):
                 return ABSENT, ()
+        read = tuple(root for condition in self.when for root in condition.path.roots)
         path = self.path
         if path is None:
-            return self.const, ()
+            return self.const, read
         try:
             found, value = path.get(record)
         except EvaluationError as exc:
@@ -96,7 +100,7 @@ class Rule:
                 value = self.default
         if self.each is not None:
             value = _each(value, self.each)
-        return value, path.roots
+        return value, path.roots + read
 
 
 def evaluate(rules: tuple[Rule, ...], record: Any) -> tuple[Any, tuple[str, ...]]:

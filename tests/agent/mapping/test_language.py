@@ -390,3 +390,21 @@ def test_any_config_is_checked_without_raising(
     else:  # a config that checks clean compiles and parses a line
         parser = get_parser("jsonlines", mapping, None, actions)
         assert parser(b'{"a": 1}') is not None
+
+
+def test_paths_read_by_an_applied_when_count_as_used() -> None:
+    """The failed-login idiom maps `op` through its condition: nothing left unmapped."""
+    from agent.parsers.mapping.rules import compile_rule, evaluate
+
+    rules, problems = compile_rule(
+        [
+            {"when": {"op": "auth.login", "result": ["denied", "error"]}, "const": "x.failed"},
+            "op",
+        ],
+        ("mapping", "action"),
+    )
+    assert problems == []
+    value, used = evaluate(rules, {"op": "auth.login", "result": "denied"})
+    assert (value, set(used)) == ("x.failed", {"op", "result"})
+    value, used = evaluate(rules, {"op": "auth.login", "result": "ok"})
+    assert (value, set(used)) == ("auth.login", {"op"})
