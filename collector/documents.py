@@ -253,6 +253,32 @@ def _obj(**props: dict[str, Any]) -> dict[str, Any]:
     return {"properties": props}
 
 
+# Fields whose case carries no meaning (names of people, roles, actions, object types
+# and changed fields: one CRM writes `IBAN` and `Customer`, another `iban`, `customer`).
+# Stored as written; detection rules compare them case-insensitively. Ids, values and
+# free text compare exactly.
+CASE_INSENSITIVE_FIELDS = frozenset(
+    {
+        "event.action",
+        "event.outcome",
+        "event.category",
+        "event.type",
+        "audit.category",
+        "user.name",
+        "user.email",
+        "user.roles",
+        "user.effective.name",
+        "user.effective.email",
+        "user.effective.roles",
+        "user.target.name",
+        "user.target.email",
+        "user.target.roles",
+        "crm.object.type",
+        "crm.changes.field",
+        "crm.source.format",
+    }
+)
+
 EVENTS_MAPPING: dict[str, Any] = {
     # Unknown fields are refused (and dead-lettered) rather than silently mapped;
     # extras belong in crm.attributes.

@@ -155,10 +155,19 @@ def _clause(cond: Condition) -> tuple[dict[str, Any] | None, bool]:
     if op in _RANGE:
         return {"range": {name: {op: cond.value_of(op)}}}, False
     if op == "prefix":
-        return {"prefix": {name: {"value": fields.normalize(info, cond.prefix)}}}, False
+        prefix: dict[str, Any] = {"value": fields.normalize(info, cond.prefix)}
+        if info.case_insensitive:
+            prefix["case_insensitive"] = True
+        return {"prefix": {name: prefix}}, False
     values = [fields.normalize(info, v) for v in cond.values]
     if info.type == "ip":
         values = [str(v).strip() for v in values]
+    if info.case_insensitive:
+        # `terms` has no case_insensitive option: one term clause per value.
+        terms = [{"term": {name: {"value": v, "case_insensitive": True}}} for v in values]
+        if len(terms) == 1:
+            return terms[0], False
+        return {"bool": {"should": terms, "minimum_should_match": 1}}, False
     if len(values) == 1:
         return {"term": {name: values[0]}}, False
     return {"terms": {name: values}}, False

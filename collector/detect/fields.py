@@ -4,9 +4,10 @@
 so a rule can name exactly the fields a document can carry: anything else is refused
 when the rules file is loaded. For each field this module knows its OpenSearch type, the
 ``nested`` object it lives in (``crm.changes``) and whether the mapping normalizes it
-(a keyword ``normalizer``, lowercase in our template): such fields are stored and
-searched in lower case, so rules compare them case-insensitively on both sides (query
-values are lowercased, documents' values are lowercased before comparing in Python).
+(`collector.documents.CASE_INSENSITIVE_FIELDS`, or a keyword ``normalizer``): rules
+compare such fields case-insensitively — queries with ``case_insensitive`` term and
+prefix clauses (the values are stored as written), documents' values lowercased on both
+sides when Python decides.
 
 ``crm.attributes`` is a ``flat_object``: any ``crm.attributes.<name>`` is a keyword.
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from collector.documents import EVENTS_MAPPING
+from collector.documents import CASE_INSENSITIVE_FIELDS, EVENTS_MAPPING
 
 NUMERIC = frozenset(
     {"long", "integer", "short", "byte", "unsigned_long", "double", "float", "half_float",
@@ -66,7 +67,7 @@ def _walk(properties: Mapping[str, Any], prefix: str, nested: str | None) -> Ite
             name=path,
             type=kind,
             nested=nested,
-            case_insensitive=bool(spec.get("normalizer")),
+            case_insensitive=bool(spec.get("normalizer")) or path in CASE_INSENSITIVE_FIELDS,
             indexed=spec.get("index", True) is not False,
         )
 
@@ -119,3 +120,11 @@ def normalize(info: FieldInfo, value: Any) -> Any:
         text = str(value)
         return text.lower() if info.case_insensitive else text
     return value
+
+
+def term(name: str, value: Any) -> dict[str, Any]:
+    """A term clause for `name`, case-insensitive where the field compares so."""
+    info = lookup(name)
+    if info is not None and info.case_insensitive:
+        return {"term": {name: {"value": value, "case_insensitive": True}}}
+    return {"term": {name: value}}

@@ -22,7 +22,7 @@ from typing import Any
 from collector.detect.alerts import Alert, Event, key_of, mapping_for_alerts
 from collector.detect.conditions import matches, query_clauses
 from collector.detect.errors import DetectionError
-from collector.detect.fields import lookup
+from collector.detect.fields import lookup, term
 from collector.detect.rules import GENERIC_KINDS, Rule
 from collector.detect.windowed import Prior, network_of
 from collector.documents import iso_nanos, parse_iso_nanos
@@ -252,13 +252,15 @@ class Searcher:
         return out
 
     def _key_clause(self, rule: Rule, keys: Sequence[str]) -> dict[str, Any]:
-        if len(rule.key_fields) == 1:
+        # Keys of case-insensitive fields are lower case (`key_of`) while documents keep
+        # the case they were written in: such fields are matched case-insensitively.
+        if len(rule.key_fields) == 1 and not _any_case_insensitive(rule.key_fields):
             return {"terms": {rule.key_fields[0]: list(keys)}}
         return {
             "bool": {
                 "should": [
                     {"bool": {"filter": [
-                        {"term": {f: v}}
+                        term(f, v)
                         for f, v in zip(rule.key_fields, key.split("|"), strict=False)
                     ]}}
                     for key in keys
@@ -525,3 +527,7 @@ class Searcher:
 
 def alert_docs(alerts: Sequence[Alert], now_unix_nano: int) -> list[tuple[str, dict[str, Any]]]:
     return [(a.alert_id, a.document(now_unix_nano)) for a in alerts]
+
+
+def _any_case_insensitive(names: Sequence[str]) -> bool:
+    return any((info := lookup(name)) is not None and info.case_insensitive for name in names)

@@ -12,7 +12,6 @@ from collector.detect import fields, inline
 from collector.detect.alerts import Event, key_of
 from collector.detect.conditions import Condition, matches, query_clauses
 from collector.detect.errors import RulesError
-from collector.detect.fields import FieldInfo
 from collector.detect.rules import Rule, RuleSet, load_rules, referenced
 from collector.detect.search import rule_query
 from collector.detect.windowed import Prior, Scope, evaluate_key
@@ -125,18 +124,22 @@ def test_query_of_each_operator() -> None:
         cond(field="crm.object.type", equals="customer"),
     ]
     must, must_not = query_clauses(conditions)
+    ci = "case_insensitive"
     assert must == [
-        {"term": {"event.action": "record.update"}},
+        {"term": {"event.action": {"value": "record.update", ci: True}}},
         {"exists": {"field": "user.effective.name"}},
         # not_equal_field: the query keeps documents that have the field; Python decides
         {"exists": {"field": "user.effective.name"}},
         {"range": {"crm.record_count": {"gte": 1000}}},
         {"term": {"source.ip": "10.0.0.0/8"}},
-        {"prefix": {"user.email": {"value": "admin@"}}},
-        {"term": {"crm.object.type": "customer"}},
+        {"prefix": {"user.email": {"value": "admin@", ci: True}}},
+        {"term": {"crm.object.type": {"value": "customer", ci: True}}},
         # both crm.changes conditions hold for one change entry
         {"nested": {"path": "crm.changes", "query": {"bool": {
-            "filter": [{"terms": {"crm.changes.field": ["iban", "bic"]}},
+            "filter": [{"bool": {"should": [
+                           {"term": {"crm.changes.field": {"value": "iban", ci: True}}},
+                           {"term": {"crm.changes.field": {"value": "bic", ci: True}}}],
+                           "minimum_should_match": 1}},
                        {"exists": {"field": "crm.changes.new"}}],
             "must_not": []}}}},
     ]  # fmt: skip
@@ -146,7 +149,9 @@ def test_query_of_each_operator() -> None:
          exclude_none=True) for c in conditions], "allow": {"users": ["svc"]}}
     )  # fmt: skip
     query = rule_query(rule)["bool"]
-    assert query["filter"][0] == {"term": {"event.action": "record.update"}}
+    assert query["filter"][0] == {
+        "term": {"event.action": {"value": "record.update", "case_insensitive": True}}
+    }
     assert {"exists": {"field": "user.name"}} in query["filter"]  # the key must exist
     assert query["must_not"] == [{"terms": {"user.name": ["svc"]}},
                                  {"exists": {"field": "organization.id"}}]  # fmt: skip
@@ -179,31 +184,34 @@ def test_conditions_in_python_mean_what_the_query_means() -> None:
     assert matches([cond(field="user.roles", **{"in": ["admin", "dba"]})],
                    {"user": {"roles": ["advisor", "dba"]}})  # fmt: skip
     assert matches([cond(field="user.email", prefix="adm")], {"user": {"email": "adm@x"}})
-    assert not matches([cond(field="user.email", prefix="Adm")], {"user": {"email": "adm@x"}})
+    # user.email compares case-insensitively; a case-sensitive field's prefix does not
+    assert matches([cond(field="user.email", prefix="Adm")], {"user": {"email": "adm@x"}})
+    assert not matches([cond(field="crm.object.id", prefix="C-")],
+                       {"crm": {"object": {"id": "c-17"}}})  # fmt: skip
     assert matches([cond(field="organization.id", exists=False)], {"user": {"name": "a"}})
     assert matches([cond(field="crm.attributes.tenant", equals="t1")],
                    {"crm": {"attributes": {"tenant": "t1"}}})  # fmt: skip
 
 
-def test_fields_the_mapping_normalizes_compare_case_insensitively(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The shipped template normalizes no field yet; a lowercase normalizer on user.name
-    # and user.effective.name makes rules compare them case-insensitively everywhere.
-    table = dict(fields.schema())
-    for name in ("user.name", "user.effective.name"):
-        table[name] = FieldInfo(name, "keyword", case_insensitive=True)
-    monkeypatch.setattr(fields, "schema", lambda: table)
+def test_names_and_types_compare_case_insensitively() -> None:
+    # The schema marks user names, roles, actions, object types and change fields as
+    # case-insensitive (documents keep the case they were written in).
     assert matches([cond(field="user.name", equals="Alice")], {"user": {"name": "aLiCe"}})
     must, _ = query_clauses([cond(field="user.name", **{"in": ["Alice", "BOB"]})])
-    assert must == [{"terms": {"user.name": ["alice", "bob"]}}]
+    assert must == [{"bool": {"should": [
+        {"term": {"user.name": {"value": "alice", "case_insensitive": True}}},
+        {"term": {"user.name": {"value": "bob", "case_insensitive": True}}}],
+        "minimum_should_match": 1}}]  # fmt: skip
     same = [cond(field="user.effective.name", not_equal_field="user.name")]
     assert not matches(same, {"user": {"name": "Alice", "effective": {"name": "alice"}}})
-    # keys group as the cluster's aggregation does (lowercase)
+    # keys group case-insensitively: Alice and alice are one user
     assert key_of(ev(1, 0, user__name="Alice"), ["user.name"]) == "alice"
-    # a field the mapping keeps as written stays case-sensitive
-    assert not matches([cond(field="crm.object.type", equals="Customer")],
-                       {"crm": {"object": {"type": "customer"}}})  # fmt: skip
+    assert matches([cond(field="crm.object.type", equals="Customer")],
+                   {"crm": {"object": {"type": "customer"}}})  # fmt: skip
+    # ids and values compare exactly
+    assert not matches([cond(field="crm.object.id", equals="C-1")],
+                       {"crm": {"object": {"id": "c-1"}}})  # fmt: skip
+    assert fields.term("crm.object.id", "C-1") == {"term": {"crm.object.id": "C-1"}}
 
 
 def _threshold(**extra: Any) -> Rule:
