@@ -56,7 +56,10 @@ from collector.urls import redact_url
 from proto import integrity
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from collector.index import ClientAuth, Requester
+    from collector.retention_job.records import RetentionRecords
 
 PROG = "crm-audit"
 
@@ -495,6 +498,31 @@ def _opensearch(command: str, args: argparse.Namespace) -> Requester:
     return OpenSearchHttp(make_client(urls, timeout_s=60, auth=auth))
 
 
+def _retention_records(opensearch: Requester, args: argparse.Namespace) -> RetentionRecords:
+    """Signed retention records (``{prefix}-retention`` and the checkpoint dir's record
+    files) that verify with the collector keys: --checkpoint-key, else the *.pub files
+    of --checkpoints. Without either no record is trusted: nothing is EXPIRED."""
+    from collector.errors import RetentionError
+    from collector.retention_job.records import RetentionRecords, load_records
+
+    keys: dict[str, Ed25519PublicKey] = {}
+    sources = [args.checkpoint_key] if args.checkpoint_key is not None else []
+    if not sources and args.checkpoints is not None and args.checkpoints.is_dir():
+        sources = sorted(args.checkpoints.glob("*.pub"))
+    for source in sources:
+        try:
+            for key in integrity.load_public_keys(source.read_bytes()):
+                keys[integrity.key_id(key)] = key
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"verify: {source}: {exc}") from None
+    if not keys:
+        return RetentionRecords()
+    try:
+        return load_records(opensearch, args.prefix, keys, args.checkpoints)
+    except RetentionError as exc:
+        raise UsageError(f"verify: {exc}") from None
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from collector.verify import Verifier, VerifyError
 
@@ -509,11 +537,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         def progress(line: str) -> None:
             print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
 
+    records = _retention_records(opensearch, args)
     verifier = Verifier(
         opensearch,
         args.prefix,
         ring.keys_for,
         checkpoints=view,
+        retention_records=records,
         time_from=args.time_from,
         time_to=args.time_to,
         retention_days=args.retention_days,
