@@ -35,6 +35,7 @@ from proto.v1 import audit_pb2_grpc as pb_grpc
 from tests.collector import conftest as collector_fixtures
 from tests.collector.conftest import make_event, refresh
 from tests.helpers import free_port
+from tests.integration.test_collector_ingest import metric, scrape
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -378,7 +379,11 @@ def test_two_collectors_one_deletion_one_record(
     lease = f"/{prefix}-leases/_doc/retention"
     second_config = tmp_path / "collector-2.yaml"
     data = yaml.safe_load(site.config.read_text())
+    metrics_ports = [free_port(), free_port()]
+    data["metrics"] = {"listen": f"127.0.0.1:{metrics_ports[0]}"}
+    site.config.write_text(yaml.safe_dump(data))
     data["listen"] = f"127.0.0.1:{free_port()}"
+    data["metrics"] = {"listen": f"127.0.0.1:{metrics_ports[1]}"}
     second_config.write_text(yaml.safe_dump(data))
     both: list[ManagedProcess] = []
     try:
@@ -424,6 +429,16 @@ def test_two_collectors_one_deletion_one_record(
         wait_for(lambda: not exists(os_http, old), "the deletion", watch=both)
         # Let both run several more rounds: nothing may be recorded or deleted twice.
         time.sleep(4)
+        scraped = [scrape(port, "/metrics")[1] for port in metrics_ports]
+        deleted = [
+            metric(text, "crm_audit_collector_retention_indices_deleted_total", 'class="standard"')
+            if "retention_indices_deleted_total{" in text
+            else 0.0
+            for text in scraped
+        ]
+        assert sorted(deleted) == [0.0, 1.0]
+        # the oldest event left is none (the only index is gone): no age for the class
+        assert "retention_oldest_event_age_seconds{" not in "".join(scraped)
     finally:
         for proc in both:
             proc.stop()
