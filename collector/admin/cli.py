@@ -498,12 +498,15 @@ def _opensearch(command: str, args: argparse.Namespace) -> Requester:
     return OpenSearchHttp(make_client(urls, timeout_s=60, auth=auth))
 
 
-def _retention_records(opensearch: Requester, args: argparse.Namespace) -> RetentionRecords:
+def _retention_records(
+    opensearch: Requester, args: argparse.Namespace, command: str = "verify"
+) -> RetentionRecords | None:
     """Signed retention records (``{prefix}-retention`` and the checkpoint dir's record
     files) that verify with the collector keys: --checkpoint-key, else the *.pub files
-    of --checkpoints. Without either no record is trusted: nothing is EXPIRED."""
+    of --checkpoints. Without either no record is trusted: None (`verify`: nothing is
+    EXPIRED; the report says the records were not checked)."""
     from collector.errors import RetentionError
-    from collector.retention_job.records import RetentionRecords, load_records
+    from collector.retention_job.records import load_records
 
     keys: dict[str, Ed25519PublicKey] = {}
     sources = [args.checkpoint_key] if args.checkpoint_key is not None else []
@@ -514,13 +517,13 @@ def _retention_records(opensearch: Requester, args: argparse.Namespace) -> Reten
             for key in integrity.load_public_keys(source.read_bytes()):
                 keys[integrity.key_id(key)] = key
         except (OSError, ValueError) as exc:
-            raise UsageError(f"verify: {source}: {exc}") from None
+            raise UsageError(f"{command}: {source}: {exc}") from None
     if not keys:
-        return RetentionRecords()
+        return None
     try:
         return load_records(opensearch, args.prefix, keys, args.checkpoints)
     except RetentionError as exc:
-        raise UsageError(f"verify: {exc}") from None
+        raise UsageError(f"{command}: {exc}") from None
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -667,6 +670,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         checkpoints=view,
         policy_files=policies,
         signing_key=signing_key,
+        retention_records=_retention_records(opensearch, args, "report"),
     )
     started = time.monotonic()
     try:

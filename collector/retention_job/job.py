@@ -204,8 +204,11 @@ class RetentionJob:
         """``collector`` or ``ism`` (``auto``: ism where every node has the plugin)."""
         if self.configured_enforcer != "auto":
             return self.configured_enforcer
+        return ISM if self._ism_present() else COLLECTOR
+
+    def _ism_present(self) -> bool:
         try:
-            return ISM if ism_on_every_node(self.request) else COLLECTOR
+            return ism_on_every_node(self.request)
         except LifecycleError as exc:
             raise RetentionError(str(exc)) from None
 
@@ -321,6 +324,13 @@ class RetentionJob:
             if enforcer == ISM:
                 from collector.retention_job.ism import IsmDeletions
 
+                if self.configured_enforcer == ISM and not self._ism_present():
+                    report.errors.append(
+                        "retention.enforcer is ism but the cluster has no ISM plugin: "
+                        "nothing enforces retention (use auto or collector)"
+                    )
+                    return report
+
                 IsmDeletions(self).record(report, dry_run=dry_run)
                 return report
             for row in self.status():
@@ -366,7 +376,6 @@ class RetentionJob:
                     self.observer.retention_deleted(policy.name)
         except (RetentionError, OSError) as exc:
             report.errors.append(f"{status.name}: {exc}")
-            log.error("retention: %s: %s", status.name, exc)
             return
         report.actions.append(action)
         log.info("retention: %s", action)
@@ -517,6 +526,8 @@ class RetentionRunner:
             log.info("retention: %s", report.skipped)
         for line in report.kept:
             log.info("retention: %s", line)
+        for line in report.errors:
+            log.error("retention: %s", line)
         if self.dry_run:
             for line in report.actions:
                 log.info("retention (dry run): %s", line)

@@ -36,6 +36,7 @@ from tests.collector import conftest as collector_fixtures
 from tests.collector.conftest import make_event, refresh
 from tests.helpers import free_port
 from tests.integration.test_collector_ingest import metric, scrape
+from tests.integration.test_report import Tables
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -43,6 +44,7 @@ pytestmark = pytest.mark.integration
 os_url = collector_fixtures.os_url
 os_http = collector_fixtures.os_http
 prefix = collector_fixtures.prefix
+ism_available = collector_fixtures.ism_available
 
 DAY_NS = 86_400 * 1_000_000_000
 MONTH_NS = int(30.44 * DAY_NS)
@@ -361,6 +363,50 @@ def test_phases_by_event_time_hold_evidence_and_verify(
     ]
     assert verify(site, "agent-b") == [("MISSING", 1, 5)]
 
+    # The compliance report's retention section: enforced by the job, the signed deletions.
+    import datetime as dt
+
+    out = tmp_path / "report.html"
+    today = dt.datetime.now(dt.UTC).date()
+    made = subprocess.run(
+        [
+            str(BIN / "crm-audit"),
+            "report",
+            "--opensearch",
+            site.url,
+            "--prefix",
+            site.prefix,
+            "--from",
+            str(today - dt.timedelta(days=60)),
+            "--to",
+            str(today + dt.timedelta(days=1)),
+            "--out",
+            str(out),
+            "--keys",
+            str(site.keys),
+            "--checkpoints",
+            str(site.checkpoints),
+            "--policies",
+            str(site.root),
+            "--min-retention-days",
+            "700",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert made.returncode == 0, made.stderr
+    tables = Tables()
+    tables.feed(out.read_text(encoding="utf-8"))
+    [row] = tables.tables["retention"][1:]
+    assert row[2].startswith("enforced by the collector's retention job (last run ")
+    assert row[3] == "730 days" and row[-1] == "MEETS"
+    deletions = {r[1]: r for r in tables.tables["deletions"][1:]}
+    assert sorted(deletions) == sorted([thirty, ninety])
+    assert deletions[thirty][3].startswith("collector (cli:")
+    assert deletions[thirty][5] == "10" and deletions[thirty][6] == "1"
+
     # A forged record (edited after signing) is a problem, and covers nothing.
     path = next(site.checkpoints.glob("retention-*.jsonl"))
     text = path.read_text()
@@ -447,3 +493,118 @@ def test_two_collectors_one_deletion_one_record(
     assert records.problems == [] and [r.index for r in records.records] == [old]
     deleted_in = [p.log_path.name for p in both if f"retention: {old}: delete" in p.log()]
     assert len(deleted_in) == 1, [p.log()[-3000:] for p in both]
+
+
+def test_ism_cluster_policies_installed_enforcer_off(
+    tmp_path: Path, os_url: str, os_http: Requester, prefix: str, ism_available: bool
+) -> None:
+    """Where the cluster has ISM: policies installed, the collector job changes nothing,
+    and an index deleted by hand (no delete in ISM's history) gets no record."""
+    if not ism_available:
+        pytest.skip("ISM plugin not installed on the test cluster (set OPENSEARCH_URL)")
+    import time
+
+    site = write_site(tmp_path, prefix, os_url, os_http)
+    setup = cli("setup", "-c", str(site.config))
+    assert setup.returncode == 0, setup.stderr
+    assert os_http("GET", f"/_plugins/_ism/policies/{prefix}-standard").status == 200
+    collector = ManagedProcess(
+        [str(BIN / "crm-audit-collector"), "run", "-c", str(site.config)], tmp_path / "c.log"
+    )
+    now = time.time_ns()
+    try:
+        wait_for(partial(started, collector), "start", watch=[collector])
+        agent = Agent(site, "agent-a")
+        agent.send(collector_port(site.config), 5, now - 30 * MONTH_NS)
+        agent.send(collector_port(site.config), 5, now - 40 * MONTH_NS)
+    finally:
+        assert collector.stop() == 0
+    thirty, forty = site.index(30, now), site.index(40, now)
+    status = cli("retention", "status", "-c", str(site.config))
+    assert "enforcer: ism (auto: ISM on every node)" in status.stdout, status.stderr
+    ran = cli("retention", "run", "-c", str(site.config))
+    assert ran.returncode == 0, ran.stderr
+    assert exists(os_http, thirty) and exists(os_http, forty)  # the job deleted nothing
+    assert os_http("DELETE", f"/{forty}").status == 200
+    ran = cli("retention", "run", "-c", str(site.config))
+    assert f"{forty}: gone, but ISM's history has no delete of it" in ran.stdout
+    assert not list(site.checkpoints.glob("retention-*.jsonl"))
+
+
+def test_real_agent_old_jsonlines_expire_by_event_time(
+    tmp_path: Path, os_url: str, os_http: Requester, prefix: str
+) -> None:
+    """A real agent tails jsonlines whose timestamps are 30 months and 1 month old; the
+    job deletes the old month with a record, and verify says EXPIRED / VALID."""
+    import datetime as dt
+    import re
+
+    from collector.admin.sample import generate, write_jsonl
+    from tests.integration.support import agent_config_head
+
+    site = write_site(tmp_path, prefix, os_url, os_http)
+    issued = issue_agent(site.pki, "crm-1")
+    (tmp_path / "logs").mkdir()
+    agent_yaml = tmp_path / "agent.yaml"
+    agent_yaml.write_text(
+        agent_config_head(
+            agent_id="crm-1",
+            state_dir="agent-state",
+            port=collector_port(site.config),
+            ca=site.pki / "ca.crt",
+            cert=issued.cert,
+            key=issued.key,
+            max_events=50,
+        )
+        + 'sources:\n  - {name: crm_app, format: jsonlines, paths: ["logs/*.jsonl"], '
+        "poll_interval_s: 0.1}\n",
+        encoding="utf-8",
+    )
+    made = subprocess.run(
+        [str(BIN / "crm-audit-agent"), "key", "-c", str(agent_yaml)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    public = Path(re.search(r"^public key: (.+)$", made.stdout, re.M).group(1))  # type: ignore[union-attr]
+    register_key(site.keys, "crm-1", public.read_bytes())
+    log = tmp_path / "logs" / "crm.jsonl"
+    now = dt.datetime.now(dt.UTC)
+    old_start = now - dt.timedelta(days=30 * 30.44)
+    young_start = now - dt.timedelta(days=30)
+
+    def indexed() -> int:
+        refresh(os_http, f"{prefix}-events-*")
+        got = os_http("GET", f"/{prefix}-events-*/_count", params={"ignore_unavailable": "true"})
+        return int(got.body.get("count", 0)) if got.status == 200 else 0
+
+    collector = ManagedProcess(
+        [str(BIN / "crm-audit-collector"), "run", "-c", str(site.config)], tmp_path / "c.log"
+    )
+    agent: ManagedProcess | None = None
+    try:
+        wait_for(partial(started, collector), "start", watch=[collector])
+        agent = ManagedProcess(
+            [str(BIN / "crm-audit-agent"), "run", "-c", str(agent_yaml)], tmp_path / "a.log"
+        )
+        old_count = write_jsonl(log, generate(20, 3, old_start, suspicious=False))
+        wait_for(lambda: indexed() == old_count, "the old lines", watch=[collector, agent])
+        young = write_jsonl(log, generate(20, 4, young_start, suspicious=False), append=True)
+        wait_for(lambda: indexed() == old_count + young, "all lines", watch=[collector, agent])
+    finally:
+        if agent is not None:
+            agent.stop()
+        assert collector.stop() == 0
+    old_index = f"{prefix}-events-standard-{old_start:%Y.%m}"
+    young_index = f"{prefix}-events-standard-{young_start:%Y.%m}"
+    assert exists(os_http, old_index) and exists(os_http, young_index)
+    ran = cli("retention", "run", "-c", str(site.config))
+    assert ran.returncode == 0, ran.stderr
+    assert f"{old_index}: delete" in ran.stdout
+    assert not exists(os_http, old_index) and exists(os_http, young_index)
+    [record] = file_records(site).records
+    assert record.index == old_index and record.runs("crm-1") == [(1, old_count)]
+    found = verify(site, "crm-1")
+    assert found[0] == ("EXPIRED", 1, old_count)
+    assert found[1:] == [("VALID", old_count + 1, old_count + young)]
