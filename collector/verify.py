@@ -3,7 +3,9 @@ nothing was altered, removed, inserted or reordered — or say exactly where it 
 
 Inputs: the events indices (``{prefix}-events-*``), ``{prefix}-seals``,
 ``{prefix}-chainheads``, the agents' public keys (``--keys``, the collector's
-``integrity.keys_dir``) and optionally the signed checkpoints (``--checkpoints``).
+``integrity.keys_dir``) and optionally the signed checkpoints (``--checkpoints``) and
+the signed retention records (``{prefix}-retention`` and the checkpoint directory's
+``retention-*.jsonl``, trusted with the collector key: `collector.retention_job.records`).
 
 Per agent, seals (sorted by sequence) and events (sorted by ``event.sequence``) are
 streamed with point-in-time searches and ``search_after``; only one seal's range of
