@@ -108,6 +108,7 @@ def collect(request: Requester, options: ReportOptions) -> ReportData:
             time_from=period.start,
             time_to=period.end,
             now=options.now,
+            retention_records=options.retention_records,
         ),
         access=AccessReader(queries, options.prefix, period, max_rows=options.max_rows).read(),
         alerts=AlertsReader(queries, options.prefix, period, max_rows=options.max_rows).read(),
