@@ -369,7 +369,9 @@ class RetentionJob:
                     self.observer.retention_read_only(policy.name)
             else:
                 if not self.delete_with_record(policy, status):
-                    report.kept.append(f"{status.name}: delete refused (held meanwhile)")
+                    report.kept.append(
+                        f"{status.name}: not deleted (held, or a newer event, meanwhile)"
+                    )
                     return
                 report.deleted.append(status.name)
                 if self.observer is not None:
@@ -402,6 +404,30 @@ class RetentionJob:
         path = f"/{retention_index(self.prefix)}/_doc/{doc_id}"
         existing = self.request("GET", path)
         if existing.status == 404:
+            # Writes stop first: the record then lists exactly what the delete removes (a
+            # late event for this month is dead-lettered, with its original, not lost).
+            if not status.write_blocked:
+                blocked = self.request(
+                    "PUT", f"/{status.name}/_settings", body={"index": {"blocks": {"write": True}}}
+                )
+                if blocked.status == 403 and "cluster_block_exception" in json.dumps(blocked.body):
+                    log.warning("retention: %s is blocked (legal hold?): kept", status.name)
+                    return False
+                if blocked.status != 200:
+                    raise fail(f"cannot stop writes to {status.name}", blocked)
+                refreshed = self.request("POST", f"/{status.name}/_refresh")
+                if refreshed.status != 200:
+                    raise fail(f"cannot refresh {status.name}", refreshed)
+            times = event_times(self.request, status.name).get(status.name)
+            if times is not None:
+                status.documents = times.documents
+                status.oldest_ns, status.newest_ns = times.oldest_ns, times.newest_ns
+            after = policy.delete_after_days()
+            if status.newest_ns is not None and (
+                after is None or status.newest_ns + int(after * DAY_NS) > self.clock_ns()
+            ):
+                log.warning("retention: %s got a newer event meanwhile: not deleted", status.name)
+                return False
             record = self.build_record(policy, status, COLLECTOR)
             line = self.records.append(record, now_unix_nano=self.clock_ns())
             self.index_record(doc_id, line)

@@ -17,7 +17,7 @@ from collector.config import load_config
 from collector.documents import iso_nanos
 from collector.errors import ConfigError
 from collector.index import Response
-from collector.retention_job.job import DELETE, WARM, ClassPolicy, RetentionJob
+from collector.retention_job.job import DELETE, WARM, ClassPolicy, IndexStatus, RetentionJob
 from collector.retention_job.policy import DAY_NS, Phases, phases_of
 from collector.retention_job.records import (
     RecordFile,
@@ -330,3 +330,38 @@ def test_ism_deletion_recorded_only_with_isms_history(tmp_path: Path) -> None:
     assert record.enforcer == "ism" and record.runs("a1") == [(5, 9)]
     assert record.body["deleted_by"]["early"] is False  # 2019.01 + 730 d was long past
     assert any(path == "/p-retention/_create/p-events-std-2019.01:u1" for path, _ in written)
+
+
+@pytest.mark.parametrize("race", ["hold placed", "newer event"])
+def test_delete_stops_writes_first_and_rechecks(tmp_path: Path, race: str) -> None:
+    """Between the plan and the delete a hold may be placed or a late event arrive:
+    then nothing is recorded and nothing deleted."""
+    deleted: list[str] = []
+
+    def respond(method: str, path: str, body: Any, params: dict[str, str]) -> Response:
+        if path == "/p-retention/_doc/i-2019.01:u1":
+            return Response(404, {})
+        if path == "/i-2019.01/_settings" and method == "PUT":
+            if race == "hold placed":
+                return Response(403, {"error": {"type": "cluster_block_exception"}})
+            return Response(200, {})
+        if path == "/i-2019.01/_search":
+            late = iso_nanos(NOW - DAY_NS)
+            bucket = {
+                "key": "i-2019.01",
+                "doc_count": 11,
+                "oldest": {"value": 1.0, "value_as_string": late},
+                "newest": {"value": 1.0, "value_as_string": late},
+            }
+            return Response(200, {"aggregations": {"indices": {"buckets": [bucket]}}})
+        if method == "DELETE":
+            deleted.append(path)
+        return Response(200, {})
+
+    job = _job(FakeHttp(respond), tmp_path)
+
+    status = IndexStatus(
+        "i-2019.01", "std", "u1", 10, NOW - 900 * DAY_NS, NOW - 800 * DAY_NS, False
+    )
+    assert job.delete_with_record(job.classes["std"], status) is False
+    assert deleted == [] and not list(tmp_path.glob("retention-*.jsonl"))
