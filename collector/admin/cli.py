@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, NoReturn
 from collector.admin import opensearch_node, pki, sample
 from collector.admin.errors import AdminError, NodeError, SampleError, UsageError
 from collector.checkpoints import CheckpointView, read_checkpoints
+from collector.errors import RetentionError
 from collector.keys import KeyRegistrationError, KeyRing, read_keys, register_key
 from collector.urls import redact_url
 from proto import integrity
@@ -505,7 +506,6 @@ def _retention_records(
     files) that verify with the collector keys: --checkpoint-key, else the *.pub files
     of --checkpoints. Without either no record is trusted: None (`verify`: nothing is
     EXPIRED; the report says the records were not checked)."""
-    from collector.errors import RetentionError
     from collector.retention_job.records import load_records
 
     keys: dict[str, Ed25519PublicKey] = {}
@@ -520,10 +520,8 @@ def _retention_records(
             raise UsageError(f"{command}: {source}: {exc}") from None
     if not keys:
         return None
-    try:
-        return load_records(opensearch, args.prefix, keys, args.checkpoints)
-    except RetentionError as exc:
-        raise UsageError(f"{command}: {exc}") from None
+    # OpenSearch unreadable (RetentionError): the caller reports it like its other reads
+    return load_records(opensearch, args.prefix, keys, args.checkpoints)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -540,7 +538,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         def progress(line: str) -> None:
             print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
 
-    records = _retention_records(opensearch, args)
+    try:
+        records = _retention_records(opensearch, args)
+    except RetentionError as exc:
+        _log(f"verify: {exc}")
+        return 1
     verifier = Verifier(
         opensearch,
         args.prefix,
@@ -658,6 +660,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         policies = read_policy_files(args.policies) if args.policies is not None else {}
     except ReportInputError as exc:
         raise UsageError(f"report: {exc}") from None
+    try:
+        records = _retention_records(opensearch, args, "report")
+    except RetentionError as exc:
+        _log(f"report: {exc}")
+        return 1
     options = ReportOptions(
         prefix=args.prefix,
         period=period,
@@ -670,7 +677,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         checkpoints=view,
         policy_files=policies,
         signing_key=signing_key,
-        retention_records=_retention_records(opensearch, args, "report"),
+        retention_records=records,
     )
     started = time.monotonic()
     try:
