@@ -258,7 +258,7 @@ def _when(unix_nano: int | None) -> str:
 
 def _retention(args: argparse.Namespace) -> int:
     from collector import setup
-    from collector.retention_job.job import build_job, collector_id
+    from collector.retention_job.runner import build_job, collector_id
 
     config = _load(args.config)
     job = build_job(

@@ -60,7 +60,7 @@ from collector.keys import KeyRing
 from collector.lifecycle import LifecycleInstaller, LifecycleReport, deadletter_index
 from collector.metrics import CollectorMetrics
 from collector.retention import RetentionRouter
-from collector.retention_job.job import RetentionRunner, build_job
+from collector.retention_job.runner import RetentionRunner, build_job
 from proto import integrity
 from proto.v1 import audit_pb2, audit_pb2_grpc
 
