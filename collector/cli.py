@@ -14,6 +14,10 @@ manage legal holds.
     crm-audit-collector hold place --class C --from YYYY.MM --to YYYY.MM --reason TEXT -c F
     crm-audit-collector hold release --id ID --reason TEXT -c F
     crm-audit-collector hold list -c F
+    crm-audit-collector retention status -c F     # per class: indices, event times, phase,
+                                                  # next action and when, holds
+    crm-audit-collector retention run [--dry-run] -c F
+                                                  # one run of the retention job now
 
 Every problem is one line on stderr; config problems read
 ``collector.yaml:LINE: key.path: message`` and exit with code 2. This is the only
@@ -38,7 +42,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 from collector.config import CollectorConfig, load_config_and_secrets, with_opensearch_url
-from collector.errors import CollectorError, ConfigError, HoldError
+from collector.errors import CollectorError, ConfigError, HoldError, RetentionError
 from proto.sdnotify import Notifier
 from proto.yamlconfig import KeyPath, dump_effective
 
@@ -246,6 +250,64 @@ def _hold(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(unix_nano: int | None) -> str:
+    from collector.documents import iso_nanos
+
+    return "-" if unix_nano is None else iso_nanos(unix_nano)[:19] + "Z"
+
+
+def _retention(args: argparse.Namespace) -> int:
+    from collector import setup
+    from collector.retention_job.runner import build_job, collector_id
+
+    config = _load(args.config)
+    job = build_job(
+        config, setup.requester(config), clock_ns=time.time_ns, holder=collector_id("cli")
+    )
+    enforcer = job.enforcer()
+    how = (
+        f"retention.enforcer {config.retention.enforcer}"
+        if config.retention.enforcer != "auto"
+        else "auto: " + ("ISM on every node" if enforcer == "ism" else "no ISM plugin")
+    )
+    if args.retention_command == "run":
+        report = job.run(dry_run=args.dry_run)
+        print(f"enforcer: {enforcer} ({how}){' - dry run' if args.dry_run else ''}")
+        if report.skipped:
+            print(f"skipped: {report.skipped}", file=sys.stderr)
+            return 1
+        for line in report.actions:
+            print(line)
+        for line in report.kept:
+            print(f"kept: {line}")
+        for line in report.errors:
+            print(f"error: {line}", file=sys.stderr)
+        if not (report.actions or report.kept or report.errors):
+            print("nothing due")
+        return 1 if report.errors else 0
+    print(f"enforcer: {enforcer} ({how})")
+    if enforcer == "ism":
+        print("ISM applies the phases by index creation age; the columns below are by event time")
+    for row in job.status():
+        policy = row.policy
+        minimum = f", minimum {policy.minimum_days:g}d" if policy.minimum_days else ""
+        print(
+            f"class {policy.name}: {policy.source}: {policy.phases.describe()}{minimum}; "
+            f"{len(row.indices)} indices, oldest event {_when(row.oldest_ns)}"
+        )
+        print("  index\tdocs\toldest event\tnewest event\tphase\tnext action\twhen\tholds")
+        for i in row.indices:
+            nxt = i.next_action or "none"
+            when = _when(i.next_at_ns) + (" (due)" if i.due else "")
+            if i.blocked:
+                when += f" [{i.blocked}]"
+            print(
+                f"  {i.name}\t{i.documents}\t{_when(i.oldest_ns)}\t{_when(i.newest_ns)}\t"
+                f"{i.phase}\t{nxt}\t{when}\t{', '.join(i.holds) or '-'}"
+            )
+    return 0
+
+
 def _month(value: str) -> str:
     from collector.hold import check_month
 
@@ -315,6 +377,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     listing = hold_sub.add_parser("list", help="show holds")
     for cmd in (place, release, listing):
         cmd.add_argument("-c", "--config", required=True, type=Path, help="collector.yaml")
+    retention = sub.add_parser("retention", help="retention job: status, run now")
+    ret_sub = retention.add_subparsers(
+        dest="retention_command", required=True, parser_class=_Parser
+    )
+    status = ret_sub.add_parser(
+        "status", help="per class: indices, event times, phase, next action, holds"
+    )
+    run_now = ret_sub.add_parser("run", help="run the retention job once now (under its lease)")
+    run_now.add_argument(
+        "--dry-run", action="store_true", help="only say what would be made read-only or deleted"
+    )
+    for cmd in (status, run_now):
+        cmd.add_argument("-c", "--config", required=True, type=Path, help="collector.yaml")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
@@ -324,6 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _setup(args)
         if args.command == "hold":
             return _hold(args)
+        if args.command == "retention":
+            return _retention(args)
         return _run(args.config)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -331,6 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except HoldError as exc:
         print(f"{PROG}: hold: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except RetentionError as exc:
+        print(f"{PROG}: retention: {exc}", file=sys.stderr)
         return exc.exit_code
     except CollectorError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

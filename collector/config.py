@@ -35,6 +35,7 @@ from pydantic import (
 from collector.detect.rules import load_rules
 from collector.detect.settings import DetectionConfig
 from collector.errors import ConfigError
+from collector.retention_job.policy import phases_of
 from proto.yamlconfig import KeyPath, load
 
 _LISTEN_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
@@ -365,17 +366,45 @@ def _load_policy(path: Path) -> Path:
 
 
 class RetentionClass(_Model):
-    """One retention class: its ISM policy file."""
+    """One retention class: its ISM policy file (the phases whoever enforces them) and
+    the regulatory minimum no deletion may undercut."""
 
     policy: Path = Field(
         description='ISM policy JSON file ({"policy": {"states": [...]}}); the collector '
-        "adds the ism_template for the class's indices."
+        "adds the ism_template for the class's indices. Its read_only/force_merge and "
+        "delete ages are also what the collector's retention job applies."
+    )
+    minimum_days: float | None = Field(
+        default=None,
+        ge=0,
+        description="Regulatory minimum retention in days (e.g. 2190 = 6 years): a policy "
+        "deleting earlier is refused, and no index whose newest event is younger is ever "
+        "deleted by the collector. Unset: no minimum.",
     )
 
     @field_validator("policy", mode="before")
     @classmethod
     def _policy_file(cls, value: Any, info: ValidationInfo) -> Path:
-        return _load_policy(_resolve_file(value, info))
+        path = _load_policy(_resolve_file(value, info))
+        try:
+            phases_of(json.loads(path.read_text(encoding="utf-8")))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        return path
+
+    @field_validator("minimum_days")
+    @classmethod
+    def _not_below_minimum(cls, value: float | None, info: ValidationInfo) -> float | None:
+        policy = info.data.get("policy")
+        if value is None or not isinstance(policy, Path):
+            return value
+        phases = phases_of(json.loads(policy.read_text(encoding="utf-8")))
+        if phases.delete_days is not None and phases.delete_days < value:
+            raise ValueError(
+                f"the policy {policy.name} deletes after {phases.delete_days:g} days, "
+                f"shorter than the minimum of {value:g} days"
+            )
+        return value
 
     def policy_body(self) -> dict[str, Any]:
         """The parsed policy file, ``{"policy": {...}}``."""
@@ -438,6 +467,30 @@ class RetentionConfig(_Model):
     classes: dict[str, RetentionClass] = Field(
         description="Retention classes by name (lowercase letters, digits, '_'; "
         "part of index names)."
+    )
+    enforcer: Literal["auto", "collector", "ism"] = Field(
+        default="auto",
+        description="Who applies the classes' phases: ism (the cluster's ISM plugin), "
+        "collector (the collector's retention job, one collector at a time), or auto: "
+        "ism where every node has the plugin, collector otherwise.",
+    )
+    interval_s: float = Field(
+        default=3600,
+        ge=1,
+        le=7 * 86_400,
+        description="How often the collector's retention job runs (and looks for "
+        "deletions ISM made, to record them).",
+    )
+    lease_ttl_s: float = Field(
+        default=900,
+        ge=5,
+        le=86_400,
+        description="The retention job's lease in <prefix>-leases: another collector "
+        "takes the job over once the holder was silent this long.",
+    )
+    dry_run: bool = Field(
+        default=False,
+        description="true: the job only logs what it would make read-only or delete.",
     )
     # First match wins; events no rule matches go to default_class.
     rules: list[RetentionRule] = Field(

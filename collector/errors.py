@@ -12,7 +12,8 @@ bad config; 1: something failed at run time).
     │   └── PermanentIndexingError  OpenSearch refuses even the dead-letter copy: Ack STATUS_RETRY
     │                               too (nothing may be lost), but logged as an error
     ├── LifecycleError              index templates / ISM policies could not be installed
-    └── HoldError                   a legal hold could not be placed, released or listed
+    ├── HoldError                   a legal hold could not be placed, released or listed
+    └── RetentionError              the retention job could not read or change an index
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ class LifecycleError(CollectorError):
 class HoldError(CollectorError):
     """A legal hold could not be placed, released or listed (``usage``: the caller's
     arguments are wrong, exit 2)."""
+
+    def __init__(self, message: str, *, usage: bool = False) -> None:
+        super().__init__(message)
+        if usage:
+            self.exit_code = 2
+
+
+class RetentionError(CollectorError):
+    """The retention job could not read, record or change an index (``usage``: the
+    caller's arguments are wrong, exit 2)."""
 
     def __init__(self, message: str, *, usage: bool = False) -> None:
         super().__init__(message)

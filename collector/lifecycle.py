@@ -11,8 +11,8 @@ first batch if OpenSearch was not reachable then). It
    ``if_primary_term``) the policy ``{prefix}-{class}`` of every retention class, with an
    ``ism_template`` for ``{prefix}-events-{class}-*``, and attaches it to that class's
    existing indices (``ism_template`` only covers indices created after the policy);
-   without ISM it logs one warning and goes on: indices are then kept until an operator
-   deletes them;
+   without ISM it logs one warning and goes on: the collector's retention job
+   (`collector.retention_job`) then applies the same policy files by event time;
 3. creates the single integrity indices (``{prefix}-seals``, ``-alerts``,
    ``-chainheads``, mappings in `collector.integrity`) or adds new fields to them.
    They get no ISM policy: seals must outlive the longest event retention.
@@ -57,8 +57,8 @@ ISM_TEMPLATE_PRIORITY = 100
 MANAGED_BY = "crm-audit-collector"
 
 NO_ISM_WARNING = (
-    "ISM plugin not installed on the cluster: retention policies not applied; "
-    "indices are kept until deleted by an operator"
+    "ISM plugin not installed on the cluster: ISM policies not installed; the collector's "
+    "retention job applies them by event time (retention.enforcer auto or collector)"
 )
 
 

@@ -16,10 +16,15 @@ Names (all prefixed ``crm_audit_collector_``):
     streams_refused_total{reason}      streams refused (per_agent_limit)
     agent_last_seen_timestamp_seconds{agent}   last batch from each agent (Unix time)
     ready                              1 once templates/policies are installed
+    retention_indices_deleted_total{class}     events indices the retention job deleted
+    retention_indices_read_only_total{class}   events indices it made read-only (warm)
+    retention_oldest_event_age_seconds{class}  age of the oldest stored event per class
+                                               (set on every retention run or status)
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -107,6 +112,43 @@ class CollectorMetrics:
         self.ready = Gauge(
             "ready", "1 once templates and policies are installed", namespace=ns, registry=reg
         )
+
+        self.retention_deleted_total = Counter(
+            "retention_indices_deleted",
+            "Events indices deleted by the collector's retention job, by class",
+            ["class"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.retention_read_only_total = Counter(
+            "retention_indices_read_only",
+            "Events indices made read-only and force-merged by the retention job, by class",
+            ["class"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.retention_oldest_event_age = Gauge(
+            "retention_oldest_event_age_seconds",
+            "Age of the oldest stored event per retention class (event time)",
+            ["class"],
+            namespace=ns,
+            registry=reg,
+        )
+
+    # -- collector.retention_job.job.RetentionObserver --------------------------------
+
+    def retention_deleted(self, retention_class: str) -> None:
+        self.retention_deleted_total.labels(retention_class).inc()
+
+    def retention_read_only(self, retention_class: str) -> None:
+        self.retention_read_only_total.labels(retention_class).inc()
+
+    def retention_oldest_event(self, retention_class: str, age_s: float | None) -> None:
+        if age_s is None:  # no event stored in the class: no age rather than 0
+            with contextlib.suppress(KeyError):
+                self.retention_oldest_event_age.remove(retention_class)
+            return
+        self.retention_oldest_event_age.labels(retention_class).set(age_s)
 
     # -- collector.index.IndexObserver ---------------------------------------------
 

@@ -60,6 +60,7 @@ from collector.keys import KeyRing
 from collector.lifecycle import LifecycleInstaller, LifecycleReport, deadletter_index
 from collector.metrics import CollectorMetrics
 from collector.retention import RetentionRouter
+from collector.retention_job.runner import RetentionRunner, build_job
 from proto import integrity
 from proto.v1 import audit_pb2, audit_pb2_grpc
 
@@ -519,6 +520,12 @@ class CollectorServer:
                 clock_ns=clock_ns,
                 replicas=os_cfg.replicas,
             )
+        # Retention by event time where the cluster has no ISM (collector.retention_job).
+        self.retention = RetentionRunner(
+            build_job(config, request, clock_ns=clock_ns, observer=self.metrics),
+            interval_s=config.retention.interval_s,
+            dry_run=config.retention.dry_run,
+        )
         self.service = CollectorService(
             BatchProcessor(
                 indexer,
@@ -596,6 +603,7 @@ class CollectorServer:
             self.checkpoints.start()
         if self.detection is not None:
             self.detection.start()
+        self.retention.start()
         self._server = server
         self.port = port
         log.info(
@@ -635,6 +643,7 @@ class CollectorServer:
             self.checkpoints.stop()  # a last checkpoint with the final heads
         if self.detection is not None:
             self.detection.stop()  # pending notifications sent, leases released
+        self.retention.stop()
         if self.health is not None:
             self.health.stop()
         log.info("collector stopped")

@@ -3,7 +3,9 @@ nothing was altered, removed, inserted or reordered — or say exactly where it 
 
 Inputs: the events indices (``{prefix}-events-*``), ``{prefix}-seals``,
 ``{prefix}-chainheads``, the agents' public keys (``--keys``, the collector's
-``integrity.keys_dir``) and optionally the signed checkpoints (``--checkpoints``).
+``integrity.keys_dir``) and optionally the signed checkpoints (``--checkpoints``) and
+the signed retention records (``{prefix}-retention`` and the checkpoint directory's
+``retention-*.jsonl``, trusted with the collector key: `collector.retention_job.records`).
 
 Per agent, seals (sorted by sequence) and events (sorted by ``event.sequence``) are
 streamed with point-in-time searches and ``search_after``; only one seal's range of
@@ -15,10 +17,13 @@ compared with what is stored. Every sequence ends up in exactly one kind of rang
 
     VALID           signed, chained, every field as signed
     MISSING         a seal (or heartbeat seal, or the chain head record) proves the
-                    event existed, it is not there, and its index still exists (or was
-                    deleted before its retention ended: --retention-days)
-    EXPIRED         as MISSING, but every index the collector wrote the seal's events to
-                    is gone as a whole, as a retention policy (ISM delete) does
+                    event existed and it is not there, and no signed retention record
+                    accounts for it (or the record's index was deleted before its
+                    retention ended: --retention-days)
+    EXPIRED         as MISSING, but a signed retention record (written by the collector
+                    before it deleted the index, or for a deletion ISM made; signature
+                    checked with the collector keys passed) lists the sequence among
+                    those its deleted index held
     ALTERED         stored bytes or searchable fields differ from what was signed
     INSERTED        a document that no valid seal covers, or a second document for a
                     sequence that is already accounted for
@@ -66,7 +71,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import re
 import sys
 import time
 from collections import OrderedDict
@@ -83,6 +87,7 @@ from collector.documents import parse_iso_nanos, to_document
 from collector.index import Requester, Response
 from collector.integrity import chainheads_index, seals_index
 from collector.lifecycle import events_index_pattern
+from collector.retention_job.records import RetentionRecords
 from proto import integrity
 from proto.v1 import audit_pb2
 
@@ -404,19 +409,6 @@ class SealInfo:
     problem: str  # "" when the seal is authentic and consistent
 
 
-_INDEX_DATE = re.compile(r"-(\d{4})\.(\d{2})(?:\.(\d{2}))?$")
-
-
-def _index_period_end(name: str) -> datetime | None:
-    match = _INDEX_DATE.search(name)
-    if not match:
-        return None
-    year, month, day = int(match[1]), int(match[2]), match[3]
-    if day:
-        return datetime(year, month, int(day), tzinfo=UTC) + timedelta(days=1)
-    return datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
-
-
 class Verifier:
     """Walks agents, seals and events (see the module docstring)."""
 
@@ -430,6 +422,7 @@ class Verifier:
         time_from: datetime | None = None,
         time_to: datetime | None = None,
         retention_days: float | None = None,
+        retention_records: RetentionRecords | None = None,
         now: datetime | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
@@ -440,6 +433,7 @@ class Verifier:
         self.time_from = time_from
         self.time_to = time_to
         self.retention_days = retention_days
+        self.retention_records = retention_records
         self.now = now or datetime.now(UTC)
         self.progress = progress
         self._index_cache: dict[str, bool] = {}
@@ -453,6 +447,8 @@ class Verifier:
         report = Report()
         if self.checkpoints is not None:
             report.problems.extend(self.checkpoints.problems)
+        if self.retention_records is not None:
+            report.problems.extend(self.retention_records.problems)
         names = set(agents or ())
         if not names:
             names |= self.reader.agents(events_index_pattern(self.prefix), "agent.id")
@@ -560,19 +556,26 @@ class Verifier:
             self._index_cache[name] = self.reader.index_exists(name)
         return self._index_cache[name]
 
-    def absent_kind(self, info: SealInfo) -> tuple[str, str]:
-        """EXPIRED or MISSING for an event of `info` that is not there."""
-        if not info.indices:
-            return MISSING, "no index recorded for its seal"
-        if any(self.index_exists(name) for name in info.indices):
+    def absent_kind(self, agent: str, sequence: int) -> tuple[str, str]:
+        """EXPIRED or MISSING for the absent event `sequence` of `agent`.
+
+        EXPIRED only where a signed retention record (its signature checked against the
+        collector keys the investigator passed) lists the sequence among those stored in
+        an index deleted by retention; the unsigned ``seal.indices`` decide nothing.
+        Seam: a seal's signed event-time range, checked against the retention in force,
+        is meant to become a second source of such evidence here.
+        """
+        records = self.retention_records
+        record = records.covering(agent, sequence) if records is not None else None
+        if record is None:
             return MISSING, ""
-        if self.retention_days is None:
-            return EXPIRED, "index deleted (retention not checked: --retention-days)"
-        for name in info.indices:
-            end = _index_period_end(name)
-            if end is None or end + timedelta(days=self.retention_days) > self.now:
-                return MISSING, f"index {name} deleted before its retention ended"
-        return EXPIRED, ""
+        detail = f"index {record.index} deleted by {record.enforcer or '?'} ({record.where})"
+        if self.retention_days is not None and record.newest_event:
+            newest = datetime.fromtimestamp(parse_iso_nanos(record.newest_event) / 1e9, UTC)
+            deleted = datetime.fromtimestamp(parse_iso_nanos(record.time) / 1e9, UTC)
+            if newest + timedelta(days=self.retention_days) > deleted:
+                return MISSING, f"{detail} before its retention ended (--retention-days)"
+        return EXPIRED, detail
 
     def tick(self, agent: str, count: int) -> None:
         self._events_total += count
@@ -849,12 +852,10 @@ class _Walk:
 
         tentative: list[int] = []
         problem_at = first - 1
-        absent_kind = None
         for seq in range(first, last + 1):
             found = chosen.get(seq)
             if found is None:
-                absent_kind = absent_kind or self.v.absent_kind(info)
-                mark(seq, *absent_kind)
+                mark(seq, *self.v.absent_kind(self.agent, seq))
                 prev = None
                 problem_at = seq
                 continue

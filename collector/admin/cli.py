@@ -59,13 +59,17 @@ from typing import TYPE_CHECKING, NoReturn
 from collector.admin import opensearch_node, pki, sample
 from collector.admin.errors import AdminError, NodeError, SampleError, UsageError
 from collector.checkpoints import CheckpointView, read_checkpoints
+from collector.errors import RetentionError
 from collector.keys import KeyRegistrationError, KeyRing, read_keys, register_key
 from collector.urls import redact_url
 from proto import integrity
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from collector.detect.rules import RuleSet
     from collector.index import ClientAuth, Requester
+    from collector.retention_job.records import RetentionRecords
 
 PROG = "crm-audit"
 
@@ -524,6 +528,31 @@ def _opensearch(command: str, args: argparse.Namespace) -> Requester:
     return OpenSearchHttp(make_client(urls, timeout_s=60, auth=auth))
 
 
+def _retention_records(
+    opensearch: Requester, args: argparse.Namespace, command: str = "verify"
+) -> RetentionRecords | None:
+    """Signed retention records (``{prefix}-retention`` and the checkpoint dir's record
+    files) that verify with the collector keys: --checkpoint-key, else the *.pub files
+    of --checkpoints. Without either no record is trusted: None (`verify`: nothing is
+    EXPIRED; the report says the records were not checked)."""
+    from collector.retention_job.records import load_records
+
+    keys: dict[str, Ed25519PublicKey] = {}
+    sources = [args.checkpoint_key] if args.checkpoint_key is not None else []
+    if not sources and args.checkpoints is not None and args.checkpoints.is_dir():
+        sources = sorted(args.checkpoints.glob("*.pub"))
+    for source in sources:
+        try:
+            for key in integrity.load_public_keys(source.read_bytes()):
+                keys[integrity.key_id(key)] = key
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{command}: {source}: {exc}") from None
+    if not keys:
+        return None
+    # OpenSearch unreadable (RetentionError): the caller reports it like its other reads
+    return load_records(opensearch, args.prefix, keys, args.checkpoints)
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from collector.verify import Verifier, VerifyError
 
@@ -538,11 +567,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         def progress(line: str) -> None:
             print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
 
+    try:
+        records = _retention_records(opensearch, args)
+    except RetentionError as exc:
+        _log(f"verify: {exc}")
+        return 1
     verifier = Verifier(
         opensearch,
         args.prefix,
         ring.keys_for,
         checkpoints=view,
+        retention_records=records,
         time_from=args.time_from,
         time_to=args.time_to,
         retention_days=args.retention_days,
@@ -737,6 +772,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         policies = read_policy_files(args.policies) if args.policies is not None else {}
     except ReportInputError as exc:
         raise UsageError(f"report: {exc}") from None
+    try:
+        records = _retention_records(opensearch, args, "report")
+    except RetentionError as exc:
+        _log(f"report: {exc}")
+        return 1
     options = ReportOptions(
         prefix=args.prefix,
         period=period,
@@ -749,6 +789,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         checkpoints=view,
         policy_files=policies,
         signing_key=signing_key,
+        retention_records=records,
     )
     started = time.monotonic()
     try:

@@ -21,6 +21,7 @@ from collector.report.integrity import run_integrity
 from collector.report.query import Period, Queries, iso
 from collector.report.render import ReportData, render
 from collector.report.retention import RetentionReader
+from collector.retention_job.records import RetentionRecords
 
 DEFAULT_MIN_RETENTION_DAYS = 2190.0  # 6 years: SEC 17a-4(b)
 DEFAULT_SILENCE_GAP = timedelta(minutes=15)
@@ -72,6 +73,8 @@ class ReportOptions:
     registered: frozenset[str] | None = None
     checkpoints: CheckpointView | None = None
     policy_files: Mapping[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    # signed retention records verified with the collector key (None: no key given)
+    retention_records: RetentionRecords | None = None
     signing_key: Ed25519PrivateKey | None = None
 
 
@@ -105,6 +108,7 @@ def collect(request: Requester, options: ReportOptions) -> ReportData:
             time_from=period.start,
             time_to=period.end,
             now=options.now,
+            retention_records=options.retention_records,
         ),
         access=AccessReader(queries, options.prefix, period, max_rows=options.max_rows).read(),
         alerts=AlertsReader(queries, options.prefix, period, max_rows=options.max_rows).read(),
@@ -113,6 +117,7 @@ def collect(request: Requester, options: ReportOptions) -> ReportData:
             options.prefix,
             minimum_days=options.min_retention_days,
             policy_files=dict(options.policy_files),
+            records=options.retention_records,
         ).read(),
     )
 

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from collector.checkpoints import CheckpointView
 from collector.index import Requester
 from collector.report.errors import ReportDataError
+from collector.retention_job.records import RetentionRecords
 from collector.verify import Report, Verifier, VerifyError
 
 
@@ -63,6 +64,7 @@ def run_integrity(
     time_from: datetime,
     time_to: datetime,
     now: datetime,
+    retention_records: RetentionRecords | None = None,
 ) -> Integrity:
     rows = [
         CheckpointRow(agent, seq, when)
@@ -80,6 +82,8 @@ def run_integrity(
         time_from=time_from,
         time_to=time_to,
         now=now,
+        # EXPIRED (not MISSING) for what a verified retention record says was deleted
+        retention_records=retention_records,
     )
     try:
         result = verifier.run()

@@ -169,6 +169,8 @@ def _summary(d: ReportData) -> str:
         ret_badge = badge(MEETS, "ok")
     else:
         ret_badge = badge("NOT ENFORCED", "warn")
+    if ret.record_problems:
+        ret_badge += " " + badge("RETENTION RECORD PROBLEMS", "bad")
     serious = sum(r.count for r in al.rules if r.severity in ("high", "critical", "integrity"))
     rows = [
         [
@@ -198,7 +200,8 @@ def _summary(d: ReportData) -> str:
             "5. Retention",
             Raw(ret_badge),
             f"minimum {d.min_retention_days:g} days; "
-            + ("ISM installed" if ret.ism else "ISM not installed: retention not enforced"),
+            + _enforcer_line(ret)
+            + (f"; {len(ret.deletions)} signed deletion(s)" if ret.deletions is not None else ""),
         ],
     ]
     return '<h2 class="first">Summary</h2>' + table(["Area", "Result", "Details"], rows)
@@ -547,9 +550,15 @@ def _retention(d: ReportData) -> str:
         f"({d.min_retention_days / 365:.1f} years). ",
         "ISM is installed: policies are enforced by the cluster."
         if ret.ism
-        else "<strong>ISM not installed: retention not enforced</strong> — indices are "
-        "kept until an operator deletes them; the policy shown is what the collector is "
-        "configured with.",
+        else (
+            "ISM not installed: the collector's retention job applies the policies shown "
+            "(the files the collector is configured with) by the event time of each "
+            f"index's newest document; it last ran {esc(when(ret.job_last_run))}."
+            if ret.job_last_run
+            else "<strong>ISM not installed and the collector's retention job never ran: "
+            "retention not enforced</strong> — indices are kept until an operator deletes "
+            "them; the policy shown is what the collector is configured with."
+        ),
         "</p>",
         table(
             [
@@ -568,6 +577,7 @@ def _retention(d: ReportData) -> str:
         ),
         '<p class="note">Seals, chain heads and alerts live in single indices without a '
         "retention policy: they outlive the events and prove what expired.</p>",
+        *_deletions(ret),
         f"<h3>Legal holds ({esc(ret.holds_index)})</h3>",
     ]
     if ret.holds is None:
@@ -582,6 +592,55 @@ def _retention(d: ReportData) -> str:
         keys = [k for k in _HOLD_FIELDS if k in present] or sorted(present)[:8]
         parts.append(table(keys, [[f.get(k, "") for k in keys] for f in flat], cls="holds"))
     return "".join(parts)
+
+
+def _enforcer_line(ret: Retention) -> str:
+    if ret.ism:
+        return "ISM installed"
+    if ret.job_last_run:
+        return "enforced by the collector's retention job"
+    return "ISM not installed: retention not enforced"
+
+
+def _deletions(ret: Retention) -> list[str]:
+    """The deletions signed retention records attest (verified with the collector key)."""
+    parts = ["<h3>Deletions (signed retention records)</h3>"]
+    if ret.deletions is None:
+        parts.append(
+            '<p class="note">Not checked: no collector key given (--checkpoint-key or '
+            "--checkpoints with the collector's .pub): deletions cannot be attested.</p>"
+        )
+        return parts
+    for problem in ret.record_problems:
+        parts.append(f'<p class="note">{badge("PROBLEM", "bad")} {esc(problem)}</p>')
+    rows = [
+        [
+            d.retention_class,
+            d.index,
+            when(d.recorded),
+            f"{d.enforcer} ({d.collector})",
+            f"{when(d.oldest)} .. {when(d.newest)}",
+            "-" if d.documents is None else d.documents,
+            d.agents,
+            d.rule,
+        ]
+        for d in ret.deletions
+    ]
+    parts.append(
+        table(
+            ["Class", "Index", "Recorded", "Deleted by", "Events", "Docs", "Agents", "Rule"],
+            rows,
+            numeric=(5, 6),
+            cls="deletions",
+        )
+    )
+    parts.append(
+        '<p class="note">Each record was signed with the collector key and written before '
+        "the index was deleted (ISM's deletions: after, from ISM's history). An index gone "
+        "without a record was deleted by someone else: verify reports its events "
+        "MISSING.</p>"
+    )
+    return parts
 
 
 _HOLD_FIELDS = (

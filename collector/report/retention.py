@@ -1,10 +1,16 @@
-"""Retention per class: policy, whether it is enforced, indices, legal holds, verdict.
+"""Retention per class: policy, who enforces it, indices, deletions, legal holds, verdict.
 
 The policy of a class comes from the cluster's ISM plugin when it is installed
-(``_plugins/_ism/policies/{prefix}-{class}``, enforced), otherwise from the policy
-files the collector was configured with (``--policies DIR``: ``ism-{class}.json``),
-which nobody enforces then: the report says so instead of pretending. The retention of
-a policy is the ``min_index_age`` of the transition into its state that deletes.
+(``_plugins/_ism/policies/{prefix}-{class}``, enforced by ISM), otherwise from the
+policy files the collector was configured with (``--policies DIR``:
+``ism-{class}.json``), which the collector's retention job applies by event time: it is
+reported enforced when the job's lease (``{prefix}-leases``, ``retention``) shows it ran,
+not enforced otherwise. The retention of a policy is the ``min_index_age`` of the
+transition into its state that deletes.
+
+Deletions come from the signed retention records (`collector.retention_job.records`):
+only records whose signature verifies with the collector key given to the report are
+listed; the others are named as problems.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from typing import Any
 from collector.lifecycle import ISM_COMPONENT, events_index_pattern, policy_id
 from collector.report.errors import ReportInputError
 from collector.report.query import Queries
+from collector.retention_job.records import RetentionRecords
 
 ENFORCED = "enforced by ISM"
-NOT_ENFORCED = "ISM not installed: retention not enforced"
+BY_COLLECTOR = "enforced by the collector's retention job"
+NOT_ENFORCED = "ISM not installed and the collector's retention job never ran: not enforced"
 MEETS = "MEETS"
 FAILS = "FAILS"
 UNENFORCED = "NOT ENFORCED"
@@ -53,15 +61,34 @@ class ClassRetention:
     verdict: str = NO_POLICY
 
 
+@dataclass(frozen=True)
+class Deletion:
+    """One deletion a verified, signed retention record attests."""
+
+    retention_class: str
+    index: str
+    recorded: str  # when the record was signed (before the delete)
+    enforcer: str  # collector | ism
+    collector: str
+    oldest: str
+    newest: str
+    documents: int | None
+    rule: str
+    agents: int
+
+
 @dataclass
 class Retention:
-    """Retention for every class plus legal holds."""
+    """Retention for every class plus legal holds and signed deletions."""
 
     ism: bool
     minimum_days: float
     classes: list[ClassRetention]
     holds_index: str
     holds: list[dict[str, Any]] | None  # None: no holds index
+    job_last_run: str = ""  # when the collector's retention job last took its lease
+    deletions: list[Deletion] | None = None  # None: no collector key to check records
+    record_problems: list[str] = field(default_factory=list)
 
 
 def policy_retention(policy: dict[str, Any]) -> tuple[bool, float | None]:
@@ -107,11 +134,44 @@ class RetentionReader:
         *,
         minimum_days: float,
         policy_files: dict[str, tuple[str, dict[str, Any]]],
+        records: RetentionRecords | None = None,
     ) -> None:
         self.q = queries
         self.prefix = prefix
         self.minimum_days = minimum_days
         self.policy_files = policy_files
+        self.records = records
+        self.job_last_run = ""
+
+    def _job_last_run(self) -> str:
+        status, body = self.q.get(f"/{self.prefix}-leases/_doc/retention")
+        if status != 200 or not isinstance(body, dict):
+            return ""
+        return str(body.get("_source", {}).get("@timestamp", ""))
+
+    def _deletions(self) -> list[Deletion] | None:
+        if self.records is None:
+            return None
+        out: list[Deletion] = []
+        for record in self.records.records:
+            body = record.body
+            events = body.get("events", {})
+            count = events.get("count")
+            out.append(
+                Deletion(
+                    str(body.get("class", "")),
+                    record.index,
+                    record.time,
+                    record.enforcer,
+                    str(body.get("deleted_by", {}).get("collector", "")),
+                    str(events.get("oldest", "")),
+                    str(events.get("newest", "")),
+                    int(count) if isinstance(count, int) else None,
+                    str(body.get("policy", {}).get("rule", "")),
+                    len(body.get("agents", {})),
+                )
+            )
+        return sorted(out, key=lambda d: (d.recorded, d.index))
 
     def ism_installed(self) -> bool:
         status, body = self.q.get("/_cat/plugins", {"format": "json"})
@@ -172,6 +232,7 @@ class RetentionReader:
 
     def read(self) -> Retention:
         ism = self.ism_installed()
+        self.job_last_run = "" if ism else self._job_last_run()
         indices = self._indices()
         classes: list[ClassRetention] = []
         for name in sorted(set(indices) | set(self.policy_files)):
@@ -183,7 +244,16 @@ class RetentionReader:
         if self.q.exists(holds_index):
             found = self.q.search(holds_index, {"size": 1000, "query": {"match_all": {}}})
             holds = [{"_id": h["_id"], **h["_source"]} for h in found["hits"]["hits"]]
-        return Retention(ism, self.minimum_days, classes, holds_index, holds)
+        return Retention(
+            ism,
+            self.minimum_days,
+            classes,
+            holds_index,
+            holds,
+            job_last_run=self.job_last_run,
+            deletions=self._deletions(),
+            record_problems=list(self.records.problems) if self.records is not None else [],
+        )
 
     def _class(self, name: str, ism: bool) -> ClassRetention:
         body: dict[str, Any] | None = None
@@ -202,17 +272,18 @@ class RetentionReader:
                 name, "", "no policy: indices kept until deleted by an operator", None, False
             )
         deletes, days = policy_retention(body)
-        enforced = ism and source.startswith("ISM")
-        row = ClassRetention(
-            name,
-            source,
-            ENFORCED
-            if enforced
-            else (NOT_ENFORCED if not ism else "ISM installed, policy not installed: not enforced"),
-            days,
-            deletes,
-            managed=managed,
-        )
+        by_ism = ism and source.startswith("ISM")
+        by_job = not ism and bool(self.job_last_run)
+        enforced = by_ism or by_job
+        if by_ism:
+            enforcement = ENFORCED
+        elif by_job:
+            enforcement = f"{BY_COLLECTOR} (last run {self.job_last_run[:19]}Z)"
+        elif ism:
+            enforcement = "ISM installed, policy not installed: not enforced"
+        else:
+            enforcement = NOT_ENFORCED
+        row = ClassRetention(name, source, enforcement, days, deletes, managed=managed)
         meets = not deletes or (days is not None and days >= self.minimum_days)
         row.verdict = (MEETS if enforced else UNENFORCED) if meets else FAILS
         return row

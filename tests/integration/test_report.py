@@ -773,7 +773,13 @@ def test_retention_says_ism_is_missing_and_shows_holds(env: Env, report: Generat
         "2555 days",
         "NOT ENFORCED",
     )
-    assert enforcement == "ISM not installed: retention not enforced"
+    assert enforcement == (
+        "ISM not installed and the collector's retention job never ran: not enforced"
+    )
+    assert report.tables["deletions"] == [
+        ["Class", "Index", "Recorded", "Deleted by", "Events", "Docs", "Agents", "Rule"],
+        ["none"],
+    ]  # records checked (the collector key was given), none there
     assert number(indices) == 1 and oldest.startswith(f"{env.prefix}-events-standard-2026.10")
     holds = report.tables["holds"]
     assert holds[0][:5] == ["hold.id", "hold.class", "hold.from", "hold.to", "hold.status"]
