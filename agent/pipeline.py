@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from agent import notices
+from agent import notices, oversize
 from agent.checkpoint import FileOffset
 from agent.errors import SpoolWriteError
 from agent.metrics import AgentMetrics
@@ -263,13 +263,24 @@ class Pipeline:
         event = source.parse(record.data)
         if event is None:  # blank: consumed, nothing to send (re-read after a restart)
             return
+        # The record's size in the file (its lines and their newlines, the last one
+        # excluded): kept when the record, or the event parsed from it, is cut.
+        record_bytes = max(0, record.end_offset - record.offset - 1)
         if record.truncated:
-            event.flags.append("line_truncated")
+            oversize.mark_truncated(event, record_bytes)
         self._stamp(event)
         event.log.file_path = state.path
         event.log.offset = record.offset
         event.log.source_name = state.source
         event.log.format = source.format
+        if oversize.fit(event, record_bytes):
+            log.warning(
+                "%s: record at offset %d (%d bytes) parses into an event over the batch "
+                "limit; cut and flagged line_truncated",
+                state.path,
+                record.offset,
+                record_bytes,
+            )
         held = state.framer.held_offset()
         resume = record.end_offset if held is None else min(record.end_offset, held)
         entries.append(Entry(event, key, FileOffset(state.path, resume, state.fingerprint)))

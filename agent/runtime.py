@@ -96,8 +96,8 @@ class Watermark:
                 self._forgotten[key] = upto
 
     def delivered(self, item: Outgoing) -> None:
-        if not item.batch.events:
-            return  # a heartbeat: nothing to acknowledge
+        if not item.batch.events or item.partial:
+            return  # a heartbeat, or a piece of a split batch: its last piece advances
         last = item.last_sequence
         with self._lock:
             self._files.update(item.positions)
@@ -381,6 +381,11 @@ class Agent:
         )
         watermark = Watermark(self.store, acked, self.spool)
         retry = self.config.collector.retry
+
+        def seal_batch(built: pb.Batch) -> None:
+            if _sealable(built):
+                seal(built, key, now_unix_nano=self._clock.wall_ns())
+
         shipper = Shipper(
             agent_id=self.config.agent_id,
             endpoints=self.config.collector.all_endpoints,
@@ -390,13 +395,10 @@ class Agent:
             on_delivered=lambda item: self._delivered(watermark, item),
             monotonic=self._clock.monotonic,
             on_sent=lambda item: self.metrics.events_sent.inc(len(item.batch.events)),
+            reseal=seal_batch,
         )
         self.metrics.snapshot = lambda: self._state(watermark, shipper)
         batch = self.config.batch
-
-        def seal_batch(built: pb.Batch) -> None:
-            if _sealable(built):
-                seal(built, key, now_unix_nano=self._clock.wall_ns())
 
         def make_heartbeat(sequence: int | None, head: bytes) -> pb.Batch | None:
             if shipper.pending():
