@@ -11,6 +11,7 @@ Loops are bounded; every process started is stopped.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import time
@@ -24,6 +25,7 @@ import pytest
 from opensearchpy import OpenSearch, helpers
 
 from collector.admin.pki import init_ca, issue_agent
+from proto import limits
 from tests.helpers import free_port
 from tests.integration.support import agent_config_head, write_collector_config
 from tests.processes import ManagedProcess, wait_for
@@ -52,6 +54,7 @@ class Env:
     client: OpenSearch
     collector: ManagedProcess
     restarts: int = 0
+    url: str = ""
 
     @property
     def events(self) -> str:
@@ -98,7 +101,7 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     collector = ManagedProcess(
         ["crm-audit-collector", "run", "-c", str(collector_yaml)], root / "collector-0.log"
     )
-    running = Env(root, pki, prefix, port, collector_yaml, client, collector)
+    running = Env(root, pki, prefix, port, collector_yaml, client, collector, url=opensearch_url)
     try:
         yield running
     finally:
@@ -114,7 +117,16 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 class Agent:
     """One agent identity with its config, log directory and (re)startable process."""
 
-    def __init__(self, env: Env, name: str, extra: str = "", glob: str = "*.jsonl") -> None:
+    def __init__(
+        self,
+        env: Env,
+        name: str,
+        extra: str = "",
+        glob: str = "*.jsonl",
+        *,
+        port: int | None = None,
+        source_extra: str = "",
+    ) -> None:
         self.env = env
         self.id = f"{name}-{uuid.uuid4().hex[:6]}"
         issued = issue_agent(env.pki, self.id)
@@ -127,7 +139,7 @@ class Agent:
             agent_config_head(
                 agent_id=self.id,
                 state_dir=self.state,
-                port=env.port,
+                port=port or env.port,
                 ca=env.pki / "ca.crt",
                 cert=issued.cert,
                 key=issued.key,
@@ -139,7 +151,7 @@ sources:
     paths: ["{self.logs}/{glob}"]
     poll_interval_s: 0.1
     close_rotated_after_s: 1.0
-""",
+{source_extra}""",
             encoding="utf-8",
         )
         self.runs = 0
@@ -415,3 +427,82 @@ def test_file_deleted_after_partial_read_is_read_to_its_end(env: Env, agents: li
     agent.stop()
     docs = assert_exactly_once(env, agent, set(range(5001)))
     assert len(docs) == 5001
+
+
+def content_numbers(docs: list[dict[str, Any]]) -> list[int]:
+    """`n` of every document, from its parsed attributes or, for an event cut to fit
+    (parsed fields dropped), from the start of its original line."""
+    out = []
+    for doc in docs:
+        attributes = doc.get("crm", {}).get("attributes", {})
+        if "n" in attributes:
+            out.append(int(attributes["n"]))
+            continue
+        found = re.match(r'\{"n": (\d+),', doc.get("event", {}).get("original", ""))
+        if found:
+            out.append(int(found.group(1)))
+    return out
+
+
+@pytest.fixture
+def small_collector(env: Env) -> Iterator[int]:
+    """A second collector on the same OpenSearch that takes at most 50 events a batch."""
+    port = free_port()
+    config = write_collector_config(
+        env.root / f"collector-small-{port}.yaml",
+        pki=env.pki,
+        url=env.url,
+        prefix=env.prefix,
+        port=port,
+        extra="server: {max_events_per_batch: 50}",
+    )
+    process = ManagedProcess(
+        ["crm-audit-collector", "run", "-c", str(config)], env.root / f"collector-{port}.log"
+    )
+    try:
+        yield port
+    finally:
+        process.stop()
+
+
+def test_oversized_records_and_refused_batches_do_not_block(
+    env: Env, agents: list[Agent], small_collector: int
+) -> None:
+    """A record whose event is over the wire limit, a line over max_line_bytes, and
+    batches of 500 against a collector taking 50: every line arrives exactly once."""
+    agent = Agent(
+        env,
+        "limits",
+        port=small_collector,
+        source_extra=f"    max_line_bytes: {limits.MAX_LINE_BYTES}\n",
+    )
+    agents.append(agent)
+    big_event, big_line, total = 300, 600, 1200
+    sizes: dict[int, int] = {}
+    with (agent.logs / "app.jsonl").open("wb") as out:
+        for n in range(total):
+            if n == big_event:  # a valid line under the line limit; parsed, twice as big
+                record = {"n": n, "timestamp": 1772356500, "event": "x", "blob": "b" * (3 << 20)}
+                data = json.dumps(record).encode()
+            elif n == big_line:  # over max_line_bytes: cut at the tail, then to fit
+                data = json.dumps({"n": n, "blob": "c" * (5 << 20)}).encode()
+            else:
+                data = json.dumps({"n": n, "timestamp": 1772356500 + n, "event": "r"}).encode()
+            sizes[n] = len(data)
+            out.write(data + b"\n")
+        out.write(line(total, DONE) + b"\n")
+    agent.start()
+    wait_done(env, agent, total + 1, timeout=180)
+    agent.stop()
+    docs = env.docs(agent.id)
+    seen = content_numbers(docs)
+    assert sorted(seen) == list(range(total + 1)), "a line is missing or duplicated"
+    by_n = dict(zip(content_numbers(docs), docs, strict=True))
+    for n in (big_event, big_line):
+        doc = by_n[n]
+        assert "line_truncated" in doc["integrity"]["flags"]
+        assert doc["crm"]["attributes"]["line.original_bytes"] == str(sizes[n])
+        assert len(doc["event"]["original"].encode()) <= limits.MAX_EVENT_BYTES
+    assert "line_truncated" not in by_n[big_event + 1]["integrity"].get("flags", [])
+    # The collector refused batches of 500 and the agent split them.
+    assert "as too large; split in two" in agent.log()
