@@ -35,7 +35,7 @@ from agent.metrics import AgentMetrics
 from agent.parsers import ParseFn
 from agent.parsers.framing import Framer, Record
 from agent.spool import Entry, Spool
-from agent.tail import Closed, Line, SourceSpec, Tailer, Truncated
+from agent.tail import Line, SourceSpec, Tailer, TailItem, Truncated, Unread
 from proto.v1 import audit_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class Pipeline:
         self._parsers.update(parsers)
         self._tailer.reconfigure(sources)
 
-    def _count_lines(self, items: Sequence[Line | Truncated | Closed]) -> None:
+    def _count_lines(self, items: Sequence[TailItem]) -> None:
         if self._metrics is None:
             return
         counts = Counter(item.source for item in items if isinstance(item, Line))
@@ -205,7 +205,7 @@ class Pipeline:
                 timeout = min(timeout, max(0.0, state.last_fed + flush_after - now))
         return timeout
 
-    def _handle(self, item: Line | Truncated | Closed, entries: list[Entry]) -> None:
+    def _handle(self, item: TailItem, entries: list[Entry]) -> None:
         if isinstance(item, Line):
             state = self._framing.get(item.file_key)
             if state is None:
@@ -220,6 +220,11 @@ class Pipeline:
                 item.data, item.offset, item.end_offset, item.truncated
             ):
                 self._record(item.file_key, state, record, entries)
+        elif isinstance(item, Unread):
+            source = self._parsers[item.source]
+            event = notices.log_unread(item, source.format, self._wall_ns())
+            self._stamp(event)
+            entries.append(Entry(event))
         elif isinstance(item, Truncated):
             entries += self._flush(item.file_key)
             source = self._parsers[item.source]

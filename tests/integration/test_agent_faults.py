@@ -10,6 +10,7 @@ Loops are bounded; every process started is stopped.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shutil
@@ -506,3 +507,84 @@ def test_oversized_records_and_refused_batches_do_not_block(
     assert "line_truncated" not in by_n[big_event + 1]["integrity"].get("flags", [])
     # The collector refused batches of 500 and the agent split them.
     assert "as too large; split in two" in agent.log()
+
+
+def _write(path: Path, numbers_: range) -> dict[int, int]:
+    """Append lines `numbers_` to `path`; n → byte offset of its line."""
+    offsets = {}
+    with path.open("ab") as out:
+        for n in numbers_:
+            offsets[n] = out.tell()
+            out.write(line(n) + b"\n")
+    return offsets
+
+
+@pytest.mark.parametrize("rotation", ["rename", "copytruncate", "dated"])
+def test_rotation_while_the_agent_is_stopped(env: Env, agents: list[Agent], rotation: str) -> None:
+    """500 lines read, agent stopped, 500 more written, the file rotated, 500 written to
+    the new file, agent started: all 1501 lines arrive exactly once."""
+    agent = Agent(env, f"down-{rotation}", glob="audit*.jsonl")
+    agents.append(agent)
+    live = agent.logs / "audit.jsonl"
+    _write(live, range(500))
+    agent.start()
+    wait_for(lambda: env.count(agent.id) >= 500, "the first 500", timeout=120)
+    agent.stop()
+    _write(live, range(500, 1000))
+    rotated = agent.logs / ("audit.jsonl-20261206" if rotation == "dated" else "audit.jsonl.1")
+    if rotation == "copytruncate":
+        shutil.copyfile(live, rotated)
+        with live.open("r+b") as truncate:
+            truncate.truncate(0)
+    else:
+        live.rename(rotated)
+    _write(live, range(1000, 1500))
+    with live.open("ab") as out:
+        out.write(line(1500, DONE) + b"\n")
+    agent.start()
+    wait_done(env, agent, 1501, timeout=120)
+    agent.stop()
+    docs = assert_exactly_once(env, agent, set(range(1501)))
+    assert len(docs) == 1501
+    assert "while the agent was stopped" in agent.log()
+
+
+@pytest.mark.parametrize("fate", ["compressed", "deleted"])
+def test_rotated_file_gone_while_the_agent_is_stopped_is_reported(
+    env: Env, agents: list[Agent], fate: str
+) -> None:
+    """The rotated file was compressed (or deleted) before the agent came back: what it
+    could not read is reported by an `agent.log_unread` event naming the byte range;
+    every other line arrives exactly once."""
+    agent = Agent(env, f"gone-{fate}", glob="audit*.jsonl")  # matches neither .1 nor .gz
+    agents.append(agent)
+    live = agent.logs / "audit.jsonl"
+    _write(live, range(500))
+    agent.start()
+    wait_for(lambda: env.count(agent.id) >= 500, "the first 500", timeout=120)
+    agent.stop()
+    offsets = _write(live, range(500, 1000))
+    size = live.stat().st_size
+    if fate == "compressed":
+        with gzip.open(agent.logs / "audit.jsonl.1.gz", "wb") as packed:
+            packed.write(live.read_bytes())
+    live.unlink()
+    _write(live, range(1000, 1500))
+    with live.open("ab") as out:
+        out.write(line(1500, DONE) + b"\n")
+    agent.start()
+    wait_done(env, agent, 1001, timeout=120)
+    agent.stop()
+    # Deleted, the new file may get the old inode: indistinguishable from a truncation.
+    reported = {"agent.log_unread"} | ({"agent.log_truncated"} if fate == "deleted" else set())
+    unread = [d for d in env.docs(agent.id) if d["event"]["action"] in reported]
+    assert len(unread) == 1, unread
+    attributes = unread[0]["crm"]["attributes"]
+    start = int(attributes["unread.from_offset"])
+    end = f"{size}" if fate == "compressed" else "end"
+    assert attributes["unread.bytes"] == f"{start}-{end}"
+    assert "gap_at_source" in unread[0]["integrity"]["flags"]
+    lost = {n for n, offset in offsets.items() if offset >= start}
+    assert lost == set(range(500, 1000)), "the agent had read nothing after its stop"
+    docs = assert_exactly_once(env, agent, set(range(1501)) - lost)
+    assert not lost & set(numbers(docs))
