@@ -15,6 +15,8 @@ def log_truncated(item: Truncated, source_format: str, now_ns: int) -> pb.AuditE
     """`agent.log_truncated`: a file was truncated in place under the reader."""
     if item.while_stopped:
         return _truncated_while_stopped(item, source_format, now_ns)
+    if item.copy_path:
+        return _truncated_with_copy(item, source_format, now_ns)
     unread = max(0, item.last_seen_size - item.offset)
     event = pb.AuditEvent(
         time_unix_nano=now_ns,
@@ -40,6 +42,32 @@ def log_truncated(item: Truncated, source_format: str, now_ns: int) -> pb.AuditE
     event.log.offset = item.offset
     event.log.source_name = item.source
     event.log.format = source_format
+    return event
+
+
+def _truncated_with_copy(item: Truncated, source_format: str, now_ns: int) -> pb.AuditEvent:
+    event = pb.AuditEvent(
+        time_unix_nano=now_ns,
+        event_category=["file"],
+        event_type=["change"],
+        action="agent.log_truncated",
+        audit_category=pb.AUDIT_CATEGORY_SECURITY,
+        message=(
+            f"{item.path} was truncated at read offset {item.offset} (size now {item.size}); "
+            f"its unread bytes {item.offset}-{item.copy_size} are read from the copy "
+            f"{item.copy_path}; only lines written between the copy and the truncation "
+            "(copytruncate's own window) can be missing; reading resumes at offset 0"
+        ),
+        flags=["log_truncated"],
+        attributes={
+            "truncation.read_offset": str(item.offset),
+            "truncation.new_size": str(item.size),
+            "truncation.copy": item.copy_path,
+            "truncation.copy_bytes": f"{item.offset}-{item.copy_size}",
+            "truncation.bytes_missed": "0",
+        },
+    )
+    _origin(event, item.path, item.offset, item.source, source_format)
     return event
 
 

@@ -40,6 +40,9 @@ class Truncated:
     size: int  # the size after it
     fingerprint: str  # of the new content
     while_stopped: bool = False  # noticed at start: truncated while the agent was stopped
+    previous_fingerprint: str = ""  # of the content before the truncation
+    copy_path: str = ""  # copytruncate's copy, read on from `offset` (agent.tail.siblings)
+    copy_size: int = 0  # its size when found: the previous content's end
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ rotated again cannot be finished, since only its old name is known.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import logging
 import os
@@ -216,7 +217,9 @@ class FileTailer:
             for reader in readers:
                 if len(items) < max_items and budget > 0:
                     before = reader.offset
-                    items += reader.read(max_items - len(items), now, budget)
+                    items += self._with_copies(
+                        reader.read(max_items - len(items), now, budget), now
+                    )
                     budget -= max(0, reader.offset - before)
                 self._maybe_close(name, source, reader, now, items)
         self._busy = budget <= 0
@@ -275,6 +278,37 @@ class FileTailer:
             log.info("closing %s: inactive for %.0f s", reader.path, idle)
             reader.close()
             items.append(Closed(source.name, reader.path, reader.key, "inactive"))
+
+    def _with_copies(self, items: list[TailItem], now: float) -> list[TailItem]:
+        """A file truncated under the reader (copytruncate): when the copy is beside it,
+        read the rest of the previous content from the copy, as a rotated file."""
+        for index, item in enumerate(items):
+            if not isinstance(item, Truncated) or item.while_stopped:
+                continue
+            copy = siblings.copy_of(
+                item.path, item.previous_fingerprint, item.offset, set(self._readers)
+            )
+            if copy is None:
+                continue
+            copy_path, copy_key = copy
+            self._start[copy_key] = FileOffset(copy_path, item.offset, item.previous_fingerprint)
+            reader = self._open_new(self._sources[item.source], copy_path, copy_key, now)
+            self._start.pop(copy_key, None)
+            if reader is None:
+                continue
+            reader.rotated = True
+            self._readers[copy_key] = reader
+            self._by_source[item.source].append(reader)
+            size = os.fstat(reader.fd_number()).st_size  # open: _open_new just opened it
+            log.warning(
+                "%s: reading the rest of its previous content from the copy %s (bytes %d-%d)",
+                item.path,
+                copy_path,
+                item.offset,
+                size,
+            )
+            items[index] = dataclasses.replace(item, copy_path=copy_path, copy_size=size)
+        return items
 
     def _source_of(self, path: str) -> str | None:
         """The first source whose globs match `path` (the file's last known name)."""

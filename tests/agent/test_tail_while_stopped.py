@@ -162,3 +162,32 @@ def test_vanished_rotated_file_is_reported_open_ended(
     [unread] = [i for i in items if isinstance(i, Unread)]
     assert (unread.path, unread.offset, unread.end) == (str(live), 4, None)
     assert data(items) == [("other.jsonl", b"x")]
+
+
+def test_copytruncate_under_the_reader_reads_the_rest_from_the_copy(
+    tmp_path: Path, tailers: list[FileTailer]
+) -> None:
+    live = tmp_path / "audit.jsonl"
+    live.write_bytes(b"one\n")
+    tailer, clock = start(tmp_path, tailers, {})
+    assert data(tailer.read(100)) == [("audit.jsonl", b"one")]
+    with live.open("ab") as out:  # written, then rotated before the agent read it
+        out.write(b"two\nthree\n")
+    shutil.copyfile(live, tmp_path / "audit.jsonl.1")
+    with live.open("r+b") as truncate:
+        truncate.truncate(0)
+    with live.open("ab") as out:
+        out.write(b"new\n")
+    clock.now = 1.0
+    items = tailer.read(100) + tailer.read(100)
+    [truncated] = [i for i in items if isinstance(i, Truncated)]
+    assert (truncated.offset, truncated.copy_path, truncated.copy_size) == (
+        4,
+        str(tmp_path / "audit.jsonl.1"),
+        14,
+    )
+    assert sorted(data(items)) == [
+        ("audit.jsonl", b"new"),
+        ("audit.jsonl.1", b"three"),
+        ("audit.jsonl.1", b"two"),
+    ]
