@@ -10,11 +10,15 @@ Loops are bounded; every process started is stopped.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
 import json
+import os
 import re
 import shutil
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +33,7 @@ from collector.admin.pki import init_ca, issue_agent
 from proto import limits
 from tests.helpers import free_port
 from tests.integration.support import agent_config_head, write_collector_config
-from tests.processes import ManagedProcess, wait_for
+from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -592,3 +596,96 @@ def test_rotated_file_gone_while_the_agent_is_stopped_is_reported(
     assert lost == set(range(500, 1000)), "the agent had read nothing after its stop"
     docs = assert_exactly_once(env, agent, set(range(1501)) - lost)
     assert not lost & set(numbers(docs))
+
+
+def padded(n: int) -> bytes:
+    """A line that compresses badly, so a few thousand of them fill a small disk."""
+    pad = "".join(hashlib.sha256(f"{n}:{i}".encode()).hexdigest() for i in range(8))
+    record = {"timestamp": 1772356500 + n % 86400, "event": "record.view", "n": n, "pad": pad}
+    return json.dumps(record).encode()
+
+
+def agent_status(agent: Agent) -> str:
+    done = subprocess.run(
+        [str(BIN / "crm-audit-agent"), "status", "-c", str(agent.yaml)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB filesystem (tmpfs), mounted for the test and removed after it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs for the state directory needs root")
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_state_disk_pauses_then_recovers_by_itself(
+    env: Env, agents: list[Agent], small_disk: Path
+) -> None:
+    """state_dir on a 4 MiB tmpfs, collector down: the spool fills the disk and reading
+    pauses; the rest of the disk is then taken by something else. The agent restarts
+    on the full disk, status says so, and once the collector is back every line
+    arrives exactly once — the checkpoint is written in the released reserve and the
+    acked segments free the disk."""
+    agent = Agent(env, "disk", extra="spool: {max_bytes: 67108864, segment_bytes: 262144}")
+    agents.append(agent)
+    state = small_disk / "state"
+    agent.yaml.write_text(
+        agent.yaml.read_text().replace(f"state_dir: {agent.state}", f"state_dir: {state}")
+    )
+    total = 6000
+    env.collector.stop()
+    try:
+        (agent.logs / "app.jsonl").write_bytes(b"".join(padded(n) + b"\n" for n in range(total)))
+        process = agent.start()
+        wait_for(
+            lambda: "No space left on device" in agent.log(),
+            "the spool to fill the disk",
+            timeout=120,
+            watch=[process],
+        )
+        with contextlib.suppress(OSError), (small_disk / "filler").open("wb") as filler:
+            while True:  # whatever room is left goes to another writer
+                filler.write(bytes(4096))
+                filler.flush()
+        assert "paused: state disk full" in agent_status(agent)
+        agent.kill9()
+        process = agent.start()  # on the full disk
+        wait_for(
+            lambda: agent.log().count("starting: next sequence") >= 2,
+            "the agent to start on the full disk",
+            timeout=60,
+            watch=[process],
+        )
+        time.sleep(2)
+        assert process.alive(), agent.log()[-3000:]
+    finally:
+        env.start_collector()  # later tests need it, whatever happened here
+    with (agent.logs / "app.jsonl").open("ab") as out:
+        out.write(line(total, DONE) + b"\n")
+    wait_done(env, agent, total + 1, timeout=180)
+    agent.stop()
+    log = agent.log()
+    assert "reserve released" in log
+    assert "paused: state disk full" not in agent_status(agent)
+    docs = assert_exactly_once(env, agent, set(range(total + 1)))
+    assert len(docs) == total + 1
