@@ -42,8 +42,9 @@ among the files beside that path, whatever their names now:
 - gone: reported as `Unread` with the byte range not read — exact when a compressed
   copy (gzip, bzip2, xz) of it is found, open-ended otherwise.
 
-Known limit: a rotated file whose handle was already closed (inactive) when it was
-rotated again cannot be finished, since only its old name is known.
+A file closed as idle and then renamed is found the same way (by identity beside its
+path) and read to its end; one compressed meanwhile with bytes past the position is
+reported as `Unread`.
 """
 
 from __future__ import annotations
@@ -429,6 +430,27 @@ class FileTailer:
         self._readers[key] = reader
         self._by_source[source].append(reader)
 
+    def _reopen_moved(self, reader: FileReader, now: float) -> bool:
+        """A file closed as idle and since renamed beside its path: reopen it there."""
+        found = siblings.by_key(reader.path, reader.key, reader.fingerprint)
+        if found is None or found == reader.path:
+            return False
+        old, reader.path = reader.path, found
+        if not reader.open():
+            reader.path = old
+            return False
+        log.info("%s was rotated to %s while closed as idle; reading it to its end", old, found)
+        reader.rotated = True
+        reader.last_change = now
+        return True
+
+    def _report_compressed(self, source: str, key: str, position: FileOffset) -> None:
+        """A file closed as idle and gone: if a compressed copy holds bytes past where we
+        stopped, they were written after the close and cannot be read: report them."""
+        packed = siblings.compressed(position.path, position.fingerprint)
+        if packed is not None and packed[1] > position.offset:
+            self._report_gone(source, key, position)
+
     def _report_gone(self, source: str, key: str, position: FileOffset) -> None:
         packed = siblings.compressed(position.path, position.fingerprint)
         if packed is not None:
@@ -437,7 +459,7 @@ class FileTailer:
                 log.info("%s was compressed into %s after it was read", position.path, packed_path)
                 return
             reason = (
-                f"rotated and compressed into {packed_path} while the agent was stopped; "
+                f"rotated and compressed into {packed_path} before it was read to its end; "
                 f"bytes {position.offset}-{size} were not read"
             )
             end: int | None = size
@@ -492,12 +514,15 @@ class FileTailer:
                     reader.rotated = True
                     reader.last_change = now
                 current.append(reader)
+            elif self._reopen_moved(reader, now):
+                current.append(reader)  # closed as idle, then rotated: read to its end
             else:
                 log.info("no longer tailing %s", reader.path)
                 self._readers.pop(reader.key, None)
-                self._park_or_forget(
-                    reader.key, FileOffset(reader.path, reader.offset, reader.fingerprint)
-                )
+                position = FileOffset(reader.path, reader.offset, reader.fingerprint)
+                if not _still_at(reader.path, reader.key):
+                    self._report_compressed(name, reader.key, position)
+                self._park_or_forget(reader.key, position)
         self._by_source[name] = current
 
     def _open_new(

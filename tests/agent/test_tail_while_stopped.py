@@ -191,3 +191,23 @@ def test_copytruncate_under_the_reader_reads_the_rest_from_the_copy(
         ("audit.jsonl.1", b"three"),
         ("audit.jsonl.1", b"two"),
     ]
+
+
+def test_a_file_closed_as_idle_then_renamed_is_read_to_its_end(
+    tmp_path: Path, tailers: list[FileTailer]
+) -> None:
+    clock = FakeClock()
+    spec = SourceSpec("app", (str(tmp_path / "*.jsonl"),), close_inactive_s=10.0)
+    tailer = FileTailer([spec], {}, clock, watch=False)
+    tailers.append(tailer)
+    live = tmp_path / "audit.jsonl"
+    live.write_bytes(b"one\n")
+    assert data(tailer.read(100)) == [("audit.jsonl", b"one")]
+    clock.now = 20.0
+    assert [i for i in tailer.read(100) if isinstance(i, Closed)]  # idle: handle closed
+    with live.open("ab") as out:
+        out.write(b"two\n")
+    live.rename(tmp_path / "audit.jsonl.1")
+    clock.now = 21.0
+    items = tailer.read(100) + tailer.read(100)
+    assert data(items) == [("audit.jsonl.1", b"two")]
