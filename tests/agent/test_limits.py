@@ -18,6 +18,7 @@ from proto.v1 import audit_pb2 as pb
 from tests.agent.certs import Pki
 from tests.agent.fake_collector import FakeCollector, Server
 from tests.agent.test_ship import make_config, pki, running, write_lines
+from tests.processes import wait_for
 
 __all__ = ["pki"]
 
@@ -120,7 +121,7 @@ def test_a_batch_refused_as_too_large_is_split_sealed_and_delivered(
         write_lines(tmp_path / "logs" / "a.jsonl", 40)
         with running(config) as agent:
             collector.wait_for(lambda: sum(len(b.events) for b in collector.received) >= 40)
-            collector.wait_for(lambda: agent.store.load().next_sequence == 41)
+            wait_for(lambda: agent.store.load().next_sequence == 41, "the checkpoint", timeout=30)
     delivered = [e.sequence for b in collector.received for e in b.events]
     assert sorted(set(delivered)) == list(range(1, 41))
     assert all(len(b.events) <= 3 for b in collector.received)
@@ -132,3 +133,22 @@ def test_a_batch_refused_as_too_large_is_split_sealed_and_delivered(
         assert verdict.authentic, verdict.findings
     lines = [json.loads(e.original)["n"] for b in collector.received for e in b.events]
     assert sorted(set(lines)) == list(range(40))
+
+
+def test_a_batch_over_the_collectors_message_limit_is_split(tmp_path: Path, pki: Pki) -> None:
+    """A collector whose gRPC limit is below the agent's batches (an older or
+    misconfigured one): grpc refuses the message with RESOURCE_EXHAUSTED, the agent
+    splits the batch instead of resending it unchanged forever."""
+    collector = FakeCollector()
+    with Server(collector, pki, max_message_bytes=16 * 1024) as server:
+        config = make_config(tmp_path, pki, server.port, max_events=100, max_wait_s=1.0)
+        path = tmp_path / "logs" / "a.jsonl"
+        path.parent.mkdir(parents=True)
+        with path.open("w") as out:
+            for n in range(60):
+                out.write(json.dumps({"timestamp": 1772356500, "n": n, "pad": "p" * 500}) + "\n")
+        with running(config) as agent:
+            collector.wait_for(lambda: sum(len(b.events) for b in collector.received) >= 60)
+            wait_for(lambda: agent.store.load().next_sequence == 61, "the checkpoint", timeout=30)
+    assert sorted({e.sequence for b in collector.received for e in b.events}) == list(range(1, 61))
+    assert all(b.ByteSize() <= 16 * 1024 for b in collector.received)
