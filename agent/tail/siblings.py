@@ -7,7 +7,8 @@ agent.tail.fingerprint), so the directory it was in is searched:
 - `by_key`: the same dev:ino under another name whose first bytes still match: the
   renamed file itself, to be read on from the checkpointed offset;
 - `copy_of`: another file starting with the same bytes and at least as long as the
-  checkpointed offset: the copy copytruncate made, to be read on from that offset;
+  checkpointed offset, the newest such: the copy copytruncate made, to be read on from
+  that offset;
 - `compressed`: a compressed file (gzip, bzip2, xz) named after the old one whose
   content starts with the same bytes: it cannot be tailed, but the exact byte range
   not read can be reported.
@@ -81,7 +82,9 @@ def copy_of(old_path: str, value: str, offset: int, skip: set[str]) -> tuple[str
     if covered(value) == 0:
         return None  # an empty file's fingerprint matches anything: no evidence
     stem = _stem(old_path)
-    for entry in sorted(_entries(old_path), key=lambda e: e.name):
+    # Newest first: copytruncate's copy was just written, while an older generation
+    # could start with the same bytes (e.g. a file holding only a CSV header so far).
+    for entry in sorted(_entries(old_path), key=_mtime, reverse=True):
         if not entry.name.startswith(stem) or entry.path == old_path:
             continue
         if Path(entry.name).suffix in _OPENERS:
@@ -93,6 +96,13 @@ def copy_of(old_path: str, value: str, offset: int, skip: set[str]) -> tuple[str
         if key not in skip and _starts_with(entry.path, value, offset):
             return entry.path, key
     return None
+
+
+def _mtime(entry: os.DirEntry[str]) -> int:
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _head_matches(stream: IO[bytes], value: str) -> bytes | None:
