@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -36,7 +37,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from agent.errors import ConfigError
 from agent.parsers import FORMATS
 from agent.parsers.mapping import check as mapping_check
-from proto import yamlconfig
+from proto import limits, yamlconfig
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 
@@ -117,6 +118,12 @@ class TLSConfig(_Model):
         except (ValueError, TypeError):
             # Never echo the content: it is (or resembles) key material.
             raise ValueError(f"not an unencrypted PEM private key: {path}") from None
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise ValueError(
+                f"private key {path} is accessible to group or other users "
+                f"(mode {mode:04o}); chmod 600 it"
+            )
         return path
 
 
@@ -175,9 +182,10 @@ class CollectorConfig(_Model):
 class BatchConfig(_Model):
     """A batch is closed by whichever limit is reached first."""
 
-    max_events: int = Field(500, ge=1, le=10_000)
-    # Below the collector's 4 MiB gRPC message limit even for one maximal (1 MiB line) event.
-    max_bytes: int = Field(1_048_576, ge=1024, le=3 * 1_048_576)
+    # Bounded by what every collector accepts (proto.limits): a batch always fits the
+    # collector's gRPC message limit, even a lone maximal event.
+    max_events: int = Field(500, ge=1, le=limits.MAX_BATCH_EVENTS)
+    max_bytes: int = Field(1_048_576, ge=1024, le=limits.MAX_BATCH_BYTES)
     max_wait_s: float = Field(1.0, gt=0, le=1.0)
 
 
@@ -223,7 +231,7 @@ class SourceConfig(_Model):
     start_at: Literal["beginning", "end"] = "beginning"
     close_inactive_s: float = Field(300.0, gt=0, le=86_400)  # idle open file is closed
     close_rotated_after_s: float = Field(5.0, ge=0, le=3600)  # rotated/deleted: idle at EOF
-    max_line_bytes: int = Field(1_048_576, ge=1024, le=16 * 1_048_576)
+    max_line_bytes: int = Field(1_048_576, ge=1024, le=limits.MAX_LINE_BYTES)  # proto.limits
     multiline: MultilineConfig | None = None
     # Directory of the config file (from the validation context), kept so that
     # `parsed_options` resolves relative paths in options the same way validation did.

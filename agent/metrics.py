@@ -58,6 +58,7 @@ class AgentState:
     batches_in_flight: int
     files_watched: Mapping[str, int] = field(default_factory=dict)
     connections: Mapping[str, str] = field(default_factory=dict)
+    state_disk_full: bool = False  # agent.statedisk.disk_full
 
 
 class _StateCollector(Collector):
@@ -92,6 +93,11 @@ def _state_families(state: AgentState) -> Iterator[Metric]:
     yield _gauge("next_sequence", "Sequence the next event gets", state.next_sequence)
     yield _gauge("acked_sequence", "Last acknowledged sequence", state.acked_sequence)
     yield _gauge("batches_in_flight", "Batches not yet acknowledged", state.batches_in_flight)
+    yield _gauge(
+        "state_disk_full",
+        "1 while the state directory's filesystem is full (paused: state disk full)",
+        1.0 if state.state_disk_full else 0.0,
+    )
     files = GaugeMetricFamily(
         f"{NAMESPACE}_files_watched", "Files tailed, by source", labels=["source"]
     )

@@ -7,12 +7,16 @@ analysts and the detection rules see it (audit.category security).
 from __future__ import annotations
 
 from agent.spool import Loss
-from agent.tail import Truncated
+from agent.tail import Truncated, Unread
 from proto.v1 import audit_pb2 as pb
 
 
 def log_truncated(item: Truncated, source_format: str, now_ns: int) -> pb.AuditEvent:
     """`agent.log_truncated`: a file was truncated in place under the reader."""
+    if item.while_stopped:
+        return _truncated_while_stopped(item, source_format, now_ns)
+    if item.copy_path:
+        return _truncated_with_copy(item, source_format, now_ns)
     unread = max(0, item.last_seen_size - item.offset)
     event = pb.AuditEvent(
         time_unix_nano=now_ns,
@@ -39,6 +43,86 @@ def log_truncated(item: Truncated, source_format: str, now_ns: int) -> pb.AuditE
     event.log.source_name = item.source
     event.log.format = source_format
     return event
+
+
+def _truncated_with_copy(item: Truncated, source_format: str, now_ns: int) -> pb.AuditEvent:
+    event = pb.AuditEvent(
+        time_unix_nano=now_ns,
+        event_category=["file"],
+        event_type=["change"],
+        action="agent.log_truncated",
+        audit_category=pb.AUDIT_CATEGORY_SECURITY,
+        message=(
+            f"{item.path} was truncated at read offset {item.offset} (size now {item.size}); "
+            f"its unread bytes {item.offset}-{item.copy_size} are read from the copy "
+            f"{item.copy_path}; only lines written between the copy and the truncation "
+            "(copytruncate's own window) can be missing; reading resumes at offset 0"
+        ),
+        flags=["log_truncated"],
+        attributes={
+            "truncation.read_offset": str(item.offset),
+            "truncation.new_size": str(item.size),
+            "truncation.copy": item.copy_path,
+            "truncation.copy_bytes": f"{item.offset}-{item.copy_size}",
+            "truncation.bytes_missed": "0",
+        },
+    )
+    _origin(event, item.path, item.offset, item.source, source_format)
+    return event
+
+
+def _truncated_while_stopped(item: Truncated, source_format: str, now_ns: int) -> pb.AuditEvent:
+    event = pb.AuditEvent(
+        time_unix_nano=now_ns,
+        event_category=["file"],
+        event_type=["change"],
+        action="agent.log_truncated",
+        audit_category=pb.AUDIT_CATEGORY_SECURITY,
+        message=(
+            f"{item.path} was truncated or replaced while the agent was stopped (read up to "
+            f"offset {item.offset}, size now {item.size}) and no copy of its previous "
+            f"content was found: its bytes from offset {item.offset} to its previous end "
+            "were not read; reading resumes at offset 0"
+        ),
+        flags=["log_truncated", "gap_at_source"],
+        attributes={
+            "truncation.read_offset": str(item.offset),
+            "truncation.new_size": str(item.size),
+            "truncation.while_stopped": "true",
+            "unread.from_offset": str(item.offset),
+            "unread.bytes": f"{item.offset}-end",
+        },
+    )
+    _origin(event, item.path, item.offset, item.source, source_format)
+    return event
+
+
+def log_unread(item: Unread, source_format: str, now_ns: int) -> pb.AuditEvent:
+    """`agent.log_unread`: a file rotated away while the agent was stopped could not be
+    read on (deleted, or compressed); names the byte range not read."""
+    end = "end" if item.end is None else str(item.end)
+    attributes = {"unread.from_offset": str(item.offset), "unread.bytes": f"{item.offset}-{end}"}
+    if item.end is not None:
+        attributes["unread.size"] = str(item.end - item.offset)
+    event = pb.AuditEvent(
+        time_unix_nano=now_ns,
+        event_category=["file"],
+        event_type=["deletion"],
+        action="agent.log_unread",
+        audit_category=pb.AUDIT_CATEGORY_SECURITY,
+        message=f"{item.path} ({item.file_key}) {item.reason}",
+        flags=["gap_at_source"],
+        attributes=attributes,
+    )
+    _origin(event, item.path, item.offset, item.source, source_format)
+    return event
+
+
+def _origin(event: pb.AuditEvent, path: str, offset: int, source: str, fmt: str) -> None:
+    event.log.file_path = path
+    event.log.offset = offset
+    event.log.source_name = source
+    event.log.format = fmt
 
 
 def spool_loss(loss: Loss, now_ns: int) -> pb.AuditEvent:

@@ -28,14 +28,14 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from agent import notices
+from agent import notices, oversize
 from agent.checkpoint import FileOffset
 from agent.errors import SpoolWriteError
 from agent.metrics import AgentMetrics
 from agent.parsers import ParseFn
 from agent.parsers.framing import Framer, Record
 from agent.spool import Entry, Spool
-from agent.tail import Closed, Line, SourceSpec, Tailer, Truncated
+from agent.tail import Line, SourceSpec, Tailer, TailItem, Truncated, Unread
 from proto.v1 import audit_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class Pipeline:
         self._parsers.update(parsers)
         self._tailer.reconfigure(sources)
 
-    def _count_lines(self, items: Sequence[Line | Truncated | Closed]) -> None:
+    def _count_lines(self, items: Sequence[TailItem]) -> None:
         if self._metrics is None:
             return
         counts = Counter(item.source for item in items if isinstance(item, Line))
@@ -205,7 +205,7 @@ class Pipeline:
                 timeout = min(timeout, max(0.0, state.last_fed + flush_after - now))
         return timeout
 
-    def _handle(self, item: Line | Truncated | Closed, entries: list[Entry]) -> None:
+    def _handle(self, item: TailItem, entries: list[Entry]) -> None:
         if isinstance(item, Line):
             state = self._framing.get(item.file_key)
             if state is None:
@@ -220,6 +220,11 @@ class Pipeline:
                 item.data, item.offset, item.end_offset, item.truncated
             ):
                 self._record(item.file_key, state, record, entries)
+        elif isinstance(item, Unread):
+            source = self._parsers[item.source]
+            event = notices.log_unread(item, source.format, self._wall_ns())
+            self._stamp(event)
+            entries.append(Entry(event))
         elif isinstance(item, Truncated):
             entries += self._flush(item.file_key)
             source = self._parsers[item.source]
@@ -263,13 +268,24 @@ class Pipeline:
         event = source.parse(record.data)
         if event is None:  # blank: consumed, nothing to send (re-read after a restart)
             return
+        # The record's size in the file (its lines and their newlines, the last one
+        # excluded): kept when the record, or the event parsed from it, is cut.
+        record_bytes = max(0, record.end_offset - record.offset - 1)
         if record.truncated:
-            event.flags.append("line_truncated")
+            oversize.mark_truncated(event, record_bytes)
         self._stamp(event)
         event.log.file_path = state.path
         event.log.offset = record.offset
         event.log.source_name = state.source
         event.log.format = source.format
+        if oversize.fit(event, record_bytes):
+            log.warning(
+                "%s: record at offset %d (%d bytes) parses into an event over the batch "
+                "limit; cut and flagged line_truncated",
+                state.path,
+                record.offset,
+                record_bytes,
+            )
         held = state.framer.held_offset()
         resume = record.end_offset if held is None else min(record.end_offset, held)
         entries.append(Entry(event, key, FileOffset(state.path, resume, state.fingerprint)))

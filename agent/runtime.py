@@ -53,6 +53,7 @@ from agent.parsers.framing import Framer, StartPatternFramer
 from agent.pipeline import Pipeline, SourceParser
 from agent.ship import Backoff, Outgoing, Shipper, open_channel
 from agent.spool import DIR_NAME, Spool
+from agent.statedisk import StateDisk, disk_full
 from agent.tail import FileTailer, SourceSpec
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
@@ -76,9 +77,12 @@ class Watermark:
     """The acked checkpoint: advanced by acks (ship thread), pruned of files the tailer
     forgot (read thread) once every record spooled before the forgetting is acked."""
 
-    def __init__(self, store: CheckpointStore, start: Checkpoint, spool: Spool) -> None:
+    def __init__(
+        self, store: CheckpointStore, start: Checkpoint, spool: Spool, disk: StateDisk
+    ) -> None:
         self._store = store
         self._spool = spool
+        self._disk = disk
         self._lock = threading.Lock()
         self._next_sequence = start.next_sequence
         self._files: dict[str, FileOffset] = dict(start.files)
@@ -96,8 +100,8 @@ class Watermark:
                 self._forgotten[key] = upto
 
     def delivered(self, item: Outgoing) -> None:
-        if not item.batch.events:
-            return  # a heartbeat: nothing to acknowledge
+        if not item.batch.events or item.partial:
+            return  # a heartbeat, or a piece of a split batch: its last piece advances
         last = item.last_sequence
         with self._lock:
             self._files.update(item.positions)
@@ -108,20 +112,23 @@ class Watermark:
             self._next_sequence = max(self._next_sequence, last + 1)
             checkpoint = Checkpoint(self._next_sequence, dict(self._files))
         try:
-            self._store.save(checkpoint)
+            self._disk.write("the checkpoint", lambda: self._store.save(checkpoint))
         except OSError as exc:
             # Not fatal: the spool keeps the records; an old watermark means resends.
             log.error("cannot write checkpoint %s: %s", self._store.path, exc)
             return
         self._spool.ack(last)
+        if not self._disk.has_reserve():
+            self._disk.take_reserve()  # acked segments are gone: room again, maybe
 
 
 class ChainHooks:
     """The spool's integrity hooks around a `Chainer` (all called under the spool lock,
     so links, the undo of a failed append and the save never interleave)."""
 
-    def __init__(self, chainer: Chainer) -> None:
+    def __init__(self, chainer: Chainer, disk: StateDisk) -> None:
         self.chainer = chainer
+        self._disk = disk
         self._undo: tuple[int | None, bytes] | None = None
 
     def link(self, event: pb.AuditEvent) -> None:
@@ -132,7 +139,7 @@ class ChainHooks:
     def committed(self) -> None:
         self._undo = None
         try:
-            self.chainer.save()
+            self._disk.write("the chain state", self.chainer.save)
         except OSError as exc:
             # Not fatal: the spool holds the linked events and the next start recovers
             # the head from them.
@@ -224,6 +231,7 @@ class Agent:
         )
         self._watch = watch
         self.store = CheckpointStore(config.state_dir)
+        self.disk = StateDisk(config.state_dir)
         self.chain: ChainHooks | None = None  # set by `run`, once the chain state is loaded
         self.spool = Spool(
             config.state_dir / SPOOL_DIR,
@@ -315,6 +323,7 @@ class Agent:
             batches_in_flight=shipper.pending(),
             files_watched=self._files_watched,
             connections=shipper.connection_states(),
+            state_disk_full=disk_full(self.config.state_dir),
         )
 
     def run(
@@ -332,6 +341,7 @@ class Agent:
         """
         self._stop = stop
         self.store.prepare()
+        self.disk.take_reserve()  # no room now is not fatal: taken once acks free some
         server = None
         if self.config.metrics.listen is not None:
             server = MetricsServer(self.config.metrics.listen, self.metrics)
@@ -369,7 +379,7 @@ class Agent:
         had_state = self.store.path.exists()
         recovery = self.spool.open(acked.next_sequence - 1)
         self._recover_chain(chainer, recovery.last_event)
-        self.chain = ChainHooks(chainer)
+        self.chain = ChainHooks(chainer, self.disk)
         positions: Mapping[str, FileOffset] = {**acked.files, **recovery.positions}
         log.info(
             "agent %s starting: next sequence %d, %d spooled events to deliver, "
@@ -379,8 +389,13 @@ class Agent:
             recovery.unacked,
             len(positions),
         )
-        watermark = Watermark(self.store, acked, self.spool)
+        watermark = Watermark(self.store, acked, self.spool, self.disk)
         retry = self.config.collector.retry
+
+        def seal_batch(built: pb.Batch) -> None:
+            if _sealable(built):
+                seal(built, key, now_unix_nano=self._clock.wall_ns())
+
         shipper = Shipper(
             agent_id=self.config.agent_id,
             endpoints=self.config.collector.all_endpoints,
@@ -390,13 +405,10 @@ class Agent:
             on_delivered=lambda item: self._delivered(watermark, item),
             monotonic=self._clock.monotonic,
             on_sent=lambda item: self.metrics.events_sent.inc(len(item.batch.events)),
+            reseal=seal_batch,
         )
         self.metrics.snapshot = lambda: self._state(watermark, shipper)
         batch = self.config.batch
-
-        def seal_batch(built: pb.Batch) -> None:
-            if _sealable(built):
-                seal(built, key, now_unix_nano=self._clock.wall_ns())
 
         def make_heartbeat(sequence: int | None, head: bytes) -> pb.Batch | None:
             if shipper.pending():
@@ -482,7 +494,11 @@ class Agent:
             chainer.head_sequence,
         )
         chainer.recover(last)
-        chainer.save()
+        try:
+            chainer.save()
+        except OSError as exc:
+            # Not fatal (a full state disk): the next start recovers it from the spool again.
+            log.error("cannot write chain state %s: %s", chainer.path, exc)
 
     def _delivered(self, watermark: Watermark, item: Outgoing) -> None:
         watermark.delivered(item)

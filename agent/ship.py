@@ -12,7 +12,11 @@ Failure handling — nothing is ever dropped:
 - stream error / cannot connect / STATUS_RETRY: close the stream, back off
   (exponential, jittered), reconnect and resend every unacked batch unchanged (the
   same sequences, so the collector deduplicates by document _id);
-- STATUS_REJECTED: log an ERROR with the collector's detail and do the same, slowly.
+- STATUS_REJECTED: log an ERROR with the collector's detail and do the same, slowly;
+- except a refusal for size (detail starting with proto.limits.BATCH_TOO_LARGE, or
+  grpc's RESOURCE_EXHAUSTED "larger than max"): the batch is split in halves, each
+  sealed again, and sent in its place — never resent unchanged. One event never needs
+  splitting: the agent cuts events to proto.limits.MAX_EVENT_BYTES before spooling them.
 Connection problems are logged in one line saying why, rate limited.
 
 Endpoints: the configured collectors are used in order; after a failure the next one
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,6 +44,7 @@ import grpc
 from agent.checkpoint import FileOffset
 from agent.config import CollectorConfig, endpoint_host
 from agent.errors import PermanentShipError, RetryableShipError, ShipError
+from proto import limits
 from proto.v1 import audit_pb2 as pb
 from proto.v1 import audit_pb2_grpc as pb_grpc
 
@@ -58,6 +64,10 @@ class Outgoing:
     batch: pb.Batch
     positions: Mapping[str, FileOffset] = field(default_factory=dict)
     attempts: int = field(default=0)
+    # A leading piece of a batch that was split (see `split`): its ack advances
+    # nothing, since file positions are known only at the end of the whole batch; the
+    # last piece carries them. Acks arrive in order, so that is safe.
+    partial: bool = field(default=False)
 
     @property
     def last_sequence(self) -> int:
@@ -67,6 +77,25 @@ class Outgoing:
     def sequences(self) -> str:
         events = self.batch.events
         return f"{events[0].sequence}-{events[-1].sequence}" if events else "-"
+
+
+def split(item: Outgoing, reseal: Callable[[pb.Batch], None] | None) -> list[Outgoing]:
+    """`item` as two batches of half its events each, sealed again (a seal covers
+    exactly its batch's events); the first is partial, the second keeps the positions."""
+    events = list(item.batch.events)
+    middle = len(events) // 2
+    pieces = []
+    for part, partial in ((events[:middle], True), (events[middle:], item.partial)):
+        batch = pb.Batch(agent_id=item.batch.agent_id, events=part)
+        if reseal is not None and item.batch.HasField("seal"):
+            reseal(batch)
+        positions = {} if partial else item.positions
+        pieces.append(Outgoing(batch=batch, positions=positions, partial=partial))
+    return pieces
+
+
+# grpc's own refusal of an oversized message: "Received message larger than max (A vs. B)"
+_LARGER_THAN_MAX = re.compile(r"larger than max \((\d+) vs\. (\d+)\)")
 
 
 def open_channel(config: CollectorConfig, endpoint: str) -> grpc.Channel:
@@ -127,6 +156,10 @@ class _RateLimitedLog:
         self._last_message, self._last_at, self._suppressed = message, now, 0
 
 
+class _Resend(RetryableShipError):
+    """The stream ended on purpose (a batch was split): reconnect at once, no backoff."""
+
+
 class _Stream:
     """Per-stream state shared by the request generator and the ack loop."""
 
@@ -154,8 +187,11 @@ class Shipper:
         monotonic: Callable[[], float],
         log_interval_s: float = 30.0,
         on_sent: Callable[[Outgoing], None] | None = None,
+        reseal: Callable[[pb.Batch], None] | None = None,
     ) -> None:
         self._on_sent = on_sent
+        self._reseal = reseal  # seals the halves of a batch refused as too large
+        self.splits = 0
         self._states: dict[str, str] = dict.fromkeys(endpoints, "idle")
         self.agent_id = agent_id
         self._endpoints = tuple(endpoints)
@@ -231,6 +267,9 @@ class Shipper:
         while not self._aborted.is_set() and not self._finished():
             try:
                 self._stream_once()
+            except _Resend as exc:
+                log.warning("%s", exc)
+                continue
             except RetryableShipError as exc:
                 self._set_state(self.endpoint, "failing")
                 self._failing = True
@@ -280,6 +319,7 @@ class Shipper:
                 for ack in call:
                     self._handle_ack(ack)
             except grpc.RpcError as exc:
+                self._split_oversized(exc)
                 raise RetryableShipError(self._describe(exc)) from None
             if not self._finished():
                 raise RetryableShipError(
@@ -341,6 +381,20 @@ class Shipper:
                     f"collector {self.endpoint} asked to retry batch of sequences "
                     f"{head.sequences}: {detail}"
                 )
+            if (
+                ack.status == pb.Ack.STATUS_REJECTED
+                and ack.detail.startswith(limits.BATCH_TOO_LARGE)
+                and len(head.batch.events) > 1
+            ):
+                self._unacked.popleft()
+                self._unacked.extendleft(reversed(split(head, self._reseal)))
+                self.splits += 1
+                # The collector ends the stream after such a refusal: the halves go out
+                # first on the next one, then everything that followed, in order.
+                raise _Resend(
+                    f"collector {self.endpoint} refused batch of sequences {head.sequences} "
+                    f"as too large; split in two and sent again: {detail}"
+                )
             if ack.status == pb.Ack.STATUS_REJECTED:
                 raise PermanentShipError(
                     f"collector {self.endpoint} REJECTED batch of sequences {head.sequences} "
@@ -367,6 +421,34 @@ class Shipper:
             ack.duplicates,
         )
         self._on_delivered(head)
+
+    def _split_oversized(self, exc: grpc.RpcError) -> None:
+        """grpc refused a message over the collector's size limit (a collector configured
+        below proto.limits, or an older agent's batch): split every unacked batch over
+        that limit, so the resend fits instead of failing the same way forever."""
+        if not isinstance(exc, grpc.Call) or exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return
+        match = _LARGER_THAN_MAX.search(exc.details() or "")
+        if match is None:
+            return  # e.g. too many streams: nothing to split
+        limit = int(match.group(2))
+        with self._cond:
+            pieces: list[Outgoing] = []
+            for item in self._unacked:
+                if item.batch.ByteSize() > limit and len(item.batch.events) > 1:
+                    pieces += split(item, self._reseal)
+                    self.splits += 1
+                    log.warning(
+                        "batch of sequences %s (%d bytes) is over collector %s's message "
+                        "limit of %d bytes; split in two",
+                        item.sequences,
+                        item.batch.ByteSize(),
+                        self.endpoint,
+                        limit,
+                    )
+                else:
+                    pieces.append(item)
+            self._unacked = deque(pieces)
 
     def _describe(self, exc: grpc.RpcError) -> str:
         code = exc.code() if isinstance(exc, grpc.Call) else None

@@ -368,16 +368,28 @@ class Spool:
 
     def _roll(self) -> None:
         assert self._fd is not None
-        os.close(self._fd)
-        self._fd = None
-        self._segments[-1].closed = True
-        self._new_segment()
+        previous = self._fd
+        try:
+            self._new_segment()
+        except OSError as exc:
+            # E.g. ENOSPC: keep appending to the current segment; rolled at the next append.
+            log.warning("spool: cannot start a new segment (%s); the current one grows", exc)
+            return
+        os.close(previous)
+        self._segments[-2].closed = True
 
     def _new_segment(self) -> None:
         path = self.directory / _name(self._next_sequence)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            _fsync_dir(self.directory)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        self._fd = fd
         self._segments.append(_Segment(self._next_sequence, path, 0, False))
-        _fsync_dir(self.directory)
 
     # -- state ---------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from agent.config import AgentConfig
 from agent.integrity import CHAIN_FILE
 from agent.spool import DIR_NAME as SPOOL_DIR
 from agent.spool import inspect
+from agent.statedisk import disk_full
 from agent.tail.reader import file_key
 
 Fetch = Callable[[str], str | None]  # URL → Prometheus text, None when nobody answers
@@ -109,6 +110,7 @@ def collect(config: AgentConfig, *, now: float, fetch: Fetch | None = None) -> d
             "corrupt_bytes": spool.corrupt_bytes,
         },
         "chain_head_sequence": _chain_head(state),
+        "state_disk_full": state.is_dir() and disk_full(state),
         "files": files,
         "live": None,
     }
@@ -168,6 +170,8 @@ def render_text(status: dict[str, Any]) -> str:
         f"{sp['segments']} segments, {sp['bytes']} bytes{corrupt}"
     )
     lines.append(f"chain head: sequence {_cell(status['chain_head_sequence'])}")
+    if status.get("state_disk_full"):
+        lines.append("paused: state disk full (resumes by itself once space is freed)")
     live = status["live"]
     if live is not None:
         conns = ", ".join(f"{e} {s}" for e, s in live["connections"].items()) or "-"

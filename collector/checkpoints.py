@@ -20,6 +20,7 @@ what `crm-audit verify --checkpoints` needs.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -128,8 +129,18 @@ class CheckpointFile:
         line = json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
         try:
-            os.write(fd, line + b"\n")
-            os.fsync(fd)
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(line + b"\n")
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                # A full disk (ENOSPC) may have let part of the line in: cut it off, so
+                # the next append starts a whole line and the chain of lines holds.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
         finally:
             os.close(fd)
         self._prev = hashlib.sha256(line).hexdigest()
@@ -171,11 +182,24 @@ class CheckpointWriter:
         self._thread.start()
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.wait(self.interval_s):
             try:
                 self.write_once()
             except OSError as exc:
-                log.error("cannot append checkpoint to %s: %s", self.file.path, exc)
+                if not failing:  # once, not every interval: batches are still served
+                    log.error(
+                        "cannot append checkpoint to %s: %s; checkpoints paused, retried "
+                        "every %.0f s",
+                        self.file.path,
+                        exc,
+                        self.interval_s,
+                    )
+                failing = True
+                continue
+            if failing:
+                log.info("checkpoints resumed: %s writable again", self.file.path)
+                failing = False
 
     def stop(self) -> None:
         self._stop.set()

@@ -36,6 +36,7 @@ from collector.detect.rules import load_rules
 from collector.detect.settings import DetectionConfig
 from collector.errors import ConfigError
 from collector.retention_job.policy import phases_of
+from proto import limits
 from proto.yamlconfig import KeyPath, load
 
 _LISTEN_RE = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
@@ -546,11 +547,21 @@ class ServerConfig(_Model):
         description="Streams one agent (certificate CN) may hold; more are refused with "
         "RESOURCE_EXHAUSTED and the agent retries.",
     )
+    # Not below what agents are allowed to send (proto.limits): a smaller limit would
+    # refuse a valid batch on every resend.
     max_message_bytes: int = Field(
-        default=16 * 1024 * 1024,
-        ge=64 * 1024,
+        default=limits.MAX_MESSAGE_BYTES,
+        ge=limits.MAX_MESSAGE_BYTES,
         le=1024 * 1024 * 1024,
-        description="Largest Batch message accepted.",
+        description="Largest Batch message accepted; at least the agents' wire limit "
+        f"({limits.MAX_MESSAGE_BYTES} bytes).",
+    )
+    max_events_per_batch: int = Field(
+        default=limits.MAX_BATCH_EVENTS,
+        ge=1,
+        le=1_000_000,
+        description="Larger batches are refused (STATUS_REJECTED, 'batch too large'); "
+        "the agent splits them in halves and sends them again.",
     )
 
 

@@ -61,7 +61,7 @@ from collector.lifecycle import LifecycleInstaller, LifecycleReport, deadletter_
 from collector.metrics import CollectorMetrics
 from collector.retention import RetentionRouter
 from collector.retention_job.runner import RetentionRunner, build_job
-from proto import integrity
+from proto import integrity, limits
 from proto.v1 import audit_pb2, audit_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -366,22 +366,83 @@ class _Streams:
         return len(idle)
 
 
+class Garbage:
+    """A message on the Ship stream that is not a Batch (see `parse_batch`)."""
+
+    def __init__(self, size: int, error: str) -> None:
+        self.size = size
+        self.error = error
+
+
+def parse_batch(data: bytes) -> audit_pb2.Batch | Garbage:
+    """The request deserializer: gRPC's own would abort the stream with a bare INTERNAL
+    and a log line naming nobody; handing the failure to `Ship` lets it name the agent."""
+    try:
+        return audit_pb2.Batch.FromString(data)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others
+        return Garbage(len(data), type(exc).__name__)
+
+
+def add_service(service: CollectorService, server: grpc.Server) -> None:
+    """Register `Collector.Ship` like the generated code does, with `parse_batch`."""
+    handlers = {
+        "Ship": grpc.stream_stream_rpc_method_handler(
+            service.Ship,
+            request_deserializer=parse_batch,
+            response_serializer=audit_pb2.Ack.SerializeToString,
+        )
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("crm_audit.v1.Collector", handlers),)
+    )
+
+
 class CollectorService(audit_pb2_grpc.CollectorServicer):
-    """`Collector.Ship`: an Ack per Batch, in order."""
+    """`Collector.Ship`: an Ack per Batch, in order.
+
+    A batch of more than `max_events_per_batch` events is refused (STATUS_REJECTED,
+    detail starting with proto.limits.BATCH_TOO_LARGE) before anything is indexed, and
+    the stream ends there, so the batches the agent pipelined behind it are not
+    processed out of order: the agent splits the refused one and sends all again.
+    """
 
     def __init__(
         self,
         processor: BatchProcessor,
         *,
         max_streams_per_agent: int = 1_000_000,
+        max_events_per_batch: int = limits.MAX_BATCH_EVENTS,
         metrics: CollectorMetrics | None = None,
     ) -> None:
         self.processor = processor
         self.streams = _Streams(max_streams_per_agent)
+        self.max_events_per_batch = max_events_per_batch
         self.metrics = metrics
 
+    def _too_large(self, batch: audit_pb2.Batch, identity: str, peer: str) -> Ack | None:
+        count = len(batch.events)
+        if count <= self.max_events_per_batch:
+            return None
+        log.warning(
+            "batch %d from agent %s (%s) refused: %d events, more than "
+            "server.max_events_per_batch %d; the agent splits it",
+            batch.batch_id,
+            identity,
+            peer,
+            count,
+            self.max_events_per_batch,
+        )
+        return Ack(
+            batch_id=batch.batch_id,
+            status=Ack.STATUS_REJECTED,
+            detail=(
+                f"{limits.BATCH_TOO_LARGE}: {count} events, this collector accepts at most "
+                f"{self.max_events_per_batch} (server.max_events_per_batch); split it"
+            ),
+        )
+
     def Ship(
-        self, request_iterator: Iterator[audit_pb2.Batch], context: Any
+        self, request_iterator: Iterator[audit_pb2.Batch | Garbage], context: Any
     ) -> Iterator[audit_pb2.Ack]:
         identity = peer_identity(context)
         peer = context.peer()
@@ -411,6 +472,25 @@ class CollectorService(audit_pb2_grpc.CollectorServicer):
         how = "closed by the agent"
         try:
             for batch in request_iterator:
+                if isinstance(batch, Garbage):
+                    how = "aborted: not a Batch message"
+                    log.warning(
+                        "stream from agent %s (%s) aborted: message %d of %d bytes is not "
+                        "a Batch (%s)",
+                        identity,
+                        peer,
+                        batches + 1,
+                        batch.size,
+                        batch.error,
+                    )
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message is not a Batch")
+                    return
+                refusal = self._too_large(batch, identity, peer)
+                if refusal is not None:
+                    how = "ended: batch too large"
+                    batches += 1
+                    yield refusal
+                    return
                 if not self.streams.busy(context):
                     how = "closed: collector shutting down"
                     yield Ack(
@@ -540,6 +620,7 @@ class CollectorServer:
                 metrics=self.metrics,
             ),
             max_streams_per_agent=config.server.max_streams_per_agent,
+            max_events_per_batch=config.server.max_events_per_batch,
             metrics=self.metrics,
         )
         self.health: HealthServer | None = None
@@ -591,7 +672,7 @@ class CollectorServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        audit_pb2_grpc.add_CollectorServicer_to_server(self.service, server)
+        add_service(self.service, server)
         try:
             port = server.add_secure_port(self.config.listen, credentials)
         except RuntimeError as exc:

@@ -39,16 +39,28 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader that remembers on which line each key path starts."""
 
 
-def _compose_lines(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> None:
+def _compose_lines(
+    node: yaml.Node,
+    path: KeyPath,
+    lines: dict[KeyPath, int],
+    duplicates: list[tuple[KeyPath, int, int]],
+) -> None:
+    """Index the line of every key path; collect keys given twice in one mapping as
+    (key path, first line, repeated line): YAML loaders keep the last silently."""
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        first_seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            _compose_lines(value_node, (*path, key), lines)
+            line = key_node.start_mark.line + 1
+            if key in first_seen and key != "<<":
+                duplicates.append(((*path, key), first_seen[key], line))
+            first_seen.setdefault(key, line)
+            lines[(*path, key)] = line
+            _compose_lines(value_node, (*path, key), lines, duplicates)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _compose_lines(item, (*path, index), lines)
+            _compose_lines(item, (*path, index), lines, duplicates)
 
 
 def _line_for(path: Sequence[str | int], lines: Mapping[KeyPath, int]) -> int | None:
@@ -66,7 +78,8 @@ def format_path(path: Sequence[str | int]) -> str:
 
 
 def load_yaml(path: Path) -> tuple[Any, dict[KeyPath, int], list[str]]:
-    """Read and parse a YAML file; returns (data, line index, problems)."""
+    """Read and parse a YAML file; returns (data, line index, problems). A key given
+    twice in one mapping is a problem, reported with `data` still returned."""
     label = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -83,9 +96,14 @@ def load_yaml(path: Path) -> tuple[Any, dict[KeyPath, int], list[str]]:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         return None, {}, [f"{label}{where}: invalid YAML: {problem}"]
     lines: dict[KeyPath, int] = {}
+    duplicates: list[tuple[KeyPath, int, int]] = []
     if node is not None:
-        _compose_lines(node, (), lines)
-    return data, lines, []
+        _compose_lines(node, (), lines, duplicates)
+    problems = [
+        f"{label}:{again}: {format_path(key)}: duplicate key (first given on line {first})"
+        for key, first, again in duplicates
+    ]
+    return data, lines, problems
 
 
 # `$${` (escape), `${body}`, or an unterminated `${`.
@@ -207,7 +225,7 @@ def load(path: Path, model: type[ModelT], env: Mapping[str, str] | None = None) 
     here supports substitution even where the caller predates it).
     """
     data, lines, problems = load_yaml(path)
-    if problems:
+    if problems and data is None:
         return Loaded(None, problems)
     if data is None:
         data = {}
@@ -220,7 +238,7 @@ def load(path: Path, model: type[ModelT], env: Mapping[str, str] | None = None) 
     used: dict[KeyPath, str] = {}
     failed: dict[KeyPath, str] = {}
     data = _substitute_tree(data, (), os.environ if env is None else env, config_dir, used, failed)
-    out = [
+    out = problems + [
         f"{_where(path, loc, lines)}: {format_path(loc)}: {message}"
         for loc, message in failed.items()
     ]

@@ -2,7 +2,7 @@
 
 It knows nothing of formats: a line is bytes. The pipeline drives a `Tailer`:
 
-    items = tailer.read(max_items)        # Line / Truncated / Closed, in a deterministic order
+    items = tailer.read(max_items)        # Line / Truncated / Closed / Unread, in order
     if len(items) < max_items:
         tailer.wait(timeout, stop)        # until something may have changed (inotify or poll)
 
@@ -12,7 +12,16 @@ renamed, deleted and truncated files are handled without loss (reader.py), and i
 woken by inotify through watchdog (watch.py) with polling as the fallback.
 """
 
-from agent.tail.base import Closed, Line, SourceSpec, Tailer, TailItem, Truncated
+from agent.tail.base import Closed, Line, SourceSpec, Tailer, TailItem, Truncated, Unread
 from agent.tail.poller import FileTailer
 
-__all__ = ["Closed", "FileTailer", "Line", "SourceSpec", "TailItem", "Tailer", "Truncated"]
+__all__ = [
+    "Closed",
+    "FileTailer",
+    "Line",
+    "SourceSpec",
+    "TailItem",
+    "Tailer",
+    "Truncated",
+    "Unread",
+]

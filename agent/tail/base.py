@@ -39,6 +39,10 @@ class Truncated:
     last_seen_size: int  # the largest size seen before the truncation
     size: int  # the size after it
     fingerprint: str  # of the new content
+    while_stopped: bool = False  # noticed at start: truncated while the agent was stopped
+    previous_fingerprint: str = ""  # of the content before the truncation
+    copy_path: str = ""  # copytruncate's copy, read on from `offset` (agent.tail.siblings)
+    copy_size: int = 0  # its size when found: the previous content's end
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,21 @@ class Closed:
     reason: Literal["rotated", "inactive", "unreadable", "removed"]
 
 
-TailItem = Line | Truncated | Closed
+@dataclass(frozen=True, slots=True)
+class Unread:
+    """Bytes of a checkpointed file that can no longer be read: it was rotated away
+    while the agent was stopped and is gone, or was compressed (agent.tail.siblings).
+    Bytes `offset` to `end` were not read; `end` is None when nobody can know it."""
+
+    source: str
+    path: str  # where the file was last read
+    file_key: str
+    offset: int
+    end: int | None
+    reason: str  # one line: what happened to the file
+
+
+TailItem = Line | Truncated | Closed | Unread
 
 
 @dataclass(frozen=True, slots=True)

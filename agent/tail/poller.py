@@ -31,20 +31,34 @@ added back, the glob widened) resumes it there instead of reading it again from 
 start. Parked positions whose file is gone from its path (deleted, rotated away) are
 forgotten at the next reconfiguration or start.
 
-Known limit: a rotated file whose handle was already closed (inactive) or that was
-rotated while the agent was stopped cannot be finished, since only its old name is
-known; its unread end is not read.
+Rotation while the agent was stopped (first read only; agent.tail.siblings): every
+checkpointed file a source's glob matched by its last path is looked for by identity
+among the files beside that path, whatever their names now:
+- renamed (`audit.jsonl.1`, a dated name): read on from its checkpointed offset — by
+  the scan if a glob still matches it, else as a rotated file (to its end, then closed);
+- truncated in place (copytruncate) or its inode reused: its new content is read from 0;
+  the rest of the old content is read from the copy beside it (same first bytes, at
+  least as long as the offset) when there is one, else reported as `Truncated`;
+- gone: reported as `Unread` with the byte range not read — exact when a compressed
+  copy (gzip, bzip2, xz) of it is found, open-ended otherwise.
+
+A file closed as idle and then renamed is found the same way (by identity beside its
+path) and read to its end; one compressed meanwhile with bytes past the position is
+reported as `Unread`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
 
 from agent.checkpoint import FileOffset
-from agent.tail.base import Closed, SourceSpec, StartPositions, TailItem
+from agent.tail import siblings
+from agent.tail.base import Closed, SourceSpec, StartPositions, TailItem, Truncated, Unread
 from agent.tail.fingerprint import fingerprint, matches
 from agent.tail.reader import FileReader, file_key
 from agent.tail.scan import resolve
@@ -80,6 +94,7 @@ class FileTailer:
         self._pending: list[TailItem] = []
         self._forgotten: set[str] = set()
         self._parked: dict[str, FileOffset] = {}  # see the module docstring
+        self._moved: dict[str, str] = {}  # key → source: found beside its last path at start
         self._scanned_once = False
         self._busy = False
         self._watch = watch
@@ -181,6 +196,8 @@ class FileTailer:
         """Up to `max_items` items and about READ_BYTES of data; fewer = caught up
         (or the byte budget is spent: the caller reads again without waiting)."""
         now = self._monotonic()
+        if not self._scanned_once:
+            self._relocate()
         for name, source in self._sources.items():
             if now >= self._next_scan[name]:
                 self._scan(name, source, now)
@@ -188,10 +205,10 @@ class FileTailer:
         if not self._scanned_once:
             self._scanned_once = True
             self._initial = False  # `start_at: end` is for the files present at the first start
-            # Checkpointed files no source matched: kept while they exist (parked).
-            for key, position in self._start.items():
-                self._park_or_forget(key, position)
+            for key, position in list(self._start.items()):
+                self._unclaimed(key, position, now)
             self._start.clear()
+            self._moved.clear()
         items, self._pending = self._pending, []
         budget = self._read_draining(max_items, now, items)
         for name, source in self._sources.items():
@@ -201,7 +218,9 @@ class FileTailer:
             for reader in readers:
                 if len(items) < max_items and budget > 0:
                     before = reader.offset
-                    items += reader.read(max_items - len(items), now, budget)
+                    items += self._with_copies(
+                        reader.read(max_items - len(items), now, budget), now
+                    )
                     budget -= max(0, reader.offset - before)
                 self._maybe_close(name, source, reader, now, items)
         self._busy = budget <= 0
@@ -261,6 +280,199 @@ class FileTailer:
             reader.close()
             items.append(Closed(source.name, reader.path, reader.key, "inactive"))
 
+    def _with_copies(self, items: list[TailItem], now: float) -> list[TailItem]:
+        """A file truncated under the reader (copytruncate): when the copy is beside it,
+        read the rest of the previous content from the copy, as a rotated file."""
+        for index, item in enumerate(items):
+            if not isinstance(item, Truncated) or item.while_stopped:
+                continue
+            copy = siblings.copy_of(
+                item.path, item.previous_fingerprint, item.offset, set(self._readers)
+            )
+            if copy is None:
+                continue
+            copy_path, copy_key = copy
+            self._start[copy_key] = FileOffset(copy_path, item.offset, item.previous_fingerprint)
+            reader = self._open_new(self._sources[item.source], copy_path, copy_key, now)
+            self._start.pop(copy_key, None)
+            if reader is None:
+                continue
+            reader.rotated = True
+            self._readers[copy_key] = reader
+            self._by_source[item.source].append(reader)
+            size = os.fstat(reader.fd_number()).st_size  # open: _open_new just opened it
+            log.warning(
+                "%s: reading the rest of its previous content from the copy %s (bytes %d-%d)",
+                item.path,
+                copy_path,
+                item.offset,
+                size,
+            )
+            items[index] = dataclasses.replace(item, copy_path=copy_path, copy_size=size)
+        return items
+
+    def _source_of(self, path: str) -> str | None:
+        """The first source whose globs match `path` (the file's last known name)."""
+        name = os.path.basename(path)  # noqa: PTH119 - plain string paths
+        for source in self._sources.values():
+            excludes = source.excludes
+            if any(fnmatch.fnmatch(path, ex) or fnmatch.fnmatch(name, ex) for ex in excludes):
+                continue
+            if any(fnmatch.fnmatch(path, pattern) for pattern in source.patterns):
+                return source.name
+        return None
+
+    def _relocate(self) -> None:
+        """Before the first scan: find checkpointed files rotated while we were stopped
+        (module docstring). Positions in `_start` are re-pointed at where the data is."""
+        known = set(self._start)
+        for key, position in list(self._start.items()):
+            source = self._source_of(position.path)
+            if source is None:
+                continue  # not ours any more: parked or forgotten after the scan
+            try:
+                fd = os.open(position.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                fd = None
+            if fd is not None:
+                try:
+                    st = os.fstat(fd)
+                    if file_key(st) == key:
+                        if st.st_size >= position.offset and matches(fd, position.fingerprint):
+                            continue  # still there, as we left it
+                        self._truncated_while_stopped(
+                            source, key, position, known, st.st_size, fingerprint(fd, st.st_size)
+                        )
+                        continue
+                finally:
+                    os.close(fd)
+            found = siblings.by_key(position.path, key, position.fingerprint)
+            if found is not None and found != position.path:
+                log.info(
+                    "%s was rotated to %s while the agent was stopped; reading it on from "
+                    "offset %d",
+                    position.path,
+                    found,
+                    position.offset,
+                )
+                self._start[key] = FileOffset(found, position.offset, position.fingerprint)
+                self._moved[key] = source
+
+    def _truncated_while_stopped(
+        self,
+        source: str,
+        key: str,
+        position: FileOffset,
+        known: set[str],
+        size: int,
+        new_fingerprint: str,
+    ) -> None:
+        # The file at the path is read from 0 (its content is new); the old content's
+        # unread end is read from copytruncate's copy, or reported.
+        del self._start[key]
+        copy = siblings.copy_of(position.path, position.fingerprint, position.offset, known)
+        if copy is not None:
+            copy_path, copy_key = copy
+            log.warning(
+                "%s was truncated while the agent was stopped; reading the rest of its "
+                "previous content from the copy %s from offset %d",
+                position.path,
+                copy_path,
+                position.offset,
+            )
+            self._start[copy_key] = FileOffset(copy_path, position.offset, position.fingerprint)
+            self._moved[copy_key] = source
+            return
+        if siblings.compressed(position.path, position.fingerprint) is not None:
+            # Rotated, compressed and replaced by a new file that got the same inode.
+            self._report_gone(source, key, position)
+            return
+        log.warning(
+            "%s was truncated or replaced while the agent was stopped (read up to offset "
+            "%d, size now %d) and no copy of its previous content was found",
+            position.path,
+            position.offset,
+            size,
+        )
+        self._pending.append(
+            Truncated(
+                source=source,
+                path=position.path,
+                file_key=key,
+                offset=position.offset,
+                last_seen_size=position.offset,
+                size=size,
+                fingerprint=new_fingerprint,
+                while_stopped=True,
+            )
+        )
+
+    def _unclaimed(self, key: str, position: FileOffset, now: float) -> None:
+        """A checkpointed file the first scan did not find under any glob."""
+        source = self._moved.get(key)
+        if source is not None:
+            self._open_rotated(source, key, position, now)
+            return
+        if _still_at(position.path, key) or self._source_of(position.path) is None:
+            self._park_or_forget(key, position)  # kept while it exists (parked)
+            return
+        self._forgotten.add(key)
+        self._report_gone(self._source_of(position.path) or "", key, position)
+
+    def _open_rotated(self, source: str, key: str, position: FileOffset, now: float) -> None:
+        spec = self._sources[source]
+        reader = self._open_new(spec, position.path, key, now)
+        if reader is None:
+            self._forgotten.add(key)
+            self._report_gone(source, key, position)
+            return
+        reader.rotated = True
+        self._readers[key] = reader
+        self._by_source[source].append(reader)
+
+    def _reopen_moved(self, reader: FileReader, now: float) -> bool:
+        """A file closed as idle and since renamed beside its path: reopen it there."""
+        found = siblings.by_key(reader.path, reader.key, reader.fingerprint)
+        if found is None or found == reader.path:
+            return False
+        old, reader.path = reader.path, found
+        if not reader.open():
+            reader.path = old
+            return False
+        log.info("%s was rotated to %s while closed as idle; reading it to its end", old, found)
+        reader.rotated = True
+        reader.last_change = now
+        return True
+
+    def _report_compressed(self, source: str, key: str, position: FileOffset) -> None:
+        """A file closed as idle and gone: if a compressed copy holds bytes past where we
+        stopped, they were written after the close and cannot be read: report them."""
+        packed = siblings.compressed(position.path, position.fingerprint)
+        if packed is not None and packed[1] > position.offset:
+            self._report_gone(source, key, position)
+
+    def _report_gone(self, source: str, key: str, position: FileOffset) -> None:
+        packed = siblings.compressed(position.path, position.fingerprint)
+        if packed is not None:
+            packed_path, size = packed
+            if size <= position.offset:
+                log.info("%s was compressed into %s after it was read", position.path, packed_path)
+                return
+            reason = (
+                f"rotated and compressed into {packed_path} before it was read to its end; "
+                f"bytes {position.offset}-{size} were not read"
+            )
+            end: int | None = size
+        else:
+            reason = (
+                "rotated away or deleted while the agent was stopped; bytes from offset "
+                f"{position.offset} to its end were not read (none if it had been read to "
+                "its end)"
+            )
+            end = None
+        log.warning("%s: %s", position.path, reason)
+        self._pending.append(Unread(source, position.path, key, position.offset, end, reason))
+
     def _drop(self, name: str, reader: FileReader) -> None:
         self._by_source[name] = [r for r in self._by_source[name] if r is not reader]
         self._readers.pop(reader.key, None)
@@ -302,12 +514,15 @@ class FileTailer:
                     reader.rotated = True
                     reader.last_change = now
                 current.append(reader)
+            elif self._reopen_moved(reader, now):
+                current.append(reader)  # closed as idle, then rotated: read to its end
             else:
                 log.info("no longer tailing %s", reader.path)
                 self._readers.pop(reader.key, None)
-                self._park_or_forget(
-                    reader.key, FileOffset(reader.path, reader.offset, reader.fingerprint)
-                )
+                position = FileOffset(reader.path, reader.offset, reader.fingerprint)
+                if not _still_at(reader.path, reader.key):
+                    self._report_compressed(name, reader.key, position)
+                self._park_or_forget(reader.key, position)
         self._by_source[name] = current
 
     def _open_new(
@@ -326,6 +541,11 @@ class FileTailer:
         resume = self._start.pop(key, None) or self._parked.pop(key, None)
         if resume is not None and not matches(fd, resume.fingerprint):
             log.info("%s: inode reused by another file; reading it from the start", path)
+            owner = self._source_of(resume.path)
+            if not self._scanned_once and owner is not None and resume.path != path:
+                # The file we were reading is gone (deleted while we were stopped) and
+                # its inode now names this one.
+                self._report_gone(owner, key, resume)
             resume = None
         if resume is not None:
             offset = resume.offset

@@ -161,6 +161,7 @@ class FileReader:
             last_seen_size=self.last_seen_size,
             size=size,
             fingerprint=fingerprint(self._fd, size),
+            previous_fingerprint=self.fingerprint,
         )
         log.warning(
             "%s: truncated (copytruncate?) at offset %d (size now %d); reading it again from 0",

@@ -59,9 +59,12 @@ class FakeCollector(pb_grpc.CollectorServicer):
 class Server:
     """Context manager: serve `servicer` on 127.0.0.1 with mTLS, stop on exit."""
 
-    def __init__(self, servicer: FakeCollector, pki: Pki) -> None:
+    def __init__(self, servicer: FakeCollector, pki: Pki, max_message_bytes: int = 0) -> None:
         self.servicer = servicer
-        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        options = (
+            [("grpc.max_receive_message_length", max_message_bytes)] if max_message_bytes else []
+        )
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
         pb_grpc.add_CollectorServicer_to_server(servicer, self._server)
         credentials = grpc.ssl_server_credentials(
             [(pki.server_key.read_bytes(), pki.server_cert.read_bytes())],

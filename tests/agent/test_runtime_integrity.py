@@ -17,6 +17,7 @@ from agent.outbox import Outbox
 from agent.runtime import ChainHooks
 from agent.ship import Outgoing
 from agent.spool import HEADER_SIZE, Entry, Spool
+from agent.statedisk import StateDisk
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
 
@@ -34,7 +35,7 @@ class Clock:
 
 def chained_spool(state: Path) -> tuple[Spool, Chainer]:
     chainer = Chainer.load(state, AGENT)
-    hooks = ChainHooks(chainer)
+    hooks = ChainHooks(chainer, StateDisk(state))
     spool = Spool(
         state / "spool",
         max_bytes=1 << 20,

@@ -131,7 +131,7 @@ def write_config(
             "granularity": "monthly",
             "classes": {"standard": {"policy": "opensearch/ism-standard.json"}},
         },
-        "server": {"max_concurrent_streams": 8, "max_message_bytes": 4194304},
+        "server": {"max_concurrent_streams": 8, "max_message_bytes": 16777216},
     }
     data.update(overrides)
     path = directory / "collector.yaml"

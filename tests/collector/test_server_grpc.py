@@ -12,8 +12,10 @@ import pytest
 
 from collector.admin.pki import init_ca
 from collector.config import load_config
+from collector.errors import ConfigError
 from collector.index import Requester
 from collector.server import CollectorServer
+from proto import limits
 from proto.v1 import audit_pb2, audit_pb2_grpc
 from tests.collector.conftest import Pki, make_event, search, write_config
 
@@ -215,3 +217,57 @@ def test_unsealed_batch_is_indexed_with_an_alert(
     assert [
         (a["_source"]["alert"]["kind"], a["_source"]["alert"]["first_sequence"]) for a in alerts
     ] == [("unsealed", 1)]
+
+
+def test_a_batch_over_max_events_is_refused_and_ends_the_stream(
+    server: CollectorServer,
+    pki: Pki,
+    os_http: Requester,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert server.config.server.max_events_per_batch == limits.MAX_BATCH_EVENTS
+    huge = audit_pb2.Batch(
+        batch_id=1,
+        agent_id="agent-1",
+        events=[audit_pb2.AuditEvent(sequence=n) for n in range(1, 100_001)],
+    )
+    with caplog.at_level(logging.WARNING, logger="collector"):
+        acks = ship(server, pki, "agent-1", [huge, batch(2, "agent-1", range(3))])
+    # The batch behind the refused one is not processed: the stream ended.
+    assert [(a.batch_id, a.status) for a in acks] == [(1, Ack.STATUS_REJECTED)]
+    assert acks[0].detail.startswith(limits.BATCH_TOO_LARGE)
+    assert "100000 events" in acks[0].detail and "10000" in acks[0].detail
+    assert any("agent-1" in r.getMessage() and "100000" in r.getMessage() for r in caplog.records)
+    assert search(os_http, f"{prefix}-events-*") == []
+
+
+def test_a_message_that_is_not_a_batch_is_logged_with_the_agent(
+    server: CollectorServer, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    pki.agent("agent-7")
+    cert, key = pki.layout.agent_cert("agent-7"), pki.layout.agent_key("agent-7")
+    with (
+        caplog.at_level(logging.WARNING, logger="collector"),
+        channel(server.port, pki.layout.ca_cert, cert, key) as ch,
+    ):
+        raw = ch.stream_stream(
+            "/crm_audit.v1.Collector/Ship",
+            request_serializer=lambda data: data,
+            response_deserializer=audit_pb2.Ack.FromString,
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            list(raw(iter([b"\xff\xff\xff garbage"]), timeout=20))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("agent agent-7" in m and "not a Batch" in m for m in messages), messages
+
+
+def test_max_message_bytes_below_the_wire_limit_is_refused(tmp_path: Path, pki: Pki) -> None:
+    path = write_config(
+        tmp_path / "small",
+        pki,
+        server={"max_concurrent_streams": 8, "max_message_bytes": 4 * 1024 * 1024},
+    )
+    with pytest.raises(ConfigError, match=r"server\.max_message_bytes: .*16777216"):
+        load_config(path)

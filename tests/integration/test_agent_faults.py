@@ -10,9 +10,15 @@ Loops are bounded; every process started is stopped.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import hashlib
 import json
+import os
+import re
 import shutil
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,9 +30,10 @@ import pytest
 from opensearchpy import OpenSearch, helpers
 
 from collector.admin.pki import init_ca, issue_agent
+from proto import limits
 from tests.helpers import free_port
 from tests.integration.support import agent_config_head, write_collector_config
-from tests.processes import ManagedProcess, wait_for
+from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +59,7 @@ class Env:
     client: OpenSearch
     collector: ManagedProcess
     restarts: int = 0
+    url: str = ""
 
     @property
     def events(self) -> str:
@@ -98,7 +106,7 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     collector = ManagedProcess(
         ["crm-audit-collector", "run", "-c", str(collector_yaml)], root / "collector-0.log"
     )
-    running = Env(root, pki, prefix, port, collector_yaml, client, collector)
+    running = Env(root, pki, prefix, port, collector_yaml, client, collector, url=opensearch_url)
     try:
         yield running
     finally:
@@ -114,7 +122,16 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 class Agent:
     """One agent identity with its config, log directory and (re)startable process."""
 
-    def __init__(self, env: Env, name: str, extra: str = "", glob: str = "*.jsonl") -> None:
+    def __init__(
+        self,
+        env: Env,
+        name: str,
+        extra: str = "",
+        glob: str = "*.jsonl",
+        *,
+        port: int | None = None,
+        source_extra: str = "",
+    ) -> None:
         self.env = env
         self.id = f"{name}-{uuid.uuid4().hex[:6]}"
         issued = issue_agent(env.pki, self.id)
@@ -127,7 +144,7 @@ class Agent:
             agent_config_head(
                 agent_id=self.id,
                 state_dir=self.state,
-                port=env.port,
+                port=port or env.port,
                 ca=env.pki / "ca.crt",
                 cert=issued.cert,
                 key=issued.key,
@@ -139,7 +156,7 @@ sources:
     paths: ["{self.logs}/{glob}"]
     poll_interval_s: 0.1
     close_rotated_after_s: 1.0
-""",
+{source_extra}""",
             encoding="utf-8",
         )
         self.runs = 0
@@ -329,7 +346,11 @@ def test_rotation_under_write_load(env: Env, agents: list[Agent]) -> None:
         assert ended[gen] == "copytruncate", f"line {n} lost in a {ended[gen]} generation"
         assert offset >= read_offset[gen], f"line {n} lost before the reported window"
     assert len(set(seen)) == len(where) - len(missing)
-    print(f"copytruncate windows: {len(missing)} of {len(where)} lines missed, all reported")
+    # The copy stays beside the file: the agent reads the window from it. Nothing is
+    # written between copy and truncation here, so nothing may be missing at all.
+    for doc in truncations:
+        assert doc["crm"]["attributes"]["truncation.copy"].startswith(str(agent.logs))
+    assert not missing, f"{len(missing)} lines missed although the copies were there"
 
 
 def test_collector_down_then_up(env: Env, agents: list[Agent]) -> None:
@@ -415,3 +436,256 @@ def test_file_deleted_after_partial_read_is_read_to_its_end(env: Env, agents: li
     agent.stop()
     docs = assert_exactly_once(env, agent, set(range(5001)))
     assert len(docs) == 5001
+
+
+def content_numbers(docs: list[dict[str, Any]]) -> list[int]:
+    """`n` of every document, from its parsed attributes or, for an event cut to fit
+    (parsed fields dropped), from the start of its original line."""
+    out = []
+    for doc in docs:
+        attributes = doc.get("crm", {}).get("attributes", {})
+        if "n" in attributes:
+            out.append(int(attributes["n"]))
+            continue
+        found = re.match(r'\{"n": (\d+),', doc.get("event", {}).get("original", ""))
+        if found:
+            out.append(int(found.group(1)))
+    return out
+
+
+@pytest.fixture
+def small_collector(env: Env) -> Iterator[int]:
+    """A second collector on the same OpenSearch that takes at most 50 events a batch."""
+    port = free_port()
+    config = write_collector_config(
+        env.root / f"collector-small-{port}.yaml",
+        pki=env.pki,
+        url=env.url,
+        prefix=env.prefix,
+        port=port,
+        extra="server: {max_events_per_batch: 50}",
+    )
+    process = ManagedProcess(
+        ["crm-audit-collector", "run", "-c", str(config)], env.root / f"collector-{port}.log"
+    )
+    try:
+        yield port
+    finally:
+        process.stop()
+
+
+def test_oversized_records_and_refused_batches_do_not_block(
+    env: Env, agents: list[Agent], small_collector: int
+) -> None:
+    """A record whose event is over the wire limit, a line over max_line_bytes, and
+    batches of 500 against a collector taking 50: every line arrives exactly once."""
+    agent = Agent(
+        env,
+        "limits",
+        port=small_collector,
+        source_extra=f"    max_line_bytes: {limits.MAX_LINE_BYTES}\n",
+    )
+    agents.append(agent)
+    big_event, big_line, total = 300, 600, 1200
+    sizes: dict[int, int] = {}
+    with (agent.logs / "app.jsonl").open("wb") as out:
+        for n in range(total):
+            if n == big_event:  # a valid line under the line limit; parsed, twice as big
+                record = {"n": n, "timestamp": 1772356500, "event": "x", "blob": "b" * (3 << 20)}
+                data = json.dumps(record).encode()
+            elif n == big_line:  # over max_line_bytes: cut at the tail, then to fit
+                data = json.dumps({"n": n, "blob": "c" * (5 << 20)}).encode()
+            else:
+                data = json.dumps({"n": n, "timestamp": 1772356500 + n, "event": "r"}).encode()
+            sizes[n] = len(data)
+            out.write(data + b"\n")
+        out.write(line(total, DONE) + b"\n")
+    agent.start()
+    wait_done(env, agent, total + 1, timeout=180)
+    agent.stop()
+    docs = env.docs(agent.id)
+    seen = content_numbers(docs)
+    assert sorted(seen) == list(range(total + 1)), "a line is missing or duplicated"
+    by_n = dict(zip(content_numbers(docs), docs, strict=True))
+    for n in (big_event, big_line):
+        doc = by_n[n]
+        assert "line_truncated" in doc["integrity"]["flags"]
+        assert doc["crm"]["attributes"]["line.original_bytes"] == str(sizes[n])
+        assert len(doc["event"]["original"].encode()) <= limits.MAX_EVENT_BYTES
+    assert "line_truncated" not in by_n[big_event + 1]["integrity"].get("flags", [])
+    # The collector refused batches of 500 and the agent split them.
+    assert "as too large; split in two" in agent.log()
+
+
+def _write(path: Path, numbers_: range) -> dict[int, int]:
+    """Append lines `numbers_` to `path`; n → byte offset of its line."""
+    offsets = {}
+    with path.open("ab") as out:
+        for n in numbers_:
+            offsets[n] = out.tell()
+            out.write(line(n) + b"\n")
+    return offsets
+
+
+@pytest.mark.parametrize("rotation", ["rename", "copytruncate", "dated"])
+def test_rotation_while_the_agent_is_stopped(env: Env, agents: list[Agent], rotation: str) -> None:
+    """500 lines read, agent stopped, 500 more written, the file rotated, 500 written to
+    the new file, agent started: all 1501 lines arrive exactly once."""
+    agent = Agent(env, f"down-{rotation}", glob="audit*.jsonl")
+    agents.append(agent)
+    live = agent.logs / "audit.jsonl"
+    _write(live, range(500))
+    agent.start()
+    wait_for(lambda: env.count(agent.id) >= 500, "the first 500", timeout=120)
+    agent.stop()
+    _write(live, range(500, 1000))
+    rotated = agent.logs / ("audit.jsonl-20261206" if rotation == "dated" else "audit.jsonl.1")
+    if rotation == "copytruncate":
+        shutil.copyfile(live, rotated)
+        with live.open("r+b") as truncate:
+            truncate.truncate(0)
+    else:
+        live.rename(rotated)
+    _write(live, range(1000, 1500))
+    with live.open("ab") as out:
+        out.write(line(1500, DONE) + b"\n")
+    agent.start()
+    wait_done(env, agent, 1501, timeout=120)
+    agent.stop()
+    docs = assert_exactly_once(env, agent, set(range(1501)))
+    assert len(docs) == 1501
+    assert "while the agent was stopped" in agent.log()
+
+
+@pytest.mark.parametrize("fate", ["compressed", "deleted"])
+def test_rotated_file_gone_while_the_agent_is_stopped_is_reported(
+    env: Env, agents: list[Agent], fate: str
+) -> None:
+    """The rotated file was compressed (or deleted) before the agent came back: what it
+    could not read is reported by an `agent.log_unread` event naming the byte range;
+    every other line arrives exactly once."""
+    agent = Agent(env, f"gone-{fate}", glob="audit*.jsonl")  # matches neither .1 nor .gz
+    agents.append(agent)
+    live = agent.logs / "audit.jsonl"
+    _write(live, range(500))
+    agent.start()
+    wait_for(lambda: env.count(agent.id) >= 500, "the first 500", timeout=120)
+    agent.stop()
+    offsets = _write(live, range(500, 1000))
+    size = live.stat().st_size
+    if fate == "compressed":
+        with gzip.open(agent.logs / "audit.jsonl.1.gz", "wb") as packed:
+            packed.write(live.read_bytes())
+    live.unlink()
+    _write(live, range(1000, 1500))
+    with live.open("ab") as out:
+        out.write(line(1500, DONE) + b"\n")
+    agent.start()
+    wait_done(env, agent, 1001, timeout=120)
+    agent.stop()
+    # Deleted, the new file may get the old inode: indistinguishable from a truncation.
+    reported = {"agent.log_unread"} | ({"agent.log_truncated"} if fate == "deleted" else set())
+    unread = [d for d in env.docs(agent.id) if d["event"]["action"] in reported]
+    assert len(unread) == 1, unread
+    attributes = unread[0]["crm"]["attributes"]
+    start = int(attributes["unread.from_offset"])
+    end = f"{size}" if fate == "compressed" else "end"
+    assert attributes["unread.bytes"] == f"{start}-{end}"
+    assert "gap_at_source" in unread[0]["integrity"]["flags"]
+    lost = {n for n, offset in offsets.items() if offset >= start}
+    assert lost == set(range(500, 1000)), "the agent had read nothing after its stop"
+    docs = assert_exactly_once(env, agent, set(range(1501)) - lost)
+    assert not lost & set(numbers(docs))
+
+
+def padded(n: int) -> bytes:
+    """A line that compresses badly, so a few thousand of them fill a small disk."""
+    pad = "".join(hashlib.sha256(f"{n}:{i}".encode()).hexdigest() for i in range(8))
+    record = {"timestamp": 1772356500 + n % 86400, "event": "record.view", "n": n, "pad": pad}
+    return json.dumps(record).encode()
+
+
+def agent_status(agent: Agent) -> str:
+    done = subprocess.run(
+        [str(BIN / "crm-audit-agent"), "status", "-c", str(agent.yaml)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB filesystem (tmpfs), mounted for the test and removed after it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs for the state directory needs root")
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_state_disk_pauses_then_recovers_by_itself(
+    env: Env, agents: list[Agent], small_disk: Path
+) -> None:
+    """state_dir on a 4 MiB tmpfs, collector down: the spool fills the disk and reading
+    pauses; the rest of the disk is then taken by something else. The agent restarts
+    on the full disk, status says so, and once the collector is back every line
+    arrives exactly once — the checkpoint is written in the released reserve and the
+    acked segments free the disk."""
+    agent = Agent(env, "disk", extra="spool: {max_bytes: 67108864, segment_bytes: 262144}")
+    agents.append(agent)
+    state = small_disk / "state"
+    agent.yaml.write_text(
+        agent.yaml.read_text().replace(f"state_dir: {agent.state}", f"state_dir: {state}")
+    )
+    total = 6000
+    env.collector.stop()
+    try:
+        (agent.logs / "app.jsonl").write_bytes(b"".join(padded(n) + b"\n" for n in range(total)))
+        process = agent.start()
+        wait_for(
+            lambda: "No space left on device" in agent.log(),
+            "the spool to fill the disk",
+            timeout=120,
+            watch=[process],
+        )
+        with contextlib.suppress(OSError), (small_disk / "filler").open("wb") as filler:
+            while True:  # whatever room is left goes to another writer
+                filler.write(bytes(4096))
+                filler.flush()
+        assert "paused: state disk full" in agent_status(agent)
+        agent.kill9()
+        process = agent.start()  # on the full disk
+        wait_for(
+            lambda: agent.log().count("starting: next sequence") >= 2,
+            "the agent to start on the full disk",
+            timeout=60,
+            watch=[process],
+        )
+        time.sleep(2)
+        assert process.alive(), agent.log()[-3000:]
+    finally:
+        env.start_collector()  # later tests need it, whatever happened here
+    with (agent.logs / "app.jsonl").open("ab") as out:
+        out.write(line(total, DONE) + b"\n")
+    wait_done(env, agent, total + 1, timeout=180)
+    agent.stop()
+    log = agent.log()
+    assert "reserve released" in log
+    assert "paused: state disk full" not in agent_status(agent)
+    docs = assert_exactly_once(env, agent, set(range(total + 1)))
+    assert len(docs) == total + 1

@@ -138,9 +138,10 @@ def test_sighup_add_remove_and_bad_config_exactly_once(env: Env, tmp_path: Path)
     try:
         wait_delivered(set(range(1000)), "the first 1000 lines")
 
-        # 1. A bad config (two problems): rejected, one line each; the old one runs on.
+        # 1. A bad config (three problems: an unknown key, `batch` given twice — the head
+        # has one —, max_events 0): rejected, one line each; the old one runs on.
         configure(source("app", app / "*.jsonl"), extra="bogus: 1\nbatch: {max_events: 0}\n")
-        reload("config reload rejected (2 problems)")
+        reload("config reload rejected (3 problems)")
         append(app_log, range(1000, 2000))
         wait_delivered(set(range(2000)), "lines written after the rejected reload")
 
