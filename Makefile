@@ -76,7 +76,10 @@ config-reference: venv
 # Install as a system service (docs/operations.md): PREFIX venv, the crm-audit user,
 # /etc/crm-audit, /var/lib/crm-audit, systemd units. Run as root; idempotent.
 # DESTDIR=/tmp/pkgroot lays the files out for packaging (no user, no chown, no systemctl).
+# ROLE=agent on a CRM host (the agent's dependencies only: no OpenSearch client, no
+# plotting libraries), ROLE=collector on the central host, ROLE=all (default) for both.
 PREFIX ?= /opt/crm-audit
 DESTDIR ?=
+ROLE ?= all
 install:
-	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" PYTHON="$(PYTHON)" bash scripts/install.sh
+	ROLE="$(ROLE)" PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" PYTHON="$(PYTHON)" bash scripts/install.sh
