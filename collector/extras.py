@@ -9,7 +9,7 @@ instead of ending in a traceback.
 from __future__ import annotations
 
 # Top-level modules that only `crm-audit[collector]` installs.
-COLLECTOR_EXTRA_MODULES = frozenset({"opensearchpy", "matplotlib"})
+COLLECTOR_EXTRA_MODULES = frozenset({"opensearchpy", "orjson", "matplotlib"})
 
 
 def missing_extra(exc: ModuleNotFoundError) -> str | None:
