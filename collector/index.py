@@ -42,7 +42,6 @@ from opensearchpy.exceptions import TransportError
 
 from collector.documents import Document, iso_nanos
 from collector.errors import PermanentIndexingError, RetryableIndexingError
-from collector.urls import redact_url as redact_url  # re-exported for callers
 
 log = logging.getLogger(__name__)
 

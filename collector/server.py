@@ -54,12 +54,13 @@ from collector.errors import (
     StartupError,
 )
 from collector.health import HealthCheck, HealthServer
-from collector.index import BulkIndexer, IndexRequest, IndexResult, Requester, redact_url
+from collector.index import BulkIndexer, IndexRequest, IndexResult, Requester
 from collector.integrity import IntegrityGate, event_integrity_fields
 from collector.keys import KeyRing
 from collector.lifecycle import LifecycleInstaller, LifecycleReport, deadletter_index
 from collector.metrics import CollectorMetrics
 from collector.retention import RetentionRouter
+from collector.urls import redact_url
 from proto import integrity
 from proto.v1 import audit_pb2, audit_pb2_grpc
 
