@@ -59,12 +59,17 @@ from collector.integrity import IntegrityGate, event_integrity_fields
 from collector.keys import KeyRing
 from collector.lifecycle import LifecycleInstaller, LifecycleReport, deadletter_index
 from collector.metrics import CollectorMetrics
+from collector.pipeline import StreamPipeline, wait_turn
 from collector.retention import RetentionRouter
 from collector.urls import redact_url
 from proto import integrity
 from proto.v1 import audit_pb2, audit_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+# Batches of one stream processed at once (collector.pipeline); the agent's default
+# window (collector.max_in_flight) is 4.
+PIPELINE_DEPTH = 4
 
 Ack = audit_pb2.Ack
 
@@ -223,6 +228,7 @@ class BatchProcessor:
                     )
                 )
             result = self.indexer.index(requests) if requests else IndexResult()
+            wait_turn()  # seal, chain head, alerts, detection: in the stream's batch order
             if self.gate is not None and verdict is not None:
                 self.gate.after_indexing(
                     batch,
@@ -375,10 +381,12 @@ class CollectorService(audit_pb2_grpc.CollectorServicer):
         *,
         max_streams_per_agent: int = 1_000_000,
         metrics: CollectorMetrics | None = None,
+        pipeline_depth: int = PIPELINE_DEPTH,
     ) -> None:
         self.processor = processor
         self.streams = _Streams(max_streams_per_agent)
         self.metrics = metrics
+        self.pipeline_depth = pipeline_depth
 
     def Ship(
         self, request_iterator: Iterator[audit_pb2.Batch], context: Any
@@ -407,31 +415,37 @@ class CollectorService(audit_pb2_grpc.CollectorServicer):
         log.info("stream opened: agent %s from %s", identity, peer)
         if self.metrics is not None:
             self.metrics.streams_open.inc()
-        batches = 0
-        how = "closed by the agent"
+        pipeline = self._pipeline(context, identity, peer)
         try:
-            for batch in request_iterator:
-                if not self.streams.busy(context):
-                    how = "closed: collector shutting down"
-                    yield Ack(
-                        batch_id=batch.batch_id,
-                        status=Ack.STATUS_RETRY,
-                        detail="collector shutting down; send again",
-                    )
-                    return
-                batches += 1
-                yield self.processor.process(batch, identity=identity, peer=peer)
-                # Resumed: grpc has sent the Ack.
-                if not self.streams.idle(context):
-                    how = "closed: collector shutting down"
-                    return
+            yield from pipeline.acks(request_iterator)
         except grpc.RpcError:
-            how = "cancelled"
+            pipeline.how = "cancelled"
         finally:
             self.streams.close(context, identity)
             if self.metrics is not None:
                 self.metrics.streams_open.dec()
-            log.info("stream %s: agent %s from %s, %d batches", how, identity, peer, batches)
+            log.info(
+                "stream %s: agent %s from %s, %d batches",
+                pipeline.how,
+                identity,
+                peer,
+                pipeline.batches,
+            )
+
+    def _pipeline(self, context: Any, identity: str, peer: str) -> StreamPipeline:
+        """Up to `pipeline_depth` batches of this stream in flight (collector.pipeline);
+        a batch that arrives while the collector shuts down is answered STATUS_RETRY."""
+        return StreamPipeline(
+            lambda batch: self.processor.process(batch, identity=identity, peer=peer),
+            depth=self.pipeline_depth,
+            admit=lambda: self.streams.busy(context),
+            settle=lambda: self.streams.idle(context),
+            refuse=lambda batch: Ack(
+                batch_id=batch.batch_id,
+                status=Ack.STATUS_RETRY,
+                detail="collector shutting down; send again",
+            ),
+        )
 
 
 class _VerifyOnly:
