@@ -21,17 +21,13 @@ class HeadStore:
         self.seq_no = -1
         self.calls: list[str] = []
 
-    def __call__(
-        self, method: str, path: str, *, body: Any = None, params: Any = None
-    ) -> Response:
+    def __call__(self, method: str, path: str, *, body: Any = None, params: Any = None) -> Response:
         assert path == f"/p-chainheads/_doc/{AGENT}", path
         self.calls.append(method)
         if method == "GET":
             if self.doc is None:
                 return Response(404, {"found": False})
-            return Response(
-                200, {"_source": self.doc, "_seq_no": self.seq_no, "_primary_term": 1}
-            )
+            return Response(200, {"_source": self.doc, "_seq_no": self.seq_no, "_primary_term": 1})
         params = params or {}
         if params.get("op_type") == "create" and self.doc is not None:
             return Response(409, {})
