@@ -21,7 +21,15 @@ from collector.admin import cli as admin_cli
 
 REPO = Path(__file__).resolve().parents[1]
 # What the central host needs and a CRM host must not carry.
-COLLECTOR_ONLY = {"opensearch-py", "matplotlib", "numpy", "pillow", "fonttools", "contourpy"}
+COLLECTOR_ONLY = {
+    "opensearch-py",
+    "orjson",
+    "matplotlib",
+    "numpy",
+    "pillow",
+    "fonttools",
+    "contourpy",
+}
 
 
 def _project() -> dict[str, object]:
