@@ -60,9 +60,11 @@ demo: system-deps venv opensearch-dist
 # Benchmarks (bench/, README "Benchmarks"): a table on stdout, JSON to --out (default
 # var/bench/results.json); BENCH_ARGS="--quick" for a tiny check run, "--readme README.md"
 # to rewrite the README's results section. The rsyslog peer is installed when missing
-# (needs root); without it that scenario is reported as skipped.
+# (needs root); without it that scenario is reported as skipped. So is the syslog-ng peer
+# (bench/install-syslog-ng.sh unpacks it privately: Debian's package conflicts with rsyslog).
 bench: system-deps venv opensearch-dist
 	@bash bench/install-rsyslog.sh || echo "make bench: rsyslog unavailable; the peer scenario will be skipped" >&2
+	@bash bench/install-syslog-ng.sh || echo "make bench: syslog-ng unavailable; the syslog-ng scenario will be skipped" >&2
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
@@ -76,7 +78,10 @@ config-reference: venv
 # Install as a system service (docs/operations.md): PREFIX venv, the crm-audit user,
 # /etc/crm-audit, /var/lib/crm-audit, systemd units. Run as root; idempotent.
 # DESTDIR=/tmp/pkgroot lays the files out for packaging (no user, no chown, no systemctl).
+# ROLE=agent on a CRM host (the agent's dependencies only: no OpenSearch client, no
+# plotting libraries), ROLE=collector on the central host, ROLE=all (default) for both.
 PREFIX ?= /opt/crm-audit
 DESTDIR ?=
+ROLE ?= all
 install:
-	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" PYTHON="$(PYTHON)" bash scripts/install.sh
+	ROLE="$(ROLE)" PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" PYTHON="$(PYTHON)" bash scripts/install.sh

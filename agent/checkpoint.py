@@ -13,7 +13,7 @@ STATUS_OK, and `files` are the resume positions right after the last of them. It
 written when a batch is acked OK (acks arrive in order, so the acked sequences are
 always a prefix).
 
-Since issue 3 this file is only half of the recovery state. The other half is the
+This file is only half of the recovery state. The other half is the
 spool (agent.spool): each event is durably appended there *with* its sequence and its
 file's resume position before it is shipped, so at start-up the agent takes this
 watermark and replays the spool's unacked records over it: `next_sequence` becomes

@@ -7,7 +7,7 @@ plus the open one, whatever the backlog on disk. Corrupt records met in the spoo
 become `agent.spool_loss` events, appended to the spool (and so numbered) like any
 other event.
 
-Integrity (issue 5): every batch is sealed (`seal`) once, right after it is built, so a
+Integrity: every batch is sealed (`seal`) once, right after it is built, so a
 batch the shipper sends again goes out byte for byte the same. A batch never spans a
 break in the hash chain (a record lost to spool corruption, or events spooled before
 the agent chained them): the collector then sees the break as a gap between two
@@ -52,7 +52,7 @@ class Outbox:
         head: tuple[int | None, bytes] | None = None,
     ) -> None:
         self._agent_id = agent_id
-        self._seal = seal  # issue 5: signs the batch right after it is built
+        self._seal = seal  # signs the batch right after it is built
         self._observer = observer
         self._spool = spool
         self._reader = reader
@@ -145,7 +145,7 @@ class Outbox:
         if not events:
             return True
         positions, self._positions = self._positions, {}
-        # integrity hook (issue 5): the one place a pb.Batch is built from spooled events.
+        # integrity hook: the one place a pb.Batch is built from spooled events.
         batch = pb.Batch(agent_id=self._agent_id, events=events)
         if self._seal is not None:
             self._seal(batch)

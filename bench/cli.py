@@ -29,7 +29,7 @@ from typing import Any
 
 from bench import machine, report
 from bench.corpus import padded_lines, sample_lines, split_round_robin
-from bench.pipeline import Bench, make_pki, rsyslog_server
+from bench.pipeline import Bench, make_pki, rsyslog_server, syslog_ng_version
 from bench.processes import BenchError
 from bench.scenarios import ORDER, ScenarioResult, Shared
 from bench.scenarios import agent as agent_scenario
@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SAMPLES = REPO / "tests" / "agent" / "parsers" / "samples"
 # Scenarios that share the unmeasured preparation run (JVM warm-up, the ceiling's documents).
-PREPARED_SCENARIOS = {"ceiling", "e2e", "latency", "peer"}
+PREPARED_SCENARIOS = {"ceiling", "e2e", "latency", "peer", "syslog-ng"}
 OPENSEARCH_SCENARIOS = PREPARED_SCENARIOS | {"integrity", "detection"}
 Say = Callable[[str], None]
 
@@ -108,6 +108,14 @@ def _git_revision() -> str:
 def _rsyslogd() -> str | None:
     found = shutil.which("rsyslogd") or shutil.which("rsyslogd", path="/usr/sbin:/sbin")
     return found
+
+
+def _syslog_ng_root() -> Path | None:
+    """The syslog-ng tree bench/install-syslog-ng.sh unpacks, when it is there and runs."""
+    cache = os.environ.get("CRM_AUDIT_CACHE")
+    base = Path(cache) if cache else Path.home() / ".cache" / "crm-audit"
+    root = base / "syslog-ng" / "root"
+    return root if syslog_ng_version(root) is not None else None
 
 
 def _rsyslog_version(binary: str | None) -> str | None:
@@ -204,6 +212,20 @@ def run_scenarios(
             return
         result.runs = peer_scenario.measure(bench, e2e_lines, chunk, sizes.runs, say)
 
+    def syslog_ng(result: ScenarioResult) -> None:
+        if bench.syslog_ng is None:
+            result.status = "skipped"
+            result.reason = "syslog-ng not unpacked (bash bench/install-syslog-ng.sh as root)"
+            return
+        try:
+            rsyslog_server(bench.url)
+        except BenchError as exc:
+            result.status, result.reason = "skipped", str(exc)
+            return
+        result.runs = peer_scenario.measure(
+            bench, e2e_lines, chunk, sizes.runs, say, peer="syslog-ng"
+        )
+
     def scaling(result: ScenarioResult) -> None:
         cases = []
         for line_bytes in sizes.scaling_line_bytes:
@@ -256,6 +278,7 @@ def run_scenarios(
         "agent": agent,
         "latency": latency,
         "peer": peer,
+        "syslog-ng": syslog_ng,
         "scaling": scaling,
         "parsers": parsers,
         "integrity": integrity,
@@ -295,6 +318,17 @@ def comparisons(results: dict[str, ScenarioResult]) -> dict[str, Any]:
                 median("e2e", "agent_cpu_s_per_m"), median("peer", "cpu_s_per_m")
             ),
         },
+        "syslog_ng": {
+            "events_per_s": ratio(
+                median("e2e", "events_per_s"), median("syslog-ng", "events_per_s")
+            ),
+            "cpu_per_event": ratio(
+                median("e2e", "pipeline_cpu_s_per_m"), median("syslog-ng", "cpu_s_per_m")
+            ),
+            "agent_cpu_per_event": ratio(
+                median("e2e", "agent_cpu_s_per_m"), median("syslog-ng", "cpu_s_per_m")
+            ),
+        },
     }
 
 
@@ -325,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     say = _say_from(start)
     started_at = dt.datetime.now(dt.UTC)
     rsyslogd = _rsyslogd()
+    syslog_ng_root = _syslog_ng_root()
     output: dict[str, Any] = {
         "schema": 1,
         "started_at": started_at.isoformat(timespec="seconds"),
@@ -358,11 +393,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 repo=REPO,
                 child_env=dict(os.environ),
                 rsyslogd=rsyslogd,
+                syslog_ng=syslog_ng_root,
             )
             output["software"] = {
                 "opensearch": version(os_client) if needs_opensearch else None,
                 "opensearch_how": how,
                 "rsyslog": _rsyslog_version(rsyslogd),
+                "syslog_ng": syslog_ng_version(syslog_ng_root) if syslog_ng_root else None,
                 "crm_audit": f"{_package_version()} ({_git_revision()})",
             }
             results, extra = run_scenarios(bench, sizes, args.only, say)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import re
 import shutil
+import subprocess
 import urllib.parse
 import uuid
 from collections.abc import Iterator, Mapping
@@ -52,6 +53,7 @@ class Bench:
     repo: Path
     child_env: Mapping[str, str]
     rsyslogd: str | None = None
+    syslog_ng: Path | None = None  # the tree bench/install-syslog-ng.sh unpacked
 
     def __post_init__(self) -> None:
         self.token = uuid.uuid4().hex[:6]
@@ -91,7 +93,55 @@ def run_scope(bench: Bench, what: str, *, indices: bool = True) -> Iterator[tupl
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def start_agent(bench: Bench, directory: Path, glob: str, port: int) -> Proc:
+@dataclass(frozen=True)
+class Integrity:
+    """The collector's tamper-evidence set-up as production runs it (docs/operations.md):
+    the agent's signing key registered in `keys`, unsealed batches refused, signed
+    checkpoints written to `checkpoints`."""
+
+    keys: Path
+    checkpoints: Path
+    # Shorter than the shipped 300 s so that a run of tens of seconds writes checkpoints
+    # at all (more checkpoint work than production, not less).
+    checkpoint_interval_s: float = 5.0
+
+    @classmethod
+    def under(cls, directory: Path) -> Integrity:
+        keys, checkpoints = directory / "keys", directory / "checkpoints"
+        keys.mkdir()
+        checkpoints.mkdir()
+        return cls(keys, checkpoints)
+
+    def collector_yaml(self) -> str:
+        return (
+            f"\nintegrity:\n  keys_dir: {self.keys}\n  require_seal: true\n"
+            f"  checkpoint_dir: {self.checkpoints}\n"
+            f"  checkpoint_interval_s: {self.checkpoint_interval_s}\n"
+        )
+
+
+def enroll(bench: Bench, config: Path, state_dir: Path, keys: Path) -> None:
+    """Enrollment as an operator does it: `crm-audit-agent key` creates the agent's
+    signing key, `crm-audit keys register` registers its public key with the collector."""
+    for argv in (
+        [str(bench.bin_dir / "crm-audit-agent"), "key", "-c", str(config)],
+        [
+            str(bench.bin_dir / "crm-audit"), "keys", "register",
+            str(keys), AGENT_ID, str(state_dir / "signing-key.pub"),
+        ],
+    ):  # fmt: skip
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, env=dict(bench.child_env)
+        )
+        if done.returncode != 0:
+            raise BenchError(f"{' '.join(argv[:3])} failed: {done.stderr.strip()[-500:]}")
+
+
+def start_agent(
+    bench: Bench, directory: Path, glob: str, port: int, *, keys: Path | None = None
+) -> Proc:
+    """The agent, shipping `glob` to the collector on `port`; with `keys`, its signing key
+    is created and registered there first (`enroll`)."""
     config = directory / "agent.yaml"
     config.write_text(
         render_file(
@@ -106,6 +156,8 @@ def start_agent(bench: Bench, directory: Path, glob: str, port: int) -> Proc:
         ),
         encoding="utf-8",
     )
+    if keys is not None:
+        enroll(bench, config, directory / "agent-state", keys)
     return Proc(
         [str(bench.bin_dir / "crm-audit-agent"), "run", "-c", str(config)],
         directory / "agent.log",
@@ -163,8 +215,10 @@ def null_collector(bench: Bench) -> Iterator[NullCollector]:
 
 
 @contextlib.contextmanager
-def agent(bench: Bench, directory: Path, glob: str, port: int) -> Iterator[Proc]:
-    proc = start_agent(bench, directory, glob, port)
+def agent(
+    bench: Bench, directory: Path, glob: str, port: int, *, keys: Path | None = None
+) -> Iterator[Proc]:
+    proc = start_agent(bench, directory, glob, port, keys=keys)
     try:
         yield proc
     finally:
@@ -176,8 +230,8 @@ def rsyslog_server(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "http" or parts.username or parts.password:
         raise BenchError(
-            "the rsyslog peer is only set up for a plain http:// OpenSearch URL without "
-            f"credentials (got {parts.scheme}://…)"
+            "the rsyslog and syslog-ng peers are only set up for a plain http:// OpenSearch URL "
+            f"without credentials (got {parts.scheme}://…)"
         )
     return f"http://{parts.hostname}:{parts.port or 9200}"
 
@@ -209,6 +263,74 @@ def rsyslog(bench: Bench, directory: Path, index: str, glob: str) -> Iterator[Pr
         [bench.rsyslogd, "-n", "-f", str(config), "-i", str(directory / "rsyslogd.pid")],
         directory / "rsyslogd.log",
         env=bench.child_env,
+    )
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def syslog_ng_version(root: Path) -> str | None:
+    """The version of the syslog-ng unpacked under `root`, None when it does not run."""
+    try:
+        done = subprocess.run(
+            [str(root / "usr" / "sbin" / "syslog-ng"), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env={"LD_LIBRARY_PATH": str(root / "usr" / "lib" / "syslog-ng")},
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"Installer-Version:\s*(\S+)", done.stdout)
+    return match.group(1) if done.returncode == 0 and match else None
+
+
+@contextlib.contextmanager
+def syslog_ng(
+    bench: Bench, directory: Path, index: str, logs: Path, pattern: str
+) -> Iterator[Proc]:
+    """syslog-ng in the foreground with the benchmark's config, shipping to `index`.
+
+    Same index template as the rsyslog peer (strings as keywords, the raw line stored
+    but not indexed).
+    """
+    root = bench.syslog_ng
+    if root is None:
+        raise BenchError("syslog-ng not unpacked (bash bench/install-syslog-ng.sh)")
+    put_index_template(
+        bench.os,
+        index,
+        json.loads(render_file("rsyslog-index-template.json", index=index)),
+    )
+    work_dir = directory / "syslog-ng-work"
+    work_dir.mkdir()
+    modules = sorted((root / "usr" / "lib" / "syslog-ng").glob("*/libhttp.so"))
+    if not modules:
+        raise BenchError(f"no syslog-ng http module under {root}")
+    config = directory / "syslog-ng.conf"
+    config.write_text(
+        render_file(
+            "syslog-ng.conf",
+            scl=root / "usr" / "share" / "syslog-ng" / "include" / "scl",
+            dir=logs,
+            pattern=pattern,
+            server=rsyslog_server(bench.url),
+            index=index,
+        ),
+        encoding="utf-8",
+    )
+    argv = [
+        str(root / "usr" / "sbin" / "syslog-ng"), "-F", "-e", "--no-caps",
+        "-f", str(config), f"--module-path={modules[0].parent}",
+        "-R", str(work_dir / "syslog-ng.persist"), "-p", str(work_dir / "syslog-ng.pid"),
+        "-c", str(work_dir / "syslog-ng.ctl"),
+    ]  # fmt: skip
+    proc = Proc(
+        argv,
+        directory / "syslog-ng.log",
+        env={**bench.child_env, "LD_LIBRARY_PATH": str(root / "usr" / "lib" / "syslog-ng")},
     )
     try:
         yield proc

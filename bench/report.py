@@ -74,7 +74,16 @@ def rows(results: dict[str, Any]) -> list[Row]:
     scenarios: dict[str, dict[str, Any]] = results.get("scenarios", {})
     comparisons: dict[str, Any] = results.get("comparisons", {})
     out: list[Row] = []
-    for name in ("ceiling", "e2e", "agent", "latency", "peer", "integrity", "detection"):
+    for name in (
+        "ceiling",
+        "e2e",
+        "agent",
+        "latency",
+        "peer",
+        "syslog-ng",
+        "integrity",
+        "detection",
+    ):
         scenario = scenarios.get(name)
         if scenario is None:
             continue
@@ -117,22 +126,25 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     (f"p99 s at {rate} events/s", "p99_s", _two),
                 ],
             )
-        elif name == "peer":
+        elif name in ("peer", "syslog-ng"):
+            peer_name = "rsyslog" if name == "peer" else "syslog-ng"
             out += _metric_rows(
                 name,
                 scenario,
                 [
-                    ("rsyslog events/s", "events_per_s", _int),
-                    ("rsyslog CPU-s per M events", "cpu_s_per_m", _one),
-                    ("rsyslog peak RSS MiB", "peak_rss_mib", _int),
+                    (f"{peer_name} events/s", "events_per_s", _int),
+                    (f"{peer_name} CPU-s per M events", "cpu_s_per_m", _one),
+                    (f"{peer_name} peak RSS MiB", "peak_rss_mib", _int),
                 ],
             )
-            peer = comparisons.get("peer", {})
-            out.append(Row(name, "ours ÷ rsyslog, events/s", _ratio(peer.get("events_per_s")), ""))
+            peer = comparisons.get("peer" if name == "peer" else "syslog_ng", {})
+            out.append(
+                Row(name, f"ours ÷ {peer_name}, events/s", _ratio(peer.get("events_per_s")), "")
+            )
             out.append(
                 Row(
                     name,
-                    "ours ÷ rsyslog, CPU per event (agent + collector)",
+                    f"ours ÷ {peer_name}, CPU per event (agent + collector)",
                     _ratio(peer.get("cpu_per_event")),
                     "",
                 )
@@ -140,7 +152,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
             out.append(
                 Row(
                     name,
-                    "ours ÷ rsyslog, CPU per event (agent only)",
+                    f"ours ÷ {peer_name}, CPU per event (agent only)",
                     _ratio(peer.get("agent_cpu_per_event")),
                     "",
                 )
@@ -287,6 +299,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{', '.join(str(x) for x in machine.get('loadavg_at_start', []))}.",
         f"- Software: OpenSearch {software.get('opensearch', '?')} "
         f"({software.get('opensearch_how', '?')}), rsyslog {software.get('rsyslog', '-')}, "
+        f"syslog-ng {software.get('syslog_ng') or '-'}, "
         f"Python {machine.get('python', '?')}, crm-audit {software.get('crm_audit', '?')}.",
         f"- Sizes: {_int(sizes.get('e2e_events'))} events for ceiling, end-to-end and peer; "
         f"{_int(sizes.get('agent_events'))} for agent alone; "

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from collector.config import CollectorConfig, load_config_and_secrets, with_opensearch_url
 from collector.errors import CollectorError, ConfigError, HoldError, RetentionError
+from collector.extras import missing_extra
 from proto.sdnotify import Notifier
 from proto.yamlconfig import KeyPath, dump_effective
 
@@ -417,6 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 0
+    except ModuleNotFoundError as exc:
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        print(f"{PROG}: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -57,20 +57,42 @@ def document_id(agent_id: str, sequence: int) -> str:
     return f"{agent_id}:{sequence}"
 
 
+# Formatted times repeat: a batch's events share a few seconds and a month. The caches
+# are bounded (cleared when full) and keyed by whole seconds / days, so they stay small
+# whatever the traffic; dict operations are atomic, so threads may share them.
+_CACHE_LIMIT = 4096
+_SECOND_TEXT: dict[int, str] = {}
+_DAY_SUFFIX: dict[tuple[int, bool], str] = {}
+_IP_TEXT: dict[str, str | None] = {}
+
+
+def _cached(cache: dict[Any, Any], key: Any, value: Any) -> Any:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
 def index_name(
     prefix: str, retention_class: str, granularity: Granularity, timestamp_unix_nano: int
 ) -> str:
     """``{prefix}-events-{class}-YYYY.MM`` (daily: ``YYYY.MM.DD``), by event time in UTC."""
-    when = datetime.fromtimestamp(timestamp_unix_nano // _NANOS, UTC)
-    suffix = when.strftime("%Y.%m.%d" if granularity == "daily" else "%Y.%m")
+    key = (timestamp_unix_nano // _NANOS // 86400, granularity == "daily")
+    suffix = _DAY_SUFFIX.get(key)
+    if suffix is None:
+        when = datetime.fromtimestamp(key[0] * 86400, UTC)
+        suffix = _cached(_DAY_SUFFIX, key, when.strftime("%Y.%m.%d" if key[1] else "%Y.%m"))
     return f"{prefix}-events-{retention_class}-{suffix}"
 
 
 def iso_nanos(unix_nano: int) -> str:
     """RFC 3339 UTC with nanoseconds, e.g. ``2026-11-27T12:00:00.123456789Z``."""
     seconds, fraction = divmod(unix_nano, _NANOS)
-    when = datetime.fromtimestamp(seconds, UTC)
-    return f"{when:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
+    text = _SECOND_TEXT.get(seconds)
+    if text is None:
+        when = datetime.fromtimestamp(seconds, UTC)
+        text = _cached(_SECOND_TEXT, seconds, f"{when:%Y-%m-%dT%H:%M:%S}")
+    return f"{text}.{fraction:09d}Z"
 
 
 def parse_iso_nanos(text: str) -> int:
@@ -83,22 +105,31 @@ def parse_iso_nanos(text: str) -> int:
     return int(when.timestamp()) * _NANOS + nanos
 
 
-def _put(target: Document, dotted: str, value: Any) -> None:
-    """Set a nested key, skipping empty values so keyword fields hold no ``""``."""
-    if value is None or value == "" or value == []:
-        return
-    *parents, leaf = dotted.split(".")
-    node = target
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
+def _ip_text(raw: str) -> str | None:
+    """The normalized address, or None when `raw` is not one (cached: addresses repeat)."""
+    try:
+        return _IP_TEXT[raw]
+    except KeyError:
+        pass
+    try:
+        text: str | None = str(ipaddress.ip_address(raw.strip()))
+    except ValueError:
+        text = None
+    return _cached(_IP_TEXT, raw, text)  # type: ignore[no-any-return]
 
 
-def _put_user(target: Document, prefix: str, user: audit_pb2.User) -> None:
-    _put(target, f"{prefix}.id", user.id)
-    _put(target, f"{prefix}.name", user.name)
-    _put(target, f"{prefix}.email", user.email)
-    _put(target, f"{prefix}.roles", list(user.roles))
+def _user(user: audit_pb2.User) -> Document:
+    """The ``user``-shaped object, without empty values (keyword fields hold no ``""``)."""
+    out: Document = {}
+    if user.id:
+        out["id"] = user.id
+    if user.name:
+        out["name"] = user.name
+    if user.email:
+        out["email"] = user.email
+    if user.roles:
+        out["roles"] = list(user.roles)
+    return out
 
 
 def typed_change_value(text: str, value_type: int) -> str | int | float | bool:
@@ -131,7 +162,12 @@ def _raw_key(attributes: dict[str, str], name: str) -> str:
 def to_document(
     event: audit_pb2.AuditEvent, *, agent_id: str, received_unix_nano: int
 ) -> EventDocument:
-    """Map one event; problems found on the way become ``integrity.flags``."""
+    """Map one event; problems found on the way become ``integrity.flags``.
+
+    Built as literal dicts, field by field: an empty value (``""``, an empty list) is
+    left out so keyword fields hold no ``""``, and an object none of whose fields is set
+    is left out too. This runs once per event on the collector's hot path.
+    """
     flags: list[str] = list(event.flags)
     attributes: dict[str, str] = dict(event.attributes)
 
@@ -159,78 +195,136 @@ def to_document(
             flag(FLAG_MISSING_OBSERVED_TIMESTAMP)
             timestamp = received_unix_nano
 
-    payload_agent = event.observer.agent_id
+    observer = event.observer
+    payload_agent = observer.agent_id
     if payload_agent and payload_agent != agent_id:
         attributes[_raw_key(attributes, "observer_agent_id_raw")] = payload_agent
         flag(FLAG_OBSERVER_MISMATCH)
 
-    doc: Document = {"@timestamp": iso_nanos(timestamp)}
-    _put(doc, "event.created", iso_nanos(observed) if observed else None)
-    _put(doc, "event.ingested", iso_nanos(received_unix_nano))
-    _put(doc, "event.category", list(event.event_category))
-    _put(doc, "event.type", list(event.event_type))
-    _put(doc, "event.action", event.action)
-    _put(doc, "event.outcome", _OUTCOMES.get(event.outcome, "unknown"))
-    _put(doc, "event.original", event.original)
-    doc.setdefault("event", {})["sequence"] = event.sequence
+    ev: Document = {}
+    if observed:
+        ev["created"] = iso_nanos(observed)
+    ev["ingested"] = iso_nanos(received_unix_nano)
+    if event.event_category:
+        ev["category"] = list(event.event_category)
+    if event.event_type:
+        ev["type"] = list(event.event_type)
+    if event.action:
+        ev["action"] = event.action
+    ev["outcome"] = _OUTCOMES.get(event.outcome, "unknown")
+    if event.original:
+        ev["original"] = event.original
+    ev["sequence"] = event.sequence
+    doc: Document = {"@timestamp": iso_nanos(timestamp), "event": ev}
 
-    user = event.user
-    _put(doc, "user.id", user.id)
-    _put(doc, "user.name", user.name)
-    _put(doc, "user.email", user.email)
-    _put(doc, "user.roles", list(user.roles))
-    _put_user(doc, "user.effective", event.effective_user)
-    _put_user(doc, "user.target", event.target_user)
-    _put(doc, "organization.id", event.organization.id)
-    _put(doc, "organization.name", event.organization.name)
+    # HasField first: reading an unset sub-message still builds a (default) object.
+    has = event.HasField
+    user = _user(event.user) if has("user") else {}
+    if has("effective_user"):
+        effective = _user(event.effective_user)
+        if effective:
+            user["effective"] = effective
+    if has("target_user"):
+        target = _user(event.target_user)
+        if target:
+            user["target"] = target
+    if user:
+        doc["user"] = user
+    org = event.organization
+    if has("organization") and (org.id or org.name):
+        organization: Document = {}
+        if org.id:
+            organization["id"] = org.id
+        if org.name:
+            organization["name"] = org.name
+        doc["organization"] = organization
 
     src = event.source
+    source: Document = {}
     if src.ip:
-        try:
-            _put(doc, "source.ip", str(ipaddress.ip_address(src.ip.strip())))
-        except ValueError:
+        ip = _ip_text(src.ip)
+        if ip is not None:
+            source["ip"] = ip
+        else:
             attributes[_raw_key(attributes, "source_ip_raw")] = src.ip
             flag(FLAG_INVALID_SOURCE_IP)
     if src.port:
         if src.port <= 65535:
-            _put(doc, "source.port", src.port)
+            source["port"] = src.port
         else:
             attributes[_raw_key(attributes, "source_port_raw")] = str(src.port)
             flag(FLAG_INVALID_SOURCE_PORT)
-    _put(doc, "user_agent.original", src.user_agent)
-    _put(doc, "crm.device.id", src.device_id)
-    _put(doc, "crm.session.id", event.session_id)
+    if source:
+        doc["source"] = source
+    if src.user_agent:
+        doc["user_agent"] = {"original": src.user_agent}
 
-    _put(doc, "crm.object.type", event.object.type)
-    _put(doc, "crm.object.id", event.object.id)
-    _put(doc, "crm.object.name", event.object.name)
-    changes = []
-    for change in event.changes:
-        entry: dict[str, Any] = {"field": change.field}
-        # Optional values: "" means "was empty", absence means "not recorded" (or null).
-        if change.HasField("old_value"):
-            entry["old"] = typed_change_value(change.old_value, change.old_type)
-        if change.HasField("new_value"):
-            entry["new"] = typed_change_value(change.new_value, change.new_type)
-        changes.append(entry)
-    _put(doc, "crm.changes", changes)
+    crm: Document = {}
+    if src.device_id:
+        crm["device"] = {"id": src.device_id}
+    if event.session_id:
+        crm["session"] = {"id": event.session_id}
+    obj = event.object
+    if has("object") and (obj.type or obj.id or obj.name):
+        crm_object: Document = {}
+        if obj.type:
+            crm_object["type"] = obj.type
+        if obj.id:
+            crm_object["id"] = obj.id
+        if obj.name:
+            crm_object["name"] = obj.name
+        crm["object"] = crm_object
+    if event.changes:
+        changes = []
+        for change in event.changes:
+            entry: dict[str, Any] = {"field": change.field}
+            # Optional values: "" means "was empty", absence means "not recorded" (or null).
+            if change.HasField("old_value"):
+                entry["old"] = typed_change_value(change.old_value, change.old_type)
+            if change.HasField("new_value"):
+                entry["new"] = typed_change_value(change.new_value, change.new_type)
+            changes.append(entry)
+        crm["changes"] = changes
     if event.HasField("record_count"):
-        _put(doc, "crm.record_count", event.record_count)
+        crm["record_count"] = event.record_count
+    if crm:
+        doc["crm"] = crm
 
-    _put(doc, "audit.category", _AUDIT_CATEGORIES.get(event.audit_category, "unknown"))
-    _put(doc, "agent.id", agent_id)
-    _put(doc, "agent.version", event.observer.agent_version)
-    _put(doc, "host.hostname", event.observer.hostname)
-    _put(doc, "log.file.path", event.log.file_path)
-    if event.log.file_path or event.log.offset:
-        _put(doc, "log.offset", event.log.offset)
-    _put(doc, "crm.source.name", event.log.source_name)
-    _put(doc, "crm.source.format", event.log.format)
-    _put(doc, "message", event.message)
-    _put(doc, "error.message", event.parse_error)
-    _put(doc, "integrity.flags", flags)
+    doc["audit"] = {"category": _AUDIT_CATEGORIES.get(event.audit_category, "unknown")}
+    agent: Document = {}
+    if agent_id:
+        agent["id"] = agent_id
+    if observer.agent_version:
+        agent["version"] = observer.agent_version
+    if agent:
+        doc["agent"] = agent
+    if observer.hostname:
+        doc["host"] = {"hostname": observer.hostname}
+    origin = event.log
+    log: Document = {}
+    if origin.file_path:
+        log["file"] = {"path": origin.file_path}
+    if origin.file_path or origin.offset:
+        log["offset"] = origin.offset
+    if log:
+        doc["log"] = log
+    if origin.source_name or origin.format:
+        crm_source: Document = {}
+        if origin.source_name:
+            crm_source["name"] = origin.source_name
+        if origin.format:
+            crm_source["format"] = origin.format
+        crm["source"] = crm_source
+        doc["crm"] = crm
+    if event.message:
+        doc["message"] = event.message
+    if event.parse_error:
+        doc["error"] = {"message": event.parse_error}
+    if flags:
+        doc["integrity"] = {"flags": flags}
     if attributes:
-        doc.setdefault("crm", {})["attributes"] = attributes
+        crm["attributes"] = attributes
+        doc["crm"] = crm
 
     return EventDocument(
         doc_id=document_id(agent_id, event.sequence),

@@ -35,18 +35,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 from opensearchpy import ConnectionPool, OpenSearch
 from opensearchpy.exceptions import ConnectionError as OsConnectionError
 from opensearchpy.exceptions import TransportError
 
 from collector.documents import Document, iso_nanos
 from collector.errors import PermanentIndexingError, RetryableIndexingError
-from collector.urls import redact_url as redact_url  # re-exported for callers
 
 log = logging.getLogger(__name__)
 
 #: Pseudo status for "no HTTP answer at all" (connection refused, timeout).
 STATUS_UNREACHABLE = 0
+
+#: What a bulk answer carries back (``filter_path``): each item's status, and its error
+#: when it has one. Items stay in request order, one per document, so the answer still
+#: pairs with the chunk; `_id`, `_seq_no`, `_shards` etc. of every created item (~200 B
+#: each, unused) are not sent.
+BULK_FILTER_PATH = "errors,items.*.status,items.*.error"
 
 
 @dataclass(frozen=True)
@@ -211,6 +217,11 @@ class OpenSearchHttp:
 
 def _one_line(value: object) -> str:
     return " ".join(str(value).split())
+
+
+def _json(value: object) -> bytes:
+    """Compact JSON as UTF-8 bytes (non-ASCII kept as is), as the bulk body carries it."""
+    return orjson.dumps(value)
 
 
 @dataclass(frozen=True)
@@ -427,7 +438,7 @@ class BulkIndexer:
             pending = retry
 
     def _send(
-        self, chunks: Iterator[tuple[list[IndexRequest], str]]
+        self, chunks: Iterator[tuple[list[IndexRequest], bytes]]
     ) -> list[tuple[list[IndexRequest], Response]]:
         """POST every chunk through the shared pool; answers in chunk order."""
         futures: list[tuple[list[IndexRequest], Future[Response]]] = []
@@ -436,11 +447,16 @@ class BulkIndexer:
             futures.append((chunk, pool.submit(self._post, body, len(chunk))))
         return [(chunk, future.result()) for chunk, future in futures]
 
-    def _post(self, body: str, docs: int) -> Response:
+    def _post(self, body: bytes, docs: int) -> Response:
         self.observer.bulk_in_flight(1)
         started = self.monotonic()
         try:
-            response = self.request("POST", "/_bulk", body=body, params={"refresh": "false"})
+            response = self.request(
+                "POST",
+                "/_bulk",
+                body=body,
+                params={"refresh": "false", "filter_path": BULK_FILTER_PATH},
+            )
         finally:
             self.observer.bulk_in_flight(-1)
         self.observer.bulk_done(self.monotonic() - started, docs, response.status)
@@ -473,24 +489,29 @@ class BulkIndexer:
             out.append((status if isinstance(status, int) else STATUS_UNREACHABLE, item))
         return out
 
-    def _chunks(self, requests: Sequence[IndexRequest]) -> Iterator[tuple[list[IndexRequest], str]]:
+    def _chunks(
+        self, requests: Sequence[IndexRequest]
+    ) -> Iterator[tuple[list[IndexRequest], bytes]]:
         """Split into bulk bodies of at most max_docs documents and max_bytes bytes.
 
-        A single document larger than max_bytes still goes alone (it cannot be split).
+        Each document is serialized once, straight to the UTF-8 bytes that are sent (its
+        length is its size); the body is those bytes joined. A single document larger
+        than max_bytes still goes alone (it cannot be split).
         """
         chunk: list[IndexRequest] = []
-        lines: list[str] = []
+        lines: list[bytes] = []
         size = 0
+        actions: dict[str, bytes] = {}  # per index: the action line up to the _id
         for req in requests:
-            action = json.dumps({"create": {"_index": req.index, "_id": req.doc_id}})
-            source = json.dumps(req.source, ensure_ascii=False, separators=(",", ":"))
-            entry = f"{action}\n{source}\n"
-            entry_size = len(entry.encode("utf-8"))
-            if chunk and (len(chunk) >= self.max_docs or size + entry_size > self.max_bytes):
-                yield chunk, "".join(lines)
+            head = actions.get(req.index)
+            if head is None:
+                head = actions[req.index] = b'{"create":{"_index":' + _json(req.index) + b',"_id":'
+            entry = b"%s%s}}\n%s\n" % (head, _json(req.doc_id), _json(req.source))
+            if chunk and (len(chunk) >= self.max_docs or size + len(entry) > self.max_bytes):
+                yield chunk, b"".join(lines)
                 chunk, lines, size = [], [], 0
             chunk.append(req)
             lines.append(entry)
-            size += entry_size
+            size += len(entry)
         if chunk:
-            yield chunk, "".join(lines)
+            yield chunk, b"".join(lines)

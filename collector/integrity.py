@@ -220,10 +220,20 @@ class ChainHeads:
         self.request = request
         self.index = chainheads_index(prefix)
         self.max_attempts = max_attempts
+        # The last head this collector read or wrote per agent, with its version. Only a
+        # conditional write can confirm it is still current (another collector may have
+        # moved the head since), so it is a guess that saves the GET before each write,
+        # never an answer on its own (see IntegrityGate._advance).
+        self._known: dict[str, ChainHead] = {}
+
+    def cached(self, agent_id: str) -> ChainHead | None:
+        """The head last read or written by this collector (possibly stale)."""
+        return self._known.get(agent_id)
 
     def get(self, agent_id: str) -> ChainHead | None:
         response = self.request("GET", f"/{self.index}/_doc/{agent_id}")
         if response.status == 404:
+            self._known.pop(agent_id, None)
             return None
         if response.status != 200:
             raise RetryableIndexingError(
@@ -232,12 +242,14 @@ class ChainHeads:
         body = response.body
         chain = body.get("_source", {}).get("chain", {})
         sequence = chain.get("sequence")
-        return ChainHead(
+        head = ChainHead(
             int(sequence) if sequence is not None else None,
             bytes.fromhex(chain.get("head", "")),
             int(body["_seq_no"]),
             int(body["_primary_term"]),
         )
+        self._known[agent_id] = head
+        return head
 
     def put(
         self,
@@ -265,11 +277,20 @@ class ChainHeads:
             params["if_primary_term"] = str(current.primary_term)
         response = self.request("PUT", f"/{self.index}/_doc/{agent_id}", body=body, params=params)
         if response.status == 409:
+            self._known.pop(agent_id, None)
             return False
         if response.status not in (200, 201):
+            self._known.pop(agent_id, None)
             raise RetryableIndexingError(
                 f"cannot write chain head of {agent_id}: HTTP {response.status}"
             )
+        answer = response.body if isinstance(response.body, dict) else {}
+        if "_seq_no" in answer and "_primary_term" in answer:
+            self._known[agent_id] = ChainHead(
+                sequence, head, int(answer["_seq_no"]), int(answer["_primary_term"])
+            )
+        else:
+            self._known.pop(agent_id, None)
         return True
 
     def all(self) -> dict[str, tuple[int | None, bytes]]:
@@ -493,6 +514,28 @@ class IntegrityGate:
         now_unix_nano: int,
     ) -> list[integrity.Finding]:
         heartbeat = seal.time_unix_nano if seal.event_count == 0 else None
+        cached = self.heads.cached(agent_id)
+        if cached is not None:
+            # The common case, without a GET: the batch continues the head this collector
+            # wrote last. The write is conditional on that head's version, so it succeeds
+            # only if the head is still current. Any finding, a re-delivery or a refused
+            # write is judged against the stored head below instead.
+            findings, new, redelivery = continuity(agent_id, seal, hashes, cached)
+            if (
+                not findings
+                and not redelivery
+                and new is not None
+                and self.heads.put(
+                    agent_id,
+                    cached,
+                    new[0],
+                    new[1],
+                    key_id=seal.key_id,
+                    now_unix_nano=now_unix_nano,
+                    heartbeat_unix_nano=heartbeat,
+                )
+            ):
+                return findings
         for _ in range(self.heads.max_attempts):
             current = self.heads.get(agent_id)
             findings, new, redelivery = continuity(agent_id, seal, hashes, current)

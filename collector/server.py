@@ -54,17 +54,23 @@ from collector.errors import (
     StartupError,
 )
 from collector.health import HealthCheck, HealthServer
-from collector.index import BulkIndexer, IndexRequest, IndexResult, Requester, redact_url
+from collector.index import BulkIndexer, IndexRequest, IndexResult, Requester
 from collector.integrity import IntegrityGate, event_integrity_fields
 from collector.keys import KeyRing
 from collector.lifecycle import LifecycleInstaller, LifecycleReport, deadletter_index
 from collector.metrics import CollectorMetrics
+from collector.pipeline import Stop, StreamPipeline, wait_turn
 from collector.retention import RetentionRouter
 from collector.retention_job.runner import RetentionRunner, build_job
+from collector.urls import redact_url
 from proto import integrity, limits
 from proto.v1 import audit_pb2, audit_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+# Batches of one stream processed at once (collector.pipeline); the agent's default
+# window (collector.max_in_flight) is 4.
+PIPELINE_DEPTH = 4
 
 Ack = audit_pb2.Ack
 
@@ -223,6 +229,7 @@ class BatchProcessor:
                     )
                 )
             result = self.indexer.index(requests) if requests else IndexResult()
+            wait_turn()  # seal, chain head, alerts, detection: in the stream's batch order
             if self.gate is not None and verdict is not None:
                 self.gate.after_indexing(
                     batch,
@@ -413,11 +420,13 @@ class CollectorService(audit_pb2_grpc.CollectorServicer):
         max_streams_per_agent: int = 1_000_000,
         max_events_per_batch: int = limits.MAX_BATCH_EVENTS,
         metrics: CollectorMetrics | None = None,
+        pipeline_depth: int = PIPELINE_DEPTH,
     ) -> None:
         self.processor = processor
         self.streams = _Streams(max_streams_per_agent)
         self.max_events_per_batch = max_events_per_batch
         self.metrics = metrics
+        self.pipeline_depth = pipeline_depth
 
     def _too_large(self, batch: audit_pb2.Batch, identity: str, peer: str) -> Ack | None:
         count = len(batch.events)
@@ -468,50 +477,62 @@ class CollectorService(audit_pb2_grpc.CollectorServicer):
         log.info("stream opened: agent %s from %s", identity, peer)
         if self.metrics is not None:
             self.metrics.streams_open.inc()
-        batches = 0
-        how = "closed by the agent"
+        pipeline = self._pipeline(context, identity, peer)
         try:
-            for batch in request_iterator:
-                if isinstance(batch, Garbage):
-                    how = "aborted: not a Batch message"
-                    log.warning(
-                        "stream from agent %s (%s) aborted: message %d of %d bytes is not "
-                        "a Batch (%s)",
-                        identity,
-                        peer,
-                        batches + 1,
-                        batch.size,
-                        batch.error,
-                    )
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message is not a Batch")
-                    return
-                refusal = self._too_large(batch, identity, peer)
-                if refusal is not None:
-                    how = "ended: batch too large"
-                    batches += 1
-                    yield refusal
-                    return
-                if not self.streams.busy(context):
-                    how = "closed: collector shutting down"
-                    yield Ack(
-                        batch_id=batch.batch_id,
-                        status=Ack.STATUS_RETRY,
-                        detail="collector shutting down; send again",
-                    )
-                    return
-                batches += 1
-                yield self.processor.process(batch, identity=identity, peer=peer)
-                # Resumed: grpc has sent the Ack.
-                if not self.streams.idle(context):
-                    how = "closed: collector shutting down"
-                    return
+            yield from pipeline.acks(request_iterator)
+            stop = pipeline.stopped
+            if stop is not None and isinstance(stop.reason, Garbage):
+                garbage = stop.reason
+                log.warning(
+                    "stream from agent %s (%s) aborted: message %d of %d bytes is not a Batch (%s)",
+                    identity,
+                    peer,
+                    pipeline.batches + 1,
+                    garbage.size,
+                    garbage.error,
+                )
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message is not a Batch")
         except grpc.RpcError:
-            how = "cancelled"
+            pipeline.how = "cancelled"
         finally:
             self.streams.close(context, identity)
             if self.metrics is not None:
                 self.metrics.streams_open.dec()
-            log.info("stream %s: agent %s from %s, %d batches", how, identity, peer, batches)
+            log.info(
+                "stream %s: agent %s from %s, %d batches",
+                pipeline.how,
+                identity,
+                peer,
+                pipeline.batches,
+            )
+
+    def _pipeline(self, context: Any, identity: str, peer: str) -> StreamPipeline:
+        """Up to `pipeline_depth` batches of this stream in flight (collector.pipeline);
+        a batch that arrives while the collector shuts down is answered STATUS_RETRY."""
+        return StreamPipeline(
+            lambda batch: self.processor.process(batch, identity=identity, peer=peer),
+            depth=self.pipeline_depth,
+            admit=lambda: self.streams.busy(context),
+            settle=lambda: self.streams.idle(context),
+            refuse=lambda batch: Ack(
+                batch_id=batch.batch_id,
+                status=Ack.STATUS_RETRY,
+                detail="collector shutting down; send again",
+            ),
+            screen=lambda batch: self._screen(batch, identity, peer),
+        )
+
+    def _screen(self, batch: audit_pb2.Batch | Garbage, identity: str, peer: str) -> Stop | None:
+        """What ends the stream before `batch` is processed: a message that is not a
+        Batch (the stream is aborted, naming the agent), or a batch over
+        `max_events_per_batch` (refused; the agent splits it and sends the rest again,
+        so nothing behind it is processed out of order)."""
+        if isinstance(batch, Garbage):
+            return Stop("aborted: not a Batch message", reason=batch)
+        refusal = self._too_large(batch, identity, peer)
+        if refusal is not None:
+            return Stop("ended: batch too large", ack=refusal)
+        return None
 
 
 class _VerifyOnly:

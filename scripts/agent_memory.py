@@ -1,6 +1,10 @@
 """Measure the agent's RSS with a large backlog, and its file→acked throughput.
 
     .venv/bin/python scripts/agent_memory.py [--lines 300000]
+    .venv/bin/python scripts/agent_memory.py --imports
+
+--imports: what each library the agent loads adds to RSS (anonymous memory and mapped
+library pages), in a fresh interpreter, in the order `crm-audit-agent run` loads them.
 
 Phase 1: no collector listening; N lines are written and the agent spools them all
 (the backlog is on disk). Phase 2: an in-process collector that acks at once (the
@@ -80,10 +84,72 @@ class NullCollector(FakeCollector):
         return pb.Ack(batch_id=batch.batch_id, status=pb.Ack.STATUS_OK, indexed=len(batch.events))
 
 
+# In load order; each row is measured after the rows above it (shared dependencies count
+# once, where they are first loaded). "agent.runtime" pulls in the agent's own modules,
+# its config models (pydantic) and parsers.
+IMPORTS = (
+    "google.protobuf.message",
+    "grpc",
+    "cryptography.hazmat.primitives.asymmetric.ed25519",
+    "cryptography.x509",
+    "pydantic",
+    "pydantic.main",
+    "yaml",
+    "watchdog.observers",
+    "msgpack",
+    "zstandard",
+    "prometheus_client",
+    "proto.v1.audit_pb2",
+    "agent.config",
+    "agent.runtime",
+    "agent.cli",
+)
+_PROBE = """
+import importlib, sys
+def rss():
+    fields = {}
+    for line in open("/proc/self/status"):
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "RssAnon", "RssFile"):
+            fields[name] = int(value.split()[0]) / 1024
+    return fields
+before = rss()
+print("python", before["VmRSS"], before["RssAnon"], before["RssFile"])
+for module in sys.argv[1:]:
+    importlib.import_module(module)
+    now = rss()
+    print(module, *(now[k] - before[k] for k in ("VmRSS", "RssAnon", "RssFile")))
+    before = now
+"""
+
+
+def imports() -> None:
+    """Print the RSS each import adds, measured in a fresh interpreter."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, *IMPORTS],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout
+    print(f"{'import':52} {'RSS MiB':>8} {'anon':>6} {'files':>6}")
+    total = 0.0
+    for line in out.splitlines():
+        name, rss, anon, files = line.split()
+        total += float(rss)
+        print(f"{name:52} {float(rss):8.1f} {float(anon):6.1f} {float(files):6.1f}")
+    print(f"{'total after import':52} {total:8.1f}")
+
+
 def main() -> None:
     args = argparse.ArgumentParser()
     args.add_argument("--lines", type=int, default=300_000)
-    n = args.parse_args().lines
+    args.add_argument("--imports", action="store_true", help="only the RSS of each import")
+    parsed = args.parse_args()
+    if parsed.imports:
+        imports()
+        return
+    n = parsed.lines
     root = Path(tempfile.mkdtemp(prefix="agent-mem-"))
     pki = make_pki(root / "pki")
     port = free_port()

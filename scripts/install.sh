@@ -9,7 +9,12 @@
 #   /var/lib/crm-audit           state (agent/ and collector/, 0700 crm-audit)
 #   /etc/systemd/system          crm-audit-agent.service, crm-audit-collector.service
 #
-# Environment: PREFIX, DESTDIR (stage everything under it for packaging: no user is
+# ROLE selects what this host runs: `agent` (a CRM host: the agent's dependencies only,
+# no OpenSearch client or plotting libraries; agent.yaml, the agent unit and state),
+# `collector` (the central host: crm-audit[collector]; collector.yaml, rules.yaml,
+# ISM policies, the collector unit and state) or `all` (both; the default).
+#
+# Environment: ROLE, PREFIX, DESTDIR (stage everything under it for packaging: no user is
 # created, nothing is chowned, systemctl is not called, and the venv's scripts are
 # rewritten to run from PREFIX), PYTHON (>= 3.11, default python3), SKIP_VENV=1 (lay
 # out files only), PIP_ARGS (extra pip arguments, e.g. --no-index --find-links DIR).
@@ -20,6 +25,7 @@ PREFIX="${PREFIX:-/opt/crm-audit}"
 DESTDIR="${DESTDIR:-}"
 PYTHON="${PYTHON:-python3}"
 SKIP_VENV="${SKIP_VENV:-0}"
+ROLE="${ROLE:-all}"
 PIP_ARGS="${PIP_ARGS:-}"
 SERVICE_USER=crm-audit
 SYSCONFDIR=/etc/crm-audit
@@ -29,6 +35,14 @@ SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 say() { echo "install: $*"; }
 die() { echo "install: error: $*" >&2; exit 1; }
+
+case "$ROLE" in
+  agent) extra=agent roles="agent" ;;
+  collector) extra=collector roles="collector" ;;
+  all) extra=collector roles="agent collector" ;;
+  *) die "ROLE must be agent, collector or all, got '$ROLE'" ;;
+esac
+has_role() { case " $roles " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 case "$PREFIX" in /*) ;; *) die "PREFIX must be an absolute path, got '$PREFIX'" ;; esac
 PREFIX="${PREFIX%/}"
@@ -73,13 +87,13 @@ if [ "$SKIP_VENV" != 1 ]; then
   fi
   # shellcheck disable=SC2086 # PIP_ARGS is a list of arguments
   "$root_prefix/bin/python" -m pip install --quiet --disable-pip-version-check $PIP_ARGS \
-    --upgrade "$SRC"
+    --upgrade "$SRC[$extra]"
   if [ -n "$DESTDIR" ]; then
     # The venv was built where it is staged; its scripts must run from PREFIX.
     grep -rlIF "$root_prefix" "$root_prefix/bin" "$root_prefix/pyvenv.cfg" 2>/dev/null \
       | while IFS= read -r file; do sed -i "s#$root_prefix#$PREFIX#g" "$file"; done
   fi
-  say "installed crm-audit $("$root_prefix/bin/python" -c 'import importlib.metadata as m; print(m.version("crm-audit"))') into $PREFIX"
+  say "installed crm-audit[$extra] $("$root_prefix/bin/python" -c 'import importlib.metadata as m; print(m.version("crm-audit"))') into $PREFIX"
 fi
 
 # Reference material beside the program (always replaced: it belongs to this version).
@@ -114,28 +128,35 @@ copy_absent() {
 # The example collector.yaml points at the demo layout (../var/...); installed, the PKI
 # and keys live in /etc/crm-audit and the checkpoints in the collector's state dir.
 collector_paths='s#\.\./var/pki/#pki/#; s#\.\./var/keys#keys#; s#\.\./var/secrets/#secrets/#; s#\.\./var/checkpoints#'"$STATEDIR"'/collector/checkpoints#'
-copy_absent "$SRC/config/agent.yaml" "$etc/agent.yaml"
-copy_absent "$SRC/config/collector.yaml" "$etc/collector.yaml" "$collector_paths"
-copy_absent "$SRC/config/rules.yaml" "$etc/rules.yaml"
-for policy in "$SRC"/config/opensearch/ism-*.json; do
-  copy_absent "$policy" "$etc/opensearch/$(basename "$policy")"
-done
+if has_role agent; then
+  copy_absent "$SRC/config/agent.yaml" "$etc/agent.yaml"
+fi
+if has_role collector; then
+  copy_absent "$SRC/config/collector.yaml" "$etc/collector.yaml" "$collector_paths"
+  copy_absent "$SRC/config/rules.yaml" "$etc/rules.yaml"
+  for policy in "$SRC"/config/opensearch/ism-*.json; do
+    copy_absent "$policy" "$etc/opensearch/$(basename "$policy")"
+  done
+fi
 
 # --- state: /var/lib/crm-audit -------------------------------------------------------
 state="$DESTDIR$STATEDIR"
 install -d -m 0755 "$state"
-install -d "$state/agent" "$state/collector"
-own "$SERVICE_USER:$SERVICE_USER" 0700 "$state/agent" "$state/collector"
+for role in $roles; do
+  install -d "$state/$role"
+  own "$SERVICE_USER:$SERVICE_USER" 0700 "$state/$role"
+done
 
 # --- systemd units ---------------------------------------------------------------------
 units="$DESTDIR$UNITDIR"
 install -d "$units"
-for unit in "$SRC"/systemd/*.service; do
+for role in $roles; do
+  unit="$SRC/systemd/crm-audit-$role.service"
   sed -e "s#/opt/crm-audit#$PREFIX#g" "$unit" >"$units/$(basename "$unit").tmp"
   chmod 0644 "$units/$(basename "$unit").tmp"
   mv "$units/$(basename "$unit").tmp" "$units/$(basename "$unit")"
 done
-say "installed units crm-audit-agent.service, crm-audit-collector.service into $UNITDIR"
+say "installed unit(s) $(for role in $roles; do printf 'crm-audit-%s.service ' "$role"; done)into $UNITDIR"
 
 # daemon-reload only on a running systemd (not in containers, chroots or DESTDIR builds).
 if [ -z "$DESTDIR" ] && [ "$privileged" -eq 1 ] \
@@ -145,5 +166,5 @@ if [ -z "$DESTDIR" ] && [ "$privileged" -eq 1 ] \
 fi
 
 say "done. Next: docs/operations.md (PKI, keys, sources), then"
-say "  systemctl enable --now crm-audit-collector   # central host"
-say "  systemctl enable --now crm-audit-agent       # CRM hosts"
+if has_role collector; then say "  systemctl enable --now crm-audit-collector   # central host"; fi
+if has_role agent; then say "  systemctl enable --now crm-audit-agent       # CRM hosts"; fi

@@ -128,3 +128,59 @@ def test_real_virtualenv_runs_from_the_staged_prefix(tmp_path: Path) -> None:
     # A second run upgrades in place and keeps working.
     _install(dest)
     assert (prefix / "bin" / "crm-audit").is_file()
+
+
+def test_agent_role_lays_out_only_the_agent(tmp_path: Path) -> None:
+    dest = tmp_path / "root"
+    result = _install(dest, SKIP_VENV="1", ROLE="agent")
+    etc = dest / "etc" / "crm-audit"
+    assert (etc / "agent.yaml").is_file()
+    assert not (etc / "collector.yaml").exists() and not (etc / "rules.yaml").exists()
+    assert list((etc / "opensearch").iterdir()) == []
+    units = dest / "etc" / "systemd" / "system"
+    assert sorted(p.name for p in units.iterdir()) == ["crm-audit-agent.service"]
+    state = dest / "var" / "lib" / "crm-audit"
+    assert sorted(p.name for p in state.iterdir()) == ["agent"]
+    assert "crm-audit-collector" not in result.stdout
+
+
+def test_unknown_role_is_refused(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["bash", str(SCRIPT)],
+        env={**os.environ, "DESTDIR": str(tmp_path), "ROLE": "agnet", "SKIP_VENV": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr == "install: error: ROLE must be agent, collector or all, got 'agnet'\n"
+
+
+@pytest.mark.integration
+def test_agent_only_virtualenv_has_no_collector_libraries(tmp_path: Path) -> None:
+    dest = tmp_path / "root"
+    _install(dest, ROLE="agent")
+    python = dest / "opt" / "crm-audit" / "bin" / "python"
+    listed = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=freeze", "--disable-pip-version-check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    installed = {line.split("==")[0].lower() for line in listed.stdout.splitlines()}
+    assert "crm-audit" in installed and "grpcio" in installed
+    for name in ("opensearch-py", "matplotlib", "numpy", "pillow", "fonttools"):
+        assert name not in installed, name
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(python), *args], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
+
+    assert run("-m", "agent.cli", "--help").returncode == 0
+    # A collector-only command says what is missing instead of a traceback.
+    refused = run("-m", "collector.admin.cli", "verify", "--opensearch", "http://127.0.0.1:9")
+    assert refused.returncode == 2
+    assert "install crm-audit[collector]" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -1,24 +1,32 @@
 """End-to-end: lines appended to a file -> agent -> collector -> searchable in OpenSearch.
 
-Per run: a fresh index prefix, a real collector and agent (processes). A warm-up line
-is shipped and made searchable first (connections up, index created); then the corpus
-is appended to one log file and the clock runs until ``_count`` (after a refresh,
-polled every second) shows every line. CPU time and peak RSS of the agent and the
-collector process are read from /proc.
+Per run: a fresh index prefix, a real collector and agent (processes), set up as
+production runs them (bench.pipeline.Integrity): the agent's signing key created and
+registered with the collector, ``require_seal`` on (every batch's seal and chain checked
+before its ack, the chain head moved, the seal stored), signed checkpoints written. A
+warm-up line is shipped and made searchable first (connections up, index created); then
+the corpus is appended to one log file and the clock runs until ``_count`` (after a
+refresh, polled every second) shows every line. CPU time and peak RSS of the agent and
+the collector process are read from /proc. After the clock stops, untimed, the run must
+show that the integrity work was done: every stored event covered by a verified seal,
+no integrity alert, and a signed checkpoint naming the agent's last sealed sequence.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from opensearchpy.helpers import scan
 
 from bench.corpus import WARMUP_OBJECT_ID, warmup_line
-from bench.pipeline import Bench, agent, collector, run_scope
+from bench.pipeline import AGENT_ID, Bench, Integrity, agent, collector, run_scope
+from bench.processes import BenchError
 from bench.procstat import CpuMark, peak_rss_kib
 from bench.scenarios.base import Exported, Run, Say, per_million, rounded
 from bench.scenarios.shipping import wait_warmed, write_and_wait
-from bench.search import index_definition
+from bench.search import count, index_definition
+from collector.checkpoints import read_checkpoints
 
 
 def run_once(
@@ -31,9 +39,13 @@ def run_once(
         logs.mkdir()
         (logs / "warmup.jsonl").write_bytes(warmup_line(prefix))
         index = f"{prefix}-events-*"
+        integrity = Integrity.under(directory)
         with (
-            collector(bench, directory, prefix) as (collector_proc, port),
-            agent(bench, directory, str(logs / "*.jsonl"), port) as agent_proc,
+            collector(bench, directory, prefix, extra=integrity.collector_yaml()) as (
+                collector_proc,
+                port,
+            ),
+            agent(bench, directory, str(logs / "*.jsonl"), port, keys=integrity.keys) as agent_proc,
         ):
             watch = (collector_proc, agent_proc)
             wait_warmed(bench.os, index, watch)
@@ -49,9 +61,45 @@ def run_once(
                 "collector_peak_rss_mib": peak_rss_kib(collector_proc.pid) / 1024,
             }
             run["pipeline_cpu_s_per_m"] = run["agent_cpu_s_per_m"] + run["collector_cpu_s_per_m"]
+            run["sealed_events"] = check_integrity(bench, prefix, integrity)
         if export:
             exported = _export(bench, prefix, index)
     return rounded(run), exported
+
+
+def check_integrity(bench: Bench, prefix: str, integrity: Integrity) -> int:
+    """Raise unless the run did the integrity work; the number of events sealed."""
+    stored = count(bench.os, f"{prefix}-events-*")
+    count(bench.os, f"{prefix}-seals")  # refresh
+    seals = bench.os.search(
+        index=f"{prefix}-seals",
+        body={
+            "size": 0,
+            "query": {"term": {"seal.verified": True}},
+            "aggs": {
+                "events": {"sum": {"field": "seal.event_count"}},
+                "last": {"max": {"field": "seal.last_sequence"}},
+            },
+        },
+    )["aggregations"]
+    sealed, last = int(seals["events"]["value"] or 0), int(seals["last"]["value"] or 0)
+    alerts = count(bench.os, f"{prefix}-alerts")
+    if sealed != stored or alerts:
+        raise BenchError(
+            f"integrity not done as in production: {sealed} events under verified seals, "
+            f"{stored} stored, {alerts} integrity alerts"
+        )
+    deadline = time.monotonic() + 4 * integrity.checkpoint_interval_s + 10
+    while True:
+        view = read_checkpoints(integrity.checkpoints)
+        attested = view.heads.get(AGENT_ID, (None, "", ""))[0]
+        if view.problems:
+            raise BenchError(f"checkpoints: {view.problems[:3]}")
+        if attested == last:
+            return sealed
+        if time.monotonic() > deadline:
+            raise BenchError(f"no signed checkpoint of sequence {last} (latest: {attested})")
+        time.sleep(0.5)
 
 
 def _export(bench: Bench, prefix: str, index: str) -> Exported:

@@ -60,6 +60,7 @@ from collector.admin import opensearch_node, pki, sample
 from collector.admin.errors import AdminError, NodeError, SampleError, UsageError
 from collector.checkpoints import CheckpointView, read_checkpoints
 from collector.errors import RetentionError
+from collector.extras import missing_extra
 from collector.keys import KeyRegistrationError, KeyRing, read_keys, register_key
 from collector.urls import redact_url
 from proto import integrity
@@ -864,6 +865,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        print(f"{PROG}: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -154,6 +154,8 @@ class FakeHttp:
         body: Any = None,
         params: Mapping[str, str] | None = None,
     ) -> Response:
+        if isinstance(body, bytes):  # _bulk bodies are sent as UTF-8 bytes
+            body = body.decode("utf-8")
         self.calls.append((method, path, body, dict(params or {})))
         result = self.responder(method, path, body, dict(params or {}))
         return result if isinstance(result, Response) else Response(*result)

@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from collector.index import STATUS_UNREACHABLE, OpenSearchHttp, make_client, redact_url
+from collector.index import STATUS_UNREACHABLE, OpenSearchHttp, make_client
+from collector.urls import redact_url
 from tests.helpers import free_port
 
 

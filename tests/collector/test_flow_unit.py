@@ -27,7 +27,7 @@ class SlowBulk:
         time.sleep(0.05)
         with self.lock:
             self.active -= 1
-        items = [{"create": {"status": 201}} for _ in range(body.count("\n") // 2)]
+        items = [{"create": {"status": 201}} for _ in range(body.count(b"\n") // 2)]
         return Response(200, {"errors": False, "items": items})
 
 

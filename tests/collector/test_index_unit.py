@@ -63,7 +63,11 @@ def test_created_and_duplicates_counted_and_body_is_create_with_id() -> None:
     assert body[0] == {"create": {"_index": "p-events-standard-2026.11", "_id": "a:0"}}
     assert body[1] == {"event": {"sequence": 0}}
     assert len(body) == 6
-    assert http.calls[0][3] == {"refresh": "false"}
+    # Only each item's status and error come back (not _id, _seq_no, _shards ...).
+    assert http.calls[0][3] == {
+        "refresh": "false",
+        "filter_path": "errors,items.*.status,items.*.error",
+    }
 
 
 def test_429_and_5xx_items_alone_are_retried_with_backoff() -> None:

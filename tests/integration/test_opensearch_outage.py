@@ -1,4 +1,4 @@
-"""OpenSearch stopped, then restarted: nothing lost, nothing duplicated (issue 3).
+"""OpenSearch stopped, then restarted: nothing lost, nothing duplicated.
 
 Real parts only: a dedicated embedded OpenSearch node (not the session's cluster, since
 this test stops it), a collector and an agent as processes, mTLS certificates from the

@@ -1,4 +1,4 @@
-"""Scale-out (issue 6, item 5): any collector takes over any agent, because whatever
+"""Scale-out: any collector takes over any agent, because whatever
 chain continuity needs lives in OpenSearch, and agents list several collectors.
 
 Real parts only: a two-node OpenSearch cluster on loopback (this module's own: a node
