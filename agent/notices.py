@@ -18,12 +18,12 @@ def log_truncated(item: Truncated, source_format: str, now_ns: int) -> pb.AuditE
     if item.copy_path:
         return _truncated_with_copy(item, source_format, now_ns)
     unread = max(0, item.last_seen_size - item.offset)
-    event = pb.AuditEvent(
-        time_unix_nano=now_ns,
-        event_category=["file"],
-        event_type=["change"],
+    return _file_notice(
+        item,
+        source_format,
+        now_ns,
         action="agent.log_truncated",
-        audit_category=pb.AUDIT_CATEGORY_SECURITY,
+        event_type="change",
         message=(
             f"{item.path} was truncated at read offset {item.offset} (size now {item.size}); "
             f"bytes of its previous content from offset {item.offset} on may be missed "
@@ -38,20 +38,15 @@ def log_truncated(item: Truncated, source_format: str, now_ns: int) -> pb.AuditE
             "truncation.bytes_possibly_missed": f">={unread}",
         },
     )
-    event.log.file_path = item.path
-    event.log.offset = item.offset
-    event.log.source_name = item.source
-    event.log.format = source_format
-    return event
 
 
 def _truncated_with_copy(item: Truncated, source_format: str, now_ns: int) -> pb.AuditEvent:
-    event = pb.AuditEvent(
-        time_unix_nano=now_ns,
-        event_category=["file"],
-        event_type=["change"],
+    return _file_notice(
+        item,
+        source_format,
+        now_ns,
         action="agent.log_truncated",
-        audit_category=pb.AUDIT_CATEGORY_SECURITY,
+        event_type="change",
         message=(
             f"{item.path} was truncated at read offset {item.offset} (size now {item.size}); "
             f"its unread bytes {item.offset}-{item.copy_size} are read from the copy "
@@ -67,17 +62,15 @@ def _truncated_with_copy(item: Truncated, source_format: str, now_ns: int) -> pb
             "truncation.bytes_missed": "0",
         },
     )
-    _origin(event, item.path, item.offset, item.source, source_format)
-    return event
 
 
 def _truncated_while_stopped(item: Truncated, source_format: str, now_ns: int) -> pb.AuditEvent:
-    event = pb.AuditEvent(
-        time_unix_nano=now_ns,
-        event_category=["file"],
-        event_type=["change"],
+    return _file_notice(
+        item,
+        source_format,
+        now_ns,
         action="agent.log_truncated",
-        audit_category=pb.AUDIT_CATEGORY_SECURITY,
+        event_type="change",
         message=(
             f"{item.path} was truncated or replaced while the agent was stopped (read up to "
             f"offset {item.offset}, size now {item.size}) and no copy of its previous "
@@ -93,8 +86,6 @@ def _truncated_while_stopped(item: Truncated, source_format: str, now_ns: int) -
             "unread.bytes": f"{item.offset}-end",
         },
     )
-    _origin(event, item.path, item.offset, item.source, source_format)
-    return event
 
 
 def log_unread(item: Unread, source_format: str, now_ns: int) -> pb.AuditEvent:
@@ -104,25 +95,45 @@ def log_unread(item: Unread, source_format: str, now_ns: int) -> pb.AuditEvent:
     attributes = {"unread.from_offset": str(item.offset), "unread.bytes": f"{item.offset}-{end}"}
     if item.end is not None:
         attributes["unread.size"] = str(item.end - item.offset)
-    event = pb.AuditEvent(
-        time_unix_nano=now_ns,
-        event_category=["file"],
-        event_type=["deletion"],
+    return _file_notice(
+        item,
+        source_format,
+        now_ns,
         action="agent.log_unread",
-        audit_category=pb.AUDIT_CATEGORY_SECURITY,
+        event_type="deletion",
         message=f"{item.path} ({item.file_key}) {item.reason}",
         flags=["gap_at_source"],
         attributes=attributes,
     )
-    _origin(event, item.path, item.offset, item.source, source_format)
+
+
+def _file_notice(
+    item: Truncated | Unread,
+    source_format: str,
+    now_ns: int,
+    *,
+    action: str,
+    event_type: str,
+    message: str,
+    flags: list[str],
+    attributes: dict[str, str],
+) -> pb.AuditEvent:
+    """A security event about the file `item` names, placed at its read offset."""
+    event = pb.AuditEvent(
+        time_unix_nano=now_ns,
+        event_category=["file"],
+        event_type=[event_type],
+        action=action,
+        audit_category=pb.AUDIT_CATEGORY_SECURITY,
+        message=message,
+        flags=flags,
+        attributes=attributes,
+    )
+    event.log.file_path = item.path
+    event.log.offset = item.offset
+    event.log.source_name = item.source
+    event.log.format = source_format
     return event
-
-
-def _origin(event: pb.AuditEvent, path: str, offset: int, source: str, fmt: str) -> None:
-    event.log.file_path = path
-    event.log.offset = offset
-    event.log.source_name = source
-    event.log.format = fmt
 
 
 def spool_loss(loss: Loss, now_ns: int) -> pb.AuditEvent:
