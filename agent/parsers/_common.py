@@ -37,7 +37,8 @@ def decode(data: bytes, event: pb.AuditEvent) -> str:
 
 
 def clean(text: str) -> str:
-    """Protobuf strings must be valid UTF-8 (no lone surrogates)."""
+    """Protobuf strings must be valid UTF-8: no lone surrogates (JSON escapes can smuggle
+    them in)."""
     if text.isascii():
         return text
     try:

@@ -24,8 +24,9 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from agent.parsers._common import clean
 from agent.parsers.mapping import TARGETS, Plan, apply_mapping, compile_plan
-from agent.parsers.mapping.values import clean, json_type
+from agent.parsers.mapping.values import json_type
 from proto.v1 import audit_pb2 as pb
 
 NAME = "jsonlines"

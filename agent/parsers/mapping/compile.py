@@ -17,10 +17,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from agent.parsers._common import clean
 from agent.parsers.mapping.paths import is_expression, lookup
 from agent.parsers.mapping.rules import ABSENT, Problem, Rule, compile_rule, evaluate
 from agent.parsers.mapping.targets import ENUMERATED, LIST_TARGETS, SETTERS, Setter
-from agent.parsers.mapping.values import UnusableValue, clean, json_text
+from agent.parsers.mapping.values import UnusableValue, json_text
 from agent.parsers.mapping.vocabulary import BUILT_IN, Vocabulary, compile_actions
 from agent.parsers.timestamps import TimestampError
 from proto.v1 import audit_pb2 as pb

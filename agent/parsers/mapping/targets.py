@@ -12,7 +12,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from agent.parsers.mapping.values import UnusableValue, clean, scalar_text, typed_text
+from agent.parsers._common import clean
+from agent.parsers.mapping.values import UnusableValue, scalar_text, typed_text
 from agent.parsers.timestamps import parse_timestamp
 from proto.v1 import audit_pb2 as pb
 

@@ -18,17 +18,6 @@ class UnusableValue(ValueError):
     """A mapped value has the wrong shape for its target; it stays in attributes."""
 
 
-def clean(text: str) -> str:
-    """Protobuf strings must be valid UTF-8; JSON escapes can smuggle in lone surrogates."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text
-
-
 def scalar_text(value: Any) -> str:
     """The text of a string, boolean or number; UnusableValue for anything else."""
     if isinstance(value, str):
