@@ -511,16 +511,7 @@ def _set_or_reset(toks: list[Token], at: int, mysql: bool) -> list[tuple[str, st
 def _reset(verb: str, rest: list[Token], words: list[str], mysql: bool) -> SqlInfo:
     """PostgreSQL `RESET name` (session): the setting goes back to its default."""
     settings: list[tuple[str, str | None]] = [(_setting_name(rest), RESET_VALUE)] if rest else []
-    audit = [s for s in settings if _is_audit_setting(s[0])]
-    if audit:
-        return SqlInfo(
-            action="db.audit_config_change",
-            verb="RESET",
-            object_type="setting",
-            object_name=audit[0][0],
-            changes=audit,
-        )
-    return SqlInfo(action="db.reset", verb="RESET", changes=settings)
+    return _settings_change("RESET", "db.reset", settings)
 
 
 def _set(verb: str, rest: list[Token], words: list[str], mysql: bool) -> SqlInfo:
@@ -529,17 +520,22 @@ def _set(verb: str, rest: list[Token], words: list[str], mysql: bool) -> SqlInfo
     if words and words[0] == "PASSWORD":
         return SqlInfo(action="db.role_change", verb="SET PASSWORD", object_type="role")
     i = _skip_words(rest, 0, {"SESSION", "LOCAL", "GLOBAL", "PERSIST", "PERSIST_ONLY"})
-    settings = _set_clause(rest[i:], mysql)
+    return _settings_change("SET", "db.set", _set_clause(rest[i:], mysql))
+
+
+def _settings_change(verb: str, action: str, settings: list[tuple[str, str | None]]) -> SqlInfo:
+    """`action` for ordinary settings; an audit-configuration change (naming only the audit
+    settings) as soon as one of them is among `settings`."""
     audit = [s for s in settings if _is_audit_setting(s[0])]
     if audit:
         return SqlInfo(
             action="db.audit_config_change",
-            verb="SET",
+            verb=verb,
             object_type="setting",
             object_name=audit[0][0],
             changes=audit,
         )
-    return SqlInfo(action="db.set", verb="SET", changes=settings)
+    return SqlInfo(action=action, verb=verb, changes=settings)
 
 
 def _ddl(verb: str, rest: list[Token], words: list[str], mysql: bool) -> SqlInfo:
