@@ -363,13 +363,7 @@ def _integrity(d: ReportData) -> str:
 
 def _access(d: ReportData, exporters_chart: str, volume_chart: str, failed_chart: str) -> str:
     acc = d.access
-    shown = len(acc.changes)
-    more = (
-        f'<p class="note">{acc.changes_total - shown:,} more not shown (--max-rows); '
-        "query audit.category:system_admin in OpenSearch for all.</p>"
-        if acc.changes_total > shown
-        else ""
-    )
+    more = _not_shown(acc.changes_total, len(acc.changes), "audit.category:system_admin")
     return (
         "<h2>3. Access review</h2>"
         f"<h3>Privileged changes ({acc.changes_total:,})</h3>"
@@ -430,12 +424,8 @@ def _access(d: ReportData, exporters_chart: str, volume_chart: str, failed_chart
 
 def _impersonations(d: ReportData) -> str:
     acc = d.access
-    shown = len(acc.impersonations)
-    more = (
-        f'<p class="note">{acc.impersonations_total - shown:,} more not shown (--max-rows); '
-        "query _exists_:user.effective.name in OpenSearch for all.</p>"
-        if acc.impersonations_total > shown
-        else ""
+    more = _not_shown(
+        acc.impersonations_total, len(acc.impersonations), "_exists_:user.effective.name"
     )
     return (
         f"<h3>Impersonated actions ({acc.impersonations_total:,})</h3>"
@@ -468,6 +458,17 @@ def _impersonations(d: ReportData) -> str:
             cls="impersonation",
         )
         + more
+    )
+
+
+def _not_shown(total: int, shown: int, query: str) -> str:
+    """The note under a table cut at --max-rows: how many rows are missing and the
+    OpenSearch query that finds them all; nothing when the table is complete."""
+    if total <= shown:
+        return ""
+    return (
+        f'<p class="note">{total - shown:,} more not shown (--max-rows); '
+        f"query {query} in OpenSearch for all.</p>"
     )
 
 
