@@ -66,3 +66,13 @@ def self_signed_ca(
         )
         .sign(key, hashes.SHA256())
     )
+
+
+class FakeClock:
+    """A monotonic clock the test moves by setting `now` (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -17,17 +17,10 @@ from agent.ship import Outgoing
 from agent.spool import HEADER_SIZE, Entry, Spool
 from agent.tail import Closed, FileTailer, Line, SourceSpec, TailItem, Truncated
 from proto.v1 import audit_pb2 as pb
+from tests.helpers import FakeClock
 
 SAMPLES = Path(__file__).parent / "parsers" / "samples"
 OBSERVER = pb.Observer(agent_id="a1", hostname="h", agent_version="t")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class ScriptedTailer:

@@ -6,10 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from agent.checkpoint import FileOffset
 from agent.tail import Closed, FileTailer, Line, SourceSpec, TailItem, Truncated
@@ -17,22 +14,7 @@ from agent.tail.fingerprint import FINGERPRINT_BYTES, covered, fingerprint, matc
 from agent.tail.reader import FileReader, file_key
 from agent.tail.scan import resolve
 from agent.tail.watch import Watcher, watch_roots
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def tailers() -> Iterator[list[FileTailer]]:
-    made: list[FileTailer] = []
-    yield made
-    for t in made:
-        t.close()
+from tests.helpers import FakeClock
 
 
 def make(

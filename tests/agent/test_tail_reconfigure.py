@@ -3,30 +3,12 @@ files, a fake clock, no watchdog."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from agent.checkpoint import FileOffset
 from agent.tail import Closed, FileTailer, Line, SourceSpec, TailItem
 from agent.tail.reader import file_key
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def tailers() -> Iterator[list[FileTailer]]:
-    made: list[FileTailer] = []
-    yield made
-    for t in made:
-        t.close()
+from tests.helpers import FakeClock
 
 
 def spec(name: str, pattern: Path, **settings: object) -> SourceSpec:
