@@ -6,31 +6,13 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from agent.checkpoint import FileOffset
 from agent.tail import Closed, FileTailer, Line, SourceSpec, TailItem, Truncated, Unread
 from agent.tail.fingerprint import fingerprint
 from agent.tail.reader import file_key
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def tailers() -> Iterator[list[FileTailer]]:
-    made: list[FileTailer] = []
-    yield made
-    for t in made:
-        t.close()
+from tests.helpers import FakeClock
 
 
 def checkpoint(path: Path, offset: int) -> dict[str, FileOffset]:
@@ -41,6 +23,24 @@ def checkpoint(path: Path, offset: int) -> dict[str, FileOffset]:
     finally:
         os.close(fd)
     return {file_key(path.stat()): FileOffset(str(path), offset, fp)}
+
+
+def stopped_after_one(tmp_path: Path) -> tuple[Path, dict[str, FileOffset]]:
+    """audit.jsonl holding two lines, and an agent's position after the first."""
+    live = tmp_path / "audit.jsonl"
+    live.write_bytes(b"one\ntwo\n")
+    return live, checkpoint(live, 4)
+
+
+def append(path: Path, data: bytes) -> None:
+    with path.open("ab") as out:
+        out.write(data)
+
+
+def copytruncate(live: Path, copy: Path) -> None:
+    """What logrotate's copytruncate does: copy the file, then empty it in place."""
+    shutil.copyfile(live, copy)
+    os.truncate(live, 0)
 
 
 def start(
@@ -60,11 +60,8 @@ def data(items: list[TailItem]) -> list[tuple[str, bytes]]:
 def test_renamed_file_is_found_by_identity_and_finished(
     tmp_path: Path, tailers: list[FileTailer]
 ) -> None:
-    live = tmp_path / "audit.jsonl"
-    live.write_bytes(b"one\ntwo\n")
-    positions = checkpoint(live, 4)
-    with live.open("ab") as out:  # written after the agent stopped
-        out.write(b"three\n")
+    live, positions = stopped_after_one(tmp_path)
+    append(live, b"three\n")  # written after the agent stopped
     live.rename(tmp_path / "audit.jsonl.1")  # not matched by *.jsonl
     live.write_bytes(b"new\n")
     tailer, clock = start(tmp_path, tailers, positions)
@@ -83,9 +80,7 @@ def test_renamed_file_is_found_by_identity_and_finished(
 def test_dated_rename_in_the_glob_resumes_at_the_offset(
     tmp_path: Path, tailers: list[FileTailer]
 ) -> None:
-    live = tmp_path / "audit.jsonl"
-    live.write_bytes(b"one\ntwo\n")
-    positions = checkpoint(live, 4)
+    live, positions = stopped_after_one(tmp_path)
     live.rename(tmp_path / "audit-20261206.jsonl")
     tailer, _ = start(tmp_path, tailers, positions)
     assert data(tailer.read(100)) == [("audit-20261206.jsonl", b"two")]
@@ -94,16 +89,10 @@ def test_dated_rename_in_the_glob_resumes_at_the_offset(
 def test_copytruncate_while_stopped_reads_the_rest_from_the_copy(
     tmp_path: Path, tailers: list[FileTailer]
 ) -> None:
-    live = tmp_path / "audit.jsonl"
-    live.write_bytes(b"one\ntwo\n")
-    positions = checkpoint(live, 4)
-    with live.open("ab") as out:
-        out.write(b"three\n")
-    shutil.copyfile(live, tmp_path / "audit.jsonl.1")
-    with live.open("r+b") as truncate:
-        truncate.truncate(0)
-    with live.open("ab") as out:
-        out.write(b"new\n")
+    live, positions = stopped_after_one(tmp_path)
+    append(live, b"three\n")
+    copytruncate(live, tmp_path / "audit.jsonl.1")
+    append(live, b"new\n")
     tailer, _ = start(tmp_path, tailers, positions)
     items = tailer.read(100)
     assert sorted(data(items)) == [
@@ -117,13 +106,9 @@ def test_copytruncate_while_stopped_reads_the_rest_from_the_copy(
 def test_copytruncate_while_stopped_without_a_copy_is_reported(
     tmp_path: Path, tailers: list[FileTailer]
 ) -> None:
-    live = tmp_path / "audit.jsonl"
-    live.write_bytes(b"one\ntwo\n")
-    positions = checkpoint(live, 4)
-    with live.open("r+b") as truncate:
-        truncate.truncate(0)
-    with live.open("ab") as out:
-        out.write(b"new\n")
+    live, positions = stopped_after_one(tmp_path)
+    os.truncate(live, 0)  # in place, no copy
+    append(live, b"new\n")
     tailer, _ = start(tmp_path, tailers, positions)
     items = tailer.read(100)
     [truncated] = [i for i in items if isinstance(i, Truncated)]
@@ -134,11 +119,8 @@ def test_copytruncate_while_stopped_without_a_copy_is_reported(
 def test_compressed_rotated_file_is_reported_with_the_exact_range(
     tmp_path: Path, tailers: list[FileTailer]
 ) -> None:
-    live = tmp_path / "audit.jsonl"
-    live.write_bytes(b"one\ntwo\n")
-    positions = checkpoint(live, 4)
-    with live.open("ab") as out:
-        out.write(b"three\n")
+    live, positions = stopped_after_one(tmp_path)
+    append(live, b"three\n")
     with gzip.open(tmp_path / "audit.jsonl.1.gz", "wb") as packed:
         packed.write(live.read_bytes())
     live.unlink()
@@ -152,9 +134,7 @@ def test_compressed_rotated_file_is_reported_with_the_exact_range(
 def test_vanished_rotated_file_is_reported_open_ended(
     tmp_path: Path, tailers: list[FileTailer]
 ) -> None:
-    live = tmp_path / "audit.jsonl"
-    live.write_bytes(b"one\ntwo\n")
-    positions = checkpoint(live, 4)
+    live, positions = stopped_after_one(tmp_path)
     live.unlink()
     (tmp_path / "other.jsonl").write_bytes(b"x\n")
     tailer, _ = start(tmp_path, tailers, positions)
@@ -171,13 +151,9 @@ def test_copytruncate_under_the_reader_reads_the_rest_from_the_copy(
     live.write_bytes(b"one\n")
     tailer, clock = start(tmp_path, tailers, {})
     assert data(tailer.read(100)) == [("audit.jsonl", b"one")]
-    with live.open("ab") as out:  # written, then rotated before the agent read it
-        out.write(b"two\nthree\n")
-    shutil.copyfile(live, tmp_path / "audit.jsonl.1")
-    with live.open("r+b") as truncate:
-        truncate.truncate(0)
-    with live.open("ab") as out:
-        out.write(b"new\n")
+    append(live, b"two\nthree\n")  # written, then rotated before the agent read it
+    copytruncate(live, tmp_path / "audit.jsonl.1")
+    append(live, b"new\n")
     clock.now = 1.0
     items = tailer.read(100) + tailer.read(100)
     [truncated] = [i for i in items if isinstance(i, Truncated)]
@@ -205,8 +181,7 @@ def test_a_file_closed_as_idle_then_renamed_is_read_to_its_end(
     assert data(tailer.read(100)) == [("audit.jsonl", b"one")]
     clock.now = 20.0
     assert [i for i in tailer.read(100) if isinstance(i, Closed)]  # idle: handle closed
-    with live.open("ab") as out:
-        out.write(b"two\n")
+    append(live, b"two\n")
     live.rename(tmp_path / "audit.jsonl.1")
     clock.now = 21.0
     items = tailer.read(100) + tailer.read(100)
