@@ -14,7 +14,6 @@ import contextlib
 import gzip
 import hashlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -31,7 +30,7 @@ from opensearchpy import OpenSearch, helpers
 
 from collector.admin.pki import init_ca, issue_agent
 from proto import limits
-from tests.helpers import free_port
+from tests.helpers import free_port, tmpfs
 from tests.integration.support import agent_config_head, write_collector_config
 from tests.processes import BIN, ManagedProcess, wait_for
 
@@ -620,22 +619,8 @@ def agent_status(agent: Agent) -> str:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 4 MiB filesystem (tmpfs), mounted for the test and removed after it."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs for the state directory needs root")
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "small-disk", "size=4m,mode=0700") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_full_state_disk_pauses_then_recovers_by_itself(
