@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.scenarios import ORDER
+
 BEGIN = "<!-- bench-results:begin -->"
 END = "<!-- bench-results:end -->"
+_OWN_TABLES = ("scaling", "parsers")  # rendered by tables of their own, not in rows()
 
 
 def _num(value: Any, digits: int = 0, suffix: str = "") -> str:
@@ -74,16 +77,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
     scenarios: dict[str, dict[str, Any]] = results.get("scenarios", {})
     comparisons: dict[str, Any] = results.get("comparisons", {})
     out: list[Row] = []
-    for name in (
-        "ceiling",
-        "e2e",
-        "agent",
-        "latency",
-        "peer",
-        "syslog-ng",
-        "integrity",
-        "detection",
-    ):
+    for name in (n for n in ORDER if n not in _OWN_TABLES):
         scenario = scenarios.get(name)
         if scenario is None:
             continue
