@@ -6,28 +6,16 @@ config key added, renamed, re-typed or re-described without regenerating fails h
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
+
+from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "docs" / "config-reference.md"
 
 
-def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "gen_config_reference", ROOT / "scripts" / "gen_config_reference.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gen_config_reference"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_config_reference_is_fresh() -> None:
-    fresh = _generator().render()
+    fresh = load_script("gen_config_reference").render()
     committed = REFERENCE.read_text(encoding="utf-8") if REFERENCE.exists() else ""
     assert committed == fresh, "docs/config-reference.md is stale: run `make config-reference`"
 
@@ -36,7 +24,7 @@ def test_every_key_of_both_configs_is_documented() -> None:
     from agent.config import AgentConfig
     from collector.config import CollectorConfig
 
-    text = _generator().render()
+    text = load_script("gen_config_reference").render()
     for name in AgentConfig.model_fields:
         assert f"| `{name}` |" in text, name
     for name in CollectorConfig.model_fields:

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
+
+from tests.helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_generator():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("gen_proto", ROOT / "scripts" / "gen_proto.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gen_proto"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_generated_code_is_fresh(tmp_path: Path) -> None:
-    generator = _load_generator()
+    generator = load_script("gen_proto")
     produced = generator.generate(tmp_path)
     assert produced, "generator produced nothing"
     stale = []
