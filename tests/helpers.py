@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -116,3 +117,15 @@ def tmpfs(mount: Path, options: str) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def nest(doc: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with each value of `fields` put at its dunder path (``user__name`` ->
+    doc["user"]["name"]), creating the objects on the way; returns `doc`."""
+    for dotted, value in fields.items():
+        node = doc
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return doc

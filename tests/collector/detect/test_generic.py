@@ -16,6 +16,7 @@ from collector.detect.rules import Rule, RuleSet, load_rules, referenced
 from collector.detect.search import rule_query
 from collector.detect.windowed import Prior, Scope, evaluate_key
 from collector.documents import iso_nanos
+from tests.helpers import nest
 
 NS = 1_000_000_000
 T0 = 1_793_601_000 * NS
@@ -27,13 +28,7 @@ def ev(n: int, seconds: float, lag_s: float = 1, **doc: Any) -> Event:
         "@timestamp": iso_nanos(T0 + int(seconds * NS)),
         "event": {"ingested": iso_nanos(T0 + int((seconds + lag_s) * NS))},
     }
-    for dotted, value in doc.items():
-        node = source
-        *parents, leaf = dotted.split("__")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return Event.from_source(f"a:{n}", source)
+    return Event.from_source(f"a:{n}", nest(source, doc))
 
 
 def cond(**data: Any) -> Condition:

@@ -23,6 +23,7 @@ from collector.detect.rules import Rule, RuleSet
 from collector.detect.windowed import Prior, Scope, evaluate_key, new_networks
 from collector.documents import iso_nanos
 from collector.index import Requester
+from tests.helpers import nest
 
 NS = 1_000_000_000
 T0 = 1_793_601_000 * NS
@@ -30,14 +31,8 @@ ALL = Scope(0, 2**62)
 
 
 def ev(n: int, seconds: float, **fields: Any) -> Event:
-    doc: dict[str, Any] = {"@timestamp": iso_nanos(T0 + int(seconds * NS))}
-    for dotted, value in fields.items():
-        node = doc
-        *parents, leaf = dotted.split("__")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return Event.from_source(f"a:{n}", doc)
+    doc = {"@timestamp": iso_nanos(T0 + int(seconds * NS))}
+    return Event.from_source(f"a:{n}", nest(doc, fields))
 
 
 def rule(**data: Any) -> Rule:
