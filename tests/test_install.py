@@ -19,16 +19,27 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "install.sh"
 
 
-def _install(destdir: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
+def _run_install(destdir: Path, timeout: int, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         ["bash", str(SCRIPT)],
         env={**os.environ, "DESTDIR": str(destdir), **env},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
+
+
+def _install(destdir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    result = _run_install(destdir, 300, **env)
     assert result.returncode == 0, result.stderr
     return result
+
+
+def _refused(destdir: Path, **env: str) -> str:
+    """The error output of an install refused (exit 1) before it staged anything."""
+    result = _run_install(destdir, 60, SKIP_VENV="1", **env)
+    assert result.returncode == 1
+    return result.stderr
 
 
 def _mode(path: Path) -> int:
@@ -86,15 +97,8 @@ def test_other_prefix_is_written_into_the_units(tmp_path: Path) -> None:
 
 
 def test_relative_prefix_is_refused(tmp_path: Path) -> None:
-    result = subprocess.run(
-        ["bash", str(SCRIPT)],
-        env={**os.environ, "DESTDIR": str(tmp_path), "PREFIX": "opt", "SKIP_VENV": "1"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 1
-    assert result.stderr == "install: error: PREFIX must be an absolute path, got 'opt'\n"
+    stderr = _refused(tmp_path, PREFIX="opt")
+    assert stderr == "install: error: PREFIX must be an absolute path, got 'opt'\n"
 
 
 @pytest.mark.integration
@@ -145,15 +149,8 @@ def test_agent_role_lays_out_only_the_agent(tmp_path: Path) -> None:
 
 
 def test_unknown_role_is_refused(tmp_path: Path) -> None:
-    result = subprocess.run(
-        ["bash", str(SCRIPT)],
-        env={**os.environ, "DESTDIR": str(tmp_path), "ROLE": "agnet", "SKIP_VENV": "1"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 1
-    assert result.stderr == "install: error: ROLE must be agent, collector or all, got 'agnet'\n"
+    stderr = _refused(tmp_path, ROLE="agnet")
+    assert stderr == "install: error: ROLE must be agent, collector or all, got 'agnet'\n"
 
 
 @pytest.mark.integration
