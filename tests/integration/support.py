@@ -1,4 +1,5 @@
-"""What the end-to-end tests share: the collector config they run real processes with."""
+"""What the end-to-end tests share: the configs they run real processes with, and removing
+what a test made under its index prefix."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+
+from opensearchpy import OpenSearch
 
 REPO = Path(__file__).resolve().parents[2]
 STANDARD_POLICY = REPO / "config" / "opensearch" / "ism-standard.json"
@@ -70,3 +73,43 @@ collector:
   retry: {{initial_s: 0.2, max_s: 1.0}}
 {in_flight}batch: {{max_events: {max_events}, max_wait_s: 0.2}}
 """
+
+
+def write_jsonl_agent_config(
+    path: Path,
+    *,
+    agent_id: str,
+    state_dir: Path | str,
+    port: int,
+    ca: Path,
+    cert: Path,
+    key: Path,
+    glob: str,
+) -> Path:
+    """An agent.yaml shipping batches of up to 100 to 127.0.0.1:`port`, reading one
+    jsonlines source `crm_app` from `glob`, polled every 0.1 s."""
+    head = agent_config_head(
+        agent_id=agent_id, state_dir=state_dir, port=port, ca=ca, cert=cert, key=key, max_events=100
+    )
+    path.write_text(
+        head
+        + f"""sources:
+  - name: crm_app
+    format: jsonlines
+    paths: ["{glob}"]
+    poll_interval_s: 0.1
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def drop_prefix(client: OpenSearch, prefix: str) -> None:
+    """Remove what a test's collectors made under `prefix` (indices and the two index
+    templates), then close `client`."""
+    client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
+    for template in (f"{prefix}-events", f"{prefix}-deadletter"):
+        client.transport.perform_request(
+            "DELETE", f"/_index_template/{template}", params={"ignore": 404}
+        )
+    client.close()

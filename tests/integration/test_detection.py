@@ -29,11 +29,11 @@ from opensearchpy import OpenSearch
 from collector.admin.pki import init_ca, issue_agent
 from collector.admin.sample import format_timestamp
 from tests.helpers import free_port
+from tests.integration.support import drop_prefix, write_collector_config, write_jsonl_agent_config
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET = b"test-webhook-secret-\x01"
 
 
@@ -95,51 +95,25 @@ rules:
 
 
 def _collector_yaml(root: Path, pki: Path, url: str, prefix: str, port: int, hook: str) -> Path:
-    path = root / f"collector-{port}.yaml"
-    path.write_text(
-        f"""listen: "127.0.0.1:{port}"
-tls: {{ca: {pki}/ca.crt, cert: {pki}/collector.crt, key: {pki}/collector.key}}
-opensearch: {{url: "{url}", index_prefix: "{prefix}"}}
-retention:
-  default_class: standard
-  classes:
-    standard: {{policy: {REPO}/config/opensearch/ism-standard.json}}
-detection:
-  rules: rules.yaml
-  interval_s: 1
-  lease_ttl_s: 5
-  notifiers:
-    - name: soc
-      url: "{hook}"
-      secret_file: webhook.key
-      min_severity: medium
-      max_attempts: 3
-""",
-        encoding="utf-8",
+    return write_collector_config(
+        root / f"collector-{port}.yaml",
+        pki=pki,
+        url=url,
+        prefix=prefix,
+        port=port,
+        extra=f"""
+            detection:
+              rules: rules.yaml
+              interval_s: 1
+              lease_ttl_s: 5
+              notifiers:
+                - name: soc
+                  url: "{hook}"
+                  secret_file: webhook.key
+                  min_severity: medium
+                  max_attempts: 3
+        """,
     )
-    return path
-
-
-def _agent_yaml(root: Path, pki: Path, name: str, port: int, log_glob: str) -> Path:
-    path = root / f"agent-{name}.yaml"
-    path.write_text(
-        f"""agent_id: {name}
-state_dir: {root}/state-{name}
-collector:
-  endpoint: "127.0.0.1:{port}"
-  server_name: localhost
-  tls: {{ca: {pki}/ca.crt, cert: {pki}/agents/{name}.crt, key: {pki}/agents/{name}.key}}
-  retry: {{initial_s: 0.2, max_s: 1.0}}
-batch: {{max_events: 100, max_wait_s: 0.2}}
-sources:
-  - name: crm_app
-    format: jsonlines
-    paths: ["{log_glob}"]
-    poll_interval_s: 0.1
-""",
-        encoding="utf-8",
-    )
-    return path
 
 
 def _line(user: str, event: str, outcome: str = "success", **extra: Any) -> str:
@@ -187,7 +161,16 @@ def test_two_collectors_raise_one_alert_and_one_signed_notification(
                     ["crm-audit-collector", "run", "-c", str(cfg)], root / f"c-{port}.log"
                 )
             )
-            agent_cfg = _agent_yaml(root, pki, name, port, str(logdir / "*.jsonl"))
+            agent_cfg = write_jsonl_agent_config(
+                root / f"agent-{name}.yaml",
+                agent_id=name,
+                state_dir=root / f"state-{name}",
+                port=port,
+                ca=pki / "ca.crt",
+                cert=pki / "agents" / f"{name}.crt",
+                key=pki / "agents" / f"{name}.key",
+                glob=str(logdir / "*.jsonl"),
+            )
             procs.append(
                 ManagedProcess(
                     ["crm-audit-agent", "run", "-c", str(agent_cfg)], root / f"{name}.log"
@@ -293,9 +276,4 @@ def test_two_collectors_raise_one_alert_and_one_signed_notification(
     finally:
         for proc in reversed(procs):
             proc.stop()
-        client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
-        for template in (f"{prefix}-events", f"{prefix}-deadletter"):
-            client.transport.perform_request(
-                "DELETE", f"/_index_template/{template}", params={"ignore": 404}
-            )
-        client.close()
+        drop_prefix(client, prefix)

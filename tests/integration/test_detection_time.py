@@ -31,11 +31,11 @@ from opensearchpy import OpenSearch
 from collector.admin.pki import init_ca, issue_agent
 from collector.admin.sample import format_timestamp
 from tests.helpers import free_port
+from tests.integration.support import drop_prefix, write_collector_config, write_jsonl_agent_config
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).parent / "crm-audit"
 NOW = datetime.now(UTC)
 
@@ -205,48 +205,22 @@ class Env:
 
 
 def _collector_yaml(root: Path, pki: Path, url: str, prefix: str, port: int) -> Path:
-    path = root / f"collector-{port}.yaml"
-    path.write_text(
-        f"""listen: "127.0.0.1:{port}"
-tls: {{ca: {pki}/ca.crt, cert: {pki}/collector.crt, key: {pki}/collector.key}}
-opensearch: {{url: "{url}", index_prefix: "{prefix}"}}
-retention:
-  default_class: standard
-  classes:
-    standard: {{policy: {REPO}/config/opensearch/ism-standard.json}}
-detection:
-  rules: rules.yaml
-  interval_s: 1
-  lease_ttl_s: 5
-  settle_s: 1
-  reread_s: 3600       # every evaluation re-reads the whole test: repeats must not alert
-  max_delay_s: 3600
-""",
-        encoding="utf-8",
+    return write_collector_config(
+        root / f"collector-{port}.yaml",
+        pki=pki,
+        url=url,
+        prefix=prefix,
+        port=port,
+        extra="""
+            detection:
+              rules: rules.yaml
+              interval_s: 1
+              lease_ttl_s: 5
+              settle_s: 1
+              reread_s: 3600  # every evaluation re-reads the whole test: repeats must not alert
+              max_delay_s: 3600
+        """,
     )
-    return path
-
-
-def _agent_yaml(root: Path, pki: Path, name: str, port: int, log_glob: str) -> Path:
-    path = root / f"agent-{name}.yaml"
-    path.write_text(
-        f"""agent_id: {name}
-state_dir: {root}/state-{name}
-collector:
-  endpoint: "127.0.0.1:{port}"
-  server_name: localhost
-  tls: {{ca: {pki}/ca.crt, cert: {pki}/agents/{name}.crt, key: {pki}/agents/{name}.key}}
-  retry: {{initial_s: 0.2, max_s: 1.0}}
-batch: {{max_events: 100, max_wait_s: 0.2}}
-sources:
-  - name: crm_app
-    format: jsonlines
-    paths: ["{log_glob}"]
-    poll_interval_s: 0.1
-""",
-        encoding="utf-8",
-    )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +243,16 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             environment.collectors.append(
                 (["crm-audit-collector", "run", "-c", str(cfg)], root / f"c-{port}.log")
             )
-            agent_cfg = _agent_yaml(root, pki, name, port, str(logdir / "*.jsonl"))
+            agent_cfg = write_jsonl_agent_config(
+                root / f"agent-{name}.yaml",
+                agent_id=name,
+                state_dir=root / f"state-{name}",
+                port=port,
+                ca=pki / "ca.crt",
+                cert=pki / "agents" / f"{name}.crt",
+                key=pki / "agents" / f"{name}.key",
+                glob=str(logdir / "*.jsonl"),
+            )
             environment.procs.append(
                 ManagedProcess(["crm-audit-agent", "run", "-c", str(agent_cfg)],
                                root / f"{name}.log")
@@ -281,12 +264,7 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     finally:
         for proc in reversed(environment.procs):
             proc.stop()
-        client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
-        for template in (f"{prefix}-events", f"{prefix}-deadletter"):
-            client.transport.perform_request(
-                "DELETE", f"/_index_template/{template}", params={"ignore": 404}
-            )
-        client.close()
+        drop_prefix(client, prefix)
 
 
 def _write(env: Env, start: datetime, tag: str) -> None:

@@ -20,7 +20,7 @@ from opensearchpy import OpenSearch
 
 from collector.admin.pki import init_ca, issue_agent
 from tests.helpers import free_port
-from tests.integration.support import agent_config_head, write_collector_config
+from tests.integration.support import agent_config_head, drop_prefix, write_collector_config
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -165,12 +165,7 @@ def shipped(opensearch_url: str, tmp_path: Path) -> Iterator[dict[str, dict[str,
     finally:
         agent.stop()
         collector.stop()
-        client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
-        for template in (f"{prefix}-events", f"{prefix}-deadletter"):
-            client.transport.perform_request(
-                "DELETE", f"/_index_template/{template}", params={"ignore": 404}
-            )
-        client.close()
+        drop_prefix(client, prefix)
 
 
 def test_foreign_log_is_stored_as_the_mapping_says(shipped: dict[str, dict[str, Any]]) -> None:

@@ -22,7 +22,11 @@ from collector.admin.opensearch_node import ism_available
 from collector.admin.pki import init_ca, issue_agent
 from collector.admin.sample import generate, write_jsonl
 from tests.helpers import free_port
-from tests.integration.support import write_collector_config
+from tests.integration.support import (
+    drop_prefix,
+    write_collector_config,
+    write_jsonl_agent_config,
+)
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -67,24 +71,16 @@ def _write_agent_config(
     directory: Path, *, agent_id: str, ca: Path, cert: Path, key: Path, port: int, glob: str
 ) -> Path:
     path = directory / f"agent-{uuid.uuid4().hex[:6]}.yaml"
-    path.write_text(
-        f"""agent_id: {agent_id}
-state_dir: {directory}/state-{path.stem}
-collector:
-  endpoint: "127.0.0.1:{port}"
-  server_name: localhost
-  tls: {{ca: {ca}, cert: {cert}, key: {key}}}
-  retry: {{initial_s: 0.2, max_s: 1.0}}
-batch: {{max_events: 100, max_wait_s: 0.2}}
-sources:
-  - name: crm_app
-    format: jsonlines
-    paths: ["{glob}"]
-    poll_interval_s: 0.1
-""",
-        encoding="utf-8",
+    return write_jsonl_agent_config(
+        path,
+        agent_id=agent_id,
+        state_dir=directory / f"state-{path.stem}",
+        port=port,
+        ca=ca,
+        cert=cert,
+        key=key,
+        glob=glob,
     )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +117,7 @@ def pipeline(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
     finally:
         running.agent.stop()  # tests may have replaced the agent process
         collector.stop()
-        client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
-        for template in (f"{prefix}-events", f"{prefix}-deadletter"):
-            client.transport.perform_request(
-                "DELETE", f"/_index_template/{template}", params={"ignore": 404}
-            )
-        client.close()
+        drop_prefix(client, prefix)
 
 
 def test_lines_become_searchable_documents(pipeline: Pipeline) -> None:
