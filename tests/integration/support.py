@@ -1,14 +1,18 @@
-"""What the end-to-end tests share: the configs they run real processes with, and removing
-what a test made under its index prefix."""
+"""What the end-to-end tests share: the configs they run real processes with, removing what
+a test made under its index prefix, and `crm-audit verify` as JSON."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from opensearchpy import OpenSearch
+
+from tests.processes import BIN
 
 REPO = Path(__file__).resolve().parents[2]
 STANDARD_POLICY = REPO / "config" / "opensearch" / "ism-standard.json"
@@ -113,3 +117,41 @@ def drop_prefix(client: OpenSearch, prefix: str) -> None:
             "DELETE", f"/_index_template/{template}", params={"ignore": 404}
         )
     client.close()
+
+
+def run_verify(
+    url: str, prefix: str, keys: Path, checkpoints: Path, agent: str, *extra: str
+) -> tuple[int, dict[str, Any]]:
+    """`crm-audit verify --format json` for `agent` (plus `extra` arguments): its exit
+    code (0 all valid, 1 problems found; anything else fails the test) and its report."""
+    done = subprocess.run(
+        [
+            str(BIN / "crm-audit"),
+            "verify",
+            "--opensearch",
+            url,
+            "--prefix",
+            prefix,
+            "--keys",
+            str(keys),
+            "--checkpoints",
+            str(checkpoints),
+            "--agent",
+            agent,
+            "--format",
+            "json",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return done.returncode, report
+
+
+def ranges(report: dict[str, Any], agent: str) -> list[tuple[str, int, int]]:
+    """The (kind, first, last) sequence ranges a verify report gives for `agent`."""
+    return [(r["kind"], r["first"], r["last"]) for r in report["agents"][agent]["ranges"]]

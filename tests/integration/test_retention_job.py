@@ -35,6 +35,7 @@ from proto.v1 import audit_pb2_grpc as pb_grpc
 from tests.collector import conftest as collector_fixtures
 from tests.collector.conftest import make_event, refresh
 from tests.helpers import free_port
+from tests.integration.support import ranges, run_verify
 from tests.integration.test_collector_ingest import metric, scrape
 from tests.integration.test_report import Tables
 from tests.processes import BIN, ManagedProcess, wait_for
@@ -174,32 +175,9 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def verify(site: Site, agent: str) -> list[tuple[str, int, int]]:
     refresh(site.http, f"{site.prefix}-*")
-    done = subprocess.run(
-        [
-            str(BIN / "crm-audit"),
-            "verify",
-            "--opensearch",
-            site.url,
-            "--prefix",
-            site.prefix,
-            "--keys",
-            str(site.keys),
-            "--checkpoints",
-            str(site.checkpoints),
-            "--agent",
-            agent,
-            "--format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert done.returncode in (0, 1), done.stderr
-    report = json.loads(done.stdout)
+    _, report = run_verify(site.url, site.prefix, site.keys, site.checkpoints, agent)
     assert report["problems"] == [], report["problems"]
-    return [(r["kind"], r["first"], r["last"]) for r in report["agents"][agent]["ranges"]]
+    return ranges(report, agent)
 
 
 def started(proc: ManagedProcess) -> bool:

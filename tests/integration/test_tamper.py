@@ -37,7 +37,7 @@ from proto.v1 import audit_pb2 as pb
 from proto.v1 import audit_pb2_grpc as pb_grpc
 from tests.collector.conftest import NOV_27_2026, make_event
 from tests.helpers import free_port
-from tests.integration.support import write_collector_config
+from tests.integration.support import ranges, run_verify, write_collector_config
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -183,35 +183,7 @@ class SendingAgent:
 
 def verify(env: Env, agent: str, *extra: str) -> tuple[int, dict[str, Any]]:
     env.refresh()
-    done = subprocess.run(
-        [
-            str(BIN / "crm-audit"),
-            "verify",
-            "--opensearch",
-            env.url,
-            "--prefix",
-            env.prefix,
-            "--keys",
-            str(env.keys),
-            "--checkpoints",
-            str(env.checkpoints),
-            "--agent",
-            agent,
-            "--format",
-            "json",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert done.returncode in (0, 1), done.stderr
-    return done.returncode, json.loads(done.stdout)
-
-
-def ranges(report: dict[str, Any], agent: str) -> list[tuple[str, int, int]]:
-    return [(r["kind"], r["first"], r["last"]) for r in report["agents"][agent]["ranges"]]
+    return run_verify(env.url, env.prefix, env.keys, env.checkpoints, agent, *extra)
 
 
 def delete_where(env: Env, index: str, query: dict[str, Any]) -> int:
