@@ -28,7 +28,7 @@ from collector.admin.pki import init_ca, issue_agent
 from collector.admin.sample import generate, write_jsonl
 from collector.checkpoints import read_checkpoints
 from tests.helpers import free_port
-from tests.integration.support import agent_config_head, write_collector_config
+from tests.integration.support import agent_config_head, drop_prefix, write_collector_config
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -133,12 +133,7 @@ sources:
         yield env
     finally:
         collector.stop()
-        client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
-        for template in (f"{prefix}-events", f"{prefix}-deadletter"):
-            client.transport.perform_request(
-                "DELETE", f"/_index_template/{template}", params={"ignore": 404}
-            )
-        client.close()
+        drop_prefix(client, prefix)
 
 
 def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,7 @@ from opensearchpy import OpenSearch, helpers
 
 from collector.admin.pki import init_ca, issue_agent
 from tests.helpers import free_port
-from tests.integration.support import agent_config_head, write_collector_config
+from tests.integration.support import agent_config_head, drop_prefix, write_collector_config
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -68,12 +68,7 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield Env(root, pki, prefix, port, client, collector)
     finally:
         collector.stop()
-        client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
-        for template in (f"{prefix}-events", f"{prefix}-deadletter"):
-            client.transport.perform_request(
-                "DELETE", f"/_index_template/{template}", params={"ignore": 404}
-            )
-        client.close()
+        drop_prefix(client, prefix)
 
 
 def line(n: int, action: str = "record.view") -> bytes:

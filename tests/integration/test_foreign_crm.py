@@ -29,7 +29,7 @@ from collector.admin.pki import init_ca, issue_agent
 from tests.foreign_crm.config import agent_yaml, differences, rules_yaml
 from tests.foreign_crm.generator import ForeignLog, generate
 from tests.helpers import free_port
-from tests.integration.support import agent_config_head, write_collector_config
+from tests.integration.support import agent_config_head, drop_prefix, write_collector_config
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -215,12 +215,7 @@ def _run(opensearch_url: str, root: Path, log: ForeignLog, backlog: bool) -> Non
     finally:
         for proc in reversed(procs):
             proc.stop()
-        client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
-        for template in (f"{prefix}-events", f"{prefix}-deadletter"):
-            client.transport.perform_request(
-                "DELETE", f"/_index_template/{template}", params={"ignore": 404}
-            )
-        client.close()
+        drop_prefix(client, prefix)
 
 
 def test_foreign_crm_log_shipped_live(opensearch_url: str, tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from proto.v1 import audit_pb2 as pb
 from proto.v1 import audit_pb2_grpc as pb_grpc
 from tests.collector.conftest import NOV_27_2026, make_event
 from tests.helpers import free_port
-from tests.integration.support import ranges, run_verify, write_collector_config
+from tests.integration.support import drop_prefix, ranges, run_verify, write_collector_config
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -102,12 +102,7 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield env
     finally:
         collector.stop()
-        client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
-        for template in (f"{prefix}-events", f"{prefix}-deadletter"):
-            client.transport.perform_request(
-                "DELETE", f"/_index_template/{template}", params={"ignore": 404}
-            )
-        client.close()
+        drop_prefix(client, prefix)
 
 
 class SendingAgent:
