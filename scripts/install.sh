@@ -7,7 +7,8 @@
 #   /etc/crm-audit               configs, 0750 root:crm-audit; the examples are copied
 #                                only when absent, so re-running never touches yours
 #   /var/lib/crm-audit           state (agent/ and collector/, 0700 crm-audit)
-#   /etc/systemd/system          crm-audit-agent.service, crm-audit-collector.service
+#   /etc/systemd/system          crm-audit-agent.service, crm-audit-collector.service,
+#                                crm-audit-retention.service + .timer (secured clusters)
 #
 # Environment: PREFIX, DESTDIR (stage everything under it for packaging: no user is
 # created, nothing is chowned, systemctl is not called, and the venv's scripts are
@@ -130,12 +131,13 @@ own "$SERVICE_USER:$SERVICE_USER" 0700 "$state/agent" "$state/collector"
 # --- systemd units ---------------------------------------------------------------------
 units="$DESTDIR$UNITDIR"
 install -d "$units"
-for unit in "$SRC"/systemd/*.service; do
+for unit in "$SRC"/systemd/*.service "$SRC"/systemd/*.timer; do
   sed -e "s#/opt/crm-audit#$PREFIX#g" "$unit" >"$units/$(basename "$unit").tmp"
   chmod 0644 "$units/$(basename "$unit").tmp"
   mv "$units/$(basename "$unit").tmp" "$units/$(basename "$unit")"
 done
-say "installed units crm-audit-agent.service, crm-audit-collector.service into $UNITDIR"
+say "installed units crm-audit-agent.service, crm-audit-collector.service," \
+  "crm-audit-retention.service + .timer into $UNITDIR"
 
 # daemon-reload only on a running systemd (not in containers, chroots or DESTDIR builds).
 if [ -z "$DESTDIR" ] && [ "$privileged" -eq 1 ] \
