@@ -15,6 +15,10 @@ Every tool runs as a real process under the role it is meant for:
   certificate only indexes too. Deleting
   indices or documents, updating events, changing settings, mappings or templates,
   closing indices and reading holds are refused with 403 naming the action.
+- crm_audit_retention: `retention run` (the timer's job; the writer's config says
+  retention.enforcer off) makes a month read-only, deletes an expired one after its
+  signed record and keeps a held one; lifting the hold and deleting any non-events
+  index are refused, as are the writer's delete and force-merge.
 - crm_audit_analyst (backend role soc-analysts): searches events, seals and alerts,
   `crm-audit verify` and `crm-audit report` work with its credentials; every write is
   refused with 403.
