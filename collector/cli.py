@@ -272,6 +272,13 @@ def _retention(args: argparse.Namespace) -> int:
         else "auto: " + ("ISM on every node" if enforcer == "ism" else "no ISM plugin")
     )
     if args.retention_command == "run":
+        if enforcer == "off":
+            print(
+                f"{PROG}: {args.config}: retention.enforcer is off: this config does not run "
+                "the retention job (use the retention job's own config, with enforcer auto)",
+                file=sys.stderr,
+            )
+            return 2
         report = job.run(dry_run=args.dry_run)
         print(f"enforcer: {enforcer} ({how}){' - dry run' if args.dry_run else ''}")
         if report.skipped:

@@ -469,11 +469,14 @@ class RetentionConfig(_Model):
         description="Retention classes by name (lowercase letters, digits, '_'; "
         "part of index names)."
     )
-    enforcer: Literal["auto", "collector", "ism"] = Field(
+    enforcer: Literal["auto", "collector", "ism", "off"] = Field(
         default="auto",
         description="Who applies the classes' phases: ism (the cluster's ISM plugin), "
         "collector (the collector's retention job, one collector at a time), or auto: "
-        "ism where every node has the plugin, collector otherwise.",
+        "ism where every node has the plugin, collector otherwise. off: this process "
+        "never runs the job (on a secured cluster the always-on collector, whose "
+        "crm_audit_writer role may not delete; `retention run` from a timer with its "
+        "own config and the crm_audit_retention role does it).",
     )
     interval_s: float = Field(
         default=3600,

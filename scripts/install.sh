@@ -7,7 +7,8 @@
 #   /etc/crm-audit               configs, 0750 root:crm-audit; the examples are copied
 #                                only when absent, so re-running never touches yours
 #   /var/lib/crm-audit           state (agent/ and collector/, 0700 crm-audit)
-#   /etc/systemd/system          crm-audit-agent.service, crm-audit-collector.service
+#   /etc/systemd/system          crm-audit-agent.service, crm-audit-collector.service,
+#                                crm-audit-retention.service + .timer (secured clusters)
 #
 # ROLE selects what this host runs: `agent` (a CRM host: the agent's dependencies only,
 # no OpenSearch client or plotting libraries; agent.yaml, the agent unit and state),
@@ -150,13 +151,20 @@ done
 # --- systemd units ---------------------------------------------------------------------
 units="$DESTDIR$UNITDIR"
 install -d "$units"
+# The collector role also gets the retention job's service and timer (secured clusters).
+unit_files=()
 for role in $roles; do
-  unit="$SRC/systemd/crm-audit-$role.service"
+  unit_files+=("$SRC/systemd/crm-audit-$role.service")
+  if [ "$role" = collector ]; then
+    unit_files+=("$SRC/systemd/crm-audit-retention.service" "$SRC/systemd/crm-audit-retention.timer")
+  fi
+done
+for unit in "${unit_files[@]}"; do
   sed -e "s#/opt/crm-audit#$PREFIX#g" "$unit" >"$units/$(basename "$unit").tmp"
   chmod 0644 "$units/$(basename "$unit").tmp"
   mv "$units/$(basename "$unit").tmp" "$units/$(basename "$unit")"
 done
-say "installed unit(s) $(for role in $roles; do printf 'crm-audit-%s.service ' "$role"; done)into $UNITDIR"
+say "installed unit(s)$(for unit in "${unit_files[@]}"; do printf ' %s' "$(basename "$unit")"; done) into $UNITDIR"
 
 # daemon-reload only on a running systemd (not in containers, chroots or DESTDIR builds).
 if [ -z "$DESTDIR" ] && [ "$privileged" -eq 1 ] \

@@ -6,7 +6,10 @@ reads the event time of its newest document (a max aggregation on ``@timestamp``
 the creation date) and
 
 - once that is older than the warm age: sets ``index.blocks.write`` (what ISM's
-  ``read_only`` action sets) and force-merges the index;
+  ``read_only`` action sets) and force-merges the index. The block is added with the
+  add-index-block API (``PUT <index>/_block/write``), not a settings update: a role
+  granted ``indices:admin/block/add`` can close an index for writes but cannot lift
+  ``index.blocks.read_only``, the legal hold (config/opensearch/security/roles.yml);
 - once it is older than the delete age and the class's ``minimum_days``: writes the
   signed retention record (`collector.retention_job.records`: file first, then
   ``{prefix}-retention``) and only then deletes the index.
@@ -60,6 +63,7 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "retention"
 COLLECTOR = "collector"
 ISM = "ism"
+OFF = "off"  # this process does not run the job (another one, with its own role, does)
 WARM = "read-only + force-merge"
 DELETE = "delete"
 
@@ -313,6 +317,9 @@ class RetentionJob:
         """One run under the lease; the report says what was done (or would be)."""
         enforcer = self.enforcer()
         report = RunReport(enforcer, dry_run)
+        if enforcer == OFF:
+            report.skipped = "retention.enforcer is off: this process does not run the job"
+            return report
         lease = self._acquire(report) if not dry_run else None
         if not dry_run and lease is None:
             return report
@@ -379,9 +386,7 @@ class RetentionJob:
         log.info("retention: %s", action)
 
     def make_read_only(self, index: str, segments: int) -> None:
-        blocked = self.request(
-            "PUT", f"/{index}/_settings", body={"index": {"blocks": {"write": True}}}
-        )
+        blocked = self.request("PUT", f"/{index}/_block/write")
         if blocked.status != 200:
             raise fail(f"cannot make {index} read-only", blocked)
         merged = self.request(
@@ -403,9 +408,7 @@ class RetentionJob:
             # Writes stop first: the record then lists exactly what the delete removes (a
             # late event for this month is dead-lettered, with its original, not lost).
             if not status.write_blocked:
-                blocked = self.request(
-                    "PUT", f"/{status.name}/_settings", body={"index": {"blocks": {"write": True}}}
-                )
+                blocked = self.request("PUT", f"/{status.name}/_block/write")
                 if blocked.status == 403 and "cluster_block_exception" in json.dumps(blocked.body):
                     log.warning("retention: %s is blocked (legal hold?): kept", status.name)
                     return False

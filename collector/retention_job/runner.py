@@ -65,6 +65,10 @@ class RetentionRunner:
         return report
 
     def start(self) -> None:
+        if self.job.configured_enforcer == "off":
+            # Another process runs the job under a role that may delete (a timer).
+            log.info("retention.enforcer is off: this collector does not run the retention job")
+            return
         self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
         self._thread.start()
 

@@ -341,7 +341,7 @@ def test_delete_stops_writes_first_and_rechecks(tmp_path: Path, race: str) -> No
     def respond(method: str, path: str, body: Any, params: dict[str, str]) -> Response:
         if path == "/p-retention/_doc/i-2019.01:u1":
             return Response(404, {})
-        if path == "/i-2019.01/_settings" and method == "PUT":
+        if path == "/i-2019.01/_block/write" and method == "PUT":
             if race == "hold placed":
                 return Response(403, {"error": {"type": "cluster_block_exception"}})
             return Response(200, {})

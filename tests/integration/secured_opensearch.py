@@ -14,7 +14,8 @@ in a fresh temp dir and stops it afterwards:
   and config.yml are the files shipped in config/opensearch/security, copied unchanged;
   internal_users.yml is written here; action groups, tenants, nodes_dn, allowlist and
   audit stay the plugin's own.
-- Internal users: ``crm-audit-collector`` (writer), ``crm-audit-admin`` (admin) and an
+- Internal users: ``crm-audit-collector`` (writer), ``crm-audit-admin`` (admin),
+  ``crm-audit-retention`` (the retention job) and an
   analyst with backend role ``soc-analysts``, each with a random password hashed by the
   plugin's own ``tools/hash.sh`` (bcrypt; no Python dependency for it).
 
@@ -65,6 +66,7 @@ PREFIX = "crm-audit"
 
 WRITER = "crm-audit-collector"
 ADMIN = "crm-audit-admin"
+RETENTION = "crm-audit-retention"  # `retention run` from the timer (crm_audit_retention)
 ANALYST = "soc-analyst-1"
 ANALYST_BACKEND_ROLE = "soc-analysts"
 
@@ -303,7 +305,12 @@ def start_secured_cluster(root: Path) -> SecuredCluster:
     superuser_pair, superuser_dn = ca.issue("superuser", "crm-audit-test-superuser", server=False)
 
     users: dict[str, User] = {}
-    for name, roles in ((WRITER, ()), (ADMIN, ()), (ANALYST, (ANALYST_BACKEND_ROLE,))):
+    for name, roles in (
+        (WRITER, ()),
+        (ADMIN, ()),
+        (RETENTION, ()),
+        (ANALYST, (ANALYST_BACKEND_ROLE,)),
+    ):
         password = secrets.token_urlsafe(18)
         path = secrets_dir / f"{name}.password"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -15,6 +15,10 @@ Every tool runs as a real process under the role it is meant for:
   certificate only indexes too. Deleting
   indices or documents, updating events, changing settings, mappings or templates,
   closing indices and reading holds are refused with 403 naming the action.
+- crm_audit_retention: `retention run` (the timer's job; the writer's config says
+  retention.enforcer off) makes a month read-only, deletes an expired one after its
+  signed record and keeps a held one; lifting the hold and deleting any non-events
+  index are refused, as are the writer's delete and force-merge.
 - crm_audit_analyst (backend role soc-analysts): searches events, seals and alerts,
   `crm-audit verify` and `crm-audit report` work with its credentials; every write is
   refused with 403.
@@ -44,12 +48,15 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 
 from agent.integrity import PUBLIC_KEY_FILE, AgentKey, Chainer, seal
 from collector.admin.pki import init_ca, issue_agent
 from collector.admin.sample import generate, write_jsonl
 from collector.checkpoints import read_checkpoints
+from collector.documents import to_document
 from collector.index import ClientAuth, OpenSearchHttp, Requester, Response, make_client
+from collector.retention_job.records import RetentionRecords, read_record_files
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
 from proto.v1 import audit_pb2_grpc as pb_grpc
@@ -60,6 +67,7 @@ from tests.integration.secured_opensearch import (
     ADMIN,
     ANALYST,
     PREFIX,
+    RETENTION,
     WRITER,
     SecuredCluster,
 )
@@ -799,6 +807,159 @@ def test_tls_verification_is_never_skipped(set_up: SetupRuns, env: Env) -> None:
         assert collector.stop() == 0
     verify = env.verify(*env.analyst_options(ca=env.cluster.foreign_ca))
     assert verify.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in verify.stderr, verify
+
+
+# -- crm_audit_retention: the retention job from a timer ------------------------------
+
+RET_AGENT = "crm-retention-1"
+DAY_NS = 86_400 * 10**9
+# Now is December 2026 (the tests' clock is real): the shipped policy keeps 2,555 days
+# (deleted: 2018) and makes read-only after 30 (warm: September 2026).
+EXPIRED, HELD, WARM = "2018.01", "2018.02", "2026.09"
+
+
+def _events_index(month: str) -> str:
+    return f"{PREFIX}-events-standard-{month}"
+
+
+def _history(env: Env) -> None:
+    """Old months of RET_AGENT, as the collector indexed them years ago (the superuser
+    writes them here: the writer may not create the past)."""
+    lines: list[str] = []
+    for number, month in enumerate((EXPIRED, HELD, WARM)):
+        year, mon = (int(part) for part in month.split("."))
+        start = int(dt.datetime(year, mon, 10, tzinfo=dt.UTC).timestamp()) * 10**9
+        for offset in range(1, 6):
+            sequence = number * 5 + offset
+            doc = to_document(
+                make_event(sequence, RET_AGENT, time_unix_nano=start + sequence * DAY_NS),
+                agent_id=RET_AGENT,
+                received_unix_nano=start + sequence * DAY_NS,
+            )
+            lines.append(
+                json.dumps({"create": {"_index": _events_index(month), "_id": doc.doc_id}})
+            )
+            lines.append(json.dumps(doc.source))
+    done = env.superuser("POST", "/_bulk", body="\n".join(lines) + "\n", params={"refresh": "true"})
+    assert done.status == 200 and not done.body["errors"], done.body
+
+
+def _with_enforcer(env: Env, name: str, source: Path, enforcer: str, opensearch: str) -> Path:
+    """`source` (a collector.yaml) with other credentials and retention.enforcer."""
+    data = yaml.safe_load(source.read_text())
+    data["opensearch"] = {
+        **{k: v for k, v in data["opensearch"].items() if k not in ("username", "password_file")},
+        **yaml.safe_load(opensearch),
+    }
+    data["retention"]["enforcer"] = enforcer
+    path = env.root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _retention_run(config: Path) -> subprocess.CompletedProcess[str]:
+    return cli("crm-audit-collector", "retention", "run", "-c", str(config))
+
+
+def _exists(env: Env, index: str) -> bool:
+    return env.superuser("HEAD", f"/{index}").status == 200
+
+
+def test_retention_user_runs_the_job_and_deletes_nothing_else(set_up: SetupRuns, env: Env) -> None:
+    """The deployment of README "Retention": the always-on collector (crm_audit_writer,
+    retention.enforcer off) never runs the job; `retention run` from the timer, as
+    crm-audit-retention, makes a month read-only, deletes an expired one after its
+    signed record, keeps a held one, and may delete nothing but events indices."""
+    _history(env)
+    expired, held, warm = (_events_index(m) for m in (EXPIRED, HELD, WARM))
+    retention_yaml = _with_enforcer(
+        env, "retention", env.writer_yaml, "auto", env.cluster.opensearch_section(RETENTION)
+    )
+    writer_off = _with_enforcer(
+        env, "writer-off", env.writer_yaml, "off", env.cluster.opensearch_section(WRITER)
+    )
+    writer_auto = _with_enforcer(
+        env, "writer-auto", env.writer_yaml, "auto", env.cluster.opensearch_section(WRITER)
+    )
+    writer = env.cluster.http(WRITER)
+    retention = env.cluster.http(RETENTION)
+
+    # The writer's config says off: `retention run` with it is a usage error.
+    off = _retention_run(writer_off)
+    assert off.returncode == 2 and "retention.enforcer is off" in off.stderr, off
+    # Run as the writer anyway (enforcer auto): refused, nothing changed.
+    as_writer = _retention_run(writer_auto)
+    assert as_writer.returncode == 1 and "no permissions for" in as_writer.stderr, as_writer
+    assert "Traceback" not in as_writer.stderr
+    assert_refused(writer("DELETE", f"/{expired}"), "indices:admin/delete")
+    assert_refused(writer("POST", f"/{warm}/_forcemerge"), "indices:admin/forcemerge")
+    assert _exists(env, expired)
+
+    hold = ["--class", "standard", "--from", HELD, "--to", HELD]
+    placed = cli(
+        "crm-audit-collector", "hold", "place", *hold, "--reason", "case 7", "-c",
+        str(env.admin_yaml),
+    )  # fmt: skip
+    assert placed.returncode == 0, placed.stderr
+    hold_id = placed.stdout.split()[1]
+    try:
+        ran = _retention_run(retention_yaml)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert REFUSAL.search(ran.stdout + ran.stderr) is None, ran.stdout + ran.stderr
+        assert "enforcer: collector (auto: no ISM plugin)" in ran.stdout, ran.stdout
+        assert f"{expired}: delete (standard" in ran.stdout, ran.stdout
+        assert f"{warm}: read-only + force-merge (standard" in ran.stdout, ran.stdout
+        assert f"kept: {held}: delete due, kept: legal hold" in ran.stdout, ran.stdout
+        assert not _exists(env, expired) and _exists(env, held)
+        # The record's scans closed their points in time (a refused close leaves them
+        # open until they time out).
+        pits = env.superuser("GET", "/_search/point_in_time/_all")
+        assert pits.status == 200 and pits.body["pits"] == [], pits.body
+        settings = env.superuser("GET", f"/{warm}/_settings", params={"flat_settings": "true"})
+        assert settings.body[warm]["settings"]["index.blocks.write"] == "true", settings.body
+        segments = env.superuser("GET", f"/{warm}/_segments").body["indices"][warm]["shards"]
+        assert [len(s[0]["segments"]) for s in segments.values()] == [1], segments
+
+        # The retention credentials cannot lift the hold, nor delete the held index.
+        assert_refused(
+            retention("PUT", f"/{held}/_settings", body={"index.blocks.read_only": None}),
+            "indices:admin/settings/update",
+        )
+        for blocked in (retention("DELETE", f"/{held}"), retention("PUT", f"/{held}/_block/write")):
+            assert blocked.status == 403, blocked.body
+            assert "cluster_block_exception" in json.dumps(blocked.body), blocked.body
+        # Delete reaches events indices only.
+        for other in ("seals", "retention", "holds", "chainheads", "alerts", "leases"):
+            assert_refused(retention("DELETE", f"/{PREFIX}-{other}"), "indices:admin/delete")
+        assert_refused(retention("DELETE", f"/{PREFIX}-seals/_doc/x"), "indices:data/write/delete")
+    finally:
+        released = cli(
+            "crm-audit-collector", "hold", "release", "--id", hold_id, "--reason", "closed",
+            "-c", str(env.admin_yaml),
+        )  # fmt: skip
+    assert released.returncode == 0, released.stderr
+    again = _retention_run(retention_yaml)
+    assert again.returncode == 0 and f"{held}: delete (standard" in again.stdout, again
+    assert not _exists(env, held) and _exists(env, warm)
+
+    # Two deletions, two signed records: in the checkpoint directory and the index.
+    keys = {
+        integrity.key_id(k): k
+        for pub in env.checkpoints.glob("*.pub")
+        for k in integrity.load_public_keys(pub.read_bytes())
+    }
+    records = RetentionRecords()
+    read_record_files(env.checkpoints, keys, records)
+    assert records.problems == []
+    assert sorted(r.index for r in records.records) == [expired, held]
+    assert {r.enforcer for r in records.records} == {"collector"}
+    assert records.covering(RET_AGENT, 1) is not None  # the expired month's sequences
+    assert records.covering(RET_AGENT, 11) is None  # the warm month is kept
+    indexed = env.superuser("POST", f"/{PREFIX}-retention/_search", body={"size": 10})
+    assert sorted(h["_source"]["retention"]["index"] for h in indexed.body["hits"]["hits"]) == [
+        expired,
+        held,
+    ], indexed.body
 
 
 # -- what the roles cannot stop ---------------------------------------------------------
