@@ -13,7 +13,11 @@ events is held in memory at a time. For each seal with a valid signature by a ke
 registered for the agent, the chain is recomputed from the seal's ``prev_chain_head``
 over the events' stored canonical bytes and must end at the sealed head; every
 searchable field is re-derived from the canonical bytes (`collector.documents`) and
-compared with what is stored. Every sequence ends up in exactly one kind of range:
+compared with what is stored. Every sequence ends up in exactly one kind of range
+(where the checks reach several for one sequence, the first in `PRECEDENCE` wins:
+MISSING, EXPIRED, ALTERED, REORDERED, SEAL_INVALID, INSERTED, TAIL_TRUNCATED,
+CHAIN_BREAK, SEAL_MISSING, UNVERIFIABLE, GAP_AT_SOURCE, PENDING, VALID), and each
+finding names the indices of the documents it was reached from:
 
     VALID           signed, chained, every field as signed
     MISSING         a seal (or heartbeat seal, or the chain head record) proves the
@@ -25,15 +29,18 @@ compared with what is stored. Every sequence ends up in exactly one kind of rang
                     checked with the collector keys passed) lists the sequence among
                     those its deleted index held
     ALTERED         stored bytes or searchable fields differ from what was signed
-    INSERTED        a document that no valid seal covers, or a second document for a
-                    sequence that is already accounted for
+    INSERTED        a document that no valid seal covers (and not PENDING), or a second
+                    document for a sequence: the one a valid seal covers is the one
+                    under that sequence and ``_id`` in the index dated by its signed
+                    event time; the other is INSERTED, both indices named
     REORDERED       the signed content is intact but sits under another sequence / _id
     CHAIN_BREAK     the seal (or heartbeat seal) does not continue the chain where the
                     seal before it by sequence ended: its ``prev_chain_head`` (a
                     heartbeat: its restated head) is not the chain head at the sequence
                     before its first one (see "Seal links" below)
     TAIL_TRUNCATED  a signed checkpoint (or the chain head record) attests sequences
-                    beyond the last one found, and no seal of them is left
+                    beyond the last one found, and neither a seal nor a document of them
+                    is left
     GAP_AT_SOURCE   the agent itself recorded a loss (event flagged gap_at_source)
     SEAL_MISSING    events present and chained into the next seal, but their own seal
                     was deleted
@@ -41,6 +48,11 @@ compared with what is stored. Every sequence ends up in exactly one kind of rang
                     whose searchable fields differ from its signed bytes
     UNVERIFIABLE    an event directly after a missing one (its predecessor's hash is
                     gone, so its own bytes cannot be checked)
+    PENDING         not a finding: after the last valid seal, the run of documents that
+                    continues it sequence by sequence, each stored as the collector
+                    stores it and ingested (``event.ingested``, unsigned) within
+                    ``--grace`` of now — a live stream whose seal is not searchable yet.
+                    Past the grace period the same documents are INSERTED.
 
 **Seal links.** Consecutive seals by sequence must link: a seal of events whose first
 sequence directly follows the last sequence covered so far must carry that position's
@@ -63,13 +75,14 @@ what they overlap: agreeing is not a finding, disagreeing is ALTERED. An agent w
 state directory was deleted starts again at sequence 1: its seals overlap older ones and
 fall under that overlap comparison, not under CHAIN_BREAK.
 
-Exit code (see `collector.admin.cli`): 0 only when every range is VALID.
+Exit code (see `collector.admin.cli`): 0 only when every range is VALID or PENDING.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import heapq
 import json
 import sys
 import time
@@ -103,19 +116,29 @@ GAP_AT_SOURCE = "GAP_AT_SOURCE"
 SEAL_MISSING = "SEAL_MISSING"
 SEAL_INVALID = "SEAL_INVALID"
 UNVERIFIABLE = "UNVERIFIABLE"
+PENDING = "PENDING"
 
-# When one sequence has several problems, the report names the most serious.
-_SEVERITY = [
+# Exactly one verdict per sequence: where the checks reach several for one sequence,
+# the first of this list wins (`resolve`). Findings come before what is not a finding,
+# what a signature proves before what is inferred.
+PRECEDENCE = (
     MISSING,
     EXPIRED,
     ALTERED,
     REORDERED,
+    SEAL_INVALID,
+    INSERTED,
+    TAIL_TRUNCATED,
     CHAIN_BREAK,
     SEAL_MISSING,
     UNVERIFIABLE,
     GAP_AT_SOURCE,
+    PENDING,
     VALID,
-]
+)
+# Not findings: a report of only these is VALID (exit 0).
+NOT_FINDINGS = frozenset({VALID, PENDING})
+
 FIRST_SEQUENCE = 1  # agents number their events from 1
 PAGE = 1000
 _HASH_MEMORY = 20_000  # recent (sequence -> hash) kept for overlapping seals
@@ -133,9 +156,18 @@ class Range:
     first: int
     last: int
     detail: str = ""
+    # The indices of the documents this verdict was reached from (event documents, the
+    # seal); empty for VALID, where naming every index would only repeat the layout.
+    indices: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "first": self.first, "last": self.last, "detail": self.detail}
+        return {
+            "kind": self.kind,
+            "first": self.first,
+            "last": self.last,
+            "detail": self.detail,
+            "indices": list(self.indices),
+        }
 
 
 @dataclass
@@ -147,17 +179,30 @@ class AgentReport:
     events: int = 0
     seals: int = 0
 
-    def add(self, kind: str, first: int, last: int, detail: str = "") -> None:
+    def add(
+        self, kind: str, first: int, last: int, detail: str = "", indices: Sequence[str] = ()
+    ) -> None:
+        named = tuple(sorted(set(indices))) if kind != VALID else ()
         if self.ranges:
             tail = self.ranges[-1]
             if tail.kind == kind and tail.detail == detail and tail.last + 1 == first:
-                self.ranges[-1] = Range(kind, tail.first, last, detail)
+                self.ranges[-1] = _joined(tail, last, named)
                 return
-        self.ranges.append(Range(kind, first, last, detail))
+        self.ranges.append(Range(kind, first, last, detail, named))
 
     @property
     def valid(self) -> bool:
-        return all(r.kind == VALID for r in self.ranges)
+        return all(r.kind in NOT_FINDINGS for r in self.ranges)
+
+
+def _joined(tail: Range, last: int, indices: tuple[str, ...]) -> Range:
+    """`tail` extended to `last`, naming the indices of both."""
+    named = (
+        tail.indices
+        if set(indices) <= set(tail.indices)
+        else tuple(sorted(set(tail.indices) | set(indices)))
+    )
+    return Range(tail.kind, tail.first, max(tail.last, last), tail.detail, named)
 
 
 @dataclass
@@ -197,7 +242,10 @@ class Report:
             lines.append(f"agent {name}: {state} ({report.events} events, {report.seals} seals)")
             for r in report.ranges:
                 span = f"{r.first}" if r.first == r.last else f"{r.first}-{r.last}"
-                lines.append(f"  {r.kind:<14} {span}" + (f"  {r.detail}" if r.detail else ""))
+                where = f"  [{', '.join(r.indices)}]" if r.indices else ""
+                lines.append(
+                    f"  {r.kind:<14} {span}" + (f"  {r.detail}" if r.detail else "") + where
+                )
         for problem in self.problems:
             lines.append(f"problem: {problem}")
         verdict = "VALID" if self.valid else "FINDINGS"
@@ -407,6 +455,7 @@ class SealInfo:
     seal: audit_pb2.Seal
     indices: tuple[str, ...]
     problem: str  # "" when the seal is authentic and consistent
+    index: str = ""  # where the seal document was read from
 
 
 class Verifier:
@@ -424,6 +473,7 @@ class Verifier:
         retention_days: float | None = None,
         retention_records: RetentionRecords | None = None,
         now: datetime | None = None,
+        grace: timedelta | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self.reader = Reader(request)
@@ -435,6 +485,7 @@ class Verifier:
         self.retention_days = retention_days
         self.retention_records = retention_records
         self.now = now or datetime.now(UTC)
+        self.grace = grace
         self.progress = progress
         self._index_cache: dict[str, bool] = {}
         self._started = time.monotonic()
@@ -489,11 +540,7 @@ class Verifier:
         walk.finish(events, bounded=seq_range is not None)
         if self.time_to is None:
             self._check_tail(agent, walk, out)
-        out.ranges = _coalesce(sorted(out.ranges, key=lambda r: (r.first, r.last, r.kind)))
-        if walk.breaks:
-            out.ranges = _coalesce(
-                sorted(_overlay(out.ranges, walk.breaks), key=lambda r: (r.first, r.last, r.kind))
-            )
+        out.ranges = resolve(out.ranges + walk.breaks)
         return out
 
     def _sequence_window(self, agent: str) -> tuple[int, int] | None:
@@ -528,26 +575,41 @@ class Verifier:
 
     def _check_tail(self, agent: str, walk: _Walk, out: AgentReport) -> None:
         end = walk.covered_end
-        attested: list[tuple[int, str, str, str]] = []  # (sequence, head, kind, detail)
+        # (sequence, head, kind, detail, index of the attesting document)
+        attested: list[tuple[int, str, str, str, str]] = []
         if self.checkpoints is not None and agent in self.checkpoints.heads:
             seq, head, when = self.checkpoints.heads[agent]
             if seq is not None:
-                attested.append((seq, head, TAIL_TRUNCATED, f"signed checkpoint of {when}"))
-        stored = self.reader.chain_head(chainheads_index(self.prefix), agent)
+                attested.append((seq, head, TAIL_TRUNCATED, f"signed checkpoint of {when}", ""))
+        heads_index = chainheads_index(self.prefix)
+        stored = self.reader.chain_head(heads_index, agent)
         if stored is not None and stored[0] is not None:
-            attested.append((stored[0], stored[1], TAIL_TRUNCATED, "chain head record"))
+            attested.append(
+                (stored[0], stored[1], TAIL_TRUNCATED, "chain head record", heads_index)
+            )
         # A heartbeat within the covered range was compared by the walk (`_Walk.heartbeat`).
         if walk.heartbeat is not None and (end is None or walk.heartbeat[0] > end):
             attested.append(
-                (walk.heartbeat[0], walk.heartbeat[1].hex(), MISSING, "heartbeat seal attests it")
+                (
+                    walk.heartbeat[0],
+                    walk.heartbeat[1].hex(),
+                    MISSING,
+                    "heartbeat seal attests it",
+                    seals_index(self.prefix),
+                )
             )
-        for seq, head, kind, detail in sorted(attested, key=lambda a: -a[0]):
+        for seq, head, kind, detail, index in sorted(attested, key=lambda a: -a[0]):
+            where = (index,) if index else ()
             if end is None or seq > end:
-                out.add(kind, (end + 1) if end is not None else FIRST_SEQUENCE, seq, detail)
+                # Only the attested sequences without a document: those with one are
+                # PENDING or INSERTED already (`_Walk.finish`), one verdict each.
+                start = (end + 1) if end is not None else FIRST_SEQUENCE
+                for first, last in _absent_runs(start, seq, walk.tail_present):
+                    out.add(kind, first, last, detail, where)
                 break
             known = walk.hashes.get(seq)
             if known is not None and known.hex() != head:
-                out.add(ALTERED, seq, seq, f"chain hash differs from the {detail}")
+                out.add(ALTERED, seq, seq, f"chain hash differs from the {detail}", where)
 
     # -- helpers used by the walk --------------------------------------------------
 
@@ -577,6 +639,24 @@ class Verifier:
                 return MISSING, f"{detail} before its retention ended (--retention-days)"
         return EXPIRED, detail
 
+    @property
+    def grace_text(self) -> str:
+        return f"{self.grace.total_seconds():g} s" if self.grace is not None else "none"
+
+    def fresh(self, event: StoredEvent) -> bool:
+        """Ingested (``event.ingested``, unsigned) within the grace period before now."""
+        if self.grace is None:
+            return False
+        ingested = event.source.get("event", {}).get("ingested")
+        try:
+            at = parse_iso_nanos(ingested) if isinstance(ingested, str) else None
+        except ValueError:
+            at = None
+        if at is None:
+            return False
+        when = datetime.fromtimestamp(at / 1e9, UTC)
+        return self.now - self.grace <= when <= self.now + self.grace
+
     def tick(self, agent: str, count: int) -> None:
         self._events_total += count
         if self.progress is None:
@@ -588,38 +668,65 @@ class Verifier:
             self.progress(f"verify: agent {agent}: {self._events_total} events ({rate:.0f}/s)")
 
 
-# Kinds a heartbeat's CHAIN_BREAK replaces at its sequence (a more serious finding there
-# stays as it is: the sequence is reported either way).
-_OVERLAID = {VALID, GAP_AT_SOURCE, UNVERIFIABLE, SEAL_MISSING}
-
-
-def _overlay(ranges: list[Range], marks: Sequence[Range]) -> list[Range]:
-    """`ranges` with each single-sequence range of `marks` cut into what it covers."""
-    out = list(ranges)
-    for mark in marks:
-        seq = mark.first
-        for i, r in enumerate(out):
-            if r.first <= seq <= r.last and r.kind in _OVERLAID:
-                pieces = [Range(mark.kind, seq, seq, mark.detail)]
-                if r.first < seq:
-                    pieces.insert(0, Range(r.kind, r.first, seq - 1, r.detail))
-                if seq < r.last:
-                    pieces.append(Range(r.kind, seq + 1, r.last, r.detail))
-                out[i : i + 1] = pieces
-                break
+def resolve(ranges: Sequence[Range]) -> list[Range]:
+    """One verdict per sequence: where ranges overlap, the kind first in `PRECEDENCE`
+    wins there (ties: the range added first). Adjacent pieces of one kind and detail
+    are joined. A sweep over the ranges' ends: memory grows with the number of ranges,
+    not with the sequences they span."""
+    rank = {kind: i for i, kind in enumerate(PRECEDENCE)}
+    ordered = sorted(enumerate(ranges), key=lambda item: item[1].first)
+    points = sorted({r.first for r in ranges} | {r.last + 1 for r in ranges})
+    active: list[tuple[int, int, Range]] = []  # heap of (rank, order, range)
+    out: list[Range] = []
+    nxt = 0
+    for i, point in enumerate(points[:-1]):
+        while nxt < len(ordered) and ordered[nxt][1].first <= point:
+            order, r = ordered[nxt]
+            heapq.heappush(active, (rank.get(r.kind, len(rank)), order, r))
+            nxt += 1
+        while active and active[0][2].last < point:
+            heapq.heappop(active)
+        if not active:
+            continue
+        best = active[0][2]
+        stop = points[i + 1] - 1
+        if out:
+            tail = out[-1]
+            if tail.kind == best.kind and tail.detail == best.detail and tail.last + 1 == point:
+                out[-1] = _joined(tail, stop, best.indices)
+                continue
+        out.append(Range(best.kind, point, stop, best.detail, best.indices))
     return out
 
 
-def _coalesce(ranges: list[Range]) -> list[Range]:
-    merged: list[Range] = []
-    for r in ranges:
-        if merged:
-            tail = merged[-1]
-            if tail.kind == r.kind and tail.detail == r.detail and tail.last + 1 >= r.first:
-                merged[-1] = Range(r.kind, tail.first, max(tail.last, r.last), r.detail)
-                continue
-        merged.append(r)
-    return merged
+def _genuine_rank(doc: StoredEvent, seq: int, agent: str, info: SealInfo) -> tuple[bool, ...]:
+    """Sort key choosing, among documents carrying the signed event `seq`, the one the
+    collector wrote: under that sequence and ``_id``, then in an index whose date is the
+    signed event time's (the collector names indices by it), then one the seal's
+    (unsigned) index list names. A copy elsewhere is the extra one: INSERTED."""
+    dated = False
+    if doc.decoded is not None and doc.decoded.time_unix_nano > 0:
+        when = datetime.fromtimestamp(doc.decoded.time_unix_nano // 1_000_000_000, UTC)
+        month = when.strftime("%Y.%m")
+        dated = doc.index.endswith(f"-{month}") or f"-{month}." in doc.index
+    return (
+        doc.position != seq,
+        doc.doc_id != f"{agent}:{seq}",
+        not dated,
+        doc.index not in info.indices,
+    )
+
+
+def _extra(
+    doc: StoredEvent, genuine: StoredEvent | None
+) -> tuple[str, int, int, str, tuple[str, ...]]:
+    """The INSERTED verdict for a second document of a sequence, naming both indices."""
+    detail = f"extra document {doc.doc_id} in {doc.index}"
+    where: tuple[str, ...] = (doc.index,)
+    if genuine is not None:
+        detail += f" (the signed one is in {genuine.index})"
+        where += (genuine.index,)
+    return INSERTED, doc.position, doc.position, detail, where
 
 
 def _seal_info(
@@ -627,6 +734,7 @@ def _seal_info(
 ) -> SealInfo:
     src = hit["_source"].get("seal", {})
     indices = tuple(str(i) for i in src.get("indices", []) or [])
+    where = str(hit.get("_index", ""))
     try:
         seal = audit_pb2.Seal.FromString(base64.b64decode(src["raw"], validate=True))
     except (KeyError, ValueError, TypeError, DecodeError):
@@ -635,10 +743,10 @@ def _seal_info(
             first_sequence=int(src.get("first_sequence", 0)),
             last_sequence=int(src.get("last_sequence", 0)),
         )
-        return SealInfo(seal, indices, "signed seal bytes unreadable")
+        return SealInfo(seal, indices, "signed seal bytes unreadable", where)
     findings = integrity.check_seal(seal, agent, keys)
     if findings:
-        return SealInfo(seal, indices, findings[0].detail)
+        return SealInfo(seal, indices, findings[0].detail, where)
     searchable = {
         "first_sequence": seal.first_sequence,
         "last_sequence": seal.last_sequence,
@@ -649,8 +757,23 @@ def _seal_info(
     }
     changed = sorted(k for k, v in searchable.items() if src.get(k) != v)
     if changed:
-        return SealInfo(seal, indices, f"searchable fields differ from the signed seal: {changed}")
-    return SealInfo(seal, indices, "")
+        problem = f"searchable fields differ from the signed seal: {changed}"
+        return SealInfo(seal, indices, problem, where)
+    return SealInfo(seal, indices, "", where)
+
+
+def _absent_runs(first: int, last: int, present: set[int]) -> Iterator[tuple[int, int]]:
+    """The runs of `first`..`last` without a sequence of `present`."""
+    run: int | None = None
+    for seq in sorted(p for p in present if first <= p <= last):
+        if run is None:
+            run = first
+        if seq > run:
+            yield run, seq - 1
+        run = seq + 1
+    start = first if run is None else run
+    if start <= last:
+        yield start, last
 
 
 class _Peekable(Iterator[Any]):
@@ -690,6 +813,7 @@ class _Walk:
         # Heartbeats (sequence, head) not yet covered by a seal, compared once they are.
         self.pending_heartbeats: dict[tuple[int, bytes], None] = {}
         self.breaks: list[Range] = []  # heartbeat CHAIN_BREAKs, laid over the ranges
+        self.tail_present: set[int] = set()  # sequences after the last seal with a document
 
     def _remember(self, seq: int, value: bytes) -> None:
         self.hashes[seq] = value
@@ -710,7 +834,9 @@ class _Walk:
     def seal(self, info: SealInfo, events: _Peekable) -> None:
         seal = info.seal
         if info.problem:
-            self.out.add(SEAL_INVALID, seal.first_sequence, seal.last_sequence, info.problem)
+            self.out.add(
+                SEAL_INVALID, seal.first_sequence, seal.last_sequence, info.problem, (info.index,)
+            )
             return
         if seal.event_count == 0:
             if seal.chain_head == integrity.genesis(self.agent):
@@ -728,12 +854,20 @@ class _Walk:
             # Overlaps what earlier seals covered (a re-cut batch): it must agree.
             before = self.hashes.get(first - 1) if first > 0 else None
             if before is not None and before != seal.prev_chain_head:
-                self.out.add(ALTERED, first, last, "two signed seals disagree on this range")
+                self.out.add(
+                    ALTERED, first, last, "two signed seals disagree on this range", (info.index,)
+                )
                 return
             if last <= end:
                 at_last = self.hashes.get(last)
                 if at_last is not None and at_last != seal.chain_head:
-                    self.out.add(ALTERED, first, last, "two signed seals disagree on this range")
+                    self.out.add(
+                        ALTERED,
+                        first,
+                        last,
+                        "two signed seals disagree on this range",
+                        (info.index,),
+                    )
                 return
             first = end + 1
             prev: bytes | None = self.head
@@ -757,6 +891,14 @@ class _Walk:
         self.head = seal.chain_head
         self._remember(last, seal.chain_head)
         self._check_heartbeats()
+
+    def _awaiting_seal(self, event: StoredEvent) -> bool:
+        seq = event.position
+        if event.decoded is None or event.decoded.sequence != seq:
+            return False
+        if event.doc_id != f"{self.agent}:{seq}" or not self.v.fresh(event):
+            return False
+        return not field_differences(event, self.agent)
 
     def _check_heartbeats(self) -> None:
         """Compare heartbeats now within the covered range with the chain there."""
@@ -810,13 +952,18 @@ class _Walk:
             walked.append(seq)
         if ok and prev == target and events:
             for seq in walked:
-                self.out.add(SEAL_MISSING, seq, seq, "events chain into the next seal")
+                used = by_position[seq][0]
+                self.out.add(
+                    SEAL_MISSING, seq, seq, "events chain into the next seal", (used.index,)
+                )
             for e in events:
                 if e is not by_position[e.position][0]:
-                    self.out.add(INSERTED, e.position, e.position, f"extra document {e.doc_id}")
+                    self.out.add(*_extra(e, by_position[e.position][0]))
             return target
         for e in events:
-            self.out.add(INSERTED, e.position, e.position, "not covered by any valid seal")
+            self.out.add(
+                INSERTED, e.position, e.position, "not covered by any valid seal", (e.index,)
+            )
         present = set(by_position)
         for seq in range(start, stop + 1):
             if seq not in present:
@@ -833,12 +980,12 @@ class _Walk:
         broken: str = "",
     ) -> None:
         seal = info.seal
-        marks: dict[int, tuple[str, str]] = {}
+        marks: dict[int, tuple[str, str, tuple[str, ...]]] = {}
 
-        def mark(seq: int, kind: str, detail: str = "") -> None:
+        def mark(seq: int, kind: str, detail: str = "", *where: str) -> None:
             current = marks.get(seq)
-            if current is None or _SEVERITY.index(kind) < _SEVERITY.index(current[0]):
-                marks[seq] = (kind, detail)
+            if current is None or PRECEDENCE.index(kind) < PRECEDENCE.index(current[0]):
+                marks[seq] = (kind, detail, where)
 
         # Which stored document carries the signed event of each sequence.
         by_decoded: dict[int, list[StoredEvent]] = {}
@@ -847,7 +994,7 @@ class _Walk:
                 by_decoded.setdefault(doc.decoded.sequence, []).append(doc)
         chosen: dict[int, StoredEvent] = {}
         for seq, cands in by_decoded.items():
-            cands.sort(key=lambda d: (d.position != seq, d.doc_id != f"{self.agent}:{seq}"))
+            cands.sort(key=lambda d: _genuine_rank(d, seq, self.agent, info))
             chosen[seq] = cands[0]
 
         tentative: list[int] = []
@@ -855,20 +1002,21 @@ class _Walk:
         for seq in range(first, last + 1):
             found = chosen.get(seq)
             if found is None:
-                mark(seq, *self.v.absent_kind(self.agent, seq))
+                kind, detail = self.v.absent_kind(self.agent, seq)
+                mark(seq, kind, detail, info.index)
                 prev = None
                 problem_at = seq
                 continue
             data = found.canonical or b""
             hint = found.hint if found.position == seq else None
             if prev is None:
-                mark(seq, UNVERIFIABLE, "its predecessor is missing")
+                mark(seq, UNVERIFIABLE, "its predecessor is missing", found.index)
                 prev = hint
                 problem_at = seq
                 continue
             current = integrity.chain_link(prev, data)
             if hint is not None and hint != current:
-                mark(seq, ALTERED, "stored bytes do not hash into the chain")
+                mark(seq, ALTERED, "stored bytes do not hash into the chain", found.index)
                 prev = hint
                 problem_at = seq
                 continue
@@ -878,43 +1026,64 @@ class _Walk:
         if prev != seal.chain_head:
             for seq in tentative:
                 if seq > problem_at:
-                    mark(seq, ALTERED, "chain does not reach the sealed head")
+                    mark(seq, ALTERED, "chain does not reach the sealed head", chosen[seq].index)
 
         for seq in tentative:
             if seq in marks:
                 continue
             doc = chosen[seq]
             if doc.position != seq or doc.doc_id != f"{self.agent}:{seq}":
-                mark(seq, REORDERED, "signed event stored under another sequence or _id")
+                mark(seq, REORDERED, "signed event stored under another sequence or _id", doc.index)
                 continue
             diff = field_differences(doc, self.agent)
             if diff:
-                mark(seq, ALTERED, "fields differ from the signed bytes: " + ", ".join(diff))
+                what = "fields differ from the signed bytes: " + ", ".join(diff)
+                mark(seq, ALTERED, what, doc.index)
             elif doc.decoded is not None and integrity.FLAG_GAP_AT_SOURCE in doc.decoded.flags:
-                mark(seq, GAP_AT_SOURCE, "the agent recorded a loss here")
+                mark(seq, GAP_AT_SOURCE, "the agent recorded a loss here", doc.index)
             else:
                 mark(seq, VALID)
         if broken:
             # After the other checks, so a more serious finding in the range still shows.
             for seq in range(first, last + 1):
-                mark(seq, CHAIN_BREAK, broken)
+                mark(seq, CHAIN_BREAK, broken, info.index)
         used = {id(d) for d in chosen.values()}
         for doc in docs:
             if id(doc) in used:
                 continue
             if doc.decoded is None:
-                mark(doc.position, ALTERED, f"{doc.doc_id}: stored bytes unreadable")
+                mark(doc.position, ALTERED, f"{doc.doc_id}: stored bytes unreadable", doc.index)
             else:
-                self.out.add(INSERTED, doc.position, doc.position, f"extra document {doc.doc_id}")
+                self.out.add(*_extra(doc, chosen.get(doc.position)))
         for seq in range(first, last + 1):
-            kind, detail = marks.get(seq, (MISSING, ""))
-            self.out.add(kind, seq, seq, detail)
+            kind, detail, where = marks.get(seq, (MISSING, "", ()))
+            self.out.add(kind, seq, seq, detail, where)
 
     def finish(self, events: _Peekable, *, bounded: bool) -> None:
-        """Events after the last valid seal: nothing signed vouches for them."""
+        """Events after the last valid seal: nothing signed vouches for them.
+
+        PENDING (not a finding) for the run that continues the covered sequences one by
+        one, each ingested within the grace period before now and stored as the
+        collector stores it (its signed bytes carry that sequence, under its ``_id``,
+        every searchable field as in those bytes): a live stream whose seal is not
+        searchable yet. ``event.ingested`` is written by the collector and not
+        signed: a forged event can only buy itself the grace period, after which it is
+        INSERTED. Every other document here is INSERTED.
+        """
+        expect = FIRST_SEQUENCE if self.covered_end is None else self.covered_end + 1
+        live = self.v.grace is not None
         while True:
             rest = self._take(events, sys.maxsize)
             if not rest:
                 return
             for e in rest:
-                self.out.add(INSERTED, e.position, e.position, "not covered by any valid seal")
+                self.tail_present.add(e.position)
+                if live and e.position == expect and self._awaiting_seal(e):
+                    expect += 1
+                    detail = f"unsealed, ingested within the grace period ({self.v.grace_text})"
+                    self.out.add(PENDING, e.position, e.position, detail, (e.index,))
+                    continue
+                live = False  # a gap, a duplicate or an old event ends the live run
+                self.out.add(
+                    INSERTED, e.position, e.position, "not covered by any valid seal", (e.index,)
+                )

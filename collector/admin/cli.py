@@ -8,7 +8,8 @@
     crm-audit keys register KEYS_DIR AGENT_ID PUBFILE | keys list KEYS_DIR
     crm-audit verify --keys DIR [--opensearch URL[,URL...]] [AUTH] [--prefix P]
                      [--agent ID ...] [--from ISO8601] [--to ISO8601] [--checkpoints DIR]
-                     [--checkpoint-key PUB] [--retention-days N] [--format text|json]
+                     [--checkpoint-key PUB] [--retention-days N] [--grace SECONDS]
+                     [--format text|json]
     crm-audit rules check --rules FILE [--opensearch URL[,URL...] [AUTH] [--prefix P]
                      [--days N] [--strict]]
     crm-audit rules test --rules FILE [--opensearch URL[,URL...]] [AUTH] [--prefix P]
@@ -115,6 +116,16 @@ def _rate(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive number, got {text}")
     return value
 
 
@@ -232,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_rate,
         metavar="DAYS",
         help="shortest retention: a deleted index younger than this is MISSING, not EXPIRED",
+    )
+    ver.add_argument(
+        "--grace",
+        type=_non_negative,
+        default=120.0,
+        metavar="SECONDS",
+        help="unsealed events after the last seal ingested this recently are PENDING, "
+        "not INSERTED (default 120; 0: none)",
     )
     ver.add_argument("--format", choices=("text", "json"), default="text")
 
@@ -582,6 +601,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         time_to=args.time_to,
         retention_days=args.retention_days,
         now=dt.datetime.now(dt.UTC),
+        grace=dt.timedelta(seconds=args.grace) if args.grace > 0 else None,
         progress=progress,
     )
     try:
