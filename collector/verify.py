@@ -87,7 +87,7 @@ import json
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -101,6 +101,7 @@ from collector.index import Requester, Response
 from collector.integrity import chainheads_index, seals_index
 from collector.lifecycle import events_index_pattern
 from collector.retention_job.records import RetentionRecords
+from collector.verify_anchors import CHECKPOINT_MISSING, MISSING_STREAM
 from proto import integrity
 from proto.v1 import audit_pb2
 
@@ -178,6 +179,9 @@ class AgentReport:
     ranges: list[Range] = field(default_factory=list)
     events: int = 0
     seals: int = 0
+    # Findings about the stream as a whole, (kind, detail): MISSING_STREAM and the
+    # checkpoint findings of `collector.verify_anchors`.
+    stream: list[tuple[str, str]] = field(default_factory=list)
 
     def add(
         self, kind: str, first: int, last: int, detail: str = "", indices: Sequence[str] = ()
@@ -192,7 +196,7 @@ class AgentReport:
 
     @property
     def valid(self) -> bool:
-        return all(r.kind in NOT_FINDINGS for r in self.ranges)
+        return not self.stream and all(r.kind in NOT_FINDINGS for r in self.ranges)
 
 
 def _joined(tail: Range, last: int, indices: tuple[str, ...]) -> Range:
@@ -229,6 +233,7 @@ class Report:
                     "valid": report.valid,
                     "events": report.events,
                     "seals": report.seals,
+                    "stream": [{"kind": k, "detail": d} for k, d in report.stream],
                     "ranges": [r.to_json() for r in report.ranges],
                 }
                 for name, report in sorted(self.agents.items())
@@ -240,6 +245,8 @@ class Report:
         for name, report in sorted(self.agents.items()):
             state = "VALID" if report.valid else "FINDINGS"
             lines.append(f"agent {name}: {state} ({report.events} events, {report.seals} seals)")
+            for kind, detail in report.stream:
+                lines.append(f"  {kind:<14} {detail}")
             for r in report.ranges:
                 span = f"{r.first}" if r.first == r.last else f"{r.first}-{r.last}"
                 where = f"  [{', '.join(r.indices)}]" if r.indices else ""
@@ -475,6 +482,9 @@ class Verifier:
         now: datetime | None = None,
         grace: timedelta | None = None,
         progress: Callable[[str], None] | None = None,
+        expected: Collection[str] = (),
+        stream_findings: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+        checkpoint_every_agent: bool = False,
     ) -> None:
         self.reader = Reader(request)
         self.prefix = prefix
@@ -487,6 +497,10 @@ class Verifier:
         self.now = now or datetime.now(UTC)
         self.grace = grace
         self.progress = progress
+        self.expected = frozenset(expected)
+        self.stream_findings = dict(stream_findings or {})
+        self.checkpoint_every_agent = checkpoint_every_agent
+        self._named: frozenset[str] = frozenset()
         self._index_cache: dict[str, bool] = {}
         self._started = time.monotonic()
         self._last_progress = 0.0
@@ -501,15 +515,18 @@ class Verifier:
         if self.retention_records is not None:
             report.problems.extend(self.retention_records.problems)
         names = set(agents or ())
+        self._named = frozenset(names)
         if not names:
             names |= self.reader.agents(events_index_pattern(self.prefix), "agent.id")
             names |= self.reader.agents(seals_index(self.prefix), "agent.id")
             names |= self.reader.agents(chainheads_index(self.prefix), "agent.id")
             if self.checkpoints is not None:
                 names |= set(self.checkpoints.heads)
+            names |= self.expected | set(self.stream_findings)
         for name in sorted(names):
-            report.agents[name] = self.verify_agent(name)
-            report.events += report.agents[name].events
+            out = report.agents[name] = self.verify_agent(name)
+            out.stream.extend(self._stream_findings(out))
+            report.events += out.events
         report.seconds = time.monotonic() - self._started
         return report
 
@@ -542,6 +559,26 @@ class Verifier:
             self._check_tail(agent, walk, out)
         out.ranges = resolve(out.ranges + walk.breaks)
         return out
+
+    def _stream_findings(self, out: AgentReport) -> list[tuple[str, str]]:
+        """MISSING_STREAM: no event and no seal (in the window) of an agent that is
+        expected (registered) or named; CHECKPOINT_MISSING: with `checkpoint_every_agent`,
+        no signed checkpoint attests the agent; plus the caller's `stream_findings`."""
+        found: list[tuple[str, str]] = []
+        wanted = out.agent in self.expected or out.agent in self._named
+        if out.events == 0 and out.seals == 0 and wanted:
+            window = " in the window" if self.time_from or self.time_to else ""
+            why = "registered in the keys directory" if out.agent in self.expected else "named"
+            found.append((MISSING_STREAM, f"no event and no seal{window}; the agent is {why}"))
+        checkpoints = self.checkpoints
+        if (
+            self.checkpoint_every_agent
+            and checkpoints is not None
+            and (out.agent not in checkpoints.heads)
+        ):
+            found.append((CHECKPOINT_MISSING, "no signed checkpoint attests this agent"))
+        found.extend(self.stream_findings.get(out.agent, ()))
+        return found
 
     def _sequence_window(self, agent: str) -> tuple[int, int] | None:
         low: int | None = None

@@ -186,6 +186,8 @@ def verify(site: Site, agent: str) -> list[tuple[str, int, int]]:
             str(site.keys),
             "--checkpoints",
             str(site.checkpoints),
+            "--checkpoint-key",
+            str(site.checkpoints / "collector-signing-key.pub"),
             "--agent",
             agent,
             "--format",

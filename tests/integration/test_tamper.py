@@ -195,6 +195,8 @@ def verify(env: Env, agent: str, *extra: str) -> tuple[int, dict[str, Any]]:
             str(env.keys),
             "--checkpoints",
             str(env.checkpoints),
+            "--checkpoint-key",
+            str(env.checkpoints / "collector-signing-key.pub"),
             "--agent",
             agent,
             "--format",
