@@ -588,8 +588,7 @@ def _retention_records(
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from collector import verify_anchors as anchors
-    from collector.verify import Verifier, VerifyError
+    from collector.verify import Verifier, VerifyError, anchors
 
     opensearch = _opensearch("verify", args)
     if args.keys is None or not args.keys.is_dir():
