@@ -142,6 +142,7 @@ def _verify_once(bench: Bench, prefix: str, keys: Path, checkpoints: Path, event
         str(bench.bin_dir / "crm-audit"), "verify",
         "--opensearch", bench.url, "--prefix", prefix,
         "--keys", str(keys), "--checkpoints", str(checkpoints),
+        "--checkpoint-key", str(checkpoints / "collector-signing-key.pub"),
         "--agent", AGENT_ID, "--format", "json",
     ]  # fmt: skip
     started = time.monotonic()

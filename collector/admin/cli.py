@@ -8,7 +8,8 @@
     crm-audit keys register KEYS_DIR AGENT_ID PUBFILE | keys list KEYS_DIR
     crm-audit verify --keys DIR [--opensearch URL[,URL...]] [AUTH] [--prefix P]
                      [--agent ID ...] [--from ISO8601] [--to ISO8601] [--checkpoints DIR]
-                     [--checkpoint-key PUB] [--retention-days N] [--format text|json]
+                     [--checkpoint-key PUB] [--state FILE] [--retention-days N] [--grace SECONDS]
+                     [--format text|json]
     crm-audit rules check --rules FILE [--opensearch URL[,URL...] [AUTH] [--prefix P]
                      [--days N] [--strict]]
     crm-audit rules test --rules FILE [--opensearch URL[,URL...]] [AUTH] [--prefix P]
@@ -39,7 +40,7 @@ warns about rules naming a field or an action no event of the last ``--days`` (7
 `collector.report`) and exits 0 once it is written, whatever it found; `report-verify`
 exits 0 only when the file's digests and signature check out, 1 otherwise.
 
-`verify` exits 0 only when everything checked is VALID, 1 when it found anything, 2 on
+`verify` exits 0 only when everything checked is VALID (or PENDING), 1 when it found anything, 2 on
 usage errors (and 1 when OpenSearch cannot be read).
 
 A user's mistake is one line on stderr, ``crm-audit: <message>``, and exit code 2.
@@ -52,7 +53,7 @@ import argparse
 import datetime as dt
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -116,6 +117,16 @@ def _rate(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive number, got {text}")
     return value
 
 
@@ -226,13 +237,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-key",
         type=Path,
         metavar="PUB",
-        help="collector public key (default: the *.pub files in the checkpoint dir)",
+        help="collector public key (default: KEYS_DIR/collector.pub; never a *.pub of the "
+        "checkpoint dir)",
+    )
+    ver.add_argument(
+        "--state",
+        type=Path,
+        metavar="FILE",
+        help="remember what the checkpoints attested; a later run seeing less is a finding",
     )
     ver.add_argument(
         "--retention-days",
         type=_rate,
         metavar="DAYS",
         help="shortest retention: a deleted index younger than this is MISSING, not EXPIRED",
+    )
+    ver.add_argument(
+        "--grace",
+        type=_non_negative,
+        default=120.0,
+        metavar="SECONDS",
+        help="unsealed events after the last seal ingested this recently are PENDING, "
+        "not INSERTED (default 120; 0: none)",
     )
     ver.add_argument("--format", choices=("text", "json"), default="text")
 
@@ -530,14 +556,22 @@ def _opensearch(command: str, args: argparse.Namespace) -> Requester:
 
 
 def _retention_records(
-    opensearch: Requester, args: argparse.Namespace, command: str = "verify"
+    opensearch: Requester,
+    args: argparse.Namespace,
+    command: str = "verify",
+    pinned: Mapping[str, Ed25519PublicKey] | None = None,
 ) -> RetentionRecords | None:
     """Signed retention records (``{prefix}-retention`` and the checkpoint dir's record
-    files) that verify with the collector keys: --checkpoint-key, else the *.pub files
-    of --checkpoints. Without either no record is trusted: None (`verify`: nothing is
-    EXPIRED; the report says the records were not checked)."""
+    files) that verify with the collector keys: `pinned` (verify: from its keys
+    directory), else --checkpoint-key, else the *.pub files of --checkpoints. Without
+    any no record is trusted: None (`verify`: nothing is EXPIRED; the report says the
+    records were not checked)."""
     from collector.retention_job.records import load_records
 
+    if pinned is not None:
+        if not pinned:
+            return None
+        return load_records(opensearch, args.prefix, pinned, args.checkpoints)
     keys: dict[str, Ed25519PublicKey] = {}
     sources = [args.checkpoint_key] if args.checkpoint_key is not None else []
     if not sources and args.checkpoints is not None and args.checkpoints.is_dir():
@@ -555,12 +589,31 @@ def _retention_records(
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from collector.verify import Verifier, VerifyError
+    from collector.verify import Verifier, VerifyError, anchors
 
     opensearch = _opensearch("verify", args)
     if args.keys is None or not args.keys.is_dir():
         raise UsageError("verify: --keys DIR (the agents' registered public keys) is required")
-    view = _checkpoint_view("verify", args.checkpoints, args.checkpoint_key, "")
+    if args.state is not None and args.checkpoints is None:
+        raise UsageError("verify: --state FILE compares checkpoints: it needs --checkpoints DIR")
+    # Trust roots from the keys directory only (see `collector.verify_anchors`).
+    try:
+        pinned = anchors.collector_keys(args.keys, args.checkpoint_key)
+        if args.checkpoints is not None and not pinned:
+            raise UsageError(
+                f"verify: --checkpoints needs the collector's public key: --checkpoint-key PUB "
+                f"or {args.keys / anchors.COLLECTOR_KEY_FILE} (a *.pub in the checkpoint "
+                "directory is not trusted)"
+            )
+        view = anchors.checkpoint_view(args.checkpoints, pinned) if args.checkpoints else None
+        previous = anchors.load_state(args.state) if args.state is not None else None
+    except anchors.AnchorError as exc:
+        raise UsageError(f"verify: {exc}") from None
+    counts = anchors.line_counts(args.checkpoints) if args.checkpoints is not None else {}
+    seen = anchors.Comparison()
+    if view is not None and previous is not None:
+        seen = anchors.compare(previous, view, counts)
+        view.problems.extend(seen.problems)
     ring = KeyRing(args.keys)
     progress = None
     if sys.stderr.isatty():
@@ -569,7 +622,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
 
     try:
-        records = _retention_records(opensearch, args)
+        records = _retention_records(opensearch, args, pinned=pinned)
     except RetentionError as exc:
         _log(f"verify: {exc}")
         return 1
@@ -583,7 +636,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         time_to=args.time_to,
         retention_days=args.retention_days,
         now=dt.datetime.now(dt.UTC),
+        grace=dt.timedelta(seconds=args.grace) if args.grace > 0 else None,
         progress=progress,
+        expected=anchors.registered_agents(args.keys),
+        stream_findings=seen.agents,
+        checkpoint_every_agent=view is not None,
     )
     try:
         report = verifier.run(args.agent)
@@ -592,6 +649,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return 1
     if progress is not None:
         print("\r\x1b[K", end="", file=sys.stderr, flush=True)
+    if args.state is not None and view is not None and previous is not None:
+        try:
+            anchors.save_state(args.state, anchors.updated(previous, view, counts))
+        except anchors.AnchorError as exc:
+            _log(f"verify: {exc}")
+            return 1
     if args.format == "json":
         import json
 

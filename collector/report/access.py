@@ -26,6 +26,9 @@ from collector.report.query import Period, Queries, bool_filter, time_range
 PRIVILEGED_DB_ACTIONS = ("db.grant", "db.revoke", "db.role_change", "db.audit_config_change")
 EXPORT_ACTIONS = ("record.export", "db.export")
 TOP = 10
+# Counting documents needs no field: the doc_count of a match_all filter bucket.
+# (value_count on ``_id`` needs fielddata on ``_id``, deprecated in OpenSearch.)
+_DOCUMENTS: dict[str, Any] = {"filter": {"match_all": {}}}
 
 
 def privileged_query() -> dict[str, Any]:
@@ -278,7 +281,7 @@ class AccessReader:
                     "aggs": records,
                 },
                 "records": records["records"],
-                "count": {"value_count": {"field": "_id"}},
+                "count": _DOCUMENTS,
                 "days": self._days(records),
             },
         )
@@ -290,7 +293,7 @@ class AccessReader:
             self.events,
             self._in_period(failed_login_query()),
             {
-                "count": {"value_count": {"field": "_id"}},
+                "count": _DOCUMENTS,
                 "users": {"terms": {"field": "user.name", "size": TOP, "missing": "(unknown)"}},
                 "ips": {"terms": {"field": "source.ip", "size": TOP}},
                 "days": self._days(),
@@ -301,11 +304,11 @@ class AccessReader:
             changes_total=int(found["hits"]["total"]["value"]),
             changes_by_action=by_action,
             exporters=exporters,
-            exports_total=int(exp.get("count", {}).get("value", 0)),
+            exports_total=int(exp.get("count", {}).get("doc_count", 0)),
             records_total=int(exp.get("records", {}).get("value") or 0),
             export_days=self._per_day(exp, "records"),
             failed_days=self._per_day(fail, None),
-            failed_total=int(fail.get("count", {}).get("value", 0)),
+            failed_total=int(fail.get("count", {}).get("doc_count", 0)),
             failed_users=[
                 (str(b["key"]), int(b["doc_count"]))
                 for b in fail.get("users", {}).get("buckets", [])

@@ -22,7 +22,20 @@ from agent.integrity import AgentKey, Chainer, heartbeat, seal
 from collector.documents import index_name, to_document
 from collector.index import Response
 from collector.integrity import event_integrity_fields, seal_document, seal_id, seals_index
-from collector.verify import ALTERED, CHAIN_BREAK, Report, Verifier
+from collector.verify import (
+    ALTERED,
+    CHAIN_BREAK,
+    INSERTED,
+    PENDING,
+    SEAL_INVALID,
+    SEAL_MISSING,
+    TAIL_TRUNCATED,
+    VALID,
+    Range,
+    Report,
+    Verifier,
+    resolve,
+)
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
 from tests.collector.conftest import NOV_27_2026, make_event
@@ -263,3 +276,24 @@ def test_resent_and_recut_seals_are_not_breaks(trail: Trail) -> None:
     report = trail.verify()
     assert ranges(report) == [("VALID", 1, 30), (CHAIN_BREAK, 31, 40)]
     assert report.agents[AGENT].seals == 9
+
+
+def test_overlapping_verdicts_resolve_to_one_per_sequence() -> None:
+    resolved = resolve(
+        [
+            Range(VALID, 1, 10),
+            Range(SEAL_MISSING, 11, 20, "chain", ("ix-a",)),
+            Range(SEAL_INVALID, 11, 20, "bad", ("seals",)),
+            Range(PENDING, 21, 25, "", ("ix-a",)),
+            Range(INSERTED, 24, 24, "extra", ("ix-b",)),
+            Range(TAIL_TRUNCATED, 21, 30, "checkpoint"),
+            Range(VALID, 3, 3),  # a duplicate reading of a VALID sequence merges
+        ]
+    )
+    assert [(r.kind, r.first, r.last, r.indices) for r in resolved] == [
+        (VALID, 1, 10, ()),
+        (SEAL_INVALID, 11, 20, ("seals",)),
+        (TAIL_TRUNCATED, 21, 23, ()),
+        (INSERTED, 24, 24, ("ix-b",)),
+        (TAIL_TRUNCATED, 25, 30, ()),
+    ]

@@ -136,6 +136,9 @@ def run_verify(
             str(keys),
             "--checkpoints",
             str(checkpoints),
+            # trust is pinned: the collector's key is named, never found in the directory
+            "--checkpoint-key",
+            str(checkpoints / "collector-signing-key.pub"),
             "--agent",
             agent,
             "--format",

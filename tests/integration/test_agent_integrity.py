@@ -155,6 +155,8 @@ def verify(env: Env) -> tuple[int, dict[str, Any]]:
         str(env.keys),
         "--checkpoints",
         str(env.checkpoints),
+        "--checkpoint-key",
+        str(env.checkpoints / "collector-signing-key.pub"),
         "--agent",
         AGENT_ID,
         "--format",

@@ -206,6 +206,8 @@ class Env:
             str(self.keys),
             "--checkpoints",
             str(self.checkpoints),
+            "--checkpoint-key",
+            str(self.checkpoints / "collector-signing-key.pub"),
             "--agent",
             AGENT_ID,
             "--format",

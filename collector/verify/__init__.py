@@ -1,0 +1,83 @@
+"""`crm-audit verify`: prove from OpenSearch content, public keys and checkpoints that
+nothing was altered, removed, inserted or reordered — or say exactly where it was.
+
+Inputs: the events indices (``{prefix}-events-*``), ``{prefix}-seals``,
+``{prefix}-chainheads``, the agents' public keys (``--keys``, the collector's
+``integrity.keys_dir``) and optionally the signed checkpoints (``--checkpoints``) and
+the signed retention records (``{prefix}-retention`` and the checkpoint directory's
+``retention-*.jsonl``, trusted with the collector key: `collector.retention_job.records`).
+
+Per agent, seals (sorted by sequence) and events (sorted by ``event.sequence``) are
+streamed with point-in-time searches and ``search_after``; only one seal's range of
+events is held in memory at a time. For each seal with a valid signature by a key
+registered for the agent, the chain is recomputed from the seal's ``prev_chain_head``
+over the events' stored canonical bytes and must end at the sealed head; every
+searchable field is re-derived from the canonical bytes (`collector.documents`) and
+compared with what is stored.
+
+Every sequence ends up with exactly one verdict; the verdicts, what each means and the
+rule choosing between them are stated once, in `collector.verify.verdicts`.
+
+Modules, one responsibility each:
+
+    reading    point-in-time streams over OpenSearch; events and seals as read back
+    checks     one agent's walk: chain and seal checks, seal links, unsealed runs
+    verdicts   the verdicts, their precedence, ranges and `resolve`
+    verifier   agents, trust and the tail (`Verifier`), the orchestration
+    report     per agent ranges and stream findings, as text or JSON
+    anchors    trust roots from the keys directory, checkpoints, ``--state``
+
+Exit code (see `collector.admin.cli`): 0 only when every range is VALID or PENDING.
+"""
+
+from __future__ import annotations
+
+from collector.verify.checks import field_differences
+from collector.verify.reading import Reader, VerifyError
+from collector.verify.report import AgentReport, Report
+from collector.verify.verdicts import (
+    ALTERED,
+    CHAIN_BREAK,
+    EXPIRED,
+    GAP_AT_SOURCE,
+    INSERTED,
+    MISSING,
+    NOT_FINDINGS,
+    PENDING,
+    PRECEDENCE,
+    REORDERED,
+    SEAL_INVALID,
+    SEAL_MISSING,
+    TAIL_TRUNCATED,
+    UNVERIFIABLE,
+    VALID,
+    Range,
+    resolve,
+)
+from collector.verify.verifier import Verifier
+
+__all__ = [
+    "ALTERED",
+    "CHAIN_BREAK",
+    "EXPIRED",
+    "GAP_AT_SOURCE",
+    "INSERTED",
+    "MISSING",
+    "NOT_FINDINGS",
+    "PENDING",
+    "PRECEDENCE",
+    "REORDERED",
+    "SEAL_INVALID",
+    "SEAL_MISSING",
+    "TAIL_TRUNCATED",
+    "UNVERIFIABLE",
+    "VALID",
+    "AgentReport",
+    "Range",
+    "Reader",
+    "Report",
+    "Verifier",
+    "VerifyError",
+    "field_differences",
+    "resolve",
+]

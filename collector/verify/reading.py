@@ -1,0 +1,244 @@
+"""Reading OpenSearch for `crm-audit verify`: point-in-time streams, event documents
+and seals as read back (nothing here is trusted yet).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from google.protobuf.message import DecodeError
+
+from collector.index import Requester, Response
+from proto import integrity
+from proto.v1 import audit_pb2
+
+PAGE = 1000
+
+
+class VerifyError(Exception):
+    """OpenSearch could not be read (the verification could not be carried out)."""
+
+
+class Reader:
+    """Point-in-time + search_after streaming over one index pattern."""
+
+    def __init__(self, request: Requester) -> None:
+        self.request = request
+
+    def stream(
+        self,
+        pattern: str,
+        query: Mapping[str, Any],
+        sort: Sequence[Mapping[str, Any]],
+        source: Sequence[str] | bool = True,
+    ) -> Iterator[dict[str, Any]]:
+        opened = self.request(
+            "POST",
+            f"/{pattern}/_search/point_in_time",
+            params={"keep_alive": "5m", "expand_wildcards": "open"},
+        )
+        if opened.status in (400, 404) and _no_index(opened.body):
+            return
+        if opened.status != 200:
+            raise _failed(f"cannot open a point in time on {pattern}", opened)
+        pit = opened.body["pit_id"]
+        try:
+            after: list[Any] | None = None
+            while True:
+                body: dict[str, Any] = {
+                    "size": PAGE,
+                    "query": query,
+                    "sort": list(sort),
+                    "pit": {"id": pit, "keep_alive": "5m"},
+                    "_source": source,
+                    "track_total_hits": False,
+                }
+                if after is not None:
+                    body["search_after"] = after
+                page = self.request("POST", "/_search", body=body)
+                if page.status != 200:
+                    raise _failed(f"search on {pattern} failed", page)
+                pit = page.body.get("pit_id", pit)
+                hits = page.body["hits"]["hits"]
+                yield from hits
+                if len(hits) < PAGE:
+                    return
+                after = hits[-1]["sort"]
+        finally:
+            self.request("DELETE", "/_search/point_in_time", body={"pit_id": [pit]})
+
+    def agents(self, pattern: str, agg_field: str) -> set[str]:
+        found: set[str] = set()
+        after: dict[str, Any] | None = None
+        while True:
+            composite: dict[str, Any] = {
+                "size": 1000,
+                "sources": [{"agent": {"terms": {"field": agg_field}}}],
+            }
+            if after:
+                composite["after"] = after
+            response = self.request(
+                "POST",
+                f"/{pattern}/_search",
+                body={"size": 0, "aggs": {"agents": {"composite": composite}}},
+                params={"ignore_unavailable": "true", "allow_no_indices": "true"},
+            )
+            if response.status != 200:
+                raise _failed(f"cannot list agents in {pattern}", response)
+            agg = response.body.get("aggregations", {}).get("agents", {})
+            buckets = agg.get("buckets", [])
+            found.update(str(b["key"]["agent"]) for b in buckets)
+            after = agg.get("after_key")
+            if not buckets or not after:
+                return found
+
+    def index_exists(self, name: str) -> bool:
+        response = self.request(
+            "GET", f"/{name}/_settings", params={"filter_path": "*.settings.index.uuid"}
+        )
+        if response.status == 404:
+            return False
+        if response.status == 200:
+            return True
+        raise _failed(f"cannot check index {name}", response)
+
+    def chain_head(self, index: str, agent: str) -> tuple[int | None, str] | None:
+        response = self.request("GET", f"/{index}/_doc/{agent}")
+        if response.status == 404:
+            return None
+        if response.status != 200:
+            raise _failed(f"cannot read chain head of {agent}", response)
+        chain = response.body.get("_source", {}).get("chain", {})
+        seq = chain.get("sequence")
+        return (int(seq) if seq is not None else None, str(chain.get("head", "")))
+
+
+def _failed(what: str, response: Response) -> VerifyError:
+    """`what` failed: the status and why, when OpenSearch or the connection said so.
+
+    "HTTP 0" alone hides a certificate that did not verify; "HTTP 403" alone hides which
+    permission the role lacks (the security plugin names it in its reason).
+    """
+    reason = ""
+    error = response.body.get("error") if isinstance(response.body, Mapping) else None
+    if isinstance(error, Mapping):
+        reason = str(error.get("reason") or error.get("type") or "")
+    elif error is not None:
+        reason = str(error)
+    reason = " ".join(reason.split())[:300]
+    return VerifyError(f"{what}: HTTP {response.status}" + (f" ({reason})" if reason else ""))
+
+
+def _no_index(body: Any) -> bool:
+    text = json.dumps(body)
+    return "index_not_found" in text or "invalid id: [null]" in text or "no such index" in text
+
+
+@dataclass
+class StoredEvent:
+    """One event document as read back."""
+
+    position: int  # event.sequence as stored (searchable)
+    doc_id: str
+    index: str
+    source: dict[str, Any]
+    canonical: bytes | None
+    decoded: audit_pb2.AuditEvent | None
+    hint: bytes | None  # integrity.chain_hash as stored (not trusted)
+
+    @property
+    def decoded_sequence(self) -> int | None:
+        return self.decoded.sequence if self.decoded is not None else None
+
+
+def read_event(hit: Mapping[str, Any]) -> StoredEvent:
+    source = hit["_source"]
+    integ = source.get("integrity", {})
+    canonical: bytes | None = None
+    decoded: audit_pb2.AuditEvent | None = None
+    try:
+        canonical = base64.b64decode(integ["canonical"], validate=True)
+        decoded = audit_pb2.AuditEvent.FromString(canonical)
+    except (KeyError, ValueError, TypeError, DecodeError):
+        pass
+    hint: bytes | None = None
+    with contextlib.suppress(KeyError, ValueError, TypeError):
+        hint = bytes.fromhex(integ["chain_hash"])
+    return StoredEvent(
+        position=int(source.get("event", {}).get("sequence", -1)),
+        doc_id=str(hit["_id"]),
+        index=str(hit["_index"]),
+        source=source,
+        canonical=canonical,
+        decoded=decoded,
+        hint=hint,
+    )
+
+
+@dataclass(frozen=True)
+class SealInfo:
+    """A seal read back: the signed message plus what the collector recorded beside it."""
+
+    seal: audit_pb2.Seal
+    indices: tuple[str, ...]
+    problem: str  # "" when the seal is authentic and consistent
+    index: str = ""  # where the seal document was read from
+
+
+def read_seal(hit: Mapping[str, Any], agent: str, keys: Mapping[str, Ed25519PublicKey]) -> SealInfo:
+    src = hit["_source"].get("seal", {})
+    indices = tuple(str(i) for i in src.get("indices", []) or [])
+    where = str(hit.get("_index", ""))
+    try:
+        seal = audit_pb2.Seal.FromString(base64.b64decode(src["raw"], validate=True))
+    except (KeyError, ValueError, TypeError, DecodeError):
+        seal = audit_pb2.Seal(
+            agent_id=agent,
+            first_sequence=int(src.get("first_sequence", 0)),
+            last_sequence=int(src.get("last_sequence", 0)),
+        )
+        return SealInfo(seal, indices, "signed seal bytes unreadable", where)
+    findings = integrity.check_seal(seal, agent, keys)
+    if findings:
+        return SealInfo(seal, indices, findings[0].detail, where)
+    searchable = {
+        "first_sequence": seal.first_sequence,
+        "last_sequence": seal.last_sequence,
+        "event_count": seal.event_count,
+        "prev_chain_head": seal.prev_chain_head.hex(),
+        "chain_head": seal.chain_head.hex(),
+        "key_id": seal.key_id,
+    }
+    changed = sorted(k for k, v in searchable.items() if src.get(k) != v)
+    if changed:
+        problem = f"searchable fields differ from the signed seal: {changed}"
+        return SealInfo(seal, indices, problem, where)
+    return SealInfo(seal, indices, "", where)
+
+
+class Peekable(Iterator[Any]):
+    def __init__(self, source: Iterator[Any]) -> None:
+        self._source = source
+        self._head: list[Any] = []
+
+    def __iter__(self) -> Peekable:
+        return self
+
+    def __next__(self) -> Any:
+        if self._head:
+            return self._head.pop()
+        return next(self._source)
+
+    def peek(self) -> Any | None:
+        if not self._head:
+            try:
+                self._head.append(next(self._source))
+            except StopIteration:
+                return None
+        return self._head[-1]
