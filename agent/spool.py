@@ -217,8 +217,9 @@ class Spool:
         aborted: Callable[[], None] | None = None,
     ) -> None:
         self.directory = directory
-        # Hooks for the hash chain (issue 5): `link` sees each event right after it got
-        # its sequence (in order, under the spool lock); `committed` runs after the fsync;
+        # Hooks for the hash chain, so every event is linked exactly when it is
+        # numbered: `link` sees each event right after it got its sequence (in order,
+        # under the spool lock); `committed` runs after the fsync;
         # `aborted` when an append that may have linked events keeps nothing (its
         # sequences will be reused, so the links must be undone). All under the lock.
         self._link = link
@@ -321,8 +322,8 @@ class Spool:
             try:
                 for offset, entry in enumerate(entries):
                     sequence = first + offset
-                    # integrity hook (issue 5): the one place an event gets its sequence,
-                    # in sequence order, right before it is made durable.
+                    # The one place an event gets its sequence, in sequence order, right
+                    # before it is made durable: the chain must link events in that order.
                     entry.event.sequence = sequence
                     if self._link is not None:
                         self._link(entry.event)

@@ -103,7 +103,7 @@ def tmpfs(mount: Path, options: str) -> Iterator[Path]:
     """A real tmpfs mounted at `mount` (created) with `options` ("size=64k"), lazily
     unmounted afterwards. Skips the test when not root or when mounting fails."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+        pytest.skip(reason="mounting a small tmpfs needs root")
     mount.mkdir()
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
@@ -112,7 +112,7 @@ def tmpfs(mount: Path, options: str) -> Iterator[Path]:
         check=False,
     )
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+        pytest.skip(reason=f"cannot mount a tmpfs: {done.stderr.strip()}")
     try:
         yield mount
     finally:

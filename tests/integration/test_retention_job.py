@@ -479,7 +479,7 @@ def test_ism_cluster_policies_installed_enforcer_off(
     """Where the cluster has ISM: policies installed, the collector job changes nothing,
     and an index deleted by hand (no delete in ISM's history) gets no record."""
     if not ism_available:
-        pytest.skip("ISM plugin not installed on the test cluster (set OPENSEARCH_URL)")
+        pytest.skip(reason="ISM plugin not installed on the test cluster (set OPENSEARCH_URL)")
     import time
 
     site = write_site(tmp_path, prefix, os_url, os_http)
