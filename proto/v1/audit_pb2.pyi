@@ -362,6 +362,7 @@ class AuditEvent(_message.Message):
     EFFECTIVE_USER_FIELD_NUMBER: _builtins.int
     TARGET_USER_FIELD_NUMBER: _builtins.int
     ORGANIZATION_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Identity: (observer.agent_id, sequence) is unique and stable across retries;
     the collector derives the document _id from it.
@@ -390,6 +391,12 @@ class AuditEvent(_message.Message):
     trusted by itself: the signed Seal of the batch anchors them.
     """
     chain_prev: _builtins.bytes
+    stream_id: _builtins.str
+    """Stream format 2: the agent's stream (incarnation) this event belongs to, 16 lowercase
+    hex characters, created with the agent's state directory and never reused. An agent
+    that starts without its state starts a new stream at sequence 1; ids, chains, seals
+    and checkpoints are per (agent, stream). Empty in stream format 1.
+    """
     @_builtins.property
     def observer(self) -> Global___Observer: ...
     @_builtins.property
@@ -465,10 +472,11 @@ class AuditEvent(_message.Message):
         effective_user: Global___User | None = ...,
         target_user: Global___User | None = ...,
         organization: Global___Organization | None = ...,
+        stream_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_record_count", b"_record_count", "effective_user", b"effective_user", "log", b"log", "object", b"object", "observer", b"observer", "organization", b"organization", "record_count", b"record_count", "source", b"source", "target_user", b"target_user", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_record_count", b"_record_count", "action", b"action", "attributes", b"attributes", "audit_category", b"audit_category", "chain_hash", b"chain_hash", "chain_prev", b"chain_prev", "changes", b"changes", "effective_user", b"effective_user", "event_category", b"event_category", "event_type", b"event_type", "flags", b"flags", "log", b"log", "message", b"message", "object", b"object", "observed_unix_nano", b"observed_unix_nano", "observer", b"observer", "organization", b"organization", "original", b"original", "outcome", b"outcome", "parse_error", b"parse_error", "record_count", b"record_count", "sequence", b"sequence", "session_id", b"session_id", "source", b"source", "target_user", b"target_user", "time_unix_nano", b"time_unix_nano", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_record_count", b"_record_count", "action", b"action", "attributes", b"attributes", "audit_category", b"audit_category", "chain_hash", b"chain_hash", "chain_prev", b"chain_prev", "changes", b"changes", "effective_user", b"effective_user", "event_category", b"event_category", "event_type", b"event_type", "flags", b"flags", "log", b"log", "message", b"message", "object", b"object", "observed_unix_nano", b"observed_unix_nano", "observer", b"observer", "organization", b"organization", "original", b"original", "outcome", b"outcome", "parse_error", b"parse_error", "record_count", b"record_count", "sequence", b"sequence", "session_id", b"session_id", "source", b"source", "stream_id", b"stream_id", "target_user", b"target_user", "time_unix_nano", b"time_unix_nano", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__record_count: _TypeAlias = _typing.Literal["record_count"]  # noqa: Y015
     _WhichOneofArgType__record_count: _TypeAlias = _typing.Literal["_record_count", b"_record_count"]  # noqa: Y015
@@ -495,6 +503,11 @@ class Seal(_message.Message):
     EVENT_COUNT_FIELD_NUMBER: _builtins.int
     TIME_UNIX_NANO_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    FORMAT_VERSION_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    EVENT_HASHES_FIELD_NUMBER: _builtins.int
+    MIN_EVENT_TIME_UNIX_NANO_FIELD_NUMBER: _builtins.int
+    MAX_EVENT_TIME_UNIX_NANO_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """must equal the client certificate identity"""
     key_id: _builtins.str
@@ -513,6 +526,22 @@ class Seal(_message.Message):
     """when the agent sealed"""
     signature: _builtins.bytes
     """64 bytes"""
+    format_version: _builtins.int
+    """Stream format 2 (format_version = 2; absent/0 means 1). Signed over
+    "crm-audit/seal/v2\\0" || this message with `signature` cleared. In v2
+    prev_chain_head/chain_head are heads of the stream's head chain over event hashes
+    (proto/integrity.py), and the seal itself names every event by its hash, so a
+    verifier localizes alteration from signed material only.
+    """
+    stream_id: _builtins.str
+    """= every sealed event's stream_id"""
+    min_event_time_unix_nano: _builtins.int
+    """over the events' effective time (0: heartbeat)"""
+    max_event_time_unix_nano: _builtins.int
+    @_builtins.property
+    def event_hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """one per event, in sequence order"""
+
     def __init__(
         self,
         *,
@@ -525,14 +554,64 @@ class Seal(_message.Message):
         event_count: _builtins.int = ...,
         time_unix_nano: _builtins.int = ...,
         signature: _builtins.bytes = ...,
+        format_version: _builtins.int = ...,
+        stream_id: _builtins.str = ...,
+        event_hashes: _abc.Iterable[_builtins.bytes] | None = ...,
+        min_event_time_unix_nano: _builtins.int = ...,
+        max_event_time_unix_nano: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "chain_head", b"chain_head", "event_count", b"event_count", "first_sequence", b"first_sequence", "key_id", b"key_id", "last_sequence", b"last_sequence", "prev_chain_head", b"prev_chain_head", "signature", b"signature", "time_unix_nano", b"time_unix_nano"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "chain_head", b"chain_head", "event_count", b"event_count", "event_hashes", b"event_hashes", "first_sequence", b"first_sequence", "format_version", b"format_version", "key_id", b"key_id", "last_sequence", b"last_sequence", "max_event_time_unix_nano", b"max_event_time_unix_nano", "min_event_time_unix_nano", b"min_event_time_unix_nano", "prev_chain_head", b"prev_chain_head", "signature", b"signature", "stream_id", b"stream_id", "time_unix_nano", b"time_unix_nano"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Seal: _TypeAlias = Seal  # noqa: Y015
+
+@_typing.final
+class Receipt(_message.Message):
+    """The collector's signed statement, returned in each OK ack of a sealed batch, that it
+    verified an agent's stream up to `last_sequence` with head `head` itself (never a
+    value read back from OpenSearch). Agents keep the latest ones as anchors outside the
+    collector's reach. Ed25519 over "crm-audit/receipt/v1\\0" || this message with
+    `signature` cleared, serialized deterministically.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
+    RECEIVED_UNIX_NANO_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    stream_id: _builtins.str
+    last_sequence: _builtins.int
+    head: _builtins.bytes
+    received_unix_nano: _builtins.int
+    key_id: _builtins.str
+    """the collector checkpoint key's id"""
+    signature: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        stream_id: _builtins.str = ...,
+        last_sequence: _builtins.int = ...,
+        head: _builtins.bytes = ...,
+        received_unix_nano: _builtins.int = ...,
+        key_id: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "head", b"head", "key_id", b"key_id", "last_sequence", b"last_sequence", "received_unix_nano", b"received_unix_nano", "signature", b"signature", "stream_id", b"stream_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Receipt: _TypeAlias = Receipt  # noqa: Y015
 
 @_typing.final
 class Batch(_message.Message):
@@ -549,10 +628,16 @@ class Batch(_message.Message):
     AGENT_ID_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     SEAL_FIELD_NUMBER: _builtins.int
+    FORMAT_VERSION_FIELD_NUMBER: _builtins.int
+    EVENT_BYTES_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.int
     """per stream, increasing; echoed in the Ack"""
     agent_id: _builtins.str
     """must equal the identity in the client certificate"""
+    format_version: _builtins.int
+    """Stream format 2: the events as the exact bytes the agent serialized once and hashed
+    (each an `AuditEvent`); `events` stays empty. 0/absent means format 1 (`events`).
+    """
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEvent]: ...
     @_builtins.property
@@ -561,6 +646,8 @@ class Batch(_message.Message):
         A batch with a seal and no events is a heartbeat.
         """
 
+    @_builtins.property
+    def event_bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
         self,
         *,
@@ -568,10 +655,12 @@ class Batch(_message.Message):
         agent_id: _builtins.str = ...,
         events: _abc.Iterable[Global___AuditEvent] | None = ...,
         seal: Global___Seal | None = ...,
+        format_version: _builtins.int = ...,
+        event_bytes: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["seal", b"seal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "batch_id", b"batch_id", "events", b"events", "seal", b"seal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "batch_id", b"batch_id", "event_bytes", b"event_bytes", "events", b"events", "format_version", b"format_version", "seal", b"seal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -609,6 +698,7 @@ class Ack(_message.Message):
     DETAIL_FIELD_NUMBER: _builtins.int
     INDEXED_FIELD_NUMBER: _builtins.int
     DUPLICATES_FIELD_NUMBER: _builtins.int
+    RECEIPT_FIELD_NUMBER: _builtins.int
     batch_id: _builtins.int
     status: Global___Ack.Status.ValueType
     detail: _builtins.str
@@ -616,6 +706,10 @@ class Ack(_message.Message):
     """newly created documents"""
     duplicates: _builtins.int
     """already present (re-delivery), counted as delivered"""
+    @_builtins.property
+    def receipt(self) -> Global___Receipt:
+        """STATUS_OK of a sealed batch from a collector with a checkpoint key"""
+
     def __init__(
         self,
         *,
@@ -624,10 +718,11 @@ class Ack(_message.Message):
         detail: _builtins.str = ...,
         indexed: _builtins.int = ...,
         duplicates: _builtins.int = ...,
+        receipt: Global___Receipt | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "detail", b"detail", "duplicates", b"duplicates", "indexed", b"indexed", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "detail", b"detail", "duplicates", b"duplicates", "indexed", b"indexed", "receipt", b"receipt", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
