@@ -46,13 +46,14 @@ from collector.checkpoints import CheckpointFile, CheckpointWriter, load_or_crea
 from collector.config import CollectorConfig
 from collector.detect.engine import Detection
 from collector.detect.rules import load_rules
-from collector.documents import Granularity, index_name, to_document
+from collector.documents import EventDocument, Granularity, index_name, to_document
 from collector.errors import (
     IndexingError,
     LifecycleError,
     PermanentIndexingError,
     StartupError,
 )
+from collector.formatv2 import documents_v2, event_count
 from collector.health import HealthCheck, HealthServer
 from collector.index import BulkIndexer, IndexRequest, IndexResult, Requester
 from collector.integrity import IntegrityGate, event_integrity_fields
@@ -63,6 +64,7 @@ from collector.pipeline import Stop, StreamPipeline, wait_turn
 from collector.retention import RetentionRouter
 from collector.retention_job.runner import RetentionRunner, build_job
 from collector.urls import redact_url
+from collector.verified import VerifiedHeads
 from proto import integrity, limits
 from proto.v1 import audit_pb2, audit_pb2_grpc
 
@@ -162,7 +164,7 @@ class BatchProcessor:
         metrics = self.metrics
         if metrics is None:
             return self._process(batch, identity, peer)[0]
-        metrics.batch_received(identity, len(batch.events))
+        metrics.batch_received(identity, event_count(batch))
         metrics.batches_in_flight.inc()
         try:
             ack, result = self._process(batch, identity, peer)
@@ -197,21 +199,14 @@ class BatchProcessor:
             refusal = self._refusal(batch, verdict, identity, peer)
             if refusal is not None:
                 return refusal, None
-        if not batch.events and not batch.HasField("seal"):
+        if not event_count(batch) and not batch.HasField("seal"):
             return Ack(batch_id=batch.batch_id, status=Ack.STATUS_OK), None
         try:
             self.readiness.ensure()
             received = self.clock_ns()
+            documents, unparsed = self._documents(batch, verdict, identity, received)
             requests = []
-            for position, event in enumerate(batch.events):
-                doc = to_document(event, agent_id=identity, received_unix_nano=received)
-                if verdict is not None:
-                    doc.source.setdefault("integrity", {}).update(
-                        event_integrity_fields(
-                            verdict.canonical[position],
-                            verdict.hashes[position] if verdict.hashes else None,
-                        )
-                    )
+            for doc, original in documents:
                 target = index_name(
                     self.prefix,
                     self.router.classify(doc.source),
@@ -225,10 +220,11 @@ class BatchProcessor:
                         source=doc.source,
                         agent_id=identity,
                         sequence=doc.sequence,
-                        original=event.original,
+                        original=original,
                     )
                 )
-            result = self.indexer.index(requests) if requests else IndexResult()
+            writes = [*requests, *unparsed]
+            result = self.indexer.index(writes) if writes else IndexResult()
             wait_turn()  # seal, chain head, alerts, detection: in the stream's batch order
             if self.gate is not None and verdict is not None:
                 self.gate.after_indexing(
@@ -281,6 +277,37 @@ class BatchProcessor:
             duplicates=result.duplicates,
             detail=detail,
         ), result
+
+    def _documents(
+        self,
+        batch: audit_pb2.Batch,
+        verdict: integrity.BatchVerdict | None,
+        identity: str,
+        received: int,
+    ) -> tuple[list[tuple[EventDocument, str]], list[IndexRequest]]:
+        """(document, original line) per event in batch order, plus dead letters of
+        format 2 event bytes that do not parse (collector.formatv2)."""
+        if batch.format_version == integrity.FORMAT_V2:
+            v2 = documents_v2(
+                batch,
+                verdict if verdict is not None else integrity.verify_batch(batch, identity, {}),
+                agent_id=identity,
+                received_unix_nano=received,
+                deadletter_index=deadletter_index(self.prefix),
+            )
+            return v2.events, v2.unparsed
+        documents = []
+        for position, event in enumerate(batch.events):
+            doc = to_document(event, agent_id=identity, received_unix_nano=received)
+            if verdict is not None:
+                doc.source.setdefault("integrity", {}).update(
+                    event_integrity_fields(
+                        verdict.canonical[position],
+                        verdict.hashes[position] if verdict.hashes else None,
+                    )
+                )
+            documents.append((doc, event.original))
+        return documents, []
 
     def _refusal(
         self,
@@ -429,7 +456,7 @@ class CollectorService(audit_pb2_grpc.CollectorServicer):
         self.pipeline_depth = pipeline_depth
 
     def _too_large(self, batch: audit_pb2.Batch, identity: str, peer: str) -> Ack | None:
-        count = len(batch.events)
+        count = event_count(batch)
         if count <= self.max_events_per_batch:
             return None
         log.warning(
@@ -594,19 +621,24 @@ class CollectorServer:
         )
         self.indexer = indexer
         integ = config.integrity
+        # The heads checkpoints sign: only those this collector verified itself.
+        self.verified = VerifiedHeads()
         self.gate = IntegrityGate(
             request,
             indexer,
             KeyRing(integ.keys_dir),
             prefix=os_cfg.index_prefix,
             require_seal=integ.require_seal,
+            verified=self.verified,
         )
         self.checkpoints: CheckpointWriter | None = None
         key_path = integ.checkpoint_key()
         if integ.checkpoint_dir is not None and key_path is not None:
+            checkpoint_file = CheckpointFile(integ.checkpoint_dir, load_or_create_key(key_path))
+            self.verified.seed(checkpoint_file.last_heads())
             self.checkpoints = CheckpointWriter(
-                self.gate.heads.all,
-                CheckpointFile(integ.checkpoint_dir, load_or_create_key(key_path)),
+                self.verified.snapshot,
+                checkpoint_file,
                 interval_s=integ.checkpoint_interval_s,
                 clock_ns=clock_ns,
             )

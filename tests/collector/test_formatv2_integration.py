@@ -1,0 +1,138 @@
+"""Stream format 2 end to end: a real collector (gRPC over mTLS, certificates from our
+PKI, keys registered, checkpoints on) and the real OpenSearch of the session, fed with
+hand-built signed v2 batches (`tests.collector.v2sender`, from `proto.integrity` only)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from collector.config import load_config
+from collector.documents import iso_nanos
+from collector.index import Requester
+from collector.server import CollectorServer
+from proto import integrity
+from proto.v1 import audit_pb2 as pb
+from proto.v1 import audit_pb2_grpc as pb_grpc
+from tests.collector.conftest import Pki, make_event, search, write_config
+from tests.collector.v2sender import V2Stream, register
+
+pytestmark = pytest.mark.integration
+
+AGENT = "crm-v2"
+
+
+@dataclass
+class Env:
+    server: CollectorServer
+    pki: Pki
+    http: Requester
+    prefix: str
+    keys: Path
+    checkpoints: Path
+
+    def ship(self, batches: list[pb.Batch], agent: str = AGENT) -> list[pb.Ack]:
+        cert, key = self.pki.layout.agent_cert(agent), self.pki.layout.agent_key(agent)
+        if not cert.exists():
+            self.pki.agent(agent)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.pki.layout.ca_cert.read_bytes(),
+            private_key=key.read_bytes(),
+            certificate_chain=cert.read_bytes(),
+        )
+        with grpc.secure_channel(f"127.0.0.1:{self.server.port}", credentials) as channel:
+            return list(pb_grpc.CollectorStub(channel).Ship(iter(batches), timeout=60))
+
+    def docs(self, index: str) -> dict[str, Any]:
+        return {h["_id"]: h for h in search(self.http, f"{self.prefix}-{index}")}
+
+
+@pytest.fixture
+def env(tmp_path: Path, pki: Pki, prefix: str, os_url: str, os_http: Requester) -> Iterator[Env]:
+    keys, checkpoints = tmp_path / "cfg" / "keys", tmp_path / "cfg" / "checkpoints"
+    keys.mkdir(parents=True)
+    config = load_config(
+        write_config(
+            tmp_path / "cfg",
+            pki,
+            prefix=prefix,
+            url=os_url,
+            # The writer thread waits an hour: the tests write checkpoints themselves.
+            integrity={
+                "keys_dir": "keys",
+                "checkpoint_dir": "checkpoints",
+                "checkpoint_interval_s": 3600,
+            },
+        )
+    )
+    server = CollectorServer(config)
+    server.start()
+    try:
+        yield Env(server, pki, os_http, prefix, keys, checkpoints)
+    finally:
+        server.stop(grace_s=5)
+
+
+@pytest.fixture
+def key(env: Env) -> Ed25519PrivateKey:
+    value = Ed25519PrivateKey.generate()
+    register(env.keys, AGENT, value)
+    return value
+
+
+def test_v2_batches_are_stored_per_the_contract_beside_v1(env: Env, key: Ed25519PrivateKey) -> None:
+    stream = V2Stream(AGENT, key)
+    # One event of a later month: its index follows its own effective time.
+    batches = [
+        stream.batch(10),
+        stream.batch(5),
+        stream.batch(1, time_unix_nano=1_798_000_000 * 10**9),
+    ]
+    acks = env.ship(batches)
+    assert [(a.status, a.indexed) for a in acks] == [
+        (pb.Ack.STATUS_OK, 10),
+        (pb.Ack.STATUS_OK, 5),
+        (pb.Ack.STATUS_OK, 1),
+    ]
+    # A format 1 agent on the same collector still goes through.
+    v1 = pb.Batch(batch_id=1, agent_id="crm-v1", events=[make_event(n, "crm-v1") for n in (1, 2)])
+    assert env.ship([v1], agent="crm-v1")[0].status == pb.Ack.STATUS_OK
+
+    events = env.docs("events-*")
+    s = stream.stream_id
+    assert {"crm-v1:1", "crm-v1:2"} <= set(events)
+    assert "stream" not in events["crm-v1:1"]["_source"]["agent"]
+    for sequence, (data, head) in stream.sent.items():
+        hit = events[f"{AGENT}:{s}:{sequence}"]
+        source = hit["_source"]
+        event = pb.AuditEvent.FromString(data)
+        assert source["agent"]["stream"] == s
+        assert base64.b64decode(source["integrity"]["canonical"]) == data
+        assert source["integrity"]["event_hash"] == integrity.event_hash(data).hex()
+        assert source["integrity"]["chain_hash"] == head.hex()
+        assert source["@timestamp"] == iso_nanos(integrity.effective_time(event))
+        month = "2026.12" if sequence == 16 else "2026.11"
+        assert hit["_index"] == f"{env.prefix}-events-standard-{month}"
+
+    seals = env.docs("seals")
+    last = batches[2].seal
+    doc = seals[f"{AGENT}:{s}:16-16:{last.chain_head.hex()[:32]}"]["_source"]["seal"]
+    assert doc["stream"] == s and doc["format_version"] == 2 and doc["verified"] is True
+    assert (
+        doc["min_event_time"] == doc["max_event_time"] == iso_nanos(last.min_event_time_unix_nano)
+    )
+    assert doc["indices"] == [f"{env.prefix}-events-standard-2026.12"]
+
+    heads = env.docs("chainheads")
+    chain = heads[f"{AGENT}:{s}"]["_source"]
+    assert chain["agent"] == {"id": AGENT, "stream": s}
+    assert (chain["chain"]["sequence"], chain["chain"]["head"]) == (16, stream.head.hex())
+    alerts = [a["_source"] for a in env.docs("alerts").values()]
+    assert [a["agent"]["id"] for a in alerts] == ["crm-v1"]  # unsealed, a format 1 agent

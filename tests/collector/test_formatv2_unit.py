@@ -1,0 +1,266 @@
+"""Stream format 2 on the collector, against an in-memory OpenSearch stand-in: documents,
+seals and chain heads per the storage contract, effective time, nothing dropped."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from collector.documents import iso_nanos, to_document
+from collector.index import BulkIndexer, Response
+from collector.integrity import IntegrityGate
+from collector.keys import KeyRing
+from collector.lifecycle import LifecycleReport
+from collector.server import BatchProcessor, CollectorService, Readiness
+from proto import integrity
+from proto.v1 import audit_pb2 as pb
+from tests.collector.conftest import NOV_27_2026, make_event
+from tests.collector.v2sender import V2Stream, register
+
+AGENT = "agent-1"
+NOW = NOV_27_2026 + 3_600_000_000_000
+
+
+class MiniOpenSearch:
+    """Documents by (index, _id): create-only bulk (409 when present), GET/PUT with
+    seq_no, and a term search on agent.id sorted by @timestamp (enough for the gate)."""
+
+    def __init__(self) -> None:
+        self.docs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.seq_no: dict[tuple[str, str], int] = {}
+
+    def __call__(
+        self, method: str, path: str, *, body: Any = None, params: Mapping[str, str] | None = None
+    ) -> Response:
+        params = params or {}
+        if path == "/_bulk":
+            return self._bulk(body.decode() if isinstance(body, bytes) else body)
+        parts = path.strip("/").split("/")
+        if parts[-1] == "_refresh":
+            return Response(200, {})
+        if parts[-1] == "_search":
+            return self._search(parts[0], body)
+        if len(parts) == 3 and parts[1] == "_doc":
+            key = (parts[0], parts[2])
+            if method == "GET":
+                if key not in self.docs:
+                    return Response(404, {"found": False})
+                return Response(
+                    200,
+                    {"_source": self.docs[key], "_seq_no": self.seq_no[key], "_primary_term": 1},
+                )
+            if method == "PUT":
+                if params.get("op_type") == "create" and key in self.docs:
+                    return Response(409, {})
+                if "if_seq_no" in params and int(params["if_seq_no"]) != self.seq_no.get(key):
+                    return Response(409, {})
+                self._store(key, body)
+                return Response(201, {"_seq_no": self.seq_no[key], "_primary_term": 1})
+        raise AssertionError(f"unexpected request {method} {path}")
+
+    def _store(self, key: tuple[str, str], body: dict[str, Any]) -> None:
+        self.docs[key] = body
+        self.seq_no[key] = self.seq_no.get(key, -1) + 1
+
+    def _bulk(self, text: str) -> Response:
+        lines = text.splitlines()
+        items = []
+        for action_line, source_line in zip(lines[::2], lines[1::2], strict=True):
+            action = json.loads(action_line)["create"]
+            key = (action["_index"], action["_id"])
+            if key in self.docs:
+                items.append({"create": {"status": 409}})
+            else:
+                self._store(key, json.loads(source_line))
+                items.append({"create": {"status": 201}})
+        return Response(200, {"errors": False, "items": items})
+
+    def _search(self, index: str, body: dict[str, Any]) -> Response:
+        agent = body["query"]["term"]["agent.id"]
+        hits = [
+            {"_id": key[1], "_source": doc}
+            for key, doc in self.docs.items()
+            if key[0] == index and doc.get("agent", {}).get("id") == agent
+        ]
+        hits.sort(key=lambda h: h["_source"]["@timestamp"], reverse=True)
+        return Response(200, {"hits": {"hits": hits}})
+
+    def index(self, name: str) -> dict[str, dict[str, Any]]:
+        return {doc_id: doc for (index, doc_id), doc in self.docs.items() if index == name}
+
+    def events(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        return {
+            doc_id: (index, doc)
+            for (index, doc_id), doc in self.docs.items()
+            if index.startswith("p-events-")
+        }
+
+
+class _Installed:
+    def install(self) -> LifecycleReport:
+        return LifecycleReport()
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> Ed25519PrivateKey:
+    value = Ed25519PrivateKey.generate()
+    register(tmp_path / "keys", AGENT, value)
+    return value
+
+
+def processor(store: MiniOpenSearch, keys: Path, clock: list[int] | None = None) -> BatchProcessor:
+    indexer = BulkIndexer(store, deadletter_index="p-deadletter", sleep=lambda _: None)
+    now = clock or [NOW]
+    return BatchProcessor(
+        indexer,
+        Readiness(_Installed()),
+        prefix="p",
+        retention_class="standard",
+        granularity="monthly",
+        clock_ns=lambda: now[0],
+        gate=IntegrityGate(store, indexer, KeyRing(keys), prefix="p"),
+    )
+
+
+def test_a_v2_batch_is_stored_per_the_storage_contract(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    store = MiniOpenSearch()
+    stream = V2Stream(AGENT, key)
+    proc = processor(store, tmp_path / "keys")
+    batches = [stream.batch(4), stream.batch(3)]
+    acks = [proc.process(b, identity=AGENT) for b in batches]
+    ok = pb.Ack.STATUS_OK
+    assert [(a.status, a.indexed, a.duplicates) for a in acks] == [(ok, 4, 0), (ok, 3, 0)]
+    events = store.events()
+    s = stream.stream_id
+    assert sorted(events) == sorted(f"{AGENT}:{s}:{n}" for n in range(1, 8))
+    for sequence, (data, head) in stream.sent.items():
+        index, doc = events[f"{AGENT}:{s}:{sequence}"]
+        assert index == "p-events-standard-2026.11"
+        assert doc["agent"]["stream"] == s and doc["event"]["sequence"] == sequence
+        # the bytes exactly as received, never re-serialized
+        assert base64.b64decode(doc["integrity"]["canonical"]) == data
+        assert doc["integrity"]["event_hash"] == integrity.event_hash(data).hex()
+        assert doc["integrity"]["chain_hash"] == head.hex()
+        event = pb.AuditEvent.FromString(data)
+        assert doc["@timestamp"] == iso_nanos(integrity.effective_time(event))
+
+    seals = store.index("p-seals")
+    first = batches[0].seal
+    seal_id = f"{AGENT}:{s}:1-4:{first.chain_head.hex()[:32]}"
+    assert set(seals) == {seal_id, f"{AGENT}:{s}:5-7:{batches[1].seal.chain_head.hex()[:32]}"}
+    doc = seals[seal_id]["seal"]
+    assert doc["stream"] == s and doc["format_version"] == 2 and doc["verified"] is True
+    assert doc["min_event_time"] == iso_nanos(first.min_event_time_unix_nano)
+    assert doc["max_event_time"] == iso_nanos(first.max_event_time_unix_nano)
+    assert pb.Seal.FromString(base64.b64decode(doc["raw"])) == first
+
+    heads = store.index("p-chainheads")
+    assert set(heads) == {f"{AGENT}:{s}"}
+    head_doc = heads[f"{AGENT}:{s}"]
+    assert head_doc["agent"] == {"id": AGENT, "stream": s}
+    assert head_doc["chain"]["sequence"] == 7 and head_doc["chain"]["head"] == stream.head.hex()
+    assert "previous_stream" not in head_doc["chain"]  # the agent's only stream
+    assert store.index("p-alerts") == {}
+    assert proc.gate is not None
+    assert proc.gate.verified.snapshot() == {(AGENT, s): (7, stream.head)}
+
+
+def test_redelivery_is_duplicates_and_the_head_stays(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    store = MiniOpenSearch()
+    stream = V2Stream(AGENT, key)
+    proc = processor(store, tmp_path / "keys")
+    batch = stream.batch(5)
+    assert proc.process(batch, identity=AGENT).indexed == 5
+    again = proc.process(batch, identity=AGENT)
+    assert (again.status, again.indexed, again.duplicates) == (pb.Ack.STATUS_OK, 0, 5)
+    assert store.index("p-chainheads")[f"{AGENT}:{stream.stream_id}"]["chain"]["sequence"] == 5
+    assert store.index("p-alerts") == {}
+
+
+def test_a_heartbeat_of_a_new_stream_creates_its_head_at_genesis(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    store = MiniOpenSearch()
+    stream = V2Stream(AGENT, key)
+    proc = processor(store, tmp_path / "keys")
+    assert proc.process(stream.heartbeat(), identity=AGENT).status == pb.Ack.STATUS_OK
+    head = store.index("p-chainheads")[f"{AGENT}:{stream.stream_id}"]["chain"]
+    assert head["head"] == integrity.genesis_v2(AGENT, stream.stream_id).hex()
+    assert "sequence" not in head
+    assert proc.process(stream.batch(2), identity=AGENT).indexed == 2
+    assert store.index("p-alerts") == {}
+
+
+def test_an_altered_event_is_indexed_and_alerted_not_dropped(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    store = MiniOpenSearch()
+    stream = V2Stream(AGENT, key)
+    proc = processor(store, tmp_path / "keys")
+    batch = stream.batch(3)
+    altered = pb.AuditEvent.FromString(batch.event_bytes[1])
+    altered.user.name = "mallory"
+    batch.event_bytes[1] = integrity.event_bytes_v2(altered)
+    ack = proc.process(batch, identity=AGENT)
+    assert (ack.status, ack.indexed) == (pb.Ack.STATUS_OK, 3)
+    alerts = [a["alert"] for a in store.index("p-alerts").values()]
+    assert [(a["kind"], a["first_sequence"]) for a in alerts] == [
+        (integrity.EVENT_HASH_MISMATCH, 2)
+    ]
+    assert store.index("p-chainheads") == {}  # an unverified batch moves no head
+    [seal] = store.index("p-seals").values()
+    assert seal["seal"]["verified"] is False
+
+
+def test_event_bytes_that_do_not_parse_go_to_the_dead_letter_index(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    store = MiniOpenSearch()
+    stream = V2Stream(AGENT, key)
+    proc = processor(store, tmp_path / "keys")
+    batch = stream.batch(3)
+    garbage = b"\xff\xff\xff"
+    batch.event_bytes[1] = garbage
+    ack = proc.process(batch, identity=AGENT)
+    assert (ack.status, ack.indexed) == (pb.Ack.STATUS_OK, 3)
+    assert len(store.events()) == 2
+    [letter] = store.index("p-deadletter").values()
+    kept = letter["deadletter"]["document"]
+    assert base64.b64decode(kept["event_bytes"]) == garbage
+    assert kept["event_hash"] == integrity.event_hash(garbage).hex()
+    kinds = {a["alert"]["kind"] for a in store.index("p-alerts").values()}
+    assert kinds == {integrity.MALFORMED_EVENT}
+
+
+def test_v2_batches_count_against_max_events_per_batch(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    service = CollectorService(
+        processor(MiniOpenSearch(), tmp_path / "keys"), max_events_per_batch=3
+    )
+    stream = V2Stream(AGENT, key)
+    refusal = service._too_large(stream.batch(4), AGENT, "peer")
+    assert refusal is not None and refusal.status == pb.Ack.STATUS_REJECTED
+    assert service._too_large(stream.batch(3), AGENT, "peer") is None
+
+
+@pytest.mark.parametrize(
+    ("time", "observed"),
+    [(NOV_27_2026, NOV_27_2026 + 5), (0, NOV_27_2026 + 5), (NOV_27_2026, 0)],
+)
+def test_timestamp_is_the_effective_time(time: int, observed: int) -> None:
+    """The index month and @timestamp follow the time a v2 seal's signed range uses."""
+    event = make_event(1, AGENT, time_unix_nano=time, observed_unix_nano=observed)
+    doc = to_document(event, agent_id=AGENT, received_unix_nano=NOW, stream_id="0" * 16)
+    assert doc.timestamp_unix_nano == integrity.effective_time(event)
+    assert doc.doc_id == f"{AGENT}:{'0' * 16}:1"
