@@ -44,6 +44,8 @@ GAP = "gap"
 FORK = "fork"
 UNKNOWN_START = "unknown_start"
 RESTARTED = "agent_restarted_without_state"
+#: How a chain head names an agent's stream format 1 chain as the previous "stream".
+V1_CHAIN = "v1"
 
 
 def seals_index(prefix: str) -> str:
@@ -133,7 +135,7 @@ CHAINHEADS_MAPPING: dict[str, Any] = {
                 "key_id": _KW,
                 "heartbeat": _DATE,
                 # Stream format 2: when this collector first saw the stream, and the
-                # agent's stream before it ("" = its format 1 chain) with its last sequence.
+                # agent's stream before it ("v1": its format 1 chain) with its last sequence.
                 "first_seen": _DATE,
                 "previous_stream": _KW,
                 "previous_sequence": _LONG,
@@ -393,7 +395,7 @@ class ChainHeads:
 
     def latest_other(self, agent_id: str, exclude: str) -> tuple[str, int | None] | None:
         """The agent's most recently moved chain other than `exclude` (a head_id):
-        (stream id, "" for its format 1 chain; last sequence), or None when it has none.
+        (stream id, `V1_CHAIN` for its format 1 chain; last sequence), or None if none.
 
         Asked only when a new stream starts, so the index is refreshed first: a chain
         head written a moment ago must not be missed (the restart alert depends on it).
@@ -420,7 +422,7 @@ class ChainHeads:
             source = hit.get("_source", {})
             sequence = source.get("chain", {}).get("sequence")
             return (
-                str(source.get("agent", {}).get("stream", "")),
+                str(source.get("agent", {}).get("stream") or V1_CHAIN),
                 int(sequence) if sequence is not None else None,
             )
         return None
@@ -568,7 +570,7 @@ def restart_finding(
         seal.first_sequence,
         seal.last_sequence,
         f"agent {agent_id} restarted without state at {iso_nanos(when)}; previous stream "
-        f"{stream or 'v1'} ended at sequence {sequence or 0}",
+        f"{stream} ended at sequence {sequence or 0}",
     )
 
 

@@ -136,3 +136,33 @@ def test_v2_batches_are_stored_per_the_contract_beside_v1(env: Env, key: Ed25519
     assert (chain["chain"]["sequence"], chain["chain"]["head"]) == (16, stream.head.hex())
     alerts = [a["_source"] for a in env.docs("alerts").values()]
     assert [a["agent"]["id"] for a in alerts] == ["crm-v1"]  # unsealed, a format 1 agent
+
+
+def test_restart_without_state_is_one_alert_and_both_streams_stay(
+    env: Env, key: Ed25519PrivateKey
+) -> None:
+    old = V2Stream(AGENT, key)
+    assert [a.status for a in env.ship([old.batch(10), old.batch(10)])] == [pb.Ack.STATUS_OK] * 2
+    new = V2Stream(AGENT, key)  # the agent lost its state: a new stream at sequence 1
+    first = new.batch(10)
+    acks = env.ship([first, first, new.batch(5)])  # the first one re-delivered
+    # (pipelined: the two copies may be indexed concurrently, so which ack counts which
+    # event as the duplicate varies; together they are 10 + 10)
+    assert [a.status for a in acks] == [pb.Ack.STATUS_OK] * 3
+    assert (sum(a.indexed for a in acks), sum(a.duplicates for a in acks)) == (15, 10)
+    events = env.docs("events-*")
+    # Nothing collided: sequences 1-10 exist twice, once per stream.
+    assert len(events) == 35
+    assert {f"{AGENT}:{old.stream_id}:1", f"{AGENT}:{new.stream_id}:1"} <= set(events)
+    alerts = [a["_source"] for a in env.docs("alerts").values()]
+    assert [a["alert"]["kind"] for a in alerts] == ["agent_restarted_without_state"]
+    assert alerts[0]["agent"] == {"id": AGENT, "stream": new.stream_id}
+    assert alerts[0]["alert"]["reason"] == (
+        f"agent {AGENT} restarted without state at {iso_nanos(first.seal.time_unix_nano)}; "
+        f"previous stream {old.stream_id} ended at sequence 20"
+    )
+    heads = env.docs("chainheads")
+    assert heads[f"{AGENT}:{old.stream_id}"]["_source"]["chain"]["sequence"] == 20
+    chain = heads[f"{AGENT}:{new.stream_id}"]["_source"]["chain"]
+    assert (chain["sequence"], chain["head"]) == (15, new.head.hex())
+    assert (chain["previous_stream"], chain["previous_sequence"]) == (old.stream_id, 20)

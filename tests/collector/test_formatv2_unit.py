@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collector.documents import iso_nanos, to_document
 from collector.index import BulkIndexer, Response
-from collector.integrity import IntegrityGate
+from collector.integrity import RESTARTED, UNKNOWN_START, IntegrityGate
 from collector.keys import KeyRing
 from collector.lifecycle import LifecycleReport
 from collector.server import BatchProcessor, CollectorService, Readiness
@@ -264,3 +264,82 @@ def test_timestamp_is_the_effective_time(time: int, observed: int) -> None:
     doc = to_document(event, agent_id=AGENT, received_unix_nano=NOW, stream_id="0" * 16)
     assert doc.timestamp_unix_nano == integrity.effective_time(event)
     assert doc.doc_id == f"{AGENT}:{'0' * 16}:1"
+
+
+def restart_alerts(store: MiniOpenSearch) -> dict[str, dict[str, Any]]:
+    return {
+        doc_id: doc
+        for doc_id, doc in store.index("p-alerts").items()
+        if doc["alert"]["kind"] == RESTARTED
+    }
+
+
+def test_a_new_stream_of_a_known_agent_is_alerted_once(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    store = MiniOpenSearch()
+    clock = [NOW]
+    proc = processor(store, tmp_path / "keys", clock)
+    old = V2Stream(AGENT, key)
+    for _ in range(2):
+        assert proc.process(old.batch(5), identity=AGENT).status == pb.Ack.STATUS_OK
+    assert restart_alerts(store) == {}
+    clock[0] = NOW + 60_000_000_000
+    new = V2Stream(AGENT, key)  # state lost: a new stream from its genesis
+    first = new.batch(3)
+    assert proc.process(first, identity=AGENT).status == pb.Ack.STATUS_OK
+    assert proc.process(first, identity=AGENT).duplicates == 3  # re-delivered
+    assert proc.process(new.batch(2), identity=AGENT).indexed == 2
+    [(alert_id, alert)] = restart_alerts(store).items()
+    assert alert_id == f"{AGENT}:{RESTARTED}:{new.stream_id}"
+    assert alert["agent"] == {"id": AGENT, "stream": new.stream_id}
+    assert alert["alert"]["reason"] == (
+        f"agent {AGENT} restarted without state at {iso_nanos(first.seal.time_unix_nano)}; "
+        f"previous stream {old.stream_id} ended at sequence 10"
+    )
+    chain = store.index("p-chainheads")[f"{AGENT}:{new.stream_id}"]["chain"]
+    assert (chain["previous_stream"], chain["previous_sequence"]) == (old.stream_id, 10)
+    assert chain["sequence"] == 5  # kept through the later head moves
+    old_chain = store.index("p-chainheads")[f"{AGENT}:{old.stream_id}"]["chain"]
+    assert old_chain["sequence"] == 10 and "previous_stream" not in old_chain
+    # Both streams' heads are what the checkpoints sign.
+    assert proc.gate is not None
+    assert proc.gate.verified.snapshot() == {
+        (AGENT, old.stream_id): (10, old.head),
+        (AGENT, new.stream_id): (5, new.head),
+    }
+
+
+def test_a_first_v2_stream_after_format_1_history_is_alerted(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    store = MiniOpenSearch()
+    store._store(
+        ("p-chainheads", AGENT),
+        {
+            "@timestamp": iso_nanos(NOW),
+            "agent": {"id": AGENT},
+            "chain": {"sequence": 42, "head": "00" * 32},
+        },
+    )
+    proc = processor(store, tmp_path / "keys")
+    stream = V2Stream(AGENT, key)
+    assert proc.process(stream.heartbeat(), identity=AGENT).status == pb.Ack.STATUS_OK
+    assert proc.process(stream.batch(2), identity=AGENT).status == pb.Ack.STATUS_OK
+    [alert] = restart_alerts(store).values()
+    assert alert["alert"]["reason"].endswith("previous stream v1 ended at sequence 42")
+    chain = store.index("p-chainheads")[f"{AGENT}:{stream.stream_id}"]["chain"]
+    assert (chain["previous_stream"], chain["previous_sequence"]) == ("v1", 42)
+
+
+def test_a_new_stream_not_at_its_genesis_is_an_unknown_start_not_a_restart(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    store = MiniOpenSearch()
+    proc = processor(store, tmp_path / "keys")
+    proc.process(V2Stream(AGENT, key).batch(2), identity=AGENT)
+    later = V2Stream(AGENT, key)
+    later.batch(4)  # sequences 1-4 never arrive
+    proc.process(later.batch(2), identity=AGENT)
+    kinds = sorted(a["alert"]["kind"] for a in store.index("p-alerts").values())
+    assert kinds == [UNKNOWN_START]
