@@ -552,7 +552,9 @@ def continuity(
                         f"events up to {stored} differ from those received before",
                     )
                 ],
-                (last, seal.chain_head),
+                # Format 2 keeps the stored events (the differing ones go to the forks
+                # index), so a re-delivery ending at the stored head keeps that head too.
+                None if seal_stream(seal) and stored == last else (last, seal.chain_head),
                 False,
             )
         return [], ((last, seal.chain_head) if stored < last else None), False
@@ -664,8 +666,12 @@ class IntegrityGate:
         now_unix_nano: int,
     ) -> list[integrity.Finding]:
         findings = self._move_head(seal, hashes, agent_id, last_doc, now_unix_nano)
+        if any(f.kind == FORK for f in findings):
+            # Two signed histories of the same sequences: the checkpoints keep attesting
+            # the one received first until the chain moves on past it.
+            return findings
         # The seal is authentic: its head is one this collector verified itself, whatever
-        # the stored head said (a continuity finding is an alert, not a doubt about it).
+        # the stored head said (gap or unknown start are alerts, not doubts about it).
         at_genesis = seal.event_count == 0 and seal.chain_head == chain_genesis(agent_id, seal)
         self.verified.record(
             agent_id,
@@ -712,6 +718,8 @@ class IntegrityGate:
             current = self.heads.get(agent_id, stream)
             findings, new, redelivery = continuity(agent_id, seal, hashes, current)
             if redelivery:
+                if stream:  # format 2: each re-delivered event was compared on its 409
+                    return []  # (collector.forks)
                 return self._check_redelivery(seal, hashes, last_doc)
             if new is None:
                 return findings

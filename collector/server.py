@@ -53,6 +53,7 @@ from collector.errors import (
     PermanentIndexingError,
     StartupError,
 )
+from collector.forks import ForkCheck
 from collector.formatv2 import documents_v2, event_count
 from collector.health import HealthCheck, HealthServer
 from collector.index import BulkIndexer, IndexRequest, IndexResult, Requester
@@ -158,6 +159,8 @@ class BatchProcessor:
         self.granularity = granularity
         self.clock_ns = clock_ns
         self.metrics = metrics
+        # Format 2 re-deliveries that differ from the stored event (collector.forks).
+        self.forks = ForkCheck(indexer.request, prefix)
 
     def process(self, batch: audit_pb2.Batch, *, identity: str, peer: str = "") -> audit_pb2.Ack:
         """Index `batch` for the certificate identity `identity`; never raises."""
@@ -225,6 +228,11 @@ class BatchProcessor:
                 )
             writes = [*requests, *unparsed]
             result = self.indexer.index(writes) if writes else IndexResult()
+            forked: list[integrity.Finding] = []
+            if batch.format_version == integrity.FORMAT_V2 and result.conflicts:
+                fork_writes, forked = self.forks.forks(result.conflicts)
+                if fork_writes:
+                    self.indexer.index(fork_writes)
             wait_turn()  # seal, chain head, alerts, detection: in the stream's batch order
             if self.gate is not None and verdict is not None:
                 self.gate.after_indexing(
@@ -235,6 +243,7 @@ class BatchProcessor:
                     indices=[r.index for r in requests],
                     last_doc=(requests[-1].index, requests[-1].doc_id) if requests else None,
                     now_unix_nano=received,
+                    extra=forked,
                 )
             if self.detection is not None and requests:
                 self.detection([(r.doc_id, r.source) for r in requests])

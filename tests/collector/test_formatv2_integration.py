@@ -166,3 +166,26 @@ def test_restart_without_state_is_one_alert_and_both_streams_stay(
     chain = heads[f"{AGENT}:{new.stream_id}"]["_source"]["chain"]
     assert (chain["sequence"], chain["head"]) == (15, new.head.hex())
     assert (chain["previous_stream"], chain["previous_sequence"]) == (old.stream_id, 20)
+
+
+def test_a_differing_redelivery_is_kept_in_the_forks_index(
+    env: Env, key: Ed25519PrivateKey
+) -> None:
+    stream = V2Stream(AGENT, key)
+    assert env.ship([stream.batch(10)])[0].indexed == 10
+    events = [pb.AuditEvent.FromString(stream.sent[n][0]) for n in range(1, 11)]
+    events[6].user.name = "mallory"  # sequence 7, re-signed by the key holder
+    forked = stream.sealed(events, prev=integrity.genesis_v2(AGENT, stream.stream_id))
+    [ack] = env.ship([forked])
+    assert (ack.status, ack.indexed, ack.duplicates) == (pb.Ack.STATUS_OK, 0, 10)
+    data = integrity.event_bytes_v2(events[6])
+    original_id = f"{AGENT}:{stream.stream_id}:7"
+    forks = env.docs("forks")
+    assert list(forks) == [f"{original_id}:{integrity.event_hash(data).hex()[:16]}"]
+    [fork] = forks.values()
+    assert base64.b64decode(fork["_source"]["integrity"]["canonical"]) == data
+    assert fork["_source"]["user"]["name"] == "mallory"
+    stored = env.docs("events-*")[original_id]["_source"]
+    assert stored["user"]["name"] == "alice"  # the stored one kept
+    alerts = [a["_source"]["alert"] for a in env.docs("alerts").values()]
+    assert sorted((a["kind"], a["first_sequence"]) for a in alerts) == [("fork", 7), ("fork", 10)]

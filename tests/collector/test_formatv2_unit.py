@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collector.documents import iso_nanos, to_document
 from collector.index import BulkIndexer, Response
-from collector.integrity import RESTARTED, UNKNOWN_START, IntegrityGate
+from collector.integrity import FORK, RESTARTED, UNKNOWN_START, IntegrityGate
 from collector.keys import KeyRing
 from collector.lifecycle import LifecycleReport
 from collector.server import BatchProcessor, CollectorService, Readiness
@@ -41,6 +41,8 @@ class MiniOpenSearch:
         params = params or {}
         if path == "/_bulk":
             return self._bulk(body.decode() if isinstance(body, bytes) else body)
+        if path == "/_mget":
+            return self._mget(body)
         parts = path.strip("/").split("/")
         if parts[-1] == "_refresh":
             return Response(200, {})
@@ -80,6 +82,16 @@ class MiniOpenSearch:
                 self._store(key, json.loads(source_line))
                 items.append({"create": {"status": 201}})
         return Response(200, {"errors": False, "items": items})
+
+    def _mget(self, body: dict[str, Any]) -> Response:
+        docs = []
+        for wanted in body["docs"]:
+            key = (wanted["_index"], wanted["_id"])
+            found = {"_index": key[0], "_id": key[1], "found": key in self.docs}
+            if key in self.docs:
+                found["_source"] = self.docs[key]
+            docs.append(found)
+        return Response(200, {"docs": docs})
 
     def _search(self, index: str, body: dict[str, Any]) -> Response:
         agent = body["query"]["term"]["agent.id"]
@@ -343,3 +355,78 @@ def test_a_new_stream_not_at_its_genesis_is_an_unknown_start_not_a_restart(
     proc.process(later.batch(2), identity=AGENT)
     kinds = sorted(a["alert"]["kind"] for a in store.index("p-alerts").values())
     assert kinds == [UNKNOWN_START]
+
+
+def test_a_redelivered_event_that_differs_is_kept_in_the_forks_index(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    store = MiniOpenSearch()
+    proc = processor(store, tmp_path / "keys")
+    stream = V2Stream(AGENT, key)
+    assert proc.process(stream.batch(5), identity=AGENT).indexed == 5
+    # The same sequences again, two of them with other content, signed by the agent.
+    events = [pb.AuditEvent.FromString(stream.sent[n][0]) for n in range(1, 6)]
+    events[1].user.name = "mallory"
+    events[3].action = "record.delete"
+    genesis = integrity.genesis_v2(AGENT, stream.stream_id)
+    stored = {n: stream.sent[n] for n in range(1, 6)}
+    again = stream.sealed(events, prev=genesis)
+    for _ in range(2):  # the fork itself re-delivered: still one copy, one alert
+        ack = proc.process(again, identity=AGENT)
+        assert (ack.status, ack.indexed, ack.duplicates) == (pb.Ack.STATUS_OK, 0, 5)
+    s = stream.stream_id
+    forks = store.index("p-forks")
+    expected = {}
+    for n in (2, 4):
+        data = integrity.event_bytes_v2(events[n - 1])
+        expected[f"{AGENT}:{s}:{n}:{integrity.event_hash(data).hex()[:16]}"] = data
+    assert set(forks) == set(expected)
+    for doc_id, data in expected.items():
+        assert base64.b64decode(forks[doc_id]["integrity"]["canonical"]) == data
+    for n, (data, _head) in stored.items():  # the stored ones are untouched
+        _index, doc = store.events()[f"{AGENT}:{s}:{n}"]
+        assert base64.b64decode(doc["integrity"]["canonical"]) == data
+    alerts = sorted(
+        (a["alert"] for a in store.index("p-alerts").values()), key=lambda a: a["first_sequence"]
+    )
+    # Per event (the 409s compared) and for the chain (the sealed head differs).
+    assert [(a["kind"], a["first_sequence"], a["last_sequence"]) for a in alerts] == [
+        (FORK, 2, 4),
+        (FORK, 5, 5),
+    ]
+    assert "2 re-delivered events" in alerts[0]["reason"] and "(2, 4)" in alerts[0]["reason"]
+    # The stored events stay the stream's: so do its head and what checkpoints sign.
+    assert store.index("p-chainheads")[f"{AGENT}:{s}"]["chain"]["head"] == stored[5][1].hex()
+    assert proc.gate is not None
+    assert proc.gate.verified.snapshot() == {(AGENT, s): (5, stored[5][1])}
+
+
+def test_an_identical_redelivery_is_no_fork(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    store = MiniOpenSearch()
+    proc = processor(store, tmp_path / "keys")
+    stream = V2Stream(AGENT, key)
+    batch = stream.batch(3)
+    proc.process(batch, identity=AGENT)
+    recut = stream.sealed(
+        [pb.AuditEvent.FromString(stream.sent[n][0]) for n in (2, 3)], prev=stream.sent[1][1]
+    )
+    assert proc.process(recut, identity=AGENT).duplicates == 2
+    assert store.index("p-forks") == {} and store.index("p-alerts") == {}
+
+
+def test_a_stored_hash_that_cannot_be_read_is_a_retry(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    store = MiniOpenSearch()
+    proc = processor(store, tmp_path / "keys")
+    stream = V2Stream(AGENT, key)
+    batch = stream.batch(2)
+    proc.process(batch, identity=AGENT)
+
+    def failing(method: str, path: str, **kwargs: Any) -> Response:
+        if path == "/_mget":
+            return Response(503, {"error": "unavailable"})
+        return store(method, path, **kwargs)
+
+    proc.forks.request = failing
+    assert proc.process(batch, identity=AGENT).status == pb.Ack.STATUS_RETRY
