@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collector import setup
 from collector.checkpoints import CheckpointFile, CheckpointWriter, load_or_create_key
@@ -62,6 +63,7 @@ from collector.keys import KeyRing
 from collector.lifecycle import LifecycleInstaller, LifecycleReport, deadletter_index
 from collector.metrics import CollectorMetrics
 from collector.pipeline import Stop, StreamPipeline, wait_turn
+from collector.receipts import receipt_for
 from collector.retention import RetentionRouter
 from collector.retention_job.runner import RetentionRunner, build_job
 from collector.urls import redact_url
@@ -145,9 +147,12 @@ class BatchProcessor:
         detection: Callable[[Sequence[tuple[str, Mapping[str, Any]]]], object] | None = None,
         router: RetentionRouter | None = None,
         metrics: CollectorMetrics | None = None,
+        receipt_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.indexer = indexer
         self.gate = gate
+        # The collector's checkpoint key signs receipts in OK acks (collector.receipts).
+        self.receipt_key = receipt_key
         # Inline detection rules over the batch's documents once they are indexed
         # (collector.detect; never raises, so it cannot cost the batch its ack).
         self.detection = detection
@@ -234,8 +239,9 @@ class BatchProcessor:
                 if fork_writes:
                     self.indexer.index(fork_writes)
             wait_turn()  # seal, chain head, alerts, detection: in the stream's batch order
+            receipt = None
             if self.gate is not None and verdict is not None:
-                self.gate.after_indexing(
+                findings = self.gate.after_indexing(
                     batch,
                     verdict,
                     identity=identity,
@@ -244,6 +250,14 @@ class BatchProcessor:
                     last_doc=(requests[-1].index, requests[-1].doc_id) if requests else None,
                     now_unix_nano=received,
                     extra=forked,
+                )
+                receipt = receipt_for(
+                    batch,
+                    verdict,
+                    findings,
+                    agent_id=identity,
+                    key=self.receipt_key,
+                    received_unix_nano=received,
                 )
             if self.detection is not None and requests:
                 self.detection([(r.doc_id, r.source) for r in requests])
@@ -285,6 +299,7 @@ class BatchProcessor:
             indexed=result.indexed,
             duplicates=result.duplicates,
             detail=detail,
+            receipt=receipt,
         ), result
 
     def _documents(
@@ -642,8 +657,10 @@ class CollectorServer:
         )
         self.checkpoints: CheckpointWriter | None = None
         key_path = integ.checkpoint_key()
+        collector_key: Ed25519PrivateKey | None = None
         if integ.checkpoint_dir is not None and key_path is not None:
-            checkpoint_file = CheckpointFile(integ.checkpoint_dir, load_or_create_key(key_path))
+            collector_key = load_or_create_key(key_path)
+            checkpoint_file = CheckpointFile(integ.checkpoint_dir, collector_key)
             self.verified.seed(checkpoint_file.last_heads())
             self.checkpoints = CheckpointWriter(
                 self.verified.snapshot,
@@ -680,6 +697,7 @@ class CollectorServer:
                 detection=self.detection.on_indexed if self.detection else None,
                 router=RetentionRouter.from_config(config.retention),
                 metrics=self.metrics,
+                receipt_key=collector_key,
             ),
             max_streams_per_agent=config.server.max_streams_per_agent,
             max_events_per_batch=config.server.max_events_per_batch,

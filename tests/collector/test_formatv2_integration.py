@@ -189,3 +189,25 @@ def test_a_differing_redelivery_is_kept_in_the_forks_index(
     assert stored["user"]["name"] == "alice"  # the stored one kept
     alerts = [a["_source"]["alert"] for a in env.docs("alerts").values()]
     assert sorted((a["kind"], a["first_sequence"]) for a in alerts) == [("fork", 7), ("fork", 10)]
+
+
+def collector_public_key(env: Env) -> dict[str, Any]:
+    [pub] = env.checkpoints.glob("*.pub")
+    keys = integrity.load_public_keys(pub.read_bytes())
+    return {integrity.key_id(k): k for k in keys}
+
+
+def test_ok_acks_carry_receipts_signed_with_the_checkpoint_key(
+    env: Env, key: Ed25519PrivateKey
+) -> None:
+    stream = V2Stream(AGENT, key)
+    acks = env.ship([stream.batch(10), stream.batch(10), stream.heartbeat()])
+    trusted = collector_public_key(env)
+    assert all(a.status == pb.Ack.STATUS_OK for a in acks)
+    assert all(integrity.receipt_valid(a.receipt, trusted) for a in acks)
+    assert [(a.receipt.stream_id, a.receipt.last_sequence) for a in acks] == [
+        (stream.stream_id, 10),
+        (stream.stream_id, 20),
+        (stream.stream_id, 20),
+    ]
+    assert [a.receipt.head for a in acks] == [stream.sent[n][1] for n in (10, 20, 20)]

@@ -126,7 +126,12 @@ def key(tmp_path: Path) -> Ed25519PrivateKey:
     return value
 
 
-def processor(store: MiniOpenSearch, keys: Path, clock: list[int] | None = None) -> BatchProcessor:
+def processor(
+    store: MiniOpenSearch,
+    keys: Path,
+    clock: list[int] | None = None,
+    receipt_key: Ed25519PrivateKey | None = None,
+) -> BatchProcessor:
     indexer = BulkIndexer(store, deadletter_index="p-deadletter", sleep=lambda _: None)
     now = clock or [NOW]
     return BatchProcessor(
@@ -137,6 +142,7 @@ def processor(store: MiniOpenSearch, keys: Path, clock: list[int] | None = None)
         granularity="monthly",
         clock_ns=lambda: now[0],
         gate=IntegrityGate(store, indexer, KeyRing(keys), prefix="p"),
+        receipt_key=receipt_key,
     )
 
 
@@ -430,3 +436,55 @@ def test_a_stored_hash_that_cannot_be_read_is_a_retry(
 
     proc.forks.request = failing
     assert proc.process(batch, identity=AGENT).status == pb.Ack.STATUS_RETRY
+
+
+def test_ok_acks_of_sealed_v2_batches_carry_a_signed_receipt(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    collector_key = Ed25519PrivateKey.generate()
+    trusted = {integrity.key_id(collector_key.public_key()): collector_key.public_key()}
+    store = MiniOpenSearch()
+    proc = processor(store, tmp_path / "keys", receipt_key=collector_key)
+    stream = V2Stream(AGENT, key)
+    batches = [stream.batch(4), stream.batch(2), stream.heartbeat()]
+    acks = [proc.process(batch, identity=AGENT) for batch in batches]
+    assert all(a.status == pb.Ack.STATUS_OK and a.HasField("receipt") for a in acks)
+    receipts = [a.receipt for a in acks]
+    assert all(integrity.receipt_valid(r, trusted) for r in receipts)
+    assert {(r.agent_id, r.stream_id, r.received_unix_nano) for r in receipts} == {
+        (AGENT, stream.stream_id, NOW)
+    }
+    # The heartbeat restates the head of sequence 6.
+    assert [r.last_sequence for r in receipts] == [4, 6, 6]
+    assert [r.head for r in receipts] == [stream.sent[n][1] for n in (4, 6, 6)]
+    tampered = pb.Receipt()
+    tampered.CopyFrom(receipts[0])
+    tampered.last_sequence = 5
+    assert not integrity.receipt_valid(tampered, trusted)
+
+
+def test_no_receipt_without_key_for_v1_unverified_or_forked_batches(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    stream = V2Stream(AGENT, key)
+    batch = stream.batch(3)
+    assert (
+        not processor(MiniOpenSearch(), tmp_path / "keys")
+        .process(batch, identity=AGENT)
+        .HasField("receipt")
+    )
+    collector_key = Ed25519PrivateKey.generate()
+    store = MiniOpenSearch()
+    proc = processor(store, tmp_path / "keys", receipt_key=collector_key)
+    assert proc.process(batch, identity=AGENT).HasField("receipt")
+    v1 = pb.Batch(batch_id=9, agent_id=AGENT, events=[make_event(1, AGENT)])
+    assert not proc.process(v1, identity=AGENT).HasField("receipt")
+    forged = stream.batch(2)
+    forged.seal.signature = bytes(64)
+    ack = proc.process(forged, identity=AGENT)
+    assert ack.status == pb.Ack.STATUS_OK and not ack.HasField("receipt")
+    events = [pb.AuditEvent.FromString(stream.sent[n][0]) for n in (1, 2, 3)]
+    events[0].user.name = "mallory"
+    fork = stream.sealed(events, prev=integrity.genesis_v2(AGENT, stream.stream_id))
+    ack = proc.process(fork, identity=AGENT)
+    assert ack.status == pb.Ack.STATUS_OK and not ack.HasField("receipt")
