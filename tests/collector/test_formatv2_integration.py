@@ -14,6 +14,7 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from collector.checkpoints import read_checkpoints
 from collector.config import load_config
 from collector.documents import iso_nanos
 from collector.index import Requester
@@ -211,3 +212,57 @@ def test_ok_acks_carry_receipts_signed_with_the_checkpoint_key(
         (stream.stream_id, 20),
     ]
     assert [a.receipt.head for a in acks] == [stream.sent[n][1] for n in (10, 20, 20)]
+
+
+def v1_sealed(agent: str, key: Ed25519PrivateKey, sequences: range) -> pb.Batch:
+    """A sealed format 1 batch from `proto.integrity` (chain from the agent's genesis)."""
+    head = integrity.genesis(agent)
+    events = []
+    for n in sequences:
+        event = make_event(n, agent)
+        head = integrity.chain_link(head, integrity.canonical_event_bytes(event))
+        event.chain_hash = head
+        events.append(event)
+    seal = pb.Seal(
+        agent_id=agent,
+        first_sequence=sequences[0],
+        last_sequence=sequences[-1],
+        prev_chain_head=integrity.genesis(agent),
+        chain_head=head,
+        event_count=len(events),
+        time_unix_nano=1,
+    )
+    integrity.sign_seal(seal, key)
+    return pb.Batch(batch_id=1, agent_id=agent, events=events, seal=seal)
+
+
+def test_checkpoints_sign_the_verified_heads_not_what_opensearch_says(
+    env: Env, key: Ed25519PrivateKey
+) -> None:
+    stream = V2Stream(AGENT, key)
+    assert all(a.status == pb.Ack.STATUS_OK for a in env.ship([stream.batch(10)]))
+    v1_key = Ed25519PrivateKey.generate()
+    register(env.keys, "crm-v1", v1_key)
+    v1 = v1_sealed("crm-v1", v1_key, range(1, 6))
+    assert env.ship([v1], agent="crm-v1")[0].status == pb.Ack.STATUS_OK
+    # Someone with write access to OpenSearch swaps the two chain heads.
+    v2_id = f"{AGENT}:{stream.stream_id}"
+    stored = env.docs("chainheads")
+    swapped = {
+        v2_id: stored["crm-v1"]["_source"]["chain"],
+        "crm-v1": stored[v2_id]["_source"]["chain"],
+    }
+    for doc_id, chain in swapped.items():
+        body = {**stored[doc_id]["_source"], "chain": chain}
+        answer = env.http("PUT", f"/{env.prefix}-chainheads/_doc/{doc_id}", body=body)
+        assert answer.status == 200, answer.body
+    assert {d: h["_source"]["chain"]["head"] for d, h in env.docs("chainheads").items()} == {
+        v2_id: v1.seal.chain_head.hex(),
+        "crm-v1": stream.head.hex(),
+    }
+    assert env.server.checkpoints is not None
+    assert env.server.checkpoints.write_once()
+    view = read_checkpoints(env.checkpoints, collector_public_key(env))
+    assert view.problems == []
+    assert view.streams[(AGENT, stream.stream_id)][:2] == (10, stream.head.hex())
+    assert view.heads["crm-v1"][:2] == (5, v1.seal.chain_head.hex())
