@@ -674,3 +674,59 @@ def test_full_state_disk_pauses_then_recovers_by_itself(
     assert "paused: state disk full" not in agent_status(agent)
     docs = assert_exactly_once(env, agent, set(range(total + 1)))
     assert len(docs) == total + 1
+
+
+def test_agent_state_lost_starts_a_new_stream_and_nothing_is_dropped(
+    env: Env, agents: list[Agent]
+) -> None:
+    """The host is reinstalled: state_dir gone (stream id, checkpoint, spool, key), the
+    logs start afresh. The new incarnation numbers from 1 again in a new stream, so
+    its ids cannot collide with the first stream's: every line of both is indexed
+    exactly once, and the collector says once that the agent restarted without state."""
+    agent = Agent(env, "stateloss")
+    agents.append(agent)
+    first, second = 1000, 1000
+    log_file = agent.logs / "audit.jsonl"
+    log_file.write_bytes(b"".join(line(n) + b"\n" for n in range(first)))
+    agent.start()
+    wait_for(
+        lambda: env.count(agent.id) >= first,
+        f"{first} documents of the first stream",
+        timeout=180,
+        watch=[agent.process] if agent.process else [],
+    )
+    agent.stop()
+    old_stream = json.loads((agent.state / "stream.json").read_text())["stream_id"]
+    shutil.rmtree(agent.state)  # state lost with the host
+    log_file.unlink()  # the reinstalled host writes fresh logs
+    log_file.write_bytes(
+        b"".join(line(n) + b"\n" for n in range(first, first + second))
+        + line(first + second, DONE)
+        + b"\n"
+    )
+    agent.start()
+    wait_done(env, agent, first + second + 1)
+    agent.stop()
+    new_stream = json.loads((agent.state / "stream.json").read_text())["stream_id"]
+    assert new_stream != old_stream
+    docs = assert_exactly_once(env, agent, set(range(first + second + 1)))
+    assert len(docs) == first + second + 1
+    by_stream: dict[str, list[int]] = {}
+    for doc in docs:
+        by_stream.setdefault(doc["_id"].split(":")[1], []).append(doc["event"]["sequence"])
+    assert sorted(by_stream[old_stream]) == list(range(1, first + 1))
+    assert sorted(by_stream[new_stream]) == list(range(1, second + 2))
+    alerts = f"{env.prefix}-alerts"
+    env.client.indices.refresh(index=alerts, ignore_unavailable=True)
+    body = {
+        "query": {
+            "bool": {
+                "filter": [
+                    {"term": {"agent.id": agent.id}},
+                    {"term": {"alert.kind": "agent_restarted_without_state"}},
+                ]
+            }
+        }
+    }
+    found = env.client.count(index=alerts, body=body, ignore_unavailable=True)["count"]
+    assert found == 1
