@@ -598,8 +598,9 @@ def test_rotated_file_gone_while_the_agent_is_stopped_is_reported(
 
 
 def padded(n: int) -> bytes:
-    """A line that compresses badly, so a few thousand of them fill a small disk."""
-    pad = "".join(hashlib.sha256(f"{n}:{i}".encode()).hexdigest() for i in range(8))
+    """A line that compresses badly, so a few thousand of them fill a small disk (the
+    spool compresses a read pass as one frame: hex digests still cost 4 bits a char)."""
+    pad = "".join(hashlib.sha256(f"{n}:{i}".encode()).hexdigest() for i in range(32))
     record = {"timestamp": 1772356500 + n % 86400, "event": "record.view", "n": n, "pad": pad}
     return json.dumps(record).encode()
 
