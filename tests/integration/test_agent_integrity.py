@@ -213,8 +213,9 @@ def test_agent_trail_survives_kill9_and_verifies(env: Env) -> None:
         wait_for(lambda: env.events() >= total, f"{total} events", timeout=180, watch=[agent])
 
         def checkpointed() -> bool:
-            head = read_checkpoints(env.checkpoints).heads.get(AGENT_ID)
-            return head is not None and head[0] == total
+            # The agent ships stream format 2: its heads are checkpointed per stream.
+            streams = read_checkpoints(env.checkpoints).streams
+            return any(a == AGENT_ID and h[0] == total for (a, _), h in streams.items())
 
         wait_for(checkpointed, f"a collector checkpoint at {total}", watch=[env.collector])
         # Idle now: heartbeats go out (every 0.5 s) and must not raise alerts either.
