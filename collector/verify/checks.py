@@ -83,6 +83,14 @@ def field_differences(event: StoredEvent, agent: str) -> list[str]:
     right = _flatten(derived)
     for key in ("integrity.canonical", "integrity.chain_hash"):
         left.pop(key, None)
+    # Format 2 fields the collector adds beside the derived ones: the stream the signed
+    # bytes name, and their hash (an unsigned convenience, still not allowed to lie).
+    right.pop("agent.stream", None)
+    right.pop("integrity.event_hash", None)
+    if event.decoded.stream_id:
+        right["agent.stream"] = event.decoded.stream_id
+        if event.canonical is not None:
+            right["integrity.event_hash"] = integrity.event_hash(event.canonical).hex()
     return sorted(k for k in set(left) | set(right) if left.get(k) != right.get(k))
 
 
