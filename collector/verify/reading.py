@@ -8,7 +8,8 @@ import base64
 import contextlib
 import functools
 import json
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from collector.index import Requester, Response
 from proto import integrity
 from proto.v1 import audit_pb2
 
-PAGE = 1000
+PAGE = 2000  # hits per search page (two pages in memory per stream)
 
 
 class VerifyError(Exception):
@@ -40,6 +41,32 @@ class Reader:
         sort: Sequence[Mapping[str, Any]],
         source: Sequence[str] | bool = True,
     ) -> Iterator[dict[str, Any]]:
+        """Every hit of `query` over `pattern` in `sort` order. The next page is fetched
+        in a background thread while the caller works on this one (one page ahead:
+        memory is two pages, whatever the count)."""
+        pages = self._pages(pattern, query, sort, source)
+        with ThreadPoolExecutor(max_workers=1) as ahead:
+            pending = ahead.submit(next, pages, None)
+            try:
+                while True:
+                    page = pending.result()
+                    if page is None:
+                        return
+                    pending = ahead.submit(next, pages, None)
+                    yield from page
+            finally:
+                pending.cancel()
+                with contextlib.suppress(Exception):
+                    pending.result()  # let a running fetch finish before closing
+                pages.close()
+
+    def _pages(
+        self,
+        pattern: str,
+        query: Mapping[str, Any],
+        sort: Sequence[Mapping[str, Any]],
+        source: Sequence[str] | bool,
+    ) -> Generator[list[dict[str, Any]], None, None]:
         opened = self.request(
             "POST",
             f"/{pattern}/_search/point_in_time",
@@ -68,7 +95,8 @@ class Reader:
                     raise _failed(f"search on {pattern} failed", page)
                 pit = page.body.get("pit_id", pit)
                 hits = page.body["hits"]["hits"]
-                yield from hits
+                if hits:
+                    yield hits
                 if len(hits) < PAGE:
                     return
                 after = hits[-1]["sort"]

@@ -316,7 +316,8 @@ class StreamWalk:
 
         genuine: dict[int, StoredEvent] = {}
         for seq, found in carriers.items():
-            found.sort(key=functools.partial(self._rank, seq=seq))
+            if len(found) > 1:
+                found.sort(key=functools.partial(self._rank, seq=seq))
             doc = genuine[seq] = found[0]
             for extra in found[1:]:
                 self.out.add(
