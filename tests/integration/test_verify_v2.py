@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opensearchpy import OpenSearch
 
+from collector.documents import iso_nanos
 from collector.integrity import chainheads_index, seals_index
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
@@ -352,3 +353,29 @@ def test_receipts_catch_truncation_of_opensearch(env: Env) -> None:
     code, report = env.verify(name, "--receipts", str(receipts))
     assert code == 1
     assert ranges(report, label) == [("VALID", 1, 599), ("ALTERED", 600, 600), ("VALID", 601, 1200)]
+
+
+def test_window_verifies_the_seals_whose_signed_time_range_meets_it(env: Env) -> None:
+    """--from/--to on event time: the seals whose signed event-time range meets the window,
+    their events in full; what lies outside (event 50 deleted) is not looked at."""
+    name = f"window-{uuid.uuid4().hex[:6]}"
+    stream = integrity.new_stream_id()
+    s = v2_store.build_stream(name, stream, env.agent(name), 300, batch=100, start_time=RECENT)
+    v2_store.store(env.client, env.prefix, s)
+    _delete_events(env, name, stream, 50, 50)
+    _delete_events(env, name, stream, 170, 170)
+
+    def at(seq: int) -> str:
+        return iso_nanos(RECENT + seq * 10**9)
+
+    label = f"{name}:{stream}"
+    code, report = env.verify(name, "--from", at(150), "--to", at(160))
+    assert code == 1
+    assert ranges(report, label) == [
+        ("VALID", 101, 169),
+        ("MISSING", 170, 170),
+        ("VALID", 171, 200),
+    ]
+    code, report = env.verify(name, "--from", at(201), "--to", at(400))
+    assert code == 0, json.dumps(report)
+    assert ranges(report, label) == [("VALID", 201, 300)]
