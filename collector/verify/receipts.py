@@ -67,6 +67,7 @@ def read_receipts(directory: Path, trusted: Mapping[str, Ed25519PublicKey]) -> R
         view.problems.append(f"receipts directory {directory} does not exist")
         return view
     files = sorted(p for p in directory.glob(RECEIPT_FILES) if p.is_file())
+    seen: dict[tuple[str, str, int], tuple[bytes, str]] = {}
     if not files:
         view.problems.append(f"no receipt file ({RECEIPT_FILES}) in {directory}")
     for path in files:
@@ -87,6 +88,14 @@ def read_receipts(directory: Path, trusted: Mapping[str, Ed25519PublicKey]) -> R
                 )
                 continue
             view.count += 1
+            point = (receipt.agent_id, receipt.stream_id, receipt.last_sequence)
+            first = seen.setdefault(point, (bytes(receipt.head), where))
+            if first[0] != receipt.head:
+                # The collector signed two heads for one position: a fork it accepted.
+                view.problems.append(
+                    f"{where}: receipt of {receipt.agent_id}:{receipt.stream_id} at sequence "
+                    f"{receipt.last_sequence} names another head than {first[1]}"
+                )
             key = (receipt.agent_id, receipt.stream_id)
             known = view.heads.get(key)
             if known is None or receipt.last_sequence > known.sequence:

@@ -57,3 +57,17 @@ def test_missing_or_empty_directory_is_a_problem(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     assert "does not exist" in read_receipts(tmp_path / "nope", _trusted(key)).problems[0]
     assert "no receipt file" in read_receipts(tmp_path, _trusted(key)).problems[0]
+
+
+def test_two_heads_for_one_position_are_reported(tmp_path: Path) -> None:
+    collector = Ed25519PrivateKey.generate()
+    (tmp_path / "r.jsonl").write_text(
+        receipt_line(collector, "a1", STREAM, 10, b"\x01" * 32, 1)
+        + "\n"
+        + receipt_line(collector, "a1", STREAM, 10, b"\x02" * 32, 2)
+        + "\n",
+        encoding="utf-8",
+    )
+    view = read_receipts(tmp_path, _trusted(collector))
+    assert len(view.problems) == 1
+    assert "r.jsonl:2" in view.problems[0] and "another head than" in view.problems[0]
