@@ -37,10 +37,36 @@ from proto import integrity
 COLLECTOR_KEY_FILE = "collector.pub"
 CHECKPOINT_FILES = "checkpoints-*.jsonl"
 
-# Agent-level findings (no sequence range to name).
+# Stream-level findings (no sequence range to name).
 MISSING_STREAM = "MISSING_STREAM"
 CHECKPOINT_MISSING = "CHECKPOINT_MISSING"
 CHECKPOINT_TRUNCATED = "CHECKPOINT_TRUNCATED"
+AGENT_RESTARTED = "AGENT_RESTARTED"
+RECEIPT_AHEAD = "RECEIPT_AHEAD"
+
+
+@dataclass
+class Attested:
+    """What the anchors say about how far one stream reached: (sequence, head hex,
+    what attests it, index of the attesting document or "") each."""
+
+    items: list[tuple[int, str, str, str]] = field(default_factory=list)
+    checkpointed: int | None = None  # highest sequence a signed checkpoint attests
+    receipted: int | None = None  # highest sequence a signed receipt attests
+
+    def add(self, sequence: int, head: str, what: str, index: str) -> None:
+        self.items.append((sequence, head, what, index))
+
+    def points(self) -> dict[int, list[tuple[bytes, str, str]]]:
+        """sequence -> [(head, what, index)] for the walk to compare with signed heads."""
+        out: dict[int, list[tuple[bytes, str, str]]] = {}
+        for sequence, head, what, index in self.items:
+            try:
+                value = bytes.fromhex(head)
+            except ValueError:
+                value = b""
+            out.setdefault(sequence, []).append((value, what, index))
+        return out
 
 
 class AnchorError(ValueError):

@@ -213,6 +213,7 @@ def test_agent_trail_survives_kill9_and_verifies(env: Env) -> None:
         wait_for(lambda: env.events() >= total, f"{total} events", timeout=180, watch=[agent])
 
         def checkpointed() -> bool:
+            # The agent ships stream format 2: its heads are checkpointed per stream.
             head = read_checkpoints(env.checkpoints).streams.get((AGENT_ID, stream_id))
             return head is not None and head[0] == total
 

@@ -398,8 +398,9 @@ sources:
         wait_for(lambda: env.reaches(EVENTS_PATTERN, EVENTS), f"{EVENTS} events", 120, watch=watch)
 
         def checkpointed() -> bool:
-            head = read_checkpoints(env.checkpoints).heads.get(AGENT_ID)
-            return head is not None and head[0] == EVENTS
+            # The agent ships stream format 2: its heads are checkpointed per stream.
+            streams = read_checkpoints(env.checkpoints).streams
+            return any(a == AGENT_ID and h[0] == EVENTS for (a, _), h in streams.items())
 
         wait_for(checkpointed, f"a checkpoint at {EVENTS}", 60, watch=watch)
         # Windowed detection (leases) and inline detection have written alerts.
