@@ -234,7 +234,7 @@ def test_agent_trail_survives_kill9_and_verifies(env: Env) -> None:
     assert env.events() == total
 
     code, report = verify(env)
-    assert code == 0, report
+    assert code == 0, json.dumps(report, indent=1)
     assert ranges(report) == [("VALID", 1, total)]
     assert env.count(f"{env.prefix}-alerts") == 0
     assert f"stream {stream_id} starting: next sequence {FIRST + 1}" in agent.log()
