@@ -155,6 +155,16 @@ def run_verify(
     return done.returncode, report
 
 
+def agent_report(report: dict[str, Any], agent: str) -> dict[str, Any]:
+    """The verify report of `agent`'s one stream (stream format 2 reports are keyed by
+    "agent:stream"; format 1 ones by the agent)."""
+    if agent in report["agents"]:
+        found: dict[str, Any] = report["agents"][agent]
+        return found
+    (only,) = [r for r in report["agents"].values() if r.get("agent") == agent]
+    return dict(only)
+
+
 def ranges(report: dict[str, Any], agent: str) -> list[tuple[str, int, int]]:
     """The (kind, first, last) sequence ranges a verify report gives for `agent`."""
-    return [(r["kind"], r["first"], r["last"]) for r in report["agents"][agent]["ranges"]]
+    return [(r["kind"], r["first"], r["last"]) for r in agent_report(report, agent)["ranges"]]

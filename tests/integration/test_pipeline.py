@@ -7,7 +7,6 @@ File lines → agent → mTLS gRPC → collector → OpenSearch documents.
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -139,7 +138,8 @@ def test_lines_become_searchable_documents(pipeline: Pipeline) -> None:
     for hit in hits:
         source = hit["_source"]
         assert source["agent"]["id"] == AGENT_ID
-        assert hit["_id"] == f"{AGENT_ID}:{source['event']['sequence']}"
+        stream = source["agent"]["stream"]
+        assert hit["_id"] == f"{AGENT_ID}:{stream}:{source['event']['sequence']}"
 
     # Field changes keep field, old and new value, queryable as nested documents.
     lines = [json.loads(line) for line in pipeline.log_file.read_text().splitlines()[:-1]]
@@ -194,17 +194,23 @@ def test_lines_become_searchable_documents(pipeline: Pipeline) -> None:
 
 
 def test_redelivery_creates_no_duplicate(pipeline: Pipeline) -> None:
-    """The agent forgets what was acked and sends everything again: no new document."""
+    """The agent forgets what was acked and sends everything again: no new document.
+
+    Its acked checkpoint is set back to the start of its stream; the spool (one segment
+    here, never deleted) still holds every event, which go out again byte for byte
+    under the same stream and sequences. (Deleting the whole state instead makes a new
+    stream by design: a new incarnation, not a re-delivery.)"""
     before = pipeline.count()
     assert before > SAMPLE_COUNT, "run after test_lines_become_searchable_documents"
     pipeline.agent.stop()
     state_dir = pipeline.root / f"state-{pipeline.agent_yaml.stem}"
-    assert state_dir.is_dir()
-    shutil.rmtree(state_dir)
+    checkpoint = state_dir / "checkpoint.json"
+    acked = json.loads(checkpoint.read_text())
+    assert acked["next_sequence"] >= before and len(list((state_dir / "spool").iterdir())) == 1
+    checkpoint.write_text(json.dumps({**acked, "next_sequence": 1, "head": ""}))
     pipeline.agent = ManagedProcess(
         ["crm-audit-agent", "run", "-c", str(pipeline.agent_yaml)], pipeline.root / "agent-2.log"
     )
-    checkpoint = state_dir / "checkpoint.json"
 
     def resent_everything() -> bool:
         if not checkpoint.exists():

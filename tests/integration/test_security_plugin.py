@@ -462,8 +462,15 @@ def test_collector_as_writer_indexes_everything_a_real_agent_sent(
     ).body
     assert seals["hits"]["total"]["value"] >= 3
     assert seals["aggregations"]["m"]["value"] == EVENTS
-    head = env.superuser("GET", f"/{PREFIX}-chainheads/_doc/{AGENT_ID}")
-    assert head.status == 200 and head.body["_source"]["chain"]["sequence"] == EVENTS
+    # One chain head per stream of the agent (`_id` agent:stream in stream format 2).
+    heads = env.superuser(
+        "POST",
+        f"/{PREFIX}-chainheads/_search",
+        body={"query": {"term": {"agent.id": AGENT_ID}}},
+    )
+    assert heads.status == 200, heads.body
+    (head,) = heads.body["hits"]["hits"]
+    assert head["_id"].startswith(f"{AGENT_ID}:") and head["_source"]["chain"]["sequence"] == EVENTS
     # Detection kept its leases; the refused event is a dead letter, the rest indexed.
     assert env.count(f"{PREFIX}-leases", {"exists": {"field": "lease.evaluated_to"}}) >= 1
     assert shipped.dlq_ack.status == pb.Ack.STATUS_OK, shipped.dlq_ack
