@@ -71,7 +71,7 @@ from tests.integration.secured_opensearch import (
     WRITER,
     SecuredCluster,
 )
-from tests.integration.support import agent_config_head, write_collector_config
+from tests.integration.support import agent_config_head, agent_report, write_collector_config
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -580,7 +580,7 @@ def test_analyst_verifies_and_reports(shipped: Shipped, env: Env) -> None:
     done = env.verify()
     assert done.returncode == 0, done.stderr + done.stdout
     report = json.loads(done.stdout)
-    ranges = [(r["kind"], r["first"], r["last"]) for r in report["agents"][AGENT_ID]["ranges"]]
+    ranges = [(r["kind"], r["first"], r["last"]) for r in agent_report(report, AGENT_ID)["ranges"]]
     assert ranges == [("VALID", 1, EVENTS)]
     today = dt.datetime.now(dt.UTC).date()
     out = env.root / "report.html"
@@ -977,10 +977,13 @@ def test_retention_user_runs_the_job_and_deletes_nothing_else(set_up: SetupRuns,
 
 def test_writer_overwrite_is_allowed_but_verify_names_it(shipped: Shipped, env: Env) -> None:
     """Runs last: it alters the trail the tests above verified."""
-    doc_id = f"{AGENT_ID}:7"
-    hit = env.superuser(
-        "POST", f"/{EVENTS_PATTERN}/_search", body={"query": {"ids": {"values": [doc_id]}}}
-    ).body["hits"]["hits"][0]
+    query = {
+        "bool": {"filter": [{"term": {"agent.id": AGENT_ID}}, {"term": {"event.sequence": 7}}]}
+    }
+    (hit,) = env.superuser("POST", f"/{EVENTS_PATTERN}/_search", body={"query": query}).body[
+        "hits"
+    ]["hits"]
+    doc_id = hit["_id"]  # agent:stream:7 in stream format 2
     source = hit["_source"]
     source["user"]["name"] = "mallory"
     overwritten = env.cluster.http(WRITER)("PUT", f"/{hit['_index']}/_doc/{doc_id}", body=source)
@@ -990,6 +993,6 @@ def test_writer_overwrite_is_allowed_but_verify_names_it(shipped: Shipped, env: 
     env.count(EVENTS_PATTERN)  # refresh
     done = env.verify()
     assert done.returncode == 1, done.stderr
-    ranges = json.loads(done.stdout)["agents"][AGENT_ID]["ranges"]
-    altered = [(r["first"], r["last"]) for r in ranges if r["kind"] == "ALTERED"]
+    found = agent_report(json.loads(done.stdout), AGENT_ID)["ranges"]
+    altered = [(r["first"], r["last"]) for r in found if r["kind"] == "ALTERED"]
     assert altered == [(7, 7)]
