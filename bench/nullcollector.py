@@ -43,15 +43,21 @@ class NullCollector(audit_pb2_grpc.CollectorServicer):
         self, request_iterator: Iterator[audit_pb2.Batch], context: Any
     ) -> Iterator[audit_pb2.Ack]:
         for batch in request_iterator:
+            # Stream format 2 batches carry event bytes under a seal naming their range;
+            # a null collector takes the range from the seal instead of decoding them.
+            count = len(batch.events) + len(batch.event_bytes)
             with self._lock:
                 self._sequences.update(event.sequence for event in batch.events)
+                if batch.event_bytes:
+                    seal = batch.seal
+                    self._sequences.update(range(seal.first_sequence, seal.last_sequence + 1))
                 self.batches += 1
                 self.samples.append((time.monotonic(), len(self._sequences)))
                 self._changed.notify_all()
             yield audit_pb2.Ack(
                 batch_id=batch.batch_id,
                 status=audit_pb2.Ack.STATUS_OK,
-                indexed=len(batch.events),
+                indexed=count,
             )
 
     # -- server

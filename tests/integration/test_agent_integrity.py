@@ -221,8 +221,8 @@ def test_agent_trail_survives_kill9_and_verifies(env: Env) -> None:
 
         def checkpointed() -> bool:
             # The agent ships stream format 2: its heads are checkpointed per stream.
-            streams = read_checkpoints(env.checkpoints).streams
-            return any(a == AGENT_ID and h[0] == total for (a, _), h in streams.items())
+            head = read_checkpoints(env.checkpoints).streams.get((AGENT_ID, stream_id))
+            return head is not None and head[0] == total
 
         wait_for(checkpointed, f"a collector checkpoint at {total}", watch=[env.collector])
         # Idle now: heartbeats go out (every 0.5 s) and must not raise alerts either.

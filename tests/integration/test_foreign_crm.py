@@ -207,9 +207,13 @@ def _run(opensearch_url: str, root: Path, log: ForeignLog, backlog: bool) -> Non
         )
         assert not set(flagged) & BAD_FLAGS, flagged
         assert not [d for d in documents.values() if d.get("crm", {}).get("attributes")]
+        # One agent stream: documents by their sequence (the `_id` is agent:stream:seq).
+        by_sequence = {d["event"]["sequence"]: d for d in documents.values()}
+        assert len(by_sequence) == len(documents)
+        assert {i.split(":")[0] for i in documents} == {AGENT}
         wrong = []
         for index, line in enumerate(log.lines):
-            document = documents[f"{AGENT}:{index + 1}"]
+            document = by_sequence[index + 1]
             wrong += [f"line {index + 1}: {p}" for p in differences(document, json.loads(line))]
         assert not wrong, "\n".join(wrong[:20])
     finally:
