@@ -1,13 +1,20 @@
-"""Signed checkpoints outside OpenSearch: the per-agent chain heads, appended to a file.
+"""Signed checkpoints outside OpenSearch: the chain heads, appended to a file.
 
-Every ``integrity.checkpoint_interval_s`` (and at shutdown) the collector reads every
-agent's chain head from ``{prefix}-chainheads`` and, if anything moved, appends one
-line to ``<checkpoint_dir>/checkpoints-<key id[:16]>.jsonl`` (one file per collector
-key, so collectors sharing a directory never interleave)::
+Every ``integrity.checkpoint_interval_s`` (and at shutdown) the collector takes the
+heads it verified itself (`collector.verified`: heads of authentic seals, never a chain
+head document read back from OpenSearch, which any writer there could change) and, if
+anything moved, appends one line to ``<checkpoint_dir>/checkpoints-<key id[:16]>.jsonl``
+(one file per collector key, so collectors sharing a directory never interleave)::
 
-    {"v": 1, "time": "...Z", "key_id": "<hex>", "prev": "<hex SHA-256 of the previous
+    {"v": 2, "time": "...Z", "key_id": "<hex>", "prev": "<hex SHA-256 of the previous
      line, '' for the first>", "agents": {"<id>": {"sequence": N, "head": "<hex>"}},
+     "streams": {"<id>:<stream>": {"agent": "<id>", "stream": "<stream>",
+                                   "sequence": N, "head": "<hex>"}},
      "sig": "<base64 Ed25519>"}
+
+``agents`` holds agents' stream format 1 chains (as in ``"v": 1`` lines), ``streams``
+every stream format 2 stream (its head is the head chain over event hashes). A line
+carries every head the collector knows, seeded at start from its own last line.
 
 The signature covers ``"crm-audit/checkpoint/v1\\0" || JSON of the line without "sig"``
 (sorted keys, no spaces). ``prev`` chains the lines, so editing or dropping a line in
@@ -40,12 +47,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from collector.documents import iso_nanos
 from collector.errors import IndexingError, StartupError
+from collector.verified import Head, StreamKey
 from proto import integrity
 
 log = logging.getLogger(__name__)
 
 DOMAIN_CHECKPOINT = b"crm-audit/checkpoint/v1\0"
-Heads = Mapping[str, tuple[int | None, bytes]]
+CHECKPOINT_VERSION = 2
+#: Per chain its head: key (agent, stream) with stream "" for a format 1 chain; a bare
+#: agent id is read as its format 1 chain.
+Heads = Mapping[StreamKey, Head] | Mapping[str, Head]
 
 
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
@@ -90,11 +101,45 @@ def _signing_bytes(body: Mapping[str, Any]) -> bytes:
     ).encode("ascii")
 
 
-def _heads_json(heads: Heads) -> dict[str, dict[str, Any]]:
-    return {
-        agent: {"sequence": sequence, "head": head.hex()}
-        for agent, (sequence, head) in sorted(heads.items())
-    }
+def _chain_key(key: StreamKey | str) -> StreamKey:
+    return key if isinstance(key, tuple) else (key, "")
+
+
+def _heads_json(heads: Heads) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(agents: format 1 chains by agent, streams: format 2 streams by "agent:stream")."""
+    agents: dict[str, Any] = {}
+    streams: dict[str, Any] = {}
+    for (agent, stream), (sequence, head) in sorted(
+        (_chain_key(key), value) for key, value in heads.items()
+    ):
+        if stream:
+            streams[f"{agent}:{stream}"] = {
+                "agent": agent,
+                "stream": stream,
+                "sequence": sequence,
+                "head": head.hex(),
+            }
+        else:
+            agents[agent] = {"sequence": sequence, "head": head.hex()}
+    return agents, streams
+
+
+def _heads_of(body: Mapping[str, Any]) -> dict[StreamKey, Head]:
+    """The heads a checkpoint line states (either version)."""
+    heads: dict[StreamKey, Head] = {}
+    for agent, entry in body.get("agents", {}).items():
+        sequence = entry.get("sequence")
+        heads[(str(agent), "")] = (
+            int(sequence) if sequence is not None else None,
+            bytes.fromhex(entry["head"]),
+        )
+    for entry in body.get("streams", {}).values():
+        sequence = entry.get("sequence")
+        heads[(str(entry["agent"]), str(entry["stream"]))] = (
+            int(sequence) if sequence is not None else None,
+            bytes.fromhex(entry["head"]),
+        )
+    return heads
 
 
 class CheckpointFile:
@@ -106,24 +151,44 @@ class CheckpointFile:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"checkpoints-{self.key_id[:16]}.jsonl"
         self._prev = ""
-        self._last_agents: dict[str, Any] | None = None
+        self._last: tuple[Any, Any] | None = None
+        self._last_body: dict[str, Any] | None = None
         if self.path.exists():
             lines = self.path.read_bytes().splitlines()
             if lines:
                 self._prev = hashlib.sha256(lines[-1]).hexdigest()
-                self._last_agents = json.loads(lines[-1]).get("agents")
+                self._last_body = json.loads(lines[-1])
+                self._last = (self._last_body.get("agents"), self._last_body.get("streams", {}))
+
+    def last_heads(self) -> dict[StreamKey, Head]:
+        """The heads of this file's last line, if this collector's key signed it (they
+        were verified by it before a restart); {} otherwise."""
+        body = dict(self._last_body or {})
+        try:
+            signature = base64.b64decode(body.pop("sig"))
+            self.key.public_key().verify(signature, _signing_bytes(body))
+            return _heads_of(body)
+        except (InvalidSignature, ValueError, KeyError, TypeError, AttributeError):
+            if self._last_body is not None:
+                log.warning(
+                    "the last line of %s is not a checkpoint of this collector's key: "
+                    "not used to seed the verified heads",
+                    self.path,
+                )
+            return {}
 
     def append(self, heads: Heads, *, now_unix_nano: int, force: bool = False) -> bool:
         """Append a checkpoint when the heads changed (or `force`); True if written."""
-        agents = _heads_json(heads)
-        if not force and agents == self._last_agents:
+        agents, streams = _heads_json(heads)
+        if not force and (agents, streams) == self._last:
             return False
         body: dict[str, Any] = {
-            "v": 1,
+            "v": CHECKPOINT_VERSION,
             "time": iso_nanos(now_unix_nano),
             "key_id": self.key_id,
             "prev": self._prev,
             "agents": agents,
+            "streams": streams,
         }
         body["sig"] = base64.b64encode(self.key.sign(_signing_bytes(body))).decode("ascii")
         line = json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
@@ -144,16 +209,17 @@ class CheckpointFile:
         finally:
             os.close(fd)
         self._prev = hashlib.sha256(line).hexdigest()
-        self._last_agents = agents
+        self._last = (agents, streams)
+        self._last_body = body
         return True
 
 
 class CheckpointWriter:
-    """Background thread: every interval, heads from OpenSearch -> `CheckpointFile`."""
+    """Background thread: every interval, the verified heads -> `CheckpointFile`."""
 
     def __init__(
         self,
-        read_heads: Callable[[], Heads],
+        read_heads: Callable[[], Mapping[StreamKey, Head]],
         file: CheckpointFile,
         *,
         interval_s: float,
@@ -174,7 +240,7 @@ class CheckpointWriter:
             return False
         written = self.file.append(heads, now_unix_nano=self.clock_ns())
         if written:
-            log.info("checkpoint of %d agents appended to %s", len(heads), self.file.path)
+            log.info("checkpoint of %d chains appended to %s", len(heads), self.file.path)
         return written
 
     def start(self) -> None:
@@ -213,11 +279,13 @@ class CheckpointWriter:
 
 @dataclass
 class CheckpointView:
-    """What a checkpoint directory says: per agent the highest attested head."""
+    """What a checkpoint directory says: per agent (format 1 chain) and per (agent,
+    stream) (format 2) the highest attested head, as (sequence, head hex, time)."""
 
     heads: dict[str, tuple[int | None, str, str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     lines: int = 0
+    streams: dict[StreamKey, tuple[int | None, str, str]] = field(default_factory=dict)
 
 
 def read_checkpoints(
@@ -263,10 +331,20 @@ def read_checkpoints(
                 )
             prev = hashlib.sha256(raw).hexdigest()
             for agent, entry in body.get("agents", {}).items():
-                sequence = entry.get("sequence")
-                known = view.heads.get(agent)
-                if sequence is None:
-                    continue
-                if known is None or known[0] is None or sequence >= known[0]:
-                    view.heads[agent] = (int(sequence), str(entry["head"]), str(body["time"]))
+                _attest(view.heads, agent, entry, str(body["time"]))
+            for entry in body.get("streams", {}).values():
+                chain = (str(entry.get("agent", "")), str(entry.get("stream", "")))
+                _attest(view.streams, chain, entry, str(body["time"]))
     return view
+
+
+def _attest(
+    into: dict[Any, tuple[int | None, str, str]], key: Any, entry: Mapping[str, Any], when: str
+) -> None:
+    """Keep the highest sequence a checkpoint attests for `key`."""
+    sequence = entry.get("sequence")
+    if sequence is None:
+        return
+    known = into.get(key)
+    if known is None or known[0] is None or sequence >= known[0]:
+        into[key] = (int(sequence), str(entry["head"]), when)

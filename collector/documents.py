@@ -52,8 +52,14 @@ class EventDocument:
     source: Document
 
 
-def document_id(agent_id: str, sequence: int) -> str:
-    """The deterministic ``_id``: identical across every re-delivery of the event."""
+def document_id(agent_id: str, sequence: int, stream_id: str = "") -> str:
+    """The deterministic ``_id``: identical across every re-delivery of the event.
+
+    Stream format 1: ``agent:sequence``; format 2: ``agent:stream:sequence`` (sequences
+    are per stream, so an agent that restarted without state never collides).
+    """
+    if stream_id:
+        return f"{agent_id}:{stream_id}:{sequence}"
     return f"{agent_id}:{sequence}"
 
 
@@ -160,9 +166,15 @@ def _raw_key(attributes: dict[str, str], name: str) -> str:
 
 
 def to_document(
-    event: audit_pb2.AuditEvent, *, agent_id: str, received_unix_nano: int
+    event: audit_pb2.AuditEvent, *, agent_id: str, received_unix_nano: int, stream_id: str = ""
 ) -> EventDocument:
     """Map one event; problems found on the way become ``integrity.flags``.
+
+    `stream_id` (stream format 2 only) goes into the ``_id`` and ``agent.stream``.
+    ``@timestamp`` (and so the index month) is `proto.integrity.effective_time` whenever
+    that is a valid time (> 0): the time a v2 seal's signed range is computed from, so a
+    verifier can tell from a seal which index held its events. Only an event without a
+    usable time falls back further (flagged), to the receive time at the end.
 
     Built as literal dicts, field by field: an empty value (``""``, an empty list) is
     left out so keyword fields hold no ``""``, and an object none of whose fields is set
@@ -294,6 +306,8 @@ def to_document(
     agent: Document = {}
     if agent_id:
         agent["id"] = agent_id
+    if stream_id:
+        agent["stream"] = stream_id
     if observer.agent_version:
         agent["version"] = observer.agent_version
     if agent:
@@ -327,7 +341,7 @@ def to_document(
         doc["crm"] = crm
 
     return EventDocument(
-        doc_id=document_id(agent_id, event.sequence),
+        doc_id=document_id(agent_id, event.sequence, stream_id),
         sequence=event.sequence,
         timestamp_unix_nano=timestamp,
         source=doc,
@@ -418,19 +432,23 @@ EVENTS_MAPPING: dict[str, Any] = {
             attributes={"type": "flat_object"},
         ),
         "audit": _obj(category=_KW_SHORT),
-        "agent": _obj(id=_KW_SHORT, version=_KW_SHORT),
+        # stream: the agent's stream (incarnation) of a stream format 2 event.
+        "agent": _obj(id=_KW_SHORT, version=_KW_SHORT, stream=_KW_SHORT),
         "host": _obj(hostname=_KW),
         "log": _obj(file=_obj(path=_KW), offset={"type": "unsigned_long"}),
         "message": {"type": "text"},
         "error": _obj(message={"type": "text"}),
-        # canonical: the event's canonical bytes (proto.integrity), base64, stored in
-        # _source only; chain_hash: hex chain hash recomputed by the collector. Set by
-        # collector.server next to what `to_document` derives; `crm-audit verify`
-        # re-derives every other field from `canonical` and compares.
+        # canonical: the event's canonical bytes (proto.integrity; format 2: the bytes
+        # exactly as received), base64, stored in _source only; chain_hash: hex chain
+        # hash (format 2: the stream head after the event) recomputed by the collector;
+        # event_hash (format 2): hex event hash, an unsigned convenience (seals sign the
+        # hashes). Set by collector.server next to what `to_document` derives;
+        # `crm-audit verify` re-derives every other field from `canonical` and compares.
         "integrity": _obj(
             flags=_KW_SHORT,
             canonical={"type": "binary"},
             chain_hash=_KW_SHORT,
+            event_hash=_KW_SHORT,
         ),
     },
 }

@@ -245,6 +245,9 @@ class IndexResult:
     dead_lettered: int = 0  # also counted in `indexed` / `duplicates` (of the DLQ write)
     dead_letter_duplicates: int = 0  # of those, DLQ writes that were already there (409)
     errors: list[str] = field(default_factory=list)
+    # The requests answered 409 (an _id already there), for a caller that compares them
+    # with what is stored (collector.forks); dead-letter writes are not in it.
+    conflicts: list[IndexRequest] = field(default_factory=list)
 
 
 def is_retryable(status: int) -> bool:
@@ -325,6 +328,7 @@ class BulkIndexer:
                 result.indexed += 1
             elif status == 409:
                 result.duplicates += 1
+                result.conflicts.append(req)
             else:
                 err_type, reason = _item_error(item)
                 rejected.append((req, status, err_type, reason))

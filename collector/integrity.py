@@ -26,13 +26,14 @@ import base64
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from collector.documents import Document, iso_nanos
+from collector.documents import EVENTS_MAPPING, Document, iso_nanos
 from collector.errors import RetryableIndexingError
 from collector.index import BulkIndexer, IndexRequest, Requester
 from collector.keys import KeyRing
+from collector.verified import VerifiedHeads
 from proto import integrity
 from proto.v1 import audit_pb2
 
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 GAP = "gap"
 FORK = "fork"
 UNKNOWN_START = "unknown_start"
+RESTARTED = "agent_restarted_without_state"
+#: How a chain head names an agent's stream format 1 chain as the previous "stream".
+V1_CHAIN = "v1"
 
 
 def seals_index(prefix: str) -> str:
@@ -54,6 +58,16 @@ def alerts_index(prefix: str) -> str:
 
 def chainheads_index(prefix: str) -> str:
     return f"{prefix}-chainheads"
+
+
+def forks_index(prefix: str) -> str:
+    """Where a re-delivered event that differs from the stored one is kept (never dropped)."""
+    return f"{prefix}-forks"
+
+
+def head_id(agent_id: str, stream_id: str = "") -> str:
+    """``_id`` of a chain head: ``agent`` (stream format 1) or ``agent:stream`` (format 2)."""
+    return f"{agent_id}:{stream_id}" if stream_id else agent_id
 
 
 _KW: dict[str, Any] = {"type": "keyword", "ignore_above": 1024}
@@ -80,6 +94,12 @@ SEALS_MAPPING: dict[str, Any] = {
                 "verified": {"type": "boolean"},
                 # The Seal message exactly as signed (serialized, signature included).
                 "raw": _BIN,
+                # Stream format 2, copied from the signed seal (searchable; verify trusts
+                # only what it decodes from raw): stream id, format, event-time range.
+                "stream": _KW,
+                "format_version": {"type": "integer"},
+                "min_event_time": _DATE,
+                "max_event_time": _DATE,
             }
         },
     },
@@ -89,7 +109,7 @@ ALERTS_MAPPING: dict[str, Any] = {
     "dynamic": "strict",
     "properties": {
         "@timestamp": _DATE,
-        "agent": {"properties": {"id": _KW}},
+        "agent": {"properties": {"id": _KW, "stream": _KW}},
         "alert": {
             "properties": {
                 "kind": _KW,
@@ -107,13 +127,18 @@ CHAINHEADS_MAPPING: dict[str, Any] = {
     "dynamic": "strict",
     "properties": {
         "@timestamp": _DATE,
-        "agent": {"properties": {"id": _KW}},
+        "agent": {"properties": {"id": _KW, "stream": _KW}},
         "chain": {
             "properties": {
                 "sequence": _LONG,
                 "head": _KW,
                 "key_id": _KW,
                 "heartbeat": _DATE,
+                # Stream format 2: when this collector first saw the stream, and the
+                # agent's stream before it ("v1": its format 1 chain) with its last sequence.
+                "first_seen": _DATE,
+                "previous_stream": _KW,
+                "previous_sequence": _LONG,
             }
         },
     },
@@ -130,20 +155,33 @@ def integrity_indices(prefix: str) -> dict[str, dict[str, Any]]:
         seals_index(prefix): SEALS_MAPPING,
         alerts_index(prefix): ALERTS_MAPPING,
         chainheads_index(prefix): CHAINHEADS_MAPPING,
+        # Same layout as the events: a fork is an event like any other, kept aside.
+        forks_index(prefix): EVENTS_MAPPING,
     }
 
 
-def event_integrity_fields(canonical: bytes, chain_hash: bytes | None) -> dict[str, Any]:
+def event_integrity_fields(
+    canonical: bytes, chain_hash: bytes | None, event_hash: bytes | None = None
+) -> dict[str, Any]:
     fields: dict[str, Any] = {"canonical": base64.b64encode(canonical).decode("ascii")}
     if chain_hash:
         fields["chain_hash"] = chain_hash.hex()
+    if event_hash:
+        fields["event_hash"] = event_hash.hex()
     return fields
 
 
+def seal_stream(seal: audit_pb2.Seal) -> str:
+    """The stream a seal belongs to: its stream id in format 2, "" in format 1."""
+    return seal.stream_id if integrity.seal_format(seal) == integrity.FORMAT_V2 else ""
+
+
 def seal_id(agent_id: str, seal: audit_pb2.Seal) -> str:
+    stream = seal_stream(seal)
+    owner = f"{agent_id}:{stream}" if stream else agent_id
     if seal.event_count == 0:
-        return f"{agent_id}:hb:{seal.time_unix_nano}:{seal.chain_head.hex()[:16]}"
-    return f"{agent_id}:{seal.first_sequence}-{seal.last_sequence}:{seal.chain_head.hex()[:32]}"
+        return f"{owner}:hb:{seal.time_unix_nano}:{seal.chain_head.hex()[:16]}"
+    return f"{owner}:{seal.first_sequence}-{seal.last_sequence}:{seal.chain_head.hex()[:32]}"
 
 
 def seal_document(
@@ -154,7 +192,7 @@ def seal_document(
     indices: Sequence[str],
     verified: bool,
 ) -> Document:
-    return {
+    doc: Document = {
         "@timestamp": iso_nanos(max(seal.time_unix_nano, 0)),
         "agent": {"id": agent_id},
         "seal": {
@@ -171,6 +209,16 @@ def seal_document(
             "raw": base64.b64encode(seal.SerializeToString(deterministic=True)).decode("ascii"),
         },
     }
+    if integrity.seal_format(seal) == integrity.FORMAT_V2:
+        fields = doc["seal"]
+        fields["stream"] = seal.stream_id
+        fields["format_version"] = integrity.FORMAT_V2
+        # date_nanos holds no time before 1970: such a (flagged) range stays in raw only.
+        if seal.min_event_time_unix_nano > 0:
+            fields["min_event_time"] = iso_nanos(seal.min_event_time_unix_nano)
+        if seal.max_event_time_unix_nano > 0:
+            fields["max_event_time"] = iso_nanos(seal.max_event_time_unix_nano)
+    return doc
 
 
 def alert_request(
@@ -182,15 +230,27 @@ def alert_request(
     batch_id: int,
     peer: str,
     anchor: bytes = b"",
+    stream_id: str = "",
 ) -> IndexRequest:
-    """The alert document; its ``_id`` is stable across re-deliveries of the batch."""
-    digest = hashlib.sha256(
-        f"{finding.kind}\0{finding.first}\0{finding.last}\0{finding.detail}".encode() + anchor
-    ).hexdigest()[:16]
-    doc_id = f"{agent_id}:{finding.kind}:{finding.first}-{finding.last}:{digest}"
+    """The alert document; its ``_id`` is stable across re-deliveries of the batch.
+
+    A restart alert's ``_id`` names only the new stream: raised once per stream, whatever
+    batch (or collector) first saw it and whatever time its text states.
+    """
+    if finding.kind == RESTARTED:
+        doc_id = f"{agent_id}:{RESTARTED}:{stream_id}"
+    else:
+        digest = hashlib.sha256(
+            f"{finding.kind}\0{finding.first}\0{finding.last}\0{finding.detail}".encode() + anchor
+        ).hexdigest()[:16]
+        owner = f"{agent_id}:{stream_id}" if stream_id else agent_id
+        doc_id = f"{owner}:{finding.kind}:{finding.first}-{finding.last}:{digest}"
+    agent: Document = {"id": agent_id}
+    if stream_id:
+        agent["stream"] = stream_id
     body: Document = {
         "@timestamp": iso_nanos(now_unix_nano),
-        "agent": {"id": agent_id},
+        "agent": agent,
         "alert": {
             "kind": finding.kind,
             "first_sequence": finding.first,
@@ -205,50 +265,58 @@ def alert_request(
 
 @dataclass(frozen=True)
 class ChainHead:
-    """The stored head of an agent's chain plus the version for optimistic concurrency."""
+    """The stored head of a chain (an agent's format 1 chain or one format 2 stream),
+    plus the version for optimistic concurrency and what a stream records about itself."""
 
     sequence: int | None
     head: bytes
     seq_no: int
     primary_term: int
+    first_seen: str = ""
+    previous_stream: str | None = None
+    previous_sequence: int | None = None
 
 
 class ChainHeads:
-    """Per-agent chain heads in ``{prefix}-chainheads`` (any collector can continue)."""
+    """Chain heads in ``{prefix}-chainheads``, one document per agent (format 1) or per
+    stream (format 2, ``_id`` ``agent:stream``), so any collector can continue."""
 
     def __init__(self, request: Requester, prefix: str, *, max_attempts: int = 8) -> None:
         self.request = request
         self.index = chainheads_index(prefix)
         self.max_attempts = max_attempts
-        # The last head this collector read or wrote per agent, with its version. Only a
-        # conditional write can confirm it is still current (another collector may have
-        # moved the head since), so it is a guess that saves the GET before each write,
-        # never an answer on its own (see IntegrityGate._advance).
+        # The last head this collector read or wrote per chain (keyed by head_id), with
+        # its version. Only a conditional write can confirm it is still current (another
+        # collector may have moved the head since), so it is a guess that saves the GET
+        # before each write, never an answer on its own (see IntegrityGate._advance).
         self._known: dict[str, ChainHead] = {}
 
-    def cached(self, agent_id: str) -> ChainHead | None:
+    def cached(self, agent_id: str, stream_id: str = "") -> ChainHead | None:
         """The head last read or written by this collector (possibly stale)."""
-        return self._known.get(agent_id)
+        return self._known.get(head_id(agent_id, stream_id))
 
-    def get(self, agent_id: str) -> ChainHead | None:
-        response = self.request("GET", f"/{self.index}/_doc/{agent_id}")
+    def get(self, agent_id: str, stream_id: str = "") -> ChainHead | None:
+        key = head_id(agent_id, stream_id)
+        response = self.request("GET", f"/{self.index}/_doc/{key}")
         if response.status == 404:
-            self._known.pop(agent_id, None)
+            self._known.pop(key, None)
             return None
         if response.status != 200:
-            raise RetryableIndexingError(
-                f"cannot read chain head of {agent_id}: HTTP {response.status}"
-            )
+            raise RetryableIndexingError(f"cannot read chain head of {key}: HTTP {response.status}")
         body = response.body
         chain = body.get("_source", {}).get("chain", {})
         sequence = chain.get("sequence")
+        previous = chain.get("previous_sequence")
         head = ChainHead(
             int(sequence) if sequence is not None else None,
             bytes.fromhex(chain.get("head", "")),
             int(body["_seq_no"]),
             int(body["_primary_term"]),
+            first_seen=str(chain.get("first_seen", "")),
+            previous_stream=chain.get("previous_stream"),
+            previous_sequence=int(previous) if previous is not None else None,
         )
-        self._known[agent_id] = head
+        self._known[key] = head
         return head
 
     def put(
@@ -261,62 +329,120 @@ class ChainHeads:
         key_id: str,
         now_unix_nano: int,
         heartbeat_unix_nano: int | None = None,
+        stream_id: str = "",
+        previous: tuple[str, int | None] | None = None,
     ) -> bool:
-        """Write the head; False when another collector changed it first (409)."""
+        """Write the head; False when another collector changed it first (409).
+
+        `previous` (a new stream only): the agent's stream before it and its last sequence.
+        """
+        key = head_id(agent_id, stream_id)
         chain: dict[str, Any] = {"head": head.hex(), "key_id": key_id}
         if sequence is not None:
             chain["sequence"] = sequence
         if heartbeat_unix_nano is not None:
             chain["heartbeat"] = iso_nanos(heartbeat_unix_nano)
-        body = {"@timestamp": iso_nanos(now_unix_nano), "agent": {"id": agent_id}, "chain": chain}
+        agent: dict[str, Any] = {"id": agent_id}
+        stored = ChainHead(sequence, head, -1, -1)
+        if stream_id:
+            agent["stream"] = stream_id
+            if current is not None:  # what a stream records about itself is kept
+                previous = (
+                    (current.previous_stream, current.previous_sequence)
+                    if current.previous_stream is not None
+                    else None
+                )
+            first_seen = current.first_seen if current and current.first_seen else ""
+            chain["first_seen"] = first_seen or iso_nanos(now_unix_nano)
+            stored = ChainHead(sequence, head, -1, -1, first_seen=chain["first_seen"])
+            if previous is not None:
+                chain["previous_stream"] = previous[0]
+                if previous[1] is not None:
+                    chain["previous_sequence"] = previous[1]
+                stored = ChainHead(
+                    sequence,
+                    head,
+                    -1,
+                    -1,
+                    first_seen=chain["first_seen"],
+                    previous_stream=previous[0],
+                    previous_sequence=previous[1],
+                )
+        body = {"@timestamp": iso_nanos(now_unix_nano), "agent": agent, "chain": chain}
         params = {"refresh": "false"}
         if current is None:
             params["op_type"] = "create"
         else:
             params["if_seq_no"] = str(current.seq_no)
             params["if_primary_term"] = str(current.primary_term)
-        response = self.request("PUT", f"/{self.index}/_doc/{agent_id}", body=body, params=params)
+        response = self.request("PUT", f"/{self.index}/_doc/{key}", body=body, params=params)
         if response.status == 409:
-            self._known.pop(agent_id, None)
+            self._known.pop(key, None)
             return False
         if response.status not in (200, 201):
-            self._known.pop(agent_id, None)
+            self._known.pop(key, None)
             raise RetryableIndexingError(
-                f"cannot write chain head of {agent_id}: HTTP {response.status}"
+                f"cannot write chain head of {key}: HTTP {response.status}"
             )
         answer = response.body if isinstance(response.body, dict) else {}
         if "_seq_no" in answer and "_primary_term" in answer:
-            self._known[agent_id] = ChainHead(
-                sequence, head, int(answer["_seq_no"]), int(answer["_primary_term"])
+            self._known[key] = replace(
+                stored, seq_no=int(answer["_seq_no"]), primary_term=int(answer["_primary_term"])
             )
         else:
-            self._known.pop(agent_id, None)
+            self._known.pop(key, None)
         return True
 
-    def all(self) -> dict[str, tuple[int | None, bytes]]:
-        """Every agent's head (for checkpoints)."""
-        heads: dict[str, tuple[int | None, bytes]] = {}
-        body: dict[str, Any] = {"size": 1000, "sort": [{"agent.id": "asc"}]}
-        while True:
-            response = self.request(
-                "POST",
-                f"/{self.index}/_search",
-                body=body,
-                params={"ignore_unavailable": "true"},
+    def latest_other(self, agent_id: str, exclude: str) -> tuple[str, int | None] | None:
+        """The agent's most recently moved chain other than `exclude` (a head_id):
+        (stream id, `V1_CHAIN` for its format 1 chain; last sequence), or None if none.
+
+        Asked only when a new stream starts, so the index is refreshed first: a chain
+        head written a moment ago must not be missed (the restart alert depends on it).
+        """
+        self.request("POST", f"/{self.index}/_refresh")
+        response = self.request(
+            "POST",
+            f"/{self.index}/_search",
+            body={
+                "size": 100,
+                "query": {"term": {"agent.id": agent_id}},
+                "sort": [{"@timestamp": "desc"}],
+                "_source": ["agent", "chain.sequence"],
+            },
+            params={"ignore_unavailable": "true"},
+        )
+        if response.status != 200:
+            raise RetryableIndexingError(
+                f"cannot list the chain heads of {agent_id}: HTTP {response.status}"
             )
-            if response.status != 200:
-                raise RetryableIndexingError(f"cannot list chain heads: HTTP {response.status}")
-            hits = response.body.get("hits", {}).get("hits", [])
-            for hit in hits:
-                chain = hit["_source"].get("chain", {})
-                seq = chain.get("sequence")
-                heads[hit["_source"]["agent"]["id"]] = (
-                    int(seq) if seq is not None else None,
-                    bytes.fromhex(chain.get("head", "")),
-                )
-            if len(hits) < 1000:
-                return heads
-            body["search_after"] = hits[-1]["sort"]
+        for hit in response.body.get("hits", {}).get("hits", []):
+            if hit.get("_id") == exclude:
+                continue
+            source = hit.get("_source", {})
+            sequence = source.get("chain", {}).get("sequence")
+            return (
+                str(source.get("agent", {}).get("stream") or V1_CHAIN),
+                int(sequence) if sequence is not None else None,
+            )
+        return None
+
+
+def chain_genesis(agent_id: str, seal: audit_pb2.Seal) -> bytes:
+    """The head before the first event of the chain `seal` belongs to."""
+    stream = seal_stream(seal)
+    return integrity.genesis_v2(agent_id, stream) if stream else integrity.genesis(agent_id)
+
+
+def starts_stream(agent_id: str, seal: audit_pb2.Seal) -> bool:
+    """Whether a format 2 seal is the start of its stream: its first events from the
+    genesis, or a heartbeat before any event."""
+    if not seal_stream(seal):
+        return False
+    genesis = chain_genesis(agent_id, seal)
+    if seal.event_count == 0:
+        return seal.chain_head == genesis
+    return seal.first_sequence == 1 and seal.prev_chain_head == genesis
 
 
 def continuity(
@@ -325,13 +451,14 @@ def continuity(
     hashes: Sequence[bytes],
     current: ChainHead | None,
 ) -> tuple[list[integrity.Finding], tuple[int | None, bytes] | None, bool]:
-    """Compare an authentic seal with the stored head.
+    """Compare an authentic seal with the stored head of its chain (the agent's format 1
+    chain or the seal's format 2 stream; the rules are the same, from its genesis).
 
     Returns (findings, new head or None to keep the stored one, whether the range is
     older than the stored head: a re-delivery that needs a look at the stored events).
     """
     first, last = seal.first_sequence, seal.last_sequence
-    genesis = integrity.genesis(agent_id)
+    genesis = chain_genesis(agent_id, seal)
     if seal.event_count == 0:  # heartbeat
         if current is None:
             if seal.chain_head == genesis:
@@ -425,11 +552,28 @@ def continuity(
                         f"events up to {stored} differ from those received before",
                     )
                 ],
-                (last, seal.chain_head),
+                # Format 2 keeps the stored events (the differing ones go to the forks
+                # index), so a re-delivery ending at the stored head keeps that head too.
+                None if seal_stream(seal) and stored == last else (last, seal.chain_head),
                 False,
             )
         return [], ((last, seal.chain_head) if stored < last else None), False
     return [], None, True
+
+
+def restart_finding(
+    agent_id: str, seal: audit_pb2.Seal, previous: tuple[str, int | None], now_unix_nano: int
+) -> integrity.Finding:
+    """The alert of a known agent's new stream starting at its genesis."""
+    when = seal.time_unix_nano if seal.time_unix_nano > 0 else now_unix_nano
+    stream, sequence = previous
+    return integrity.Finding(
+        RESTARTED,
+        seal.first_sequence,
+        seal.last_sequence,
+        f"agent {agent_id} restarted without state at {iso_nanos(when)}; previous stream "
+        f"{stream} ended at sequence {sequence or 0}",
+    )
 
 
 class IntegrityGate:
@@ -443,6 +587,7 @@ class IntegrityGate:
         *,
         prefix: str,
         require_seal: bool = False,
+        verified: VerifiedHeads | None = None,
     ) -> None:
         self.request = request
         self.indexer = indexer
@@ -450,6 +595,8 @@ class IntegrityGate:
         self.prefix = prefix
         self.require_seal = require_seal
         self.heads = ChainHeads(request, prefix)
+        # What checkpoints sign: only heads of authentic seals (collector.verified).
+        self.verified = verified if verified is not None else VerifiedHeads()
 
     def verify(self, batch: audit_pb2.Batch, identity: str) -> integrity.BatchVerdict:
         return integrity.verify_batch(batch, identity, self.keyring.keys_for(identity))
@@ -464,9 +611,13 @@ class IntegrityGate:
         indices: Sequence[str],
         last_doc: tuple[str, str] | None,
         now_unix_nano: int,
+        extra: Sequence[integrity.Finding] = (),
     ) -> list[integrity.Finding]:
-        """Store the seal, move the chain head, write alerts; return every finding."""
-        findings = list(verdict.findings)
+        """Store the seal, move the chain head, write alerts; return every finding.
+
+        `extra`: findings of the caller's own (forks found while indexing).
+        """
+        findings = [*verdict.findings, *extra]
         writes: list[IndexRequest] = []
         if batch.HasField("seal") and batch.seal.agent_id == identity:
             writes.append(
@@ -499,6 +650,7 @@ class IntegrityGate:
                     batch_id=batch.batch_id,
                     peer=peer,
                     anchor=anchor,
+                    stream_id=verdict.stream_id,
                 )
             )
         if writes:
@@ -513,8 +665,33 @@ class IntegrityGate:
         last_doc: tuple[str, str] | None,
         now_unix_nano: int,
     ) -> list[integrity.Finding]:
+        findings = self._move_head(seal, hashes, agent_id, last_doc, now_unix_nano)
+        if any(f.kind == FORK for f in findings):
+            # Two signed histories of the same sequences: the checkpoints keep attesting
+            # the one received first until the chain moves on past it.
+            return findings
+        # The seal is authentic: its head is one this collector verified itself, whatever
+        # the stored head said (gap or unknown start are alerts, not doubts about it).
+        at_genesis = seal.event_count == 0 and seal.chain_head == chain_genesis(agent_id, seal)
+        self.verified.record(
+            agent_id,
+            seal_stream(seal),
+            None if at_genesis else seal.last_sequence,
+            seal.chain_head,
+        )
+        return findings
+
+    def _move_head(
+        self,
+        seal: audit_pb2.Seal,
+        hashes: Sequence[bytes],
+        agent_id: str,
+        last_doc: tuple[str, str] | None,
+        now_unix_nano: int,
+    ) -> list[integrity.Finding]:
         heartbeat = seal.time_unix_nano if seal.event_count == 0 else None
-        cached = self.heads.cached(agent_id)
+        stream = seal_stream(seal)
+        cached = self.heads.cached(agent_id, stream)
         if cached is not None:
             # The common case, without a GET: the batch continues the head this collector
             # wrote last. The write is conditional on that head's version, so it succeeds
@@ -533,16 +710,24 @@ class IntegrityGate:
                     key_id=seal.key_id,
                     now_unix_nano=now_unix_nano,
                     heartbeat_unix_nano=heartbeat,
+                    stream_id=stream,
                 )
             ):
                 return findings
         for _ in range(self.heads.max_attempts):
-            current = self.heads.get(agent_id)
+            current = self.heads.get(agent_id, stream)
             findings, new, redelivery = continuity(agent_id, seal, hashes, current)
             if redelivery:
+                if stream:  # format 2: each re-delivered event was compared on its 409
+                    return []  # (collector.forks)
                 return self._check_redelivery(seal, hashes, last_doc)
             if new is None:
                 return findings
+            previous = None
+            if current is None and starts_stream(agent_id, seal):
+                previous = self.heads.latest_other(agent_id, head_id(agent_id, stream))
+                if previous is not None:
+                    findings.append(restart_finding(agent_id, seal, previous, now_unix_nano))
             if self.heads.put(
                 agent_id,
                 current,
@@ -551,9 +736,13 @@ class IntegrityGate:
                 key_id=seal.key_id,
                 now_unix_nano=now_unix_nano,
                 heartbeat_unix_nano=heartbeat,
+                stream_id=stream,
+                previous=previous,
             ):
                 return findings
-        raise RetryableIndexingError(f"chain head of {agent_id}: too many concurrent updates")
+        raise RetryableIndexingError(
+            f"chain head of {head_id(agent_id, stream)}: too many concurrent updates"
+        )
 
     def _check_redelivery(
         self, seal: audit_pb2.Seal, hashes: Sequence[bytes], last_doc: tuple[str, str] | None

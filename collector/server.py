@@ -40,19 +40,22 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collector import setup
 from collector.checkpoints import CheckpointFile, CheckpointWriter, load_or_create_key
 from collector.config import CollectorConfig
 from collector.detect.engine import Detection
 from collector.detect.rules import load_rules
-from collector.documents import Granularity, index_name, to_document
+from collector.documents import EventDocument, Granularity, index_name, to_document
 from collector.errors import (
     IndexingError,
     LifecycleError,
     PermanentIndexingError,
     StartupError,
 )
+from collector.forks import ForkCheck
+from collector.formatv2 import documents_v2, event_count
 from collector.health import HealthCheck, HealthServer
 from collector.index import BulkIndexer, IndexRequest, IndexResult, Requester
 from collector.integrity import IntegrityGate, event_integrity_fields
@@ -60,9 +63,11 @@ from collector.keys import KeyRing
 from collector.lifecycle import LifecycleInstaller, LifecycleReport, deadletter_index
 from collector.metrics import CollectorMetrics
 from collector.pipeline import Stop, StreamPipeline, wait_turn
+from collector.receipts import receipt_for
 from collector.retention import RetentionRouter
 from collector.retention_job.runner import RetentionRunner, build_job
 from collector.urls import redact_url
+from collector.verified import VerifiedHeads
 from proto import integrity, limits
 from proto.v1 import audit_pb2, audit_pb2_grpc
 
@@ -142,9 +147,12 @@ class BatchProcessor:
         detection: Callable[[Sequence[tuple[str, Mapping[str, Any]]]], object] | None = None,
         router: RetentionRouter | None = None,
         metrics: CollectorMetrics | None = None,
+        receipt_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.indexer = indexer
         self.gate = gate
+        # The collector's checkpoint key signs receipts in OK acks (collector.receipts).
+        self.receipt_key = receipt_key
         # Inline detection rules over the batch's documents once they are indexed
         # (collector.detect; never raises, so it cannot cost the batch its ack).
         self.detection = detection
@@ -156,13 +164,15 @@ class BatchProcessor:
         self.granularity = granularity
         self.clock_ns = clock_ns
         self.metrics = metrics
+        # Format 2 re-deliveries that differ from the stored event (collector.forks).
+        self.forks = ForkCheck(indexer.request, prefix)
 
     def process(self, batch: audit_pb2.Batch, *, identity: str, peer: str = "") -> audit_pb2.Ack:
         """Index `batch` for the certificate identity `identity`; never raises."""
         metrics = self.metrics
         if metrics is None:
             return self._process(batch, identity, peer)[0]
-        metrics.batch_received(identity, len(batch.events))
+        metrics.batch_received(identity, event_count(batch))
         metrics.batches_in_flight.inc()
         try:
             ack, result = self._process(batch, identity, peer)
@@ -197,21 +207,14 @@ class BatchProcessor:
             refusal = self._refusal(batch, verdict, identity, peer)
             if refusal is not None:
                 return refusal, None
-        if not batch.events and not batch.HasField("seal"):
+        if not event_count(batch) and not batch.HasField("seal"):
             return Ack(batch_id=batch.batch_id, status=Ack.STATUS_OK), None
         try:
             self.readiness.ensure()
             received = self.clock_ns()
+            documents, unparsed = self._documents(batch, verdict, identity, received)
             requests = []
-            for position, event in enumerate(batch.events):
-                doc = to_document(event, agent_id=identity, received_unix_nano=received)
-                if verdict is not None:
-                    doc.source.setdefault("integrity", {}).update(
-                        event_integrity_fields(
-                            verdict.canonical[position],
-                            verdict.hashes[position] if verdict.hashes else None,
-                        )
-                    )
+            for doc, original in documents:
                 target = index_name(
                     self.prefix,
                     self.router.classify(doc.source),
@@ -225,13 +228,20 @@ class BatchProcessor:
                         source=doc.source,
                         agent_id=identity,
                         sequence=doc.sequence,
-                        original=event.original,
+                        original=original,
                     )
                 )
-            result = self.indexer.index(requests) if requests else IndexResult()
+            writes = [*requests, *unparsed]
+            result = self.indexer.index(writes) if writes else IndexResult()
+            forked: list[integrity.Finding] = []
+            if batch.format_version == integrity.FORMAT_V2 and result.conflicts:
+                fork_writes, forked = self.forks.forks(result.conflicts)
+                if fork_writes:
+                    self.indexer.index(fork_writes)
             wait_turn()  # seal, chain head, alerts, detection: in the stream's batch order
+            receipt = None
             if self.gate is not None and verdict is not None:
-                self.gate.after_indexing(
+                findings = self.gate.after_indexing(
                     batch,
                     verdict,
                     identity=identity,
@@ -239,6 +249,15 @@ class BatchProcessor:
                     indices=[r.index for r in requests],
                     last_doc=(requests[-1].index, requests[-1].doc_id) if requests else None,
                     now_unix_nano=received,
+                    extra=forked,
+                )
+                receipt = receipt_for(
+                    batch,
+                    verdict,
+                    findings,
+                    agent_id=identity,
+                    key=self.receipt_key,
+                    received_unix_nano=received,
                 )
             if self.detection is not None and requests:
                 self.detection([(r.doc_id, r.source) for r in requests])
@@ -280,7 +299,39 @@ class BatchProcessor:
             indexed=result.indexed,
             duplicates=result.duplicates,
             detail=detail,
+            receipt=receipt,
         ), result
+
+    def _documents(
+        self,
+        batch: audit_pb2.Batch,
+        verdict: integrity.BatchVerdict | None,
+        identity: str,
+        received: int,
+    ) -> tuple[list[tuple[EventDocument, str]], list[IndexRequest]]:
+        """(document, original line) per event in batch order, plus dead letters of
+        format 2 event bytes that do not parse (collector.formatv2)."""
+        if batch.format_version == integrity.FORMAT_V2:
+            v2 = documents_v2(
+                batch,
+                verdict if verdict is not None else integrity.verify_batch(batch, identity, {}),
+                agent_id=identity,
+                received_unix_nano=received,
+                deadletter_index=deadletter_index(self.prefix),
+            )
+            return v2.events, v2.unparsed
+        documents = []
+        for position, event in enumerate(batch.events):
+            doc = to_document(event, agent_id=identity, received_unix_nano=received)
+            if verdict is not None:
+                doc.source.setdefault("integrity", {}).update(
+                    event_integrity_fields(
+                        verdict.canonical[position],
+                        verdict.hashes[position] if verdict.hashes else None,
+                    )
+                )
+            documents.append((doc, event.original))
+        return documents, []
 
     def _refusal(
         self,
@@ -429,7 +480,7 @@ class CollectorService(audit_pb2_grpc.CollectorServicer):
         self.pipeline_depth = pipeline_depth
 
     def _too_large(self, batch: audit_pb2.Batch, identity: str, peer: str) -> Ack | None:
-        count = len(batch.events)
+        count = event_count(batch)
         if count <= self.max_events_per_batch:
             return None
         log.warning(
@@ -594,19 +645,26 @@ class CollectorServer:
         )
         self.indexer = indexer
         integ = config.integrity
+        # The heads checkpoints sign: only those this collector verified itself.
+        self.verified = VerifiedHeads()
         self.gate = IntegrityGate(
             request,
             indexer,
             KeyRing(integ.keys_dir),
             prefix=os_cfg.index_prefix,
             require_seal=integ.require_seal,
+            verified=self.verified,
         )
         self.checkpoints: CheckpointWriter | None = None
         key_path = integ.checkpoint_key()
+        collector_key: Ed25519PrivateKey | None = None
         if integ.checkpoint_dir is not None and key_path is not None:
+            collector_key = load_or_create_key(key_path)
+            checkpoint_file = CheckpointFile(integ.checkpoint_dir, collector_key)
+            self.verified.seed(checkpoint_file.last_heads())
             self.checkpoints = CheckpointWriter(
-                self.gate.heads.all,
-                CheckpointFile(integ.checkpoint_dir, load_or_create_key(key_path)),
+                self.verified.snapshot,
+                checkpoint_file,
                 interval_s=integ.checkpoint_interval_s,
                 clock_ns=clock_ns,
             )
@@ -639,6 +697,7 @@ class CollectorServer:
                 detection=self.detection.on_indexed if self.detection else None,
                 router=RetentionRouter.from_config(config.retention),
                 metrics=self.metrics,
+                receipt_key=collector_key,
             ),
             max_streams_per_agent=config.server.max_streams_per_agent,
             max_events_per_batch=config.server.max_events_per_batch,

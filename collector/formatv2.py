@@ -1,0 +1,126 @@
+"""Stream format 2 batches on the collector: the received event bytes -> documents.
+
+A format 2 batch carries each event as the exact bytes the agent serialized once and
+hashed (``Batch.event_bytes``); `proto.integrity.verify_batch` parsed them already
+(``BatchVerdict.events``), so they are not parsed again here. Every document stores
+those bytes unchanged (``integrity.canonical``, never re-serialized: a re-encoding
+could differ in unknown fields or field order), its event hash and the stream head
+after it; its ``_id`` and ``agent.stream`` name the event's stream.
+
+Nothing is dropped: event bytes that do not parse as an `AuditEvent` go to the
+dead-letter index as they came (base64), with their event hash, and the batch's
+``malformed_event`` finding becomes an alert.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+
+from collector.documents import Document, EventDocument, iso_nanos, to_document
+from collector.index import IndexRequest
+from collector.integrity import event_integrity_fields
+from proto import integrity
+from proto.v1 import audit_pb2
+
+
+def event_count(batch: audit_pb2.Batch) -> int:
+    """How many events `batch` carries, in either format."""
+    if batch.format_version == integrity.FORMAT_V2:
+        return len(batch.event_bytes)
+    return len(batch.events)
+
+
+def stream_of(event: audit_pb2.AuditEvent) -> str:
+    """The stream an event names; a malformed stream id (the batch is alerted
+    ``stream_mismatch``) is replaced by a stable stand-in that cannot collide with a
+    valid one, its raw value staying in the stored event bytes."""
+    if integrity.valid_stream_id(event.stream_id):
+        return event.stream_id
+    digest = hashlib.sha256(event.stream_id.encode("utf-8")).hexdigest()[:16]
+    return f"invalid-{digest}"
+
+
+@dataclass
+class Documents:
+    """A format 2 batch as documents: (document, original line) in batch order, plus
+    dead letters for event bytes that do not parse."""
+
+    events: list[tuple[EventDocument, str]] = field(default_factory=list)
+    unparsed: list[IndexRequest] = field(default_factory=list)
+
+
+def documents_v2(
+    batch: audit_pb2.Batch,
+    verdict: integrity.BatchVerdict,
+    *,
+    agent_id: str,
+    received_unix_nano: int,
+    deadletter_index: str,
+) -> Documents:
+    """The documents of format 2 `batch`, with `verdict`'s hashes and heads."""
+    out = Documents()
+    datas: Sequence[bytes] = batch.event_bytes
+    parsed_all = len(verdict.events) == len(datas)
+    for position, data in enumerate(datas):
+        if parsed_all:
+            event = verdict.events[position]
+            hash_of_event = verdict.event_hashes[position]
+        else:  # verify_batch stopped at a malformed event: parse the rest here
+            hash_of_event = integrity.event_hash(data)
+            event = audit_pb2.AuditEvent()
+            try:
+                event.ParseFromString(data)
+            except DecodeError as exc:
+                out.unparsed.append(
+                    _dead_letter(
+                        agent_id,
+                        data,
+                        hash_of_event,
+                        str(exc),
+                        received_unix_nano,
+                        deadletter_index,
+                    )
+                )
+                continue
+        doc = to_document(
+            event,
+            agent_id=agent_id,
+            received_unix_nano=received_unix_nano,
+            stream_id=stream_of(event),
+        )
+        doc.source.setdefault("integrity", {}).update(
+            event_integrity_fields(
+                data, verdict.hashes[position] if verdict.hashes else None, hash_of_event
+            )
+        )
+        out.events.append((doc, event.original))
+    return out
+
+
+def _dead_letter(
+    agent_id: str,
+    data: bytes,
+    hash_of_event: bytes,
+    error: str,
+    received_unix_nano: int,
+    index: str,
+) -> IndexRequest:
+    body: Document = {
+        "@timestamp": iso_nanos(received_unix_nano),
+        "agent": {"id": agent_id},
+        "deadletter": {
+            "error_type": "unparseable_event",
+            "reason": f"event bytes of a format 2 batch do not parse as an AuditEvent: {error}",
+            "document": {
+                "event_bytes": base64.b64encode(data).decode("ascii"),
+                "event_hash": hash_of_event.hex(),
+            },
+        },
+    }
+    doc_id = f"{agent_id}:unparsed:{hash_of_event.hex()[:32]}"
+    return IndexRequest(index, doc_id, body, agent_id=agent_id)
