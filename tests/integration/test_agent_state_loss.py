@@ -228,10 +228,11 @@ def ship(env: Env, name: str, expected: int) -> None:
 
 
 def checkpointed(env: Env, stream: str, sequence: int) -> bool:
-    """A signed checkpoint line names `stream` at `sequence`."""
+    """A checkpoint line attests `stream` at `sequence` (verify checks the signatures)."""
     for path in env.checkpoints.glob("checkpoints-*.jsonl"):
-        for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            if stream in raw and re.search(rf"\b{sequence}\b", raw):
+        for raw in path.read_bytes().splitlines():
+            attested = json.loads(raw).get("streams", {}).get(f"{env.agent_id}:{stream}", {})
+            if attested.get("sequence") == sequence:
                 return True
     return False
 
