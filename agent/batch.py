@@ -1,19 +1,26 @@
-"""Size/age batching of events. Pure: the caller supplies the time.
+"""Size/age batching of spooled events. Pure: the caller supplies the time.
 
 A batch closes when it holds `max_events`, when adding the next event would pass
-`max_bytes` of serialized events, or when its first event is `max_wait_s` old. A
-single event larger than `max_bytes` travels alone rather than being dropped.
+`max_bytes` (what the events add to the Batch message: each one's bytes in
+`event_bytes` and its hash in the seal), or when its first event is `max_wait_s` old.
+A single event larger than `max_bytes` travels alone rather than being dropped.
 """
 
 from __future__ import annotations
 
-from proto.v1 import audit_pb2 as pb
+from agent.spool import SpoolRecord
+from proto import integrity
+
+# A hash in Seal.event_hashes: tag, length byte, 32 bytes; the seal itself sits inside
+# the Batch, so its length prefix grows too (counted in proto.limits.ENVELOPE_BYTES).
+_HASH_ENTRY = 2 + integrity.HASH_LEN
 
 
-def encoded_size(event: pb.AuditEvent) -> int:
-    """Bytes the event adds to a Batch: field tag + length prefix + message."""
-    size = event.ByteSize()
-    return 1 + _varint_len(size) + size
+def encoded_size(event_bytes: bytes) -> int:
+    """Bytes one event adds to a format 2 Batch: its field tag, length prefix and bytes,
+    plus its hash in the seal."""
+    size = len(event_bytes)
+    return 1 + _varint_len(size) + size + _HASH_ENTRY
 
 
 def _varint_len(value: int) -> int:
@@ -21,40 +28,40 @@ def _varint_len(value: int) -> int:
 
 
 class Batcher:
-    """Accumulates events; the caller asks `fits`/`full`/`due` and then `take`s the batch."""
+    """Accumulates records; the caller asks `fits`/`full`/`due` and then `take`s the batch."""
 
     def __init__(self, max_events: int, max_bytes: int, max_wait_s: float) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.max_wait_s = max_wait_s
-        self._events: list[pb.AuditEvent] = []
+        self._records: list[SpoolRecord] = []
         self._bytes = 0
         self._opened_at: float | None = None
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._records)
 
     @property
     def size_bytes(self) -> int:
         return self._bytes
 
-    def fits(self, event: pb.AuditEvent) -> bool:
-        """True if `event` can join the open batch (always true for an empty batch)."""
-        if not self._events:
+    def fits(self, record: SpoolRecord) -> bool:
+        """True if `record` can join the open batch (always true for an empty batch)."""
+        if not self._records:
             return True
         return (
-            len(self._events) < self.max_events
-            and self._bytes + encoded_size(event) <= self.max_bytes
+            len(self._records) < self.max_events
+            and self._bytes + encoded_size(record.event) <= self.max_bytes
         )
 
-    def add(self, event: pb.AuditEvent, now: float) -> None:
-        if not self._events:
+    def add(self, record: SpoolRecord, now: float) -> None:
+        if not self._records:
             self._opened_at = now
-        self._events.append(event)
-        self._bytes += encoded_size(event)
+        self._records.append(record)
+        self._bytes += encoded_size(record.event)
 
     def full(self) -> bool:
-        return len(self._events) >= self.max_events or self._bytes >= self.max_bytes
+        return len(self._records) >= self.max_events or self._bytes >= self.max_bytes
 
     def deadline(self) -> float | None:
         """When the open batch becomes due; None when empty."""
@@ -64,9 +71,9 @@ class Batcher:
         deadline = self.deadline()
         return deadline is not None and now >= deadline
 
-    def take(self) -> list[pb.AuditEvent]:
-        """Return the open batch's events and start a new, empty batch."""
-        events, self._events = self._events, []
+    def take(self) -> list[SpoolRecord]:
+        """Return the open batch's records and start a new, empty batch."""
+        records, self._records = self._records, []
         self._bytes = 0
         self._opened_at = None
-        return events
+        return records

@@ -4,14 +4,18 @@ positions that hold right after them.
 One JSON file in state_dir, replaced atomically (temp file, fsync, rename, fsync of
 the directory):
 
-    {"version": 2, "next_sequence": N,
+    {"version": 3, "stream_id": "9f2c0a1b3d4e5f60", "next_sequence": N,
+     "head": "<hex of the stream head after sequence N-1>",
      "files": {"<dev>:<ino>": {"path": "/var/log/crm/audit.jsonl", "offset": 123,
                                "fingerprint": "1024:9f2c..."}}}
 
-Invariant: every event with a sequence below `next_sequence` was acknowledged
-STATUS_OK, and `files` are the resume positions right after the last of them. It is
-written when a batch is acked OK (acks arrive in order, so the acked sequences are
-always a prefix).
+Invariant: every event of stream `stream_id` with a sequence below `next_sequence`
+was acknowledged STATUS_OK, `head` is the stream head (proto.integrity.head_link)
+after the last of them (empty before the first: the stream's genesis), and `files`
+are the resume positions right after the last of them. It is written when a batch is
+acked OK (acks arrive in order, so the acked sequences are always a prefix). The head
+is saved here and nowhere else: after a crash the agent recomputes the head of what
+it spooled past the watermark from those spool records (no fsync per append).
 
 This file is only half of the recovery state. The other half is the
 spool (agent.spool): each event is durably appended there *with* its sequence and its
@@ -26,7 +30,9 @@ replaced or deleted between crash and restart lost its unacked lines.
 
 `fingerprint` ("<n>:<hash of the first n bytes>", n ≤ 1024) tells a file from another
 one that reuses the inode: a position is only resumed when the fingerprint matches.
-Version 1 files (no fingerprints) are still read.
+Versions 1 and 2 (stream format 1: no stream, no head; version 1 without
+fingerprints) are still read: their `next_sequence` counted the old format's
+sequences, so the agent keeps only their file positions and starts a new stream.
 """
 
 from __future__ import annotations
@@ -39,9 +45,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import CheckpointError
+from proto import integrity
 
-VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 FILE_NAME = "checkpoint.json"
 
 
@@ -60,11 +67,15 @@ class Checkpoint:
 
     next_sequence: int = 1
     files: Mapping[str, FileOffset] = field(default_factory=dict)
+    stream_id: str = ""  # "" = a stream format 1 checkpoint (versions 1 and 2)
+    head: bytes = b""  # stream head after next_sequence - 1; b"" = genesis
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": VERSION,
+            "stream_id": self.stream_id,
             "next_sequence": self.next_sequence,
+            "head": self.head.hex(),
             "files": {
                 key: {"path": pos.path, "offset": pos.offset, "fingerprint": pos.fingerprint}
                 for key, pos in sorted(self.files.items())
@@ -78,7 +89,7 @@ class Checkpoint:
             raise ValueError("not a JSON object")
         version = data.get("version")
         if version not in _READABLE_VERSIONS:
-            raise ValueError(f"unsupported version {version!r} (this agent reads 1 and 2)")
+            raise ValueError(f"unsupported version {version!r} (this agent reads 1 to 3)")
         next_sequence = data.get("next_sequence")
         files = data.get("files")
         if not isinstance(next_sequence, int) or next_sequence < 1:
@@ -98,7 +109,18 @@ class Checkpoint:
                     f"files[{key!r}] must be {{path: str, offset: int >= 0, fingerprint: str}}"
                 )
             out[key] = FileOffset(pos["path"], pos["offset"], pos.get("fingerprint", ""))
-        return cls(next_sequence, out)
+        if version < 3:
+            return cls(next_sequence, out)
+        stream_id, head = data.get("stream_id"), data.get("head")
+        if not isinstance(stream_id, str) or not integrity.valid_stream_id(stream_id):
+            raise ValueError("stream_id must be 16 lowercase hex characters")
+        try:
+            head_bytes = bytes.fromhex(head) if isinstance(head, str) else None
+        except ValueError:
+            head_bytes = None
+        if head_bytes is None or len(head_bytes) not in (0, integrity.HASH_LEN):
+            raise ValueError(f"head must be empty or {integrity.HASH_LEN} bytes as hex")
+        return cls(next_sequence, out, stream_id, head_bytes)
 
 
 class CheckpointStore:

@@ -1,4 +1,4 @@
-"""`crm-audit-agent run|check|key|parse|status -c agent.yaml` — the only module touching
+"""`crm-audit-agent run|check|key|parse|status|receipts -c agent.yaml` — the only module touching
 the environment.
 
 - `run`: the agent (under systemd: READY=1 once running, WATCHDOG=1 while healthy,
@@ -13,7 +13,11 @@ the environment.
   files and, per source, what did not map (ships nothing, writes no state, needs no
   TLS files); `--strict` exits 1 when anything did not map;
 - `status [--format text|json]`: per file offset vs size, spool depth, sequences and
-  last ack, read from state_dir (agent.status); the agent need not run.
+  last ack, stream id and acked head, read from state_dir (agent.status); the agent
+  need not run;
+- `receipts [--out DIR]`: the collector's signed receipts kept in state_dir
+  (agent.receipts), as JSON lines on stdout or into `DIR/<agent_id>.receipts.jsonl`
+  (docs/receipts.md), for `crm-audit verify --receipts DIR`.
 
 Logging: `--log-format text|json` and `--log-level` override `logging.format|level`.
 
@@ -63,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         ("key", "create the signing key if needed; print its public key file and key id"),
         ("parse", "print the events the configured parsers make of log files; ship nothing"),
         ("status", "per file offset vs size, spool depth and last ack, from state_dir"),
+        ("receipts", "export the collector's signed receipts kept in state_dir"),
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("-c", "--config", required=True, type=Path, help="agent YAML config")
@@ -78,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         )
         if name == "status":
             sub.add_argument("--format", choices=["text", "json"], default="text")
+        if name == "receipts":
+            sub.add_argument(
+                "--out",
+                type=Path,
+                help="write DIR/<agent_id>.receipts.jsonl (default: JSON lines on stdout)",
+            )
         if name == "check":
             sub.add_argument(
                 "--print",
@@ -137,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_parse(config, args.source, args.files, sys.stdout, strict=args.strict)
     if args.command == "status":
         return _status(config, args.format)
+    if args.command == "receipts":
+        return _receipts(config, args.out)
     problems = _environment_problems(config)
     if problems:
         for problem in problems:
@@ -182,6 +195,26 @@ def _status(config: AgentConfig, fmt: str) -> int:
         print(json.dumps(status, indent=2))
     else:
         sys.stdout.write(render_text(status))
+    return 0
+
+
+def _receipts(config: AgentConfig, out: Path | None) -> int:
+    from agent.receipts import ReceiptStore, export
+
+    store = ReceiptStore(config.state_dir)
+    if out is None:
+        for line in store.lines():
+            print(line)
+        return 0
+    try:
+        target, count = export(store, out, config.agent_id)
+    except OSError as exc:
+        print(
+            f"crm-audit-agent: cannot write receipts to {out}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{count} receipts written to {target}")
     return 0
 
 

@@ -1,35 +1,26 @@
-"""Agent side of tamper evidence: signing key, hash chain, batch seals, heartbeats.
+"""Agent side of tamper evidence: signing key, batch seals and heartbeats (format 2).
 
-Pure module (no threads, no clock: callers pass times). The rules themselves
-(canonical bytes, chain link, seal bytes) live in `proto.integrity`.
+Pure module (no threads, no clock: callers pass times). The rules themselves (event
+hash, head chain, seal bytes) live in `proto.integrity`.
 
-Use from the runtime::
-
-    key = AgentKey.load_or_create(state_dir)          # first start: creates the key
-    chainer = Chainer.load(state_dir, agent_id)
-    chainer.recover(last_spooled_event)               # after a crash, if the spool is ahead
-    ...
-    event.sequence = n                                 # hook 1: sequence assigned
-    chainer.link(event)                                # sets chain_prev / chain_hash
-    spool.append(event); spool.commit()
-    chainer.save()                                     # after the spool write is durable
-    ...
-    batch = pb.Batch(agent_id=agent_id, events=events) # hook 2: batch built for sending
-    seal(batch, key, now_unix_nano=time.time_ns())
-    ...
-    hb = heartbeat(key, agent_id, chainer.head_sequence, chainer.head,
-                   now_unix_nano=time.time_ns())        # a pb.Batch without events
+The stream head is a function of the spooled event bytes alone
+(head_n = head_link(head_{n-1}, event_hash(bytes_n)), from genesis_v2(agent, stream)),
+so nothing here keeps chain state: agent.outbox folds the hashes as it reads the spool
+and seals each batch with `seal_events`; the acked head is saved with the checkpoint.
 
 Files in ``state_dir``: ``signing-key.pem`` (Ed25519 PKCS#8, mode 0600, created with
-O_EXCL|O_NOFOLLOW and never widened), ``signing-key.pub`` (public key, PEM, for the
-admin to register on the collector: ``crm-audit keys register``) and ``chain.json``
-(the chain head; written atomically).
+O_EXCL|O_NOFOLLOW and never widened) and ``signing-key.pub`` (public key, PEM, for the
+admin to register on the collector: ``crm-audit keys register``). ``chain.json`` of
+stream format 1 is no longer written by the agent (removed when an old state is taken
+over); `Chainer`, `seal` and `heartbeat` below still produce format 1 for tools and
+tests that build such history.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +33,13 @@ from proto.v1 import audit_pb2 as pb
 
 KEY_FILE = "signing-key.pem"
 PUBLIC_KEY_FILE = "signing-key.pub"
-CHAIN_FILE = "chain.json"
+LEGACY_CHAIN_FILE = "chain.json"  # stream format 1's chain head
+CHAIN_FILE = LEGACY_CHAIN_FILE
 _CHAIN_VERSION = 1
 
 
 class IntegrityError(AgentError):
-    """The signing key or chain state is unusable, or events are out of chain order."""
+    """The signing key is unusable, or a seal cannot be made as asked."""
 
 
 @dataclass(frozen=True)
@@ -118,8 +110,78 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         os.fsync(handle.fileno())
 
 
+def seal_events(
+    key: AgentKey,
+    *,
+    agent_id: str,
+    stream_id: str,
+    first_sequence: int,
+    prev_head: bytes,
+    event_hashes: Sequence[bytes],
+    time_range: tuple[int, int],
+    now_unix_nano: int,
+) -> pb.Seal:
+    """A signed format 2 seal over consecutive events from `first_sequence`: their hashes
+    in order, the head chained over them from `prev_head`, their event-time range
+    (proto.integrity.event_time_range over the same events)."""
+    if not event_hashes:
+        raise IntegrityError("an empty batch is sealed with `heartbeat_seal`")
+    if len(prev_head) != integrity.HASH_LEN:
+        raise IntegrityError(f"previous head must be {integrity.HASH_LEN} bytes")
+    head = prev_head
+    for h in event_hashes:
+        head = integrity.head_link(head, h)
+    sealed = pb.Seal(
+        agent_id=agent_id,
+        first_sequence=first_sequence,
+        last_sequence=first_sequence + len(event_hashes) - 1,
+        prev_chain_head=prev_head,
+        chain_head=head,
+        event_count=len(event_hashes),
+        time_unix_nano=now_unix_nano,
+        format_version=integrity.FORMAT_V2,
+        stream_id=stream_id,
+        event_hashes=event_hashes,
+        min_event_time_unix_nano=time_range[0],
+        max_event_time_unix_nano=time_range[1],
+    )
+    integrity.sign_seal(sealed, key.private)
+    return sealed
+
+
+def heartbeat_seal(
+    key: AgentKey,
+    *,
+    agent_id: str,
+    stream_id: str,
+    sequence: int,
+    head: bytes,
+    now_unix_nano: int,
+) -> pb.Seal:
+    """A format 2 seal without events restating the head at `sequence` (0 before any)."""
+    sealed = pb.Seal(
+        agent_id=agent_id,
+        first_sequence=sequence,
+        last_sequence=sequence,
+        prev_chain_head=head,
+        chain_head=head,
+        event_count=0,
+        time_unix_nano=now_unix_nano,
+        format_version=integrity.FORMAT_V2,
+        stream_id=stream_id,
+    )
+    integrity.sign_seal(sealed, key.private)
+    return sealed
+
+
+# -- stream format 1 ------------------------------------------------------------------
+# The running agent no longer produces format 1. These producers stay for one release,
+# for tools and tests that build format 1 history (the collector and verify still read
+# it): a chain in chain.json, chain fields inside each event, v1 seals.
+
+
 class Chainer:
-    """Links events into the agent's hash chain, in sequence order.
+    """Links events into a format 1 hash chain, in sequence order.
 
     ``head_sequence`` is the sequence of the last linked event (None before the first);
     ``head`` its chain hash (the genesis value before the first). The first event may
@@ -137,7 +199,7 @@ class Chainer:
     @classmethod
     def load(cls, state_dir: Path, agent_id: str) -> Chainer:
         """The chain state in ``state_dir/chain.json``; a fresh chain if there is none."""
-        path = state_dir / CHAIN_FILE
+        path = state_dir / LEGACY_CHAIN_FILE
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -270,4 +332,12 @@ def heartbeat(
     return batch
 
 
-__all__ = ["AgentKey", "Chainer", "IntegrityError", "heartbeat", "seal"]
+__all__ = [
+    "AgentKey",
+    "Chainer",
+    "IntegrityError",
+    "heartbeat",
+    "heartbeat_seal",
+    "seal",
+    "seal_events",
+]

@@ -1,31 +1,39 @@
-"""Spool → batches → shipper. Runs in its own thread; knows nothing of files or parsing.
+"""Spool → sealed batches → shipper. Runs in its own thread; knows nothing of files or
+parsing.
 
-Reads committed records in sequence order from the spool and closes a batch by
-count, bytes or age (`batch.*`), then hands it to the shipper, whose `submit` blocks
-while `max_in_flight` batches wait: memory holds at most 2 x max_in_flight batches
-plus the open one, whatever the backlog on disk. Corrupt records met in the spool
-become `agent.spool_loss` events, appended to the spool (and so numbered) like any
-other event.
+Reads committed records (event bytes, never decoded) in sequence order from the spool
+and closes a batch by count, bytes or age (`batch.*`), then hands it to the shipper,
+whose `submit` blocks while `max_in_flight` batches wait: memory holds at most
+2 x max_in_flight batches plus the open one, whatever the backlog on disk. Corrupt
+records met in the spool become `agent.spool_loss` events, appended to the spool (and
+so numbered) like any other event.
 
-Integrity: every batch is sealed (`seal`) once, right after it is built, so a
-batch the shipper sends again goes out byte for byte the same. A batch never spans a
-break in the hash chain (a record lost to spool corruption, or events spooled before
-the agent chained them): the collector then sees the break as a gap between two
-intact seals instead of one unverifiable batch. While idle, a signed heartbeat
-restating the head of the chain as submitted so far goes out every
-`heartbeat_interval_s`.
+Integrity (stream format 2). The outbox is where the stream head is computed: each
+event's hash over its spooled bytes (proto.integrity.event_hash), folded into the head
+from the acked checkpoint's head (genesis_v2 for a new stream). A batch is sealed
+once, right after it is built (agent.integrity.seal_events: every event's hash, the
+head before and after, the events' time range), so a batch the shipper sends again goes
+out byte for byte the same. Since the head depends only on the stored bytes, a restart
+recomputes the same heads from the spool records past the checkpoint — the chain needs
+no state of its own written per append. A batch never spans a gap in the sequences
+(records lost to spool corruption): the next batch's seal chains on from the head
+before the gap, so the collector sees the gap between two intact seals instead of an
+unverifiable batch. While idle, a signed heartbeat restating the head as submitted so
+far goes out every `heartbeat_interval_s`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from agent import notices
 from agent.batch import Batcher
 from agent.checkpoint import FileOffset
+from agent.integrity import AgentKey, heartbeat_seal, seal_events
 from agent.ship import Outgoing
-from agent.spool import Entry, Loss, Spool, SpoolReader
+from agent.spool import Entry, Loss, Spool, SpoolReader, SpoolRecord
+from proto import integrity
 from proto.v1 import audit_pb2 as pb
 
 READ_BUDGET = 500
@@ -33,12 +41,17 @@ IDLE_WAIT_S = 0.5
 
 
 class Outbox:
-    """Feeds the shipper from the spool (see module docstring)."""
+    """Feeds the shipper from the spool (see module docstring).
+
+    `head` is the acked checkpoint's (sequence, stream head): where the reader starts.
+    """
 
     def __init__(
         self,
         *,
         agent_id: str,
+        stream_id: str,
+        key: AgentKey,
         observer: pb.Observer,
         spool: Spool,
         reader: SpoolReader,
@@ -46,13 +59,13 @@ class Outbox:
         submit: Callable[[Outgoing], bool],
         wall_ns: Callable[[], int],
         monotonic: Callable[[], float],
-        seal: Callable[[pb.Batch], None] | None = None,
-        heartbeat: Callable[[int | None, bytes], pb.Batch | None] | None = None,
+        head: tuple[int, bytes],
         heartbeat_interval_s: float = 60.0,
-        head: tuple[int | None, bytes] | None = None,
+        may_beat: Callable[[], bool] = lambda: True,
     ) -> None:
         self._agent_id = agent_id
-        self._seal = seal  # signs the batch right after it is built
+        self._stream_id = stream_id
+        self._key = key
         self._observer = observer
         self._spool = spool
         self._reader = reader
@@ -61,12 +74,13 @@ class Outbox:
         self._wall_ns = wall_ns
         self._monotonic = monotonic
         self._positions: dict[str, FileOffset] = {}
-        # Heartbeats restate `_head`, the chain head of the last event submitted (or the
-        # head at start when nothing was unacked): never ahead of what the collector got.
-        self._heartbeat = heartbeat
+        # The head after the last event submitted (or the acked head at start): the
+        # next batch chains on from it and heartbeats restate it — never ahead of what
+        # the collector got.
+        self._head_sequence, self._head = head
         self._heartbeat_interval_s = heartbeat_interval_s
-        self._head = head
-        self._open_tail: bytes | None = None  # chain hash of the open batch's last event
+        self._may_beat = may_beat  # False while batches are in flight: they say more
+        self._open_last = 0  # sequence of the open batch's last event
         self._last_submit = monotonic()
         self._limits: tuple[int, int, float] | None = None  # new batch limits (reload)
 
@@ -88,19 +102,8 @@ class Outbox:
                 records, losses = self._reader.read(READ_BUDGET)
                 if losses:
                     self._spool.append([Entry(self._loss_event(loss)) for loss in losses])
-                for record in records:
-                    event = pb.AuditEvent.FromString(record.event)
-                    breaks_chain = self._open_tail is not None and (
-                        event.chain_prev != self._open_tail
-                    )
-                    if (breaks_chain or not self._batcher.fits(event)) and not self._send():
-                        return
-                    self._batcher.add(event, self._monotonic())
-                    self._open_tail = event.chain_hash
-                    if record.file_key is not None and record.position is not None:
-                        self._positions[record.file_key] = record.position
-                    if self._batcher.full() and not self._send():
-                        return
+                if not self._batch(records):
+                    return
                 now = self._monotonic()
                 if self._batcher.due(now) and not self._send():
                     return
@@ -117,6 +120,21 @@ class Outbox:
         finally:
             self._reader.close()
 
+    def _batch(self, records: Sequence[SpoolRecord]) -> bool:
+        """Add `records` to batches, submitting each that closes; False once aborted."""
+        batcher = self._batcher
+        for record in records:
+            follows = self._open_last == 0 or record.sequence == self._open_last + 1
+            if (not follows or not batcher.fits(record)) and not self._send():
+                return False
+            batcher.add(record, self._monotonic())
+            self._open_last = record.sequence
+            if record.file_key is not None and record.position is not None:
+                self._positions[record.file_key] = record.position
+            if batcher.full() and not self._send():
+                return False
+        return True
+
     def _loss_event(self, loss: Loss) -> pb.AuditEvent:
         event = notices.spool_loss(loss, self._wall_ns())
         event.observed_unix_nano = self._wall_ns()
@@ -125,32 +143,54 @@ class Outbox:
 
     def _beat(self, now: float) -> bool:
         """Submit a heartbeat if idle for the interval; False when the shipper is aborted."""
-        if (
-            self._heartbeat is None
-            or self._head is None
-            or len(self._batcher)
-            or now - self._last_submit < self._heartbeat_interval_s
-        ):
+        if len(self._batcher) or now - self._last_submit < self._heartbeat_interval_s:
             return True
         self._last_submit = now
-        batch = self._heartbeat(*self._head)
-        if batch is None:
+        if not self._may_beat():
             return True
-        return self._submit(Outgoing(batch=batch))
+        sealed = heartbeat_seal(
+            self._key,
+            agent_id=self._agent_id,
+            stream_id=self._stream_id,
+            sequence=self._head_sequence,
+            head=self._head,
+            now_unix_nano=self._wall_ns(),
+        )
+        return self._submit(Outgoing(agent_id=self._agent_id, seal=sealed))
+
+    def reseal(
+        self, first: int, prev: bytes, hashes: Sequence[bytes], times: Sequence[int]
+    ) -> pb.Seal:
+        """A seal over consecutive events (also the shipper's, for halves of a batch)."""
+        return seal_events(
+            self._key,
+            agent_id=self._agent_id,
+            stream_id=self._stream_id,
+            first_sequence=first,
+            prev_head=prev,
+            event_hashes=hashes,
+            time_range=(min(times), max(times)),
+            now_unix_nano=self._wall_ns(),
+        )
 
     def _send(self) -> bool:
-        """Submit the open batch (if any); False when the shipper has been aborted."""
-        events = self._batcher.take()
-        self._open_tail = None
-        if not events:
+        """Seal and submit the open batch (if any); False when the shipper was aborted."""
+        records = self._batcher.take()
+        self._open_last = 0
+        if not records:
             return True
         positions, self._positions = self._positions, {}
-        # integrity hook: the one place a pb.Batch is built from spooled events.
-        batch = pb.Batch(agent_id=self._agent_id, events=events)
-        if self._seal is not None:
-            self._seal(batch)
-        last = events[-1]
-        if last.chain_hash:
-            self._head = (last.sequence, last.chain_hash)
+        data = [r.event for r in records]
+        times = [r.time for r in records]
+        hashes = [integrity.event_hash(d) for d in data]
+        sealed = self.reseal(records[0].sequence, self._head, hashes, times)
+        self._head_sequence, self._head = sealed.last_sequence, sealed.chain_head
         self._last_submit = self._monotonic()
-        return self._submit(Outgoing(batch=batch, positions=positions))
+        item = Outgoing(
+            agent_id=self._agent_id,
+            seal=sealed,
+            event_bytes=data,
+            times=times,
+            positions=positions,
+        )
+        return self._submit(item)

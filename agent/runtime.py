@@ -10,12 +10,14 @@ it stays in the spool and is sent again, with the same sequences, at the next st
 Threads: read (pipeline), feed (outbox), ship (shipper; acks land here and advance
 the checkpoint, then let the spool delete fully acked segments).
 
-Tamper evidence (agent.integrity): the signing key is loaded (created on the first
-start) before anything else; the chain head comes from chain.json, fast-forwarded to
-the last event in the spool (chain.json is written after each spool commit, so a
-kill -9 between the two leaves the spool ahead). Each event is linked as the spool
-numbers it and each batch sealed as the outbox builds it; an idle outbox sends
-heartbeats.
+Stream and tamper evidence (agent.stream, agent.integrity): the signing key is loaded
+(created on the first start) before anything else, then the stream (state_dir/
+stream.json, created with the state). The acked checkpoint holds the stream, its
+acked sequence and the head after it; the outbox recomputes the heads of what was
+spooled past it from the spool records themselves, so nothing about the chain is
+written per append. A state of stream format 1 (checkpoint without a stream) is taken
+over: its file positions are kept, a new stream starts at sequence 1, its spool
+segments are deleted if fully acked and otherwise refused (agent.spool.drop_legacy).
 
 Reload (`reload`, on SIGHUP from the CLI): sources and batch limits of a new, already
 validated config are handed to the read and feed threads, which apply them between two
@@ -41,18 +43,20 @@ from dataclasses import dataclass
 import grpc
 from pydantic import BaseModel
 
+from agent import stream
 from agent.batch import Batcher
 from agent.checkpoint import Checkpoint, CheckpointStore, FileOffset
 from agent.config import AgentConfig, SourceConfig
 from agent.errors import AgentError
-from agent.integrity import PUBLIC_KEY_FILE, AgentKey, Chainer, heartbeat, seal
+from agent.integrity import LEGACY_CHAIN_FILE, PUBLIC_KEY_FILE, AgentKey
 from agent.metrics import AgentMetrics, AgentState, MetricsServer
 from agent.outbox import Outbox
 from agent.parsers import get_framer, get_parser
 from agent.parsers.framing import Framer, StartPatternFramer
 from agent.pipeline import Pipeline, SourceParser
+from agent.receipts import ReceiptStore
 from agent.ship import Backoff, Outgoing, Shipper, open_channel
-from agent.spool import DIR_NAME, Spool
+from agent.spool import DIR_NAME, Spool, drop_legacy
 from agent.statedisk import StateDisk, disk_full
 from agent.tail import FileTailer, SourceSpec
 from proto import integrity
@@ -85,6 +89,8 @@ class Watermark:
         self._disk = disk
         self._lock = threading.Lock()
         self._next_sequence = start.next_sequence
+        self._stream_id = start.stream_id
+        self._head = start.head
         self._files: dict[str, FileOffset] = dict(start.files)
         self._forgotten: dict[str, int] = {}  # key → spool next_sequence when forgotten
 
@@ -100,7 +106,7 @@ class Watermark:
                 self._forgotten[key] = upto
 
     def delivered(self, item: Outgoing) -> None:
-        if not item.batch.events or item.partial:
+        if not item.events or item.partial:
             return  # a heartbeat, or a piece of a split batch: its last piece advances
         last = item.last_sequence
         with self._lock:
@@ -109,8 +115,11 @@ class Watermark:
                 if last + 1 >= upto:
                     self._files.pop(key, None)
                     del self._forgotten[key]
-            self._next_sequence = max(self._next_sequence, last + 1)
-            checkpoint = Checkpoint(self._next_sequence, dict(self._files))
+            if last + 1 > self._next_sequence:
+                self._next_sequence, self._head = last + 1, item.head
+            checkpoint = Checkpoint(
+                self._next_sequence, dict(self._files), self._stream_id, self._head
+            )
         try:
             self._disk.write("the checkpoint", lambda: self._store.save(checkpoint))
         except OSError as exc:
@@ -120,41 +129,6 @@ class Watermark:
         self._spool.ack(last)
         if not self._disk.has_reserve():
             self._disk.take_reserve()  # acked segments are gone: room again, maybe
-
-
-class ChainHooks:
-    """The spool's integrity hooks around a `Chainer` (all called under the spool lock,
-    so links, the undo of a failed append and the save never interleave)."""
-
-    def __init__(self, chainer: Chainer, disk: StateDisk) -> None:
-        self.chainer = chainer
-        self._disk = disk
-        self._undo: tuple[int | None, bytes] | None = None
-
-    def link(self, event: pb.AuditEvent) -> None:
-        if self._undo is None:  # first event of this append
-            self._undo = self.chainer.snapshot()
-        self.chainer.link(event)
-
-    def committed(self) -> None:
-        self._undo = None
-        try:
-            self._disk.write("the chain state", self.chainer.save)
-        except OSError as exc:
-            # Not fatal: the spool holds the linked events and the next start recovers
-            # the head from them.
-            log.error("cannot write chain state %s: %s", self.chainer.path, exc)
-
-    def aborted(self) -> None:
-        if self._undo is not None:
-            self.chainer.rewind(self._undo)
-            self._undo = None
-
-
-def _sealable(batch: pb.Batch) -> bool:
-    # Events spooled by an agent version without the chain carry no chain hash: they go
-    # out unsealed (the outbox never mixes them with chained ones).
-    return bool(batch.events) and len(batch.events[0].chain_hash) == integrity.HASH_LEN
 
 
 def _framer_factory(source: SourceConfig) -> Callable[[], Framer]:
@@ -232,14 +206,12 @@ class Agent:
         self._watch = watch
         self.store = CheckpointStore(config.state_dir)
         self.disk = StateDisk(config.state_dir)
-        self.chain: ChainHooks | None = None  # set by `run`, once the chain state is loaded
+        self.receipts = ReceiptStore(config.state_dir)
+        self.stream_id = ""  # set by `run`
         self.spool = Spool(
             config.state_dir / SPOOL_DIR,
             max_bytes=config.spool.max_bytes,
             segment_bytes=config.spool.segment_bytes,
-            link=self._link,
-            committed=self._committed,
-            aborted=self._aborted,
         )
         self._crash: BaseException | None = None
         self._stop: threading.Event | None = None
@@ -252,20 +224,6 @@ class Agent:
         self._tailer: FileTailer | None = None
         self._files_watched: dict[str, int] = {}
         self.metrics_port: int | None = None  # bound port of the metrics endpoint
-
-    # Spool hooks: the chain is loaded in `run`, after the spool object exists.
-    def _link(self, event: pb.AuditEvent) -> None:
-        if self.chain is None:
-            raise AgentError("internal error: spool append before the chain was loaded")
-        self.chain.link(event)
-
-    def _committed(self) -> None:
-        if self.chain is not None:
-            self.chain.committed()
-
-    def _aborted(self) -> None:
-        if self.chain is not None:
-            self.chain.aborted()
 
     def healthy(self, stall_s: float) -> bool:
         """True while every thread runs and the read loop went round within `stall_s`."""
@@ -374,27 +332,29 @@ class Agent:
             self.config.agent_id,
             self.config.state_dir / PUBLIC_KEY_FILE,
         )
-        chainer = Chainer.load(self.config.state_dir, self.config.agent_id)
-        acked = self.store.load()
         had_state = self.store.path.exists()
-        recovery = self.spool.open(acked.next_sequence - 1)
-        self._recover_chain(chainer, recovery.last_event)
-        self.chain = ChainHooks(chainer, self.disk)
+        acked = self._take_stream(self.store.load(), had_state)
+        self.stream_id = acked.stream_id
+        recovery = self.spool.open(acked.next_sequence - 1, stream_id=acked.stream_id)
         positions: Mapping[str, FileOffset] = {**acked.files, **recovery.positions}
         log.info(
-            "agent %s starting: next sequence %d, %d spooled events to deliver, "
+            "agent %s stream %s starting: next sequence %d, %d spooled events to deliver, "
             "%d files with positions",
             self.config.agent_id,
+            acked.stream_id,
             recovery.next_sequence,
             recovery.unacked,
             len(positions),
         )
         watermark = Watermark(self.store, acked, self.spool, self.disk)
         retry = self.config.collector.retry
+        outbox: Outbox | None = None
 
-        def seal_batch(built: pb.Batch) -> None:
-            if _sealable(built):
-                seal(built, key, now_unix_nano=self._clock.wall_ns())
+        def reseal(
+            first: int, prev: bytes, hashes: Sequence[bytes], times: Sequence[int]
+        ) -> pb.Seal:
+            assert outbox is not None  # batches exist only once the outbox runs
+            return outbox.reseal(first, prev, hashes, times)
 
         shipper = Shipper(
             agent_id=self.config.agent_id,
@@ -404,21 +364,16 @@ class Agent:
             backoff=Backoff(retry.initial_s, retry.max_s, self._rng),
             on_delivered=lambda item: self._delivered(watermark, item),
             monotonic=self._clock.monotonic,
-            on_sent=lambda item: self.metrics.events_sent.inc(len(item.batch.events)),
-            reseal=seal_batch,
+            on_sent=lambda item: self.metrics.events_sent.inc(item.events),
+            reseal=reseal,
+            on_receipt=self._keep_receipt,
         )
         self.metrics.snapshot = lambda: self._state(watermark, shipper)
         batch = self.config.batch
-
-        def make_heartbeat(sequence: int | None, head: bytes) -> pb.Batch | None:
-            if shipper.pending():
-                return None  # batches in flight say more than a heartbeat
-            return heartbeat(
-                key, self.config.agent_id, sequence, head, now_unix_nano=self._clock.wall_ns()
-            )
-
         outbox = Outbox(
             agent_id=self.config.agent_id,
+            stream_id=acked.stream_id,
+            key=key,
             observer=self._observer,
             spool=self.spool,
             reader=self.spool.reader(acked.next_sequence),
@@ -426,11 +381,12 @@ class Agent:
             submit=shipper.submit,
             wall_ns=self._clock.wall_ns,
             monotonic=self._clock.monotonic,
-            seal=seal_batch,
-            heartbeat=make_heartbeat,
+            head=(
+                acked.next_sequence - 1,
+                acked.head or integrity.genesis_v2(self.config.agent_id, acked.stream_id),
+            ),
             heartbeat_interval_s=self.config.integrity.heartbeat_interval_s,
-            # Nothing unacked: the chain head is what the collector last got.
-            head=chainer.snapshot() if recovery.unacked == 0 else None,
+            may_beat=lambda: shipper.pending() == 0,
         )
         initial = not had_state and recovery.next_sequence == 1
         pipeline = self._make_pipeline(positions, initial, watermark)
@@ -473,37 +429,57 @@ class Agent:
         if self._crash is not None:
             raise AgentError(f"internal error: {self._crash!r}") from self._crash
 
-    @staticmethod
-    def _recover_chain(chainer: Chainer, last_spooled: bytes | None) -> None:
-        """Fast-forward the chain to the spool's last event if chain.json is behind it."""
-        if last_spooled is None:
-            return
-        last = pb.AuditEvent.FromString(last_spooled)
-        if chainer.head_sequence is not None and last.sequence <= chainer.head_sequence:
-            return
-        if len(last.chain_hash) != integrity.HASH_LEN:
-            log.warning(
-                "the spool holds events up to sequence %d written before the hash chain; "
-                "they are sent unsealed and the chain starts with the next event",
-                last.sequence,
+    def _take_stream(self, acked: Checkpoint, had_state: bool) -> Checkpoint:
+        """The checkpoint of this state's stream: its own, or a new stream's (module
+        docstring); AgentError when stream.json and checkpoint.json disagree."""
+        state = self.config.state_dir
+        spool_dir = state / SPOOL_DIR
+        existing = stream.read(state)
+        if acked.stream_id:
+            if existing != acked.stream_id:
+                found = "is missing" if existing is None else f"names stream {existing}"
+                raise AgentError(
+                    f"{state / stream.FILE_NAME} {found} but {self.store.path} names stream "
+                    f"{acked.stream_id}; restore stream.json, or move the whole state "
+                    "directory away to start a new stream"
+                )
+            drop_legacy(spool_dir, None)
+            return acked
+        drop_legacy(spool_dir, acked.next_sequence - 1 if had_state else 0)
+        made = stream.load_or_create(state, now_unix_nano=self._clock.wall_ns())
+        if made.created:
+            log.info("new stream %s: sequences start at 1", made.stream_id)
+        taken = Checkpoint(1, dict(acked.files), made.stream_id, b"")
+        if had_state:
+            # A state of stream format 1: its sequences counted another chain; keep the
+            # file positions, continue under the new stream from sequence 1.
+            try:
+                self.disk.write("the checkpoint", lambda: self.store.save(taken))
+            except OSError as exc:
+                # Not fatal: the next start takes the old state over again the same way.
+                log.error("cannot write checkpoint %s: %s", self.store.path, exc)
+            else:
+                (state / LEGACY_CHAIN_FILE).unlink(missing_ok=True)
+            log.info(
+                "state of stream format 1 taken over: %d file positions kept, stream %s "
+                "starts at sequence 1 (the format 1 history ended at sequence %d)",
+                len(acked.files),
+                made.stream_id,
+                acked.next_sequence - 1,
             )
-            return
-        log.info(
-            "chain state recovered from the spool: head at sequence %d (chain.json had %s)",
-            last.sequence,
-            chainer.head_sequence,
-        )
-        chainer.recover(last)
+        return taken
+
+    def _keep_receipt(self, receipt: pb.Receipt) -> None:
         try:
-            chainer.save()
+            self.disk.write("a receipt", lambda: self.receipts.add(receipt))
         except OSError as exc:
-            # Not fatal (a full state disk): the next start recovers it from the spool again.
-            log.error("cannot write chain state %s: %s", chainer.path, exc)
+            # Not fatal: receipts are extra anchors, the next ack brings a newer one.
+            log.error("cannot keep receipt in %s: %s", self.receipts.directory, exc)
 
     def _delivered(self, watermark: Watermark, item: Outgoing) -> None:
         watermark.delivered(item)
-        if item.batch.events:
-            self.metrics.acked(len(item.batch.events))
+        if item.events:
+            self.metrics.acked(item.events)
 
     def _make_pipeline(
         self, positions: Mapping[str, FileOffset], initial: bool, watermark: Watermark

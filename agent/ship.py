@@ -44,54 +44,139 @@ import grpc
 from agent.checkpoint import FileOffset
 from agent.config import CollectorConfig, endpoint_host
 from agent.errors import PermanentShipError, RetryableShipError, ShipError
-from proto import limits
+from proto import integrity, limits
 from proto.v1 import audit_pb2 as pb
-from proto.v1 import audit_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 _WAIT_SLICE_S = 0.5  # how often blocked waits re-check for abort / stream end
 
 
+_EVENT_BYTES_TAG = b"\x5a"  # Batch.event_bytes: field 11, length-delimited
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 @dataclass(eq=False)
 class Outgoing:
-    """A batch to deliver plus the file positions that become acked with it.
+    """A sealed batch to deliver, held as the spooled event bytes, plus the file
+    positions that become acked with it.
 
     `positions` holds, per file key, the resume position after the batch's last event
     of that file; once acked they are merged into the checkpoint (acks come in order).
+    `times` holds each event's effective time: with the seal's event hashes, what
+    resealing a half needs without decoding an event.
+    A heartbeat has no events.
     """
 
-    batch: pb.Batch
+    agent_id: str
+    seal: pb.Seal
+    event_bytes: Sequence[bytes] = ()
+    times: Sequence[int] = ()
     positions: Mapping[str, FileOffset] = field(default_factory=dict)
     attempts: int = field(default=0)
     # A leading piece of a batch that was split (see `split`): its ack advances
     # nothing, since file positions are known only at the end of the whole batch; the
     # last piece carries them. Acks arrive in order, so that is safe.
     partial: bool = field(default=False)
+    batch_id: int = field(default=0)  # set per stream when sent
+
+    @property
+    def events(self) -> int:
+        return len(self.event_bytes)
+
+    @property
+    def first_sequence(self) -> int:
+        return self.seal.first_sequence if self.event_bytes else 0
 
     @property
     def last_sequence(self) -> int:
-        return self.batch.events[-1].sequence if self.batch.events else 0
+        return self.seal.last_sequence if self.event_bytes else 0
+
+    @property
+    def head(self) -> bytes:
+        """The stream head after the batch's last event (the seal's)."""
+        return self.seal.chain_head
 
     @property
     def sequences(self) -> str:
-        events = self.batch.events
-        return f"{events[0].sequence}-{events[-1].sequence}" if events else "-"
+        return f"{self.first_sequence}-{self.last_sequence}" if self.event_bytes else "-"
+
+    def wire(self) -> bytes:
+        """The serialized `Batch(format_version=2, event_bytes=..., seal=...)`: the envelope
+        serialized, then the stored event bytes appended as field 11 (the fields are in
+        number order, so this is what `Batch.SerializeToString` gives), never re-encoded."""
+        envelope = pb.Batch(
+            batch_id=self.batch_id,
+            agent_id=self.agent_id,
+            seal=self.seal,
+            format_version=integrity.FORMAT_V2,
+        ).SerializeToString()
+        parts = [envelope]
+        for data in self.event_bytes:
+            parts += (_EVENT_BYTES_TAG, _varint(len(data)), data)
+        return b"".join(parts)
+
+    def size(self) -> int:
+        """Bytes of `wire()`, without building it."""
+        envelope = pb.Batch(
+            batch_id=self.batch_id,
+            agent_id=self.agent_id,
+            seal=self.seal,
+            format_version=integrity.FORMAT_V2,
+        ).ByteSize()
+        return envelope + sum(1 + len(_varint(len(d))) + len(d) for d in self.event_bytes)
+
+    def to_batch(self) -> pb.Batch:
+        """The batch as a message (tests and logs; shipping uses `wire`)."""
+        return pb.Batch.FromString(self.wire())
 
 
-def split(item: Outgoing, reseal: Callable[[pb.Batch], None] | None) -> list[Outgoing]:
+Reseal = Callable[[int, bytes, Sequence[bytes], Sequence[int]], pb.Seal]
+"""(first sequence, head before it, event hashes, event times) → a new seal."""
+
+
+def split(item: Outgoing, reseal: Reseal) -> list[Outgoing]:
     """`item` as two batches of half its events each, sealed again (a seal covers
     exactly its batch's events); the first is partial, the second keeps the positions."""
-    events = list(item.batch.events)
-    middle = len(events) // 2
+    middle = len(item.event_bytes) // 2
+    hashes = list(item.seal.event_hashes)
+    first = item.seal.first_sequence
+    prev = item.seal.prev_chain_head
     pieces = []
-    for part, partial in ((events[:middle], True), (events[middle:], item.partial)):
-        batch = pb.Batch(agent_id=item.batch.agent_id, events=part)
-        if reseal is not None and item.batch.HasField("seal"):
-            reseal(batch)
-        positions = {} if partial else item.positions
-        pieces.append(Outgoing(batch=batch, positions=positions, partial=partial))
+    for lo, hi, partial in ((0, middle, True), (middle, len(hashes), item.partial)):
+        times = list(item.times[lo:hi])
+        piece = Outgoing(
+            agent_id=item.agent_id,
+            seal=reseal(first + lo, prev, hashes[lo:hi], times),
+            event_bytes=list(item.event_bytes[lo:hi]),
+            times=times,
+            positions={} if partial else item.positions,
+            partial=partial,
+        )
+        prev = piece.seal.chain_head
+        pieces.append(piece)
     return pieces
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+def ship_method(channel: grpc.Channel) -> grpc.StreamStreamMultiCallable[bytes, pb.Ack]:
+    """`Collector.Ship` taking already serialized batches (`Outgoing.wire`)."""
+    return channel.stream_stream(
+        "/crm_audit.v1.Collector/Ship",
+        request_serializer=_identity,
+        response_deserializer=pb.Ack.FromString,
+    )
 
 
 # grpc's own refusal of an oversized message: "Received message larger than max (A vs. B)"
@@ -187,8 +272,10 @@ class Shipper:
         monotonic: Callable[[], float],
         log_interval_s: float = 30.0,
         on_sent: Callable[[Outgoing], None] | None = None,
-        reseal: Callable[[pb.Batch], None] | None = None,
+        reseal: Reseal,
+        on_receipt: Callable[[pb.Receipt], None] | None = None,
     ) -> None:
+        self._on_receipt = on_receipt  # keeps the collector's signed receipts
         self._on_sent = on_sent
         self._reseal = reseal  # seals the halves of a batch refused as too large
         self.splits = 0
@@ -309,8 +396,7 @@ class Shipper:
             # Everything unacked goes out again, first and in order, with the same events.
             resend = list(self._unacked)
         try:
-            stub = pb_grpc.CollectorStub(channel)
-            call = stub.Ship(self._requests(stream, resend), wait_for_ready=False)
+            call = ship_method(channel)(self._requests(stream, resend), wait_for_ready=False)
             with self._cond:
                 self._call = call
             if self._aborted.is_set():
@@ -333,16 +419,16 @@ class Shipper:
                 self._cond.notify_all()
             channel.close()
 
-    def _requests(self, stream: _Stream, resend: list[Outgoing]) -> Iterator[pb.Batch]:
+    def _requests(self, stream: _Stream, resend: list[Outgoing]) -> Iterator[bytes]:
         """Runs in a grpc thread: resend the unacked batches, then new ones as capacity allows."""
         for item in resend:
             with self._cond:
                 if stream.closed:
                     return
-                item.batch.batch_id = stream.next_id()
+                item.batch_id = stream.next_id()
                 item.attempts += 1
             self._sent(item)
-            yield item.batch
+            yield item.wire()
         while True:
             with self._cond:
                 while not stream.closed and not self._aborted.is_set():
@@ -357,11 +443,11 @@ class Shipper:
                 # this stream or still queued for the next one — never lost in between.
                 item = self._waiting.popleft()
                 self._unacked.append(item)
-                item.batch.batch_id = stream.next_id()
+                item.batch_id = stream.next_id()
                 item.attempts += 1
                 self._cond.notify_all()
             self._sent(item)
-            yield item.batch
+            yield item.wire()
 
     def _sent(self, item: Outgoing) -> None:
         if self._on_sent is not None:
@@ -369,8 +455,8 @@ class Shipper:
 
     def _handle_ack(self, ack: pb.Ack) -> None:
         with self._cond:
-            if not self._unacked or self._unacked[0].batch.batch_id != ack.batch_id:
-                expected = self._unacked[0].batch.batch_id if self._unacked else None
+            if not self._unacked or self._unacked[0].batch_id != ack.batch_id:
+                expected = self._unacked[0].batch_id if self._unacked else None
                 raise RetryableShipError(
                     f"collector {self.endpoint} acked batch {ack.batch_id}, expected {expected}"
                 )
@@ -384,7 +470,7 @@ class Shipper:
             if (
                 ack.status == pb.Ack.STATUS_REJECTED
                 and ack.detail.startswith(limits.BATCH_TOO_LARGE)
-                and len(head.batch.events) > 1
+                and head.events > 1
             ):
                 self._unacked.popleft()
                 self._unacked.extendleft(reversed(split(head, self._reseal)))
@@ -420,6 +506,8 @@ class Shipper:
             ack.indexed,
             ack.duplicates,
         )
+        if self._on_receipt is not None and ack.HasField("receipt"):
+            self._on_receipt(ack.receipt)
         self._on_delivered(head)
 
     def _split_oversized(self, exc: grpc.RpcError) -> None:
@@ -435,14 +523,15 @@ class Shipper:
         with self._cond:
             pieces: list[Outgoing] = []
             for item in self._unacked:
-                if item.batch.ByteSize() > limit and len(item.batch.events) > 1:
+                size = item.size()
+                if size > limit and item.events > 1:
                     pieces += split(item, self._reseal)
                     self.splits += 1
                     log.warning(
                         "batch of sequences %s (%d bytes) is over collector %s's message "
                         "limit of %d bytes; split in two",
                         item.sequences,
-                        item.batch.ByteSize(),
+                        size,
                         self.endpoint,
                         limit,
                     )
@@ -457,4 +546,4 @@ class Shipper:
         return f"cannot ship to {self.endpoint}: {name}: {' '.join((details or '').split())}"
 
 
-__all__ = ["Backoff", "Outgoing", "ShipError", "Shipper", "open_channel"]
+__all__ = ["Backoff", "Outgoing", "Reseal", "ShipError", "Shipper", "open_channel", "split"]

@@ -1,33 +1,48 @@
 """Durable spool: the on-disk queue between reading and shipping (state_dir/spool).
 
-Format. Append-only segment files named after the first sequence they hold
-(`00000000000000000001.seg`). A segment is a run of records; a record is
+Format (stream format 2, docs/design/stream-format-v2.md "Spool v2"). Append-only
+segment files named after the first sequence they hold (`00000000000000000001.seg`).
+A segment is a run of records, one record per `append` call (one read pass):
 
-    magic "CRS1" | u32 length | u32 crc32(sequence ‖ payload) | u64 sequence | payload
+    magic "CRS2" | u32 length | u32 crc32(first ‖ count ‖ payload) | u64 first | u32 count
+    | payload
 
-(big endian), the payload one zstd frame of msgpack
-`[event bytes, file key, path, resume offset, fingerprint]` — the serialized
-`AuditEvent` (sequence already set) and the position its file resumes from once the
-event is safe; the last four are nil for events not read from a file.
+(big endian; the segment therefore starts with the magic `CRS2`). The payload is one
+zstd frame of `count x (u32 length ‖ event bytes)` followed by one msgpack table for
+the whole append: `[times, files, refs, offsets]` — per event its effective time
+(proto.integrity.effective_time, for the seal's time range) and the position its
+file resumes from once the event is safe (`refs[i]` indexes `files` =
+`[file key, path, fingerprint]`, -1 for events not read from a file). The event bytes
+are proto.integrity.event_bytes_v2 of the numbered event: made once, here, and from
+then on hashed, batched, shipped and stored as they are — reading yields them without
+decoding them.
 
-Sequences. `append` is the one place an event is numbered: sequences are assigned in
-append order, written, then fsynced — one fsync per `append` call (the pipeline
-appends what one read pass produced, ≤ 1000 records), so a record, its sequence and
-its file position become durable together and nothing unsynced is ever shipped
-(readers see only the committed, synced prefix).
+Sequences. `append` is the one place an event is numbered and given the stream id:
+sequences are assigned in append order, serialized, written, then fsynced — one fsync
+per `append` call (≤ 1000 records), so a record, its sequences and its file positions
+become durable together and nothing unsynced is ever shipped (readers see only the
+committed, synced prefix). The spool knows nothing of the hash chain: the stream head
+is a function of the stored bytes, recomputed by whoever reads them (agent.outbox).
 
 Recovery (`open`). Given the acked watermark from the checkpoint, the segments are
-scanned: `next_sequence` = one past the last record, and the positions of records
-past the watermark are replayed over the checkpoint's. A torn tail (a record cut short
-by a crash, with nothing valid after it in the last segment) was never synced, hence
-never shipped nor acked, and is truncated away: its lines are read again and get the
-same sequences. Segments entirely at or below the watermark are deleted.
+scanned: `next_sequence` = one past the last record, and the positions of events past
+the watermark are replayed over the checkpoint's. A torn tail (a record cut short by a
+crash, with nothing valid after it in the last segment) was never synced, hence never
+shipped nor acked, and is truncated away: its lines are read again and get the same
+sequences. Segments entirely at or below the watermark are deleted.
 
 Corruption. A record whose checksum (or decoding) fails elsewhere is skipped: the
 reader resynchronizes on the next valid record and reports a `Loss` naming the lost
-sequence range and the bytes, which the outbox turns into an `agent.spool_loss`
-event. Never a crash. (A loss seen again after a restart before the loss event was
-acked is reported again.)
+sequence range (every event of the append) and the bytes, which the outbox turns into
+an `agent.spool_loss` event. Never a crash. (A loss seen again after a restart before
+the loss event was acked is reported again.)
+
+Upgrade from stream format 1. Segments of an older agent (magic `CRS1`) are not
+drained by this version: `drop_legacy` deletes them when every record in them is acked
+(an agent stopped cleanly after delivering everything, the usual upgrade), and
+otherwise refuses to start with one line naming the segment and what to do (run the
+previous version until `crm-audit-agent status` shows no unacked events, then
+upgrade). Nothing is ever dropped unacked.
 
 Bounds. `full()` is true once the segments hold `max_bytes`; the pipeline then stops
 reading (offsets stay put) until acks delete segments. One append may overshoot by
@@ -43,7 +58,8 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,19 +67,28 @@ import msgpack
 import zstandard
 
 from agent.checkpoint import FileOffset
-from agent.errors import SpoolWriteError
+from agent.errors import AgentError, SpoolWriteError
+from proto import integrity
 from proto.v1 import audit_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"CRS1"
-_HEADER = struct.Struct(">4sIIQ")
-_SEQ = struct.Struct(">Q")
+MAGIC = b"CRS2"
+LEGACY_MAGIC = b"CRS1"  # stream format 1 (msgpack record per event)
+_HEADER = struct.Struct(">4sIIQI")
+_CRC_PREFIX = struct.Struct(">QI")
+_LEGACY_HEADER = struct.Struct(">4sIIQ")
+_LEN = struct.Struct(">I")
 HEADER_SIZE = _HEADER.size
 MAX_PAYLOAD = 64 << 20  # a sane bound: larger lengths are corruption
+MAX_FRAME = 256 << 20  # decompressed
 _SCAN_CHUNK = 1 << 20
 SUFFIX = ".seg"
 DIR_NAME = "spool"  # under state_dir
+
+
+class SpoolFormatError(AgentError):
+    """The spool holds segments this agent cannot ship (an older format, unacked)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +102,13 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class SpoolRecord:
-    """One record read back from the spool."""
+    """One event read back from the spool."""
 
     sequence: int
-    event: bytes  # serialized AuditEvent
+    event: bytes  # event_bytes_v2 of the numbered event, exactly as spooled
     file_key: str | None
     position: FileOffset | None
+    time: int = 0  # proto.integrity.effective_time of the event
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +130,6 @@ class Recovery:
     positions: dict[str, FileOffset]
     unacked: int
     torn_bytes: int
-    last_event: bytes | None = None  # the last spooled event, serialized (chain recovery)
 
 
 @dataclass
@@ -119,8 +144,13 @@ class _Segment:
 class _Good:
     pos: int
     end: int
-    sequence: int
+    sequence: int  # first sequence of the append
+    count: int
     payload: bytes
+
+    @property
+    def last(self) -> int:
+        return self.sequence + self.count - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,21 +171,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _valid_at(fd: int, pos: int, limit: int) -> tuple[int, int, bytes] | None:
-    """(end, sequence, payload) of a record at `pos` that fits below `limit` and checks out."""
+def _valid_at(fd: int, pos: int, limit: int) -> _Good | None:
+    """The record at `pos` if it fits below `limit` and checks out."""
     if pos + HEADER_SIZE > limit:
         return None
     header = os.pread(fd, HEADER_SIZE, pos)
     if len(header) < HEADER_SIZE:
         return None
-    magic, length, crc, sequence = _HEADER.unpack(header)
+    magic, length, crc, first, count = _HEADER.unpack(header)
     end = pos + HEADER_SIZE + length
-    if magic != MAGIC or length > MAX_PAYLOAD or end > limit:
+    if magic != MAGIC or length > MAX_PAYLOAD or end > limit or count == 0 or first == 0:
         return None
     payload = os.pread(fd, length, pos + HEADER_SIZE)
-    if len(payload) != length or zlib.crc32(payload, zlib.crc32(_SEQ.pack(sequence))) != crc:
+    if (
+        len(payload) != length
+        or zlib.crc32(payload, zlib.crc32(_CRC_PREFIX.pack(first, count))) != crc
+    ):
         return None
-    return end, sequence, payload
+    return _Good(pos, end, first, count, payload)
 
 
 def _resync(fd: int, pos: int, limit: int) -> int:
@@ -183,20 +216,153 @@ def _records(fd: int, pos: int, limit: int) -> Iterator[_Good | _Bad]:
             yield _Bad(pos, resume)
             pos = resume
             continue
-        end, sequence, payload = found
-        yield _Good(pos, end, sequence, payload)
+        yield found
+        pos = found.end
+
+
+class _Undecodable(ValueError):
+    pass
+
+
+def _decode(item: _Good, dctx: zstandard.ZstdDecompressor) -> list[SpoolRecord]:
+    """The events of one append. _Undecodable when its frame does not hold them."""
+    try:
+        frame = dctx.decompress(item.payload, max_output_size=MAX_FRAME)
+        view = memoryview(frame)
+        events: list[bytes] = []
+        at = 0
+        for _ in range(item.count):
+            (length,) = _LEN.unpack_from(view, at)
+            at += 4
+            if at + length > len(view):
+                raise _Undecodable("event runs past the frame")
+            events.append(bytes(view[at : at + length]))
+            at += length
+        times, files, refs, offsets = msgpack.unpackb(view[at:], raw=False)
+        places = [(str(key), FileOffset(str(path), 0, str(fp))) for key, path, fp in files]
+        if not (len(times) == len(refs) == len(offsets) == item.count):
+            raise _Undecodable("table does not match the count")
+        out = []
+        for index, data in enumerate(events):
+            ref = refs[index]
+            if ref < 0:
+                out.append(SpoolRecord(item.sequence + index, data, None, None, times[index]))
+                continue
+            key, place = places[ref]
+            position = FileOffset(place.path, int(offsets[index]), place.fingerprint)
+            out.append(SpoolRecord(item.sequence + index, data, key, position, times[index]))
+        return out
+    except _Undecodable:
+        raise
+    except (ValueError, TypeError, IndexError, struct.error, zstandard.ZstdError) as exc:
+        raise _Undecodable(str(exc)) from None
+    except msgpack.UnpackException as exc:
+        raise _Undecodable(str(exc)) from None
+
+
+def _is_legacy(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(LEGACY_MAGIC)) == LEGACY_MAGIC
+    except FileNotFoundError:
+        return False
+
+
+def _legacy_last_sequence(path: Path) -> int:
+    """The last sequence of the valid format 1 records of a segment (0: none)."""
+    data = path.read_bytes()
+    pos = last = 0
+    while pos + _LEGACY_HEADER.size <= len(data):
+        magic, length, crc, sequence = _LEGACY_HEADER.unpack_from(data, pos)
+        end = pos + _LEGACY_HEADER.size + length
+        payload = data[pos + _LEGACY_HEADER.size : end]
+        seq_bytes = struct.pack(">Q", sequence)
+        if (
+            magic != LEGACY_MAGIC
+            or end > len(data)
+            or zlib.crc32(payload, zlib.crc32(seq_bytes)) != crc
+        ):
+            # Resynchronize on the next magic: a corrupt record must not hide later ones.
+            found = data.find(LEGACY_MAGIC, pos + 1)
+            if found < 0:
+                break
+            pos = found
+            continue
+        last = max(last, sequence)
         pos = end
+    return last
 
 
-def _decode(sequence: int, payload: bytes, dctx: zstandard.ZstdDecompressor) -> SpoolRecord:
-    raw = dctx.decompress(payload, max_output_size=MAX_PAYLOAD)
-    event, key, path, offset, fingerprint = msgpack.unpackb(raw, raw=False)
-    if not isinstance(event, bytes):
-        raise ValueError("event is not bytes")
-    position = None
-    if key is not None:
-        position = FileOffset(str(path), int(offset), str(fingerprint))
-    return SpoolRecord(sequence, event, None if key is None else str(key), position)
+def _segment_paths(directory: Path) -> list[Path]:
+    try:
+        return sorted(p for p in directory.iterdir() if p.suffix == SUFFIX and p.stem.isdigit())
+    except FileNotFoundError:
+        return []
+
+
+def drop_legacy(directory: Path, acked: int | None) -> list[str]:
+    """Delete stream format 1 segments (magic CRS1) whose records are all acked (≤ `acked`,
+    the format 1 watermark; None when the checkpoint is already of format 2); their names.
+
+    SpoolFormatError, naming the segment and what to do, when one holds a record not
+    acked: this version does not ship format 1 records, and must not drop them.
+    """
+    legacy = [p for p in _segment_paths(directory) if _is_legacy(p)]
+    for path in legacy:
+        last = _legacy_last_sequence(path)
+        if acked is None or last > acked:
+            raise SpoolFormatError(
+                f"spool segment {path} was written by an older agent (format CRS1) and holds "
+                f"events up to sequence {last} not yet acknowledged"
+                + ("" if acked is None else f" (acknowledged up to {acked})")
+                + "; run the previous agent version until `crm-audit-agent status` shows 0 "
+                "unacked events, then start this version"
+            )
+    for path in legacy:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    if legacy:
+        _fsync_dir(directory)
+        log.info(
+            "spool: removed %d segments of the older format, every record in them acknowledged",
+            len(legacy),
+        )
+    return [p.name for p in legacy]
+
+
+class _Table:
+    """The per-append table of event times and file positions, built while encoding."""
+
+    __slots__ = ("files", "index", "offsets", "refs", "times")
+
+    def __init__(self) -> None:
+        self.times: list[int] = []
+        self.files: list[tuple[str, str, str]] = []
+        self.index: dict[tuple[str, str, str], int] = {}
+        self.refs: list[int] = []
+        self.offsets: list[int] = []
+
+    def add(self, entry: Entry, time: int) -> None:
+        self.times.append(time)
+        pos = entry.position
+        if entry.file_key is None or pos is None:
+            self.refs.append(-1)
+            self.offsets.append(0)
+            return
+        place = (entry.file_key, pos.path, pos.fingerprint)
+        ref = self.index.get(place)
+        if ref is None:
+            ref = self.index[place] = len(self.files)
+            self.files.append(place)
+        self.refs.append(ref)
+        self.offsets.append(pos.offset)
+
+    def pack(self) -> bytes:
+        packed: bytes = msgpack.packb(
+            [self.times, [list(f) for f in self.files], self.refs, self.offsets],
+            use_bin_type=True,
+        )
+        return packed
 
 
 class Spool:
@@ -206,27 +372,11 @@ class Spool:
     loss events.
     """
 
-    def __init__(
-        self,
-        directory: Path,
-        *,
-        max_bytes: int,
-        segment_bytes: int,
-        link: Callable[[pb.AuditEvent], None] | None = None,
-        committed: Callable[[], None] | None = None,
-        aborted: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, directory: Path, *, max_bytes: int, segment_bytes: int) -> None:
         self.directory = directory
-        # Hooks for the hash chain, so every event is linked exactly when it is
-        # numbered: `link` sees each event right after it got its sequence (in order,
-        # under the spool lock); `committed` runs after the fsync;
-        # `aborted` when an append that may have linked events keeps nothing (its
-        # sequences will be reused, so the links must be undone). All under the lock.
-        self._link = link
-        self._committed = committed
-        self._aborted = aborted
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
+        self.stream_id = ""  # set by `open`: every appended event carries it
         self._cond = threading.Condition()
         self._segments: list[_Segment] = []
         self._fd: int | None = None
@@ -236,19 +386,25 @@ class Spool:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def open(self, acked: int) -> Recovery:
-        """Scan the segments, drop acked ones and a torn tail; ready for appends."""
+    def open(self, acked: int, *, stream_id: str = "") -> Recovery:
+        """Scan the segments, drop acked ones and a torn tail; ready for appends of
+        `stream_id`. SpoolFormatError when a segment of the older format is still there
+        (`drop_legacy` decides about those first)."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.stream_id = stream_id
         self._acked = acked
         found = []
-        for path in self.directory.iterdir():
-            if path.suffix == SUFFIX and path.stem.isdigit():
-                found.append(_Segment(int(path.stem), path, path.stat().st_size, True))
-        found.sort(key=lambda s: s.first)
+        for path in _segment_paths(self.directory):
+            if _is_legacy(path):
+                raise SpoolFormatError(
+                    f"spool segment {path} was written by an older agent (format CRS1); "
+                    "run the previous agent version until `crm-audit-agent status` shows 0 "
+                    "unacked events, then start this version"
+                )
+            found.append(_Segment(int(path.stem), path, path.stat().st_size, True))
         next_sequence = acked + 1
         positions: dict[str, FileOffset] = {}
         unacked = torn = 0
-        last: _Good | None = None
         dctx = zstandard.ZstdDecompressor()
         for index, segment in enumerate(found):
             last_segment = index == len(found) - 1
@@ -260,14 +416,19 @@ class Spool:
                 os.close(fd)
             tail_bad = records and isinstance(records[-1], _Bad) and last_segment
             for item in records:
-                if isinstance(item, _Good):
-                    last = item
-                    next_sequence = max(next_sequence, item.sequence + 1)
-                    if item.sequence > acked:
-                        unacked += 1
-                        record = self._decode_or_none(item, dctx)
-                        if record is not None and record.file_key and record.position:
-                            positions[record.file_key] = record.position
+                if not isinstance(item, _Good):
+                    continue
+                next_sequence = max(next_sequence, item.last + 1)
+                if item.last <= acked:
+                    continue
+                unacked += item.last - max(item.sequence, acked + 1) + 1
+                try:
+                    decoded = _decode(item, dctx)
+                except _Undecodable:
+                    continue  # the reader reports it as a loss
+                for record in decoded:
+                    if record.sequence > acked and record.file_key and record.position:
+                        positions[record.file_key] = record.position
             if tail_bad:
                 bad = records[-1]
                 assert isinstance(bad, _Bad)
@@ -288,16 +449,7 @@ class Spool:
             active = self._segments[-1]
             active.closed = False
             self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND)
-        last_record = self._decode_or_none(last, dctx) if last is not None else None
-        last_event = last_record.event if last_record is not None else None
-        return Recovery(next_sequence, positions, unacked, torn, last_event)
-
-    @staticmethod
-    def _decode_or_none(item: _Good, dctx: zstandard.ZstdDecompressor) -> SpoolRecord | None:
-        try:
-            return _decode(item.sequence, item.payload, dctx)
-        except (ValueError, TypeError, zstandard.ZstdError, msgpack.UnpackException):
-            return None
+        return Recovery(next_sequence, positions, unacked, torn)
 
     def close(self) -> None:
         with self._cond:
@@ -309,8 +461,9 @@ class Spool:
     # -- writing -------------------------------------------------------------------------
 
     def append(self, entries: Sequence[Entry]) -> list[int]:
-        """Number, write and fsync `entries`; their sequences. SpoolWriteError on I/O failure
-        (nothing of the call is kept: the file is cut back and the numbers are reused)."""
+        """Number, serialize, write and fsync `entries`; their sequences. SpoolWriteError on
+        I/O failure (nothing of the call is kept: the file is cut back and the numbers are
+        reused)."""
         if not entries:
             return []
         with self._cond:
@@ -318,54 +471,44 @@ class Spool:
                 raise SpoolWriteError("spool is closed")
             active = self._segments[-1]
             first = self._next_sequence
-            buffer = bytearray()
+            record = self._encode(first, entries)
             try:
-                for offset, entry in enumerate(entries):
-                    sequence = first + offset
-                    # The one place an event gets its sequence, in sequence order, right
-                    # before it is made durable: the chain must link events in that order.
-                    entry.event.sequence = sequence
-                    if self._link is not None:
-                        self._link(entry.event)
-                    buffer += self._encode(sequence, entry)
-                view = memoryview(buffer)
+                view = memoryview(record)
                 while view:
                     view = view[os.write(self._fd, view) :]
                 os.fsync(self._fd)
             except OSError as exc:
                 with contextlib.suppress(OSError):  # else the next start removes the torn tail
                     os.ftruncate(self._fd, active.size)
-                if self._aborted is not None:
-                    self._aborted()
                 raise SpoolWriteError(f"cannot write spool {active.path}: {exc}") from None
-            except BaseException:
-                if self._aborted is not None:
-                    self._aborted()
-                raise
-            active.size += len(buffer)
+            active.size += len(record)
             self._next_sequence = first + len(entries)
-            if self._committed is not None:
-                self._committed()
             if active.size >= self.segment_bytes:
                 self._roll()
             self._cond.notify_all()
             return list(range(first, self._next_sequence))
 
-    def _encode(self, sequence: int, entry: Entry) -> bytes:
-        pos = entry.position
-        body = msgpack.packb(
-            [
-                entry.event.SerializeToString(),
-                entry.file_key,
-                pos.path if pos else None,
-                pos.offset if pos else None,
-                pos.fingerprint if pos else None,
-            ],
-            use_bin_type=True,
-        )
-        payload = self._cctx.compress(body)
-        crc = zlib.crc32(payload, zlib.crc32(_SEQ.pack(sequence)))
-        return _HEADER.pack(MAGIC, len(payload), crc, sequence) + payload
+    def _encode(self, first: int, entries: Sequence[Entry]) -> bytes:
+        """One record for the append: the events numbered from `first`, serialized once."""
+        parts: list[bytes] = []
+        table = _Table()
+        pack_len = _LEN.pack
+        stream_id = self.stream_id
+        for offset, entry in enumerate(entries):
+            event = entry.event
+            # The one place an event gets its sequence and stream, in sequence order;
+            # then the one serialization that is hashed, shipped and stored.
+            event.sequence = first + offset
+            event.stream_id = stream_id
+            data = integrity.event_bytes_v2(event)
+            parts.append(pack_len(len(data)))
+            parts.append(data)
+            table.add(entry, integrity.effective_time(event))
+        parts.append(table.pack())
+        payload = self._cctx.compress(b"".join(parts))
+        count = len(entries)
+        crc = zlib.crc32(payload, zlib.crc32(_CRC_PREFIX.pack(first, count)))
+        return _HEADER.pack(MAGIC, len(payload), crc, first, count) + payload
 
     def _roll(self) -> None:
         assert self._fd is not None
@@ -458,6 +601,7 @@ class SpoolReader:
         self._pos = 0
         self._prev = start - 1  # last valid sequence seen (read or skipped)
         self._dctx = zstandard.ZstdDecompressor()
+        self._pending: deque[SpoolRecord] = deque()  # the rest of a partly returned append
         self.next_sequence = start  # one past the last sequence returned
 
     def close(self) -> None:
@@ -465,10 +609,17 @@ class SpoolReader:
             os.close(self._fd)
             self._fd = None
 
+    def _take(self, out: list[SpoolRecord], max_records: int) -> None:
+        while self._pending and len(out) < max_records:
+            record = self._pending.popleft()
+            out.append(record)
+            self.next_sequence = record.sequence + 1
+
     def read(self, max_records: int) -> tuple[list[SpoolRecord], list[Loss]]:
         """Up to `max_records` committed records past the cursor, plus any losses met."""
         out: list[SpoolRecord] = []
         losses: list[Loss] = []
+        self._take(out, max_records)
         while len(out) < max_records:
             segments, committed_next = self._spool._snapshot()
             current = self._locate(segments)
@@ -491,17 +642,17 @@ class SpoolReader:
                     self._pos = item.resume
                     continue
                 self._pos = item.end
-                self._prev = item.sequence
-                if item.sequence < self._start:
+                if item.last < self._start:
+                    self._prev = item.last
                     continue
                 try:
-                    record = _decode(item.sequence, item.payload, self._dctx)
-                except (ValueError, TypeError, zstandard.ZstdError, msgpack.UnpackException):
-                    self._lost(path.name, _Bad(item.pos, item.end), item.sequence + 1, losses)
-                    self._prev = item.sequence
+                    decoded = _decode(item, self._dctx)
+                except _Undecodable:
+                    self._lost(path.name, _Bad(item.pos, item.end), item.last + 1, losses)
                     continue
-                out.append(record)
-                self.next_sequence = item.sequence + 1
+                self._prev = item.last
+                self._pending.extend(r for r in decoded if r.sequence >= self._start)
+                self._take(out, max_records)
                 if len(out) >= max_records:
                     break
             if len(out) >= max_records:
@@ -554,7 +705,7 @@ class SpoolReader:
         if resume < size and self._fd is not None:
             found = _valid_at(self._fd, resume, size)
             if found is not None:
-                return found[1]
+                return found.sequence
         if index + 1 < len(segments):
             return segments[index + 1][0]
         return committed_next
@@ -586,17 +737,15 @@ class SpoolStats:
     unacked_bytes: int
     positions: dict[str, FileOffset]  # file key → resume position after its last record
     corrupt_bytes: int
+    legacy_segments: int = 0  # of the older format (CRS1), left by an older agent
 
 
 def inspect(directory: Path, acked: int) -> SpoolStats:
     """Scan the spool without changing it (the agent may be running and appending):
     nothing is truncated or deleted, a record cut short at the very end is taken for
     one being written."""
-    try:
-        names = sorted(p for p in directory.iterdir() if p.suffix == SUFFIX and p.stem.isdigit())
-    except FileNotFoundError:
-        names = []
-    segments = total = unacked = unacked_bytes = corrupt = 0
+    names = _segment_paths(directory)
+    segments = total = unacked = unacked_bytes = corrupt = legacy = 0
     next_sequence = acked + 1
     positions: dict[str, FileOffset] = {}
     dctx = zstandard.ZstdDecompressor()
@@ -609,6 +758,9 @@ def inspect(directory: Path, acked: int) -> SpoolStats:
             size = os.fstat(fd).st_size
             segments += 1
             total += size
+            if os.pread(fd, len(LEGACY_MAGIC), 0) == LEGACY_MAGIC:
+                legacy += 1
+                continue
             next_sequence = max(next_sequence, int(path.stem))
             records = list(_records(fd, 0, size))
         finally:
@@ -618,12 +770,18 @@ def inspect(directory: Path, acked: int) -> SpoolStats:
                 last = index == len(names) - 1 and n == len(records) - 1
                 corrupt += 0 if last else item.resume - item.pos
                 continue
-            next_sequence = max(next_sequence, item.sequence + 1)
-            if item.sequence <= acked:
+            next_sequence = max(next_sequence, item.last + 1)
+            if item.last <= acked:
                 continue
-            unacked += 1
+            unacked += item.last - max(item.sequence, acked + 1) + 1
             unacked_bytes += item.end - item.pos
-            record = Spool._decode_or_none(item, dctx)
-            if record is not None and record.file_key and record.position:
-                positions[record.file_key] = record.position
-    return SpoolStats(segments, total, next_sequence, unacked, unacked_bytes, positions, corrupt)
+            try:
+                decoded = _decode(item, dctx)
+            except _Undecodable:
+                continue
+            for record in decoded:
+                if record.sequence > acked and record.file_key and record.position:
+                    positions[record.file_key] = record.position
+    return SpoolStats(
+        segments, total, next_sequence, unacked, unacked_bytes, positions, corrupt, legacy
+    )

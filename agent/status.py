@@ -1,11 +1,11 @@
 """`crm-audit-agent status`: what the agent's state directory says, without the agent.
 
-Read-only: checkpoint.json (acked watermark, file positions; its modification time is
-the time of the last ack, since it is rewritten on every ack), the spool (records past
-the watermark: depth, and each file's read position) and chain.json (head of the hash
-chain). Per file: the position read and spooled, the position acknowledged, the file's
-current size and the lag (size - read position). A file whose path now names another
-file (rotated, deleted) shows no size.
+Read-only: stream.json (the stream id), checkpoint.json (acked watermark, the stream
+head after it, file positions; its modification time is the time of the last ack,
+since it is rewritten on every ack) and the spool (records past the watermark: depth,
+and each file's read position). Per file: the position read and spooled, the position
+acknowledged, the file's current size and the lag (size - read position). A file
+whose path now names another file (rotated, deleted) shows no size.
 
 When `metrics.listen` is set and the agent answers there, a few live numbers are added
 (connection state per collector, batches in flight, last ack age, files watched).
@@ -14,16 +14,15 @@ When `metrics.listen` is set and the agent answers there, a few live numbers are
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from agent import stream
 from agent.checkpoint import CheckpointStore
 from agent.config import AgentConfig
-from agent.integrity import CHAIN_FILE
+from agent.receipts import ReceiptStore
 from agent.spool import DIR_NAME as SPOOL_DIR
 from agent.spool import inspect
 from agent.statedisk import disk_full
@@ -41,15 +40,6 @@ def _source_of(path: str, config: AgentConfig) -> str:
 
 def _iso(unix: float) -> str:
     return datetime.fromtimestamp(unix, UTC).isoformat(timespec="milliseconds")
-
-
-def _chain_head(state_dir: Path) -> int | None:
-    try:
-        data = json.loads((state_dir / CHAIN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    head = data.get("head_sequence") if isinstance(data, dict) else None
-    return head if isinstance(head, int) else None
 
 
 def _file(key: str, path: str, read: int, acked: int | None, config: AgentConfig) -> dict[str, Any]:
@@ -94,10 +84,16 @@ def collect(config: AgentConfig, *, now: float, fetch: Fetch | None = None) -> d
         assert read is not None
         files.append(_file(key, read.path, read.offset, done.offset if done else None, config))
     files.sort(key=lambda f: (f["source"], f["path"]))
+    try:
+        stream_id = stream.read(state)
+    except stream.StreamError:
+        stream_id = None
+    receipts = sum(1 for _ in ReceiptStore(state).lines())
     out: dict[str, Any] = {
         "agent_id": config.agent_id,
         "state_dir": str(state),
         "state_exists": state.is_dir(),
+        "stream_id": stream_id,
         "next_sequence": spool.next_sequence,
         "acked_sequence": acked,
         "last_ack_time": _iso(last_ack) if last_ack is not None else None,
@@ -108,8 +104,12 @@ def collect(config: AgentConfig, *, now: float, fetch: Fetch | None = None) -> d
             "unacked_records": spool.unacked_records,
             "unacked_bytes": spool.unacked_bytes,
             "corrupt_bytes": spool.corrupt_bytes,
+            "legacy_segments": spool.legacy_segments,
         },
-        "chain_head_sequence": _chain_head(state),
+        # The head is saved with the acked watermark only (the running agent recomputes
+        # the heads past it from the spool).
+        "acked_head": checkpoint.head.hex() if checkpoint.stream_id else None,
+        "receipts": receipts,
         "state_disk_full": state.is_dir() and disk_full(state),
         "files": files,
         "live": None,
@@ -156,6 +156,7 @@ def render_text(status: dict[str, Any]) -> str:
     lines = [f"agent {status['agent_id']}, state {status['state_dir']}"]
     if not status["state_exists"]:
         lines.append("no state yet (the agent has not run with this state_dir)")
+    lines.append(f"stream: {_cell(status['stream_id'])}")
     ack = "never"
     if status["last_ack_time"] is not None:
         ack = f"{status['last_ack_time']} ({status['last_ack_age_s']:.0f} s ago)"
@@ -169,7 +170,16 @@ def render_text(status: dict[str, Any]) -> str:
         f"spool: {sp['unacked_records']} events unacked ({sp['unacked_bytes']} bytes); "
         f"{sp['segments']} segments, {sp['bytes']} bytes{corrupt}"
     )
-    lines.append(f"chain head: sequence {_cell(status['chain_head_sequence'])}")
+    head = status["acked_head"]
+    lines.append(
+        f"acked head: {head[:16] + '...' if head else 'genesis'}; "
+        f"{status['receipts']} collector receipts kept"
+    )
+    if sp["legacy_segments"]:
+        lines.append(
+            f"spool: {sp['legacy_segments']} segments of an older agent (format CRS1); "
+            "this version refuses to start while they hold unacked events"
+        )
     if status.get("state_disk_full"):
         lines.append("paused: state disk full (resumes by itself once space is freed)")
     live = status["live"]

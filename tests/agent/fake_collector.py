@@ -20,6 +20,11 @@ def always_ok(_batch: pb.Batch, _index: int) -> pb.Ack.Status.ValueType:
     return pb.Ack.STATUS_OK
 
 
+def events(batch: pb.Batch) -> list[pb.AuditEvent]:
+    """The events of a batch as objects, whatever its format (2: `event_bytes`)."""
+    return list(batch.events) + [pb.AuditEvent.FromString(d) for d in batch.event_bytes]
+
+
 class FakeCollector(pb_grpc.CollectorServicer):
     """Records every batch received (with the peer's certificate CN) and acks in order."""
 
@@ -44,7 +49,7 @@ class FakeCollector(pb_grpc.CollectorServicer):
                 batch_id=batch.batch_id,
                 status=status,
                 detail="" if status == pb.Ack.STATUS_OK else f"scripted {status}",
-                indexed=len(batch.events),
+                indexed=len(batch.events) + len(batch.event_bytes),
             )
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -53,7 +58,7 @@ class FakeCollector(pb_grpc.CollectorServicer):
 
     def sequences(self) -> list[list[int]]:
         with self.cond:
-            return [[e.sequence for e in b.events] for b in self.received]
+            return [[e.sequence for e in events(b)] for b in self.received]
 
 
 class Server:

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.agent.certs import make_pki
-from tests.agent.fake_collector import FakeCollector, Server
+from tests.agent.fake_collector import FakeCollector, Server, events
 from tests.helpers import free_port
 
 CLI = Path(sys.executable).parent / "crm-audit-agent"
@@ -100,9 +100,9 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def events(collector: FakeCollector) -> list[tuple[str, str]]:
+def shipped(collector: FakeCollector) -> list[tuple[str, str]]:
     with collector.cond:
-        return [(e.log.source_name, e.original) for b in collector.received for e in b.events]
+        return [(e.log.source_name, e.original) for b in collector.received for e in events(b)]
 
 
 def test_metrics_json_logs_and_status(tmp_path: Path, running: list[Running]) -> None:
@@ -118,7 +118,7 @@ def test_metrics_json_logs_and_status(tmp_path: Path, running: list[Running]) ->
         cfg.write_text(config_text(server.port, metrics_port, APP))
         agent = Running([str(CLI), "run", "-c", str(cfg), "--log-format", "json"])
         running.append(agent)
-        collector.wait_for(lambda: sum(len(b.events) for b in collector.received) >= 31)
+        collector.wait_for(lambda: sum(len(events(b)) for b in collector.received) >= 31)
         agent.wait_log("metrics on http://127.0.0.1")
         ns = "crm_audit_agent_"
         src = (("source", "crm_app"),)
@@ -172,7 +172,8 @@ def test_metrics_json_logs_and_status(tmp_path: Path, running: list[Running]) ->
     size = log_file.stat().st_size
     assert status["next_sequence"] == 32 and status["acked_sequence"] == 31
     assert status["spool"]["unacked_records"] == 0
-    assert status["chain_head_sequence"] == 31
+    # The stream head is saved with the acked watermark (31) and is a real head.
+    assert status["stream_id"] and len(bytes.fromhex(status["acked_head"])) == 32
     assert status["last_ack_time"] is not None
     assert status["live"] is None  # the agent is stopped
     (f,) = status["files"]
@@ -226,7 +227,7 @@ def test_sighup_rejects_a_bad_config_and_applies_a_good_one(
         cfg.write_text(config_text(server.port, 0, APP))
         agent = Running([str(CLI), "run", "-c", str(cfg)])
         running.append(agent)
-        collector.wait_for(lambda: len(events(collector)) >= 1)
+        collector.wait_for(lambda: len(shipped(collector)) >= 1)
         # Two problems: both logged, one line each; the agent runs on.
         cfg.write_text(config_text(server.port, 0, APP, extra="bogus: 1\nspool: {max_bytes: 1}"))
         agent.process.send_signal(signal.SIGHUP)
@@ -235,7 +236,7 @@ def test_sighup_rejects_a_bad_config_and_applies_a_good_one(
         assert len(rejected) >= 2, agent.lines
         with (tmp_path / "logs" / "app.jsonl").open("a") as out:
             out.write('{"event": "login", "n": 3}\n')
-        collector.wait_for(lambda: len(events(collector)) >= 2)
+        collector.wait_for(lambda: len(shipped(collector)) >= 2)
         # A good config: a source added, the endpoint list changed (restart needed).
         cfg.write_text(
             config_text(server.port, 0, APP + "\n" + EXTRA).replace(
@@ -245,10 +246,10 @@ def test_sighup_rejects_a_bad_config_and_applies_a_good_one(
         )
         agent.process.send_signal(signal.SIGHUP)
         agent.wait_log("config reloaded: added: extra")
-        collector.wait_for(lambda: ("extra", '{"event": "login", "n": 2}') in events(collector))
+        collector.wait_for(lambda: ("extra", '{"event": "login", "n": 2}') in shipped(collector))
         assert any("takes effect at the next restart" in line for line in agent.lines)
         assert agent.stop() == 0
-    got = events(collector)
+    got = shipped(collector)
     assert sorted(n for _, n in got) == sorted(
         ['{"event": "login", "n": 1}', '{"event": "login", "n": 2}', '{"event": "login", "n": 3}']
     )

@@ -12,11 +12,12 @@ import threading
 import time
 from pathlib import Path
 
+from agent import stream
 from agent.checkpoint import CheckpointStore
 from agent.integrity import PUBLIC_KEY_FILE
 from proto import integrity
 from tests.agent.certs import make_pki
-from tests.agent.fake_collector import FakeCollector, Server
+from tests.agent.fake_collector import FakeCollector, Server, events
 
 CLI = Path(sys.executable).parent / "crm-audit-agent"
 
@@ -62,7 +63,7 @@ def test_run_ships_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
             [str(CLI), "run", "-c", str(cfg)], stderr=subprocess.PIPE, text=True
         )
         try:
-            collector.wait_for(lambda: sum(len(b.events) for b in collector.received) >= 26)
+            collector.wait_for(lambda: sum(len(events(b)) for b in collector.received) >= 26)
             store = CheckpointStore(tmp_path / "state")
             deadline = time.monotonic() + 30
             while store.load().next_sequence != 27 and time.monotonic() < deadline:
@@ -73,17 +74,20 @@ def test_run_ships_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert "Traceback" not in stderr
     assert all(" INFO " in line or " WARNING " in line for line in stderr.splitlines()), stderr
     assert store.load().next_sequence == 27
-    batches = [b for b in collector.received if b.events]
-    last = batches[-1].events[-1]
+    batches = [b for b in collector.received if events(b)]
+    last = events(batches[-1])[-1]
     assert list(last.flags) == ["parse_error"] and last.original == "not json"
-    # Every batch is sealed with the key the agent created, and the chain runs on from
-    # batch to batch, starting at the agent's genesis.
+    # Every batch is a format 2 batch sealed with the key the agent created, and the
+    # head runs on from batch to batch, starting at the genesis of the agent's stream.
     keys = {
         integrity.key_id(k): k
         for k in integrity.load_public_keys((tmp_path / "state" / PUBLIC_KEY_FILE).read_bytes())
     }
-    head = integrity.genesis("crm-host-1")
+    stream_id = stream.read(tmp_path / "state")
+    assert stream_id is not None and last.stream_id == stream_id
+    head = integrity.genesis_v2("crm-host-1", stream_id)
     for batch in batches:
+        assert batch.format_version == 2 and not batch.events
         verdict = integrity.verify_batch(batch, "crm-host-1", keys)
         assert verdict.authentic, verdict.findings
         assert batch.seal.prev_chain_head == head

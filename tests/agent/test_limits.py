@@ -16,7 +16,7 @@ from agent.oversize import ORIGINAL_BYTES, fit
 from proto import integrity, limits
 from proto.v1 import audit_pb2 as pb
 from tests.agent.certs import Pki
-from tests.agent.fake_collector import FakeCollector, Server
+from tests.agent.fake_collector import FakeCollector, Server, events
 from tests.agent.test_ship import make_config, pki, running, write_lines
 from tests.processes import wait_for
 
@@ -95,13 +95,13 @@ class SmallCollector(FakeCollector):
     def Ship(self, request_iterator: Iterator[pb.Batch], context: Any) -> Iterator[pb.Ack]:
         for batch in request_iterator:
             with self.cond:
-                if len(batch.events) > self.cap:
-                    self.refused.append([e.sequence for e in batch.events])
+                if len(events(batch)) > self.cap:
+                    self.refused.append([e.sequence for e in events(batch)])
                     self.cond.notify_all()
                     refusal = pb.Ack(
                         batch_id=batch.batch_id,
                         status=pb.Ack.STATUS_REJECTED,
-                        detail=f"{limits.BATCH_TOO_LARGE}: {len(batch.events)} events",
+                        detail=f"{limits.BATCH_TOO_LARGE}: {len(events(batch))} events",
                     )
                     yield refusal
                     return
@@ -120,18 +120,18 @@ def test_a_batch_refused_as_too_large_is_split_sealed_and_delivered(
         config = make_config(tmp_path, pki, server.port, max_events=20, max_wait_s=1.0)
         write_lines(tmp_path / "logs" / "a.jsonl", 40)
         with running(config) as agent:
-            collector.wait_for(lambda: sum(len(b.events) for b in collector.received) >= 40)
+            collector.wait_for(lambda: sum(len(events(b)) for b in collector.received) >= 40)
             wait_for(lambda: agent.store.load().next_sequence == 41, "the checkpoint", timeout=30)
-    delivered = [e.sequence for b in collector.received for e in b.events]
+    delivered = [e.sequence for b in collector.received for e in events(b)]
     assert sorted(set(delivered)) == list(range(1, 41))
-    assert all(len(b.events) <= 3 for b in collector.received)
+    assert all(len(events(b)) <= 3 for b in collector.received)
     assert collector.refused, "nothing was refused: the test did not exercise splitting"
     [public] = integrity.load_public_keys((tmp_path / "state" / "signing-key.pub").read_bytes())
     keys = {integrity.key_id(public): public}
     for batch in collector.received:
         verdict = integrity.verify_batch(batch, batch.agent_id, keys)
         assert verdict.authentic, verdict.findings
-    lines = [json.loads(e.original)["n"] for b in collector.received for e in b.events]
+    lines = [json.loads(e.original)["n"] for b in collector.received for e in events(b)]
     assert sorted(set(lines)) == list(range(40))
 
 
@@ -148,7 +148,7 @@ def test_a_batch_over_the_collectors_message_limit_is_split(tmp_path: Path, pki:
             for n in range(60):
                 out.write(json.dumps({"timestamp": 1772356500, "n": n, "pad": "p" * 500}) + "\n")
         with running(config) as agent:
-            collector.wait_for(lambda: sum(len(b.events) for b in collector.received) >= 60)
+            collector.wait_for(lambda: sum(len(events(b)) for b in collector.received) >= 60)
             wait_for(lambda: agent.store.load().next_sequence == 61, "the checkpoint", timeout=30)
-    assert sorted({e.sequence for b in collector.received for e in b.events}) == list(range(1, 61))
+    assert sorted({e.sequence for b in collector.received for e in events(b)}) == list(range(1, 61))
     assert all(b.ByteSize() <= 16 * 1024 for b in collector.received)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from agent.batch import Batcher
 from agent.checkpoint import FileOffset
+from agent.integrity import AgentKey
 from agent.outbox import Outbox
 from agent.parsers import get_framer, get_parser
 from agent.parsers.framing import StartPatternFramer
@@ -16,8 +17,11 @@ from agent.pipeline import Pipeline, SourceParser
 from agent.ship import Outgoing
 from agent.spool import HEADER_SIZE, Entry, Spool
 from agent.tail import Closed, FileTailer, Line, SourceSpec, TailItem, Truncated
+from proto import integrity
 from proto.v1 import audit_pb2 as pb
 from tests.helpers import FakeClock
+
+STREAM = "5555aaaa5555aaaa"
 
 SAMPLES = Path(__file__).parent / "parsers" / "samples"
 OBSERVER = pb.Observer(agent_id="a1", hostname="h", agent_version="t")
@@ -177,13 +181,11 @@ def test_full_spool_stops_reading(tmp_path: Path) -> None:
 
 def test_outbox_batches_from_the_spool_and_reports_corruption(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", max_bytes=1 << 20, segment_bytes=1 << 18)
-    spool.open(0)
-    spool.append(
-        [
-            Entry(pb.AuditEvent(action=f"e{n}"), "1:2", FileOffset("/log/a", n * 10, ""))
-            for n in range(1, 6)
-        ]
-    )
+    spool.open(0, stream_id=STREAM)
+    for n in range(1, 6):  # one append (one spool record) each
+        spool.append(
+            [Entry(pb.AuditEvent(action=f"e{n}"), "1:2", FileOffset("/log/a", n * 10, ""))]
+        )
     (segment,) = spool.segment_names()
     path = tmp_path / "spool" / segment
     data = bytearray(path.read_bytes())
@@ -195,6 +197,8 @@ def test_outbox_batches_from_the_spool_and_reports_corruption(tmp_path: Path) ->
     drain.set()
     Outbox(
         agent_id="a1",
+        stream_id=STREAM,
+        key=AgentKey.load_or_create(tmp_path),
         observer=OBSERVER,
         spool=spool,
         reader=spool.reader(1),
@@ -202,15 +206,19 @@ def test_outbox_batches_from_the_spool_and_reports_corruption(tmp_path: Path) ->
         submit=lambda item: sent.append(item) is None,
         wall_ns=lambda: 7,
         monotonic=FakeClock(),
+        head=(0, integrity.genesis_v2("a1", STREAM)),
     ).run(drain)
-    events = [e for item in sent for e in item.batch.events]
+    events = [pb.AuditEvent.FromString(d) for item in sent for d in item.event_bytes]
     assert [e.sequence for e in events] == [1, 3, 4, 5, 6]
+    # A batch never spans the gap: 1 | 3 4 5 | 6 (the loss event).
+    assert [item.events for item in sent] == [1, 3, 1]
     loss = events[-1]
     assert loss.action == "agent.spool_loss" and list(loss.flags) == ["gap_at_source"]
     assert loss.attributes["loss.first_sequence"] == "2"
     assert loss.attributes["loss.last_sequence"] == "2"
-    assert all(item.batch.agent_id == "a1" for item in sent)
-    assert sent[0].positions == {"1:2": FileOffset("/log/a", 40, "")}
+    assert all(item.agent_id == "a1" for item in sent)
+    assert sent[0].positions == {"1:2": FileOffset("/log/a", 10, "")}
+    assert sent[1].positions == {"1:2": FileOffset("/log/a", 50, "")}
     spool.close()
 
 

@@ -22,7 +22,7 @@ from agent.config import CollectorConfig
 from agent.ship import open_channel
 from proto.v1 import audit_pb2 as pb
 from tests.agent.certs import Pki, make_pki
-from tests.agent.fake_collector import FakeCollector, Server
+from tests.agent.fake_collector import FakeCollector, Server, events
 
 AGENT_ID = "crm-host-1"
 
@@ -106,7 +106,7 @@ def test_ships_over_mtls_and_checkpoints_after_ok(tmp_path: Path, pki: Pki) -> N
         config = make_config(tmp_path, pki, server.port)
         write_lines(tmp_path / "logs" / "a.jsonl", 7)
         with running(config) as agent:
-            collector.wait_for(lambda: sum(len(b.events) for b in collector.received) >= 7)
+            collector.wait_for(lambda: sum(len(events(b)) for b in collector.received) >= 7)
             store = agent.store
             # Saved after each OK ack; wait for the last one to land.
             deadline = time.monotonic() + 30
@@ -116,7 +116,7 @@ def test_ships_over_mtls_and_checkpoints_after_ok(tmp_path: Path, pki: Pki) -> N
     assert set(collector.peers) == {AGENT_ID}  # the identity is the client certificate CN
     first = collector.received[0]
     assert first.agent_id == AGENT_ID
-    event = first.events[0]
+    event = events(first)[0]
     assert event.observer.agent_id == AGENT_ID and event.observer.hostname == "test-host"
     assert event.log.file_path == str(tmp_path / "logs" / "a.jsonl")
     assert event.log.offset == 0 and event.log.source_name == "crm_app"
@@ -163,9 +163,11 @@ def test_retry_resends_same_sequences_and_checkpoint_waits_for_ok(tmp_path: Path
             while store.load().next_sequence != 4 and time.monotonic() < deadline:
                 time.sleep(0.05)
     first, second = collector.received[:2]
-    assert [e.sequence for e in first.events] == [1, 2, 3]
-    assert [e.sequence for e in second.events] == [1, 2, 3]
-    assert [e.original for e in first.events] == [e.original for e in second.events]
+    assert [e.sequence for e in events(first)] == [1, 2, 3]
+    assert [e.sequence for e in events(second)] == [1, 2, 3]
+    assert [e.original for e in events(first)] == [e.original for e in events(second)]
+    # Resent byte for byte: the same stored event bytes under the same seal.
+    assert first.event_bytes == second.event_bytes and first.seal == second.seal
     assert seen_at_retry == [1]  # nothing checkpointed while the batch was unacked
     assert store.load().next_sequence == 4
 

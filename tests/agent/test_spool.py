@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
+import pytest
+
 from agent.checkpoint import FileOffset
-from agent.spool import HEADER_SIZE, Entry, Spool
+from agent.spool import HEADER_SIZE, Entry, Spool, SpoolFormatError, drop_legacy, inspect
+from proto import integrity
 from proto.v1 import audit_pb2 as pb
+
+STREAM = "0123456789abcdef"
 
 
 def event(n: int) -> pb.AuditEvent:
@@ -25,7 +32,13 @@ def opened(path: Path, acked: int = 0, **kw: int) -> tuple[Spool, int]:
     spool = Spool(
         path, max_bytes=kw.get("max_bytes", 1 << 20), segment_bytes=kw.get("segment_bytes", 4096)
     )
-    return spool, spool.open(acked).next_sequence
+    return spool, spool.open(acked, stream_id=STREAM).next_sequence
+
+
+def append_each(spool: Spool, items: list[Entry]) -> None:
+    """One append (one record) per entry."""
+    for item in items:
+        spool.append([item])
 
 
 def test_append_numbers_in_order_and_reads_back(tmp_path: Path) -> None:
@@ -38,6 +51,10 @@ def test_append_numbers_in_order_and_reads_back(tmp_path: Path) -> None:
     assert [r.sequence for r in records] == [1, 2, 3]
     decoded = pb.AuditEvent.FromString(records[1].event)
     assert decoded.sequence == 2 and decoded.original.startswith("line 1 ")
+    assert decoded.stream_id == STREAM
+    # The spooled bytes are the event's one serialization, read back without re-encoding.
+    assert records[1].event == integrity.event_bytes_v2(decoded)
+    assert records[1].time == integrity.effective_time(decoded)
     assert records[2].file_key == "1:2" and records[2].position == FileOffset(
         "/log/a.jsonl", 30, "10:ab"
     )
@@ -47,7 +64,7 @@ def test_append_numbers_in_order_and_reads_back(tmp_path: Path) -> None:
 
 
 def test_segments_roll_and_are_deleted_only_when_fully_acked(tmp_path: Path) -> None:
-    spool, _ = opened(tmp_path, segment_bytes=4096)
+    spool, _ = opened(tmp_path, segment_bytes=400)
     for start in range(0, 200, 10):
         spool.append(entries(start, 10))
     names = spool.segment_names()
@@ -73,11 +90,9 @@ def test_reopen_recovers_next_sequence_and_unacked_positions(tmp_path: Path) -> 
     spool.append(entries(5, 2, key="3:4"))
     spool.close()
     again = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=4096)
-    recovery = again.open(acked=3)
+    recovery = again.open(acked=3, stream_id=STREAM)
     assert recovery.next_sequence == 8
     assert recovery.unacked == 4
-    assert recovery.last_event is not None
-    assert pb.AuditEvent.FromString(recovery.last_event).sequence == 7
     assert recovery.positions == {
         "1:2": FileOffset("/log/a.jsonl", 50, "10:ab"),
         "3:4": FileOffset("/log/a.jsonl", 70, "10:ab"),
@@ -90,7 +105,7 @@ def test_reopen_recovers_next_sequence_and_unacked_positions(tmp_path: Path) -> 
 
 def test_torn_tail_is_cut_and_its_numbers_reused(tmp_path: Path) -> None:
     spool, _ = opened(tmp_path)
-    spool.append(entries(0, 3))
+    append_each(spool, entries(0, 3))
     (segment,) = spool.segment_names()
     spool.close()
     path = tmp_path / segment
@@ -98,7 +113,7 @@ def test_torn_tail_is_cut_and_its_numbers_reused(tmp_path: Path) -> None:
     with path.open("r+b") as f:  # a crash in the middle of writing the third record
         f.truncate(size - 7)
     again = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=4096)
-    recovery = again.open(acked=0)
+    recovery = again.open(acked=0, stream_id=STREAM)
     assert recovery.next_sequence == 3 and recovery.torn_bytes > 0
     assert again.append(entries(2, 1)) == [3]
     records, losses = again.reader(1).read(10)
@@ -108,7 +123,7 @@ def test_torn_tail_is_cut_and_its_numbers_reused(tmp_path: Path) -> None:
 
 def test_corrupt_record_is_skipped_and_reported_as_a_loss(tmp_path: Path) -> None:
     spool, _ = opened(tmp_path)
-    spool.append(entries(0, 5))
+    append_each(spool, entries(0, 5))
     (segment,) = spool.segment_names()
     path = tmp_path / segment
     data = bytearray(path.read_bytes())
@@ -124,7 +139,7 @@ def test_corrupt_record_is_skipped_and_reported_as_a_loss(tmp_path: Path) -> Non
 
 
 def test_corrupt_header_of_the_last_record_before_a_closed_segment_end(tmp_path: Path) -> None:
-    spool, _ = opened(tmp_path, segment_bytes=4096)
+    spool, _ = opened(tmp_path, segment_bytes=400)
     for start in range(0, 120, 10):
         spool.append(entries(start, 10))
     first, second = spool.segment_names()[:2]
@@ -136,18 +151,20 @@ def test_corrupt_header_of_the_last_record_before_a_closed_segment_end(tmp_path:
     reader = spool.reader(1)
     records, losses = reader.read(1000)
     sequences = [r.sequence for r in records]
-    assert next_first - 1 not in sequences and next_first in sequences
-    assert [(x.first, x.last) for x in losses] == [(next_first - 1, next_first - 1)]
+    # The corrupt record is the last append of the segment: its ten events are lost.
+    assert next_first - 11 in sequences and next_first - 10 not in sequences
+    assert next_first in sequences
+    assert [(x.first, x.last) for x in losses] == [(next_first - 10, next_first - 1)]
     reader.close()
     spool.close()
 
 
 def test_full_spool_reports_full_until_acks_free_room(tmp_path: Path) -> None:
-    spool, _ = opened(tmp_path, max_bytes=65_536, segment_bytes=8192)
+    spool, _ = opened(tmp_path, max_bytes=4096, segment_bytes=1024)
     sequence = 0
     while not spool.full():
         sequence = spool.append(entries(sequence, 20))[-1]
-    assert spool.size_bytes() >= 65_536
+    assert spool.size_bytes() >= 4096
     spool.ack(sequence)
     assert not spool.full()
     spool.close()
@@ -162,19 +179,73 @@ def test_files_are_private(tmp_path: Path) -> None:
     spool.close()
 
 
-def test_hooks_see_sequences_in_order_then_the_commit(tmp_path: Path) -> None:
-    calls: list[object] = []
-    spool = Spool(
-        tmp_path,
-        max_bytes=1 << 20,
-        segment_bytes=4096,
-        link=lambda e: calls.append(e.sequence),
-        committed=lambda: calls.append("commit"),
-    )
-    spool.open(0)
-    spool.append(entries(0, 2))
-    spool.append(entries(2, 1))
-    assert calls == [1, 2, "commit", 3, "commit"]
+def test_one_append_is_one_record_and_a_corrupt_one_loses_that_append(tmp_path: Path) -> None:
+    spool, _ = opened(tmp_path)
+    spool.append(entries(0, 4))
+    spool.append(entries(4, 4))
+    (segment,) = spool.segment_names()
+    path = tmp_path / segment
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"CRS2" and data.count(b"CRS2") == 2
+    data[HEADER_SIZE + 5] ^= 0xFF  # inside the first append's frame
+    path.write_bytes(bytes(data))
+    records, losses = spool.reader(1).read(10)
+    assert [r.sequence for r in records] == [5, 6, 7, 8]
+    assert [(x.first, x.last) for x in losses] == [(1, 4)]
+    spool.close()
+
+
+def test_reader_starts_inside_an_append_and_returns_at_most_what_is_asked(
+    tmp_path: Path,
+) -> None:
+    spool, _ = opened(tmp_path)
+    spool.append(entries(0, 10))
+    reader = spool.reader(4)
+    first, _ = reader.read(3)
+    rest, _ = reader.read(100)
+    assert [r.sequence for r in first] == [4, 5, 6]
+    assert [r.sequence for r in rest] == [7, 8, 9, 10]
+    assert reader.next_sequence == 11
+    reader.close()
+    spool.close()
+
+
+def legacy_segment(path: Path, sequences: range) -> None:
+    """A segment as stream format 1 wrote it (magic CRS1, one record per event)."""
+    out = bytearray()
+    for sequence in sequences:
+        payload = b"payload %d" % sequence
+        crc = zlib.crc32(payload, zlib.crc32(struct.pack(">Q", sequence)))
+        out += struct.pack(">4sIIQ", b"CRS1", len(payload), crc, sequence) + payload
+    path.write_bytes(bytes(out))
+
+
+def test_an_older_spool_is_dropped_when_acked_and_refused_when_not(tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    legacy_segment(spool_dir / "00000000000000000001.seg", range(1, 11))
+    with pytest.raises(SpoolFormatError) as refused:
+        drop_legacy(spool_dir, acked=9)
+    message = str(refused.value)
+    assert "00000000000000000001.seg" in message and "up to sequence 10" in message
+    assert "crm-audit-agent status" in message and "\n" not in message
+    assert (spool_dir / "00000000000000000001.seg").exists()  # nothing dropped
+    with pytest.raises(SpoolFormatError, match="older agent"):
+        Spool(spool_dir, max_bytes=1 << 20, segment_bytes=4096).open(0, stream_id=STREAM)
+    assert inspect(spool_dir, 0).legacy_segments == 1
+    assert drop_legacy(spool_dir, acked=10) == ["00000000000000000001.seg"]
+    spool, first = opened(spool_dir)
+    assert first == 1 and spool.append(entries(0, 1)) == [1]
+    spool.close()
+
+
+def test_bytes_per_event_on_disk_stay_small(tmp_path: Path) -> None:
+    # One zstd frame per append compresses across similar events (640 B/event with a
+    # frame per event in the older format).
+    spool, _ = opened(tmp_path, segment_bytes=1 << 20)
+    for start in range(0, 1000, 100):
+        spool.append(entries(start, 100))
+    assert spool.size_bytes() / 1000 < 40
     spool.close()
 
 
@@ -187,9 +258,7 @@ def test_large_records_of_mixed_sizes_and_a_corrupt_one_among_them(
     spool, _ = opened(tmp_path, max_bytes=64 << 20, segment_bytes=32 << 20)
     sizes = [100, 300_000, 7, 200_000, 90_000, 400_000, 1_000, 260_000]
     payloads = [os.urandom(size).hex() for size in sizes]
-    spool.append(
-        [Entry(pb.AuditEvent(action="login", original=text), None, None) for text in payloads]
-    )
+    append_each(spool, [Entry(pb.AuditEvent(action="login", original=text)) for text in payloads])
     (segment,) = spool.segment_names()
     path = tmp_path / segment
     data = bytearray(path.read_bytes())

@@ -598,8 +598,9 @@ def test_rotated_file_gone_while_the_agent_is_stopped_is_reported(
 
 
 def padded(n: int) -> bytes:
-    """A line that compresses badly, so a few thousand of them fill a small disk."""
-    pad = "".join(hashlib.sha256(f"{n}:{i}".encode()).hexdigest() for i in range(8))
+    """A line that compresses badly, so a few thousand of them fill a small disk (the
+    spool compresses a read pass as one frame: hex digests still cost 4 bits a char)."""
+    pad = "".join(hashlib.sha256(f"{n}:{i}".encode()).hexdigest() for i in range(32))
     record = {"timestamp": 1772356500 + n % 86400, "event": "record.view", "n": n, "pad": pad}
     return json.dumps(record).encode()
 
@@ -674,3 +675,109 @@ def test_full_state_disk_pauses_then_recovers_by_itself(
     assert "paused: state disk full" not in agent_status(agent)
     docs = assert_exactly_once(env, agent, set(range(total + 1)))
     assert len(docs) == total + 1
+
+
+def register_key(agent: Agent, keys: Path) -> None:
+    """What an operator does at (re-)enrollment: create the key, register it."""
+    made = subprocess.run(
+        [str(BIN / "crm-audit-agent"), "key", "-c", str(agent.yaml)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    public = agent.state / "signing-key.pub"
+    registered = subprocess.run(
+        [str(BIN / "crm-audit"), "keys", "register", str(keys), agent.id, str(public)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert registered.returncode == 0, registered.stderr
+
+
+def test_agent_state_lost_starts_a_new_stream_and_nothing_is_dropped(
+    env: Env, agents: list[Agent]
+) -> None:
+    """The host is reinstalled: state_dir gone (stream id, checkpoint, spool, key), the
+    logs start afresh, a new key is registered. The new incarnation numbers from 1 again
+    in a new stream, so its ids cannot collide with the first stream's: every line of
+    both is indexed exactly once, and the collector, which checks seals against the
+    registered keys, says once that the agent restarted without state."""
+    keys = env.root / "stateloss-keys"
+    keys.mkdir()
+    port = free_port()
+    collector_yaml = write_collector_config(
+        env.root / "stateloss-collector.yaml",
+        pki=env.pki,
+        url=env.url,
+        prefix=env.prefix,
+        port=port,
+        extra=f"""
+        integrity:
+          keys_dir: {keys}
+          require_seal: true
+        """,
+    )
+    collector = ManagedProcess(
+        ["crm-audit-collector", "run", "-c", str(collector_yaml)],
+        env.root / "stateloss-collector.log",
+    )
+    try:
+        agent = Agent(env, "stateloss", port=port)
+        agents.append(agent)
+        first, second = 1000, 1000
+        log_file = agent.logs / "audit.jsonl"
+        log_file.write_bytes(b"".join(line(n) + b"\n" for n in range(first)))
+        register_key(agent, keys)
+        agent.start()
+        wait_for(
+            lambda: env.count(agent.id) >= first,
+            f"{first} documents of the first stream",
+            timeout=180,
+            watch=[p for p in (agent.process, collector) if p is not None],
+        )
+        agent.stop()
+        old_stream = json.loads((agent.state / "stream.json").read_text())["stream_id"]
+        shutil.rmtree(agent.state)  # state lost with the host
+        log_file.unlink()  # the reinstalled host writes fresh logs
+        log_file.write_bytes(
+            b"".join(line(n) + b"\n" for n in range(first, first + second))
+            + line(first + second, DONE)
+            + b"\n"
+        )
+        register_key(agent, keys)  # re-enrollment: the new key beside the old one
+        agent.start()
+        assert agent.process is not None
+        wait_for(
+            lambda: env.count(agent.id, DONE) >= 1 and env.count(agent.id) > first + second,
+            f"agent {agent.id} to deliver its last line",
+            timeout=240,
+            watch=[agent.process, collector],
+        )
+        agent.stop()
+    finally:
+        collector.stop()
+    new_stream = json.loads((agent.state / "stream.json").read_text())["stream_id"]
+    assert new_stream != old_stream
+    docs = assert_exactly_once(env, agent, set(range(first + second + 1)))
+    assert len(docs) == first + second + 1
+    by_stream: dict[str, list[int]] = {}
+    for doc in docs:
+        by_stream.setdefault(doc["_id"].split(":")[1], []).append(doc["event"]["sequence"])
+    assert sorted(by_stream[old_stream]) == list(range(1, first + 1))
+    assert sorted(by_stream[new_stream]) == list(range(1, second + 2))
+    alerts = f"{env.prefix}-alerts"
+    env.client.indices.refresh(index=alerts, ignore_unavailable=True)
+    hits = env.client.search(
+        index=alerts,
+        body={"query": {"term": {"agent.id": agent.id}}, "size": 100},
+        ignore_unavailable=True,
+    )["hits"]["hits"]
+    kinds = sorted(hit["_source"]["alert"]["kind"] for hit in hits)
+    assert kinds == ["agent_restarted_without_state"], kinds
+    (restart,) = hits
+    assert (
+        f"previous stream {old_stream} ended at sequence {first}"
+        in (restart["_source"]["alert"]["reason"])
+    )

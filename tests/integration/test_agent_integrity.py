@@ -4,9 +4,10 @@ certificates, the real OpenSearch of the session, `crm-audit keys register` and
 
 The agent's key is created by `crm-audit-agent key` and registered; the collector
 requires seals. Sample lines are shipped, the agent is killed with SIGKILL mid-way and
-restarted (its chain must continue from the spool: the collector alerts on gaps and
-forks), heartbeats go out while it idles. The trail then verifies VALID end to end
-with no integrity alert, and an event altered through the OpenSearch API is named.
+restarted (its stream's heads are recomputed from the spool records past the acked
+checkpoint: the collector alerts on gaps and forks), heartbeats go out while it idles.
+The trail then verifies VALID end to end with no integrity alert, and an event altered
+through the OpenSearch API is named.
 """
 
 from __future__ import annotations
@@ -192,14 +193,16 @@ def test_agent_trail_survives_kill9_and_verifies(env: Env) -> None:
         )
         assert public.as_posix() in agent.log()  # the public key path is logged at start
     finally:
-        agent.process.kill()  # SIGKILL: no drain, chain.json possibly behind the spool
+        agent.process.kill()  # SIGKILL: no drain, spooled events past the acked head
         agent.stop()
     killed_at = env.events()
-    # The kill may land between the spool's fsync and the chain.json write after it:
-    # make that case certain, the chain head must then come from the spool.
-    chain_json = env.agent_yaml.parent / "state" / "chain.json"
-    assert json.loads(chain_json.read_text())["head_sequence"] == FIRST
-    chain_json.unlink()
+    state = env.agent_yaml.parent / "state"
+    stream_id = json.loads((state / "stream.json").read_text())["stream_id"]
+    acked = json.loads((state / "checkpoint.json").read_text())
+    assert acked["stream_id"] == stream_id
+    # No chain state is written per event: the heads past the acked checkpoint are
+    # recomputed from the spool at the restart (stream format 1's chain.json is gone).
+    assert not (state / "chain.json").exists()
 
     write_jsonl(
         env.log_file, generate(count=SECOND, seed=12, start=START.replace(hour=11)), append=True
@@ -233,13 +236,13 @@ def test_agent_trail_survives_kill9_and_verifies(env: Env) -> None:
     assert code == 0, report
     assert ranges(report) == [("VALID", 1, total)]
     assert env.count(f"{env.prefix}-alerts") == 0
-    assert f"chain state recovered from the spool: head at sequence {FIRST}" in agent.log()
+    assert f"stream {stream_id} starting: next sequence {FIRST + 1}" in agent.log()
 
     # Tampering through the OpenSearch API is named.
     env.refresh()
     hits = env.client.search(
         index=f"{env.prefix}-events-*",
-        body={"query": {"term": {"_id": f"{AGENT_ID}:{FIRST - 7}"}}},
+        body={"query": {"term": {"_id": f"{AGENT_ID}:{stream_id}:{FIRST - 7}"}}},
     )["hits"]["hits"]
     assert len(hits) == 1
     env.client.update(
