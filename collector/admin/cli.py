@@ -9,7 +9,7 @@
     crm-audit verify --keys DIR [--opensearch URL[,URL...]] [AUTH] [--prefix P]
                      [--agent ID ...] [--from ISO8601] [--to ISO8601] [--checkpoints DIR]
                      [--checkpoint-key PUB] [--state FILE] [--retention-days N] [--grace SECONDS]
-                     [--format text|json]
+                     [--receipts DIR] [--jobs N] [--format text|json]
     crm-audit rules check --rules FILE [--opensearch URL[,URL...] [AUTH] [--prefix P]
                      [--days N] [--strict]]
     crm-audit rules test --rules FILE [--opensearch URL[,URL...]] [AUTH] [--prefix P]
@@ -41,7 +41,9 @@ warns about rules naming a field or an action no event of the last ``--days`` (7
 exits 0 only when the file's digests and signature check out, 1 otherwise.
 
 `verify` exits 0 only when everything checked is VALID (or PENDING), 1 when it found anything, 2 on
-usage errors (and 1 when OpenSearch cannot be read).
+usage errors (and 1 when OpenSearch cannot be read). Each stream of an agent is verified
+on its own; a second stream (an agent restarted without its state) is the finding
+AGENT_RESTARTED: exit 1 even when both streams are VALID.
 
 A user's mistake is one line on stderr, ``crm-audit: <message>``, and exit code 2.
 This is the only module of the admin tool that reads the environment and the clock.
@@ -225,7 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
     lst = keys_commands.add_parser("list", help="list registered keys")
     lst.add_argument("keys_dir", type=Path, metavar="KEYS_DIR")
 
-    ver = commands.add_parser("verify", help="verify the stored audit trail (tamper evidence)")
+    ver = commands.add_parser(
+        "verify",
+        help="verify the stored audit trail (tamper evidence)",
+        description="Exit 0 only when every stream is VALID or PENDING; 1 for any finding "
+        "(a range verdict, MISSING_STREAM, AGENT_RESTARTED — an agent that started a new "
+        "stream without its state, both streams judged on their own —, CHECKPOINT_*, "
+        "RECEIPT_AHEAD) or when OpenSearch cannot be read; 2 for usage errors.",
+    )
     _add_opensearch_options(ver)
     ver.add_argument("--prefix", default="crm-audit", help="index prefix (default crm-audit)")
     ver.add_argument("--keys", type=Path, metavar="DIR", help="agents' public keys (required)")
@@ -259,6 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="unsealed events after the last seal ingested this recently are PENDING, "
         "not INSERTED (default 120; 0: none)",
+    )
+    ver.add_argument(
+        "--receipts",
+        type=Path,
+        metavar="DIR",
+        help="receipts exported by agents (*.jsonl): a stream they attest beyond what "
+        "OpenSearch holds is TAIL_TRUNCATED, beyond the checkpoints RECEIPT_AHEAD",
+    )
+    ver.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="streams verified in parallel (default 4)",
     )
     ver.add_argument("--format", choices=("text", "json"), default="text")
 
@@ -590,6 +613,7 @@ def _retention_records(
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from collector.verify import Verifier, VerifyError, anchors
+    from collector.verify.receipts import read_receipts
 
     opensearch = _opensearch("verify", args)
     if args.keys is None or not args.keys.is_dir():
@@ -626,6 +650,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     except RetentionError as exc:
         _log(f"verify: {exc}")
         return 1
+    receipts = None
+    if args.receipts is not None:
+        if not pinned:
+            raise UsageError(
+                "verify: --receipts needs the collector's public key: --checkpoint-key PUB "
+                f"or {args.keys / anchors.COLLECTOR_KEY_FILE}"
+            )
+        receipts = read_receipts(args.receipts, pinned)
     verifier = Verifier(
         opensearch,
         args.prefix,
@@ -641,6 +673,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         expected=anchors.registered_agents(args.keys),
         stream_findings=seen.agents,
         checkpoint_every_agent=view is not None,
+        receipts=receipts,
+        workers=args.jobs,
     )
     try:
         report = verifier.run(args.agent)

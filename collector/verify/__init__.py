@@ -7,9 +7,13 @@ Inputs: the events indices (``{prefix}-events-*``), ``{prefix}-seals``,
 the signed retention records (``{prefix}-retention`` and the checkpoint directory's
 ``retention-*.jsonl``, trusted with the collector key: `collector.retention_job.records`).
 
-Per agent, seals (sorted by sequence) and events (sorted by ``event.sequence``) are
+Per stream — an agent's format 1 history, and each format 2 stream (``agent.stream``) —
+seals (sorted by ``seal.first_sequence``) and events (sorted by ``event.sequence``,
+filtered by agent and stream; never by ``_id``, whose fielddata is deprecated) are
 streamed with point-in-time searches and ``search_after``; only one seal's range of
-events is held in memory at a time. For each seal with a valid signature by a key
+events is held in memory per stream, and ``--jobs`` streams run in parallel. Format 2
+streams are judged from signed material only (`collector.verify.signed`); below is the
+format 1 walk. For each seal with a valid signature by a key
 registered for the agent, the chain is recomputed from the seal's ``prev_chain_head``
 over the events' stored canonical bytes and must end at the sealed head; every
 searchable field is re-derived from the canonical bytes (`collector.documents`) and
@@ -20,12 +24,15 @@ rule choosing between them are stated once, in `collector.verify.verdicts`.
 
 Modules, one responsibility each:
 
-    reading    point-in-time streams over OpenSearch; events and seals as read back
-    checks     one agent's walk: chain and seal checks, seal links, unsealed runs
+    reading    point-in-time streams over OpenSearch; streams, events and seals as
+               read back
+    checks     a format 1 agent's walk: chain and seal checks, seal links, unsealed runs
+    signed     a format 2 stream's walk: each event against its signed hash
     verdicts   the verdicts, their precedence, ranges and `resolve`
-    verifier   agents, trust and the tail (`Verifier`), the orchestration
-    report     per agent ranges and stream findings, as text or JSON
+    verifier   streams in parallel, trust, retention and the tail (`Verifier`)
+    report     per stream ranges and stream findings, as text or JSON
     anchors    trust roots from the keys directory, checkpoints, ``--state``
+    receipts   receipts exported by agents (``--receipts``)
 
 Exit code (see `collector.admin.cli`): 0 only when every range is VALID or PENDING.
 """

@@ -37,10 +37,36 @@ from proto import integrity
 COLLECTOR_KEY_FILE = "collector.pub"
 CHECKPOINT_FILES = "checkpoints-*.jsonl"
 
-# Agent-level findings (no sequence range to name).
+# Stream-level findings (no sequence range to name).
 MISSING_STREAM = "MISSING_STREAM"
 CHECKPOINT_MISSING = "CHECKPOINT_MISSING"
 CHECKPOINT_TRUNCATED = "CHECKPOINT_TRUNCATED"
+AGENT_RESTARTED = "AGENT_RESTARTED"
+RECEIPT_AHEAD = "RECEIPT_AHEAD"
+
+
+@dataclass
+class Attested:
+    """What the anchors say about how far one stream reached: (sequence, head hex,
+    what attests it, index of the attesting document or "") each."""
+
+    items: list[tuple[int, str, str, str]] = field(default_factory=list)
+    checkpointed: int | None = None  # highest sequence a signed checkpoint attests
+    receipted: int | None = None  # highest sequence a signed receipt attests
+
+    def add(self, sequence: int, head: str, what: str, index: str) -> None:
+        self.items.append((sequence, head, what, index))
+
+    def points(self) -> dict[int, list[tuple[bytes, str, str]]]:
+        """sequence -> [(head, what, index)] for the walk to compare with signed heads."""
+        out: dict[int, list[tuple[bytes, str, str]]] = {}
+        for sequence, head, what, index in self.items:
+            try:
+                value = bytes.fromhex(head)
+            except ValueError:
+                value = b""
+            out.setdefault(sequence, []).append((value, what, index))
+        return out
 
 
 class AnchorError(ValueError):
@@ -134,6 +160,15 @@ class Comparison:
     agents: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
+def attested_sequences(view: CheckpointView) -> dict[str, int | None]:
+    """Highest checkpointed sequence per report label: ``agent`` for a format 1 chain,
+    ``agent:stream`` for a format 2 stream (the names the report uses)."""
+    out: dict[str, int | None] = {agent: head[0] for agent, head in view.heads.items()}
+    for (agent, stream), head in view.streams.items():
+        out[f"{agent}:{stream}"] = head[0]
+    return out
+
+
 def compare(previous: SeenState, view: CheckpointView, counts: Mapping[str, int]) -> Comparison:
     out = Comparison()
     for name, seen in sorted(previous.files.items()):
@@ -147,9 +182,9 @@ def compare(previous: SeenState, view: CheckpointView, counts: Mapping[str, int]
                 f"checkpoint file {name} has {now} lines; a previous run saw {seen} "
                 "(lines removed, --state)"
             )
+    now_attested = attested_sequences(view)
     for agent, seen in sorted(previous.agents.items()):
-        head = view.heads.get(agent)
-        now = head[0] if head is not None else None
+        now = now_attested.get(agent)
         if now is None or now < seen:
             attested = "no sequence" if now is None else f"sequence {now}"
             out.agents.setdefault(agent, []).append(
@@ -164,7 +199,7 @@ def compare(previous: SeenState, view: CheckpointView, counts: Mapping[str, int]
 def updated(previous: SeenState, view: CheckpointView, counts: Mapping[str, int]) -> SeenState:
     """`previous` raised to what this run saw (never lowered)."""
     agents = dict(previous.agents)
-    for agent, (sequence, _head, _when) in view.heads.items():
+    for agent, sequence in attested_sequences(view).items():
         if sequence is not None:
             agents[agent] = max(agents.get(agent, 0), sequence)
     files = dict(previous.files)

@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Generator, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
 
+from collector.documents import parse_iso_nanos
 from collector.index import Requester, Response
 from proto import integrity
 from proto.v1 import audit_pb2
 
-PAGE = 1000
+PAGE = 2000  # hits per search page (two pages in memory per stream)
 
 
 class VerifyError(Exception):
@@ -38,6 +41,32 @@ class Reader:
         sort: Sequence[Mapping[str, Any]],
         source: Sequence[str] | bool = True,
     ) -> Iterator[dict[str, Any]]:
+        """Every hit of `query` over `pattern` in `sort` order. The next page is fetched
+        in a background thread while the caller works on this one (one page ahead:
+        memory is two pages, whatever the count)."""
+        pages = self._pages(pattern, query, sort, source)
+        with ThreadPoolExecutor(max_workers=1) as ahead:
+            pending = ahead.submit(next, pages, None)
+            try:
+                while True:
+                    page = pending.result()
+                    if page is None:
+                        return
+                    pending = ahead.submit(next, pages, None)
+                    yield from page
+            finally:
+                pending.cancel()
+                with contextlib.suppress(Exception):
+                    pending.result()  # let a running fetch finish before closing
+                pages.close()
+
+    def _pages(
+        self,
+        pattern: str,
+        query: Mapping[str, Any],
+        sort: Sequence[Mapping[str, Any]],
+        source: Sequence[str] | bool,
+    ) -> Generator[list[dict[str, Any]], None, None]:
         opened = self.request(
             "POST",
             f"/{pattern}/_search/point_in_time",
@@ -66,7 +95,8 @@ class Reader:
                     raise _failed(f"search on {pattern} failed", page)
                 pit = page.body.get("pit_id", pit)
                 hits = page.body["hits"]["hits"]
-                yield from hits
+                if hits:
+                    yield hits
                 if len(hits) < PAGE:
                     return
                 after = hits[-1]["sort"]
@@ -98,6 +128,42 @@ class Reader:
             if not buckets or not after:
                 return found
 
+    def streams(
+        self, pattern: str, stream_field: str, agents: Collection[str] = ()
+    ) -> set[tuple[str, str]]:
+        """(agent, stream) pairs present in `pattern`; stream "" for documents without
+        `stream_field` (format 1). A composite aggregation (paged, doc values only)."""
+        found: set[tuple[str, str]] = set()
+        after: dict[str, Any] | None = None
+        query: dict[str, Any] = (
+            {"terms": {"agent.id": sorted(agents)}} if agents else {"match_all": {}}
+        )
+        while True:
+            composite: dict[str, Any] = {
+                "size": 1000,
+                "sources": [
+                    {"agent": {"terms": {"field": "agent.id"}}},
+                    {"stream": {"terms": {"field": stream_field, "missing_bucket": True}}},
+                ],
+            }
+            if after:
+                composite["after"] = after
+            response = self.request(
+                "POST",
+                f"/{pattern}/_search",
+                body={"size": 0, "query": query, "aggs": {"s": {"composite": composite}}},
+                params={"ignore_unavailable": "true", "allow_no_indices": "true"},
+            )
+            if response.status != 200:
+                raise _failed(f"cannot list streams in {pattern}", response)
+            agg = response.body.get("aggregations", {}).get("s", {})
+            buckets = agg.get("buckets", [])
+            for b in buckets:
+                found.add((str(b["key"]["agent"]), str(b["key"]["stream"] or "")))
+            after = agg.get("after_key")
+            if not buckets or not after:
+                return found
+
     def index_exists(self, name: str) -> bool:
         response = self.request(
             "GET", f"/{name}/_settings", params={"filter_path": "*.settings.index.uuid"}
@@ -108,12 +174,14 @@ class Reader:
             return True
         raise _failed(f"cannot check index {name}", response)
 
-    def chain_head(self, index: str, agent: str) -> tuple[int | None, str] | None:
-        response = self.request("GET", f"/{index}/_doc/{agent}")
+    def chain_head(self, index: str, doc_id: str) -> tuple[int | None, str] | None:
+        """(sequence, head hex) of the chain head document `doc_id` (``agent`` for
+        format 1, ``agent:stream`` for format 2); None when there is none."""
+        response = self.request("GET", f"/{index}/_doc/{doc_id}")
         if response.status == 404:
             return None
         if response.status != 200:
-            raise _failed(f"cannot read chain head of {agent}", response)
+            raise _failed(f"cannot read chain head {doc_id}", response)
         chain = response.body.get("_source", {}).get("chain", {})
         seq = chain.get("sequence")
         return (int(seq) if seq is not None else None, str(chain.get("head", "")))
@@ -151,6 +219,12 @@ class StoredEvent:
     canonical: bytes | None
     decoded: audit_pb2.AuditEvent | None
     hint: bytes | None  # integrity.chain_hash as stored (not trusted)
+    stream: str = ""  # agent.stream as stored (format 2; not trusted)
+
+    @functools.cached_property
+    def event_hash(self) -> bytes | None:
+        """The format 2 event hash recomputed from the stored bytes (None: unreadable)."""
+        return integrity.event_hash(self.canonical) if self.canonical is not None else None
 
     @property
     def decoded_sequence(self) -> int | None:
@@ -178,6 +252,7 @@ def read_event(hit: Mapping[str, Any]) -> StoredEvent:
         canonical=canonical,
         decoded=decoded,
         hint=hint,
+        stream=str(source.get("agent", {}).get("stream", "") or ""),
     )
 
 
@@ -189,6 +264,9 @@ class SealInfo:
     indices: tuple[str, ...]
     problem: str  # "" when the seal is authentic and consistent
     index: str = ""  # where the seal document was read from
+    # The signature verified (and a format 2 seal's heads chain over its hashes): its
+    # signed content may be used even when its searchable fields were edited.
+    signed_ok: bool = False
 
 
 def read_seal(hit: Mapping[str, Any], agent: str, keys: Mapping[str, Ed25519PublicKey]) -> SealInfo:
@@ -215,11 +293,29 @@ def read_seal(hit: Mapping[str, Any], agent: str, keys: Mapping[str, Ed25519Publ
         "chain_head": seal.chain_head.hex(),
         "key_id": seal.key_id,
     }
+    times: dict[str, int] = {}
+    if integrity.seal_format(seal) == integrity.FORMAT_V2:
+        if not integrity.seal_heads_consistent(seal):
+            return SealInfo(seal, indices, "head is not the chain over its event hashes", where)
+        searchable["stream"] = seal.stream_id
+        searchable["format_version"] = integrity.FORMAT_V2
+        times = {
+            "min_event_time": seal.min_event_time_unix_nano,
+            "max_event_time": seal.max_event_time_unix_nano,
+        }
     changed = sorted(k for k, v in searchable.items() if src.get(k) != v)
+    changed += [k for k, ns in times.items() if k in src and _nanos(src[k]) != ns]
     if changed:
         problem = f"searchable fields differ from the signed seal: {changed}"
-        return SealInfo(seal, indices, problem, where)
-    return SealInfo(seal, indices, "", where)
+        return SealInfo(seal, indices, problem, where, signed_ok=True)
+    return SealInfo(seal, indices, "", where, signed_ok=True)
+
+
+def _nanos(value: Any) -> int | None:
+    try:
+        return parse_iso_nanos(str(value))
+    except ValueError:
+        return None
 
 
 class Peekable(Iterator[Any]):

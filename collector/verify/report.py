@@ -17,9 +17,17 @@ class AgentReport:
     ranges: list[Range] = field(default_factory=list)
     events: int = 0
     seals: int = 0
-    # Findings about the stream as a whole, (kind, detail): MISSING_STREAM and the
-    # checkpoint findings of `collector.verify_anchors`.
+    # Findings about the stream as a whole, (kind, detail): MISSING_STREAM,
+    # AGENT_RESTARTED, RECEIPT_AHEAD and the checkpoint findings of `anchors`.
     stream: list[tuple[str, str]] = field(default_factory=list)
+    # The stream id (format 2); "" for an agent's format 1 history (one chain per agent).
+    stream_id: str = ""
+    started: int | None = None  # signed time the stream's first seal was made (format 2)
+
+    @property
+    def label(self) -> str:
+        """How the report names it: ``agent`` (format 1) or ``agent:stream``."""
+        return f"{self.agent}:{self.stream_id}" if self.stream_id else self.agent
 
     def add(
         self, kind: str, first: int, last: int, detail: str = "", indices: Sequence[str] = ()
@@ -58,6 +66,8 @@ class Report:
             "problems": self.problems,
             "agents": {
                 name: {
+                    "agent": report.agent,
+                    "stream_id": report.stream_id,
                     "valid": report.valid,
                     "events": report.events,
                     "seals": report.seals,
@@ -70,9 +80,12 @@ class Report:
 
     def to_text(self) -> str:
         lines = []
-        for name, report in sorted(self.agents.items()):
+        for _name, report in sorted(self.agents.items()):
             state = "VALID" if report.valid else "FINDINGS"
-            lines.append(f"agent {name}: {state} ({report.events} events, {report.seals} seals)")
+            what = f"agent {report.agent}" + (
+                f" stream {report.stream_id}" if report.stream_id else ""
+            )
+            lines.append(f"{what}: {state} ({report.events} events, {report.seals} seals)")
             for kind, detail in report.stream:
                 lines.append(f"  {kind:<14} {detail}")
             for r in report.ranges:
@@ -85,6 +98,6 @@ class Report:
             lines.append(f"problem: {problem}")
         verdict = "VALID" if self.valid else "FINDINGS"
         lines.append(
-            f"{verdict}: {len(self.agents)} agents, {self.events} events in {self.seconds:.1f} s"
+            f"{verdict}: {len(self.agents)} streams, {self.events} events in {self.seconds:.1f} s"
         )
         return "\n".join(lines)

@@ -1,20 +1,33 @@
 """The verdicts of `crm-audit verify`, each rule stated once, and the ranges they are
-reported in. Every sequence ends up in exactly one kind of range (where the checks
+reported in. Verdicts are per stream: an agent's format 1 history (one chain per agent,
+reported under the agent id) and each of its format 2 streams (``agent:stream``, judged
+on its own from its genesis, from signed material only: `collector.verify.signed`).
+Every sequence ends up in exactly one kind of range (where the checks
 reach several for one sequence, the first in `PRECEDENCE` wins: MISSING, EXPIRED,
 ALTERED, REORDERED, SEAL_INVALID, INSERTED, TAIL_TRUNCATED, CHAIN_BREAK, SEAL_MISSING,
 UNVERIFIABLE, GAP_AT_SOURCE, PENDING, VALID), and each finding names the indices of
 the documents it was reached from:
 
-    VALID           signed, chained, every field as signed
+    VALID           signed, chained, every field as signed (format 2: the stored bytes
+                    hash to the event hash the seal signed for that sequence)
     MISSING         a seal (or heartbeat seal, or the chain head record) proves the
-                    event existed and it is not there, and no signed retention record
-                    accounts for it (or the record's index was deleted before its
-                    retention ended: --retention-days)
-    EXPIRED         as MISSING, but a signed retention record (written by the collector
-                    before it deleted the index, or for a deletion ISM made; signature
-                    checked with the collector keys passed) lists the sequence among
-                    those its deleted index held
+                    event existed and it is not there, and it is not EXPIRED
+    EXPIRED         as MISSING, but from signed facts only. Format 1: a signed
+                    retention record (written by the collector before it deleted the
+                    index, or for a deletion ISM made; signature checked with the
+                    collector keys passed) lists the sequence among those its deleted
+                    index held, and the index was not deleted before its retention ended
+                    (--retention-days). Format 2: the seal's signed newest event time is
+                    more than --retention-days before now, or a signed retention record
+                    covers the sequence, its index held events up to at least that
+                    signed time and was deleted after it (+ --retention-days). Unsigned
+                    seal fields (``seal.indices``, the searchable time range) count for
+                    nothing
     ALTERED         stored bytes or searchable fields differ from what was signed
+                    (format 2: a document stored under the sequence whose bytes do not
+                    hash to the signed hash, while no document carries the signed one;
+                    or two signed seals disagree; or an anchor's head differs from the
+                    signed head at its sequence)
     INSERTED        a document that no valid seal covers (and not PENDING), or a second
                     document for a sequence: the one a valid seal covers is the one
                     under that sequence and ``_id`` in the index dated by its signed
@@ -24,7 +37,8 @@ the documents it was reached from:
                     seal before it by sequence ended: its ``prev_chain_head`` (a
                     heartbeat: its restated head) is not the chain head at the sequence
                     before its first one (see "Seal links" in `collector.verify.checks`)
-    TAIL_TRUNCATED  a signed checkpoint (or the chain head record) attests sequences
+    TAIL_TRUNCATED  a signed checkpoint, a signed receipt exported by the agent
+                    (``--receipts``), or the chain head record attests sequences
                     beyond the last one found, and neither a seal nor a document of them
                     is left
     GAP_AT_SOURCE   the agent itself recorded a loss (event flagged gap_at_source)
@@ -40,8 +54,22 @@ the documents it was reached from:
                     ``--grace`` of now — a live stream whose seal is not searchable yet.
                     Past the grace period the same documents are INSERTED.
 
-Findings about a stream as a whole (no sequence range): MISSING_STREAM,
-CHECKPOINT_MISSING, CHECKPOINT_TRUNCATED (`collector.verify.anchors`).
+Findings about a stream as a whole (no sequence range; `collector.verify.anchors`),
+each makes the run exit 1 like any finding:
+
+    MISSING_STREAM        a registered (or named) agent with no stream at all: no event,
+                          no seal, no chain head record
+    AGENT_RESTARTED       a stream of an agent after its first one (the format 1 history
+                          first, then format 2 streams by the signed time of their first
+                          seal): the agent started again without its state, or another
+                          machine uses its key. Both streams are judged on their own;
+                          the restart itself is what an auditor must see
+    CHECKPOINT_MISSING    checkpoints configured, none attests this agent / stream
+    CHECKPOINT_TRUNCATED  the checkpoints attest less than a previous run saw (--state)
+    RECEIPT_AHEAD         a signed receipt (``--receipts``) attests a higher sequence of
+                          the stream than the signed checkpoints (checkpoints truncated
+                          or not written); the sequences beyond what OpenSearch holds
+                          are TAIL_TRUNCATED
 """
 
 from __future__ import annotations

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from collector.checkpoints import CheckpointView
-from collector.documents import parse_iso_nanos
+from collector.documents import iso_nanos, parse_iso_nanos
 from collector.index import Requester
 from collector.integrity import chainheads_index, seals_index
 from collector.lifecycle import events_index_pattern
 from collector.retention_job.records import RetentionRecords
-from collector.verify.anchors import CHECKPOINT_MISSING, MISSING_STREAM
+from collector.verify.anchors import (
+    AGENT_RESTARTED,
+    CHECKPOINT_MISSING,
+    MISSING_STREAM,
+    RECEIPT_AHEAD,
+    Attested,
+)
 from collector.verify.checks import FIRST_SEQUENCE, Walk, absent_runs
 from collector.verify.reading import Peekable, Reader, SealInfo, StoredEvent, read_event, read_seal
+from collector.verify.receipts import ReceiptView
 from collector.verify.report import AgentReport, Report
+from collector.verify.signed import StreamWalk
 from collector.verify.verdicts import ALTERED, EXPIRED, MISSING, TAIL_TRUNCATED, resolve
+from proto.v1 import audit_pb2
 
 
 class Verifier:
@@ -42,6 +54,8 @@ class Verifier:
         expected: Collection[str] = (),
         stream_findings: Mapping[str, Sequence[tuple[str, str]]] | None = None,
         checkpoint_every_agent: bool = False,
+        receipts: ReceiptView | None = None,
+        workers: int = 4,
     ) -> None:
         self.reader = Reader(request)
         self.prefix = prefix
@@ -62,30 +76,86 @@ class Verifier:
         self._started = time.monotonic()
         self._last_progress = 0.0
         self._events_total = 0
+        self.receipts = receipts
+        self.workers = max(1, workers)
+        self._lock = threading.Lock()
 
     # -- entry -----------------------------------------------------------------
 
     def run(self, agents: Sequence[str] | None = None) -> Report:
+        """Every stream of every agent (named, or found, or expected), in parallel."""
         report = Report()
         if self.checkpoints is not None:
             report.problems.extend(self.checkpoints.problems)
         if self.retention_records is not None:
             report.problems.extend(self.retention_records.problems)
+        if self.receipts is not None:
+            report.problems.extend(self.receipts.problems)
         names = set(agents or ())
         self._named = frozenset(names)
+        streams = self.streams(names)
+        if self.checkpoints is not None:
+            # A stream a signed checkpoint attests is expected even when OpenSearch
+            # holds nothing of it any more (deleted whole: TAIL_TRUNCATED, not silence).
+            streams |= {(a, s) for a, s in self.checkpoints.streams if not names or a in names}
         if not names:
-            names |= self.reader.agents(events_index_pattern(self.prefix), "agent.id")
-            names |= self.reader.agents(seals_index(self.prefix), "agent.id")
-            names |= self.reader.agents(chainheads_index(self.prefix), "agent.id")
+            names |= {agent for agent, _ in streams}
             if self.checkpoints is not None:
                 names |= set(self.checkpoints.heads)
-            names |= self.expected | set(self.stream_findings)
-        for name in sorted(names):
-            out = report.agents[name] = self.verify_agent(name)
-            out.stream.extend(self._stream_findings(out))
+            names |= self.expected | {label.split(":")[0] for label in self.stream_findings}
+        units = sorted(streams | {(a, "") for a in names if not any(x == a for x, _ in streams)})
+        units = [(a, s) for a, s in units if a in names]
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            results = list(pool.map(lambda unit: self.verify_unit(*unit), units))
+        for out in results:
+            report.agents[out.label] = out
             report.events += out.events
+        self._restarts(results)
+        for out in results:
+            out.stream.extend(self._stream_findings(out))
         report.seconds = time.monotonic() - self._started
         return report
+
+    def streams(self, named: Collection[str]) -> set[tuple[str, str]]:
+        """(agent, stream) of every stream with an event, a seal or a chain head record;
+        stream "" for an agent's format 1 history."""
+        found = self.reader.streams(events_index_pattern(self.prefix), "agent.stream", named)
+        found |= self.reader.streams(seals_index(self.prefix), "seal.stream", named)
+        found |= self.reader.streams(chainheads_index(self.prefix), "agent.stream", named)
+        if self.receipts is not None:
+            found |= {k for k in self.receipts.heads if not named or k[0] in named}
+        return found
+
+    def verify_unit(self, agent: str, stream: str) -> AgentReport:
+        if stream:
+            return self.verify_stream(agent, stream)
+        return self.verify_agent(agent)
+
+    def _restarts(self, results: Sequence[AgentReport]) -> None:
+        """AGENT_RESTARTED on every stream of an agent but its first: the format 1
+        history first, then format 2 streams by the signed time of their first seal.
+        Each stream is judged on its own; the restart itself is what an auditor must
+        see (state lost, or a second machine using the agent's key)."""
+        by_agent: dict[str, list[AgentReport]] = {}
+        for out in results:
+            if out.events or out.seals or out.stream_id:
+                by_agent.setdefault(out.agent, []).append(out)
+        for streams in by_agent.values():
+            ordered = sorted(
+                streams,
+                key=lambda o: (o.stream_id != "", o.started is None, o.started or 0, o.stream_id),
+            )
+            for before, after in itertools.pairwise(ordered):
+                ended = max((r.last for r in before.ranges), default=0)
+                since = f" at {iso_nanos(after.started)}" if after.started is not None else ""
+                previous = f"stream {before.stream_id}" if before.stream_id else "format 1 history"
+                after.stream.append(
+                    (
+                        AGENT_RESTARTED,
+                        f"agent {after.agent} started stream {after.stream_id} from its genesis"
+                        f"{since}; previous {previous} ended at sequence {ended}",
+                    )
+                )
 
     # -- one agent ---------------------------------------------------------------
 
@@ -94,7 +164,12 @@ class Verifier:
         seals = self._seals(agent)
         seal_list_peek = Peekable(seals)
         seq_range = self._sequence_window(agent) if (self.time_from or self.time_to) else None
-        query: dict[str, Any] = {"bool": {"filter": [{"term": {"agent.id": agent}}]}}
+        query: dict[str, Any] = {
+            "bool": {
+                "filter": [{"term": {"agent.id": agent}}],
+                "must_not": [{"exists": {"field": "agent.stream"}}],
+            }
+        }
         if seq_range is not None:
             query["bool"]["filter"].append(
                 {"range": {"event.sequence": {"gte": seq_range[0], "lte": seq_range[1]}}}
@@ -117,6 +192,104 @@ class Verifier:
         out.ranges = resolve(out.ranges + walk.breaks)
         return out
 
+    def verify_stream(self, agent: str, stream: str) -> AgentReport:
+        """One format 2 stream, from its signed seals (`collector.verify.signed`)."""
+        out = AgentReport(agent, stream_id=stream)
+        attested = self._attested(agent, stream)
+        walk = StreamWalk(self, agent, stream, out, attested.points())
+        seals = self._seals(agent, stream)
+        window = self._sequence_window(agent, stream) if (self.time_from or self.time_to) else None
+        filters: list[dict[str, Any]] = [
+            {"term": {"agent.id": agent}},
+            {"term": {"agent.stream": stream}},
+        ]
+        if window is not None:
+            filters.append({"range": {"event.sequence": {"gte": window[0], "lte": window[1]}}})
+        events = Peekable(
+            read_event(hit)
+            for hit in self.reader.stream(
+                events_index_pattern(self.prefix),
+                {"bool": {"filter": filters}},
+                [{"event.sequence": "asc"}, {"_index": "asc"}, {"_doc": "asc"}],
+            )
+        )
+        for info in seals:
+            out.seals += 1
+            walk.seal(info, events)
+        walk.finish(events)
+        out.started = walk.started
+        if self.time_to is None:
+            self._check_tail_signed(walk, attested, out)
+        if (
+            self.checkpoint_every_agent
+            and self.checkpoints is not None
+            and (agent, stream) not in self.checkpoints.streams
+        ):
+            out.stream.append((CHECKPOINT_MISSING, "no signed checkpoint attests this stream"))
+        out.ranges = resolve(out.ranges + walk.breaks)
+        return out
+
+    def _attested(self, agent: str, stream: str) -> Attested:
+        """What vouches for how far the stream reached: the chain head record
+        (unsigned, written by the collector), signed checkpoints, signed receipts."""
+        found = Attested()
+        name = f"{agent}:{stream}"
+        heads_index = chainheads_index(self.prefix)
+        stored = self.reader.chain_head(heads_index, name)
+        if stored is not None and stored[0] is not None:
+            found.add(stored[0], stored[1], "chain head record", heads_index)
+        if self.checkpoints is not None and (agent, stream) in self.checkpoints.streams:
+            seq, head, when = self.checkpoints.streams[(agent, stream)]
+            if seq is not None:
+                found.add(seq, head, f"signed checkpoint of {when}", "")
+                found.checkpointed = seq
+        if self.receipts is not None and (agent, stream) in self.receipts.heads:
+            receipt = self.receipts.heads[(agent, stream)]
+            found.add(
+                receipt.sequence,
+                receipt.head.hex(),
+                f"signed receipt of {receipt.received} ({receipt.where})",
+                "",
+            )
+            found.receipted = receipt.sequence
+        return found
+
+    def _check_tail_signed(self, walk: StreamWalk, attested: Attested, out: AgentReport) -> None:
+        """Sequences an anchor attests beyond the last valid seal: TAIL_TRUNCATED where no
+        document is left (a heartbeat seal attesting them: MISSING); RECEIPT_AHEAD when a
+        signed receipt attests more than the signed checkpoints."""
+        end = walk.covered_end
+        points = list(attested.items)
+        if walk.heartbeat is not None and (end is None or walk.heartbeat[0] > end):
+            points.append(
+                (
+                    walk.heartbeat[0],
+                    walk.heartbeat[1].hex(),
+                    "heartbeat seal attests it",
+                    seals_index(self.prefix),
+                )
+            )
+        for seq, _head, detail, index in sorted(points, key=lambda p: -p[0]):
+            if end is not None and seq <= end:
+                break
+            kind = MISSING if detail.startswith("heartbeat") else TAIL_TRUNCATED
+            start = (end + 1) if end is not None else FIRST_SEQUENCE
+            for first, last in absent_runs(start, seq, walk.tail_present):
+                out.add(kind, first, last, detail, (index,) if index else ())
+            break
+        if (
+            attested.receipted is not None
+            and self.checkpoints is not None
+            and (attested.checkpointed or 0) < attested.receipted
+        ):
+            out.stream.append(
+                (
+                    RECEIPT_AHEAD,
+                    f"a signed receipt attests sequence {attested.receipted}, the signed "
+                    f"checkpoints only {attested.checkpointed or 'nothing'}",
+                )
+            )
+
     def _stream_findings(self, out: AgentReport) -> list[tuple[str, str]]:
         """MISSING_STREAM: no event and no seal (in the window) of an agent that is
         expected (registered) or named; CHECKPOINT_MISSING: with `checkpoint_every_agent`,
@@ -131,29 +304,37 @@ class Verifier:
         if (
             self.checkpoint_every_agent
             and checkpoints is not None
+            and not out.stream_id  # format 2 streams: `verify_stream`
             and (out.agent not in checkpoints.heads)
         ):
             found.append((CHECKPOINT_MISSING, "no signed checkpoint attests this agent"))
-        found.extend(self.stream_findings.get(out.agent, ()))
+        found.extend(self.stream_findings.get(out.label, ()))
         return found
 
-    def _sequence_window(self, agent: str) -> tuple[int, int] | None:
+    def _sequence_window(self, agent: str, stream: str = "") -> tuple[int, int] | None:
         low: int | None = None
         high: int | None = None
-        for info in self._seals(agent):
+        for info in self._seals(agent, stream):
             low = info.seal.first_sequence if low is None else min(low, info.seal.first_sequence)
             high = info.seal.last_sequence if high is None else max(high, info.seal.last_sequence)
         return (low, high) if low is not None and high is not None else (1, 0)
 
-    def _seals(self, agent: str) -> Iterator[SealInfo]:
+    def _seals(self, agent: str, stream: str = "") -> Iterator[SealInfo]:
+        """The seals of one stream in sequence order (doc values: ``seal.first_sequence``
+        then ``seal.last_sequence``, never ``_id``). Format 1: seals without
+        ``seal.stream``. A window selects format 1 seals by their sealing time and
+        format 2 seals by their (searchable copy of the signed) event-time range."""
         filters: list[dict[str, Any]] = [{"term": {"agent.id": agent}}]
-        if self.time_from or self.time_to:
-            bounds: dict[str, str] = {}
-            if self.time_from:
-                bounds["gte"] = self.time_from.isoformat()
-            if self.time_to:
-                bounds["lte"] = self.time_to.isoformat()
-            filters.append({"range": {"@timestamp": bounds}})
+        if stream:
+            filters.append({"term": {"seal.stream": stream}})
+        else:
+            filters.append({"bool": {"must_not": [{"exists": {"field": "seal.stream"}}]}})
+        if self.time_from:
+            field = "seal.max_event_time" if stream else "@timestamp"
+            filters.append({"range": {field: {"gte": self.time_from.isoformat()}}})
+        if self.time_to:
+            field = "seal.min_event_time" if stream else "@timestamp"
+            filters.append({"range": {field: {"lte": self.time_to.isoformat()}}})
         keys = self.keys(agent)
         for hit in self.reader.stream(
             seals_index(self.prefix),
@@ -233,6 +414,43 @@ class Verifier:
                 return MISSING, f"{detail} before its retention ended (--retention-days)"
         return EXPIRED, detail
 
+    def absent_kind_signed(
+        self, agent: str, stream: str, sequence: int, seal: audit_pb2.Seal
+    ) -> tuple[str, str]:
+        """EXPIRED or MISSING for the absent event `sequence` of a format 2 seal, from
+        signed facts only: the seal's signed event-time range (``max_event_time``) and
+
+        - ``--retention-days N`` (the retention in force): the seal's newest event is
+          more than N days before now; or
+        - a signed retention record covering the sequence whose deleted index held
+          events up to at least the seal's newest one (its signed ``events.newest``),
+          deleted after that time plus N days when N is given.
+
+        Nothing the collector writes unsigned beside the seal (``seal.indices``, the
+        searchable time fields) counts. Otherwise MISSING: the signed seal proves the
+        event existed.
+        """
+        newest = seal.max_event_time_unix_nano
+        days = self.retention_days
+        if days is not None and newest + days * 86_400e9 <= self.now.timestamp() * 1e9:
+            return EXPIRED, f"the seal's signed event time is older than --retention-days {days:g}"
+        records = self.retention_records
+        record = None
+        if records is not None:
+            record = records.covering(f"{agent}:{stream}", sequence) or records.covering(
+                agent, sequence
+            )
+        if record is not None and record.newest_event:
+            held = parse_iso_nanos(record.newest_event)
+            deleted = parse_iso_nanos(record.time)
+            kept = (days or 0) * 86_400e9
+            if newest <= held and newest + kept <= deleted:
+                return EXPIRED, (
+                    f"index {record.index} deleted by {record.enforcer or '?'} "
+                    f"({record.where}) after the seal's signed event time"
+                )
+        return MISSING, "a signed seal proves it existed, within retention"
+
     @property
     def grace_text(self) -> str:
         return f"{self.grace.total_seconds():g} s" if self.grace is not None else "none"
@@ -252,11 +470,15 @@ class Verifier:
         return self.now - self.grace <= when <= self.now + self.grace
 
     def tick(self, agent: str, count: int) -> None:
-        self._events_total += count
-        if self.progress is None:
-            return
-        now = time.monotonic()
-        if now - self._last_progress >= 0.5:
+        """Count `count` events read; a progress line at most twice a second (the
+        streams run in parallel threads)."""
+        with self._lock:
+            self._events_total += count
+            if self.progress is None:
+                return
+            now = time.monotonic()
+            if now - self._last_progress < 0.5:
+                return
             self._last_progress = now
             rate = self._events_total / max(now - self._started, 1e-6)
-            self.progress(f"verify: agent {agent}: {self._events_total} events ({rate:.0f}/s)")
+            self.progress(f"verify: {agent}: {self._events_total} events ({rate:.0f}/s)")

@@ -73,6 +73,10 @@ class FakeOpenSearch:
             return Response(200, {})
         if method == "POST" and parts == ["_search"]:
             return Response(200, {"hits": {"hits": self._search(body)}})
+        if method == "POST" and len(parts) == 2 and parts[1] == "_search" and "aggs" in body:
+            return Response(
+                200, {"aggregations": {"s": {"buckets": self._streams(parts[0], body)}}}
+            )
         if method == "GET" and len(parts) == 2 and parts[1] == "_settings":
             return Response(200 if parts[0] in self.indices else 404, {})
         if method == "GET" and len(parts) == 3 and parts[1] == "_doc":
@@ -81,6 +85,25 @@ class FakeOpenSearch:
                 return Response(404, {"found": False})
             return Response(200, {"_source": source, "_seq_no": 0, "_primary_term": 1})
         raise AssertionError(f"unexpected request {method} {path}")
+
+    def _streams(self, pattern: str, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The composite aggregation (agent, stream) `Reader.streams` asks for (one page)."""
+        sources = body["aggs"]["s"]["composite"]["sources"]
+        stream_field = sources[1]["stream"]["terms"]["field"]
+        wanted = body["query"].get("terms", {}).get("agent.id")
+        keys = set()
+        for index in self._matching(pattern):
+            for source in self.indices[index].values():
+                agent = source.get("agent", {}).get("id")
+                if wanted is not None and agent not in wanted:
+                    continue
+                hit = {"_source": source}
+                try:
+                    stream = _value(hit, stream_field)
+                except KeyError:
+                    stream = None
+                keys.add((agent, stream))
+        return [{"key": {"agent": a, "stream": s}} for a, s in sorted(keys, key=str)]
 
     def _search(self, body: Mapping[str, Any]) -> list[dict[str, Any]]:
         assert "search_after" not in body  # every test trail fits in one page
@@ -107,6 +130,14 @@ def _value(hit: Mapping[str, Any], dotted: str) -> Any:
 
 def _matches(source: Mapping[str, Any], clause: Mapping[str, Any]) -> bool:
     hit = {"_source": source}
+    if "bool" in clause:  # must_not exists: the only bool clause `collector.verify` sends
+        for inner in clause["bool"]["must_not"]:
+            try:
+                _value(hit, inner["exists"]["field"])
+            except KeyError:
+                continue
+            return False
+        return True
     if "term" in clause:
         ((name, wanted),) = clause["term"].items()
         return bool(_value(hit, name) == wanted)

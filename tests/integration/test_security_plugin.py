@@ -71,7 +71,7 @@ from tests.integration.secured_opensearch import (
     WRITER,
     SecuredCluster,
 )
-from tests.integration.support import agent_config_head, write_collector_config
+from tests.integration.support import agent_config_head, entry_of, write_collector_config
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -398,8 +398,9 @@ sources:
         wait_for(lambda: env.reaches(EVENTS_PATTERN, EVENTS), f"{EVENTS} events", 120, watch=watch)
 
         def checkpointed() -> bool:
-            head = read_checkpoints(env.checkpoints).heads.get(AGENT_ID)
-            return head is not None and head[0] == EVENTS
+            # The agent ships stream format 2: its heads are checkpointed per stream.
+            streams = read_checkpoints(env.checkpoints).streams
+            return any(a == AGENT_ID and h[0] == EVENTS for (a, _), h in streams.items())
 
         wait_for(checkpointed, f"a checkpoint at {EVENTS}", 60, watch=watch)
         # Windowed detection (leases) and inline detection have written alerts.
@@ -572,7 +573,7 @@ def test_analyst_verifies_and_reports(shipped: Shipped, env: Env) -> None:
     done = env.verify()
     assert done.returncode == 0, done.stderr + done.stdout
     report = json.loads(done.stdout)
-    ranges = [(r["kind"], r["first"], r["last"]) for r in report["agents"][AGENT_ID]["ranges"]]
+    ranges = [(r["kind"], r["first"], r["last"]) for r in entry_of(report, AGENT_ID)["ranges"]]
     assert ranges == [("VALID", 1, EVENTS)]
     today = dt.datetime.now(dt.UTC).date()
     out = env.root / "report.html"

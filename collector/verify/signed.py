@@ -1,0 +1,406 @@
+"""Checks of one stream format 2 stream, from signed material only.
+
+A v2 seal, signed by the agent, lists the hash of every event it covers, in sequence
+order, and its heads are the chain over those hashes (`proto.integrity`). So each
+stored document is judged on its own: its hash is recomputed from its stored bytes
+(``integrity.canonical``) and looked up among the signed hashes of the seal covering
+its range. No stored per-event field (``integrity.chain_hash``, ``integrity.event_hash``,
+the position of the previous document) decides anything: an attacker who re-encodes
+one event and recomputes every stored chain field after it still gets exactly that one
+event ALTERED.
+
+Per sequence s of a seal's range (the verdict rules themselves are in
+`collector.verify.verdicts`):
+
+- the documents whose bytes hash to the signed hash of s carry the signed event s;
+  the one stored under s and ``_id`` ``agent:stream:s`` in the index dated by the
+  event's time is the genuine one, any other copy is an extra (INSERTED, both indices
+  named); the genuine one under another sequence or ``_id`` is REORDERED;
+- no document carries it: a document stored under s holds other bytes (ALTERED),
+  none is stored under s (MISSING, or EXPIRED from the seal's signed time range);
+- a document stored under s whose bytes hash to nothing the seal signed, while the
+  signed event s is present, is an extra (INSERTED).
+
+**Seal links.** A seal starting right after the covered part must carry the head
+there as ``prev_chain_head``; the first seal of a stream (sequence 1) the stream's
+genesis head (`proto.integrity.genesis_v2`). Otherwise CHAIN_BREAK over its range (its
+events are still each compared with their signed hashes). Seals overlapping what is
+covered (a re-cut batch) must agree with the heads known there, else ALTERED. Events
+between two seals with no seal of their own whose hashes chain from the last head to
+the next seal's ``prev_chain_head`` are SEAL_MISSING; otherwise INSERTED (documents)
+and MISSING (no document). Heartbeats restating a head compare it with the head at
+their sequence (CHAIN_BREAK when it differs).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from collector.verify.checks import absent_runs, field_differences
+from collector.verify.reading import Peekable, SealInfo, StoredEvent
+from collector.verify.report import AgentReport
+from collector.verify.verdicts import (
+    ALTERED,
+    CHAIN_BREAK,
+    GAP_AT_SOURCE,
+    INSERTED,
+    MISSING,
+    PENDING,
+    PRECEDENCE,
+    REORDERED,
+    SEAL_INVALID,
+    SEAL_MISSING,
+    VALID,
+    Range,
+)
+from proto import integrity
+
+if TYPE_CHECKING:
+    from collector.verify.verifier import Verifier
+
+FIRST_SEQUENCE = 1
+_HEAD_MEMORY = 4096  # heads at recent seal ends, for overlapping seals and heartbeats
+Mark = tuple[str, str, tuple[str, ...]]
+
+
+class StreamWalk:
+    """State of one v2 stream's walk: how far valid seals cover and the head there.
+
+    `attested` maps sequences that anchors (chain head record, checkpoints, receipts)
+    vouch for to their (head, what attests it, index): the walk compares them with the
+    signed heads as it passes (memory: one seal's hashes, not the stream's)."""
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        agent: str,
+        stream: str,
+        out: AgentReport,
+        attested: Mapping[int, list[tuple[bytes, str, str]]] | None = None,
+    ) -> None:
+        self.v = verifier
+        self.agent = agent
+        self.stream = stream
+        self.out = out
+        self.genesis = integrity.genesis_v2(agent, stream)
+        self.covered_end: int | None = None
+        self.head = self.genesis
+        self.heads: OrderedDict[int, bytes] = OrderedDict()
+        self.attested = dict(attested or {})
+        self.breaks: list[Range] = []
+        self.pending_heartbeats: dict[tuple[int, bytes], str] = {}
+        self.heartbeat: tuple[int, bytes] | None = None
+        self.tail_present: set[int] = set()
+        self.started: int | None = None  # signed time of the seal of sequence 1
+
+    # -- helpers -------------------------------------------------------------------
+
+    def doc_id(self, seq: int) -> str:
+        return f"{self.agent}:{self.stream}:{seq}"
+
+    def _remember(self, seq: int, head: bytes) -> None:
+        self.heads[seq] = head
+        while len(self.heads) > _HEAD_MEMORY:
+            self.heads.popitem(last=False)
+
+    def _take(self, events: Peekable, upto: int) -> list[StoredEvent]:
+        taken: list[StoredEvent] = []
+        while True:
+            nxt = events.peek()
+            if nxt is None or nxt.position > upto:
+                break
+            taken.append(next(events))
+        self.out.events += len(taken)
+        self.v.tick(self.agent, len(taken))
+        return taken
+
+    def _compare_attested(self, first: int, heads: list[bytes]) -> None:
+        """Anchored heads within `first`.. against the signed heads there."""
+        for seq in [s for s in self.attested if first <= s < first + len(heads)]:
+            for head, what, index in self.attested.pop(seq):
+                if head != heads[seq - first]:
+                    self.out.add(
+                        ALTERED,
+                        seq,
+                        seq,
+                        f"the signed head here differs from the {what}",
+                        (index,) if index else (),
+                    )
+
+    # -- seals ---------------------------------------------------------------------
+
+    def seal(self, info: SealInfo, events: Peekable) -> None:
+        seal = info.seal
+        if not info.signed_ok:
+            self.out.add(
+                SEAL_INVALID, seal.first_sequence, seal.last_sequence, info.problem, (info.index,)
+            )
+            return
+        if seal.stream_id != self.stream or integrity.seal_format(seal) != integrity.FORMAT_V2:
+            self.out.add(
+                SEAL_INVALID,
+                seal.first_sequence,
+                seal.last_sequence,
+                f"signed for stream {seal.stream_id!r} (format {seal.format_version})",
+                (info.index,),
+            )
+            return
+        if info.problem:
+            # Signed content intact, the document beside it edited: the seal document is
+            # the finding; its signed hashes still judge the events (a worse verdict wins).
+            self.out.add(
+                SEAL_INVALID, seal.first_sequence, seal.last_sequence, info.problem, (info.index,)
+            )
+        if seal.event_count == 0:
+            self._heartbeat(info)
+            return
+        first, last = seal.first_sequence, seal.last_sequence
+        heads = integrity.heads_over(seal.prev_chain_head, list(seal.event_hashes))
+        end = self.covered_end
+        broken = ""
+        start = first
+        if end is not None and first <= end:
+            # Overlaps what earlier seals covered (a re-cut batch): it must agree.
+            before = self.heads.get(first - 1)
+            known = [(s, self.heads.get(s)) for s in range(first, min(last, end) + 1)]
+            if (before is not None and before != seal.prev_chain_head) or any(
+                h is not None and h != heads[s - first] for s, h in known
+            ):
+                self.out.add(
+                    ALTERED, first, last, "two signed seals disagree on this range", (info.index,)
+                )
+                return
+            if last <= end:
+                return
+            start = end + 1
+        else:
+            expect = FIRST_SEQUENCE if end is None else end + 1
+            gap = self._take(events, first - 1)
+            if end is not None:
+                gap = [e for e in gap if e.position >= expect]
+            if not self._unsealed_run(expect, first - 1, gap, seal.prev_chain_head):
+                anchor = self.genesis if end is None else self.head
+                at = "its genesis" if end is None else f"the head at sequence {end}"
+                if first == expect and seal.prev_chain_head != anchor:
+                    broken = (
+                        f"seal {first}-{last} continues head {seal.prev_chain_head.hex()[:16]}, "
+                        f"not {at}"
+                    )
+        if first == FIRST_SEQUENCE and self.started is None:
+            self.started = seal.time_unix_nano
+        docs = self._take(events, last)
+        self._judge(info, start, docs, broken)
+        self._compare_attested(first, heads)
+        self.covered_end = last
+        self.head = seal.chain_head
+        self._remember(last, seal.chain_head)
+        self._check_heartbeats()
+
+    def _heartbeat(self, info: SealInfo) -> None:
+        seal = info.seal
+        if seal.chain_head == self.genesis:
+            return  # before the stream's first event: nothing to link to
+        if self.heartbeat is None or seal.last_sequence >= self.heartbeat[0]:
+            self.heartbeat = (seal.last_sequence, seal.chain_head)
+        self.pending_heartbeats[(seal.last_sequence, seal.chain_head)] = info.index
+        self._check_heartbeats()
+
+    def _check_heartbeats(self) -> None:
+        end = self.covered_end
+        if end is None:
+            return
+        for seq, head in [k for k in self.pending_heartbeats if k[0] <= end]:
+            index = self.pending_heartbeats.pop((seq, head))
+            known = self.heads.get(seq)
+            if known is not None and known != head:
+                self.breaks.append(
+                    Range(
+                        CHAIN_BREAK,
+                        seq,
+                        seq,
+                        f"heartbeat seal restates head {head.hex()[:16]} at sequence {seq}, "
+                        f"the signed chain has {known.hex()[:16]}",
+                        (index,),
+                    )
+                )
+
+    def _unsealed_run(
+        self, start: int, stop: int, events: list[StoredEvent], target: bytes
+    ) -> bool:
+        """Events between the covered part and the next seal (no seal of their own).
+
+        True when they chain (by their own hashes) from the last head to the next
+        seal's ``prev_chain_head``: that seal vouches for them, SEAL_MISSING. Otherwise
+        they are INSERTED and the sequences without a document MISSING; False.
+        """
+        if stop < start and not events:
+            return False
+        by_position: dict[int, list[StoredEvent]] = {}
+        for e in events:
+            by_position.setdefault(e.position, []).append(e)
+        prev = self.head
+        for seq in range(start, stop + 1):
+            hashes = [e.event_hash for e in by_position.get(seq, []) if e.event_hash]
+            if not hashes:
+                break
+            prev = integrity.head_link(prev, hashes[0] or b"")
+        else:
+            if events and prev == target:
+                for seq in range(start, stop + 1):
+                    used = by_position[seq][0]
+                    self.out.add(
+                        SEAL_MISSING, seq, seq, "events chain into the next seal", (used.index,)
+                    )
+                    for extra in by_position[seq][1:]:
+                        self.out.add(INSERTED, seq, seq, _extra(extra, used), _both(extra, used))
+                return True
+        for e in events:
+            self.out.add(
+                INSERTED, e.position, e.position, "not covered by any valid seal", (e.index,)
+            )
+        window = self.v.time_from is not None and self.covered_end is None
+        if not window:
+            for first, last in absent_runs(start, stop, set(by_position)):
+                self.out.add(MISSING, first, last, "no event and no seal")
+        return False
+
+    # -- one seal's events -----------------------------------------------------------
+
+    def _rank(self, doc: StoredEvent, seq: int) -> tuple[bool, ...]:
+        """Among documents carrying the signed event `seq`, the one the collector wrote
+        sorts first: under that sequence and ``_id``, then in the index dated by the
+        signed event's time (the collector names indices by it)."""
+        dated = False
+        if doc.decoded is not None:
+            moment = integrity.effective_time(doc.decoded)
+            if moment > 0:
+                month = datetime.fromtimestamp(moment // 1_000_000_000, UTC).strftime("%Y.%m")
+                dated = doc.index.endswith(f"-{month}") or f"-{month}." in doc.index
+        return (doc.position != seq, doc.doc_id != self.doc_id(seq), not dated)
+
+    def _judge(
+        self,
+        info: SealInfo,
+        start: int,
+        docs: list[StoredEvent],
+        broken: str,
+    ) -> None:
+        """One verdict per sequence `start`..last of the seal (see the module docstring)."""
+        seal = info.seal
+        first, last = seal.first_sequence, seal.last_sequence
+        signed_at: dict[bytes, list[int]] = {}
+        for offset, signed in enumerate(seal.event_hashes):
+            if first + offset >= start:
+                signed_at.setdefault(signed, []).append(first + offset)
+        carriers: dict[int, list[StoredEvent]] = {}  # signed sequence -> its documents
+        unsigned: list[StoredEvent] = []  # bytes the seal did not sign
+        for doc in docs:
+            mine = doc.event_hash
+            seqs = signed_at.get(mine) if mine is not None else None
+            if not seqs:
+                unsigned.append(doc)
+                continue
+            seq = doc.position if doc.position in seqs else seqs[0]
+            carriers.setdefault(seq, []).append(doc)
+        marks: dict[int, Mark] = {}
+
+        def mark(seq: int, kind: str, detail: str, where: tuple[str, ...]) -> None:
+            current = marks.get(seq)
+            if current is None or PRECEDENCE.index(kind) < PRECEDENCE.index(current[0]):
+                marks[seq] = (kind, detail, where)
+
+        genuine: dict[int, StoredEvent] = {}
+        for seq, found in carriers.items():
+            if len(found) > 1:
+                found.sort(key=functools.partial(self._rank, seq=seq))
+            doc = genuine[seq] = found[0]
+            for extra in found[1:]:
+                self.out.add(
+                    INSERTED, extra.position, extra.position, _extra(extra, doc), _both(extra, doc)
+                )
+            if doc.position != seq or doc.doc_id != self.doc_id(seq):
+                # One wording for all, so a shifted run reads as one range.
+                what = "signed event stored under another sequence or _id"
+                mark(seq, REORDERED, what, (doc.index,))
+                continue
+            diff = field_differences(doc, self.agent)
+            if diff:
+                mark(
+                    seq,
+                    ALTERED,
+                    "fields differ from the signed bytes: " + ", ".join(diff),
+                    (doc.index,),
+                )
+            elif doc.decoded is not None and integrity.FLAG_GAP_AT_SOURCE in doc.decoded.flags:
+                mark(seq, GAP_AT_SOURCE, "the agent recorded a loss here", (doc.index,))
+            else:
+                mark(seq, VALID, "", ())
+        for doc in unsigned:
+            seq = doc.position
+            if not start <= seq <= last:
+                continue
+            held = genuine.get(seq)
+            if held is not None and held.position == seq:
+                self.out.add(INSERTED, seq, seq, _extra(doc, held), _both(doc, held))
+            elif doc.decoded is None:
+                mark(seq, ALTERED, f"{doc.doc_id}: stored bytes unreadable", (doc.index,))
+            else:
+                mark(seq, ALTERED, "stored bytes differ from the signed event hash", (doc.index,))
+        for seq in range(start, last + 1):
+            if seq not in marks:
+                kind, detail = self.v.absent_kind_signed(self.agent, self.stream, seq, seal)
+                mark(seq, kind, detail, (info.index,))
+        if broken:
+            for seq in range(start, last + 1):
+                mark(seq, CHAIN_BREAK, broken, (info.index,))
+        for seq in range(start, last + 1):
+            kind, detail, where = marks[seq]
+            self.out.add(kind, seq, seq, detail, where)
+
+    # -- after the last seal ------------------------------------------------------------
+
+    def finish(self, events: Peekable) -> None:
+        """Events after the last valid seal: PENDING for the live run (see
+        `collector.verify.checks.Walk.finish`, same rule with format 2 ids), else INSERTED."""
+        expect = FIRST_SEQUENCE if self.covered_end is None else self.covered_end + 1
+        live = self.v.grace is not None
+        while True:
+            rest = self._take(events, sys.maxsize)
+            if not rest:
+                return
+            for e in rest:
+                self.tail_present.add(e.position)
+                if live and e.position == expect and self._awaiting_seal(e):
+                    expect += 1
+                    detail = f"unsealed, ingested within the grace period ({self.v.grace_text})"
+                    self.out.add(PENDING, e.position, e.position, detail, (e.index,))
+                    continue
+                live = False
+                self.out.add(
+                    INSERTED, e.position, e.position, "not covered by any valid seal", (e.index,)
+                )
+
+    def _awaiting_seal(self, event: StoredEvent) -> bool:
+        seq = event.position
+        decoded = event.decoded
+        if decoded is None or decoded.sequence != seq or decoded.stream_id != self.stream:
+            return False
+        if event.doc_id != self.doc_id(seq) or not self.v.fresh(event):
+            return False
+        return not field_differences(event, self.agent)
+
+
+def _extra(doc: StoredEvent, genuine: StoredEvent) -> str:
+    return (
+        f"extra document {doc.doc_id} in {doc.index} "
+        f"(the signed one is {genuine.doc_id} in {genuine.index})"
+    )
+
+
+def _both(doc: StoredEvent, genuine: StoredEvent) -> tuple[str, ...]:
+    return (doc.index, genuine.index)
