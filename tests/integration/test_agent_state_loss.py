@@ -293,11 +293,18 @@ def test_agent_state_loss_starts_a_new_stream_nothing_lost(env: Env) -> None:
         watch=[env.collector],
     )
     code, report = run_verify(env.url, env.prefix, env.keys, env.checkpoints, env.agent_id)
-    assert code == 1, report  # a restart is a finding: exit 1 (docs: README, verify)
-    entry = report["agents"][env.agent_id]
-    restart = [s for s in entry["stream"] if "RESTART" in s["kind"]]
-    assert len(restart) == 1, entry["stream"]
-    assert new in restart[0]["detail"] and old in restart[0]["detail"]
-    assert [s for s in entry["stream"] if "RESTART" not in s["kind"]] == []
-    judged = {(r.get("stream"), r["kind"], r["first"], r["last"]) for r in entry["ranges"]}
-    assert judged == {(old, "VALID", 1, LINES), (new, "VALID", 1, LINES)}, entry["ranges"]
+    assert code == 1, report  # a restart is a finding: exit 1 (README, crm-audit verify)
+    assert report["problems"] == []
+    entries = {e["stream_id"]: e for e in report["agents"].values() if e["agent"] == env.agent_id}
+    assert sorted(entries) == sorted([old, new]), sorted(report["agents"])
+    judged = {
+        stream: [(r["kind"], r["first"], r["last"]) for r in entry["ranges"]]
+        for stream, entry in entries.items()
+    }
+    assert judged == {old: [("VALID", 1, LINES)], new: [("VALID", 1, LINES)]}
+    assert entries[old]["stream"] == []
+    assert entries[old]["valid"] is True
+    (restart,) = entries[new]["stream"]
+    assert restart["kind"] == "AGENT_RESTARTED"
+    assert f"started stream {new} from its genesis" in restart["detail"]
+    assert f"previous stream {old} ended at sequence {LINES}" in restart["detail"]
