@@ -308,3 +308,91 @@ def test_agent_state_loss_starts_a_new_stream_nothing_lost(env: Env) -> None:
     assert restart["kind"] == "AGENT_RESTARTED"
     assert f"started stream {new} from its genesis" in restart["detail"]
     assert f"previous stream {old} ended at sequence {LINES}" in restart["detail"]
+
+    # The receipts the real agent kept for its new stream anchor it outside the central
+    # side: an attacker who truncates the stream's tail in OpenSearch (events, seals and
+    # chain head rolled back to a seal boundary) and leaves no checkpoints hides it from
+    # verify, but not from `verify --receipts` with the agent's export.
+    receipts = env.root / "receipts"
+    exported = run_cli(
+        "crm-audit-agent", "receipts", "-c", str(env.agent_yaml), "--out", str(receipts)
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert (receipts / f"{env.agent_id}.receipts.jsonl").is_file()
+    assert verify_new_stream(env, new, receipts) == [("VALID", 1, LINES)]
+
+    cut = LINES - 100  # a seal boundary: the agent's batches are of 100
+    truncate_tail(env, new, cut)
+    assert verify_new_stream(env, new) == [("VALID", 1, cut)]  # invisible without anchors
+    assert verify_new_stream(env, new, receipts) == [
+        ("VALID", 1, cut),
+        ("TAIL_TRUNCATED", cut + 1, LINES),
+    ]
+
+
+def delete_where(env: Env, index: str, *filters: dict[str, Any]) -> int:
+    """What an attacker does without _delete_by_query (not in the integ-test zip)."""
+    env.refresh()
+    query = {"bool": {"filter": [{"term": {"agent.id": env.agent_id}}, *filters]}}
+    hits = env.client.search(index=index, body={"query": query, "size": 10_000, "_source": False})
+    for hit in hits["hits"]["hits"]:
+        env.client.delete(index=hit["_index"], id=hit["_id"])
+    env.refresh()
+    return len(hits["hits"]["hits"])
+
+
+def truncate_tail(env: Env, stream: str, last: int) -> None:
+    """Delete `stream`'s events and seals after `last` and set its chain head back to the
+    head the seal ending at `last` signed — all with OpenSearch write access only."""
+    events = delete_where(
+        env,
+        f"{env.prefix}-events-*",
+        {"term": {"agent.stream": stream}},
+        {"range": {"event.sequence": {"gt": last}}},
+    )
+    assert events == LINES - last
+    seals = f"{env.prefix}-seals"
+    assert delete_where(
+        env,
+        seals,
+        {"term": {"seal.stream": stream}},
+        {"range": {"seal.last_sequence": {"gt": last}}},
+    )
+    query = {
+        "bool": {
+            "filter": [
+                {"term": {"agent.id": env.agent_id}},
+                {"term": {"seal.stream": stream}},
+                {"term": {"seal.last_sequence": last}},
+                {"range": {"seal.event_count": {"gt": 0}}},
+            ]
+        }
+    }
+    (kept,) = env.client.search(index=seals, body={"query": query})["hits"]["hits"]
+    env.client.update(
+        index=f"{env.prefix}-chainheads",
+        id=f"{env.agent_id}:{stream}",
+        body={"doc": {"chain": {"sequence": last, "head": kept["_source"]["seal"]["chain_head"]}}},
+        params={"refresh": "true"},
+    )
+
+
+def verify_new_stream(
+    env: Env, stream: str, receipts: Path | None = None
+) -> list[tuple[str, int, int]]:
+    """`crm-audit verify` without checkpoints (the attacker removed them), optionally with
+    the agent's exported receipts: the ranges it gives `stream`."""
+    argv = [
+        "crm-audit", "verify", "--opensearch", env.url, "--prefix", env.prefix,
+        "--keys", str(env.keys), "--checkpoint-key",
+        str(env.checkpoints / "collector-signing-key.pub"), "--agent", env.agent_id,
+        "--format", "json",
+    ]  # fmt: skip
+    if receipts is not None:
+        argv += ["--receipts", str(receipts)]
+    env.refresh()
+    done = run_cli(*argv)
+    assert done.returncode in (0, 1), done.stderr
+    report = json.loads(done.stdout)
+    entry = report["agents"][f"{env.agent_id}:{stream}"]
+    return [(r["kind"], r["first"], r["last"]) for r in entry["ranges"]]
