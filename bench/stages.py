@@ -22,21 +22,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from agent.parsers import framing, get_parser, jsonlines
-from agent.parsers._common import clean
+from agent.parsers._common import start_event
 from agent.parsers.framing import LineFramer
-from agent.parsers.mapping import apply_mapping, compile_plan
+from agent.parsers.mapping import compile_plan
 from agent.pipeline import READ_BUDGET, Pipeline, SourceParser, _FileFraming
 from agent.tail.base import Line
 from agent.tail.reader import FileReader
@@ -104,13 +102,11 @@ def split_stages(
     plan = compile_plan(jsonlines.DEFAULT_MAPPING, mapping, actions, jsonlines.FIELDS)
 
     def decode(line: bytes) -> tuple[pb.AuditEvent, Any]:
-        event = pb.AuditEvent()
-        text = line.decode("utf-8")
-        event.original = clean(text)
-        return event, json.loads(text, parse_float=Decimal)
+        event, text = start_event(line)
+        return event, jsonlines._decode(line, text, event)
 
     def apply(decoded: tuple[pb.AuditEvent, Any]) -> None:
-        apply_mapping(decoded[0], decoded[1], plan)
+        plan.apply(decoded[0], decoded[1])
 
     return decode, apply
 
