@@ -3,10 +3,11 @@
 The plan is built once per source and generated into one function
 (agent.parsers.mapping.codegen): a plain dotted path becomes direct dict lookups and a
 text field an inline assignment (the common case, and the cost of every default
-mapping); any other rule is evaluated through `rules.Rule`. Applying a plan never raises: an unusable value flags the event
-(`mapping_error`, `invalid_timestamp`) and stays in `attributes`, like every record key
-no rule used. The action is then resolved through the source's vocabulary; an action
-known nowhere is kept verbatim and flagged `unknown_action`.
+mapping); any other rule is evaluated through `rules.Rule`. Applying a plan never
+raises: an unusable value flags the event (`mapping_error`, `invalid_timestamp`) and
+stays in `attributes`, like every record key no rule used. The action is then resolved
+through the source's vocabulary; an action known nowhere is kept verbatim and flagged
+`unknown_action`.
 """
 
 from __future__ import annotations
