@@ -2,10 +2,11 @@
 
     .venv/bin/python -m bench.agent_memory [--config config/agent.yaml]
 
-Each measurement runs in a fresh interpreter, so one module's cost is not hidden by what
-an earlier import already loaded:
+Each measurement runs in a fresh interpreter:
 - per module: the RSS it adds to a bare interpreter when imported alone (its own
-  dependencies included, so rows overlap) and its cumulative `-X importtime`;
+  dependencies included, so rows overlap) and its cumulative `-X importtime`; then the
+  RSS it adds when imported in this order after the rows above it (what it costs the
+  agent beyond what the others already loaded: the rows add up to `agent.runtime`);
 - the agent: RSS after `import agent.runtime`, then after loading `--config` and building
   its sources' parsers (what `crm-audit-agent run` holds before reading a line), and
   which optional modules that pulled in.
@@ -19,25 +20,23 @@ import subprocess
 import sys
 
 MODULES = (
-    "google.protobuf",
     "proto.v1.audit_pb2",
     "grpc",
     "cryptography.x509",
     "pydantic",
     "yaml",
-    "prometheus_client",
     "watchdog.observers",
     "zstandard",
     "msgpack",
     "msgspec",
+    "agent.config",
+    "agent.runtime",
+    "prometheus_client",
     "jmespath",
-    "agent.parsers.jsonlines",
     "agent.parsers.pgaudit",
     "agent.parsers.mariadb",
     "agent.parsers.mysql",
     "agent.parsers.salesforce",
-    "agent.config",
-    "agent.runtime",
 )
 # Modules only some configurations need: a jsonlines-only agent should not hold them.
 OPTIONAL = (
@@ -78,6 +77,20 @@ def module_cost(name: str) -> tuple[float, float]:
     return float(done.stdout.strip()), ms
 
 
+def marginal_costs() -> list[float]:
+    """MiB each module of MODULES adds when imported after the ones before it."""
+    code = f"""
+import importlib
+steps = []
+for name in {list(MODULES)!r}:
+    before = rss()
+    importlib.import_module(name)
+    steps.append(rss() - before)
+print(" ".join(str(step) for step in steps))
+"""
+    return [float(step) for step in _run(code).stdout.split()]
+
+
 def agent_rss(config: str) -> dict[str, object]:
     code = f"""
 import json, sys
@@ -101,10 +114,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="config/agent.yaml")
     args = parser.parse_args()
-    print(f"{'module':<26} {'RSS MiB':>8} {'import ms':>10}")
-    for name in MODULES:
+    print(f"{'module':<26} {'alone MiB':>9} {'import ms':>10} {'in order MiB':>13}")
+    for name, step in zip(MODULES, marginal_costs(), strict=True):
         mib, ms = module_cost(name)
-        print(f"{name:<26} {mib:8.1f} {ms:10.1f}")
+        print(f"{name:<26} {mib:9.1f} {ms:10.1f} {step:13.1f}")
     agent = agent_rss(args.config)
     print(
         f"python alone {agent['python']:.1f} MiB; after import agent.runtime "
