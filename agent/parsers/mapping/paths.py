@@ -105,6 +105,22 @@ def _dotted_getter(path: str) -> Getter:
 
         return get_key
 
+    parts = path.split(".")
+    if len(parts) == 2:  # the common nesting (`actor.login`), without lookup's loop
+        head, tail = parts
+
+        def get_two(record: Any) -> tuple[bool, Any]:
+            if not isinstance(record, dict):
+                return False, None
+            if path in record:
+                return True, record[path]
+            node = record.get(head)
+            if isinstance(node, dict) and tail in node:
+                return True, node[tail]
+            return False, None
+
+        return get_two
+
     def get_path(record: Any) -> tuple[bool, Any]:
         if isinstance(record, dict) and path in record:
             return True, record[path]
