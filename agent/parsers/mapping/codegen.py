@@ -32,6 +32,7 @@ from proto.v1 import audit_pb2 as pb
 Apply = Callable[[pb.AuditEvent, dict[str, Any]], None]
 _MISSING: Final = object()
 _TOUCHED_MAX = 4096  # top-level keys remembered per source (keys named by data are not)
+_ACTIONS_MAX = 1024  # action names remembered per source
 
 
 class FieldSpec(Protocol):
@@ -54,13 +55,15 @@ Failed = Callable[[Any, list[str]], None]
 
 def generate(fields: tuple[FieldSpec, ...], vocabulary: Vocabulary, failed: Failed) -> Apply:
     """The plan as one function (event, record) → None that never raises for a value."""
+    actions = _Actions(vocabulary)
     names: dict[str, Any] = {
         "MISSING": _MISSING,
         "UNUSABLE": (UnusableValue, TimestampError),
         "clean": clean,
         "scalar_text": scalar_text,
         "failed": failed,
-        "resolve": vocabulary.resolve,
+        "actions_get": actions.cache.get,
+        "learn": actions,
         "UNSPECIFIED": pb.OUTCOME_UNSPECIFIED,
         "touch": _toucher(fields),
         "copy": _copy,
@@ -83,18 +86,19 @@ def generate(fields: tuple[FieldSpec, ...], vocabulary: Vocabulary, failed: Fail
 
 
 _TAIL = """\
-    if event.action:
-        resolved = resolve(event.action)
-        category = resolved.category
-        if category is None:
+    action = event.action
+    if action:
+        known = actions_get(action)
+        if known is None:
+            known = learn(action)
+        name, categories, implied = known
+        if name is None:
             flags.append("unknown_action")
         else:
-            event.action = clean(resolved.action)
-            event.event_category.extend(category.event_category)
-            event.event_type.extend(category.event_type)
-            event.audit_category = category.audit_category
-            if event.outcome == UNSPECIFIED:
-                event.outcome = category.implied_outcome
+            event.action = name
+            event.MergeFrom(categories)
+            if implied and event.outcome == UNSPECIFIED:
+                event.outcome = implied
     attributes = event.attributes
     touched_get = touch.cache.get
     prefixes = None
@@ -208,6 +212,33 @@ def _deep_getter(path: str) -> Callable[[dict[str, Any]], Any]:
         return value if found else _MISSING
 
     return get
+
+
+class _Actions:
+    """A source's action names resolved once each: (canonical name or None when unknown,
+    an event holding just its categories — merged in one call —, the implied outcome)."""
+
+    def __init__(self, vocabulary: Vocabulary) -> None:
+        self.vocabulary = vocabulary
+        self.cache: dict[str, tuple[str | None, pb.AuditEvent, int]] = {}
+
+    def __call__(self, action: str) -> tuple[str | None, pb.AuditEvent, int]:
+        resolved = self.vocabulary.resolve(action)
+        category = resolved.category
+        if category is None:
+            known: tuple[str | None, pb.AuditEvent, int] = (None, pb.AuditEvent(), 0)
+        else:
+            # A default audit_category (0) set by merging is the same as one left unset:
+            # the field has no presence.
+            categories = pb.AuditEvent(
+                event_category=category.event_category,
+                event_type=category.event_type,
+                audit_category=category.audit_category,
+            )
+            known = (clean(resolved.action), categories, category.implied_outcome)
+        if len(self.cache) < _ACTIONS_MAX:  # a log naming unbounded actions is not kept
+            self.cache[action] = known
+        return known
 
 
 class _Toucher:
