@@ -139,7 +139,8 @@ def test_lines_become_searchable_documents(pipeline: Pipeline) -> None:
     for hit in hits:
         source = hit["_source"]
         assert source["agent"]["id"] == AGENT_ID
-        assert hit["_id"] == f"{AGENT_ID}:{source['event']['sequence']}"
+        stream = source["agent"]["stream"]
+        assert hit["_id"] == f"{AGENT_ID}:{stream}:{source['event']['sequence']}"
 
     # Field changes keep field, old and new value, queryable as nested documents.
     lines = [json.loads(line) for line in pipeline.log_file.read_text().splitlines()[:-1]]
@@ -194,17 +195,22 @@ def test_lines_become_searchable_documents(pipeline: Pipeline) -> None:
 
 
 def test_redelivery_creates_no_duplicate(pipeline: Pipeline) -> None:
-    """The agent forgets what was acked and sends everything again: no new document."""
+    """The agent forgets what was acked (its checkpoint and spool; its stream id stays)
+    and sends everything again under the same ids: no new document.
+
+    (Losing the whole state directory is another case: a new stream, see
+    test_agent_state_loss.py.)"""
     before = pipeline.count()
     assert before > SAMPLE_COUNT, "run after test_lines_become_searchable_documents"
     pipeline.agent.stop()
     state_dir = pipeline.root / f"state-{pipeline.agent_yaml.stem}"
-    assert state_dir.is_dir()
-    shutil.rmtree(state_dir)
+    assert (state_dir / "stream.json").is_file()
+    checkpoint = state_dir / "checkpoint.json"
+    checkpoint.unlink()
+    shutil.rmtree(state_dir / "spool")
     pipeline.agent = ManagedProcess(
         ["crm-audit-agent", "run", "-c", str(pipeline.agent_yaml)], pipeline.root / "agent-2.log"
     )
-    checkpoint = state_dir / "checkpoint.json"
 
     def resent_everything() -> bool:
         if not checkpoint.exists():

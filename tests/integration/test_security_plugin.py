@@ -462,8 +462,12 @@ def test_collector_as_writer_indexes_everything_a_real_agent_sent(
     ).body
     assert seals["hits"]["total"]["value"] >= 3
     assert seals["aggregations"]["m"]["value"] == EVENTS
-    head = env.superuser("GET", f"/{PREFIX}-chainheads/_doc/{AGENT_ID}")
-    assert head.status == 200 and head.body["_source"]["chain"]["sequence"] == EVENTS
+    heads = env.superuser(
+        "POST", f"/{PREFIX}-chainheads/_search", body={"query": agent_query}
+    ).body["hits"]["hits"]
+    # One stream (format 2): its chain head document is "agent:stream".
+    assert [h["_source"]["chain"]["sequence"] for h in heads] == [EVENTS]
+    assert heads[0]["_id"] == f"{AGENT_ID}:{heads[0]['_source']['agent']['stream']}"
     # Detection kept its leases; the refused event is a dead letter, the rest indexed.
     assert env.count(f"{PREFIX}-leases", {"exists": {"field": "lease.evaluated_to"}}) >= 1
     assert shipped.dlq_ack.status == pb.Ack.STATUS_OK, shipped.dlq_ack
@@ -970,10 +974,13 @@ def test_retention_user_runs_the_job_and_deletes_nothing_else(set_up: SetupRuns,
 
 def test_writer_overwrite_is_allowed_but_verify_names_it(shipped: Shipped, env: Env) -> None:
     """Runs last: it alters the trail the tests above verified."""
-    doc_id = f"{AGENT_ID}:7"
-    hit = env.superuser(
-        "POST", f"/{EVENTS_PATTERN}/_search", body={"query": {"ids": {"values": [doc_id]}}}
-    ).body["hits"]["hits"][0]
+    query = {
+        "bool": {"filter": [{"term": {"agent.id": AGENT_ID}}, {"term": {"event.sequence": 7}}]}
+    }
+    hit = env.superuser("POST", f"/{EVENTS_PATTERN}/_search", body={"query": query}).body["hits"][
+        "hits"
+    ][0]
+    doc_id = hit["_id"]
     source = hit["_source"]
     source["user"]["name"] = "mallory"
     overwritten = env.cluster.http(WRITER)("PUT", f"/{hit['_index']}/_doc/{doc_id}", body=source)
@@ -983,6 +990,6 @@ def test_writer_overwrite_is_allowed_but_verify_names_it(shipped: Shipped, env: 
     env.count(EVENTS_PATTERN)  # refresh
     done = env.verify()
     assert done.returncode == 1, done.stderr
-    ranges = json.loads(done.stdout)["agents"][AGENT_ID]["ranges"]
+    ranges = entry_of(json.loads(done.stdout), AGENT_ID)["ranges"]
     altered = [(r["first"], r["last"]) for r in ranges if r["kind"] == "ALTERED"]
     assert altered == [(7, 7)]
