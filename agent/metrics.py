@@ -1,5 +1,6 @@
-"""The agent's Prometheus metrics (prometheus-client, a dedicated registry per agent) and
-the optional plain-HTTP endpoint serving them (`metrics.listen`, off by default).
+"""The agent's Prometheus metrics (counted here; exported through prometheus-client, a
+dedicated registry per agent, by agent.metrics_export) and the optional plain-HTTP
+endpoint serving them (`metrics.listen`, off by default).
 
 Names (all prefixed ``crm_audit_agent_``):
 
@@ -31,15 +32,14 @@ collector addresses) but has no authentication: bind it to loopback.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
-from proto.httpendpoint import HttpEndpoint
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -61,95 +61,82 @@ class AgentState:
     state_disk_full: bool = False  # agent.statedisk.disk_full
 
 
-class _StateCollector(Collector):
-    def __init__(self, metrics: AgentMetrics) -> None:
-        self._metrics = metrics
+class CounterValue:
+    """One counter series (one set of label values)."""
 
-    def describe(self) -> Iterator[Metric]:
-        return iter(())  # names are only known at scrape time
+    __slots__ = ("_lock", "created", "value")
 
-    def collect(self) -> Iterator[Metric]:
-        m = self._metrics
-        snapshot = m.snapshot
-        state = snapshot() if snapshot is not None else None
-        if state is not None:
-            yield from _state_families(state)
-        last = m.last_ack_unix
-        if last is not None:
-            yield _gauge("last_ack_timestamp_seconds", "Unix time of the last ack", last)
-            age = max(0.0, m.wall() - last)
-            yield _gauge("last_ack_age_seconds", "Seconds since the last ack", age)
+    def __init__(self, created: float) -> None:
+        self._lock = threading.Lock()
+        self.created = created
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("counters can only be incremented by non-negative amounts")
+        with self._lock:
+            self.value += amount
 
 
-def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(f"{NAMESPACE}_{name}", text, value=value)
+class Counter:
+    """A counter counted here and turned into Prometheus samples only at scrape time:
+    prometheus-client (with the HTTP and e-mail modules it loads, ~12 MiB) is imported
+    only by an agent that serves `metrics.listen`. Same names, labels and samples
+    (`_total`, `_created`) as a prometheus_client Counter."""
 
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...] = ()) -> None:
+        self.name = f"{NAMESPACE}_{name}"
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, ...], CounterValue] = {}
+        if not labelnames:  # an unlabelled counter is exported from the start, as 0
+            self._series[()] = CounterValue(time.time())
 
-def _state_families(state: AgentState) -> Iterator[Metric]:
-    yield _gauge("spool_bytes", "Bytes in the spool's segment files", state.spool_bytes)
-    yield _gauge("spool_segments", "Spool segment files", state.spool_segments)
-    unacked = max(0, state.next_sequence - 1 - state.acked_sequence)
-    yield _gauge("spool_unacked_events", "Events spooled, not yet acknowledged", unacked)
-    yield _gauge("next_sequence", "Sequence the next event gets", state.next_sequence)
-    yield _gauge("acked_sequence", "Last acknowledged sequence", state.acked_sequence)
-    yield _gauge("batches_in_flight", "Batches not yet acknowledged", state.batches_in_flight)
-    yield _gauge(
-        "state_disk_full",
-        "1 while the state directory's filesystem is full (paused: state disk full)",
-        1.0 if state.state_disk_full else 0.0,
-    )
-    files = GaugeMetricFamily(
-        f"{NAMESPACE}_files_watched", "Files tailed, by source", labels=["source"]
-    )
-    for source, count in sorted(state.files_watched.items()):
-        files.add_metric([source], count)
-    yield files
-    conn = GaugeMetricFamily(
-        f"{NAMESPACE}_collector_connection_state",
-        "1 for the current connection state of each collector endpoint",
-        labels=["endpoint", "state"],
-    )
-    for endpoint, current in state.connections.items():
-        for name in CONNECTION_STATES:
-            conn.add_metric([endpoint, name], 1.0 if name == current else 0.0)
-    yield conn
+    def labels(self, **values: str) -> CounterValue:
+        if set(values) != set(self.labelnames):
+            raise ValueError(f"{self.name}: labels {sorted(values)} != {list(self.labelnames)}")
+        key = tuple(str(values[name]) for name in self.labelnames)
+        series = self._series.get(key)
+        if series is None:
+            with self._lock:
+                series = self._series.setdefault(key, CounterValue(time.time()))
+        return series
+
+    def inc(self, amount: float = 1) -> None:
+        self._series[()].inc(amount)
+
+    def series(self) -> list[tuple[tuple[str, ...], CounterValue]]:
+        with self._lock:
+            return list(self._series.items())
 
 
 class AgentMetrics:
-    """Every metric of one agent, in its own registry (never the global one)."""
+    """Every metric of one agent (a registry of its own when served, never the global one)."""
 
     def __init__(self, *, wall: Callable[[], float] = time.time) -> None:
-        self.registry = CollectorRegistry()
         self.wall = wall
         self.snapshot: Callable[[], AgentState] | None = None
         self.last_ack_unix: float | None = None
-        reg, ns = self.registry, NAMESPACE
-        self.lines_read = Counter(
-            "lines_read", "Lines read from log files", ["source"], namespace=ns, registry=reg
-        )
-        self.events_spooled = Counter(
-            "events_spooled", "Events written to the spool", ["source"], namespace=ns, registry=reg
-        )
+        self._registry: CollectorRegistry | None = None
+        self.lines_read = Counter("lines_read", "Lines read from log files", ("source",))
+        self.events_spooled = Counter("events_spooled", "Events written to the spool", ("source",))
         self.parse_errors = Counter(
-            "parse_errors",
-            "Records shipped with the parse_error flag",
-            ["source"],
-            namespace=ns,
-            registry=reg,
+            "parse_errors", "Records shipped with the parse_error flag", ("source",)
         )
-        self.events_sent = Counter(
-            "events_sent", "Events sent (resends included)", namespace=ns, registry=reg
+        self.events_sent = Counter("events_sent", "Events sent (resends included)")
+        self.events_acked = Counter("events_acked", "Events acknowledged by a collector")
+        self.batches_acked = Counter("batches_acked", "Batches acknowledged by a collector")
+        self.config_reloads = Counter("config_reloads", "SIGHUP config reloads", ("result",))
+        self.counters = (
+            self.lines_read,
+            self.events_spooled,
+            self.parse_errors,
+            self.events_sent,
+            self.events_acked,
+            self.batches_acked,
+            self.config_reloads,
         )
-        self.events_acked = Counter(
-            "events_acked", "Events acknowledged by a collector", namespace=ns, registry=reg
-        )
-        self.batches_acked = Counter(
-            "batches_acked", "Batches acknowledged by a collector", namespace=ns, registry=reg
-        )
-        self.config_reloads = Counter(
-            "config_reloads", "SIGHUP config reloads", ["result"], namespace=ns, registry=reg
-        )
-        reg.register(_StateCollector(self))
 
     def acked(self, events: int) -> None:
         self.events_acked.inc(events)
@@ -157,14 +144,22 @@ class AgentMetrics:
         self.last_ack_unix = self.wall()
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        from agent import metrics_export
+
+        if self._registry is None:
+            self._registry = metrics_export.registry(self)
+        return metrics_export.generate_latest(self._registry)
 
 
-class MetricsServer(HttpEndpoint):
-    """Serves GET /metrics (Prometheus text format) on `listen` in a daemon thread."""
+class MetricsServer:
+    """Serves GET /metrics (Prometheus text format) on `listen` in a daemon thread.
+    (The HTTP server modules, like prometheus-client, are imported only here.)"""
 
     def __init__(self, listen: str, metrics: AgentMetrics) -> None:
-        super().__init__(
+        from agent.metrics_export import CONTENT_TYPE_LATEST
+        from proto.httpendpoint import HttpEndpoint
+
+        self._endpoint = HttpEndpoint(
             listen,
             {"/metrics": lambda: (200, metrics.exposition(), CONTENT_TYPE_LATEST)},
             "agent-metrics",
@@ -172,6 +167,9 @@ class MetricsServer(HttpEndpoint):
 
     def start(self) -> int:
         """Bind and serve; OSError when the address cannot be bound."""
-        port = super().start()
-        log.info("metrics on http://%s:%d/metrics", self.host, port)
+        port = self._endpoint.start()
+        log.info("metrics on http://%s:%d/metrics", self._endpoint.host, port)
         return port
+
+    def stop(self) -> None:
+        self._endpoint.stop()

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from bench.scenarios import integrity as integrity_scenario
 from bench.scenarios import latency as latency_scenario
 from bench.scenarios import parsers as parsers_scenario
 from bench.scenarios import peer as peer_scenario
+from bench.scenarios import verify as verify_scenario
 from bench.scenarios.base import timed
 from bench.search import client, opensearch_node, version
 from bench.sizes import FULL, QUICK, Sizes
@@ -50,7 +52,7 @@ BIN = Path(sys.executable).parent
 SAMPLES = REPO / "tests" / "agent" / "parsers" / "samples"
 # Scenarios that share the unmeasured preparation run (JVM warm-up, the ceiling's documents).
 PREPARED_SCENARIOS = {"ceiling", "e2e", "latency", "peer", "syslog-ng"}
-OPENSEARCH_SCENARIOS = PREPARED_SCENARIOS | {"integrity", "detection"}
+OPENSEARCH_SCENARIOS = PREPARED_SCENARIOS | {"integrity", "verify", "detection"}
 Say = Callable[[str], None]
 
 
@@ -74,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--readme", type=Path, help="also rewrite this file's results section")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--verify-events",
+        type=int,
+        metavar="N",
+        help="events the verify scenario ships and verifies (default 100000; quick 2000)",
+    )
     return parser
 
 
@@ -151,7 +159,13 @@ def run_scenarios(
     shared = Shared()
     chunk = sizes.write_chunk_lines
     corpus = sample_lines(
-        max(sizes.e2e_events, sizes.agent_events, sizes.integrity_events, sizes.parser_lines)
+        max(
+            sizes.e2e_events,
+            sizes.agent_events,
+            sizes.integrity_events,
+            sizes.parser_lines,
+            sizes.verify_events,
+        )
     )
     e2e_lines = corpus[: sizes.e2e_events]
 
@@ -261,6 +275,11 @@ def run_scenarios(
             bench, corpus[: sizes.integrity_events], sizes.integrity_batch, sizes.runs, say
         )
 
+    def verify(result: ScenarioResult) -> None:
+        result.runs, result.info["ingest"] = verify_scenario.measure(
+            bench, corpus[: sizes.verify_events], chunk, sizes.runs, say
+        )
+
     def detection(result: ScenarioResult) -> None:
         result.runs = detection_scenario.measure(
             bench,
@@ -282,6 +301,7 @@ def run_scenarios(
         "scaling": scaling,
         "parsers": parsers,
         "integrity": integrity,
+        "verify": verify,
         "detection": detection,
     }
     for name in ORDER:
@@ -354,7 +374,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.runs is not None and args.runs < 1:
         print("--runs: must be >= 1", file=sys.stderr)
         return 2
+    if args.verify_events is not None and args.verify_events < 1:
+        print("--verify-events: must be >= 1", file=sys.stderr)
+        return 2
     sizes = (QUICK if args.quick else FULL).with_runs(args.runs)
+    if args.verify_events is not None:
+        sizes = replace(sizes, verify_events=args.verify_events)
     start = time.monotonic()
     say = _say_from(start)
     started_at = dt.datetime.now(dt.UTC)

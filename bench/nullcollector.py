@@ -43,21 +43,16 @@ class NullCollector(audit_pb2_grpc.CollectorServicer):
         self, request_iterator: Iterator[audit_pb2.Batch], context: Any
     ) -> Iterator[audit_pb2.Ack]:
         for batch in request_iterator:
-            # Stream format 2 batches carry event bytes under a seal naming their range;
-            # a null collector takes the range from the seal instead of decoding them.
-            count = len(batch.events) + len(batch.event_bytes)
+            numbers = _sequences(batch)
             with self._lock:
-                self._sequences.update(event.sequence for event in batch.events)
-                if batch.event_bytes:
-                    seal = batch.seal
-                    self._sequences.update(range(seal.first_sequence, seal.last_sequence + 1))
+                self._sequences.update(numbers)
                 self.batches += 1
                 self.samples.append((time.monotonic(), len(self._sequences)))
                 self._changed.notify_all()
             yield audit_pb2.Ack(
                 batch_id=batch.batch_id,
                 status=audit_pb2.Ack.STATUS_OK,
-                indexed=count,
+                indexed=len(numbers),
             )
 
     # -- server
@@ -104,3 +99,11 @@ class NullCollector(audit_pb2_grpc.CollectorServicer):
                     return None
                 self._changed.wait(min(remaining, 0.5))
             return self.samples[-1][0] if self.samples else time.monotonic()
+
+
+def _sequences(batch: audit_pb2.Batch) -> list[int]:
+    """The sequence numbers a batch carries: format 1 events, or format 2 event bytes
+    (decoded, as a collector would parse them; a heartbeat carries none)."""
+    if batch.events:
+        return [event.sequence for event in batch.events]
+    return [audit_pb2.AuditEvent.FromString(raw).sequence for raw in batch.event_bytes]

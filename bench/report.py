@@ -168,6 +168,19 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     (f"crm-audit verify events/s ({events} events)", "verify_events_per_s", _int),
                 ],
             )
+        elif name == "verify":
+            events = _int(scenario.get("median", {}).get("events"))
+            form = scenario.get("ingest", {}).get("stream_format", "?")
+            out += _metric_rows(
+                name,
+                scenario,
+                [
+                    (f"raw read events/s ({events} events, v{form})", "raw_events_per_s", _int),
+                    ("crm-audit verify events/s", "verify_events_per_s", _int),
+                    ("verify ÷ raw read, events/s", "verify_to_raw", _two),
+                    ("crm-audit verify peak RSS MiB", "verify_peak_rss_mib", _int),
+                ],
+            )
         elif name == "detection":
             median = scenario.get("median", {})
             load = f"{_int(median.get('background_rate_per_s'))} events/s"
@@ -300,7 +313,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{_int(sizes.get('scaling_events'))} per scaling case; latency "
         f"{_int(sizes.get('latency_duration_s'))} s at {_int(sizes.get('latency_rate'))} lines/s; "
         f"parsers ~{_int(sizes.get('parser_lines'))} lines each; integrity "
-        f"{_int(sizes.get('integrity_events'))} events; detection "
+        f"{_int(sizes.get('integrity_events'))} events; verify "
+        f"{_int(sizes.get('verify_events'))} events; detection "
         f"{_int(sizes.get('detection_incidents'))} incidents per rule and run.",
     ]
     main = rows(results)

@@ -8,8 +8,11 @@ scaling ~3.5: about 10 minutes (measured: ~5). The scenarios added later: parser
 (in-process), integrity ~0.7 (in-process costs, one ingest of 20k sealed events,
 `crm-audit verify` 3 times) and detection ~2.5 (per run: start-up, the first rule
 evaluation, 10 incidents 2.3 s apart under 500 lines/s of background traffic, the last
-alert): about 4 minutes more. The quick preset takes about 2.5 minutes and its numbers
-are dominated by start-up and by the 1 s polling: a check, not a measurement.
+alert): about 4 minutes more. The verify scenario ships its 100,000 events once through
+agent and collector (~40 s at ~2.5k events/s) and then reads them raw and `verify`s them
+three times (~30 s each at v1's ~3.5k events/s): about 2 minutes. The quick preset takes
+about 2.5 minutes and its numbers are dominated by start-up and by the 1 s polling: a
+check, not a measurement.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class Sizes:
     parser_lines: int  # per parser: sample files replicated to about this many lines
     integrity_events: int  # hashed, sealed, verified in-process; shipped once and `verify`ed
     detection_incidents: int  # per rule (bulk export, failed-login burst) and run
+    verify_events: int  # shipped once through agent + collector; read raw and `verify`ed
     integrity_batch: int = 500  # events per sealed batch (the agent's batch.max_events)
     detection_rate: float = 500.0  # background lines/s while incidents are written
     detection_interval_s: float = 5.0  # the collector's detection.interval_s (its default)
@@ -66,6 +70,7 @@ FULL = Sizes(
     parser_lines=20_000,
     integrity_events=20_000,
     detection_incidents=10,
+    verify_events=100_000,
 )
 
 QUICK = Sizes(
@@ -82,4 +87,5 @@ QUICK = Sizes(
     parser_lines=2_000,
     integrity_events=2_000,
     detection_incidents=2,
+    verify_events=2_000,
 )

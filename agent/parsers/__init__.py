@@ -8,13 +8,12 @@ becomes a "parse_error" event) and applies the source's `privacy:` options.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.parsers import jsonlines, mariadb, mysql, pgaudit, regex, salesforce
 from agent.parsers.framing import Framer, LineFramer
 from agent.parsers.options import FormatOptions, finish
 from proto.v1 import audit_pb2 as pb
@@ -101,42 +100,116 @@ def _mapped_format(
     )
 
 
-FORMATS: Mapping[str, Format] = {
-    f.name: f
-    for f in (
-        _mapped_format(
-            jsonlines.NAME,
-            jsonlines.FIELDS,
-            FormatOptions,
-            lambda mapping, _options, actions: jsonlines.make_parser(mapping, actions),
-        ),
-        _format(
-            pgaudit.NAME,
-            pgaudit.FIELDS,
-            pgaudit.PgauditOptions,
-            pgaudit.make_parser,
-            pgaudit.make_framer,
-        ),
-        _format(mariadb.NAME, mariadb.FIELDS, mariadb.MariadbOptions, mariadb.make_parser),
-        _format(
-            mysql.ENTERPRISE,
-            mysql.FIELDS,
-            FormatOptions,
-            mysql.make_enterprise_parser,
-            mysql.make_enterprise_framer,
-        ),
-        _format(mysql.PERCONA, mysql.FIELDS, FormatOptions, mysql.make_percona_parser),
-        _format(
-            salesforce.ELF,
-            salesforce.FIELDS,
-            FormatOptions,
-            salesforce.make_elf_parser,
-            salesforce.make_elf_framer,
-        ),
-        _format(salesforce.JSON, salesforce.FIELDS, FormatOptions, salesforce.make_json_parser),
-        _mapped_format(regex.NAME, regex.FIELDS, regex.RegexOptions, regex.make_parser),
+def _jsonlines() -> Format:
+    from agent.parsers import jsonlines
+
+    return _mapped_format(
+        jsonlines.NAME,
+        jsonlines.FIELDS,
+        FormatOptions,
+        lambda mapping, _options, actions: jsonlines.make_parser(mapping, actions),
     )
-}
+
+
+def _pgaudit() -> Format:
+    from agent.parsers import pgaudit
+
+    return _format(
+        pgaudit.NAME,
+        pgaudit.FIELDS,
+        pgaudit.PgauditOptions,
+        pgaudit.make_parser,
+        pgaudit.make_framer,
+    )
+
+
+def _mariadb() -> Format:
+    from agent.parsers import mariadb
+
+    return _format(mariadb.NAME, mariadb.FIELDS, mariadb.MariadbOptions, mariadb.make_parser)
+
+
+def _mysql_enterprise() -> Format:
+    from agent.parsers import mysql
+
+    return _format(
+        mysql.ENTERPRISE,
+        mysql.FIELDS,
+        FormatOptions,
+        mysql.make_enterprise_parser,
+        mysql.make_enterprise_framer,
+    )
+
+
+def _percona() -> Format:
+    from agent.parsers import mysql
+
+    return _format(mysql.PERCONA, mysql.FIELDS, FormatOptions, mysql.make_percona_parser)
+
+
+def _salesforce_elf() -> Format:
+    from agent.parsers import salesforce
+
+    return _format(
+        salesforce.ELF,
+        salesforce.FIELDS,
+        FormatOptions,
+        salesforce.make_elf_parser,
+        salesforce.make_elf_framer,
+    )
+
+
+def _salesforce_json() -> Format:
+    from agent.parsers import salesforce
+
+    return _format(salesforce.JSON, salesforce.FIELDS, FormatOptions, salesforce.make_json_parser)
+
+
+def _regex() -> Format:
+    from agent.parsers import regex
+
+    return _mapped_format(regex.NAME, regex.FIELDS, regex.RegexOptions, regex.make_parser)
+
+
+class _Formats(Mapping[str, Format]):
+    """Format name → Format, each format's module imported the first time its name is
+    looked up: an agent holds the parsers its sources use, not all of them (the database
+    parsers and their SQL tables cost memory a JSON-lines host never needs)."""
+
+    def __init__(self, factories: Mapping[str, Callable[[], Format]]) -> None:
+        self._factories = dict(factories)
+        self._loaded: dict[str, Format] = {}
+
+    def __getitem__(self, name: str) -> Format:
+        found = self._loaded.get(name)
+        if found is None:
+            found = self._factories[name]()
+            assert found.name == name, (found.name, name)
+            self._loaded[name] = found
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._factories)
+
+    def __len__(self) -> int:
+        return len(self._factories)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._factories
+
+
+FORMATS: Mapping[str, Format] = _Formats(
+    {
+        "jsonlines": _jsonlines,
+        "pgaudit": _pgaudit,
+        "mariadb_audit": _mariadb,
+        "mysql_enterprise_audit": _mysql_enterprise,
+        "percona_audit": _percona,
+        "salesforce_elf": _salesforce_elf,
+        "salesforce_json": _salesforce_json,
+        "regex": _regex,
+    }
+)
 
 
 def get_parser(

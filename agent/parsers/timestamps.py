@@ -17,6 +17,7 @@ _ISO = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
     r"\s*(?:([Zz])|([+-])(\d{2}):?(\d{2}))?"
 )
+_EPOCH_TEXT = re.compile(r"-?\d+(\.\d+)?")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _INT64_MAX = 2**63 - 1
 # Epoch magnitude thresholds: 1e11 s is the year 5138, so anything larger is a finer unit.
@@ -29,13 +30,38 @@ class TimestampError(ValueError):
 
 def parse_iso8601(text: str) -> int:
     """Parse an ISO 8601 date-time with zone into Unix nanoseconds."""
-    match = _ISO.fullmatch(text.strip())
+    stripped = text.strip()
+    match = _ISO.fullmatch(stripped)
     if match is None:
         raise TimestampError(f"not an ISO 8601 date-time: {text[:64]!r}")
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    fraction, zulu, sign, off_h, off_m = match.groups()[6:]
-    if zulu is None and sign is None:
+    if match.group(8, 9) == (None, None):
         raise TimestampError(f"date-time has no zone (Z or ±hh:mm): {text[:64]!r}")
+    return _iso_nanos(match, stripped)
+
+
+def _iso_nanos(match: re.Match[str], text: str) -> int:
+    """Nanoseconds of a matched date-time with zone."""
+    # A log's timestamps share their second (and zone) with their neighbours: the
+    # calendar arithmetic runs once per distinct second, the fraction is added to it.
+    fraction = match.group(7)
+    key = text[: match.start(7) - 1] + text[match.end(7) :] if fraction else text
+    seconds = _SECONDS.get(key)
+    if seconds is None:
+        seconds = _epoch_seconds(match, text)
+        if len(_SECONDS) >= _SECONDS_MAX:
+            _SECONDS.clear()
+        _SECONDS[key] = seconds
+    nanos = int(fraction.ljust(9, "0")) if fraction else 0
+    return _check_range(seconds * 1_000_000_000 + nanos)
+
+
+_SECONDS: dict[str, int] = {}
+_SECONDS_MAX = 4096
+
+
+def _epoch_seconds(match: re.Match[str], text: str) -> int:
+    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
+    sign, off_h, off_m = match.group(9, 10, 11)
     try:
         offset = dt.timedelta(0)
         if sign is not None:
@@ -50,9 +76,7 @@ def parse_iso8601(text: str) -> int:
     except ValueError as exc:
         raise TimestampError(f"invalid date-time {text[:64]!r}: {exc}") from None
     delta = moment - _EPOCH
-    seconds = delta.days * 86_400 + delta.seconds + leap
-    nanos = int((fraction or "0").ljust(9, "0"))
-    return _check_range(seconds * 1_000_000_000 + nanos)
+    return delta.days * 86_400 + delta.seconds + leap
 
 
 def parse_epoch(value: int | float | Decimal | str) -> int:
@@ -75,11 +99,16 @@ def parse_epoch(value: int | float | Decimal | str) -> int:
 
 def parse_timestamp(value: object) -> int:
     """Accept either form: numbers and digit strings as epoch, other strings as ISO 8601."""
+    if value.__class__ is str:
+        # The common case first: an ISO 8601 date-time with its zone, nothing around it.
+        match = _ISO.fullmatch(value)
+        if match is not None and match.group(8, 9) != (None, None):
+            return _iso_nanos(match, value)
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         return parse_epoch(value)
     if isinstance(value, str):
         stripped = value.strip()
-        if re.fullmatch(r"-?\d+(\.\d+)?", stripped):
+        if _EPOCH_TEXT.fullmatch(stripped):
             return parse_epoch(stripped)
         return parse_iso8601(stripped)
     raise TimestampError(f"expected a string or number, got {type(value).__name__}")

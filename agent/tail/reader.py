@@ -183,7 +183,12 @@ class FileReader:
                 self._append(chunk[pos:])
                 self._scan_pos += len(chunk) - pos
                 return count
-            self._append(chunk[pos:newline])
+            if not self._buf and not self._overflow and newline - pos <= self.max_line_bytes:
+                # the common case: the whole line lies in this chunk, sliced out once
+                data, truncated = chunk[pos:newline], False
+            else:
+                self._append(chunk[pos:newline])
+                data, truncated = bytes(self._buf), self._overflow
             end = self._scan_pos + (newline - pos) + 1
             items.append(
                 Line(
@@ -192,8 +197,8 @@ class FileReader:
                     file_key=self.key,
                     offset=self._line_start,
                     end_offset=end,
-                    data=bytes(self._buf),
-                    truncated=self._overflow,
+                    data=data,
+                    truncated=truncated,
                     fingerprint=self.fingerprint,
                 )
             )
@@ -214,5 +219,6 @@ class FileReader:
 
     def _reset(self, offset: int) -> None:
         self._line_start = self._scan_pos = offset
-        self._buf = bytearray()
+        if self._buf:
+            self._buf = bytearray()
         self._overflow = False

@@ -22,6 +22,7 @@ ORDER = (
     "scaling",
     "parsers",
     "integrity",
+    "verify",
     "detection",
 )
 TITLES = {
@@ -34,6 +35,7 @@ TITLES = {
     "scaling": "Scaling: agent alone over files x line length",
     "parsers": "Parsers: framing + parsing per format, in-process",
     "integrity": "Integrity: hashing, sealing, batch verification; crm-audit verify",
+    "verify": "Verify at scale: crm-audit verify vs a raw read of the same documents",
     "detection": "Detection: line written -> alert document, under background load",
 }
 

@@ -26,7 +26,7 @@ from bench.procstat import CpuMark, peak_rss_kib
 from bench.scenarios.base import Exported, Run, Say, per_million, rounded
 from bench.scenarios.shipping import wait_warmed, write_and_wait
 from bench.search import count, index_definition
-from collector.checkpoints import read_checkpoints
+from collector.checkpoints import CheckpointView, read_checkpoints
 
 
 def run_once(
@@ -92,7 +92,7 @@ def check_integrity(bench: Bench, prefix: str, integrity: Integrity) -> int:
     deadline = time.monotonic() + 4 * integrity.checkpoint_interval_s + 10
     while True:
         view = read_checkpoints(integrity.checkpoints)
-        attested = view.heads.get(AGENT_ID, (None, "", ""))[0]
+        attested = _attested(view)
         if view.problems:
             raise BenchError(f"checkpoints: {view.problems[:3]}")
         if attested == last:
@@ -100,6 +100,15 @@ def check_integrity(bench: Bench, prefix: str, integrity: Integrity) -> int:
         if time.monotonic() > deadline:
             raise BenchError(f"no signed checkpoint of sequence {last} (latest: {attested})")
         time.sleep(0.5)
+
+
+def _attested(view: CheckpointView) -> int | None:
+    """The bench agent's last checkpointed sequence: its one stream (format 2; a run
+    starts from a fresh state directory, so one stream) or its format 1 chain."""
+    streams = [seq for (agent, _), (seq, _, _) in view.streams.items() if agent == AGENT_ID]
+    if streams:
+        return max((seq for seq in streams if seq is not None), default=None)
+    return view.heads.get(AGENT_ID, (None, "", ""))[0]
 
 
 def _export(bench: Bench, prefix: str, index: str) -> Exported:

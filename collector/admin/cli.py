@@ -259,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--retention-days",
         type=_rate,
         metavar="DAYS",
-        help="shortest retention: a deleted index younger than this is MISSING, not EXPIRED",
+        help="retention in force: format 1, a deleted index younger than this is MISSING, "
+        "not EXPIRED; format 2, absent events whose seal's signed event time is older are "
+        "EXPIRED (younger: MISSING, whatever unsigned fields say)",
     )
     ver.add_argument(
         "--grace",

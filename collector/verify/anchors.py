@@ -160,6 +160,15 @@ class Comparison:
     agents: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
 
+def attested_sequences(view: CheckpointView) -> dict[str, int | None]:
+    """Highest checkpointed sequence per report label: ``agent`` for a format 1 chain,
+    ``agent:stream`` for a format 2 stream (the names the report uses)."""
+    out: dict[str, int | None] = {agent: head[0] for agent, head in view.heads.items()}
+    for (agent, stream), head in view.streams.items():
+        out[f"{agent}:{stream}"] = head[0]
+    return out
+
+
 def compare(previous: SeenState, view: CheckpointView, counts: Mapping[str, int]) -> Comparison:
     out = Comparison()
     for name, seen in sorted(previous.files.items()):
@@ -173,9 +182,9 @@ def compare(previous: SeenState, view: CheckpointView, counts: Mapping[str, int]
                 f"checkpoint file {name} has {now} lines; a previous run saw {seen} "
                 "(lines removed, --state)"
             )
+    now_attested = attested_sequences(view)
     for agent, seen in sorted(previous.agents.items()):
-        head = view.heads.get(agent)
-        now = head[0] if head is not None else None
+        now = now_attested.get(agent)
         if now is None or now < seen:
             attested = "no sequence" if now is None else f"sequence {now}"
             out.agents.setdefault(agent, []).append(
@@ -190,7 +199,7 @@ def compare(previous: SeenState, view: CheckpointView, counts: Mapping[str, int]
 def updated(previous: SeenState, view: CheckpointView, counts: Mapping[str, int]) -> SeenState:
     """`previous` raised to what this run saw (never lowered)."""
     agents = dict(previous.agents)
-    for agent, (sequence, _head, _when) in view.heads.items():
+    for agent, sequence in attested_sequences(view).items():
         if sequence is not None:
             agents[agent] = max(agents.get(agent, 0), sequence)
     files = dict(previous.files)

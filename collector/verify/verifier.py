@@ -94,11 +94,15 @@ class Verifier:
         names = set(agents or ())
         self._named = frozenset(names)
         streams = self.streams(names)
+        if self.checkpoints is not None:
+            # A stream a signed checkpoint attests is expected even when OpenSearch
+            # holds nothing of it any more (deleted whole: TAIL_TRUNCATED, not silence).
+            streams |= {(a, s) for a, s in self.checkpoints.streams if not names or a in names}
         if not names:
             names |= {agent for agent, _ in streams}
             if self.checkpoints is not None:
-                names |= {name.split(":")[0] for name in self.checkpoints.heads}
-            names |= self.expected | set(self.stream_findings)
+                names |= set(self.checkpoints.heads)
+            names |= self.expected | {label.split(":")[0] for label in self.stream_findings}
         units = sorted(streams | {(a, "") for a in names if not any(x == a for x, _ in streams)})
         units = [(a, s) for a, s in units if a in names]
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
@@ -191,7 +195,6 @@ class Verifier:
     def verify_stream(self, agent: str, stream: str) -> AgentReport:
         """One format 2 stream, from its signed seals (`collector.verify.signed`)."""
         out = AgentReport(agent, stream_id=stream)
-        name = f"{agent}:{stream}"
         attested = self._attested(agent, stream)
         walk = StreamWalk(self, agent, stream, out, attested.points())
         seals = self._seals(agent, stream)
@@ -220,7 +223,7 @@ class Verifier:
         if (
             self.checkpoint_every_agent
             and self.checkpoints is not None
-            and name not in self.checkpoints.heads
+            and (agent, stream) not in self.checkpoints.streams
         ):
             out.stream.append((CHECKPOINT_MISSING, "no signed checkpoint attests this stream"))
         out.ranges = resolve(out.ranges + walk.breaks)
@@ -235,8 +238,8 @@ class Verifier:
         stored = self.reader.chain_head(heads_index, name)
         if stored is not None and stored[0] is not None:
             found.add(stored[0], stored[1], "chain head record", heads_index)
-        if self.checkpoints is not None and name in self.checkpoints.heads:
-            seq, head, when = self.checkpoints.heads[name]
+        if self.checkpoints is not None and (agent, stream) in self.checkpoints.streams:
+            seq, head, when = self.checkpoints.streams[(agent, stream)]
             if seq is not None:
                 found.add(seq, head, f"signed checkpoint of {when}", "")
                 found.checkpointed = seq

@@ -29,7 +29,12 @@ from collector.admin.pki import init_ca, issue_agent
 from collector.admin.sample import generate, write_jsonl
 from collector.checkpoints import read_checkpoints
 from tests.helpers import free_port
-from tests.integration.support import agent_config_head, drop_prefix, write_collector_config
+from tests.integration.support import (
+    agent_config_head,
+    drop_prefix,
+    entry_of,
+    write_collector_config,
+)
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -168,7 +173,9 @@ def verify(env: Env) -> tuple[int, dict[str, Any]]:
 
 
 def ranges(report: dict[str, Any]) -> list[tuple[str, int, int]]:
-    return [(r["kind"], r["first"], r["last"]) for r in report["agents"][AGENT_ID]["ranges"]]
+    # The report names a format 2 stream "agent:stream"; this agent has one stream.
+    (entry,) = [e for e in report["agents"].values() if e["agent"] == AGENT_ID]
+    return [(r["kind"], r["first"], r["last"]) for r in entry["ranges"]]
 
 
 def test_agent_trail_survives_kill9_and_verifies(env: Env) -> None:
@@ -234,7 +241,7 @@ def test_agent_trail_survives_kill9_and_verifies(env: Env) -> None:
     assert env.events() == total
 
     code, report = verify(env)
-    assert code == 0, json.dumps(report, indent=1)
+    assert code == 0, json.dumps(report, indent=1)[:6000]
     assert ranges(report) == [("VALID", 1, total)]
     assert env.count(f"{env.prefix}-alerts") == 0
     assert f"stream {stream_id} starting: next sequence {FIRST + 1}" in agent.log()
@@ -251,6 +258,6 @@ def test_agent_trail_survives_kill9_and_verifies(env: Env) -> None:
     )
     code, report = verify(env)
     assert code == 1
-    altered = [r for r in report["agents"][AGENT_ID]["ranges"] if r["kind"] == "ALTERED"]
+    altered = [r for r in entry_of(report, AGENT_ID)["ranges"] if r["kind"] == "ALTERED"]
     assert [(r["first"], r["last"]) for r in altered] == [(FIRST - 7, FIRST - 7)]
     assert "user.name" in altered[0]["detail"]

@@ -45,7 +45,7 @@ from opensearchpy import OpenSearch, helpers
 from collector.admin.opensearch_node import EmbeddedOpenSearch, defaults_from_env
 from collector.admin.pki import init_ca, issue_agent
 from tests.helpers import free_port, traversable_tmpdir
-from tests.integration.support import agent_config_head, ranges, write_collector_config
+from tests.integration.support import agent_config_head, entry_of, write_collector_config
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -457,8 +457,10 @@ def test_two_collectors_two_nodes_collector_killed_and_node_stopped_mid_stream(
         assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-3000:]
         report = json.loads(verified.stdout)
         for agent in agents:
-            found = ranges(report, agent.id)
-            assert found == [("VALID", 1, LINES)], found
+            ranges = [
+                (r["kind"], r["first"], r["last"]) for r in entry_of(report, agent.id)["ranges"]
+            ]
+            assert ranges == [("VALID", 1, LINES)], ranges
 
         for agent in agents:
             assert agent.process is not None

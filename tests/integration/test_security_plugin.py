@@ -71,7 +71,7 @@ from tests.integration.secured_opensearch import (
     WRITER,
     SecuredCluster,
 )
-from tests.integration.support import agent_config_head, agent_report, write_collector_config
+from tests.integration.support import agent_config_head, entry_of, write_collector_config
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -462,15 +462,12 @@ def test_collector_as_writer_indexes_everything_a_real_agent_sent(
     ).body
     assert seals["hits"]["total"]["value"] >= 3
     assert seals["aggregations"]["m"]["value"] == EVENTS
-    # One chain head per stream of the agent (`_id` agent:stream in stream format 2).
     heads = env.superuser(
-        "POST",
-        f"/{PREFIX}-chainheads/_search",
-        body={"query": {"term": {"agent.id": AGENT_ID}}},
-    )
-    assert heads.status == 200, heads.body
-    (head,) = heads.body["hits"]["hits"]
-    assert head["_id"].startswith(f"{AGENT_ID}:") and head["_source"]["chain"]["sequence"] == EVENTS
+        "POST", f"/{PREFIX}-chainheads/_search", body={"query": agent_query}
+    ).body["hits"]["hits"]
+    # One stream (format 2): its chain head document is "agent:stream".
+    assert [h["_source"]["chain"]["sequence"] for h in heads] == [EVENTS]
+    assert heads[0]["_id"] == f"{AGENT_ID}:{heads[0]['_source']['agent']['stream']}"
     # Detection kept its leases; the refused event is a dead letter, the rest indexed.
     assert env.count(f"{PREFIX}-leases", {"exists": {"field": "lease.evaluated_to"}}) >= 1
     assert shipped.dlq_ack.status == pb.Ack.STATUS_OK, shipped.dlq_ack
@@ -580,7 +577,7 @@ def test_analyst_verifies_and_reports(shipped: Shipped, env: Env) -> None:
     done = env.verify()
     assert done.returncode == 0, done.stderr + done.stdout
     report = json.loads(done.stdout)
-    ranges = [(r["kind"], r["first"], r["last"]) for r in agent_report(report, AGENT_ID)["ranges"]]
+    ranges = [(r["kind"], r["first"], r["last"]) for r in entry_of(report, AGENT_ID)["ranges"]]
     assert ranges == [("VALID", 1, EVENTS)]
     today = dt.datetime.now(dt.UTC).date()
     out = env.root / "report.html"
@@ -980,10 +977,10 @@ def test_writer_overwrite_is_allowed_but_verify_names_it(shipped: Shipped, env: 
     query = {
         "bool": {"filter": [{"term": {"agent.id": AGENT_ID}}, {"term": {"event.sequence": 7}}]}
     }
-    (hit,) = env.superuser("POST", f"/{EVENTS_PATTERN}/_search", body={"query": query}).body[
+    hit = env.superuser("POST", f"/{EVENTS_PATTERN}/_search", body={"query": query}).body["hits"][
         "hits"
-    ]["hits"]
-    doc_id = hit["_id"]  # agent:stream:7 in stream format 2
+    ][0]
+    doc_id = hit["_id"]
     source = hit["_source"]
     source["user"]["name"] = "mallory"
     overwritten = env.cluster.http(WRITER)("PUT", f"/{hit['_index']}/_doc/{doc_id}", body=source)
@@ -993,6 +990,6 @@ def test_writer_overwrite_is_allowed_but_verify_names_it(shipped: Shipped, env: 
     env.count(EVENTS_PATTERN)  # refresh
     done = env.verify()
     assert done.returncode == 1, done.stderr
-    found = agent_report(json.loads(done.stdout), AGENT_ID)["ranges"]
-    altered = [(r["first"], r["last"]) for r in found if r["kind"] == "ALTERED"]
+    ranges = entry_of(json.loads(done.stdout), AGENT_ID)["ranges"]
+    altered = [(r["first"], r["last"]) for r in ranges if r["kind"] == "ALTERED"]
     assert altered == [(7, 7)]

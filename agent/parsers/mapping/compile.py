@@ -1,11 +1,13 @@
 """A source's mapping compiled into a plan, and the plan applied to a record. Pure.
 
-The plan is built once per source: a plain dotted path stays a direct dict lookup (the
-common case, and the cost of every default mapping), any other rule is evaluated
-through `rules.Rule`. Applying a plan never raises: an unusable value flags the event
-(`mapping_error`, `invalid_timestamp`) and stays in `attributes`, like every record key
-no rule used. The action is then resolved through the source's vocabulary; an action
-known nowhere is kept verbatim and flagged `unknown_action`.
+The plan is built once per source and generated into one function
+(agent.parsers.mapping.codegen): a plain dotted path becomes direct dict lookups and a
+text field an inline assignment (the common case, and the cost of every default
+mapping); any other rule is evaluated through `rules.Rule`. Applying a plan never
+raises: an unusable value flags the event (`mapping_error`, `invalid_timestamp`) and
+stays in `attributes`, like every record key no rule used. The action is then resolved
+through the source's vocabulary; an action known nowhere is kept verbatim and flagged
+`unknown_action`.
 """
 
 from __future__ import annotations
@@ -14,16 +16,14 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from agent.parsers._common import clean
-from agent.parsers.mapping.paths import is_expression, lookup
-from agent.parsers.mapping.rules import ABSENT, Problem, Rule, compile_rule, evaluate
+from agent.parsers.mapping.codegen import Apply, generate
+from agent.parsers.mapping.paths import is_expression
+from agent.parsers.mapping.rules import Problem, Rule, compile_rule
 from agent.parsers.mapping.targets import ENUMERATED, LIST_TARGETS, SETTERS, Setter
-from agent.parsers.mapping.values import UnusableValue, json_text
 from agent.parsers.mapping.vocabulary import BUILT_IN, Vocabulary, compile_actions
-from agent.parsers.timestamps import TimestampError
 from proto.v1 import audit_pb2 as pb
 
 # Where `crm-audit-agent parse` counts which target failed on which events; unset while
@@ -70,10 +70,15 @@ class _Field:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """A compiled mapping: fields in application order, then the action vocabulary."""
+    """A compiled mapping: fields in application order, then the action vocabulary;
+    `apply` is both, generated once as one function (agent.parsers.mapping.codegen)."""
 
     fields: tuple[_Field, ...]
     vocabulary: Vocabulary = BUILT_IN
+    apply: Apply = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "apply", generate(self.fields, self.vocabulary, _failed))
 
 
 def check(mapping: Mapping[str, Any], actions: Any, targets: frozenset[str]) -> list[Problem]:
@@ -142,71 +147,4 @@ def _compile_target(target: str, raw: Any) -> tuple[tuple[Rule, ...], list[Probl
 
 def apply_mapping(event: pb.AuditEvent, record: dict[str, Any], plan: Plan) -> None:
     """Fill `event` from a record dict through a compiled plan (jsonlines and regex)."""
-    consumed: set[str] = set()
-    flags: list[str] = []
-    for spec in plan.fields:
-        rules = spec.rules
-        if rules is None:
-            path = spec.path
-            # the common case first: the path is a key of the record itself
-            if path in record:
-                value = record[path]
-            elif not spec.nested:
-                continue
-            else:
-                found, value = lookup(record, path)
-                if not found:
-                    continue
-            if value is None:  # explicit null: nothing to record, nothing to keep
-                consumed.add(path)
-                continue
-            roots: tuple[str, ...] = (path,)
-        else:
-            try:
-                value, roots = evaluate(rules, record)
-            except UnusableValue:
-                _failed(spec, flags)
-                continue
-            if value is ABSENT:
-                consumed.update(roots)
-                continue
-        try:
-            spec.setter(event, value)
-        except (UnusableValue, TimestampError):
-            _failed(spec, flags)
-            continue
-        consumed.update(roots)
-
-    if event.action:
-        resolved = plan.vocabulary.resolve(event.action)
-        category = resolved.category
-        if category is None:
-            flags.append("unknown_action")
-        else:
-            event.action = clean(resolved.action)
-            event.event_category.extend(category.event_category)
-            event.event_type.extend(category.event_type)
-            event.audit_category = category.audit_category
-            if event.outcome == pb.OUTCOME_UNSPECIFIED:
-                event.outcome = category.implied_outcome
-
-    for key, value in _flatten(record, ""):
-        # null is absent: an unmapped null is not kept as the text "null"
-        if value is not None and not _is_consumed(key, consumed):
-            event.attributes[clean(key)] = clean(json_text(value))
-    event.flags.extend(flags)
-
-
-def _flatten(value: dict[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
-    for key, item in value.items():
-        path = f"{prefix}{key}"
-        if isinstance(item, dict) and item:
-            yield from _flatten(item, f"{path}.")
-        else:
-            yield path, item
-
-
-def _is_consumed(key: str, consumed: set[str]) -> bool:
-    if key in consumed:
-        return True
-    return any(key.startswith(f"{path}.") for path in consumed)
+    plan.apply(event, record)

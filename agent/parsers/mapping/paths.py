@@ -14,9 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import jmespath
-from jmespath.exceptions import JMESPathError
-
 # Characters a dotted name never contains but JMESPath syntax does. `@` is not among
 # them: keys like "@timestamp" or OData's "x@OData.Community.Display.V1.FormattedValue"
 # are plain names; JMESPath's current node is `@` alone or `@.` at the start.
@@ -60,6 +57,10 @@ def compile_path(text: str) -> Path:
         raise PathError("empty path")
     if not is_expression(stripped):
         return Path(stripped, (stripped,), _dotted_getter(stripped), True)
+    # Imported here: a source without expressions never loads the JMESPath engine.
+    import jmespath
+    from jmespath.exceptions import JMESPathError
+
     try:
         expression = jmespath.compile(stripped)
     except JMESPathError as exc:
@@ -103,6 +104,22 @@ def _dotted_getter(path: str) -> Getter:
             return False, None
 
         return get_key
+
+    parts = path.split(".")
+    if len(parts) == 2:  # the common nesting (`actor.login`), without lookup's loop
+        head, tail = parts
+
+        def get_two(record: Any) -> tuple[bool, Any]:
+            if not isinstance(record, dict):
+                return False, None
+            if path in record:
+                return True, record[path]
+            node = record.get(head)
+            if isinstance(node, dict) and tail in node:
+                return True, node[tail]
+            return False, None
+
+        return get_two
 
     def get_path(record: Any) -> tuple[bool, Any]:
         if isinstance(record, dict) and path in record:

@@ -7,12 +7,11 @@ event is flagged with the target's flag.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from agent.parsers._common import clean
+from agent.parsers._common import clean, is_ip
 from agent.parsers.mapping.values import UnusableValue, scalar_text, typed_text
 from agent.parsers.timestamps import parse_timestamp
 from proto.v1 import audit_pb2 as pb
@@ -40,23 +39,32 @@ def _set_outcome(event: pb.AuditEvent, value: Any) -> None:
     event.outcome = outcome
 
 
+def _text(value: Any) -> str:
+    return clean(value if type(value) is str else scalar_text(value))
+
+
 def _set_str(*attrs: str) -> Setter:
-    *parents, name = attrs
+    # One closure per depth: a setter runs for every mapped field of every event.
+    if len(attrs) == 1:
+        (name,) = attrs
 
-    def setter(event: pb.AuditEvent, value: Any) -> None:
-        target: Any = event
-        for parent in parents:
-            target = getattr(target, parent)
-        setattr(target, name, clean(scalar_text(value)))
+        def set_top(event: pb.AuditEvent, value: Any) -> None:
+            setattr(event, name, _text(value))
 
-    return setter
+        return set_top
+    parent, name = attrs
+
+    def set_nested(event: pb.AuditEvent, value: Any) -> None:
+        setattr(getattr(event, parent), name, _text(value))
+
+    return set_nested
 
 
 def _set_roles(attr: str) -> Setter:
     def setter(event: pb.AuditEvent, value: Any) -> None:
         items = value if isinstance(value, list) else [value]
         # Check every item first: a half-filled list would hide the unusable rest.
-        roles = [clean(scalar_text(item)) for item in items if item is not None]
+        roles = [_text(item) for item in items if item is not None]
         getattr(event, attr).roles.extend(roles)
 
     return setter
@@ -64,10 +72,8 @@ def _set_roles(attr: str) -> Setter:
 
 def _set_ip(event: pb.AuditEvent, value: Any) -> None:
     text = scalar_text(value).strip()
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        raise UnusableValue("not an IP address") from None
+    if not is_ip(text):
+        raise UnusableValue("not an IP address")
     event.source.ip = text
 
 
@@ -118,35 +124,64 @@ def unsigned(value: Any, maximum: int) -> int:
     return value
 
 
+# Text targets and the event attribute each fills (parent message, field): the mapping
+# compiler writes these assignments inline.
+STRING_ATTRS: dict[str, tuple[str, ...]] = {
+    "action": ("action",),
+    "user.id": ("user", "id"),
+    "user.name": ("user", "name"),
+    "user.email": ("user", "email"),
+    "user.effective.id": ("effective_user", "id"),
+    "user.effective.name": ("effective_user", "name"),
+    "user.effective.email": ("effective_user", "email"),
+    "user.target.id": ("target_user", "id"),
+    "user.target.name": ("target_user", "name"),
+    "user.target.email": ("target_user", "email"),
+    "organization.id": ("organization", "id"),
+    "organization.name": ("organization", "name"),
+    "source.device_id": ("source", "device_id"),
+    "source.user_agent": ("source", "user_agent"),
+    "session_id": ("session_id",),
+    "object.type": ("object", "type"),
+    "object.id": ("object", "id"),
+    "object.name": ("object", "name"),
+    "message": ("message",),
+}
+
+
+def _string(target: str) -> Setter:
+    return _set_str(*STRING_ATTRS[target])
+
+
 # In the order they are applied: (target, setter, flag raised for an unusable value).
 SETTERS: tuple[tuple[str, Setter, str], ...] = (
     ("timestamp", _set_time, "invalid_timestamp"),
-    ("action", _set_str("action"), "mapping_error"),
+    ("action", _string("action"), "mapping_error"),
     ("outcome", _set_outcome, "mapping_error"),
-    ("user.id", _set_str("user", "id"), "mapping_error"),
-    ("user.name", _set_str("user", "name"), "mapping_error"),
-    ("user.email", _set_str("user", "email"), "mapping_error"),
+    ("user.id", _string("user.id"), "mapping_error"),
+    ("user.name", _string("user.name"), "mapping_error"),
+    ("user.email", _string("user.email"), "mapping_error"),
     ("user.roles", _set_roles("user"), "mapping_error"),
-    ("user.effective.id", _set_str("effective_user", "id"), "mapping_error"),
-    ("user.effective.name", _set_str("effective_user", "name"), "mapping_error"),
-    ("user.effective.email", _set_str("effective_user", "email"), "mapping_error"),
-    ("user.target.id", _set_str("target_user", "id"), "mapping_error"),
-    ("user.target.name", _set_str("target_user", "name"), "mapping_error"),
-    ("user.target.email", _set_str("target_user", "email"), "mapping_error"),
+    ("user.effective.id", _string("user.effective.id"), "mapping_error"),
+    ("user.effective.name", _string("user.effective.name"), "mapping_error"),
+    ("user.effective.email", _string("user.effective.email"), "mapping_error"),
+    ("user.target.id", _string("user.target.id"), "mapping_error"),
+    ("user.target.name", _string("user.target.name"), "mapping_error"),
+    ("user.target.email", _string("user.target.email"), "mapping_error"),
     ("user.target.roles", _set_roles("target_user"), "mapping_error"),
-    ("organization.id", _set_str("organization", "id"), "mapping_error"),
-    ("organization.name", _set_str("organization", "name"), "mapping_error"),
+    ("organization.id", _string("organization.id"), "mapping_error"),
+    ("organization.name", _string("organization.name"), "mapping_error"),
     ("source.ip", _set_ip, "mapping_error"),
     ("source.port", _set_port, "mapping_error"),
-    ("source.device_id", _set_str("source", "device_id"), "mapping_error"),
-    ("source.user_agent", _set_str("source", "user_agent"), "mapping_error"),
-    ("session_id", _set_str("session_id"), "mapping_error"),
-    ("object.type", _set_str("object", "type"), "mapping_error"),
-    ("object.id", _set_str("object", "id"), "mapping_error"),
-    ("object.name", _set_str("object", "name"), "mapping_error"),
+    ("source.device_id", _string("source.device_id"), "mapping_error"),
+    ("source.user_agent", _string("source.user_agent"), "mapping_error"),
+    ("session_id", _string("session_id"), "mapping_error"),
+    ("object.type", _string("object.type"), "mapping_error"),
+    ("object.id", _string("object.id"), "mapping_error"),
+    ("object.name", _string("object.name"), "mapping_error"),
     ("changes", _set_changes, "mapping_error"),
     ("record_count", _set_count, "mapping_error"),
-    ("message", _set_str("message"), "mapping_error"),
+    ("message", _string("message"), "mapping_error"),
 )
 TARGETS = frozenset(name for name, _setter, _flag in SETTERS)
 # Targets whose values form a closed set: a `values` table without an entry for a value

@@ -12,7 +12,7 @@ and the event is flagged `unknown_action`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.parsers.categorize import (
@@ -45,13 +45,29 @@ class Vocabulary:
     """A source's table (normalized source name → resolution), then the built-in one."""
 
     table: Mapping[str, Resolved]
+    # Resolutions already made: a source writes few distinct action names, and
+    # normalizing one costs a regular expression. Bounded against a log that writes
+    # unbounded ones (ids in the action).
+    _seen: dict[str, Resolved] = field(default_factory=dict, compare=False, repr=False)
 
     def resolve(self, action: str) -> Resolved:
+        found = self._seen.get(action)
+        if found is None:
+            found = self._resolve(action)
+            if len(self._seen) >= _SEEN_MAX:
+                self._seen.clear()
+            self._seen[action] = found
+        return found
+
+    def _resolve(self, action: str) -> Resolved:
         if self.table:
             found = self.table.get(normalize_action(action))
             if found is not None:
                 return found
         return Resolved(action, categorize(action))
+
+
+_SEEN_MAX = 1024
 
 
 BUILT_IN = Vocabulary({})

@@ -336,8 +336,9 @@ def test_never_raises_and_types_are_honest(record: dict[str, Any]) -> None:
     assert event is not None
     assert "parse_error" not in event.flags  # a JSON object always maps (flags at worst)
     event.SerializeToString()
-    for value in event.attributes.values():
-        assert value != "null"
+    if '"null"' not in line.decode():  # the text "null" itself is kept as it is
+        for value in event.attributes.values():
+            assert value != "null"
 
 
 @settings(max_examples=200, deadline=None)
