@@ -396,6 +396,49 @@ def seal_heads_consistent(seal: audit_pb2.Seal) -> bool:
     return prev == seal.chain_head
 
 
+def _sequences_match_seal(
+    seal: audit_pb2.Seal, events: Sequence[audit_pb2.AuditEvent], findings: list[Finding]
+) -> bool:
+    """True when the batch's events must be checked further against the seal: they are
+    exactly its consecutive range (both formats). False for a heartbeat (no events,
+    nothing more to check) or after appending the one finding that says what is wrong."""
+    if seal.event_count != len(events):
+        findings.append(
+            Finding(
+                COUNT_MISMATCH,
+                seal.first_sequence,
+                seal.last_sequence,
+                f"seal counts {seal.event_count} events, batch has {len(events)}",
+            )
+        )
+        return False
+    if not events:
+        return False
+    lo, hi = events[0].sequence, events[-1].sequence
+    if (lo, hi) != (seal.first_sequence, seal.last_sequence):
+        findings.append(
+            Finding(
+                RANGE_MISMATCH,
+                lo,
+                hi,
+                f"seal covers {seal.first_sequence}-{seal.last_sequence}, batch holds {lo}-{hi}",
+            )
+        )
+        return False
+    for before, after in itertools.pairwise(events):
+        if after.sequence != before.sequence + 1:
+            findings.append(
+                Finding(
+                    NOT_CONTIGUOUS,
+                    before.sequence,
+                    after.sequence,
+                    f"sequence {after.sequence} follows {before.sequence}",
+                )
+            )
+            return False
+    return True
+
+
 def verify_batch(
     batch: audit_pb2.Batch, agent_id: str, keys: Mapping[str, Ed25519PublicKey]
 ) -> BatchVerdict:
@@ -422,39 +465,8 @@ def verify_batch(
         verdict.findings.extend(problems)
         return verdict
     verdict.signature_ok = True
-    if seal.event_count != len(events):
-        verdict.findings.append(
-            Finding(
-                COUNT_MISMATCH,
-                seal.first_sequence,
-                seal.last_sequence,
-                f"seal counts {seal.event_count} events, batch has {len(events)}",
-            )
-        )
+    if not _sequences_match_seal(seal, events, verdict.findings):
         return verdict
-    if not events:
-        return verdict
-    if (lo, hi) != (seal.first_sequence, seal.last_sequence):
-        verdict.findings.append(
-            Finding(
-                RANGE_MISMATCH,
-                lo,
-                hi,
-                f"seal covers {seal.first_sequence}-{seal.last_sequence}, batch holds {lo}-{hi}",
-            )
-        )
-        return verdict
-    for before, after in itertools.pairwise(events):
-        if after.sequence != before.sequence + 1:
-            verdict.findings.append(
-                Finding(
-                    NOT_CONTIGUOUS,
-                    before.sequence,
-                    after.sequence,
-                    f"sequence {after.sequence} follows {before.sequence}",
-                )
-            )
-            return verdict
     prev = seal.prev_chain_head
     for event, data in zip(events, verdict.canonical, strict=True):
         current = chain_link(prev, data)
@@ -536,39 +548,8 @@ def _verify_batch_v2(
         verdict.findings.extend(problems)
         return verdict
     verdict.signature_ok = True
-    if seal.event_count != len(events):
-        verdict.findings.append(
-            Finding(
-                COUNT_MISMATCH,
-                seal.first_sequence,
-                seal.last_sequence,
-                f"seal counts {seal.event_count} events, batch has {len(events)}",
-            )
-        )
+    if not _sequences_match_seal(seal, events, verdict.findings):
         return verdict
-    if not events:
-        return verdict
-    if (lo, hi) != (seal.first_sequence, seal.last_sequence):
-        verdict.findings.append(
-            Finding(
-                RANGE_MISMATCH,
-                lo,
-                hi,
-                f"seal covers {seal.first_sequence}-{seal.last_sequence}, batch holds {lo}-{hi}",
-            )
-        )
-        return verdict
-    for before, after in itertools.pairwise(events):
-        if after.sequence != before.sequence + 1:
-            verdict.findings.append(
-                Finding(
-                    NOT_CONTIGUOUS,
-                    before.sequence,
-                    after.sequence,
-                    f"sequence {after.sequence} follows {before.sequence}",
-                )
-            )
-            return verdict
     for event, mine, signed in zip(events, verdict.event_hashes, seal.event_hashes, strict=True):
         if mine != signed:
             verdict.findings.append(
