@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from agent.spool import Loss
 from agent.tail import Truncated, Unread
+from proto.continuation import STREAM_CONTINUED
 from proto.v1 import audit_pb2 as pb
 
 
@@ -158,13 +159,10 @@ def spool_loss(loss: Loss, now_ns: int) -> pb.AuditEvent:
     )
 
 
-STREAM_CONTINUED = "agent.stream_continued"
-
-
 def stream_continued(
     previous_sequence: int, previous_head: bytes | None, now_ns: int
 ) -> pb.AuditEvent:
-    """`agent.stream_continued`: the first event of a stream that took over a stream
+    """`agent.stream_continued` (proto.continuation): the first event of a stream that took over a stream
     format 1 state. It tells an upgrade with intact state (file positions kept, nothing
     re-read or lost) from a restart without state; signed like every event, so the
     collector and `crm-audit verify` can check the claim against the format 1 history.

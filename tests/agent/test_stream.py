@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent import notices, stream
+from agent import stream
 from agent.checkpoint import Checkpoint, CheckpointStore, FileOffset
 from agent.receipts import ReceiptStore
 from agent.runtime import Agent, Clock
 from agent.tail.reader import file_key
 from proto import integrity
+from proto.continuation import STREAM_CONTINUED
 from proto.v1 import audit_pb2 as pb
 from tests.agent.certs import Pki, make_pki
 from tests.agent.fake_collector import FakeCollector, Server, events
@@ -123,7 +124,7 @@ def test_a_format_1_state_is_taken_over_when_its_spool_is_acked(tmp_path: Path, 
     # Sequence 1 states the continuation; file positions kept (the 5 acked lines are
     # not read again), a new stream from 1.
     continued = shipped[0]
-    assert continued.action == notices.STREAM_CONTINUED
+    assert continued.action == STREAM_CONTINUED
     assert dict(continued.attributes) == {"previous_format": "1", "previous_sequence": "5"}
     assert [json.loads(e.original)["n"] for e in shipped[1:]] == [5, 6]
     assert [e.sequence for e in shipped] == [1, 2, 3]
@@ -188,8 +189,8 @@ def test_the_continuation_is_spooled_once_when_the_takeover_is_cut_short(
             collector.wait_for(lambda: len(all_sequences(collector)) >= 2)
     assert agent.stream_id == acked.stream_id
     shipped = [e for b in collector.received for e in events(b)]
-    assert [(e.sequence, e.action) for e in shipped][:1] == [(1, notices.STREAM_CONTINUED)]
-    assert [e.action for e in shipped].count(notices.STREAM_CONTINUED) == 1
+    assert [(e.sequence, e.action) for e in shipped][:1] == [(1, STREAM_CONTINUED)]
+    assert [e.action for e in shipped].count(STREAM_CONTINUED) == 1
     assert [json.loads(e.original)["n"] for e in shipped[1:]] == [5]
     assert dict(shipped[0].attributes)["previous_head"] == "07" * 32
     assert not (config.state_dir / "chain.json").exists()
