@@ -163,11 +163,11 @@ def stream_continued(
     previous_sequence: int, previous_head: bytes | None, now_ns: int
 ) -> pb.AuditEvent:
     """`agent.stream_continued` (proto.continuation): the first event of a stream that
-    took over a stream format 1 state. It tells an upgrade with intact state (file positions kept, nothing
-    re-read or lost) from a restart without state; signed like every event, so the
-    collector and `crm-audit verify` can check the claim against the format 1 history.
-    `previous_head` is given only when the legacy chain state held the head at exactly
-    `previous_sequence` (the last acked one)."""
+    took over a stream format 1 state. It tells an upgrade with intact state (file
+    positions kept, nothing re-read or lost) from a restart without state; signed like
+    every event, so the collector and `crm-audit verify` can check the claim against
+    the format 1 history. `previous_head` is given only when the legacy chain state
+    held the head at exactly `previous_sequence` (the last acked one)."""
     attributes = {"previous_format": "1", "previous_sequence": str(previous_sequence)}
     head = ""
     if previous_head is not None:
