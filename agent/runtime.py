@@ -500,6 +500,7 @@ class Agent:
             event = notices.stream_continued(
                 takeover.previous_sequence, takeover.previous_head, self._clock.wall_ns()
             )
+            event.observer.CopyFrom(self._observer)  # as on every event the agent writes
             self.spool.append([Entry(event)])
             recovery = replace(recovery, next_sequence=2, unacked=recovery.unacked + 1)
         try:

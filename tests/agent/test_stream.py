@@ -193,6 +193,7 @@ def test_the_continuation_is_spooled_once_when_the_takeover_is_cut_short(
     assert [e.action for e in shipped].count(STREAM_CONTINUED) == 1
     assert [json.loads(e.original)["n"] for e in shipped[1:]] == [5]
     assert dict(shipped[0].attributes)["previous_head"] == "07" * 32
+    assert shipped[0].observer.agent_id == AGENT_ID
     assert not (config.state_dir / "chain.json").exists()
     assert CheckpointStore(config.state_dir).load().stream_id == acked.stream_id
 
