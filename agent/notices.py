@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from agent.spool import Loss
 from agent.tail import Truncated, Unread
+from proto.continuation import STREAM_CONTINUED
 from proto.v1 import audit_pb2 as pb
 
 
@@ -155,4 +156,33 @@ def spool_loss(loss: Loss, now_ns: int) -> pb.AuditEvent:
             "loss.segment": loss.segment,
             "loss.bytes": f"{loss.start}-{loss.end}",
         },
+    )
+
+
+def stream_continued(
+    previous_sequence: int, previous_head: bytes | None, now_ns: int
+) -> pb.AuditEvent:
+    """`agent.stream_continued` (proto.continuation): the first event of a stream that
+    took over a stream format 1 state. It tells an upgrade with intact state (file
+    positions kept, nothing re-read or lost) from a restart without state; signed like
+    every event, so the collector and `crm-audit verify` can check the claim against
+    the format 1 history. `previous_head` is given only when the legacy chain state
+    held the head at exactly `previous_sequence` (the last acked one)."""
+    attributes = {"previous_format": "1", "previous_sequence": str(previous_sequence)}
+    head = ""
+    if previous_head is not None:
+        attributes["previous_head"] = previous_head.hex()
+        head = f" (head {previous_head.hex()[:16]})"
+    return pb.AuditEvent(
+        time_unix_nano=now_ns,
+        event_category=["configuration"],
+        event_type=["change"],
+        action=STREAM_CONTINUED,
+        audit_category=pb.AUDIT_CATEGORY_SECURITY,
+        message=(
+            f"agent upgraded from stream format 1 with its state: this stream continues the "
+            f"format 1 history that ended at sequence {previous_sequence}{head}; file "
+            "positions were kept"
+        ),
+        attributes=attributes,
     )

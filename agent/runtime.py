@@ -18,6 +18,13 @@ spooled past it from the spool records themselves, so nothing about the chain is
 written per append. A state of stream format 1 (checkpoint without a stream) is taken
 over: its file positions are kept, a new stream starts at sequence 1, its spool
 segments are deleted if fully acked and otherwise refused (agent.spool.drop_legacy).
+The new stream's sequence 1 is an `agent.stream_continued` event naming the format 1
+history's last acked sequence (and its head, from the legacy chain.json when that
+holds exactly that sequence), so an upgrade is not taken for a restart without state.
+Order, for exactly once across crashes: stream.json, then the event is spooled (only
+when this stream's spool is still empty), then the format 2 checkpoint is written, then
+chain.json is deleted. A crash before the checkpoint repeats the takeover with the same
+stream and finds the event already spooled; after it, there is no format 1 state left.
 
 Reload (`reload`, on SIGHUP from the CLI): sources and batch limits of a new, already
 validated config are handed to the read and feed threads, which apply them between two
@@ -38,17 +45,17 @@ import random
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 from pydantic import BaseModel
 
-from agent import stream
+from agent import notices, stream
 from agent.batch import Batcher
 from agent.checkpoint import Checkpoint, CheckpointStore, FileOffset
 from agent.config import AgentConfig, SourceConfig
 from agent.errors import AgentError
-from agent.integrity import LEGACY_CHAIN_FILE, PUBLIC_KEY_FILE, AgentKey
+from agent.integrity import LEGACY_CHAIN_FILE, PUBLIC_KEY_FILE, AgentKey, Chainer
 from agent.metrics import AgentMetrics, AgentState, MetricsServer
 from agent.outbox import Outbox
 from agent.parsers import get_framer, get_parser
@@ -56,7 +63,7 @@ from agent.parsers.framing import Framer, StartPatternFramer
 from agent.pipeline import Pipeline, SourceParser
 from agent.receipts import ReceiptStore
 from agent.ship import Backoff, Outgoing, Shipper, open_channel
-from agent.spool import DIR_NAME, Spool, drop_legacy
+from agent.spool import DIR_NAME, Entry, Recovery, Spool, drop_legacy
 from agent.statedisk import StateDisk, disk_full
 from agent.tail import FileTailer, SourceSpec
 from proto import integrity
@@ -67,6 +74,16 @@ log = logging.getLogger(__name__)
 SPOOL_DIR = DIR_NAME
 # Top-level keys read only at start: a reload that changes them says "restart needed".
 RESTART_KEYS = ("agent_id", "state_dir", "collector", "spool", "integrity", "metrics")
+
+
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    """A format 1 state being taken over: the new stream's checkpoint, still to be
+    written, and what the continuation event states about the format 1 history."""
+
+    checkpoint: Checkpoint
+    previous_sequence: int  # the format 1 history's last acked sequence
+    previous_head: bytes | None  # its chain head there, when chain.json held it
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,9 +350,11 @@ class Agent:
             self.config.state_dir / PUBLIC_KEY_FILE,
         )
         had_state = self.store.path.exists()
-        acked = self._take_stream(self.store.load(), had_state)
+        acked, takeover = self._take_stream(self.store.load(), had_state)
         self.stream_id = acked.stream_id
         recovery = self.spool.open(acked.next_sequence - 1, stream_id=acked.stream_id)
+        if takeover is not None:
+            recovery = self._finish_takeover(takeover, recovery)
         positions: Mapping[str, FileOffset] = {**acked.files, **recovery.positions}
         log.info(
             "agent %s stream %s starting: next sequence %d, %d spooled events to deliver, "
@@ -429,9 +448,12 @@ class Agent:
         if self._crash is not None:
             raise AgentError(f"internal error: {self._crash!r}") from self._crash
 
-    def _take_stream(self, acked: Checkpoint, had_state: bool) -> Checkpoint:
+    def _take_stream(
+        self, acked: Checkpoint, had_state: bool
+    ) -> tuple[Checkpoint, Takeover | None]:
         """The checkpoint of this state's stream: its own, or a new stream's (module
-        docstring); AgentError when stream.json and checkpoint.json disagree."""
+        docstring), and the takeover still to finish when it was a format 1 state;
+        AgentError when stream.json and checkpoint.json disagree."""
         state = self.config.state_dir
         spool_dir = state / SPOOL_DIR
         existing = stream.read(state)
@@ -444,30 +466,60 @@ class Agent:
                     "directory away to start a new stream"
                 )
             drop_legacy(spool_dir, None)
-            return acked
+            return acked, None
         drop_legacy(spool_dir, acked.next_sequence - 1 if had_state else 0)
         made = stream.load_or_create(state, now_unix_nano=self._clock.wall_ns())
         if made.created:
             log.info("new stream %s: sequences start at 1", made.stream_id)
         taken = Checkpoint(1, dict(acked.files), made.stream_id, b"")
-        if had_state:
-            # A state of stream format 1: its sequences counted another chain; keep the
-            # file positions, continue under the new stream from sequence 1.
-            try:
-                self.disk.write("the checkpoint", lambda: self.store.save(taken))
-            except OSError as exc:
-                # Not fatal: the next start takes the old state over again the same way.
-                log.error("cannot write checkpoint %s: %s", self.store.path, exc)
-            else:
-                (state / LEGACY_CHAIN_FILE).unlink(missing_ok=True)
-            log.info(
-                "state of stream format 1 taken over: %d file positions kept, stream %s "
-                "starts at sequence 1 (the format 1 history ended at sequence %d)",
-                len(acked.files),
-                made.stream_id,
-                acked.next_sequence - 1,
+        if not had_state:
+            return taken, None
+        # A state of stream format 1: its sequences counted another chain; keep the
+        # file positions, continue under the new stream from sequence 1.
+        ended = acked.next_sequence - 1
+        return taken, Takeover(taken, ended, self._legacy_head(ended))
+
+    def _legacy_head(self, sequence: int) -> bytes | None:
+        """The format 1 chain head at `sequence` from chain.json; None when that file is
+        gone, unreadable or holds another sequence (its head would not be the one there)."""
+        try:
+            chain = Chainer.load(self.config.state_dir, self.config.agent_id)
+        except AgentError as exc:
+            log.warning("format 1 chain state not usable, its head is not stated: %s", exc)
+            return None
+        if chain.path is None or not (chain.path.exists() and chain.head_sequence == sequence):
+            return None
+        return chain.head
+
+    def _finish_takeover(self, takeover: Takeover, recovery: Recovery) -> Recovery:
+        """Spool the continuation event (once), then write the format 2 checkpoint."""
+        state = self.config.state_dir
+        taken = takeover.checkpoint
+        if recovery.next_sequence == 1:
+            # This stream's spool is empty: nothing of it was spooled by an earlier try.
+            event = notices.stream_continued(
+                takeover.previous_sequence, takeover.previous_head, self._clock.wall_ns()
             )
-        return taken
+            event.observer.CopyFrom(self._observer)  # as on every event the agent writes
+            self.spool.append([Entry(event)])
+            recovery = replace(recovery, next_sequence=2, unacked=recovery.unacked + 1)
+        try:
+            self.disk.write("the checkpoint", lambda: self.store.save(taken))
+        except OSError as exc:
+            # Not fatal: the next start takes the old state over again the same way (and
+            # finds the continuation event already spooled).
+            log.error("cannot write checkpoint %s: %s", self.store.path, exc)
+        else:
+            (state / LEGACY_CHAIN_FILE).unlink(missing_ok=True)
+        log.info(
+            "state of stream format 1 taken over: %d file positions kept, stream %s "
+            "continues the format 1 history that ended at sequence %d (head %s)",
+            len(taken.files),
+            taken.stream_id,
+            takeover.previous_sequence,
+            "stated" if takeover.previous_head is not None else "not available",
+        )
+        return recovery
 
     def _keep_receipt(self, receipt: pb.Receipt) -> None:
         try:

@@ -13,6 +13,9 @@ For every batch (after the certificate identity check in `collector.server`):
 4. Only an authentic seal moves the agent's chain head in ``{prefix}-chainheads`` (one
    document per agent, written with ``if_seq_no``/``if_primary_term`` so two collectors
    cannot fork it). Continuity with the stored head is checked: gap, fork, unknown start.
+   A new stream of a known agent raises ``agent_restarted_without_state``, unless it
+   is an upgrade: its first event is the continuation event (proto.continuation) and
+   the agent's stored format 1 chain head is where that event says the history ended.
 5. Every finding becomes a document in ``{prefix}-alerts`` naming agent, range, reason
    (deterministic ``_id``: a resent batch does not duplicate its alerts).
 
@@ -35,6 +38,7 @@ from collector.index import BulkIndexer, IndexRequest, Requester
 from collector.keys import KeyRing
 from collector.verified import VerifiedHeads
 from proto import integrity
+from proto.continuation import MalformedClaim, claim
 from proto.v1 import audit_pb2
 
 log = logging.getLogger(__name__)
@@ -562,7 +566,11 @@ def continuity(
 
 
 def restart_finding(
-    agent_id: str, seal: audit_pb2.Seal, previous: tuple[str, int | None], now_unix_nano: int
+    agent_id: str,
+    seal: audit_pb2.Seal,
+    previous: tuple[str, int | None],
+    now_unix_nano: int,
+    why_not_upgrade: str = "",
 ) -> integrity.Finding:
     """The alert of a known agent's new stream starting at its genesis."""
     when = seal.time_unix_nano if seal.time_unix_nano > 0 else now_unix_nano
@@ -572,8 +580,37 @@ def restart_finding(
         seal.first_sequence,
         seal.last_sequence,
         f"agent {agent_id} restarted without state at {iso_nanos(when)}; previous stream "
-        f"{stream} ended at sequence {sequence or 0}",
+        f"{stream} ended at sequence {sequence or 0}"
+        + (f"; {why_not_upgrade}" if why_not_upgrade else ""),
     )
+
+
+def upgrade_mismatch(
+    first_event: audit_pb2.AuditEvent | None,
+    previous: tuple[str, int | None],
+    v1_head: ChainHead | None,
+) -> str | None:
+    """None when the new stream is not a continuation; "" when it continues the
+    agent's format 1 chain exactly where that chain's stored head is; else why not.
+    `previous` is the agent's most recently moved other chain: another format 2 stream
+    there means the format 1 history did not end where this stream starts."""
+    if first_event is None:
+        return None
+    try:
+        stated = claim(first_event)
+    except MalformedClaim as exc:
+        return f"its first event claims to continue format 1 history, but {exc}"
+    if stated is None:
+        return None
+    if previous[0] != V1_CHAIN:
+        return (
+            f"its first event claims to continue the {stated.describe()}, but stream "
+            f"{previous[0]} came after that history"
+        )
+    found = stated.mismatch(
+        v1_head.sequence if v1_head else None, v1_head.head if v1_head else None
+    )
+    return f"the continuation claim did not match: {found}" if found else ""
 
 
 class IntegrityGate:
@@ -635,8 +672,15 @@ class IntegrityGate:
                 )
             )
         if verdict.authentic:
+            first_event = (
+                verdict.events[0]
+                if verdict.events and verdict.format_version == integrity.FORMAT_V2
+                else None
+            )
             findings.extend(
-                self._advance(batch.seal, verdict.hashes, identity, last_doc, now_unix_nano)
+                self._advance(
+                    batch.seal, verdict.hashes, identity, last_doc, now_unix_nano, first_event
+                )
             )
         anchor = batch.seal.chain_head if batch.HasField("seal") else b""
         for finding in findings:
@@ -664,8 +708,9 @@ class IntegrityGate:
         agent_id: str,
         last_doc: tuple[str, str] | None,
         now_unix_nano: int,
+        first_event: audit_pb2.AuditEvent | None = None,
     ) -> list[integrity.Finding]:
-        findings = self._move_head(seal, hashes, agent_id, last_doc, now_unix_nano)
+        findings = self._move_head(seal, hashes, agent_id, last_doc, now_unix_nano, first_event)
         if any(f.kind == FORK for f in findings):
             # Two signed histories of the same sequences: the checkpoints keep attesting
             # the one received first until the chain moves on past it.
@@ -688,7 +733,10 @@ class IntegrityGate:
         agent_id: str,
         last_doc: tuple[str, str] | None,
         now_unix_nano: int,
+        first_event: audit_pb2.AuditEvent | None = None,
     ) -> list[integrity.Finding]:
+        """`first_event`: the batch's first verified event (format 2), which on a new
+        stream may be the continuation event of an upgrade."""
         heartbeat = seal.time_unix_nano if seal.event_count == 0 else None
         stream = seal_stream(seal)
         cached = self.heads.cached(agent_id, stream)
@@ -727,7 +775,9 @@ class IntegrityGate:
             if current is None and starts_stream(agent_id, seal):
                 previous = self.heads.latest_other(agent_id, head_id(agent_id, stream))
                 if previous is not None:
-                    findings.append(restart_finding(agent_id, seal, previous, now_unix_nano))
+                    findings.extend(
+                        self._restart(agent_id, seal, previous, now_unix_nano, first_event)
+                    )
             if self.heads.put(
                 agent_id,
                 current,
@@ -743,6 +793,28 @@ class IntegrityGate:
         raise RetryableIndexingError(
             f"chain head of {head_id(agent_id, stream)}: too many concurrent updates"
         )
+
+    def _restart(
+        self,
+        agent_id: str,
+        seal: audit_pb2.Seal,
+        previous: tuple[str, int | None],
+        now_unix_nano: int,
+        first_event: audit_pb2.AuditEvent | None,
+    ) -> list[integrity.Finding]:
+        """The restart alert of a new stream, or none for an upgrade from format 1."""
+        starts_at_one = seal.first_sequence == 1 and first_event is not None
+        v1_head = self.heads.get(agent_id) if starts_at_one and previous[0] == V1_CHAIN else None
+        why = upgrade_mismatch(first_event if starts_at_one else None, previous, v1_head)
+        if why == "":
+            log.info(
+                "agent %s moved from stream format 1 (ended at %d) to stream %s",
+                agent_id,
+                previous[1] or 0,
+                seal_stream(seal),
+            )
+            return []
+        return [restart_finding(agent_id, seal, previous, now_unix_nano, why or "")]
 
     def _check_redelivery(
         self, seal: audit_pb2.Seal, hashes: Sequence[bytes], last_doc: tuple[str, str] | None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.verify.verdicts import NOT_FINDINGS, VALID, Range, joined
+from proto.continuation import Continuation
 
 
 @dataclass
@@ -23,6 +24,14 @@ class AgentReport:
     # The stream id (format 2); "" for an agent's format 1 history (one chain per agent).
     stream_id: str = ""
     started: int | None = None  # signed time the stream's first seal was made (format 2)
+    # What is said without being a finding, e.g. a stream continuing format 1 history.
+    notes: list[str] = field(default_factory=list)
+    # Format 2: the claim of its signed first event to continue format 1 history (None:
+    # no such event; `claim_problem` says why a continuation event states no valid one).
+    continues: Continuation | None = None
+    claim_problem: str = ""
+    # Format 1: the last sequence a valid seal covered and the signed head there.
+    signed_end: tuple[int, bytes] | None = None
 
     @property
     def label(self) -> str:
@@ -72,6 +81,7 @@ class Report:
                     "events": report.events,
                     "seals": report.seals,
                     "stream": [{"kind": k, "detail": d} for k, d in report.stream],
+                    "notes": report.notes,
                     "ranges": [r.to_json() for r in report.ranges],
                 }
                 for name, report in sorted(self.agents.items())
@@ -88,6 +98,8 @@ class Report:
             lines.append(f"{what}: {state} ({report.events} events, {report.seals} seals)")
             for kind, detail in report.stream:
                 lines.append(f"  {kind:<14} {detail}")
+            for note in report.notes:
+                lines.append(f"  {'note':<14} {note}")
             for r in report.ranges:
                 span = f"{r.first}" if r.first == r.last else f"{r.first}-{r.last}"
                 where = f"  [{', '.join(r.indices)}]" if r.indices else ""

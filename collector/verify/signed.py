@@ -30,6 +30,10 @@ between two seals with no seal of their own whose hashes chain from the last hea
 the next seal's ``prev_chain_head`` are SEAL_MISSING; otherwise INSERTED (documents)
 and MISSING (no document). Heartbeats restating a head compare it with the head at
 their sequence (CHAIN_BREAK when it differs).
+
+**Continuation.** The event at sequence 1, when its stored bytes are the ones the seal
+signed, may be an agent's claim to continue format 1 history (proto.continuation); it
+is kept on the report for the verifier to judge against that history.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ from collector.verify.verdicts import (
     Range,
 )
 from proto import integrity
+from proto.continuation import MalformedClaim, claim
+from proto.v1 import audit_pb2
 
 if TYPE_CHECKING:
     from collector.verify.verifier import Verifier
@@ -283,6 +289,12 @@ class StreamWalk:
                 dated = doc.index.endswith(f"-{month}") or f"-{month}." in doc.index
         return (doc.position != seq, doc.doc_id != self.doc_id(seq), not dated)
 
+    def _take_claim(self, event: audit_pb2.AuditEvent) -> None:
+        try:
+            self.out.continues = claim(event)
+        except MalformedClaim as exc:
+            self.out.claim_problem = str(exc)
+
     def _judge(
         self,
         info: SealInfo,
@@ -323,6 +335,9 @@ class StreamWalk:
                 self.out.add(
                     INSERTED, extra.position, extra.position, _extra(extra, doc), _both(extra, doc)
                 )
+            if seq == FIRST_SEQUENCE and doc.decoded is not None:
+                # Decoded from bytes whose hash the seal signed: the claim is the agent's.
+                self._take_claim(doc.decoded)
             if doc.position != seq or doc.doc_id != self.doc_id(seq):
                 # One wording for all, so a shifted run reads as one range.
                 what = "signed event stored under another sequence or _id"

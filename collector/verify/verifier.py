@@ -30,7 +30,15 @@ from collector.verify.reading import Peekable, Reader, SealInfo, StoredEvent, re
 from collector.verify.receipts import ReceiptView
 from collector.verify.report import AgentReport, Report
 from collector.verify.signed import StreamWalk
-from collector.verify.verdicts import ALTERED, EXPIRED, MISSING, TAIL_TRUNCATED, resolve
+from collector.verify.verdicts import (
+    ALTERED,
+    EXPIRED,
+    GAP_AT_SOURCE,
+    MISSING,
+    TAIL_TRUNCATED,
+    VALID,
+    resolve,
+)
 from proto.v1 import audit_pb2
 
 
@@ -135,7 +143,9 @@ class Verifier:
         """AGENT_RESTARTED on every stream of an agent but its first: the format 1
         history first, then format 2 streams by the signed time of their first seal.
         Each stream is judged on its own; the restart itself is what an auditor must
-        see (state lost, or a second machine using the agent's key)."""
+        see (state lost, or a second machine using the agent's key). Except an upgrade:
+        the format 2 stream right after the format 1 history whose signed first event
+        claims to continue it where it verifiably ended (`_upgrade`) gets a note."""
         by_agent: dict[str, list[AgentReport]] = {}
         for out in results:
             if out.events or out.seals or out.stream_id:
@@ -145,17 +155,55 @@ class Verifier:
                 streams,
                 key=lambda o: (o.stream_id != "", o.started is None, o.started or 0, o.stream_id),
             )
+            if ordered[0].continues is not None:
+                # Nothing of its format 1 history to compare with: said, not judged.
+                ordered[0].notes.append(
+                    f"claims to continue {ordered[0].continues.describe()}; no format 1 "
+                    "history found to compare"
+                )
             for before, after in itertools.pairwise(ordered):
                 ended = max((r.last for r in before.ranges), default=0)
+                why = self._upgrade(before, after, ended)
+                if why == "":
+                    assert after.continues is not None
+                    after.notes.append(f"continues format 1 history ended at {ended}")
+                    continue
                 since = f" at {iso_nanos(after.started)}" if after.started is not None else ""
                 previous = f"stream {before.stream_id}" if before.stream_id else "format 1 history"
                 after.stream.append(
                     (
                         AGENT_RESTARTED,
                         f"agent {after.agent} started stream {after.stream_id} from its genesis"
-                        f"{since}; previous {previous} ended at sequence {ended}",
+                        f"{since}; previous {previous} ended at sequence {ended}"
+                        + (f"; {why}" if why else ""),
                     )
                 )
+
+    @staticmethod
+    def _upgrade(before: AgentReport, after: AgentReport, ended: int) -> str | None:
+        """None: `after` claims no continuation; "": it continues `before`, the format 1
+        history, where that verifiably ended (last sequence valid, signed head there as
+        stated); else why the claim does not hold."""
+        if after.claim_problem:
+            return f"its first event claims to continue format 1 history, but {after.claim_problem}"
+        stated = after.continues
+        if stated is None:
+            return None
+        if before.stream_id:
+            return (
+                f"its first event claims to continue the {stated.describe()}, but stream "
+                f"{before.stream_id} came after that history"
+            )
+        last = before.ranges[-1] if before.ranges else None
+        if last is not None and last.kind not in (VALID, GAP_AT_SOURCE):
+            return (
+                f"its first event claims to continue the {stated.describe()}, but the format "
+                f"1 history ends with {last.kind} ({last.first}-{last.last})"
+            )
+        signed = before.signed_end
+        head = signed[1] if signed is not None and signed[0] == ended else None
+        found = stated.mismatch(ended, head)
+        return f"the continuation claim did not match: {found}" if found else ""
 
     # -- one agent ---------------------------------------------------------------
 
@@ -187,6 +235,8 @@ class Verifier:
             out.seals += 1
             walk.seal(info, events)
         walk.finish(events, bounded=seq_range is not None)
+        if walk.covered_end is not None:
+            out.signed_end = (walk.covered_end, walk.head)
         if self.time_to is None:
             self._check_tail(agent, walk, out)
         out.ranges = resolve(out.ranges + walk.breaks)

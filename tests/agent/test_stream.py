@@ -11,6 +11,7 @@ import stat
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent import stream
 from agent.checkpoint import Checkpoint, CheckpointStore, FileOffset
 from agent.receipts import ReceiptStore
+from agent.runtime import Agent, Clock
 from agent.tail.reader import file_key
 from proto import integrity
+from proto.continuation import STREAM_CONTINUED
 from proto.v1 import audit_pb2 as pb
 from tests.agent.certs import Pki, make_pki
 from tests.agent.fake_collector import FakeCollector, Server, events
@@ -116,11 +119,15 @@ def test_a_format_1_state_is_taken_over_when_its_spool_is_acked(tmp_path: Path, 
         format1_state(tmp_path, config.state_dir, acked=5)
         write_lines(tmp_path / "logs" / "a.jsonl", 2, start=5)
         with running(config) as agent:
-            collector.wait_for(lambda: len(all_sequences(collector)) >= 2)
+            collector.wait_for(lambda: len(all_sequences(collector)) >= 3)
     shipped = [e for b in collector.received for e in events(b)]
-    # File positions kept (the 5 acked lines are not read again), a new stream from 1.
-    assert [json.loads(e.original)["n"] for e in shipped] == [5, 6]
-    assert [e.sequence for e in shipped] == [1, 2]
+    # Sequence 1 states the continuation; file positions kept (the 5 acked lines are
+    # not read again), a new stream from 1.
+    continued = shipped[0]
+    assert continued.action == STREAM_CONTINUED
+    assert dict(continued.attributes) == {"previous_format": "1", "previous_sequence": "5"}
+    assert [json.loads(e.original)["n"] for e in shipped[1:]] == [5, 6]
+    assert [e.sequence for e in shipped] == [1, 2, 3]
     assert {e.stream_id for e in shipped} == {agent.stream_id}
     assert not (config.state_dir / "chain.json").exists()
     assert (
@@ -128,6 +135,67 @@ def test_a_format_1_state_is_taken_over_when_its_spool_is_acked(tmp_path: Path, 
         .read_bytes()
         .startswith(b"CRS1")
     )
+
+
+def legacy_chain(state: Path, sequence: int, head: bytes) -> None:
+    (state / "chain.json").write_text(
+        json.dumps(
+            {"version": 1, "agent_id": AGENT_ID, "head_sequence": sequence, "head": head.hex()}
+        )
+    )
+
+
+def test_the_continuation_states_the_legacy_head_only_at_the_acked_sequence(
+    tmp_path: Path, pki: Pki
+) -> None:
+    config = make_config(tmp_path, pki, 1)
+    format1_state(tmp_path, config.state_dir, acked=5)
+    agent = Agent(config, clock=Clock(time.time_ns, time.monotonic), hostname="h", version="t")
+    legacy_chain(config.state_dir, 5, b"\x07" * 32)
+    assert agent._legacy_head(5) == b"\x07" * 32
+    assert agent._legacy_head(4) is None  # the head of another sequence is not stated
+    (config.state_dir / "chain.json").unlink()
+    assert agent._legacy_head(5) is None
+
+
+def test_the_continuation_is_spooled_once_when_the_takeover_is_cut_short(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash after the event was spooled but before the format 2 checkpoint was
+    written: the next start takes the format 1 state over again, with the same stream,
+    and finds the event already spooled."""
+    collector = FakeCollector()
+    with Server(collector, pki) as server:
+        config = make_config(tmp_path, pki, server.port)
+        format1_state(tmp_path, config.state_dir, acked=5)
+        legacy_chain(config.state_dir, 5, b"\x07" * 32)
+        first = Agent(config, clock=Clock(time.time_ns, time.monotonic), hostname="h", version="t")
+        acked, takeover = first._take_stream(first.store.load(), True)
+        assert takeover is not None
+        recovery = first.spool.open(0, stream_id=acked.stream_id)
+
+        def crash(_: Checkpoint) -> None:
+            raise OSError(28, "No space left on device")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(first.store, "save", crash)
+            recovery = first._finish_takeover(takeover, recovery)
+        first.spool.close()
+        assert recovery.next_sequence == 2
+        assert (config.state_dir / "chain.json").exists()  # the format 1 state is intact
+        assert CheckpointStore(config.state_dir).load().stream_id == ""
+        write_lines(tmp_path / "logs" / "a.jsonl", 1, start=5)
+        with running(config) as agent:
+            collector.wait_for(lambda: len(all_sequences(collector)) >= 2)
+    assert agent.stream_id == acked.stream_id
+    shipped = [e for b in collector.received for e in events(b)]
+    assert [(e.sequence, e.action) for e in shipped][:1] == [(1, STREAM_CONTINUED)]
+    assert [e.action for e in shipped].count(STREAM_CONTINUED) == 1
+    assert [json.loads(e.original)["n"] for e in shipped[1:]] == [5]
+    assert dict(shipped[0].attributes)["previous_head"] == "07" * 32
+    assert shipped[0].observer.agent_id == AGENT_ID
+    assert not (config.state_dir / "chain.json").exists()
+    assert CheckpointStore(config.state_dir).load().stream_id == acked.stream_id
 
 
 def cli_config(tmp_path: Path, pki: Pki, state_dir: Path) -> Path:

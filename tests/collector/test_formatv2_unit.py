@@ -19,6 +19,7 @@ from collector.keys import KeyRing
 from collector.lifecycle import LifecycleReport
 from collector.server import BatchProcessor, CollectorService, Readiness
 from proto import integrity
+from proto.continuation import STREAM_CONTINUED
 from proto.v1 import audit_pb2 as pb
 from tests.collector.conftest import NOV_27_2026, make_event
 from tests.collector.v2sender import V2Stream, register
@@ -488,3 +489,123 @@ def test_no_receipt_without_key_for_v1_unverified_or_forked_batches(
     fork = stream.sealed(events, prev=integrity.genesis_v2(AGENT, stream.stream_id))
     ack = proc.process(fork, identity=AGENT)
     assert ack.status == pb.Ack.STATUS_OK and not ack.HasField("receipt")
+
+
+V1_HEAD = bytes(range(32))
+
+
+def format1_history(store: MiniOpenSearch, ended: int = 42, head: bytes = V1_HEAD) -> None:
+    store._store(
+        ("p-chainheads", AGENT),
+        {
+            "@timestamp": iso_nanos(NOW),
+            "agent": {"id": AGENT},
+            "chain": {"sequence": ended, "head": head.hex()},
+        },
+    )
+
+
+def continued(stream: V2Stream, attributes: Mapping[str, str]) -> pb.Batch:
+    """The stream's genesis batch: the continuation event, then two lines."""
+    first = stream.event(1, action=STREAM_CONTINUED)
+    first.attributes.clear()
+    first.attributes.update(attributes)
+    events = [first, stream.event(2), stream.event(3)]
+    stream.next_sequence = 4
+    return stream.sealed(events)
+
+
+def test_an_upgrade_from_format_1_that_continues_its_head_is_not_a_restart(
+    tmp_path: Path, key: Ed25519PrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MiniOpenSearch()
+    format1_history(store)
+    proc = processor(store, tmp_path / "keys")
+    stream = V2Stream(AGENT, key)
+    claim = {"previous_format": "1", "previous_sequence": "42", "previous_head": V1_HEAD.hex()}
+    with caplog.at_level("INFO", logger="collector.integrity"):
+        assert proc.process(continued(stream, claim), identity=AGENT).indexed == 3
+    assert proc.process(stream.batch(2), identity=AGENT).indexed == 2
+    assert restart_alerts(store) == {}
+    assert store.index("p-alerts") == {}
+    assert (
+        f"agent {AGENT} moved from stream format 1 (ended at 42) to stream {stream.stream_id}"
+        in caplog.messages
+    )
+    chain = store.index("p-chainheads")[f"{AGENT}:{stream.stream_id}"]["chain"]
+    assert (chain["previous_stream"], chain["previous_sequence"], chain["sequence"]) == (
+        "v1",
+        42,
+        5,
+    )
+
+
+def test_an_upgrade_claim_without_head_is_checked_on_the_sequence(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    store = MiniOpenSearch()
+    format1_history(store)
+    proc = processor(store, tmp_path / "keys")
+    claim = {"previous_format": "1", "previous_sequence": "42"}
+    assert proc.process(continued(V2Stream(AGENT, key), claim), identity=AGENT).indexed == 3
+    assert restart_alerts(store) == {}
+
+
+@pytest.mark.parametrize(
+    ("claim", "why"),
+    [
+        (
+            {"previous_format": "1", "previous_sequence": "41"},
+            "the continuation claim did not match: its first event claims the format 1 "
+            "history ended at sequence 41, it ends at 42",
+        ),
+        (
+            {"previous_format": "1", "previous_sequence": "42", "previous_head": "ab" * 32},
+            f"the continuation claim did not match: its first event claims the format 1 head "
+            f"{'ab' * 8} at sequence 42, the head there is {V1_HEAD.hex()[:16]}",
+        ),
+        (
+            {"previous_format": "1", "previous_sequence": "forty-two"},
+            "its first event claims to continue format 1 history, but previous_format must "
+            "be 1 and previous_sequence a number",
+        ),
+    ],
+)
+def test_an_upgrade_claim_that_does_not_match_is_alerted_as_a_restart(
+    tmp_path: Path, key: Ed25519PrivateKey, claim: dict[str, str], why: str
+) -> None:
+    store = MiniOpenSearch()
+    format1_history(store)
+    proc = processor(store, tmp_path / "keys")
+    stream = V2Stream(AGENT, key)
+    first = continued(stream, claim)
+    assert proc.process(first, identity=AGENT).indexed == 3  # nothing dropped
+    [(alert_id, alert)] = restart_alerts(store).items()
+    assert alert_id == f"{AGENT}:{RESTARTED}:{stream.stream_id}"
+    assert alert["alert"]["reason"] == (
+        f"agent {AGENT} restarted without state at {iso_nanos(first.seal.time_unix_nano)}; "
+        f"previous stream v1 ended at sequence 42; {why}"
+    )
+
+
+def test_an_upgrade_claim_after_another_format_2_stream_is_alerted(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    """The format 1 history did not end where this stream starts: a v2 stream came after."""
+    store = MiniOpenSearch()
+    format1_history(store)
+    clock = [NOW + 1]
+    proc = processor(store, tmp_path / "keys", clock)
+    claim = {"previous_format": "1", "previous_sequence": "42", "previous_head": V1_HEAD.hex()}
+    upgraded = V2Stream(AGENT, key)
+    assert proc.process(continued(upgraded, claim), identity=AGENT).indexed == 3
+    assert restart_alerts(store) == {}
+    clock[0] = NOW + 60_000_000_000
+    replayed = V2Stream(AGENT, key)  # an old format 1 state restored and taken over again
+    assert proc.process(continued(replayed, claim), identity=AGENT).indexed == 3
+    [alert] = restart_alerts(store).values()
+    assert alert["alert"]["reason"].endswith(
+        f"previous stream {upgraded.stream_id} ended at sequence 3; its first event claims to "
+        f"continue the format 1 history ended at 42 (head {V1_HEAD.hex()[:16]}), but stream "
+        f"{upgraded.stream_id} came after that history"
+    )
