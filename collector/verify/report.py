@@ -110,6 +110,7 @@ class Report:
             lines.append(f"problem: {problem}")
         verdict = "VALID" if self.valid else "FINDINGS"
         lines.append(
-            f"{verdict}: {len(self.agents)} streams, {self.events} events in {self.seconds:.1f} s"
+            f"{verdict}: {len(self.agents)} stream{'' if len(self.agents) == 1 else 's'}, "
+            f"{self.events} events in {self.seconds:.1f} s"
         )
         return "\n".join(lines)
