@@ -38,12 +38,12 @@ sequences, so the agent keeps only their file positions and starts a new stream.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.durable import fsync_dir, write_synced
 from agent.errors import CheckpointError
 from proto import integrity
 
@@ -151,18 +151,6 @@ class CheckpointStore:
         """Replace the checkpoint atomically: readers see the old or the new one, whole."""
         data = json.dumps(checkpoint.to_json(), separators=(",", ":")).encode()
         tmp = self.path.with_name(f"{FILE_NAME}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(tmp, data)
         tmp.replace(self.path)
-        # The rename itself is durable only once the directory entry is flushed.
-        dir_fd = os.open(self._state_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(self._state_dir)

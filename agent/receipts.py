@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from agent.durable import write_synced
 from proto.v1 import audit_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -63,21 +64,14 @@ class ReceiptStore:
 
     def add(self, receipt: pb.Receipt) -> None:
         """Keep `receipt`; drop the oldest of its stream beyond `keep`. OSError on failure."""
-        if not _NAME.fullmatch(f"{receipt.stream_id}-{receipt.last_sequence:020d}.json"):
+        name = f"{receipt.stream_id}-{receipt.last_sequence:020d}.json"
+        if not _NAME.fullmatch(name):
             log.warning("receipt for an invalid stream id %r ignored", receipt.stream_id[:32])
             return
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        name = f"{receipt.stream_id}-{receipt.last_sequence:020d}.json"
         body = (json.dumps(to_json(receipt), separators=(",", ":")) + "\n").encode()
         tmp = self.directory / (name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(tmp, body)
         tmp.replace(self.directory / name)
         self._prune(receipt.stream_id)
 

@@ -67,6 +67,7 @@ import msgpack
 import zstandard
 
 from agent.checkpoint import FileOffset
+from agent.durable import fsync_dir
 from agent.errors import AgentError, SpoolWriteError
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
@@ -161,14 +162,6 @@ class _Bad:
 
 def _name(first: int) -> str:
     return f"{first:020d}{SUFFIX}"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _valid_at(fd: int, pos: int, limit: int) -> _Good | None:
@@ -322,7 +315,7 @@ def drop_legacy(directory: Path, acked: int | None) -> list[str]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     if legacy:
-        _fsync_dir(directory)
+        fsync_dir(directory)
         log.info(
             "spool: removed %d segments of the older format, every record in them acknowledged",
             len(legacy),
@@ -526,7 +519,7 @@ class Spool:
         path = self.directory / _name(self._next_sequence)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -571,7 +564,7 @@ class Spool:
                 segment.path.unlink()
             deleted = True
         if deleted:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     # -- reading -------------------------------------------------------------------------
 

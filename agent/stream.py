@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.durable import fsync_dir, write_synced
 from agent.errors import AgentError
 from proto import integrity
 
@@ -76,22 +77,11 @@ def load_or_create(state_dir: Path, *, now_unix_nano: int) -> Stream:
     try:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()  # left by a crash while creating it: that stream was never used
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(tmp, body, exclusive=True)
         # link, not rename: never replaces a stream.json made meanwhile by another start
         os.link(tmp, path)
         tmp.unlink()
-        dir_fd = os.open(state_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(state_dir)
     except FileExistsError:
         raise StreamError(f"{path} appeared while creating it; is another agent running?") from None
     except OSError as exc:
