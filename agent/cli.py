@@ -41,7 +41,7 @@ from importlib import metadata
 from pathlib import Path
 from types import FrameType
 
-from agent import logs
+from agent import footprint, logs
 from agent.config import AgentConfig, load_config, load_config_and_secrets
 from agent.errors import AgentError, CheckpointError, ConfigError
 from agent.integrity import PUBLIC_KEY_FILE, AgentKey
@@ -237,6 +237,7 @@ def _run(config: AgentConfig, args: argparse.Namespace) -> int:
     # grpc's C core logs (e.g. each failed TLS handshake) in its own multi-field format;
     # we log the reason ourselves, one line. Must be set before grpc is first imported.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    footprint.limit_malloc_arenas()  # before any thread (ours or grpc's) allocates
     from agent.runtime import Agent, Clock
 
     stop = threading.Event()
@@ -311,6 +312,7 @@ def _run(config: AgentConfig, args: argparse.Namespace) -> int:
             log.error("an agent thread died or hangs; watchdog pings stopped")
 
     def ready() -> None:
+        footprint.freeze_startup_heap()
         notifier.ready(f"shipping to {', '.join(config.collector.all_endpoints)}")
         if watchdog_s is not None:
             ping()

@@ -40,7 +40,7 @@ from proto.v1 import audit_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-READ_BUDGET = 1000  # tail items per pass = per spool append (one fsync)
+READ_BUDGET = 250  # tail items per pass = per spool append (one fsync); bounds what a pass holds
 IDLE_WAIT_S = 1.0
 PAUSED_WAIT_S = 0.2
 
