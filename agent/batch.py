@@ -20,6 +20,11 @@ def encoded_size(event_bytes: bytes) -> int:
     """Bytes one event adds to a format 2 Batch: its field tag, length prefix and bytes,
     plus its hash in the seal."""
     size = len(event_bytes)
+    # Runs twice per event: the usual one- and two-byte length prefixes without a call.
+    if size < 0x80:
+        return 2 + size + _HASH_ENTRY
+    if size < 0x4000:
+        return 3 + size + _HASH_ENTRY
     return 1 + _varint_len(size) + size + _HASH_ENTRY
 
 

@@ -312,7 +312,7 @@ def _run(config: AgentConfig, args: argparse.Namespace) -> int:
             log.error("an agent thread died or hangs; watchdog pings stopped")
 
     def ready() -> None:
-        footprint.freeze_startup_heap()
+        footprint.settle_after_startup()
         notifier.ready(f"shipping to {', '.join(config.collector.all_endpoints)}")
         if watchdog_s is not None:
             ping()

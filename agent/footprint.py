@@ -10,6 +10,9 @@ Both are measured choices for a small, long-running process with a handful of th
 - Everything allocated at start-up (the modules of grpc, protobuf, pydantic, the
   validated config) lives as long as the process; `gc.freeze()` moves it out of the
   collector's generations, so full collections under load no longer walk it.
+- A read pass allocates a few thousand short-lived containers (decoded records, events,
+  entries); with the default young-generation threshold of 700 the collector ran ~7
+  times per 1,000 events, mostly scanning objects about to die anyway.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import logging
 log = logging.getLogger(__name__)
 
 MALLOC_ARENAS = 2
+GC_YOUNG_THRESHOLD = 5000  # allocations between young collections (Python's default: 700)
 _M_ARENA_MAX = -8  # glibc <malloc.h>
 
 
@@ -44,7 +48,10 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     return True
 
 
-def freeze_startup_heap() -> None:
-    """Exclude what exists now (start-up's modules and objects) from future collections."""
+def settle_after_startup() -> None:
+    """Exclude what exists now (start-up's modules and objects) from future collections
+    and collect the young generation less often."""
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)

@@ -123,11 +123,13 @@ class Outbox:
     def _batch(self, records: Sequence[SpoolRecord]) -> bool:
         """Add `records` to batches, submitting each that closes; False once aborted."""
         batcher = self._batcher
+        # One clock reading per read pass: it only dates when a batch opened (max_wait_s).
+        now = self._monotonic()
         for record in records:
             follows = self._open_last == 0 or record.sequence == self._open_last + 1
             if (not follows or not batcher.fits(record)) and not self._send():
                 return False
-            batcher.add(record, self._monotonic())
+            batcher.add(record, now)
             self._open_last = record.sequence
             if record.file_key is not None and record.position is not None:
                 self._positions[record.file_key] = record.position

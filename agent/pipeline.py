@@ -62,6 +62,10 @@ class _FileFraming:
     path: str
     fingerprint: str
     last_fed: float
+    # What every event of this file gets (observer, log origin but the offset), serialized
+    # once: one merge per event instead of a copy and three field writes.
+    stamp: bytes = b""
+    stamp_key: tuple[str, str] | None = None  # (path, format) the stamp was made for
 
 
 class Pipeline:
@@ -273,11 +277,14 @@ class Pipeline:
         record_bytes = max(0, record.end_offset - record.offset - 1)
         if record.truncated:
             oversize.mark_truncated(event, record_bytes)
-        self._stamp(event)
-        event.log.file_path = state.path
+        if state.stamp_key != (state.path, source.format):
+            state.stamp = self._file_stamp(state.path, state.source, source.format)
+            state.stamp_key = (state.path, source.format)
+        # The parsers set neither the observer nor the log origin, so merging these
+        # fields is the same as setting them.
+        event.MergeFromString(state.stamp)
+        event.observed_unix_nano = self._wall_ns()
         event.log.offset = record.offset
-        event.log.source_name = state.source
-        event.log.format = source.format
         if oversize.fit(event, record_bytes):
             log.warning(
                 "%s: record at offset %d (%d bytes) parses into an event over the batch "
@@ -289,6 +296,10 @@ class Pipeline:
         held = state.framer.held_offset()
         resume = record.end_offset if held is None else min(record.end_offset, held)
         entries.append(Entry(event, key, FileOffset(state.path, resume, state.fingerprint)))
+
+    def _file_stamp(self, path: str, source: str, format: str) -> bytes:
+        origin = pb.LogOrigin(file_path=path, source_name=source, format=format)
+        return pb.AuditEvent(observer=self._observer, log=origin).SerializeToString()
 
     def _stamp(self, event: pb.AuditEvent) -> None:
         event.observed_unix_nano = self._wall_ns()

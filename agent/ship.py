@@ -56,6 +56,11 @@ _EVENT_BYTES_TAG = b"\x5a"  # Batch.event_bytes: field 11, length-delimited
 
 
 def _varint(value: int) -> bytes:
+    # Event lengths: almost always one or two bytes, built without the loop.
+    if value < 0x80:
+        return bytes((value,))
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)

@@ -4,10 +4,10 @@ not a scenario; no collector, no network).
     .venv/bin/python -m bench.agentstages [--events 50000]
 
 Events come from the benchmark corpus through the agent's jsonlines parser. Measured:
-- append: `Spool.append` of 1000-event read passes (numbering, the one serialization,
-  compression, CRC, write and one fsync per append);
-- outbox: reading the spool back, batching (1000 events), event hashes, head chain,
-  Ed25519 seal and the batch's wire bytes (`Outgoing.wire`, what gRPC sends);
+- append: `Spool.append` of read passes (agent.pipeline.READ_BUDGET events each:
+  numbering, the one serialization, compression, CRC, write and one fsync per append);
+- outbox: reading the spool back, batching (the default batch.max_events), event
+  hashes, head chain, Ed25519 seal and the batch's wire bytes (`Outgoing.wire`, what gRPC sends);
 and the spool's bytes per event on disk.
 """
 
@@ -24,6 +24,7 @@ from agent.checkpoint import FileOffset
 from agent.integrity import AgentKey
 from agent.outbox import Outbox
 from agent.parsers import get_parser
+from agent.pipeline import READ_BUDGET
 from agent.ship import Outgoing
 from agent.spool import Entry, Spool
 from bench.corpus import sample_lines
@@ -31,7 +32,8 @@ from proto import integrity
 from proto.v1 import audit_pb2
 
 AGENT = "bench-agent"
-PASS = 1000
+PASS = READ_BUDGET
+BATCH_EVENTS = 500  # batch.max_events of config/agent.yaml (and the bench's agent)
 
 
 def _events(count: int) -> list[audit_pb2.AuditEvent]:
@@ -89,7 +91,7 @@ def main() -> None:
             observer=audit_pb2.Observer(agent_id=AGENT),
             spool=spool,
             reader=spool.reader(1),
-            batcher=Batcher(PASS, 8 << 20, 60.0),
+            batcher=Batcher(BATCH_EVENTS, 8 << 20, 60.0),
             submit=submit,
             wall_ns=time.time_ns,
             monotonic=time.monotonic,

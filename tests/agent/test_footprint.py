@@ -22,11 +22,13 @@ def test_malloc_arenas_are_capped_on_glibc() -> None:
     assert out.strip() == "True"
 
 
-def test_startup_heap_is_frozen_out_of_collections() -> None:
-    before = gc.get_freeze_count()
+def test_startup_heap_is_frozen_and_young_collections_are_rarer() -> None:
+    before, thresholds = gc.get_freeze_count(), gc.get_threshold()
     try:
-        footprint.freeze_startup_heap()
+        footprint.settle_after_startup()
         assert gc.get_freeze_count() > before
         assert len(gc.get_objects()) < gc.get_freeze_count()
+        assert gc.get_threshold() == (footprint.GC_YOUNG_THRESHOLD, *thresholds[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)

@@ -299,3 +299,42 @@ def test_csv_header_is_primed_when_resuming_mid_file(tmp_path: Path) -> None:
     assert resumed[0].original == rows[1].decode()
     assert resumed[0].user.name and resumed[0].action
     spool.close()
+
+
+def test_each_event_is_stamped_with_the_observer_and_its_files_current_origin(
+    tmp_path: Path,
+) -> None:
+    # The per-file stamp is made once per path: a file renamed (rotated) under the same
+    # key gets the new path from its next record on. Every spooled event must be byte for
+    # byte the parsed event with the observer and log origin set field by field.
+    rotated = Line("app", "/log/a.1", "1:2", 30, 45, b'{"event": "c"}', fingerprint="3:x")
+    other = Line("app", "/log/b", "7:8", 0, 15, b'{"event": "d"}', fingerprint="9:z")
+    script: list[list[TailItem]] = [
+        [line(b'{"event": "a"}', 0), line(b'{"event": "b"}', 15), other],
+        [rotated],
+    ]
+    spool, _ = run(tmp_path, script, multiline=False, stop_after=2)
+    events = spooled(spool)
+    parse = get_parser("jsonlines", {})
+    expected = []
+    for data, path, offset in [
+        (b'{"event": "a"}', "/log/a", 0),
+        (b'{"event": "b"}', "/log/a", 15),
+        (b'{"event": "d"}', "/log/b", 0),
+        (b'{"event": "c"}', "/log/a.1", 30),
+    ]:
+        event = parse(data)
+        assert event is not None
+        event.observed_unix_nano = 1
+        event.observer.CopyFrom(OBSERVER)
+        event.log.file_path = path
+        event.log.offset = offset
+        event.log.source_name = "app"
+        event.log.format = "jsonlines"
+        expected.append(event)
+    assert len(events) == len(expected)
+    for n, ((got, _), want) in enumerate(zip(events, expected, strict=True), start=1):
+        want.sequence = n
+        want.stream_id = got.stream_id
+        assert integrity.event_bytes_v2(got) == integrity.event_bytes_v2(want)
+    spool.close()
