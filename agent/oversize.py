@@ -2,9 +2,11 @@
 
 A record under the line limit can still parse into a larger event: `original` holds
 the record and the parsed fields may repeat most of it. Such an event would be
-refused by the collector on every resend and block every event behind it, so before
-it is numbered and chained it is cut: its largest parsed fields are dropped first,
-then `original` is shortened, until it fits. It is flagged `line_truncated` and keeps
+refused by the collector on every resend and block every event behind it, so when
+the spool serializes it (its one serialization, before it is hashed, chained or
+stored) it is cut, measured as parsed and stamped, without its sequence and stream:
+its largest parsed fields are dropped first, then `original` is shortened, until it
+fits. It is flagged `line_truncated` and keeps
 the size of the record it came from, so nothing is silently lost: the analyst sees
 that, and how much, was cut.
 """

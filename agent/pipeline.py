@@ -285,17 +285,11 @@ class Pipeline:
         event.MergeFromString(state.stamp)
         event.observed_unix_nano = self._wall_ns()
         event.log.offset = record.offset
-        if oversize.fit(event, record_bytes):
-            log.warning(
-                "%s: record at offset %d (%d bytes) parses into an event over the batch "
-                "limit; cut and flagged line_truncated",
-                state.path,
-                record.offset,
-                record_bytes,
-            )
         held = state.framer.held_offset()
         resume = record.end_offset if held is None else min(record.end_offset, held)
-        entries.append(Entry(event, key, FileOffset(state.path, resume, state.fingerprint)))
+        # An event over the size limit is cut by the spool, when it is serialized.
+        position = FileOffset(state.path, resume, state.fingerprint)
+        entries.append(Entry(event, key, position, record_bytes))
 
     def _file_stamp(self, path: str, source: str, format: str) -> bytes:
         origin = pb.LogOrigin(file_path=path, source_name=source, format=format)

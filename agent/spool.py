@@ -66,6 +66,7 @@ from pathlib import Path
 import msgpack
 import zstandard
 
+from agent import oversize
 from agent.checkpoint import FileOffset
 from agent.durable import fsync_dir
 from agent.errors import AgentError, SpoolWriteError
@@ -99,6 +100,9 @@ class Entry:
     event: pb.AuditEvent
     file_key: str | None = None
     position: FileOffset | None = None
+    # For an event parsed from a record: the record's size in the file. Such an event is
+    # cut to oversize.LIMIT (agent.oversize) when serialized, if it is larger.
+    record_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,6 +498,8 @@ class Spool:
             event.sequence = first + offset
             event.stream_id = stream_id
             data = integrity.event_bytes_v2(event)
+            if len(data) > oversize.LIMIT and entry.record_bytes is not None:
+                data = self._cut(event, entry.record_bytes, data)
             parts.append(pack_len(len(data)))
             parts.append(data)
             table.add(entry, integrity.effective_time(event))
@@ -502,6 +508,27 @@ class Spool:
         count = len(entries)
         crc = zlib.crc32(payload, zlib.crc32(_CRC_PREFIX.pack(first, count)))
         return _HEADER.pack(MAGIC, len(payload), crc, first, count) + payload
+
+    @staticmethod
+    def _cut(event: pb.AuditEvent, record_bytes: int, data: bytes) -> bytes:
+        """`data` again after `event` was cut to fit (its size checked here, once it is
+        serialized anyway, rather than by a second serialization per event). The limit
+        applies to the event as parsed and stamped, before its sequence and stream."""
+        sequence, stream_id = event.sequence, event.stream_id
+        event.ClearField("sequence")
+        event.ClearField("stream_id")
+        cut = oversize.fit(event, record_bytes)
+        event.sequence, event.stream_id = sequence, stream_id
+        if not cut:
+            return data
+        log.warning(
+            "%s: record at offset %d (%d bytes) parses into an event over the batch "
+            "limit; cut and flagged line_truncated",
+            event.log.file_path,
+            event.log.offset,
+            record_bytes,
+        )
+        return integrity.event_bytes_v2(event)
 
     def _roll(self) -> None:
         assert self._fd is not None

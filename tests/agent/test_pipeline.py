@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+from agent import oversize
 from agent.batch import Batcher
 from agent.checkpoint import FileOffset
 from agent.integrity import AgentKey
@@ -337,4 +338,68 @@ def test_each_event_is_stamped_with_the_observer_and_its_files_current_origin(
         want.sequence = n
         want.stream_id = got.stream_id
         assert integrity.event_bytes_v2(got) == integrity.event_bytes_v2(want)
+    spool.close()
+
+
+def test_an_event_over_the_size_limit_is_cut_as_parsed_and_stamped(tmp_path: Path) -> None:
+    # The spool measures the event on its one serialization; the cut must be the one
+    # oversize.fit makes on the parsed, stamped event before it is numbered.
+    big = (
+        b'{"event": "export", "message": "'
+        + b"m" * (3 << 20)
+        + b'", "note": "'
+        + b"n" * (2 << 20)
+        + b'"}'
+    )
+    small = b'{"event": "after"}'
+    second_at = len(big) + 1
+    script: list[list[TailItem]] = [[line(big, 0), line(small, second_at)]]
+    spool, _ = run(tmp_path, script, multiline=False, max_bytes=1 << 30, segment_bytes=1 << 26)
+    (cut, _), (after, pos_after) = spooled(spool)
+    event = get_parser("jsonlines", {})(big)
+    assert event is not None
+    event.observed_unix_nano = 1
+    event.observer.CopyFrom(OBSERVER)
+    event.log.file_path, event.log.offset = "/log/a", 0
+    event.log.source_name, event.log.format = "app", "jsonlines"
+    assert oversize.fit(event, len(big))
+    event.sequence, event.stream_id = 1, cut.stream_id
+    assert integrity.event_bytes_v2(cut) == integrity.event_bytes_v2(event)
+    assert "line_truncated" in cut.flags
+    assert cut.attributes[oversize.ORIGINAL_BYTES] == str(len(big))
+    assert len(integrity.event_bytes_v2(cut)) <= oversize.LIMIT + 64
+    assert after.action == "after" and "line_truncated" not in after.flags
+    assert pos_after == FileOffset("/log/a", second_at + len(small) + 1, "3:x")
+    spool.close()
+
+
+def test_an_event_at_the_size_limit_is_not_cut_for_its_sequence(tmp_path: Path) -> None:
+    # Exactly oversize.LIMIT bytes as parsed and stamped: it fits, even though its
+    # serialization with the sequence the spool gives it is a little larger.
+    parse = get_parser("jsonlines", {})
+
+    def stamped_size(data: bytes) -> int:
+        event = parse(data)
+        assert event is not None
+        event.observed_unix_nano = 1
+        event.observer.CopyFrom(OBSERVER)
+        event.log.file_path, event.log.offset = "/log/a", 0
+        event.log.source_name, event.log.format = "app", "jsonlines"
+        return event.ByteSize()
+
+    def record(n: int, pad: int) -> bytes:
+        return b'{"event": "edge",' + b" " * pad + b' "message": "' + b"m" * n + b'"}'
+
+    n = 2 << 20
+    for _ in range(5):  # the message is in `message` and in `original`: 2 bytes per byte
+        n += (oversize.LIMIT - stamped_size(record(n, 0))) // 2
+    data = record(n, oversize.LIMIT - stamped_size(record(n, 0)))
+    assert stamped_size(data) == oversize.LIMIT
+    spool, _ = run(
+        tmp_path, [[line(data, 0)]], multiline=False, max_bytes=1 << 30, segment_bytes=1 << 26
+    )
+    ((event, _),) = spooled(spool)
+    assert "line_truncated" not in event.flags
+    assert event.original == data.decode() and event.sequence == 1
+    assert len(integrity.event_bytes_v2(event)) > oversize.LIMIT
     spool.close()
