@@ -18,7 +18,6 @@ Both are measured choices for a small, long-running process with a handful of th
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import logging
 
@@ -32,12 +31,10 @@ _M_ARENA_MAX = -8  # glibc <malloc.h>
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     """Cap glibc's malloc arenas (call before threads start); False where there is no glibc
     mallopt (musl, other platforms), which changes nothing but the memory use."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        # The interpreter's own symbols, libc's among them: no library search (which
+        # would run ldconfig in a subprocess at every start).
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
