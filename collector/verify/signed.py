@@ -45,6 +45,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from collector.verify.anchors import CHAIN_HEAD_ALTERED, CHAIN_HEAD_RECORD
 from collector.verify.checks import absent_runs, field_differences
 from collector.verify.reading import Peekable, SealInfo, StoredEvent
 from collector.verify.report import AgentReport
@@ -126,10 +127,25 @@ class StreamWalk:
         return taken
 
     def _compare_attested(self, first: int, heads: list[bytes]) -> None:
-        """Anchored heads within `first`.. against the signed heads there."""
+        """Anchored heads within `first`.. against the signed heads there. A signed
+        anchor (checkpoint, receipt) that disagrees makes the sequence ALTERED; the
+        unsigned chain head record cannot: any OpenSearch writer edits it, and blaming
+        the intact event it names would let them choose who is blamed. The record is
+        the finding (CHAIN_HEAD_ALTERED, naming its index)."""
         for seq in [s for s in self.attested if first <= s < first + len(heads)]:
             for head, what, index in self.attested.pop(seq):
-                if head != heads[seq - first]:
+                signed = heads[seq - first]
+                if head == signed:
+                    continue
+                if what == CHAIN_HEAD_RECORD:
+                    self.out.stream.append(
+                        (
+                            CHAIN_HEAD_ALTERED,
+                            f"the {what} in {index} says head {head.hex()[:16]} at sequence "
+                            f"{seq}; the signed seal has {signed.hex()[:16]}",
+                        )
+                    )
+                else:
                     self.out.add(
                         ALTERED,
                         seq,

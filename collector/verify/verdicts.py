@@ -26,8 +26,9 @@ the documents it was reached from:
     ALTERED         stored bytes or searchable fields differ from what was signed
                     (format 2: a document stored under the sequence whose bytes do not
                     hash to the signed hash, while no document carries the signed one;
-                    or two signed seals disagree; or an anchor's head differs from the
-                    signed head at its sequence)
+                    or two signed seals disagree; or a signed anchor's head — checkpoint,
+                    receipt — differs from the signed head at its sequence; the unsigned
+                    chain head record differing is CHAIN_HEAD_ALTERED, not this)
     INSERTED        a document that no valid seal covers (and not PENDING), or a second
                     document for a sequence: the one a valid seal covers is the one
                     under that sequence and ``_id`` in the index dated by its signed
@@ -70,6 +71,10 @@ each makes the run exit 1 like any finding:
                           the stream than the signed checkpoints (checkpoints truncated
                           or not written); the sequences beyond what OpenSearch holds
                           are TAIL_TRUNCATED
+    CHAIN_HEAD_ALTERED    format 2: the stream's chain head record (unsigned, in
+                          ``{prefix}-chainheads``) states a head the signed seals
+                          contradict at its sequence. The record is what was edited,
+                          not the event it names: that event keeps its own verdict
 """
 
 from __future__ import annotations

@@ -10,11 +10,10 @@ and asserts verify's complete list of ranges: exactly one verdict per sequence, 
 the right sequences. Where a rule depends on the seal layout, the expected ranges are
 computed from the seals the collector stored (the agent decides its batch cuts).
 
-Covered elsewhere, not repeated here: the chain head document overwritten before a
-checkpoint (`tests/collector/test_formatv2_integration.py::
-test_checkpoints_sign_the_verified_heads_not_what_opensearch_says`, a real collector
-server on real OpenSearch) and state loss / receipts after a tail truncation without
-checkpoints (`tests/integration/test_agent_state_loss.py`).
+Covered elsewhere, not repeated here: state loss, and receipts catching a tail
+truncation without checkpoints (`tests/integration/test_agent_state_loss.py`); the
+deterministic version of the chain head overwritten before a checkpoint
+(`tests/collector/test_formatv2_integration.py`).
 """
 
 from __future__ import annotations
@@ -585,3 +584,38 @@ def test_events_deleted_inserted_and_swapped(env: Env, agent: Agent) -> None:
         ("VALID", 27, 40),
         ("INSERTED", 41, 41),
     ]
+
+
+def test_chain_head_overwritten_before_a_checkpoint(env: Env, agent: Agent) -> None:
+    """Agent A's chain head document overwritten with agent B's before the next
+    checkpoint: the collector signs the head it verified itself, A's true one, and
+    verify blames the edited record (CHAIN_HEAD_ALTERED), not A's intact event 10. (The
+    deterministic version, with the checkpoint written on demand, is
+    `tests/collector/test_formatv2_integration.py::
+    test_checkpoints_sign_the_verified_heads_not_what_opensearch_says`.)"""
+    agent.ship(10)
+    other = Agent(env, agent.name + "-b")
+    other.ship(10)
+    true_head = agent.seal_doc(1)["chain_head"]
+    heads = f"{env.prefix}-chainheads"
+    forged = env.client.get(index=heads, id=other.label)["_source"]["chain"]
+    assert forged["head"] != true_head
+    env.client.update(
+        index=heads, id=agent.label, body={"doc": {"chain": forged}}, params={"refresh": "true"}
+    )
+    (file,) = env.checkpoints.glob("checkpoints-*.jsonl")
+    lines_before = len(file.read_bytes().splitlines())
+    other.ship(10)  # the collector moves on and writes new checkpoint lines
+    lines = file.read_bytes().splitlines()
+    assert len(lines) > lines_before
+    newest = json.loads(lines[-1])
+    assert newest["streams"][agent.label]["sequence"] == 10
+    assert newest["streams"][agent.label]["head"] == true_head
+    # verify: the edited record is the finding, naming its index; the intact event it
+    # names is not blamed.
+    code, report = verify(env, agent)
+    assert code == 1
+    assert spans(report, agent.label) == [("VALID", 1, 10)]
+    assert stream_kinds(report, agent.label) == ["CHAIN_HEAD_ALTERED"]
+    detail = report["agents"][agent.label]["stream"][0]["detail"]
+    assert f"chain head record in {heads} says head {forged['head'][:16]} at sequence 10" in detail
