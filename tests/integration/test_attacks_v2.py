@@ -540,7 +540,7 @@ def test_seal_deleted_or_altered_gets_one_verdict(env: Env, agent: Agent) -> Non
     ]
 
 
-def test_events_deleted_inserted_and_swapped(env: Env, agent: Agent) -> None:
+def test_events_deleted_inserted_swapped_and_edited(env: Env, agent: Agent) -> None:
     agent.ship(40)
     agent.delete_events(5, 5)
     a, b = agent.doc(13), agent.doc(14)  # contents swapped, ids and positions kept
@@ -555,7 +555,7 @@ def test_events_deleted_inserted_and_swapped(env: Env, agent: Agent) -> None:
         body={**a["_source"], "event": {**a["_source"]["event"], "sequence": 14}},
     )
     # a forged event inside a sealed range, bytes self-consistent
-    template = agent.doc(25)
+    template, genuine = agent.doc(25), agent.doc(26)
     event = pb.AuditEvent.FromString(
         base64.b64decode(template["_source"]["integrity"]["canonical"])
     )
@@ -569,6 +569,9 @@ def test_events_deleted_inserted_and_swapped(env: Env, agent: Agent) -> None:
     forged["integrity"]["event_hash"] = integrity.event_hash(data).hex()
     other = f"{env.prefix}-events-standard-2020.01"
     env.client.index(index=other, id=f"{agent.label}:26", body=forged)
+    # a searchable field edited, the stored bytes intact
+    c = agent.doc(35)
+    env.client.update(index=c["_index"], id=c["_id"], body={"doc": {"user": {"name": "eve"}}})
     # and one after the last seal, past the grace period
     forged["event"]["sequence"] = 41
     env.client.index(index=template["_index"], id=f"{agent.label}:41", body=forged)
@@ -581,9 +584,15 @@ def test_events_deleted_inserted_and_swapped(env: Env, agent: Agent) -> None:
         ("REORDERED", 13, 14),
         ("VALID", 15, 25),
         ("INSERTED", 26, 26),
-        ("VALID", 27, 40),
+        ("VALID", 27, 34),
+        ("ALTERED", 35, 35),
+        ("VALID", 36, 40),
         ("INSERTED", 41, 41),
     ]
+    assert "user.name" in the_range(report, agent.label, "ALTERED")["detail"]
+    inserted = [r for r in report["agents"][agent.label]["ranges"] if r["kind"] == "INSERTED"]
+    assert sorted(inserted[0]["indices"]) == sorted([other, genuine["_index"]])
+    assert inserted[1]["indices"] == [template["_index"]]
 
 
 def test_chain_head_overwritten_before_a_checkpoint(env: Env, agent: Agent) -> None:
