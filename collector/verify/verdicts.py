@@ -44,7 +44,9 @@ the documents it was reached from:
                     is left
     GAP_AT_SOURCE   the agent itself recorded a loss (event flagged gap_at_source)
     SEAL_MISSING    events present and chained into the next seal, but their own seal
-                    was deleted
+                    was deleted; format 2 after the last seal (past the grace period):
+                    their hashes chain from the last signed head into a head a signed
+                    checkpoint or receipt attests (never the unsigned chain head record)
     SEAL_INVALID    a seal whose signature does not verify, with an unregistered key, or
                     whose searchable fields differ from its signed bytes
     UNVERIFIABLE    an event directly after a missing one (its predecessor's hash is
@@ -53,7 +55,8 @@ the documents it was reached from:
                     continues it sequence by sequence, each stored as the collector
                     stores it and ingested (``event.ingested``, unsigned) within
                     ``--grace`` of now — a live stream whose seal is not searchable yet.
-                    Past the grace period the same documents are INSERTED.
+                    Past the grace period the same documents are INSERTED (format 2:
+                    SEAL_MISSING where a signed anchor vouches for them).
 
 Findings about a stream as a whole (no sequence range; `collector.verify.anchors`),
 each makes the run exit 1 like any finding:

@@ -460,7 +460,9 @@ def test_faked_expiry_is_missing(env: Env, agent: Agent) -> None:
 
 def test_live_unsealed_tail_is_pending_not_a_finding(env: Env, agent: Agent) -> None:
     """Events searchable, their seal not yet (its document removed to freeze that moment):
-    PENDING within the grace period, exit 0; past it, INSERTED."""
+    PENDING within the grace period, exit 0. Past it, the seal is gone: the events chain
+    into the head the signed checkpoint attests, so SEAL_MISSING (one verdict, genuine
+    events never INSERTED); with no signed anchor nothing vouches for them: INSERTED."""
     agent.ship(30)
     last = agent.seal_doc(21)
     env.client.delete(index=last["_index"], id=last["_id"], params={"refresh": "true"})
@@ -468,6 +470,10 @@ def test_live_unsealed_tail_is_pending_not_a_finding(env: Env, agent: Agent) -> 
     assert code == 0, report
     assert spans(report, agent.label) == [("VALID", 1, 20), ("PENDING", 21, 30)]
     code, report = verify(env, agent, "--grace", "0.001")
+    assert code == 1
+    assert spans(report, agent.label) == [("VALID", 1, 20), ("SEAL_MISSING", 21, 30)]
+    assert "signed checkpoint" in the_range(report, agent.label, "SEAL_MISSING")["detail"]
+    code, report = verify(env, agent, "--grace", "0.001", checkpoints=False)
     assert code == 1
     assert spans(report, agent.label) == [("VALID", 1, 20), ("INSERTED", 21, 30)]
 
