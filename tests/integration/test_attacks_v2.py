@@ -431,6 +431,18 @@ def test_checkpoint_and_index_truncated_together(env: Env, agent: Agent, tmp_pat
     assert stream_kinds(report, label) == ["RECEIPT_AHEAD"]
     assert "signed receipt" in the_range(report, label, "TAIL_TRUNCATED")["detail"]
 
+    # The attacker deletes the checkpoint file instead: caught the same two ways.
+    file.unlink()
+    code, report = verify(env, agent, *copy, "--state", str(state), checkpoints=False)
+    assert code == 1
+    assert spans(report, label) == [("VALID", 1, 20)]
+    assert sorted(stream_kinds(report, label)) == ["CHECKPOINT_MISSING", "CHECKPOINT_TRUNCATED"]
+    assert any(f"{file.name} is gone" in p for p in report["problems"])
+    code, report = verify(env, agent, *copy, "--receipts", str(receipts), checkpoints=False)
+    assert code == 1
+    assert spans(report, label) == [("VALID", 1, 20), ("TAIL_TRUNCATED", 21, 30)]
+    assert sorted(stream_kinds(report, label)) == ["CHECKPOINT_MISSING", "RECEIPT_AHEAD"]
+
 
 def test_faked_expiry_is_missing(env: Env, agent: Agent) -> None:
     """11-20 deleted and their seal's unsigned fields (indices, searchable time range)
