@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exit 0 only when every stream is VALID or PENDING; 1 for any finding "
         "(a range verdict, MISSING_STREAM, AGENT_RESTARTED — an agent that started a new "
         "stream without its state, both streams judged on their own —, CHECKPOINT_*, "
-        "RECEIPT_AHEAD) or when OpenSearch cannot be read; 2 for usage errors.",
+        "RECEIPT_AHEAD, CHAIN_HEAD_ALTERED) or when OpenSearch cannot be read; 2 for usage "
+        "errors.",
     )
     _add_opensearch_options(ver)
     ver.add_argument("--prefix", default="crm-audit", help="index prefix (default crm-audit)")

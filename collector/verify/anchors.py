@@ -43,6 +43,11 @@ CHECKPOINT_MISSING = "CHECKPOINT_MISSING"
 CHECKPOINT_TRUNCATED = "CHECKPOINT_TRUNCATED"
 AGENT_RESTARTED = "AGENT_RESTARTED"
 RECEIPT_AHEAD = "RECEIPT_AHEAD"
+CHAIN_HEAD_ALTERED = "CHAIN_HEAD_ALTERED"
+
+# What the chain head document in OpenSearch is called as an anchor: unsigned, so a
+# disagreement with the signed heads blames the document, never the event it names.
+CHAIN_HEAD_RECORD = "chain head record"
 
 
 @dataclass

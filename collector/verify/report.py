@@ -19,7 +19,8 @@ class AgentReport:
     events: int = 0
     seals: int = 0
     # Findings about the stream as a whole, (kind, detail): MISSING_STREAM,
-    # AGENT_RESTARTED, RECEIPT_AHEAD and the checkpoint findings of `anchors`.
+    # AGENT_RESTARTED, RECEIPT_AHEAD, CHAIN_HEAD_ALTERED and the checkpoint findings of
+    # `anchors`.
     stream: list[tuple[str, str]] = field(default_factory=list)
     # The stream id (format 2); "" for an agent's format 1 history (one chain per agent).
     stream_id: str = ""

@@ -45,6 +45,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from collector.verify.anchors import CHAIN_HEAD_ALTERED, CHAIN_HEAD_RECORD
 from collector.verify.checks import absent_runs, field_differences
 from collector.verify.reading import Peekable, SealInfo, StoredEvent
 from collector.verify.report import AgentReport
@@ -126,10 +127,25 @@ class StreamWalk:
         return taken
 
     def _compare_attested(self, first: int, heads: list[bytes]) -> None:
-        """Anchored heads within `first`.. against the signed heads there."""
+        """Anchored heads within `first`.. against the signed heads there. A signed
+        anchor (checkpoint, receipt) that disagrees makes the sequence ALTERED; the
+        unsigned chain head record cannot: any OpenSearch writer edits it, and blaming
+        the intact event it names would let them choose who is blamed. The record is
+        the finding (CHAIN_HEAD_ALTERED, naming its index)."""
         for seq in [s for s in self.attested if first <= s < first + len(heads)]:
             for head, what, index in self.attested.pop(seq):
-                if head != heads[seq - first]:
+                signed = heads[seq - first]
+                if head == signed:
+                    continue
+                if what == CHAIN_HEAD_RECORD:
+                    self.out.stream.append(
+                        (
+                            CHAIN_HEAD_ALTERED,
+                            f"the {what} in {index} says head {head.hex()[:16]} at sequence "
+                            f"{seq}; the signed seal has {signed.hex()[:16]}",
+                        )
+                    )
+                else:
                     self.out.add(
                         ALTERED,
                         seq,
@@ -381,24 +397,68 @@ class StreamWalk:
 
     def finish(self, events: Peekable) -> None:
         """Events after the last valid seal: PENDING for the live run (see
-        `collector.verify.checks.Walk.finish`, same rule with format 2 ids), else INSERTED."""
+        `collector.verify.checks.Walk.finish`, same rule with format 2 ids); else
+        SEAL_MISSING where they chain from the last signed head to a head a signed
+        anchor (checkpoint, receipt) attests — genuine events whose seal was deleted —
+        and INSERTED otherwise."""
         expect = FIRST_SEQUENCE if self.covered_end is None else self.covered_end + 1
         live = self.v.grace is not None
-        while True:
-            rest = self._take(events, sys.maxsize)
-            if not rest:
-                return
-            for e in rest:
-                self.tail_present.add(e.position)
-                if live and e.position == expect and self._awaiting_seal(e):
-                    expect += 1
-                    detail = f"unsealed, ingested within the grace period ({self.v.grace_text})"
-                    self.out.add(PENDING, e.position, e.position, detail, (e.index,))
-                    continue
-                live = False
+        rest = self._take(events, sys.maxsize)
+        vouched = self._vouched_tail(rest)
+        for e in rest:
+            self.tail_present.add(e.position)
+            if live and e.position == expect and self._awaiting_seal(e):
+                expect += 1
+                detail = f"unsealed, ingested within the grace period ({self.v.grace_text})"
+                self.out.add(PENDING, e.position, e.position, detail, (e.index,))
+                continue
+            live = False
+            anchor = vouched.get(id(e))
+            if anchor is None:
                 self.out.add(
                     INSERTED, e.position, e.position, "not covered by any valid seal", (e.index,)
                 )
+                continue
+            diff = field_differences(e, self.agent)
+            if diff:
+                detail = "fields differ from the signed bytes: " + ", ".join(diff)
+                self.out.add(ALTERED, e.position, e.position, detail, (e.index,))
+            else:
+                self.out.add(SEAL_MISSING, e.position, e.position, anchor, (e.index,))
+
+    def _vouched_tail(self, rest: list[StoredEvent]) -> dict[int, str]:
+        """The documents after the last valid seal (by ``id()``) whose hashes, one per
+        sequence from the one after it, chain from the signed head there to the head a
+        signed anchor attests at a later sequence: that signature vouches for their
+        bytes. The unsigned chain head record vouches for nothing (an OpenSearch writer
+        could chain forged events to it). Value: the detail naming the anchor."""
+        signed: dict[int, list[tuple[bytes, str]]] = {}
+        for seq, points in self.attested.items():
+            for head, what, _index in points:
+                if what != CHAIN_HEAD_RECORD:
+                    signed.setdefault(seq, []).append((head, what))
+        if not signed or not rest:
+            return {}
+        first_at: dict[int, StoredEvent] = {}
+        for e in rest:
+            if e.event_hash is not None and e.doc_id == self.doc_id(e.position):
+                first_at.setdefault(e.position, e)
+        seq = FIRST_SEQUENCE if self.covered_end is None else self.covered_end + 1
+        head = self.head
+        chained: list[StoredEvent] = []
+        out: dict[int, str] = {}
+        while seq in first_at:
+            doc = first_at[seq]
+            head = integrity.head_link(head, doc.event_hash or b"")
+            chained.append(doc)
+            for attested, what in signed.get(seq, []):
+                if attested == head:
+                    detail = f"seal gone; the events chain into the head the {what} attests"
+                    for vouched in chained:
+                        out[id(vouched)] = detail
+                    chained = []
+            seq += 1
+        return out
 
     def _awaiting_seal(self, event: StoredEvent) -> bool:
         seq = event.position

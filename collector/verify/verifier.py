@@ -20,6 +20,7 @@ from collector.lifecycle import events_index_pattern
 from collector.retention_job.records import RetentionRecords
 from collector.verify.anchors import (
     AGENT_RESTARTED,
+    CHAIN_HEAD_RECORD,
     CHECKPOINT_MISSING,
     MISSING_STREAM,
     RECEIPT_AHEAD,
@@ -287,7 +288,7 @@ class Verifier:
         heads_index = chainheads_index(self.prefix)
         stored = self.reader.chain_head(heads_index, name)
         if stored is not None and stored[0] is not None:
-            found.add(stored[0], stored[1], "chain head record", heads_index)
+            found.add(stored[0], stored[1], CHAIN_HEAD_RECORD, heads_index)
         if self.checkpoints is not None and (agent, stream) in self.checkpoints.streams:
             seq, head, when = self.checkpoints.streams[(agent, stream)]
             if seq is not None:

@@ -4,6 +4,7 @@ a test made under its index prefix, and `crm-audit verify` as JSON."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import textwrap
 from collections.abc import Sequence
@@ -106,6 +107,32 @@ def write_jsonl_agent_config(
         encoding="utf-8",
     )
     return path
+
+
+def enroll(agent_yaml: Path, keys: Path, agent_id: str) -> str:
+    """docs/operations.md "Enroll an agent", steps 4-5: `crm-audit-agent key` creates the
+    signing key in state_dir, `crm-audit keys register` appends its public key to
+    `keys`. The key id."""
+    made = subprocess.run(
+        [str(BIN / "crm-audit-agent"), "key", "-c", str(agent_yaml)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    public = re.search(r"^public key: (.+)$", made.stdout, re.M)
+    key_id = re.search(r"^key id: ([0-9a-f]{64})$", made.stdout, re.M)
+    assert public is not None and key_id is not None, made.stdout
+    registered = subprocess.run(
+        [str(BIN / "crm-audit"), "keys", "register", str(keys), agent_id, public.group(1)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert registered.returncode == 0, registered.stderr
+    return key_id.group(1)
 
 
 def drop_prefix(client: OpenSearch, prefix: str) -> None:

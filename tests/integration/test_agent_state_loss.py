@@ -15,7 +15,6 @@ their own and reports the restart as a finding.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import uuid
@@ -30,6 +29,7 @@ from opensearchpy import OpenSearch, helpers
 
 from collector.admin.pki import init_ca, issue_agent
 from tests.helpers import free_port
+from tests.integration import support
 from tests.integration.support import (
     agent_config_head,
     drop_prefix,
@@ -182,18 +182,7 @@ def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def enroll(env: Env) -> str:
-    """docs/operations.md "Enroll an agent", steps 4-5: `crm-audit-agent key` creates the
-    signing key in state_dir, `crm-audit keys register` appends its public key. The key id."""
-    made = run_cli("crm-audit-agent", "key", "-c", str(env.agent_yaml))
-    assert made.returncode == 0, made.stderr
-    public = re.search(r"^public key: (.+)$", made.stdout, re.M)
-    key_id = re.search(r"^key id: ([0-9a-f]{64})$", made.stdout, re.M)
-    assert public is not None and key_id is not None, made.stdout
-    registered = run_cli(
-        "crm-audit", "keys", "register", str(env.keys), env.agent_id, public.group(1)
-    )
-    assert registered.returncode == 0, registered.stderr
-    return key_id.group(1)
+    return support.enroll(env.agent_yaml, env.keys, env.agent_id)
 
 
 def write_lines(path: Path, tag: str, first: int, count: int) -> None:
