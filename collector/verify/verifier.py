@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +29,15 @@ from collector.verify.anchors import (
     Attested,
 )
 from collector.verify.checks import FIRST_SEQUENCE, Walk, absent_runs
-from collector.verify.reading import Peekable, Reader, SealInfo, StoredEvent, read_event, read_seal
+from collector.verify.reading import (
+    Peekable,
+    Reader,
+    SealInfo,
+    StoredEvent,
+    VerifyError,
+    read_event,
+    read_seal,
+)
 from collector.verify.receipts import ReceiptView
 from collector.verify.report import AgentReport, Report
 from collector.verify.signed import StreamWalk
@@ -150,6 +159,8 @@ class Verifier:
         try:
             with ProcessPoolExecutor(jobs, mp_context=fork, initializer=_worker_start) as pool:
                 return list(pool.map(_worker_unit, units))
+        except BrokenProcessPool as exc:  # a worker killed (out of memory, a signal)
+            raise VerifyError(f"a verify worker process ended abruptly: {exc}") from None
         finally:
             _FORKED = None
             self._events_total = int(self._shared_total.value)
