@@ -10,7 +10,8 @@ verified seal, a signed checkpoint of the last sequence), then agent and collect
 nothing else writes or competes for the CPU while the clock runs.
 
 Per run, alternating (each a fresh process, wall time including its start-up, CPU time
-with its worker processes', peak RSS as its VmHWM or its and its workers' RSS, polled):
+with its worker processes', peak RSS as its VmHWM or its and its workers' summed PSS,
+polled):
 
 - raw read: `python -m bench.rawread` reads the agent's events (full ``_source``) and
   seals with a point in time + search_after, verify's page size, through opensearch-py,
@@ -37,7 +38,7 @@ from pathlib import Path
 from bench.corpus import warmup_line
 from bench.pipeline import AGENT_ID, Bench, Integrity, agent, collector, run_scope
 from bench.processes import BenchError
-from bench.procstat import peak_rss_kib, rss_kib
+from bench.procstat import peak_rss_kib, pss_kib
 from bench.scenarios.base import Run, Say, rounded
 from bench.scenarios.e2e import check_integrity
 from bench.scenarios.shipping import wait_warmed, write_and_wait
@@ -72,14 +73,18 @@ def _children(pid: int) -> list[int]:
 
 def _tree_kib(pid: int, known: int) -> int:
     """The larger of `known`, the process's VmHWM, and the sum of its and its worker
-    processes' current VmRSS (pages shared since the fork counted in each: an upper
-    bound)."""
+    processes' current proportional set sizes (pages shared since the fork counted
+    once)."""
     try:
-        total = rss_kib(pid)
-        for child in _children(pid):
+        peak = peak_rss_kib(pid)
+        children = _children(pid)
+        if not children:
+            return max(known, peak)
+        total = pss_kib(pid)
+        for child in children:
             with contextlib.suppress(OSError, ValueError):
-                total += rss_kib(child)
-        return max(known, peak_rss_kib(pid), total)
+                total += pss_kib(child)
+        return max(known, peak, total)
     except (OSError, ValueError):  # exited between two polls
         return known
 
@@ -89,10 +94,10 @@ def run_child(argv: Sequence[str], env: dict[str, str], timeout: float, scratch:
 
     The peak is polled every 20 ms until the process exits: its VmHWM (monotonic, so
     only growth in its last 20 ms can be missed), or, when it runs worker processes,
-    the sum of their and its VmRSS if larger (a worker's growth between two polls can
-    be missed). Not wait4's ru_maxrss: Linux carries the forking parent's high-water
-    mark across exec into it, which here is the bench's. The CPU time is wait4's, which
-    includes the worker processes it waited for.
+    the sum of their and its proportional set sizes if larger (a worker's growth
+    between two polls can be missed). Not wait4's ru_maxrss: Linux carries the forking
+    parent's high-water mark across exec into it, which here is the bench's. The CPU
+    time is wait4's, which includes the worker processes it waited for.
     """
     out, err = scratch / "child.out", scratch / "child.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
