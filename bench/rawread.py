@@ -8,7 +8,8 @@ Per agent (all agents with an event when none is named): its events
 with the canonical bytes) sorted by ``event.sequence``, ``_index``, ``_doc``, and its
 seals (``PREFIX-seals``) sorted by sequence, both with a point in time and
 ``search_after``, ``page`` hits per request (verify's page size by default), through
-opensearch-py with verify's JSON decoder (`collector.verify.reading.FastJson`); each
+opensearch-py with verify's JSON decoder (`collector.verify.reading.FastJson`) and its
+garbage collector settings (`few_collections`); each
 page's JSON is parsed, nothing is decoded further. Agents are read in ``--jobs`` forked
 processes as verify spreads its streams (default: verify's default), so the ratio of
 the two compares the same reads with the same parallelism. Prints one JSON line:
@@ -30,7 +31,7 @@ from typing import Any
 
 from opensearchpy import OpenSearch
 
-from collector.verify.reading import PAGE, FastJson
+from collector.verify.reading import PAGE, FastJson, few_collections
 from collector.verify.verifier import default_jobs
 
 
@@ -178,7 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             agents = agents_of(os_client, args.prefix)
         finally:
             os_client.close()
-    print(json.dumps(read_agents(args.url, args.prefix, agents, args.page, args.jobs)))
+    with few_collections():  # as verify does
+        counts = read_agents(args.url, args.prefix, agents, args.page, args.jobs)
+    print(json.dumps(counts))
     return 0
 
 

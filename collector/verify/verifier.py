@@ -35,6 +35,7 @@ from collector.verify.reading import (
     SealInfo,
     StoredEvent,
     VerifyError,
+    few_collections,
     read_event,
     read_seal,
 )
@@ -112,6 +113,10 @@ class Verifier:
 
     def run(self, agents: Sequence[str] | None = None) -> Report:
         """Every stream of every agent (named, or found, or expected), in parallel."""
+        with few_collections():
+            return self._run(agents)
+
+    def _run(self, agents: Sequence[str] | None) -> Report:
         report = Report()
         if self.checkpoints is not None:
             report.problems.extend(self.checkpoints.problems)
