@@ -31,6 +31,15 @@ def peak_rss_kib(pid: int) -> int:
     return _status_kib(pid, "VmHWM")
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size (pages shared with other processes, e.g. since a fork,
+    divided among them), in KiB: summed over processes, their memory counted once."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
 def rss_kib(pid: int) -> int:
     """VmRSS: the current resident set size, in KiB."""
     return _status_kib(pid, "VmRSS")

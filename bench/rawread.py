@@ -1,14 +1,19 @@
-"""`python -m bench.rawread`: read one agent's documents as `crm-audit verify` reads them,
+"""`python -m bench.rawread`: read agents' documents as `crm-audit verify` reads them,
 and do nothing else with them — the floor under verify's time.
 
-    python -m bench.rawread URL PREFIX AGENT [--page N]
+    python -m bench.rawread URL PREFIX [AGENT ...] [--page N] [--jobs N]
 
-Events (``PREFIX-events-*``, every field of ``_source``: verify compares the searchable
-fields with the canonical bytes) sorted by ``event.sequence``, ``_index``, ``_doc``, and
+Per agent (all agents with an event when none is named): its events
+(``PREFIX-events-*``, every field of ``_source``: verify compares the searchable fields
+with the canonical bytes) sorted by ``event.sequence``, ``_index``, ``_doc``, and its
 seals (``PREFIX-seals``) sorted by sequence, both with a point in time and
 ``search_after``, ``page`` hits per request (verify's page size by default), through
-opensearch-py as verify does; each page's JSON is parsed, nothing is decoded further.
-Prints one JSON line: ``{"events": n, "seals": n, "pages": n}``.
+opensearch-py with verify's JSON decoder (`collector.verify.reading.FastJson`) and its
+garbage collector settings (`few_collections`); each
+page's JSON is parsed, nothing is decoded further. Agents are read in ``--jobs`` forked
+processes as verify spreads its streams (default: verify's default), so the ratio of
+the two compares the same reads with the same parallelism. Prints one JSON line:
+``{"events": n, "seals": n, "pages": n}``.
 
 Run as its own process by the verify scenario, so that its start-up is counted as
 verify's is and its peak RSS is measured the same way.
@@ -18,14 +23,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from opensearchpy import OpenSearch
 
-from bench.search import client
-from collector.verify.reading import PAGE
+from collector.verify.reading import PAGE, FastJson, few_collections
+from collector.verify.verifier import default_jobs
+
+
+def connect(url: str) -> OpenSearch:
+    return OpenSearch(hosts=[url], timeout=120, max_retries=0, serializer=FastJson())
 
 
 def _stream(
@@ -90,21 +101,87 @@ def read_all(os_client: OpenSearch, prefix: str, agent: str, page_size: int) -> 
     return {"events": events, "seals": seals, "pages": pages}
 
 
+def agents_of(os_client: OpenSearch, prefix: str) -> list[str]:
+    """Every agent with an event (a composite aggregation, paged)."""
+    found: list[str] = []
+    after: dict[str, Any] | None = None
+    while True:
+        composite: dict[str, Any] = {
+            "size": 1000,
+            "sources": [{"agent": {"terms": {"field": "agent.id"}}}],
+        }
+        if after:
+            composite["after"] = after
+        agg = os_client.search(
+            index=f"{prefix}-events-*",
+            body={"size": 0, "aggs": {"a": {"composite": composite}}},
+        )["aggregations"]["a"]
+        found += [str(b["key"]["agent"]) for b in agg["buckets"]]
+        after = agg.get("after_key")
+        if not agg["buckets"] or not after:
+            return found
+
+
+# What a forked worker reads with (set before the pool forks; nothing is pickled
+# but the agent names and the counts).
+_JOB: tuple[str, str, int] = ("", "", PAGE)
+_CLIENT: list[OpenSearch] = []
+
+
+def _worker_start() -> None:
+    _CLIENT.append(connect(_JOB[0]))
+
+
+def _worker_read(agent: str) -> dict[str, int]:
+    return read_all(_CLIENT[0], _JOB[1], agent, _JOB[2])
+
+
+def read_agents(
+    url: str, prefix: str, agents: Sequence[str], page_size: int, jobs: int
+) -> dict[str, int]:
+    total = {"events": 0, "seals": 0, "pages": 0}
+    jobs = min(jobs, len(agents))
+    if jobs <= 1:
+        os_client = connect(url)
+        try:
+            counts = [read_all(os_client, prefix, a, page_size) for a in agents]
+        finally:
+            os_client.close()
+    else:
+        global _JOB
+        _JOB = (url, prefix, page_size)
+        fork = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(jobs, mp_context=fork, initializer=_worker_start) as pool:
+            counts = list(pool.map(_worker_read, agents))
+    for one in counts:
+        for key in total:
+            total[key] += one[key]
+    return total
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rawread", description=__doc__)
     parser.add_argument("url")
     parser.add_argument("prefix")
-    parser.add_argument("agent")
+    parser.add_argument("agents", nargs="*", metavar="AGENT", help="default: every agent")
     parser.add_argument("--page", type=int, default=PAGE, help=f"hits per request ({PAGE})")
+    parser.add_argument(
+        "--jobs", type=int, default=default_jobs(), help="agents read in parallel processes"
+    )
     args = parser.parse_args(argv)
-    if args.page < 1:
-        print("--page: must be >= 1", file=sys.stderr)
+    if args.page < 1 or args.jobs < 1:
+        print("--page, --jobs: must be >= 1", file=sys.stderr)
         return 2
-    os_client = client(args.url)
-    try:
-        print(json.dumps(read_all(os_client, args.prefix, args.agent, args.page)))
-    finally:
-        os_client.close()
+    agents = list(args.agents)
+    if not agents:
+        os_client = connect(args.url)
+        try:
+            agents = agents_of(os_client, args.prefix)
+        finally:
+            os_client.close()
+    with few_collections():  # as verify does
+        counts = read_agents(args.url, args.prefix, agents, args.page, args.jobs)
+    print(json.dumps(counts))
     return 0
 
 

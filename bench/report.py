@@ -178,6 +178,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     (f"raw read events/s ({events} events, v{form})", "raw_events_per_s", _int),
                     ("crm-audit verify events/s", "verify_events_per_s", _int),
                     ("verify ÷ raw read, events/s", "verify_to_raw", _two),
+                    ("raw read CPU-s per million events", "raw_cpu_s_per_m", _one),
+                    ("crm-audit verify CPU-s per million events", "verify_cpu_s_per_m", _one),
                     ("crm-audit verify peak RSS MiB", "verify_peak_rss_mib", _int),
                 ],
             )

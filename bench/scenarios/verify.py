@@ -9,20 +9,23 @@ line is waited for in OpenSearch, the integrity work is checked (every event und
 verified seal, a signed checkpoint of the last sequence), then agent and collector stop:
 nothing else writes or competes for the CPU while the clock runs.
 
-Per run, alternating (each a fresh process, wall time including its start-up, peak RSS
-as its VmHWM, polled; a worker process verify might start is not counted):
+Per run, alternating (each a fresh process, wall time including its start-up, CPU time
+with its worker processes', peak RSS as its VmHWM or its and its workers' summed PSS,
+polled):
 
 - raw read: `python -m bench.rawread` reads the agent's events (full ``_source``) and
   seals with a point in time + search_after, verify's page size, through opensearch-py,
-  parsing each page's JSON and nothing more;
+  parsing each page's JSON (verify's decoder) and nothing more;
 - verify: `crm-audit verify --keys --checkpoints --checkpoint-key --format json`, which
   must exit 0 with ``valid`` true and have checked every stored event.
 
-Reported: events/s of both, verify ÷ raw read, verify's peak RSS.
+Reported: events/s and CPU-s per million events of both, verify ÷ raw read, verify's
+peak RSS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -35,7 +38,7 @@ from pathlib import Path
 from bench.corpus import warmup_line
 from bench.pipeline import AGENT_ID, Bench, Integrity, agent, collector, run_scope
 from bench.processes import BenchError
-from bench.procstat import peak_rss_kib
+from bench.procstat import peak_rss_kib, pss_kib
 from bench.scenarios.base import Run, Say, rounded
 from bench.scenarios.e2e import check_integrity
 from bench.scenarios.shipping import wait_warmed, write_and_wait
@@ -53,21 +56,48 @@ class Finished:
     returncode: int
     elapsed_s: float
     peak_rss_mib: float
+    cpu_s: float  # its CPU and its worker processes' (user + system)
 
 
-def _peak_kib(pid: int, known: int) -> int:
+def _children(pid: int) -> list[int]:
+    """The child processes of `pid` (verify's and the raw read's worker processes)."""
+    found: list[int] = []
     try:
-        return max(known, peak_rss_kib(pid))
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as listing:
+                found += [int(child) for child in listing.read().split()]
+    except OSError:  # exited between two polls
+        pass
+    return found
+
+
+def _tree_kib(pid: int, known: int) -> int:
+    """The larger of `known`, the process's VmHWM, and the sum of its and its worker
+    processes' current proportional set sizes (pages shared since the fork counted
+    once)."""
+    try:
+        peak = peak_rss_kib(pid)
+        children = _children(pid)
+        if not children:
+            return max(known, peak)
+        total = pss_kib(pid)
+        for child in children:
+            with contextlib.suppress(OSError, ValueError):
+                total += pss_kib(child)
+        return max(known, peak, total)
     except (OSError, ValueError):  # exited between two polls
         return known
 
 
 def run_child(argv: Sequence[str], env: dict[str, str], timeout: float, scratch: Path) -> Finished:
-    """Run `argv` to its end; its wall time and peak RSS.
+    """Run `argv` to its end; its wall time, CPU time and peak RSS.
 
-    The peak is VmHWM polled every 20 ms until the process exits (monotonic, so only
-    growth in its last 20 ms can be missed). Not wait4's ru_maxrss: Linux carries the
-    forking parent's high-water mark across exec into it, which here is the bench's.
+    The peak is polled every 20 ms until the process exits: its VmHWM (monotonic, so
+    only growth in its last 20 ms can be missed), or, when it runs worker processes,
+    the sum of their and its proportional set sizes if larger (a worker's growth
+    between two polls can be missed). Not wait4's ru_maxrss: Linux carries the forking
+    parent's high-water mark across exec into it, which here is the bench's. The CPU
+    time is wait4's, which includes the worker processes it waited for.
     """
     out, err = scratch / "child.out", scratch / "child.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
@@ -76,8 +106,8 @@ def run_child(argv: Sequence[str], env: dict[str, str], timeout: float, scratch:
         deadline = started + timeout
         peak = 0
         while True:
-            peak = _peak_kib(proc.pid, peak)
-            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
+            peak = _tree_kib(proc.pid, peak)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() > deadline:
@@ -94,6 +124,7 @@ def run_child(argv: Sequence[str], env: dict[str, str], timeout: float, scratch:
         proc.returncode,
         elapsed,
         peak / 1024,
+        usage.ru_utime + usage.ru_stime,
     )
 
 
@@ -110,6 +141,7 @@ def raw_read(bench: Bench, prefix: str, stored: int, scratch: Path) -> Run:
         "raw_s": done.elapsed_s,
         "raw_events_per_s": stored / done.elapsed_s,
         "raw_peak_rss_mib": done.peak_rss_mib,
+        "raw_cpu_s_per_m": done.cpu_s * 1e6 / stored,
         "seals": read["seals"],
     }
 
@@ -138,6 +170,7 @@ def verify(bench: Bench, prefix: str, integrity: Integrity, stored: int, scratch
         "verify_s": done.elapsed_s,
         "verify_events_per_s": stored / done.elapsed_s,
         "verify_peak_rss_mib": done.peak_rss_mib,
+        "verify_cpu_s_per_m": done.cpu_s * 1e6 / stored,
     }
 
 
@@ -188,8 +221,9 @@ def measure(
             say(
                 f"verify run {number}/{runs}: raw read {run['raw_events_per_s']:,.0f} events/s, "
                 f"verify {run['verify_events_per_s']:,.0f} events/s "
-                f"({run['verify_to_raw']:.2f}x), verify peak RSS "
-                f"{run['verify_peak_rss_mib']:.0f} MiB"
+                f"({run['verify_to_raw']:.2f}x), CPU-s per million events: raw read "
+                f"{run['raw_cpu_s_per_m']:.0f}, verify {run['verify_cpu_s_per_m']:.0f}; "
+                f"verify peak RSS {run['verify_peak_rss_mib']:.0f} MiB"
             )
             results.append(rounded(run))
     return results, {

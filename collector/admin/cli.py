@@ -55,7 +55,7 @@ import argparse
 import datetime as dt
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -282,9 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument(
         "--jobs",
         type=_positive_int,
-        default=4,
+        default=None,
         metavar="N",
-        help="streams verified in parallel (default 4)",
+        help="streams verified in parallel, each in a process of its own (default: one "
+        "per CPU, at most 4)",
     )
     ver.add_argument("--format", choices=("text", "json"), default="text")
 
@@ -559,6 +560,14 @@ def opensearch_auth(
 def _opensearch(command: str, args: argparse.Namespace) -> Requester:
     """The cluster of --opensearch (or $OPENSEARCH_URL): one URL or several nodes' URLs
     comma-separated, as the collector takes them; authenticated as the options say."""
+    return _connector(command, args)()
+
+
+def _connector(
+    command: str, args: argparse.Namespace, serializer: object = None
+) -> Callable[[], Requester]:
+    """A new connection to the cluster of `_opensearch` per call (options checked now):
+    verify's worker processes each open their own."""
     from collector.config import split_urls
     from collector.index import OpenSearchHttp, make_client
 
@@ -578,7 +587,11 @@ def _opensearch(command: str, args: argparse.Namespace) -> Requester:
         client_cert=args.client_cert,
         client_key=args.client_key,
     )
-    return OpenSearchHttp(make_client(urls, timeout_s=60, auth=auth))
+
+    def connect() -> Requester:
+        return OpenSearchHttp(make_client(urls, timeout_s=60, auth=auth, serializer=serializer))
+
+    return connect
 
 
 def _retention_records(
@@ -616,9 +629,12 @@ def _retention_records(
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from collector.verify import Verifier, VerifyError, anchors
+    from collector.verify.reading import FastJson
     from collector.verify.receipts import read_receipts
+    from collector.verify.verifier import default_jobs
 
-    opensearch = _opensearch("verify", args)
+    connect = _connector("verify", args, FastJson())
+    opensearch = connect()
     if args.keys is None or not args.keys.is_dir():
         raise UsageError("verify: --keys DIR (the agents' registered public keys) is required")
     if args.state is not None and args.checkpoints is None:
@@ -677,7 +693,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         stream_findings=seen.agents,
         checkpoint_every_agent=view is not None,
         receipts=receipts,
-        workers=args.jobs,
+        workers=args.jobs if args.jobs is not None else default_jobs(),
+        reopen=connect,
     )
     try:
         report = verifier.run(args.agent)

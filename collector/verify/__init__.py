@@ -11,7 +11,8 @@ Per stream — an agent's format 1 history, and each format 2 stream (``agent.st
 seals (sorted by ``seal.first_sequence``) and events (sorted by ``event.sequence``,
 filtered by agent and stream; never by ``_id``, whose fielddata is deprecated) are
 streamed with point-in-time searches and ``search_after``; only one seal's range of
-events is held in memory per stream, and ``--jobs`` streams run in parallel. Format 2
+events is held in memory per stream, and ``--jobs`` streams run in parallel, each
+in a worker process of its own (`Verifier._verify_units`). Format 2
 streams are judged from signed material only (`collector.verify.signed`); below is the
 format 1 walk. For each seal with a valid signature by a key
 registered for the agent, the chain is recomputed from the seal's ``prev_chain_head``
@@ -29,7 +30,7 @@ Modules, one responsibility each:
     checks     a format 1 agent's walk: chain and seal checks, seal links, unsealed runs
     signed     a format 2 stream's walk: each event against its signed hash
     verdicts   the verdicts, their precedence, ranges and `resolve`
-    verifier   streams in parallel, trust, retention and the tail (`Verifier`)
+    verifier   streams in parallel processes, trust, retention and the tail (`Verifier`)
     report     per stream ranges and stream findings, as text or JSON
     anchors    trust roots from the keys directory, checkpoints, ``--state``
     receipts   receipts exported by agents (``--receipts``)

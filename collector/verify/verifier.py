@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +30,16 @@ from collector.verify.anchors import (
     Attested,
 )
 from collector.verify.checks import FIRST_SEQUENCE, Walk, absent_runs
-from collector.verify.reading import Peekable, Reader, SealInfo, StoredEvent, read_event, read_seal
+from collector.verify.reading import (
+    Peekable,
+    Reader,
+    SealInfo,
+    StoredEvent,
+    VerifyError,
+    few_collections,
+    read_event,
+    read_seal,
+)
 from collector.verify.receipts import ReceiptView
 from collector.verify.report import AgentReport, Report
 from collector.verify.signed import StreamWalk
@@ -41,6 +53,12 @@ from collector.verify.verdicts import (
     resolve,
 )
 from proto.v1 import audit_pb2
+
+
+def default_jobs() -> int:
+    """Streams verified in parallel by default: one worker process per CPU, at most 4
+    (each holds a stream's pages; OpenSearch, often on the same host, needs CPU too)."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 class Verifier:
@@ -65,6 +83,7 @@ class Verifier:
         checkpoint_every_agent: bool = False,
         receipts: ReceiptView | None = None,
         workers: int = 4,
+        reopen: Callable[[], Requester] | None = None,
     ) -> None:
         self.reader = Reader(request)
         self.prefix = prefix
@@ -87,12 +106,18 @@ class Verifier:
         self._events_total = 0
         self.receipts = receipts
         self.workers = max(1, workers)
+        self.reopen = reopen
         self._lock = threading.Lock()
+        self._shared_total: Any = None  # events read by all worker processes
 
     # -- entry -----------------------------------------------------------------
 
     def run(self, agents: Sequence[str] | None = None) -> Report:
         """Every stream of every agent (named, or found, or expected), in parallel."""
+        with few_collections():
+            return self._run(agents)
+
+    def _run(self, agents: Sequence[str] | None) -> Report:
         report = Report()
         if self.checkpoints is not None:
             report.problems.extend(self.checkpoints.problems)
@@ -114,8 +139,7 @@ class Verifier:
             names |= self.expected | {label.split(":")[0] for label in self.stream_findings}
         units = sorted(streams | {(a, "") for a in names if not any(x == a for x, _ in streams)})
         units = [(a, s) for a, s in units if a in names]
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            results = list(pool.map(lambda unit: self.verify_unit(*unit), units))
+        results = self._verify_units(units)
         for out in results:
             report.agents[out.label] = out
             report.events += out.events
@@ -124,6 +148,29 @@ class Verifier:
             out.stream.extend(self._stream_findings(out))
         report.seconds = time.monotonic() - self._started
         return report
+
+    def _verify_units(self, units: Sequence[tuple[str, str]]) -> list[AgentReport]:
+        """Each stream's report, in `units` order. With `reopen` and more than one job
+        and stream: `workers` forked processes, each with its own connection (the walk
+        is Python CPU, which threads share under the GIL); each holds one stream's
+        pages at a time, so memory is per worker, not per event. Otherwise threads."""
+        jobs = min(self.workers, len(units))
+        if jobs <= 1 or self.reopen is None:
+            with ThreadPoolExecutor(max_workers=jobs or 1) as threads:
+                return list(threads.map(lambda unit: self.verify_unit(*unit), units))
+        global _FORKED
+        fork = multiprocessing.get_context("fork")
+        self._shared_total = fork.Value("q", 0)
+        _FORKED = self
+        try:
+            with ProcessPoolExecutor(jobs, mp_context=fork, initializer=_worker_start) as pool:
+                return list(pool.map(_worker_unit, units))
+        except BrokenProcessPool as exc:  # a worker killed (out of memory, a signal)
+            raise VerifyError(f"a verify worker process ended abruptly: {exc}") from None
+        finally:
+            _FORKED = None
+            self._events_total = int(self._shared_total.value)
+            self._shared_total = None
 
     def streams(self, named: Collection[str]) -> set[tuple[str, str]]:
         """(agent, stream) of every stream with an event, a seal or a chain head record;
@@ -524,7 +571,12 @@ class Verifier:
         """Count `count` events read; a progress line at most twice a second (the
         streams run in parallel threads)."""
         with self._lock:
-            self._events_total += count
+            if self._shared_total is not None:
+                with self._shared_total.get_lock():
+                    self._shared_total.value += count
+                    self._events_total = self._shared_total.value
+            else:
+                self._events_total += count
             if self.progress is None:
                 return
             now = time.monotonic()
@@ -533,3 +585,21 @@ class Verifier:
             self._last_progress = now
             rate = self._events_total / max(now - self._started, 1e-6)
             self.progress(f"verify: {agent}: {self._events_total} events ({rate:.0f}/s)")
+
+
+# The verifier a forked worker process inherits (set only while `_verify_units` runs
+# its pool, which forks after it is set): nothing of it is pickled, only the
+# (agent, stream) units and the reports.
+_FORKED: Verifier | None = None
+
+
+def _worker_start() -> None:
+    """In a new worker: a connection of its own (the parent's sockets stay the parent's)."""
+    verifier = _FORKED
+    assert verifier is not None and verifier.reopen is not None
+    verifier.reader = Reader(verifier.reopen())
+
+
+def _worker_unit(unit: tuple[str, str]) -> AgentReport:
+    assert _FORKED is not None
+    return _FORKED.verify_unit(*unit)
