@@ -404,12 +404,13 @@ def _integrity(d: ReportData) -> str:
             parts.append("<ul>" + "".join(f"<li>{esc(p)}</li>" for p in view.problems) + "</ul>")
         parts.append(
             table(
-                ["Agent", "Attested sequence", "Checkpoint time"],
+                ["Chain", "Attested sequence", "Checkpoint time"],
                 [
                     [r.agent, "-" if r.sequence is None else r.sequence, when(r.time)]
                     for r in integ.checkpoint_rows
                 ],
                 numeric=(1,),
+                cls="checkpoints",
             )
         )
     return "".join(parts)
@@ -663,7 +664,7 @@ def _deletions(ret: Retention) -> list[str]:
     if ret.deletions is None:
         parts.append(
             '<p class="note">Not checked: no collector key given (--checkpoint-key or '
-            "--checkpoints with the collector's .pub): deletions cannot be attested.</p>"
+            "collector.pub in --keys): deletions cannot be attested.</p>"
         )
         return parts
     for problem in ret.record_problems:

@@ -9,10 +9,14 @@ Data (2026-11-02), written as the storage contract says the collector writes it
   stream B (70 events) under a re-enrolled key; B's chain head records A and its last
   sequence, and the collector's restart alert names B.
 - agent ``rs-v1``: only a format 1 chain head (``_id`` = agent) with its sequence.
+
+Trust roots are taken as verify takes them: the collector key from ``--keys`` or
+``--checkpoint-key``, never from a ``*.pub`` lying in the checkpoint directory.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -24,6 +28,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opensearchpy import OpenSearch
 
+from collector.checkpoints import CheckpointFile
 from collector.documents import iso_nanos
 from collector.integrity import (
     ALERTS_MAPPING,
@@ -32,6 +37,7 @@ from collector.integrity import (
     chainheads_index,
     restart_finding,
 )
+from collector.retention_job.records import RecordFile
 from proto import integrity
 from tests.integration import v2_store
 from tests.integration.support import drop_prefix
@@ -125,9 +131,8 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         drop_prefix(client, prefix)
 
 
-def run_report(env: Env) -> dict[str, list[list[str]]]:
-    out = env.root / "report.html"
-    done = subprocess.run(
+def report(env: Env, *extra: str, keys: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             str(BIN / "crm-audit"),
             "report",
@@ -140,23 +145,29 @@ def run_report(env: Env) -> dict[str, list[list[str]]]:
             "--to",
             "2026-11-03",
             "--out",
-            str(out),
+            str(env.root / "report.html"),
             "--keys",
-            str(env.keys),
+            str(keys or env.keys),
+            *extra,
         ],
         capture_output=True,
         text=True,
         check=False,
         timeout=300,
     )
-    assert done.returncode == 0, done.stderr
+
+
+def tables_of(env: Env) -> dict[str, list[list[str]]]:
+    out = env.root / "report.html"
     parser = Tables()
     parser.feed(out.read_text(encoding="utf-8"))
     return parser.tables
 
 
 def test_coverage_has_one_row_per_stream_with_the_restart(env: Env) -> None:
-    tables = run_report(env)
+    done = report(env)
+    assert done.returncode == 0, done.stderr
+    tables = tables_of(env)
     a, b = f"rs-restart:{env.first}", f"rs-restart:{env.second}"
     header, *rows = tables["streams"]
     streams = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
@@ -181,3 +192,60 @@ def test_coverage_has_one_row_per_stream_with_the_restart(env: Env) -> None:
     # The integrity section names the same chains.
     verified = {row[0] for row in tables["verify"][1:]}
     assert {a, b} <= verified
+
+
+def test_trust_roots_are_pinned_as_verify_pins_them(env: Env) -> None:
+    """A writer of the checkpoint directory plants their own key there with a checkpoint
+    and a retention record signed by it: the report trusts neither (the collector key
+    comes from --keys, as verify takes it), says so, and without a pinned key refuses
+    --checkpoints with one line (exit 2). ``collector.pub`` in --keys is no agent."""
+    collector_key = Ed25519PrivateKey.generate()
+    attacker = Ed25519PrivateKey.generate()
+    keys = env.root / "pinned-keys"
+    shutil.copytree(env.keys, keys)
+    v2_store.write_public_key(keys / "collector.pub", collector_key)
+    checkpoints = env.root / "checkpoints"
+    label = ("rs-restart", env.second)
+    CheckpointFile(checkpoints, collector_key).append(
+        {label: (70, b"\x01" * 32)}, now_unix_nano=START + DAY // 2
+    )
+    # the attacker's line: a forged head far ahead, and their key beside it
+    CheckpointFile(checkpoints, attacker).append(
+        {label: (9_999, b"\x02" * 32)}, now_unix_nano=START + DAY // 2
+    )
+    v2_store.write_public_key(checkpoints / "attacker.pub", attacker)
+    RecordFile(checkpoints, attacker).append(
+        {
+            "action": "delete",
+            "class": "standard",
+            "index": f"{env.prefix}-events-standard-2026.10",
+            "events": {"newest": iso_nanos(START)},
+            "deleted_by": {"enforcer": "collector"},
+            "agents": {},
+        },
+        now_unix_nano=START + DAY,
+    )
+
+    refused = report(env, "--checkpoints", str(checkpoints))  # no collector key pinned
+    assert refused.returncode == 2
+    assert "a *.pub in the checkpoint directory is not trusted" in refused.stderr
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+
+    done = report(env, "--checkpoints", str(checkpoints), keys=keys)
+    assert done.returncode == 0, done.stderr
+    tables = tables_of(env)
+    attested = {row[0]: row[1] for row in tables["checkpoints"][1:]}
+    assert attested == {f"rs-restart:{env.second}": "70"}  # the forged 9,999 is not
+    html = (env.root / "report.html").read_text(encoding="utf-8")
+    assert "signed by an unknown collector key" in html  # the attacker's checkpoint line
+    assert "retention record signed by an unknown collector key" in html
+    assert tables["deletions"][1:] == [["none"]]  # the forged record is no deletion
+    assert "collector" not in {row[0] for row in tables["agents"][1:]}
+
+    # The same key as --checkpoint-key (no collector.pub in --keys) is trusted alike.
+    pub = env.root / "collector-signing-key.pub"
+    v2_store.write_public_key(pub, collector_key)
+    done = report(env, "--checkpoints", str(checkpoints), "--checkpoint-key", str(pub))
+    assert done.returncode == 0, done.stderr
+    attested = {row[0]: row[1] for row in tables_of(env)["checkpoints"][1:]}
+    assert attested == {f"rs-restart:{env.second}": "70"}

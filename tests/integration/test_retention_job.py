@@ -364,6 +364,8 @@ def test_phases_by_event_time_hold_evidence_and_verify(
             str(site.keys),
             "--checkpoints",
             str(site.checkpoints),
+            "--checkpoint-key",
+            str(site.checkpoints / "collector-signing-key.pub"),
             "--policies",
             str(site.root),
             "--min-retention-days",
