@@ -39,7 +39,6 @@ is kept on the report for the verifier to judge against that history.
 from __future__ import annotations
 
 import functools
-import sys
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -54,14 +53,13 @@ from collector.verify.verdicts import (
     GAP_AT_SOURCE,
     INSERTED,
     MISSING,
-    PENDING,
-    PRECEDENCE,
     REORDERED,
     SEAL_INVALID,
     SEAL_MISSING,
     VALID,
     Range,
 )
+from collector.verify.walk import FIRST_SEQUENCE, Mark, SequenceWalk, keep_worse
 from proto import integrity
 from proto.continuation import MalformedClaim, claim
 from proto.v1 import audit_pb2
@@ -69,12 +67,10 @@ from proto.v1 import audit_pb2
 if TYPE_CHECKING:
     from collector.verify.verifier import Verifier
 
-FIRST_SEQUENCE = 1
 _HEAD_MEMORY = 4096  # heads at recent seal ends, for overlapping seals and heartbeats
-Mark = tuple[str, str, tuple[str, ...]]
 
 
-class StreamWalk:
+class StreamWalk(SequenceWalk):
     """State of one v2 stream's walk: how far valid seals cover and the head there.
 
     `attested` maps sequences that anchors (chain head record, checkpoints, receipts)
@@ -113,17 +109,6 @@ class StreamWalk:
         self.heads[seq] = head
         while len(self.heads) > _HEAD_MEMORY:
             self.heads.popitem(last=False)
-
-    def _take(self, events: Peekable, upto: int) -> list[StoredEvent]:
-        taken: list[StoredEvent] = []
-        while True:
-            nxt = events.peek()
-            if nxt is None or nxt.position > upto:
-                break
-            taken.append(next(events))
-        self.out.events += len(taken)
-        self.v.tick(self.agent, len(taken))
-        return taken
 
     def _compare_attested(self, first: int, heads: list[bytes]) -> None:
         """Anchored heads within `first`.. against the signed heads there."""
@@ -322,9 +307,7 @@ class StreamWalk:
         marks: dict[int, Mark] = {}
 
         def mark(seq: int, kind: str, detail: str, where: tuple[str, ...]) -> None:
-            current = marks.get(seq)
-            if current is None or PRECEDENCE.index(kind) < PRECEDENCE.index(current[0]):
-                marks[seq] = (kind, detail, where)
+            keep_worse(marks, seq, (kind, detail, where))
 
         genuine: dict[int, StoredEvent] = {}
         for seq, found in carriers.items():
@@ -378,27 +361,6 @@ class StreamWalk:
             self.out.add(kind, seq, seq, detail, where)
 
     # -- after the last seal ------------------------------------------------------------
-
-    def finish(self, events: Peekable) -> None:
-        """Events after the last valid seal: PENDING for the live run (see
-        `collector.verify.checks.Walk.finish`, same rule with format 2 ids), else INSERTED."""
-        expect = FIRST_SEQUENCE if self.covered_end is None else self.covered_end + 1
-        live = self.v.grace is not None
-        while True:
-            rest = self._take(events, sys.maxsize)
-            if not rest:
-                return
-            for e in rest:
-                self.tail_present.add(e.position)
-                if live and e.position == expect and self._awaiting_seal(e):
-                    expect += 1
-                    detail = f"unsealed, ingested within the grace period ({self.v.grace_text})"
-                    self.out.add(PENDING, e.position, e.position, detail, (e.index,))
-                    continue
-                live = False
-                self.out.add(
-                    INSERTED, e.position, e.position, "not covered by any valid seal", (e.index,)
-                )
 
     def _awaiting_seal(self, event: StoredEvent) -> bool:
         seq = event.position
