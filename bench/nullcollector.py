@@ -57,7 +57,8 @@ class NullCollector(audit_pb2_grpc.CollectorServicer):
 
     # -- server
 
-    def start(self) -> int:
+    def start(self, port: int = 0) -> int:
+        """Listen on 127.0.0.1:`port` (0: any free port); the port."""
         server = grpc.server(
             ThreadPoolExecutor(max_workers=16, thread_name_prefix="null-collector"),
             options=[
@@ -66,7 +67,7 @@ class NullCollector(audit_pb2_grpc.CollectorServicer):
             ],
         )
         audit_pb2_grpc.add_CollectorServicer_to_server(self, server)
-        self.port = server.add_secure_port("127.0.0.1:0", self._credentials)
+        self.port = server.add_secure_port(f"127.0.0.1:{port}", self._credentials)
         server.start()
         self._server = server
         return self.port

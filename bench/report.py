@@ -158,13 +158,22 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 name,
                 scenario,
                 [
-                    ("agent hashing µs per event (Chainer.link)", "hash_us_per_event", _one),
                     (
-                        f"agent sealing µs per event ({batch}-event batches)",
+                        "agent event hash µs per event (v2: event_hash of the event bytes)",
+                        "event_hash_us_per_event",
+                        _one,
+                    ),
+                    (
+                        f"agent sealing µs per event (v2: seal_events, head_link + signature, "
+                        f"{batch}-event batches)",
                         "seal_us_per_event",
                         _one,
                     ),
-                    ("collector verify_batch µs per event", "verify_batch_us_per_event", _one),
+                    (
+                        "collector verify_batch µs per event (v2 batch)",
+                        "verify_batch_us_per_event",
+                        _one,
+                    ),
                     (f"crm-audit verify events/s ({events} events)", "verify_events_per_s", _int),
                 ],
             )

@@ -61,7 +61,6 @@ from typing import TYPE_CHECKING, NoReturn
 
 from collector.admin import opensearch_node, pki, sample
 from collector.admin.errors import AdminError, NodeError, SampleError, UsageError
-from collector.checkpoints import CheckpointView, read_checkpoints
 from collector.errors import RetentionError
 from collector.extras import missing_extra
 from collector.keys import KeyRegistrationError, KeyRing, read_keys, register_key
@@ -490,24 +489,6 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint_view(
-    command: str, directory: Path | None, key_file: Path | None, option: str
-) -> CheckpointView | None:
-    """The signed checkpoints in `directory` (trusting `key_file`'s keys when given)."""
-    if directory is None:
-        return None
-    if not directory.is_dir():
-        raise UsageError(f"{command}: {option}not a directory: {directory}")
-    trusted = None
-    if key_file is not None:
-        try:
-            loaded = integrity.load_public_keys(key_file.read_bytes())
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{command}: {key_file}: {exc}") from None
-        trusted = {integrity.key_id(k): k for k in loaded}
-    return read_checkpoints(directory, trusted)
-
-
 def opensearch_auth(
     command: str,
     url: str,
@@ -595,36 +576,20 @@ def _connector(
 
 
 def _retention_records(
-    opensearch: Requester,
-    args: argparse.Namespace,
-    command: str = "verify",
-    pinned: Mapping[str, Ed25519PublicKey] | None = None,
+    opensearch: Requester, args: argparse.Namespace, pinned: Mapping[str, Ed25519PublicKey]
 ) -> RetentionRecords | None:
     """Signed retention records (``{prefix}-retention`` and the checkpoint dir's record
-    files) that verify with the collector keys: `pinned` (verify: from its keys
-    directory), else --checkpoint-key, else the *.pub files of --checkpoints. Without
-    any no record is trusted: None (`verify`: nothing is EXPIRED; the report says the
-    records were not checked)."""
+    files) that verify with the pinned collector keys (`collector.verify.anchors`:
+    --checkpoint-key or ``<keys>/collector.pub``). Without one no record is trusted:
+    None (`verify`: nothing is EXPIRED; the report says the records were not checked).
+
+    Raises `RetentionError` when OpenSearch cannot be read (the caller reports it like
+    its other reads)."""
     from collector.retention_job.records import load_records
 
-    if pinned is not None:
-        if not pinned:
-            return None
-        return load_records(opensearch, args.prefix, pinned, args.checkpoints)
-    keys: dict[str, Ed25519PublicKey] = {}
-    sources = [args.checkpoint_key] if args.checkpoint_key is not None else []
-    if not sources and args.checkpoints is not None and args.checkpoints.is_dir():
-        sources = sorted(args.checkpoints.glob("*.pub"))
-    for source in sources:
-        try:
-            for key in integrity.load_public_keys(source.read_bytes()):
-                keys[integrity.key_id(key)] = key
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{command}: {source}: {exc}") from None
-    if not keys:
+    if not pinned:
         return None
-    # OpenSearch unreadable (RetentionError): the caller reports it like its other reads
-    return load_records(opensearch, args.prefix, keys, args.checkpoints)
+    return load_records(opensearch, args.prefix, pinned, args.checkpoints)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -665,7 +630,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
 
     try:
-        records = _retention_records(opensearch, args, pinned=pinned)
+        records = _retention_records(opensearch, args, pinned)
     except RetentionError as exc:
         _log(f"verify: {exc}")
         return 1
@@ -870,13 +835,34 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(f"report: {exc}") from None
     except ReportInputError as exc:
         raise UsageError(str(exc)) from None
+    from collector.verify import anchors
+
     keys = registered = None
     if args.keys is not None:
         if not args.keys.is_dir():
             raise UsageError(f"report: --keys: not a directory: {args.keys}")
         keys = KeyRing(args.keys).keys_for
-        registered = frozenset(p.stem for p in args.keys.glob("*.pub"))
-    view = _checkpoint_view("report", args.checkpoints, args.checkpoint_key, "--checkpoints: ")
+        # as verify: collector.pub there is the collector's key, not an agent
+        registered = frozenset(anchors.registered_agents(args.keys))
+    # Trust roots as verify takes them (`collector.verify.anchors`): the collector key
+    # from --checkpoint-key or <keys>/collector.pub, never a *.pub in the checkpoint
+    # directory (whoever writes there could sign their own checkpoints and records).
+    try:
+        if args.keys is not None:
+            pinned = anchors.collector_keys(args.keys, args.checkpoint_key)
+        elif args.checkpoint_key is not None:
+            pinned = anchors.collector_keys(args.checkpoint_key.parent, args.checkpoint_key)
+        else:
+            pinned = {}
+        if args.checkpoints is not None and not pinned:
+            where = args.keys / anchors.COLLECTOR_KEY_FILE if args.keys else "--keys DIR"
+            raise UsageError(
+                "report: --checkpoints needs the collector's public key: --checkpoint-key PUB "
+                f"or {where} (a *.pub in the checkpoint directory is not trusted)"
+            )
+        view = anchors.checkpoint_view(args.checkpoints, pinned) if args.checkpoints else None
+    except anchors.AnchorError as exc:
+        raise UsageError(f"report: {exc}") from None
     signing_key = None
     if args.signing_key is not None:
         # The collector's checkpoint key, loaded as the collector does; never created here.
@@ -891,7 +877,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     except ReportInputError as exc:
         raise UsageError(f"report: {exc}") from None
     try:
-        records = _retention_records(opensearch, args, "report")
+        records = _retention_records(opensearch, args, pinned)
     except RetentionError as exc:
         _log(f"report: {exc}")
         return 1

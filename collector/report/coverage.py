@@ -1,5 +1,12 @@
 """Coverage: enrolled agents, sources, events per day and silent sources (PCI DSS 10.7).
 
+A *chain* is what the agent hash-chains and seals: its stream format 1 history (one
+per agent, labelled ``agent``) or one stream format 2 stream (one per incarnation,
+labelled ``agent:stream`` as verify labels it). An agent that lost its state starts a
+new stream; the collector records the stream before it in the new chain head and
+raises a restart alert unless it was an upgrade from format 1, so the report lists
+every chain with its predecessor and says which began with a restart.
+
 A *source* is one log an agent reads: (``agent.id``, ``crm.source.name``). It is
 *silent* over a stretch longer than the gap where it delivered no event and its agent
 sent no heartbeat seal either: nothing proves the source was being read, so it is a
@@ -16,10 +23,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from collector.integrity import chainheads_index, seals_index
+from collector.integrity import (
+    RESTARTED,
+    V1_CHAIN,
+    alerts_index,
+    chainheads_index,
+    head_id,
+    seals_index,
+)
 from collector.lifecycle import events_index_pattern
 from collector.report.query import Period, Queries, bool_filter, from_millis, time_range
 
@@ -57,8 +71,30 @@ class SourceRow:
 
 
 @dataclass
+class StreamRow:
+    """One chain of an agent: its format 1 history (``stream`` "") or a format 2 stream."""
+
+    agent: str
+    stream: str
+    events: int = 0
+    seals: int = 0
+    heartbeats: int = 0
+    last_seal: datetime | None = None
+    head_sequence: int | None = None  # None: no chain head stored
+    first_seen: datetime | None = None  # format 2: when a collector first saw it
+    previous: str = ""  # label of the agent's chain before this stream ("": none recorded)
+    previous_sequence: int | None = None  # that chain's last sequence
+    restarted: bool = False  # the collector alerted a restart without state
+
+    @property
+    def label(self) -> str:
+        """``agent`` (format 1) or ``agent:stream``, as verify names it."""
+        return head_id(self.agent, self.stream)
+
+
+@dataclass
 class AgentRow:
-    """One enrolled agent."""
+    """One enrolled agent; its chains are in `streams` (oldest first)."""
 
     agent: str
     registered: bool | None = None  # None: no keys directory given
@@ -67,8 +103,12 @@ class AgentRow:
     heartbeats: int = 0
     last_seal: datetime | None = None
     last_heartbeat: datetime | None = None
-    head_sequence: int | None = None
     sources: list[str] = field(default_factory=list)
+    streams: list[StreamRow] = field(default_factory=list)
+
+    @property
+    def restarts(self) -> int:
+        return sum(1 for s in self.streams if s.restarted)
 
 
 @dataclass
@@ -82,6 +122,24 @@ class Coverage:
     total_events: int
     silent: list[SilentPeriod]
     gap: timedelta
+
+
+def _parse_time(text: str) -> datetime | None:
+    """An ISO 8601 time as stored (nanoseconds allowed); None if unreadable."""
+    head, dot, rest = text.rstrip("Z").partition(".")
+    try:
+        moment = datetime.fromisoformat(head + (dot + rest[:6] if dot else ""))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _chain_order(row: StreamRow) -> tuple[str, int, datetime, str]:
+    """Per agent: the format 1 chain first, then streams in the order they were seen."""
+    if not row.stream:
+        return (row.agent, 0, datetime.min.replace(tzinfo=UTC), "")
+    seen = row.first_seen or row.last_seal or datetime.max.replace(tzinfo=UTC)
+    return (row.agent, 1, seen, row.stream)
 
 
 def _ms(moment: datetime) -> int:
@@ -176,18 +234,69 @@ class CoverageReader:
             row.last_seal = from_millis(bucket["last"]["value"])
             if bucket["hb"]["last"]["value"] is not None:
                 row.last_heartbeat = from_millis(bucket["hb"]["last"]["value"])
-        found = self.q.search(
-            chainheads_index(self.prefix), {"size": 10_000, "query": {"match_all": {}}}
-        )
-        for hit in found["hits"]["hits"]:
-            src = hit["_source"]
-            name = str(src.get("agent", {}).get("id", hit["_id"]))
-            row = rows.setdefault(name, AgentRow(name))
-            seq = src.get("chain", {}).get("sequence")
-            row.head_sequence = int(seq) if seq is not None else None
+        for stream in self._streams():
+            rows.setdefault(stream.agent, AgentRow(stream.agent)).streams.append(stream)
         for row in rows.values():
             row.registered = None if self.registered is None else row.agent in self.registered
         return sorted(rows.values(), key=lambda r: r.agent)
+
+    def _streams(self) -> list[StreamRow]:
+        """Every chain found in chain heads, seals or events, oldest first per agent."""
+        rows: dict[tuple[str, str], StreamRow] = {}
+
+        def row(agent: str, stream: str | None) -> StreamRow:
+            return rows.setdefault((agent, stream or ""), StreamRow(agent, stream or ""))
+
+        period = time_range(self.period.start, self.period.end)
+        keys: list[dict[str, Any]] = [
+            {"agent": {"terms": {"field": "agent.id"}}},
+            {"stream": {"terms": {"field": "agent.stream", "missing_bucket": True}}},
+        ]
+        for bucket in self.q.composite(self.events, period, keys):
+            row(bucket["key"]["agent"], bucket["key"]["stream"]).events = int(bucket["doc_count"])
+        keys[1] = {"stream": {"terms": {"field": "seal.stream", "missing_bucket": True}}}
+        stats = {
+            "last": {"max": {"field": "@timestamp"}},
+            "hb": {"filter": {"term": {"seal.heartbeat": True}}},
+        }
+        for bucket in self.q.composite(self.seals, period, keys, stats):
+            found = row(bucket["key"]["agent"], bucket["key"]["stream"])
+            found.heartbeats = int(bucket["hb"]["doc_count"])
+            found.seals = int(bucket["doc_count"]) - found.heartbeats
+            found.last_seal = from_millis(bucket["last"]["value"])
+        heads = self.q.search(
+            chainheads_index(self.prefix), {"size": 10_000, "query": {"match_all": {}}}
+        )
+        for hit in heads["hits"]["hits"]:
+            src = hit["_source"]
+            agent = src.get("agent", {})
+            chain = src.get("chain", {})
+            found = row(str(agent.get("id", hit["_id"])), agent.get("stream"))
+            seq = chain.get("sequence")
+            found.head_sequence = int(seq) if seq is not None else None
+            if chain.get("first_seen"):
+                found.first_seen = _parse_time(str(chain["first_seen"]))
+            previous = chain.get("previous_stream")
+            if previous is not None:
+                # "v1" names the agent's format 1 chain, labelled by the agent alone
+                found.previous = head_id(found.agent, "" if previous == V1_CHAIN else previous)
+                prev_seq = chain.get("previous_sequence")
+                found.previous_sequence = int(prev_seq) if prev_seq is not None else None
+        restarts = self.q.search(
+            alerts_index(self.prefix),
+            {
+                "size": 10_000,
+                "_source": ["agent"],
+                "query": {"term": {"alert.kind": RESTARTED}},
+            },
+        )
+        for hit in restarts["hits"]["hits"]:
+            agent = hit["_source"].get("agent", {})
+            if agent.get("id") and agent.get("stream"):
+                key = (str(agent["id"]), str(agent["stream"]))
+                if key in rows:
+                    rows[key].restarted = True
+        return sorted(rows.values(), key=_chain_order)
 
     def _per_day(self) -> tuple[list[datetime], dict[str, list[int]], int]:
         days = self.period.days

@@ -18,11 +18,23 @@ from collector.verify import Report, Verifier, VerifyError
 
 @dataclass(frozen=True)
 class CheckpointRow:
-    """Per agent: what the newest signed checkpoint attests."""
+    """Per chain (``agent`` for format 1, ``agent:stream`` for format 2, as verify
+    labels them): the highest sequence a signed checkpoint attests, and when."""
 
     agent: str
     sequence: int | None
     time: str
+
+
+def checkpoint_rows(view: CheckpointView | None) -> list[CheckpointRow]:
+    if view is None:
+        return []
+    rows = [CheckpointRow(agent, seq, when) for agent, (seq, _head, when) in view.heads.items()]
+    rows += [
+        CheckpointRow(f"{agent}:{stream}", seq, when)
+        for (agent, stream), (seq, _head, when) in view.streams.items()
+    ]
+    return sorted(rows, key=lambda r: r.agent)
 
 
 @dataclass
@@ -48,8 +60,8 @@ class Integrity:
                 "lines": self.checkpoints.lines,
                 "problems": list(self.checkpoints.problems),
                 "heads": {
-                    agent: {"sequence": seq, "time": when}
-                    for agent, (seq, _head, when) in sorted(self.checkpoints.heads.items())
+                    row.agent: {"sequence": row.sequence, "time": row.time}
+                    for row in checkpoint_rows(self.checkpoints)
                 },
             }
         return out
@@ -66,10 +78,7 @@ def run_integrity(
     now: datetime,
     retention_records: RetentionRecords | None = None,
 ) -> Integrity:
-    rows = [
-        CheckpointRow(agent, seq, when)
-        for agent, (seq, _head, when) in sorted((checkpoints.heads if checkpoints else {}).items())
-    ]
+    rows = checkpoint_rows(checkpoints)
     if keys is None:
         return Integrity(
             None, "no agent keys given (--keys): the trail was NOT verified", checkpoints, rows

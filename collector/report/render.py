@@ -16,7 +16,7 @@ from typing import Any
 from collector.report import charts
 from collector.report.access import Access
 from collector.report.alerts import Alerts
-from collector.report.coverage import Coverage
+from collector.report.coverage import AgentRow, Coverage, StreamRow
 from collector.report.integrity import Integrity
 from collector.report.query import Period
 from collector.report.retention import FAILS, MEETS, NO_POLICY, Retention
@@ -218,9 +218,24 @@ def _coverage(d: ReportData, chart: str) -> str:
             a.seals,
             a.heartbeats,
             when(a.last_seal),
-            "-" if a.head_sequence is None else a.head_sequence,
+            _chains(a),
         ]
         for a in cov.agents
+    ]
+    streams = [
+        [
+            s.label,
+            "2" if s.stream else "1",
+            when(s.first_seen),
+            s.events,
+            s.seals,
+            s.heartbeats,
+            when(s.last_seal),
+            "-" if s.head_sequence is None else s.head_sequence,
+            _follows(s),
+        ]
+        for a in cov.agents
+        for s in a.streams
     ]
     sources = [[s.agent, s.source, s.events, when(s.first), when(s.last)] for s in cov.sources]
     silent = [
@@ -250,11 +265,33 @@ def _coverage(d: ReportData, chart: str) -> str:
                 "Seals",
                 "Heartbeats",
                 "Last seal",
-                "Chain head seq.",
+                "Chains",
             ],
             agents,
-            numeric=(3, 4, 5, 7),
+            numeric=(3, 4, 5),
             cls="agents",
+        )
+        + "<h3>Chains (streams)</h3>"
+        '<p class="note">One row per hash chain, named as the integrity section names it: '
+        "an agent's stream format 1 history by the agent, each format 2 stream (one per "
+        "agent incarnation) as agent:stream. An agent that lost its state starts a new "
+        "stream; the collector records the chain before it and alerts the restart. "
+        "Counts are for the period.</p>"
+        + table(
+            [
+                "Chain",
+                "Format",
+                "First seen",
+                "Events",
+                "Seals",
+                "Heartbeats",
+                "Last seal",
+                "Chain head seq.",
+                "Follows",
+            ],
+            streams,
+            numeric=(3, 4, 5, 7),
+            cls="streams",
         )
         + "<h3>Sources</h3>"
         + table(
@@ -275,6 +312,23 @@ def _coverage(d: ReportData, chart: str) -> str:
             cls="silent",
         )
     )
+
+
+def _chains(agent: AgentRow) -> str:
+    """How many chains the agent has and how many began with a restart without state."""
+    if not agent.streams:
+        return "-"
+    restarts = agent.restarts
+    return f"{len(agent.streams)}" + (f" ({restarts} RESTART(S))" if restarts else "")
+
+
+def _follows(stream: StreamRow) -> str:
+    """The chain a stream follows, and whether the collector called that a restart."""
+    if not stream.previous:
+        return "-"
+    at = "" if stream.previous_sequence is None else f" at {stream.previous_sequence:,}"
+    how = "RESTART without state after" if stream.restarted else "continues"
+    return f"{how} {stream.previous}{at}"
 
 
 def _integrity(d: ReportData) -> str:
@@ -350,12 +404,13 @@ def _integrity(d: ReportData) -> str:
             parts.append("<ul>" + "".join(f"<li>{esc(p)}</li>" for p in view.problems) + "</ul>")
         parts.append(
             table(
-                ["Agent", "Attested sequence", "Checkpoint time"],
+                ["Chain", "Attested sequence", "Checkpoint time"],
                 [
                     [r.agent, "-" if r.sequence is None else r.sequence, when(r.time)]
                     for r in integ.checkpoint_rows
                 ],
                 numeric=(1,),
+                cls="checkpoints",
             )
         )
     return "".join(parts)
@@ -609,7 +664,7 @@ def _deletions(ret: Retention) -> list[str]:
     if ret.deletions is None:
         parts.append(
             '<p class="note">Not checked: no collector key given (--checkpoint-key or '
-            "--checkpoints with the collector's .pub): deletions cannot be attested.</p>"
+            "collector.pub in --keys): deletions cannot be attested.</p>"
         )
         return parts
     for problem in ret.record_problems:

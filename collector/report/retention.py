@@ -168,7 +168,7 @@ class RetentionReader:
                     str(events.get("newest", "")),
                     int(count) if isinstance(count, int) else None,
                     str(body.get("policy", {}).get("rule", "")),
-                    len(body.get("agents", {})),
+                    len(record.agents),
                 )
             )
         return sorted(out, key=lambda d: (d.recorded, d.index))

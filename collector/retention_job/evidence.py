@@ -1,5 +1,10 @@
 """What an events index holds, read from OpenSearch: its event-time range and, before a
-deletion, what the retention record must prove (per-agent sequence runs and seals).
+deletion, what the retention record must prove (per chain sequence runs and seals).
+
+A chain is an agent's stream format 1 history (one per agent) or one format 2 stream
+(one per agent incarnation, sequences restarting at 1): runs are kept per chain, keyed
+(agent, stream) with stream "" for format 1, so a record never lets one stream's
+deleted sequences stand for another's.
 
 The sequence runs come from the index itself (every stored ``event.sequence``, read in
 order with a point in time), not only from the seals: an event that was already gone
@@ -122,9 +127,12 @@ def scan(
         request("DELETE", "/_search/point_in_time", body={"pit_id": [pit]})
 
 
+Chain = tuple[str, str]  # (agent id, stream id; "" for an agent's format 1 history)
+
+
 @dataclass
 class AgentEvidence:
-    """One agent's part of an index: what is stored, and what the seals say."""
+    """One chain's part of an index: what is stored, and what the seals say."""
 
     documents: int = 0
     sequences: Runs = field(default_factory=list)
@@ -138,64 +146,90 @@ class AgentEvidence:
         }
 
 
-def stored_runs(request: Requester, index: str) -> dict[str, AgentEvidence]:
-    """Per agent the runs of ``event.sequence`` stored in `index`."""
-    out: dict[str, AgentEvidence] = {}
+def stored_runs(request: Requester, index: str) -> dict[Chain, AgentEvidence]:
+    """Per chain the runs of ``event.sequence`` stored in `index`."""
+    out: dict[Chain, AgentEvidence] = {}
     current: str | None = None
-    sequences: list[int] = []
+    # One agent at a time (the scan is sorted by agent): its streams interleave.
+    sequences: dict[str, list[int]] = {}
 
     def flush() -> None:
-        if current is not None:
-            entry = out.setdefault(current, AgentEvidence())
-            entry.documents += len(sequences)
-            entry.sequences = runs_of(sorted({*sequences}))
+        if current is None:
+            return
+        for stream, found in sequences.items():
+            entry = out.setdefault((current, stream), AgentEvidence())
+            entry.documents += len(found)
+            entry.sequences = runs_of(sorted({*found}))
 
     for hit in scan(
         request,
         index,
         {"match_all": {}},
         [{"agent.id": "asc"}, {"event.sequence": "asc"}],
-        ["agent.id", "event.sequence"],
+        ["agent.id", "agent.stream", "event.sequence"],
     ):
         agent, seq = hit["sort"][0], hit["sort"][1]
         if agent != current:
             flush()
-            current, sequences = str(agent), []
-        sequences.append(int(seq))
+            current, sequences = str(agent), {}
+        stream = str(hit["_source"].get("agent", {}).get("stream") or "")
+        sequences.setdefault(stream, []).append(int(seq))
     flush()
     return out
 
 
-def seal_ranges(request: Requester, prefix: str, index: str) -> dict[str, Runs]:
-    """Per agent the merged ranges of the seals whose ``seal.indices`` name `index`."""
-    ranges: dict[str, list[tuple[int, int]]] = {}
+def seal_ranges(request: Requester, prefix: str, index: str) -> dict[Chain, Runs]:
+    """Per chain the merged ranges of the seals whose ``seal.indices`` name `index`."""
+    ranges: dict[Chain, list[tuple[int, int]]] = {}
     for hit in scan(
         request,
         seals_index(prefix),
         {"bool": {"filter": [{"term": {"seal.indices": index}}]}},
         [{"agent.id": "asc"}, {"seal.first_sequence": "asc"}],
-        ["agent.id", "seal.first_sequence", "seal.last_sequence"],
+        ["agent.id", "seal.first_sequence", "seal.last_sequence", "seal.stream"],
     ):
         seal = hit["_source"].get("seal", {})
         agent = str(hit["_source"].get("agent", {}).get("id", ""))
-        ranges.setdefault(agent, []).append(
+        chain = (agent, str(seal.get("stream") or ""))
+        ranges.setdefault(chain, []).append(
             (int(seal.get("first_sequence", 0)), int(seal.get("last_sequence", 0)))
         )
-    merged: dict[str, Runs] = {}
-    for agent, found in ranges.items():
+    merged: dict[Chain, Runs] = {}
+    for chain, found in ranges.items():
         out: Runs = []
         for first, last in sorted(found):
             if out and first <= out[-1][1] + 1:
                 out[-1] = (out[-1][0], max(out[-1][1], last))
             else:
                 out.append((first, last))
-        merged[agent] = out
+        merged[chain] = out
     return merged
 
 
-def gather(request: Requester, prefix: str, index: str) -> dict[str, AgentEvidence]:
-    """Everything per agent a retention record of `index` holds."""
-    agents = stored_runs(request, index)
-    for agent, runs in seal_ranges(request, prefix, index).items():
-        agents.setdefault(agent, AgentEvidence()).seals = runs
-    return agents
+def gather(request: Requester, prefix: str, index: str) -> dict[Chain, AgentEvidence]:
+    """Everything per chain a retention record of `index` holds."""
+    chains = stored_runs(request, index)
+    for chain, runs in seal_ranges(request, prefix, index).items():
+        chains.setdefault(chain, AgentEvidence()).seals = runs
+    return chains
+
+
+def record_chains(entries: Mapping[Chain, Mapping[str, Any]]) -> dict[str, Any]:
+    """The record's ``agents`` (format 1 chains, by agent id) and, when there are any,
+    ``streams`` (format 2, by ``agent:stream``, each naming its agent and stream).
+
+    Readers that predate ``streams`` find no evidence for a format 2 stream there: its
+    absent events stay MISSING, never EXPIRED by another stream's deletion."""
+    out: dict[str, Any] = {
+        "agents": {
+            agent: dict(entry) for (agent, stream), entry in sorted(entries.items()) if not stream
+        }
+    }
+    streams = {
+        f"{agent}:{stream}": {"agent": agent, "stream": stream, **entry}
+        for (agent, stream), entry in sorted(entries.items())
+        if stream
+    }
+    if streams:
+        out["streams"] = streams
+    return out

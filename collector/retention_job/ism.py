@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from collector.documents import iso_nanos
 from collector.integrity import seals_index
 from collector.lifecycle import events_index_pattern, policy_id
-from collector.retention_job.evidence import fail, seal_ranges
+from collector.retention_job.evidence import fail, record_chains, seal_ranges
 from collector.retention_job.policy import DAY_NS
 from collector.retention_job.records import record_id, retention_index
 
@@ -181,14 +181,16 @@ class IsmDeletions:
                     "newest": iso_nanos(span[1] - 1) if span else "",
                     "from": "index period (the index is gone)",
                 },
-                "agents": {
-                    agent: {
-                        "sequences": [list(r) for r in runs],
-                        "seals": [list(r) for r in runs],
-                        "sequences_from": "seals",
+                **record_chains(
+                    {
+                        chain: {
+                            "sequences": [list(r) for r in runs],
+                            "seals": [list(r) for r in runs],
+                            "sequences_from": "seals",
+                        }
+                        for chain, runs in seals.items()
                     }
-                    for agent, runs in sorted(seals.items())
-                },
+                ),
                 "policy": {
                     "source": policy_id(self.prefix, retention_class),
                     "sha256": policy.sha256,

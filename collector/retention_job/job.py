@@ -48,7 +48,13 @@ from collector.errors import HoldError, LifecycleError, RetentionError
 from collector.hold import HoldManager
 from collector.index import Requester
 from collector.lifecycle import events_index_pattern, ism_on_every_node, replica_settings
-from collector.retention_job.evidence import EventTimes, event_times, fail, gather
+from collector.retention_job.evidence import (
+    EventTimes,
+    event_times,
+    fail,
+    gather,
+    record_chains,
+)
 from collector.retention_job.policy import DAY_NS, Phases, phases_of
 from collector.retention_job.records import (
     RETENTION_MAPPING,
@@ -443,7 +449,7 @@ class RetentionJob:
     def build_record(
         self, policy: ClassPolicy, status: IndexStatus, enforcer: str, **extra: Any
     ) -> dict[str, Any]:
-        agents = gather(self.request, self.prefix, status.name)
+        chains = gather(self.request, self.prefix, status.name)
         return {
             "action": "delete",
             "class": policy.name,
@@ -454,7 +460,7 @@ class RetentionJob:
                 "oldest": iso_nanos(status.oldest_ns) if status.oldest_ns is not None else "",
                 "newest": iso_nanos(status.newest_ns) if status.newest_ns is not None else "",
             },
-            "agents": {agent: entry.to_json() for agent, entry in sorted(agents.items())},
+            **record_chains({chain: entry.to_json() for chain, entry in chains.items()}),
             "policy": {
                 "source": policy.source,
                 "sha256": policy.sha256,

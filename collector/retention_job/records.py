@@ -11,10 +11,12 @@ checkpoint key and hash-linked like the checkpoints (`collector.checkpoints`)::
 and indexes the same line (``raw``, plus searchable fields) in ``{prefix}-retention``
 under ``_id`` ``<index>:<index uuid>``, so a second run (or a second collector) finds it
 and writes no second record. ``record`` holds the class, the index and its uuid, the
-event-time range and document count, per agent the sequence runs actually stored in
-the index and the seal ranges that name it, the policy in force (file, SHA-256,
-phases, the rule that fired) and who deleted it (enforcer ``collector`` or ``ism``,
-collector id).
+event-time range and document count, per chain the sequence runs actually stored in
+the index and the seal ranges that name it (``agents``: an agent's stream format 1
+history, by agent id; ``streams``: each format 2 stream, by ``agent:stream`` with its
+``agent`` and ``stream`` named, since every stream's sequences start at 1), the
+policy in force (file, SHA-256, phases, the rule that fired) and who deleted it
+(enforcer ``collector`` or ``ism``, collector id).
 
 The signature covers ``"crm-audit/retention/v1\\0" || JSON of the line without "sig"``
 (sorted keys, no spaces): another domain than checkpoints, so neither can pass for the
@@ -31,7 +33,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,7 +174,7 @@ def index_document(line: str) -> dict[str, Any]:
         "enforcer": record.get("deleted_by", {}).get("enforcer"),
         "collector": record.get("deleted_by", {}).get("collector"),
         "key_id": body.get("key_id"),
-        "agents": sorted(record.get("agents", {})),
+        "agents": sorted(_agent_ids(record)),
         "documents": events.get("count"),
         "policy": record.get("policy", {}).get("source"),
         "rule": record.get("policy", {}).get("rule"),
@@ -182,6 +184,32 @@ def index_document(line: str) -> dict[str, Any]:
         if events.get(key):
             document[name] = events[key]
     return {"@timestamp": body["time"], "retention": document}
+
+
+Chain = tuple[str, str]  # (agent id, stream id; "" for an agent's format 1 history)
+
+
+def _chain_entries(record: Mapping[str, Any]) -> Iterator[tuple[Chain, Mapping[str, Any]]]:
+    """Every chain a record body has evidence for, with its entry; entries that do not
+    name their agent and stream (a record is signed, but may come from a buggy writer)
+    are skipped rather than guessed."""
+    agents = record.get("agents", {})
+    if isinstance(agents, Mapping):
+        for agent, entry in agents.items():
+            if isinstance(entry, Mapping):
+                yield (str(agent), ""), entry
+    streams = record.get("streams", {})
+    if isinstance(streams, Mapping):
+        for entry in streams.values():
+            if not isinstance(entry, Mapping):
+                continue
+            agent, stream = entry.get("agent"), entry.get("stream")
+            if isinstance(agent, str) and isinstance(stream, str) and agent and stream:
+                yield (agent, stream), entry
+
+
+def _agent_ids(record: Mapping[str, Any]) -> set[str]:
+    return {agent for (agent, _stream), _entry in _chain_entries(record)}
 
 
 @dataclass(frozen=True)
@@ -205,33 +233,45 @@ class Record:
     def newest_event(self) -> str:
         return str(self.body.get("events", {}).get("newest") or "")
 
-    def runs(self, agent: str) -> Runs:
-        entry = self.body.get("agents", {}).get(agent, {})
-        return [(int(a), int(b)) for a, b in entry.get("sequences", [])]
+    @property
+    def agents(self) -> set[str]:
+        """The agents whose events (of any chain) the deleted index held."""
+        return _agent_ids(self.body)
+
+    def runs(self, agent: str, stream: str = "") -> Runs:
+        """The deleted sequence runs of `agent`'s format 1 history (`stream` "") or of
+        its format 2 stream `stream`."""
+        for chain, entry in _chain_entries(self.body):
+            if chain == (agent, stream):
+                return [(int(a), int(b)) for a, b in entry.get("sequences", [])]
+        return []
 
 
 @dataclass
 class RetentionRecords:
-    """Every verified record, and a lookup: which record covers (agent, sequence)."""
+    """Every verified record, and a lookup: which record covers a chain's sequence."""
 
     records: list[Record] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
-    _by_agent: dict[str, list[tuple[int, int, Record]]] = field(default_factory=dict)
+    _by_chain: dict[Chain, list[tuple[int, int, Record]]] = field(default_factory=dict)
 
     def add(self, record: Record, digest: str) -> None:
         if digest in self._seen:  # the same line from the file and from the index
             return
         self._seen.add(digest)
         self.records.append(record)
-        for agent in record.body.get("agents", {}):
-            runs = self._by_agent.setdefault(agent, [])
-            for first, last in record.runs(agent):
+        for chain, _entry in _chain_entries(record.body):
+            runs = self._by_chain.setdefault(chain, [])
+            for first, last in record.runs(*chain):
                 bisect.insort(runs, (first, last, record), key=lambda r: (r[0], r[1]))
 
-    def covering(self, agent: str, sequence: int) -> Record | None:
-        """The record whose runs for `agent` hold `sequence` (None: no evidence)."""
-        runs = self._by_agent.get(agent, [])
+    def covering(self, agent: str, sequence: int, stream: str = "") -> Record | None:
+        """The record whose runs for `agent`'s format 1 history (`stream` "") or for its
+        format 2 stream `stream` hold `sequence` (None: no evidence). A stream is
+        covered only by a record naming that stream: a format 1 entry of the same agent
+        (or a record from before streams were recorded) says nothing about it."""
+        runs = self._by_chain.get((agent, stream), [])
         at = bisect.bisect_right(runs, sequence, key=lambda r: r[0])
         for first, last, record in reversed(runs[:at]):
             if first <= sequence <= last:

@@ -25,7 +25,6 @@ fall under that overlap comparison, not under CHAIN_BREAK.
 
 from __future__ import annotations
 
-import sys
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -40,8 +39,6 @@ from collector.verify.verdicts import (
     GAP_AT_SOURCE,
     INSERTED,
     MISSING,
-    PENDING,
-    PRECEDENCE,
     REORDERED,
     SEAL_INVALID,
     SEAL_MISSING,
@@ -49,12 +46,15 @@ from collector.verify.verdicts import (
     VALID,
     Range,
 )
+
+# FIRST_SEQUENCE re-exported: `collector.verify.verifier` imports it from here.
+from collector.verify.walk import FIRST_SEQUENCE as FIRST_SEQUENCE
+from collector.verify.walk import Mark, SequenceWalk, keep_worse
 from proto import integrity
 
 if TYPE_CHECKING:
     from collector.verify.verifier import Verifier
 
-FIRST_SEQUENCE = 1  # agents number their events from 1
 _HASH_MEMORY = 20_000  # recent (sequence -> hash) kept for overlapping seals
 
 
@@ -154,7 +154,7 @@ def absent_runs(first: int, last: int, present: set[int]) -> Iterator[tuple[int,
         yield start, last
 
 
-class Walk:
+class Walk(SequenceWalk):
     """State of one agent's walk: how far valid seals cover, hashes, the last head."""
 
     def __init__(self, verifier: Verifier, agent: str, out: AgentReport) -> None:
@@ -175,17 +175,6 @@ class Walk:
         self.hashes[seq] = value
         while len(self.hashes) > _HASH_MEMORY:
             self.hashes.popitem(last=False)
-
-    def _take(self, events: Peekable, upto: int) -> list[StoredEvent]:
-        taken: list[StoredEvent] = []
-        while True:
-            nxt = events.peek()
-            if nxt is None or nxt.position > upto:
-                break
-            taken.append(next(events))
-        self.out.events += len(taken)
-        self.v.tick(self.agent, len(taken))
-        return taken
 
     def seal(self, info: SealInfo, events: Peekable) -> None:
         seal = info.seal
@@ -336,12 +325,10 @@ class Walk:
         broken: str = "",
     ) -> None:
         seal = info.seal
-        marks: dict[int, tuple[str, str, tuple[str, ...]]] = {}
+        marks: dict[int, Mark] = {}
 
         def mark(seq: int, kind: str, detail: str = "", *where: str) -> None:
-            current = marks.get(seq)
-            if current is None or PRECEDENCE.index(kind) < PRECEDENCE.index(current[0]):
-                marks[seq] = (kind, detail, where)
+            keep_worse(marks, seq, (kind, detail, where))
 
         # Which stored document carries the signed event of each sequence.
         by_decoded: dict[int, list[StoredEvent]] = {}
@@ -414,32 +401,3 @@ class Walk:
         for seq in range(first, last + 1):
             kind, detail, where = marks.get(seq, (MISSING, "", ()))
             self.out.add(kind, seq, seq, detail, where)
-
-    def finish(self, events: Peekable, *, bounded: bool) -> None:
-        """Events after the last valid seal: nothing signed vouches for them.
-
-        PENDING (not a finding) for the run that continues the covered sequences one by
-        one, each ingested within the grace period before now and stored as the
-        collector stores it (its signed bytes carry that sequence, under its ``_id``,
-        every searchable field as in those bytes): a live stream whose seal is not
-        searchable yet. ``event.ingested`` is written by the collector and not
-        signed: a forged event can only buy itself the grace period, after which it is
-        INSERTED. Every other document here is INSERTED.
-        """
-        expect = FIRST_SEQUENCE if self.covered_end is None else self.covered_end + 1
-        live = self.v.grace is not None
-        while True:
-            rest = self._take(events, sys.maxsize)
-            if not rest:
-                return
-            for e in rest:
-                self.tail_present.add(e.position)
-                if live and e.position == expect and self._awaiting_seal(e):
-                    expect += 1
-                    detail = f"unsealed, ingested within the grace period ({self.v.grace_text})"
-                    self.out.add(PENDING, e.position, e.position, detail, (e.index,))
-                    continue
-                live = False  # a gap, a duplicate or an old event ends the live run
-                self.out.add(
-                    INSERTED, e.position, e.position, "not covered by any valid seal", (e.index,)
-                )

@@ -56,13 +56,13 @@ from collector.verify.verdicts import (
     INSERTED,
     MISSING,
     PENDING,
-    PRECEDENCE,
     REORDERED,
     SEAL_INVALID,
     SEAL_MISSING,
     VALID,
     Range,
 )
+from collector.verify.walk import FIRST_SEQUENCE, Mark, SequenceWalk, keep_worse
 from proto import integrity
 from proto.continuation import MalformedClaim, claim
 from proto.v1 import audit_pb2
@@ -70,12 +70,10 @@ from proto.v1 import audit_pb2
 if TYPE_CHECKING:
     from collector.verify.verifier import Verifier
 
-FIRST_SEQUENCE = 1
 _HEAD_MEMORY = 4096  # heads at recent seal ends, for overlapping seals and heartbeats
-Mark = tuple[str, str, tuple[str, ...]]
 
 
-class StreamWalk:
+class StreamWalk(SequenceWalk):
     """State of one v2 stream's walk: how far valid seals cover and the head there.
 
     `attested` maps sequences that anchors (chain head record, checkpoints, receipts)
@@ -114,17 +112,6 @@ class StreamWalk:
         self.heads[seq] = head
         while len(self.heads) > _HEAD_MEMORY:
             self.heads.popitem(last=False)
-
-    def _take(self, events: Peekable, upto: int) -> list[StoredEvent]:
-        taken: list[StoredEvent] = []
-        while True:
-            nxt = events.peek()
-            if nxt is None or nxt.position > upto:
-                break
-            taken.append(next(events))
-        self.out.events += len(taken)
-        self.v.tick(self.agent, len(taken))
-        return taken
 
     def _compare_attested(self, first: int, heads: list[bytes]) -> None:
         """Anchored heads within `first`.. against the signed heads there. A signed
@@ -338,9 +325,7 @@ class StreamWalk:
         marks: dict[int, Mark] = {}
 
         def mark(seq: int, kind: str, detail: str, where: tuple[str, ...]) -> None:
-            current = marks.get(seq)
-            if current is None or PRECEDENCE.index(kind) < PRECEDENCE.index(current[0]):
-                marks[seq] = (kind, detail, where)
+            keep_worse(marks, seq, (kind, detail, where))
 
         genuine: dict[int, StoredEvent] = {}
         for seq, found in carriers.items():
@@ -395,9 +380,9 @@ class StreamWalk:
 
     # -- after the last seal ------------------------------------------------------------
 
-    def finish(self, events: Peekable) -> None:
-        """Events after the last valid seal: PENDING for the live run (see
-        `collector.verify.checks.Walk.finish`, same rule with format 2 ids); else
+    def finish(self, events: Peekable, *, bounded: bool = False) -> None:
+        """Events after the last valid seal: PENDING for the live run (the rule of
+        `SequenceWalk.finish`, with format 2 ids); else
         SEAL_MISSING where they chain from the last signed head to a head a signed
         anchor (checkpoint, receipt) attests — genuine events whose seal was deleted —
         and INSERTED otherwise."""

@@ -533,11 +533,8 @@ class Verifier:
         if days is not None and newest + days * 86_400e9 <= self.now.timestamp() * 1e9:
             return EXPIRED, f"the seal's signed event time is older than --retention-days {days:g}"
         records = self.retention_records
-        record = None
-        if records is not None:
-            record = records.covering(f"{agent}:{stream}", sequence) or records.covering(
-                agent, sequence
-            )
+        # only a record naming this very stream: sequences restart at 1 in every stream
+        record = records.covering(agent, sequence, stream) if records is not None else None
         if record is not None and record.newest_event:
             held = parse_iso_nanos(record.newest_event)
             deleted = parse_iso_nanos(record.time)

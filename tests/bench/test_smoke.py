@@ -110,9 +110,9 @@ def test_report_renders_every_scenario_shape() -> None:
                  "normalize": True, "median": {"lines": 2000, "lines_per_s": 11000.0},
                  "runs": []}]},
             "integrity": {**ok, "median": {
-                "events": 2000, "batch_size": 500, "hash_us_per_event": 4.1,
+                "events": 2000, "batch_size": 500, "event_hash_us_per_event": 4.1,
                 "seal_us_per_event": 3.4, "verify_batch_us_per_event": 3.8,
-                "verify_events_per_s": 3500.0}, "runs": [{"hash_us_per_event": 4.1}],
+                "verify_events_per_s": 3500.0}, "runs": [{"event_hash_us_per_event": 4.1}],
                 "ingest": {"ingest_s": 1.0, "ingest_events": 2000}},
             "detection": {**ok, "median": {
                 "background_rate_per_s": 500.0, "interval_s": 5.0, "inline_p50_s": 1.2,
@@ -128,9 +128,15 @@ def test_report_renders_every_scenario_shape() -> None:
     assert "| 1 | 100 | 3 |" in markdown
     assert "| pgaudit stderr | 2,000 | 8,000 | 8,000 | 125.0 |" in markdown
     assert "| normalize: jsonlines + privacy + serialize | 2,000 | 11,000 | - | - |" in markdown
-    assert "| integrity | agent hashing µs per event (Chainer.link) | 4.1 | 4.1 |" in markdown
-    assert "| integrity | agent sealing µs per event (500-event batches) | 3.4 |" in markdown
-    assert "| integrity | collector verify_batch µs per event | 3.8 |" in markdown
+    assert (
+        "| integrity | agent event hash µs per event (v2: event_hash of the event bytes) "
+        "| 4.1 | 4.1 |" in markdown
+    )
+    assert (
+        "| integrity | agent sealing µs per event (v2: seal_events, head_link + signature, "
+        "500-event batches) | 3.4 |" in markdown
+    )
+    assert "| integrity | collector verify_batch µs per event (v2 batch) | 3.8 |" in markdown
     assert "| integrity | crm-audit verify events/s (2,000 events) | 3,500 |" in markdown
     assert (
         "| detection | per-event rule p50 s (bulk export) at 500 events/s | 1.20 | 1.20 / 1.40 |"

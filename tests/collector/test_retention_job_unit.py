@@ -365,3 +365,41 @@ def test_delete_stops_writes_first_and_rechecks(tmp_path: Path, race: str) -> No
     )
     assert job.delete_with_record(job.classes["std"], status) is False
     assert deleted == [] and not list(tmp_path.glob("retention-*.jsonl"))
+
+
+def test_records_cover_per_stream_and_keep_format_1_readable(tmp_path: Path) -> None:
+    """A record names each format 2 stream's runs under ``streams``: they cover that
+    stream only; the agent's format 1 runs (``agents``, as records always held them)
+    cover its format 1 history only, never one of its streams."""
+    from collector.retention_job.evidence import AgentEvidence, record_chains
+
+    key = Ed25519PrivateKey.generate()
+    keys = {integrity.key_id(key.public_key()): key.public_key()}
+    chains = {
+        ("a1", ""): AgentEvidence(10, [(1, 10)], [(1, 10)]).to_json(),
+        ("a1", "s-old"): AgentEvidence(20, [(1, 20)], [(1, 20)]).to_json(),
+    }
+    body = {
+        "index": "i-2019.04",
+        "events": {"newest": iso_nanos(NOW)},
+        "deleted_by": {"enforcer": "collector"},
+        **record_chains(chains),
+    }
+    assert body["agents"] == {"a1": chains[("a1", "")]}
+    assert body["streams"] == {
+        "a1:s-old": {"agent": "a1", "stream": "s-old", **chains[("a1", "s-old")]}
+    }
+    RecordFile(tmp_path, key).append(body, now_unix_nano=NOW)
+    # written before streams were recorded: one agent entry, whatever streams it mixed
+    RecordFile(tmp_path, key).append(_record("i-2019.05", [[30, 40]]), now_unix_nano=NOW + 1)
+    found = RetentionRecords()
+    read_record_files(tmp_path, keys, found)
+    assert found.problems == []
+    assert found.covering("a1", 15, "s-old").index == "i-2019.04"  # type: ignore[union-attr]
+    assert found.covering("a1", 15, "s-new") is None  # another stream of the same agent
+    assert found.covering("a1", 35, "s-old") is None  # the old record says no stream
+    assert found.covering("a1", 15) is None  # format 1 ran only to 10 here
+    assert found.covering("a1", 5).index == "i-2019.04"  # type: ignore[union-attr]
+    assert found.covering("a1", 35).index == "i-2019.05"  # type: ignore[union-attr]
+    assert found.records[0].runs("a1", "s-old") == [(1, 20)]
+    assert found.records[0].agents == {"a1"}

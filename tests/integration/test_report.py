@@ -608,6 +608,16 @@ def test_coverage_lists_agents_sources_and_the_silent_source(env: Env, report: G
     for name, row in agents.items():
         assert row[1] == "yes"  # key registered
         assert number(row[3]) == count(env, in_period({"term": {"agent.id": name}}))
+        assert row[-1] == "1"  # one chain: its format 1 history
+    # Format 1: one chain per agent, labelled by the agent, with its stored head.
+    header, *rows = report.tables["streams"]
+    chains = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert set(chains) == {"rpt-crm-1", "rpt-db-1"}
+    for name, chain in chains.items():
+        assert chain["Format"] == "1" and chain["Follows"] == "-"
+        assert number(chain["Events"]) == number(agents[name][3])
+        head = env.client.get(index=f"{env.prefix}-chainheads", id=name)["_source"]
+        assert number(chain["Chain head seq."]) == head["chain"]["sequence"]
     sources = {(r[0], r[1]): number(r[2]) for r in report.tables["sources"][1:]}
     assert sources == {
         ("rpt-crm-1", "crm-app"): count(env, in_period({"term": {"crm.source.name": "crm-app"}})),

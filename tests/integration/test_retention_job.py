@@ -364,6 +364,8 @@ def test_phases_by_event_time_hold_evidence_and_verify(
             str(site.keys),
             "--checkpoints",
             str(site.checkpoints),
+            "--checkpoint-key",
+            str(site.checkpoints / "collector-signing-key.pub"),
             "--policies",
             str(site.root),
             "--min-retention-days",
@@ -582,7 +584,101 @@ def test_real_agent_old_jsonlines_expire_by_event_time(
     assert f"{old_index}: delete" in ran.stdout
     assert not exists(os_http, old_index) and exists(os_http, young_index)
     [record] = file_records(site).records
-    assert record.index == old_index and record.runs("crm-1") == [(1, old_count)]
+    # the agent writes stream format 2: the record names its one stream
+    [stream] = record.body["streams"].values()
+    assert stream["agent"] == "crm-1" and record.body["agents"] == {}
+    assert record.index == old_index
+    assert record.runs("crm-1", stream["stream"]) == [(1, old_count)]
     found = verify(site, "crm-1")
     assert found[0] == ("EXPIRED", 1, old_count)
     assert found[1:] == [("VALID", old_count + 1, old_count + young)]
+
+
+def test_v2_retention_records_name_the_stream(
+    tmp_path: Path, os_url: str, os_http: Requester, prefix: str
+) -> None:
+    """Stream format 2: an agent's stream A and, after a restart without state, stream
+    B, both with events 30 months old in one index; B's sequences 1-5 were deleted by
+    hand before the retention job deleted the index. The signed record lists the runs
+    stored per stream (A 1-20, B 6-20), so verify says EXPIRED for A 1-20 and B 6-20 and
+    MISSING for B 1-5: a per-agent record (A's 1-20) would have called them EXPIRED."""
+    import datetime as dt
+    import time
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from opensearchpy import OpenSearch
+
+    from tests.integration import v2_store
+
+    site = write_site(tmp_path, prefix, os_url, os_http)
+    old = dt.datetime.fromtimestamp((time.time_ns() - 30 * MONTH_NS) / 1e9, dt.UTC)
+    start = int(old.replace(day=10, hour=12).timestamp()) * 10**9  # far from a month's edge
+    agent = "v2-retained"
+    key = Ed25519PrivateKey.generate()
+    v2_store.write_public_key(site.keys / f"{agent}.pub", key)
+    first, second = integrity.new_stream_id(), integrity.new_stream_id()
+    a = v2_store.build_stream(agent, first, key, 20, batch=10, start_time=start)
+    b = v2_store.build_stream(agent, second, key, 20, batch=10, start_time=start + 3600 * 10**9)
+    index = v2_store.month_index(prefix, start)
+    client = OpenSearch(hosts=[os_url], timeout=60)
+    try:
+        v2_store.create_indices(client, prefix, [index])
+        v2_store.store(client, prefix, a)
+        v2_store.store(client, prefix, b)
+
+        client.indices.refresh(index=f"{prefix}-*")
+        for seq in range(1, 6):  # lost before retention (no _delete_by_query here)
+            client.delete(index=index, id=f"{agent}:{second}:{seq}")
+        client.indices.refresh(index=f"{prefix}-*")
+    finally:
+        client.close()
+
+    ran = cli("retention", "run", "-c", str(site.config))
+    assert ran.returncode == 0, ran.stderr + ran.stdout
+    assert not exists(os_http, index)
+    records = file_records(site)
+    assert records.problems == []
+    [record] = records.records
+    assert record.body["agents"] == {}  # no format 1 history in the index
+    assert set(record.body["streams"]) == {f"{agent}:{first}", f"{agent}:{second}"}
+    assert record.runs(agent, first) == [(1, 20)] and record.runs(agent, second) == [(6, 20)]
+    assert record.body["streams"][f"{agent}:{second}"]["seals"] == [[1, 20]]
+    assert record.runs(agent) == [] and record.agents == {agent}
+    [indexed] = records_in_index(site)
+    assert indexed["agents"] == [agent]
+
+    refresh(os_http, f"{prefix}-*")
+    pub = site.checkpoints / "collector-signing-key.pub"
+    done = subprocess.run(
+        [
+            str(BIN / "crm-audit"),
+            "verify",
+            "--opensearch",
+            site.url,
+            "--prefix",
+            prefix,
+            "--keys",
+            str(site.keys),
+            "--checkpoint-key",
+            str(pub),
+            "--agent",
+            agent,
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr  # MISSING, and the restart
+    report = json.loads(done.stdout)
+    assert report["problems"] == []
+    got = {
+        label: [(r["kind"], r["first"], r["last"]) for r in entry["ranges"]]
+        for label, entry in report["agents"].items()
+    }
+    assert got == {
+        f"{agent}:{first}": [("EXPIRED", 1, 20)],
+        f"{agent}:{second}": [("MISSING", 1, 5), ("EXPIRED", 6, 20)],
+    }

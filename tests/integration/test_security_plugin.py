@@ -589,6 +589,8 @@ def test_analyst_verifies_and_reports(shipped: Shipped, env: Env) -> None:
         str(env.keys),
         "--checkpoints",
         str(env.checkpoints),
+        "--checkpoint-key",
+        str(env.checkpoints / "collector-signing-key.pub"),
         "--from",
         (today - dt.timedelta(days=1)).isoformat(),
         "--to",

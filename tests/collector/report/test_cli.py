@@ -60,6 +60,19 @@ from collector.admin.cli import main
             ],
             "not a directory",
         ),
+        (
+            [
+                "--opensearch",
+                "http://127.0.0.1:1",
+                "--from",
+                "2026-10-01",
+                "--to",
+                "2026-10-02",
+                "--checkpoints",
+                "/tmp",
+            ],
+            "a *.pub in the checkpoint directory is not trusted",
+        ),
     ],
 )
 def test_report_usage_errors(
