@@ -10,7 +10,8 @@ and the clock runs until all are searchable. Printed per run: the collector's an
 agent's process CPU seconds per event (µs/event = CPU-s per million events).
 
 With --py-spy DIR (py-spy installed in the venv as a dev tool), the collector is sampled
-(non-blocking, so it is not paused) while the events flow; DIR gets the raw collapsed
+while the events flow (non-blocking, so it is not paused; only the thread holding the
+GIL, so the samples show where Python CPU goes, not threads waiting on a socket); DIR gets the raw collapsed
 stacks of each run and a summary of where the samples fall: per function, its own
 samples and those under it. Process CPU is then slightly higher (sampling reads the
 collector's memory): compare numbers of runs made the same way.
@@ -81,7 +82,7 @@ def one_run(bench: Bench, lines: list[bytes], spy_dir: Path | None, number: int)
                 raw = spy_dir / f"collector-{number}.txt"
                 spy = subprocess.Popen(
                     [str(BIN / "py-spy"), "record", "--pid", str(cproc.pid), "--nonblocking",
-                     "--rate", "200", "--format", "raw", "--output", str(raw)],
+                     "--gil", "--rate", "200", "--format", "raw", "--output", str(raw)],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )  # fmt: skip
