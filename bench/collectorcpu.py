@@ -11,10 +11,10 @@ agent's process CPU seconds per event (µs/event = CPU-s per million events).
 
 With --py-spy DIR (py-spy installed in the venv as a dev tool), the collector is sampled
 while the events flow (non-blocking, so it is not paused; only the thread holding the
-GIL, so the samples show where Python CPU goes, not threads waiting on a socket); DIR gets the raw collapsed
-stacks of each run and a summary of where the samples fall: per function, its own
-samples and those under it. Process CPU is then slightly higher (sampling reads the
-collector's memory): compare numbers of runs made the same way.
+GIL, so the samples show where Python CPU goes, not threads waiting on a socket). DIR
+gets the raw collapsed stacks of each run and a summary of where the samples fall: per
+function, its own samples and those under it. Process CPU is then slightly higher
+(sampling reads the collector's memory): compare numbers of runs made the same way.
 """
 
 from __future__ import annotations
