@@ -101,6 +101,21 @@ def iso_nanos(unix_nano: int) -> str:
     return f"{text}.{fraction:09d}Z"
 
 
+# The receive time last formatted, as one (time, text) tuple (replaced whole, so threads
+# never see half of one): every event of a batch carries its batch's (event.ingested).
+_INGESTED: tuple[int, str] = (-1, "")
+
+
+def _ingested(received_unix_nano: int) -> str:
+    global _INGESTED
+    last = _INGESTED
+    if last[0] == received_unix_nano:
+        return last[1]
+    text = iso_nanos(received_unix_nano)
+    _INGESTED = (received_unix_nano, text)
+    return text
+
+
 def parse_iso_nanos(text: str) -> int:
     """Inverse of `iso_nanos` (``YYYY-MM-DDTHH:MM:SS[.fffffffff]Z``)."""
     if not text.endswith("Z"):
@@ -225,7 +240,7 @@ def to_document(
     ev: Document = {}
     if observed:
         ev["created"] = iso_nanos(observed)
-    ev["ingested"] = iso_nanos(received_unix_nano)
+    ev["ingested"] = _ingested(received_unix_nano)
     value: Any = event.event_category
     if value:
         ev["category"] = list(value)
