@@ -8,7 +8,7 @@ each the best of --repeat runs over batches of 500:
 
 - verify: `proto.integrity.verify_batch` (parse or serialize, hashes, seal signature);
 - documents: what BatchProcessor builds from the verdict (format 2:
-  `collector.formatv2.documents_v2`) plus the index name;
+  `collector.formatv2.documents_v2`, then `collector.server.index_requests`);
 - bulk body: `BulkIndexer._chunks` (NDJSON);
 - wire: `Batch.FromString` of the received message (what gRPC hands the collector).
 """
@@ -27,12 +27,15 @@ from collector.documents import index_name, to_document
 from collector.formatv2 import documents_v2
 from collector.index import BulkIndexer, IndexRequest, Response
 from collector.integrity import event_integrity_fields
+from collector.retention import RetentionRouter
+from collector.server import index_requests
 from proto import integrity
 from proto.v1 import audit_pb2
 
 BATCH = 500
 AGENT = "bench-agent"
 RECEIVED = 1_767_600_100_000_000_000
+ROUTER = RetentionRouter([], "standard")
 
 
 def _best(repeat: int, run: Callable[[], None]) -> float:
@@ -126,14 +129,12 @@ def requests_v1(batch: audit_pb2.Batch, verdict: integrity.BatchVerdict) -> list
 
 
 def requests_v2(batch: audit_pb2.Batch, verdict: integrity.BatchVerdict) -> list[IndexRequest]:
+    """What `BatchProcessor` builds: documents, then one create each into the index of
+    its retention class and month (`index_requests`, the default router)."""
     docs = documents_v2(
         batch, verdict, agent_id=AGENT, received_unix_nano=RECEIVED, deadletter_index="dlq"
     )
-    out = []
-    for doc, _original in docs.events:
-        target = index_name("crm-audit", "standard", "monthly", doc.timestamp_unix_nano)
-        out.append(IndexRequest(target, doc.doc_id, doc.source, AGENT, doc.sequence))
-    return out
+    return index_requests(docs.events, AGENT, "crm-audit", "monthly", ROUTER)
 
 
 def main() -> None:

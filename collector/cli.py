@@ -105,6 +105,7 @@ def _check(path: Path, show: bool) -> int:
 
 
 def _run(path: Path) -> int:
+    from collector.gctune import tune_for_serving
     from collector.server import CollectorServer  # grpc import only when serving
 
     config = _load(path)
@@ -125,6 +126,7 @@ def _run(path: Path) -> int:
     notifier = Notifier.from_env(os.environ, os.getpid())
     server = CollectorServer(config)
     server.start()
+    tune_for_serving()
     notifier.ready(f"listening on {config.listen}")
     # Feed the systemd watchdog only while the gRPC server still serves: if it died,
     # systemd notices the silence and restarts the unit (Restart=on-failure).

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from proto.v1 import audit_pb2
 
@@ -42,9 +41,10 @@ FLAG_INVALID_SOURCE_PORT = "invalid_source_port"
 FLAG_OBSERVER_MISMATCH = "observer_agent_id_mismatch"
 
 
-@dataclass(frozen=True)
-class EventDocument:
-    """One event ready for indexing: its stable ``_id``, its effective time and body."""
+class EventDocument(NamedTuple):
+    """One event ready for indexing: its stable ``_id``, its effective time and body.
+
+    A named tuple: one per event on the hot path, cheaper to make than a dataclass."""
 
     doc_id: str
     sequence: int
@@ -101,6 +101,21 @@ def iso_nanos(unix_nano: int) -> str:
     return f"{text}.{fraction:09d}Z"
 
 
+# The receive time last formatted, as one (time, text) tuple (replaced whole, so threads
+# never see half of one): every event of a batch carries its batch's (event.ingested).
+_INGESTED: tuple[int, str] = (-1, "")
+
+
+def _ingested(received_unix_nano: int) -> str:
+    global _INGESTED
+    last = _INGESTED
+    if last[0] == received_unix_nano:
+        return last[1]
+    text = iso_nanos(received_unix_nano)
+    _INGESTED = (received_unix_nano, text)
+    return text
+
+
 def parse_iso_nanos(text: str) -> int:
     """Inverse of `iso_nanos` (``YYYY-MM-DDTHH:MM:SS[.fffffffff]Z``)."""
     if not text.endswith("Z"):
@@ -127,14 +142,18 @@ def _ip_text(raw: str) -> str | None:
 def _user(user: audit_pb2.User) -> Document:
     """The ``user``-shaped object, without empty values (keyword fields hold no ``""``)."""
     out: Document = {}
-    if user.id:
-        out["id"] = user.id
-    if user.name:
-        out["name"] = user.name
-    if user.email:
-        out["email"] = user.email
-    if user.roles:
-        out["roles"] = list(user.roles)
+    value = user.id
+    if value:
+        out["id"] = value
+    value = user.name
+    if value:
+        out["name"] = value
+    value = user.email
+    if value:
+        out["email"] = value
+    roles = user.roles
+    if roles:
+        out["roles"] = list(roles)
     return out
 
 
@@ -165,6 +184,11 @@ def _raw_key(attributes: dict[str, str], name: str) -> str:
     return name if name not in attributes else f"{name}.collector"
 
 
+def _flag(flags: list[str], name: str) -> None:
+    if name not in flags:
+        flags.append(name)
+
+
 def to_document(
     event: audit_pb2.AuditEvent, *, agent_id: str, received_unix_nano: int, stream_id: str = ""
 ) -> EventDocument:
@@ -176,57 +200,59 @@ def to_document(
     verifier can tell from a seal which index held its events. Only an event without a
     usable time falls back further (flagged), to the receive time at the end.
 
+    ``event.original``: always for a format 1 event; for a format 2 event (it names a
+    stream) only when it is flagged or did not parse, as its line is in its stored bytes.
+
     Built as literal dicts, field by field: an empty value (``""``, an empty list) is
     left out so keyword fields hold no ``""``, and an object none of whose fields is set
-    is left out too. This runs once per event on the collector's hot path.
+    is left out too. This runs once per event on the collector's hot path, so it is
+    straight-line code: each protobuf field read once into a local, the flags list and
+    the attributes dict copied only when there are some or a problem adds one.
     """
-    flags: list[str] = list(event.flags)
-    attributes: dict[str, str] = dict(event.attributes)
-
-    def flag(name: str) -> None:
-        if name not in flags:
-            flags.append(name)
+    flags: list[str] = list(event.flags) if event.flags else []
+    attributes: dict[str, str] = dict(event.attributes) if event.attributes else {}
 
     observed = event.observed_unix_nano
     if observed < 0:
         attributes[_raw_key(attributes, "observed_unix_nano_raw")] = str(observed)
-        flag(FLAG_INVALID_TIMESTAMP)
+        _flag(flags, FLAG_INVALID_TIMESTAMP)
         observed = 0
     timestamp = event.time_unix_nano
-    if timestamp < 0:
-        # Before 1970: no date_nanos value and no sensible index; keep the raw value.
-        attributes[_raw_key(attributes, "time_unix_nano_raw")] = str(timestamp)
-        flag(FLAG_INVALID_TIMESTAMP)
-        timestamp = 0
-    if timestamp == 0:
-        flag(FLAG_MISSING_TIMESTAMP)
+    if timestamp <= 0:
+        if timestamp < 0:
+            # Before 1970: no date_nanos value and no sensible index; keep the raw value.
+            attributes[_raw_key(attributes, "time_unix_nano_raw")] = str(timestamp)
+            _flag(flags, FLAG_INVALID_TIMESTAMP)
+        _flag(flags, FLAG_MISSING_TIMESTAMP)
         timestamp = observed
         if timestamp == 0:
             # Neither time is known: the receive time is the best left (and the only
             # input here that can differ between re-deliveries).
-            flag(FLAG_MISSING_OBSERVED_TIMESTAMP)
+            _flag(flags, FLAG_MISSING_OBSERVED_TIMESTAMP)
             timestamp = received_unix_nano
 
     observer = event.observer
     payload_agent = observer.agent_id
     if payload_agent and payload_agent != agent_id:
         attributes[_raw_key(attributes, "observer_agent_id_raw")] = payload_agent
-        flag(FLAG_OBSERVER_MISMATCH)
+        _flag(flags, FLAG_OBSERVER_MISMATCH)
 
     ev: Document = {}
     if observed:
         ev["created"] = iso_nanos(observed)
-    ev["ingested"] = iso_nanos(received_unix_nano)
-    if event.event_category:
-        ev["category"] = list(event.event_category)
-    if event.event_type:
-        ev["type"] = list(event.event_type)
-    if event.action:
-        ev["action"] = event.action
+    ev["ingested"] = _ingested(received_unix_nano)
+    value: Any = event.event_category
+    if value:
+        ev["category"] = list(value)
+    value = event.event_type
+    if value:
+        ev["type"] = list(value)
+    value = event.action
+    if value:
+        ev["action"] = value
     ev["outcome"] = _OUTCOMES.get(event.outcome, "unknown")
-    if event.original:
-        ev["original"] = event.original
-    ev["sequence"] = event.sequence
+    sequence = event.sequence
+    ev["sequence"] = sequence
     doc: Document = {"@timestamp": iso_nanos(timestamp), "event": ev}
 
     # HasField first: reading an unset sub-message still builds a (default) object.
@@ -242,53 +268,61 @@ def to_document(
             user["target"] = target
     if user:
         doc["user"] = user
-    org = event.organization
-    if has("organization") and (org.id or org.name):
-        organization: Document = {}
-        if org.id:
-            organization["id"] = org.id
-        if org.name:
-            organization["name"] = org.name
-        doc["organization"] = organization
+    if has("organization"):
+        org = event.organization
+        org_id, org_name = org.id, org.name
+        if org_id or org_name:
+            organization: Document = {}
+            if org_id:
+                organization["id"] = org_id
+            if org_name:
+                organization["name"] = org_name
+            doc["organization"] = organization
 
     src = event.source
-    source: Document = {}
-    if src.ip:
-        ip = _ip_text(src.ip)
-        if ip is not None:
-            source["ip"] = ip
-        else:
-            attributes[_raw_key(attributes, "source_ip_raw")] = src.ip
-            flag(FLAG_INVALID_SOURCE_IP)
-    if src.port:
-        if src.port <= 65535:
-            source["port"] = src.port
-        else:
-            attributes[_raw_key(attributes, "source_port_raw")] = str(src.port)
-            flag(FLAG_INVALID_SOURCE_PORT)
-    if source:
-        doc["source"] = source
-    if src.user_agent:
-        doc["user_agent"] = {"original": src.user_agent}
+    ip_raw, port, device_id, user_agent = src.ip, src.port, src.device_id, src.user_agent
+    if ip_raw or port:
+        source: Document = {}
+        if ip_raw:
+            ip = _ip_text(ip_raw)
+            if ip is not None:
+                source["ip"] = ip
+            else:
+                attributes[_raw_key(attributes, "source_ip_raw")] = ip_raw
+                _flag(flags, FLAG_INVALID_SOURCE_IP)
+        if port:
+            if port <= 65535:
+                source["port"] = port
+            else:
+                attributes[_raw_key(attributes, "source_port_raw")] = str(port)
+                _flag(flags, FLAG_INVALID_SOURCE_PORT)
+        if source:
+            doc["source"] = source
+    if user_agent:
+        doc["user_agent"] = {"original": user_agent}
 
     crm: Document = {}
-    if src.device_id:
-        crm["device"] = {"id": src.device_id}
-    if event.session_id:
-        crm["session"] = {"id": event.session_id}
-    obj = event.object
-    if has("object") and (obj.type or obj.id or obj.name):
-        crm_object: Document = {}
-        if obj.type:
-            crm_object["type"] = obj.type
-        if obj.id:
-            crm_object["id"] = obj.id
-        if obj.name:
-            crm_object["name"] = obj.name
-        crm["object"] = crm_object
-    if event.changes:
+    if device_id:
+        crm["device"] = {"id": device_id}
+    value = event.session_id
+    if value:
+        crm["session"] = {"id": value}
+    if has("object"):
+        obj = event.object
+        obj_type, obj_id, obj_name = obj.type, obj.id, obj.name
+        if obj_type or obj_id or obj_name:
+            crm_object: Document = {}
+            if obj_type:
+                crm_object["type"] = obj_type
+            if obj_id:
+                crm_object["id"] = obj_id
+            if obj_name:
+                crm_object["name"] = obj_name
+            crm["object"] = crm_object
+    value = event.changes
+    if value:
         changes = []
-        for change in event.changes:
+        for change in value:
             entry: dict[str, Any] = {"field": change.field}
             # Optional values: "" means "was empty", absence means "not recorded" (or null).
             if change.HasField("old_value"):
@@ -297,7 +331,7 @@ def to_document(
                 entry["new"] = typed_change_value(change.new_value, change.new_type)
             changes.append(entry)
         crm["changes"] = changes
-    if event.HasField("record_count"):
+    if has("record_count"):
         crm["record_count"] = event.record_count
     if crm:
         doc["crm"] = crm
@@ -308,32 +342,47 @@ def to_document(
         agent["id"] = agent_id
     if stream_id:
         agent["stream"] = stream_id
-    if observer.agent_version:
-        agent["version"] = observer.agent_version
+    value = observer.agent_version
+    if value:
+        agent["version"] = value
     if agent:
         doc["agent"] = agent
-    if observer.hostname:
-        doc["host"] = {"hostname": observer.hostname}
+    value = observer.hostname
+    if value:
+        doc["host"] = {"hostname": value}
     origin = event.log
-    log: Document = {}
-    if origin.file_path:
-        log["file"] = {"path": origin.file_path}
-    if origin.file_path or origin.offset:
-        log["offset"] = origin.offset
-    if log:
-        doc["log"] = log
-    if origin.source_name or origin.format:
+    file_path, offset, source_name, source_format = (
+        origin.file_path,
+        origin.offset,
+        origin.source_name,
+        origin.format,
+    )
+    if file_path:
+        doc["log"] = {"file": {"path": file_path}, "offset": offset}
+    elif offset:
+        doc["log"] = {"offset": offset}
+    if source_name or source_format:
         crm_source: Document = {}
-        if origin.source_name:
-            crm_source["name"] = origin.source_name
-        if origin.format:
-            crm_source["format"] = origin.format
+        if source_name:
+            crm_source["name"] = source_name
+        if source_format:
+            crm_source["format"] = source_format
         crm["source"] = crm_source
         doc["crm"] = crm
-    if event.message:
-        doc["message"] = event.message
-    if event.parse_error:
-        doc["error"] = {"message": event.parse_error}
+    value = event.message
+    if value:
+        doc["message"] = value
+    parse_error = event.parse_error
+    if parse_error:
+        doc["error"] = {"message": parse_error}
+    original = event.original
+    # The raw line once: a format 2 event's line is in its stored bytes
+    # (``integrity.canonical``), so ``event.original`` repeats it only where an analyst
+    # needs it beside the fields, on a record with a problem (flagged or unparsed: the
+    # "Integrity flags" search shows it). Decided from the event alone, so `verify`
+    # re-derives the same document.
+    if original and (flags or parse_error or not event.stream_id):
+        ev["original"] = original
     if flags:
         doc["integrity"] = {"flags": flags}
     if attributes:
@@ -341,8 +390,8 @@ def to_document(
         doc["crm"] = crm
 
     return EventDocument(
-        doc_id=document_id(agent_id, event.sequence, stream_id),
-        sequence=event.sequence,
+        doc_id=f"{agent_id}:{stream_id}:{sequence}" if stream_id else f"{agent_id}:{sequence}",
+        sequence=sequence,
         timestamp_unix_nano=timestamp,
         source=doc,
     )

@@ -35,13 +35,25 @@ def event_count(batch: audit_pb2.Batch) -> int:
     return len(batch.events)
 
 
+# Valid stream ids seen (a stream carries thousands of events): the pattern match once
+# per stream, not per event. Bounded: cleared when full.
+_VALID_STREAMS: set[str] = set()
+_VALID_STREAMS_LIMIT = 4096
+
+
 def stream_of(event: audit_pb2.AuditEvent) -> str:
     """The stream an event names; a malformed stream id (the batch is alerted
     ``stream_mismatch``) is replaced by a stable stand-in that cannot collide with a
     valid one, its raw value staying in the stored event bytes."""
-    if integrity.valid_stream_id(event.stream_id):
-        return event.stream_id
-    digest = hashlib.sha256(event.stream_id.encode("utf-8")).hexdigest()[:16]
+    stream_id = event.stream_id
+    if stream_id in _VALID_STREAMS:
+        return stream_id
+    if integrity.valid_stream_id(stream_id):
+        if len(_VALID_STREAMS) >= _VALID_STREAMS_LIMIT:
+            _VALID_STREAMS.clear()
+        _VALID_STREAMS.add(stream_id)
+        return stream_id
+    digest = hashlib.sha256(stream_id.encode("utf-8")).hexdigest()[:16]
     return f"invalid-{digest}"
 
 
@@ -64,8 +76,12 @@ def documents_v2(
 ) -> Documents:
     """The documents of format 2 `batch`, with `verdict`'s hashes and heads."""
     out = Documents()
-    datas: Sequence[bytes] = batch.event_bytes
-    parsed_all = len(verdict.events) == len(datas)
+    parsed_all = len(verdict.events) == len(batch.event_bytes)
+    # verify_batch kept each event's bytes (``canonical``): reused, not copied again
+    # out of the batch.
+    datas: Sequence[bytes] = verdict.canonical if parsed_all else batch.event_bytes
+    heads: Sequence[bytes | None] = verdict.hashes or [None] * len(datas)
+    append = out.events.append
     for position, data in enumerate(datas):
         if parsed_all:
             event = verdict.events[position]
@@ -93,12 +109,14 @@ def documents_v2(
             received_unix_nano=received_unix_nano,
             stream_id=stream_of(event),
         )
-        doc.source.setdefault("integrity", {}).update(
-            event_integrity_fields(
-                data, verdict.hashes[position] if verdict.hashes else None, hash_of_event
-            )
-        )
-        out.events.append((doc, event.original))
+        fields = event_integrity_fields(data, heads[position], hash_of_event)
+        source = doc.source
+        stored = source.get("integrity")
+        if stored is None:
+            source["integrity"] = fields
+        else:
+            stored.update(fields)
+        append((doc, event.original))
     return out
 
 

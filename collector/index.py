@@ -33,12 +33,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 from opensearchpy import ConnectionPool, OpenSearch
 from opensearchpy.exceptions import ConnectionError as OsConnectionError
 from opensearchpy.exceptions import TransportError
+from opensearchpy.serializer import JSONSerializer
 
 from collector.documents import Document, iso_nanos
 from collector.errors import PermanentIndexingError, RetryableIndexingError
@@ -116,6 +117,19 @@ class _NodePool(ConnectionPool):
             log.info("OpenSearch node %s answers again", connection.host)
 
 
+class _FastJson(JSONSerializer):
+    """opensearch-py's JSON serializer, reading answers with orjson: a bulk answer is
+    parsed for every batch, and the standard library's parser was a twentieth of the
+    collector's CPU. Requests are written as before (the bulk body is bytes already,
+    passed through untouched)."""
+
+    def loads(self, s: str) -> Any:
+        try:
+            return orjson.loads(s)
+        except orjson.JSONDecodeError:
+            return super().loads(s)  # its SerializationError, as before
+
+
 def make_client(
     urls: str | Sequence[str],
     *,
@@ -165,6 +179,7 @@ def make_client(
         retry_on_status=(),
         connection_pool_class=_NodePool,
         pool_maxsize=pool_maxsize,
+        serializer=_FastJson(),
         **extra,
     )
 
@@ -228,11 +243,14 @@ def _json(value: object) -> bytes:
     return orjson.dumps(value)
 
 
-@dataclass(frozen=True)
-class IndexRequest:
-    """One document to create: target index, stable ``_id`` and body."""
+class IndexRequest(NamedTuple):
+    """One document to create: target index, stable ``_id`` and body.
 
-    index: str
+    A named tuple: one is made per event on the collector's hot path, at a third of the
+    cost of a frozen dataclass, and immutable all the same. (Its ``index`` field hides
+    the tuple method of that name, which nothing here calls.)"""
+
+    index: str  # type: ignore[assignment]
     doc_id: str
     source: Document
     agent_id: str = ""

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+from binascii import b2a_base64
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -167,7 +168,7 @@ def integrity_indices(prefix: str) -> dict[str, dict[str, Any]]:
 def event_integrity_fields(
     canonical: bytes, chain_hash: bytes | None, event_hash: bytes | None = None
 ) -> dict[str, Any]:
-    fields: dict[str, Any] = {"canonical": base64.b64encode(canonical).decode("ascii")}
+    fields: dict[str, Any] = {"canonical": b2a_base64(canonical, newline=False).decode("ascii")}
     if chain_hash:
         fields["chain_hash"] = chain_hash.hex()
     if event_hash:

@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from proto.integrity import FORMAT_V2
 from proto.v1 import audit_pb2
 
 _current = threading.local()
@@ -73,7 +74,17 @@ def _in_turn(
 
 def _sequences(batch: audit_pb2.Batch) -> tuple[int | None, int | None]:
     """Lowest and highest sequence of the batch's events (in increasing order within a
-    batch), or (None, None) for a batch without events."""
+    batch), or (None, None) for a batch without events.
+
+    A format 2 batch carries its events as bytes, not parsed yet here: its seal names
+    their range (not verified yet either, but it only decides what waits for what: a
+    false one costs overlap, never order). Unsealed, it is taken as new sequences."""
+    if batch.format_version == FORMAT_V2:
+        seal = batch.seal
+        if not batch.event_bytes or not batch.HasField("seal") or not seal.event_count:
+            return None, None
+        first, last = seal.first_sequence, seal.last_sequence
+        return min(first, last), max(first, last)
     if not batch.events:
         return None, None
     first, last = batch.events[0].sequence, batch.events[-1].sequence

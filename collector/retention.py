@@ -72,6 +72,8 @@ class RetentionRouter:
 
     def classify(self, doc: Mapping[str, Any]) -> str:
         """The retention class of the document `doc` (as built by `to_document`)."""
+        if not self._rules:  # the common set-up: one class for everything
+            return self.default_class
         category = _get(doc, "audit.category")
         source = _get(doc, "crm.source.name")
         fmt = _get(doc, "crm.source.format")

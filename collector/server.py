@@ -131,6 +131,28 @@ class Readiness:
         return self._ready
 
 
+def index_requests(
+    documents: Sequence[tuple[EventDocument, str]],
+    identity: str,
+    prefix: str,
+    granularity: Granularity,
+    router: RetentionRouter,
+) -> list[IndexRequest]:
+    """One create per document, into the index of its retention class and event time."""
+    classify = router.classify
+    return [
+        IndexRequest(
+            index_name(prefix, classify(source), granularity, timestamp),
+            doc_id,
+            source,
+            identity,
+            sequence,
+            original,
+        )
+        for (doc_id, sequence, timestamp, source), original in documents
+    ]
+
+
 class BatchProcessor:
     """One batch in, one Ack out (see `proto/v1/audit.proto` for the Ack contract)."""
 
@@ -213,24 +235,9 @@ class BatchProcessor:
             self.readiness.ensure()
             received = self.clock_ns()
             documents, unparsed = self._documents(batch, verdict, identity, received)
-            requests = []
-            for doc, original in documents:
-                target = index_name(
-                    self.prefix,
-                    self.router.classify(doc.source),
-                    self.granularity,
-                    doc.timestamp_unix_nano,
-                )
-                requests.append(
-                    IndexRequest(
-                        index=target,
-                        doc_id=doc.doc_id,
-                        source=doc.source,
-                        agent_id=identity,
-                        sequence=doc.sequence,
-                        original=original,
-                    )
-                )
+            requests = index_requests(
+                documents, identity, self.prefix, self.granularity, self.router
+            )
             writes = [*requests, *unparsed]
             result = self.indexer.index(writes) if writes else IndexResult()
             forked: list[integrity.Finding] = []

@@ -18,6 +18,8 @@ from collector.integrity import FORK, RESTARTED, UNKNOWN_START, IntegrityGate
 from collector.keys import KeyRing
 from collector.lifecycle import LifecycleReport
 from collector.server import BatchProcessor, CollectorService, Readiness
+from collector.verify.checks import field_differences
+from collector.verify.reading import StoredEvent
 from proto import integrity
 from proto.continuation import STREAM_CONTINUED
 from proto.v1 import audit_pb2 as pb
@@ -608,4 +610,40 @@ def test_an_upgrade_claim_after_another_format_2_stream_is_alerted(
         f"previous stream {upgraded.stream_id} ended at sequence 3; its first event claims to "
         f"continue the format 1 history ended at 42 (head {V1_HEAD.hex()[:16]}), but stream "
         f"{upgraded.stream_id} came after that history"
+    )
+
+
+def test_a_v2_document_carries_its_raw_line_once(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    """The line is in the stored event bytes; ``event.original`` repeats it only on a
+    record with a problem, and `verify` re-derives exactly what was stored."""
+    store = MiniOpenSearch()
+    stream = V2Stream(AGENT, key)
+    proc = processor(store, tmp_path / "keys")
+    clean = stream.event(1, original='{"raw": "line 1"}')
+    broken = stream.event(2, original="not json at all", parse_error="line is not JSON")
+    flagged = stream.event(3, original='{"raw": "line 3"}', flags=["line_truncated"])
+    ack = proc.process(stream.sealed([clean, broken, flagged]), identity=AGENT)
+    assert ack.status == pb.Ack.STATUS_OK and ack.indexed == 3
+    events = store.events()
+    s = stream.stream_id
+    docs = {n: events[f"{AGENT}:{s}:{n}"][1] for n in (1, 2, 3)}
+    assert "original" not in docs[1]["event"]
+    canonical = base64.b64decode(docs[1]["integrity"]["canonical"])
+    assert pb.AuditEvent.FromString(canonical).original == '{"raw": "line 1"}'
+    assert docs[2]["event"]["original"] == "not json at all"
+    assert docs[3]["event"]["original"] == '{"raw": "line 3"}'
+    for n, doc in docs.items():
+        data = base64.b64decode(doc["integrity"]["canonical"])
+        stored = StoredEvent(
+            n, f"{AGENT}:{s}:{n}", "i", doc, data, pb.AuditEvent.FromString(data), None
+        )
+        assert field_differences(stored, AGENT) == []
+        altered = json.loads(json.dumps(doc))
+        altered["event"]["action"] = "something.else"
+        moved = StoredEvent(n, stored.doc_id, "i", altered, data, stored.decoded, None)
+        assert field_differences(moved, AGENT) == ["event.action"]
+    # A format 1 document keeps its line as before.
+    assert (
+        "original"
+        in to_document(make_event(1), agent_id=AGENT, received_unix_nano=NOW).source["event"]
     )

@@ -133,3 +133,31 @@ def test_a_batch_repeating_earlier_sequences_waits_for_them() -> None:
     sent = [with_events(1, range(1, 6)), with_events(2, range(3, 8)), with_events(3, range(8, 9))]
     assert [a.batch_id for a in stream.acks(iter(sent))] == [1, 2, 3]
     assert overlapped == []
+
+
+def test_a_format_2_batch_repeating_sealed_sequences_waits_for_them() -> None:
+    """Format 2 events travel as bytes: the seal's range says what a batch repeats."""
+
+    def sealed(batch_id: int, first: int, last: int) -> pb.Batch:
+        seal = pb.Seal(first_sequence=first, last_sequence=last, event_count=last - first + 1)
+        data = [b"event"] * (last - first + 1)
+        return pb.Batch(
+            batch_id=batch_id, agent_id="a", format_version=2, event_bytes=data, seal=seal
+        )
+
+    started = {k: threading.Event() for k in (1, 2, 3)}
+    overlapped: list[int] = []
+
+    def process(batch: pb.Batch) -> pb.Ack:
+        k = batch.batch_id
+        started[k].set()
+        if k == 1 and started[2].wait(0.5):
+            overlapped.append(2)
+        return pb.Ack(batch_id=k)
+
+    stream = StreamPipeline(
+        process, depth=4, admit=lambda: True, settle=lambda: True, refuse=lambda b: pb.Ack()
+    )
+    sent = [sealed(1, 1, 5), sealed(2, 3, 7), sealed(3, 8, 8)]
+    assert [a.batch_id for a in stream.acks(iter(sent))] == [1, 2, 3]
+    assert overlapped == []

@@ -1,0 +1,142 @@
+"""The collector's process CPU per event under a real load, optionally profiled
+(development tool, not a scenario).
+
+    .venv/bin/python -m bench.collectorcpu [--events 30000] [--runs 2] [--py-spy DIR]
+
+Per run, as the e2e scenario sets it up (bench.scenarios.e2e: a real collector and
+agent process, keys registered, seals required, checkpoints on, an embedded OpenSearch
+node or ``$OPENSEARCH_URL``): after a warm-up line, --events corpus lines are appended
+and the clock runs until all are searchable. Printed per run: the collector's and the
+agent's process CPU seconds per event (µs/event = CPU-s per million events).
+
+With --py-spy DIR (py-spy installed in the venv as a dev tool), the collector is sampled
+while the events flow (non-blocking, so it is not paused; only the thread holding the
+GIL, so the samples show where Python CPU goes, not threads waiting on a socket). DIR
+gets the raw collapsed stacks of each run and a summary of where the samples fall: per
+function, its own samples and those under it. Process CPU is then slightly higher
+(sampling reads the collector's memory): compare numbers of runs made the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.corpus import sample_lines, warmup_line
+from bench.pipeline import Bench, Integrity, agent, collector, make_pki, run_scope
+from bench.procstat import CpuMark
+from bench.scenarios.shipping import wait_warmed, write_and_wait
+from bench.search import client, opensearch_node
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def summarize(raw: Path, top: int = 40) -> str:
+    """Own and inclusive samples per function from py-spy's raw (collapsed) output."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text(encoding="utf-8").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        frames = [f.split(" (", 1)[0] + " " + f.rsplit("/", 1)[-1].split(":")[0].rstrip(")")
+                  for f in stack.split(";")[1:]]  # fmt: skip
+        total += count
+        if frames:
+            own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    out = [f"{total} samples"]
+    out.append("-- own --")
+    out += [f"{n / total:6.1%} {name}" for name, n in own.most_common(top)]
+    out.append("-- inclusive --")
+    out += [f"{n / total:6.1%} {name}" for name, n in inclusive.most_common(top)]
+    return "\n".join(out)
+
+
+def one_run(bench: Bench, lines: list[bytes], spy_dir: Path | None, number: int) -> str:
+    with run_scope(bench, "collectorcpu") as (prefix, directory):
+        logs = directory / "logs"
+        logs.mkdir()
+        (logs / "warmup.jsonl").write_bytes(warmup_line(prefix))
+        index = f"{prefix}-events-*"
+        integrity = Integrity.under(directory)
+        with (
+            collector(bench, directory, prefix, extra=integrity.collector_yaml()) as (cproc, port),
+            agent(bench, directory, str(logs / "*.jsonl"), port, keys=integrity.keys) as aproc,
+        ):
+            wait_warmed(bench.os, index, (cproc, aproc))
+            spy = None
+            raw = None
+            if spy_dir is not None:
+                raw = spy_dir / f"collector-{number}.txt"
+                spy = subprocess.Popen(
+                    [str(BIN / "py-spy"), "record", "--pid", str(cproc.pid), "--nonblocking",
+                     "--gil", "--rate", "200", "--format", "raw", "--output", str(raw)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+            ccpu, acpu = CpuMark.now(cproc.pid), CpuMark.now(aproc.pid)
+            shipped = write_and_wait(
+                bench.os, logs / "crm-audit.jsonl", lines, 1000, index, (cproc, aproc)
+            )
+            collector_s, agent_s = ccpu.since(), acpu.since()
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=60)
+        n = len(lines)
+        text = (
+            f"run {number}: {n} events in {shipped.elapsed_s:.1f} s; collector "
+            f"{collector_s / n * 1e6:.1f} µs/event, agent {agent_s / n * 1e6:.1f} µs/event "
+            "(process CPU)"
+        )
+        if raw is not None and raw.exists() and spy_dir is not None:
+            summary = summarize(raw)
+            (spy_dir / f"collector-{number}.summary.txt").write_text(
+                text + "\n" + summary + "\n", encoding="utf-8"
+            )
+        return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--py-spy", type=Path, dest="spy", help="directory for profiles")
+    args = parser.parse_args()
+    if args.spy is not None:
+        args.spy.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="crm-audit-collectorcpu-"))
+    work.chmod(0o755)
+    lines = sample_lines(args.events)
+    try:
+        with opensearch_node(
+            os.environ.get("OPENSEARCH_URL"), work / "node", os.environ, os.geteuid(), print
+        ) as (url, _how):
+            bench = Bench(
+                url=url,
+                os=client(url),
+                work=work,
+                pki=make_pki(work / "pki"),
+                bin_dir=BIN,
+                repo=REPO,
+                child_env=dict(os.environ),
+            )
+            for number in range(1, args.runs + 1):
+                print(one_run(bench, lines, args.spy, number), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
