@@ -283,8 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="streams verified in parallel, each in a process of its own (default: one "
-        "per CPU, at most 4)",
+        help="streams (and ranges of a large format 2 stream) verified in parallel, each "
+        "in a process of its own (default: one per CPU, at most 4)",
     )
     ver.add_argument("--format", choices=("text", "json"), default="text")
 

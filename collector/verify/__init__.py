@@ -12,7 +12,9 @@ seals (sorted by ``seal.first_sequence``) and events (sorted by ``event.sequence
 filtered by agent and stream; never by ``_id``, whose fielddata is deprecated) are
 streamed with point-in-time searches and ``search_after``; only one seal's range of
 events is held in memory per stream, and ``--jobs`` streams run in parallel, each
-in a worker process of its own (`Verifier._verify_units`). Format 2
+in a worker process of its own (`Verifier._verify_units`); a large format 2 stream
+is cut into sequence ranges at seal boundaries, walked in parallel with the same
+report as one walk (`collector.verify.ranges`). Format 2
 streams are judged from signed material only (`collector.verify.signed`); below is the
 format 1 walk. For each seal with a valid signature by a key
 registered for the agent, the chain is recomputed from the seal's ``prev_chain_head``
@@ -29,6 +31,7 @@ Modules, one responsibility each:
                read back
     checks     a format 1 agent's walk: chain and seal checks, seal links, unsealed runs
     signed     a format 2 stream's walk: each event against its signed hash
+    ranges     one format 2 stream cut into ranges for worker processes, merged back
     verdicts   the verdicts, their precedence, ranges and `resolve`
     verifier   streams in parallel processes, trust, retention and the tail (`Verifier`)
     report     per stream ranges and stream findings, as text or JSON

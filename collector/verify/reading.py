@@ -198,6 +198,18 @@ class Reader:
             if not buckets or not after:
                 return found
 
+    def count(self, pattern: str, query: Mapping[str, Any]) -> int:
+        """How many documents over `pattern` match `query` (0: no such index)."""
+        response = self.request(
+            "POST",
+            f"/{pattern}/_count",
+            body={"query": query},
+            params={"ignore_unavailable": "true", "allow_no_indices": "true"},
+        )
+        if response.status != 200:
+            raise _failed(f"cannot count documents in {pattern}", response)
+        return int(response.body.get("count", 0))
+
     def index_exists(self, name: str) -> bool:
         response = self.request(
             "GET", f"/{name}/_settings", params={"filter_path": "*.settings.index.uuid"}

@@ -205,10 +205,28 @@ class StreamWalk(SequenceWalk):
         docs = self._take(events, last)
         self._judge(info, start, docs, broken)
         self._compare_attested(first, heads)
+        self.advance(last, seal.chain_head)
+
+    def advance(self, last: int, head: bytes) -> None:
+        """A valid seal covered up to `last`, signed head `head` there: heartbeats that
+        restate a head within the covered part are compared now."""
         self.covered_end = last
-        self.head = seal.chain_head
-        self._remember(last, seal.chain_head)
+        self.head = head
+        self._remember(last, head)
         self._check_heartbeats()
+
+    def resume(self, end: int, head: bytes) -> None:
+        """Start after sequence `end`, as if valid seals covered 1..`end` contiguously
+        with the signed head `head` there (a range of the stream verified on its own,
+        `collector.verify.ranges`). Heartbeats are not this walk's: the caller
+        compares them over all the seals."""
+        self.covered_end = end
+        self.head = head
+        self._remember(end, head)
+
+    def heartbeat_seal(self, info: SealInfo) -> None:
+        """A valid heartbeat seal (no events): remembered, compared once covered."""
+        self._heartbeat(info)
 
     def _heartbeat(self, info: SealInfo) -> None:
         seal = info.seal

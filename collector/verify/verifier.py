@@ -30,6 +30,7 @@ from collector.verify.anchors import (
     Attested,
 )
 from collector.verify.checks import FIRST_SEQUENCE, Walk, absent_runs
+from collector.verify.ranges import Piece, Plan, merge, plan
 from collector.verify.reading import (
     Peekable,
     Reader,
@@ -53,6 +54,11 @@ from collector.verify.verdicts import (
     resolve,
 )
 from proto.v1 import audit_pb2
+
+# A format 2 stream is cut into ranges of at least this many events for the worker
+# processes (`collector.verify.ranges`): below it, a range's own searches and seal reads
+# would weigh against the shared work.
+RANGE_EVENTS = 20_000
 
 
 def default_jobs() -> int:
@@ -84,6 +90,7 @@ class Verifier:
         receipts: ReceiptView | None = None,
         workers: int = 4,
         reopen: Callable[[], Requester] | None = None,
+        range_events: int = RANGE_EVENTS,
     ) -> None:
         self.reader = Reader(request)
         self.prefix = prefix
@@ -107,6 +114,7 @@ class Verifier:
         self.receipts = receipts
         self.workers = max(1, workers)
         self.reopen = reopen
+        self.range_events = range_events
         self._lock = threading.Lock()
         self._shared_total: Any = None  # events read by all worker processes
 
@@ -150,11 +158,16 @@ class Verifier:
         return report
 
     def _verify_units(self, units: Sequence[tuple[str, str]]) -> list[AgentReport]:
-        """Each stream's report, in `units` order. With `reopen` and more than one job
-        and stream: `workers` forked processes, each with its own connection (the walk
-        is Python CPU, which threads share under the GIL); each holds one stream's
-        pages at a time, so memory is per worker, not per event. Otherwise threads."""
-        jobs = min(self.workers, len(units))
+        """Each stream's report, in `units` order. With `reopen` and more than one job:
+        `workers` forked processes, each with its own connection (the walk is Python
+        CPU, which threads share under the GIL), over whole streams and ranges of the
+        large format 2 streams (`_plans`); each holds one stream's pages at a time, so
+        memory is per worker, not per event. Otherwise threads over whole streams."""
+        plans = self._plans(units) if self.workers > 1 and self.reopen is not None else {}
+        work: list[tuple[str, str] | Piece] = []
+        for unit in units:
+            work.extend(plans[unit].pieces if unit in plans else [unit])
+        jobs = min(self.workers, len(work))
         if jobs <= 1 or self.reopen is None:
             with ThreadPoolExecutor(max_workers=jobs or 1) as threads:
                 return list(threads.map(lambda unit: self.verify_unit(*unit), units))
@@ -164,13 +177,113 @@ class Verifier:
         _FORKED = self
         try:
             with ProcessPoolExecutor(jobs, mp_context=fork, initializer=_worker_start) as pool:
-                return list(pool.map(_worker_unit, units))
+                done = iter(list(pool.map(_worker_unit, work)))
         except BrokenProcessPool as exc:  # a worker killed (out of memory, a signal)
             raise VerifyError(f"a verify worker process ended abruptly: {exc}") from None
         finally:
             _FORKED = None
             self._events_total = int(self._shared_total.value)
             self._shared_total = None
+        out: list[AgentReport] = []
+        for unit in units:
+            whole = plans.get(unit)
+            if whole is None:
+                report = next(done)
+                assert report is not None
+                out.append(report)
+                continue
+            parts = [next(done) for _ in whole.pieces]
+            if any(part is None for part in parts):
+                # Its seals changed since they were planned: the one walk, here.
+                out.append(self.verify_stream(*unit))
+                continue
+            merged = merge(*unit, [p for p in parts if p is not None], whole)
+            self._checkpoint_expected(merged)
+            merged.ranges = resolve(merged.ranges + whole.breaks)
+            out.append(merged)
+        return out
+
+    def _plans(self, units: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Plan]:
+        """Format 2 streams to verify as ranges in parallel (`collector.verify.ranges`):
+        only while there are fewer streams than 4 per worker (else whole streams keep
+        the workers busy), never in a window (--from/--to), and only streams where
+        every event document has a searchable sequence."""
+        streams = [u for u in units if u[1]]
+        if not streams or len(streams) >= 4 * self.workers or self.time_from or self.time_to:
+            return {}
+        plans: dict[tuple[str, str], Plan] = {}
+        for agent, stream in streams:
+            unnumbered = {
+                "bool": {
+                    "filter": [{"term": {"agent.id": agent}}, {"term": {"agent.stream": stream}}],
+                    "must_not": [{"exists": {"field": "event.sequence"}}],
+                }
+            }
+            if self.reader.count(events_index_pattern(self.prefix), unnumbered):
+                continue
+            attested = self._attested(agent, stream)
+            skeleton = StreamWalk(self, agent, stream, AgentReport(agent, stream_id=stream))
+            cut = plan(
+                skeleton,
+                self._seals(agent, stream),
+                attested,
+                pieces=2 * self.workers,
+                min_events=self.range_events,
+            )
+            if cut is not None:
+                plans[(agent, stream)] = cut
+        return plans
+
+    def verify_piece(self, piece: Piece) -> AgentReport | None:
+        """One range of a stream (`collector.verify.ranges`): what one walk of the whole
+        stream adds to its report there, in order (ranges not yet resolved). None when
+        the seals there are not the planned ones any more."""
+        agent, stream = piece.agent, piece.stream
+        out = AgentReport(agent, stream_id=stream)
+        points = {
+            seq: heads
+            for seq, heads in piece.attested.points().items()
+            if seq >= piece.first and (piece.stop is None or seq <= piece.stop)
+        }
+        walk = StreamWalk(self, agent, stream, out, points)
+        if piece.number > 0:
+            walk.resume(piece.first - 1, piece.head)
+        sequence: dict[str, int] = {}
+        if piece.number > 0:
+            sequence["gte"] = piece.first
+        if piece.stop is not None:
+            sequence["lte"] = piece.stop
+        filters: list[dict[str, Any]] = [
+            {"term": {"agent.id": agent}},
+            {"term": {"agent.stream": stream}},
+        ]
+        if sequence:
+            filters.append({"range": {"event.sequence": sequence}})
+        events = Peekable(
+            read_event(hit)
+            for hit in self.reader.stream(
+                events_index_pattern(self.prefix),
+                {"bool": {"filter": filters}},
+                [{"event.sequence": "asc"}, {"_index": "asc"}, {"_doc": "asc"}],
+            )
+        )
+        planned = 0
+        within = (piece.spans[0][0] if piece.number > 0 else None, piece.spans[-1][0])
+        for info in self._seals(agent, stream, within):
+            if info.seal.event_count == 0 and info.signed_ok:
+                continue  # heartbeats: compared over all the seals by the lead
+            if not piece.expects(info, planned):
+                return None
+            planned += 1
+            walk.seal(info, events)
+        if planned != len(piece.spans):
+            return None
+        if piece.stop is None:
+            walk.finish(events)
+            walk.heartbeat = piece.heartbeat
+            self._check_tail_signed(walk, piece.attested, out)
+        out.started = walk.started
+        return out
 
     def streams(self, named: Collection[str]) -> set[tuple[str, str]]:
         """(agent, stream) of every stream with an event, a seal or a chain head record;
@@ -318,14 +431,18 @@ class Verifier:
         out.started = walk.started
         if self.time_to is None:
             self._check_tail_signed(walk, attested, out)
+        self._checkpoint_expected(out)
+        out.ranges = resolve(out.ranges + walk.breaks)
+        return out
+
+    def _checkpoint_expected(self, out: AgentReport) -> None:
+        """CHECKPOINT_MISSING: checkpoints configured, none attests this format 2 stream."""
         if (
             self.checkpoint_every_agent
             and self.checkpoints is not None
-            and (agent, stream) not in self.checkpoints.streams
+            and (out.agent, out.stream_id) not in self.checkpoints.streams
         ):
             out.stream.append((CHECKPOINT_MISSING, "no signed checkpoint attests this stream"))
-        out.ranges = resolve(out.ranges + walk.breaks)
-        return out
 
     def _attested(self, agent: str, stream: str) -> Attested:
         """What vouches for how far the stream reached: the chain head record
@@ -417,12 +534,19 @@ class Verifier:
             high = info.seal.last_sequence if high is None else max(high, info.seal.last_sequence)
         return (low, high) if low is not None and high is not None else (1, 0)
 
-    def _seals(self, agent: str, stream: str = "") -> Iterator[SealInfo]:
+    def _seals(
+        self, agent: str, stream: str = "", firsts: tuple[int | None, int] | None = None
+    ) -> Iterator[SealInfo]:
         """The seals of one stream in sequence order (doc values: ``seal.first_sequence``
         then ``seal.last_sequence``, never ``_id``). Format 1: seals without
         ``seal.stream``. A window selects format 1 seals by their sealing time and
-        format 2 seals by their (searchable copy of the signed) event-time range."""
+        format 2 seals by their (searchable copy of the signed) event-time range;
+        `firsts` (lowest or None, highest) by their first sequence."""
         filters: list[dict[str, Any]] = [{"term": {"agent.id": agent}}]
+        if firsts is not None:
+            low, high = firsts
+            bounds = {"lte": high} if low is None else {"gte": low, "lte": high}
+            filters.append({"range": {"seal.first_sequence": bounds}})
         if stream:
             filters.append({"term": {"seal.stream": stream}})
         else:
@@ -597,6 +721,8 @@ def _worker_start() -> None:
     verifier.reader = Reader(verifier.reopen())
 
 
-def _worker_unit(unit: tuple[str, str]) -> AgentReport:
+def _worker_unit(unit: tuple[str, str] | Piece) -> AgentReport | None:
     assert _FORKED is not None
+    if isinstance(unit, Piece):
+        return _FORKED.verify_piece(unit)
     return _FORKED.verify_unit(*unit)
