@@ -152,13 +152,11 @@ def make_client(
     it is up, and the caller decides about its answer. With one node nothing is resent
     (`max_retries` 0). No sniffing: the listed URLs are the nodes to use (node
     addresses a cluster publishes need not be reachable from here, and _nodes may be
-    forbidden). `serializer`: opensearch-py's JSON serializer unless given (verify
-    passes a faster decoder).
+    forbidden). `serializer`: answers read with orjson unless given (verify passes its
+    own decoder, which keeps integers beyond 64 bits exact).
     """
     hosts = [urls] if isinstance(urls, str) else list(urls)
     extra: dict[str, Any] = {}
-    if serializer is not None:
-        extra["serializer"] = serializer
     if auth is not None:
         if auth.username is not None:
             extra["http_auth"] = (auth.username, auth.password or "")
@@ -179,7 +177,7 @@ def make_client(
         retry_on_status=(),
         connection_pool_class=_NodePool,
         pool_maxsize=pool_maxsize,
-        serializer=_FastJson(),
+        serializer=_FastJson() if serializer is None else serializer,
         **extra,
     )
 
