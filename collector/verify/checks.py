@@ -29,9 +29,9 @@ import sys
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from collector.documents import parse_iso_nanos, to_document
+from collector.verify.fields import field_differences
 from collector.verify.reading import Peekable, SealInfo, StoredEvent
 from collector.verify.report import AgentReport
 from collector.verify.verdicts import (
@@ -49,6 +49,7 @@ from collector.verify.verdicts import (
     VALID,
     Range,
 )
+from collector.verify.vouch import Points, judge_anchor, tail_verdict, vouched_run
 from proto import integrity
 
 if TYPE_CHECKING:
@@ -56,58 +57,6 @@ if TYPE_CHECKING:
 
 FIRST_SEQUENCE = 1  # agents number their events from 1
 _HASH_MEMORY = 20_000  # recent (sequence -> hash) kept for overlapping seals
-
-
-def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and key != "attributes":
-            out.update(_flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
-def field_differences(event: StoredEvent, agent: str) -> list[str]:
-    """Searchable fields that differ from the document re-derived from the signed bytes.
-
-    ``event.ingested`` (when the collector received it) is not in the signed bytes:
-    it is taken as stored, and only where the event has neither time of its own does
-    it decide ``@timestamp`` (then it is parsed and re-derived like every field)."""
-    assert event.decoded is not None
-    decoded = event.decoded
-    stored = event.source
-    ingested = stored.get("event", {}).get("ingested")
-    timeless = decoded.time_unix_nano <= 0 and decoded.observed_unix_nano <= 0
-    received = 0
-    if timeless:
-        try:
-            received = parse_iso_nanos(ingested) if isinstance(ingested, str) else 0
-        except ValueError:
-            received = 0
-    derived = to_document(decoded, agent_id=agent, received_unix_nano=received).source
-    if not timeless and isinstance(ingested, str):
-        derived["event"]["ingested"] = ingested
-    # What the collector stores beside the derived fields: the signed bytes and the head
-    # (checked against the seal, not here); format 2 also the stream the signed bytes
-    # name and their hash (an unsigned convenience, still not allowed to lie).
-    extra: dict[str, Any] = {}
-    stored_integrity = stored.get("integrity", {})
-    for key in ("canonical", "chain_hash"):
-        if key in stored_integrity:
-            extra[key] = stored_integrity[key]
-    if decoded.stream_id:
-        derived.setdefault("agent", {})["stream"] = decoded.stream_id
-        if event.event_hash is not None:
-            extra["event_hash"] = event.event_hash.hex()
-    if extra:
-        derived["integrity"] = {**derived.get("integrity", {}), **extra}
-    if stored == derived:  # the common case, compared in C
-        return []
-    left = _flatten(stored)
-    right = _flatten(derived)
-    return sorted(k for k in set(left) | set(right) if left.get(k) != right.get(k))
 
 
 def _genuine_rank(doc: StoredEvent, seq: int, agent: str, info: SealInfo) -> tuple[bool, ...]:
@@ -155,9 +104,19 @@ def absent_runs(first: int, last: int, present: set[int]) -> Iterator[tuple[int,
 
 
 class Walk:
-    """State of one agent's walk: how far valid seals cover, hashes, the last head."""
+    """State of one agent's walk: how far valid seals cover, hashes, the last head.
 
-    def __init__(self, verifier: Verifier, agent: str, out: AgentReport) -> None:
+    `attested` maps sequences that anchors (chain head record, checkpoints) vouch for to
+    their (head, what attests it, index): compared with the signed heads as the walk
+    passes them (`collector.verify.vouch`), the same rule as format 2."""
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        agent: str,
+        out: AgentReport,
+        attested: Points | None = None,
+    ) -> None:
         self.v = verifier
         self.agent = agent
         self.out = out
@@ -170,6 +129,7 @@ class Walk:
         self.pending_heartbeats: dict[tuple[int, bytes], None] = {}
         self.breaks: list[Range] = []  # heartbeat CHAIN_BREAKs, laid over the ranges
         self.tail_present: set[int] = set()  # sequences after the last seal with a document
+        self.attested = dict(attested or {})
 
     def _remember(self, seq: int, value: bytes) -> None:
         self.hashes[seq] = value
@@ -354,6 +314,7 @@ class Walk:
             chosen[seq] = cands[0]
 
         tentative: list[int] = []
+        heads: dict[int, bytes] = {}  # the head after each event chained from `prev`
         problem_at = first - 1
         for seq in range(first, last + 1):
             found = chosen.get(seq)
@@ -378,11 +339,14 @@ class Walk:
                 continue
             prev = current
             self._remember(seq, current)
+            heads[seq] = current
             tentative.append(seq)
-        if prev != seal.chain_head:
+        reached = prev == seal.chain_head
+        if not reached:
             for seq in tentative:
                 if seq > problem_at:
                     mark(seq, ALTERED, "chain does not reach the sealed head", chosen[seq].index)
+        self._compare_attested(first, last, seal.chain_head, heads if reached else {})
 
         for seq in tentative:
             if seq in marks:
@@ -415,8 +379,23 @@ class Walk:
             kind, detail, where = marks.get(seq, (MISSING, "", ()))
             self.out.add(kind, seq, seq, detail, where)
 
+    def _compare_attested(
+        self, first: int, last: int, sealed: bytes, heads: Mapping[int, bytes]
+    ) -> None:
+        """Anchored heads within `first`..`last` against the signed heads there
+        (`collector.verify.vouch.judge_anchor`): the seal's own head at `last`, and
+        `heads` — the chain over the stored bytes, signed only where it reaches the
+        sealed head (empty otherwise: those events are findings already, and an anchor
+        compared with an unproven head could blame the wrong side)."""
+        for seq in [s for s in self.attested if first <= s <= last]:
+            signed = sealed if seq == last else heads.get(seq)
+            if signed is None:
+                continue
+            for head, what, index in self.attested.pop(seq):
+                judge_anchor(self.out, seq, head, signed, what, index)
+
     def finish(self, events: Peekable, *, bounded: bool) -> None:
-        """Events after the last valid seal: nothing signed vouches for them.
+        """Events after the last valid seal: no seal signed them.
 
         PENDING (not a finding) for the run that continues the covered sequences one by
         one, each ingested within the grace period before now and stored as the
@@ -424,22 +403,27 @@ class Walk:
         every searchable field as in those bytes): a live stream whose seal is not
         searchable yet. ``event.ingested`` is written by the collector and not
         signed: a forged event can only buy itself the grace period, after which it is
-        INSERTED. Every other document here is INSERTED.
+        INSERTED — unless a signed anchor vouches for it (`collector.verify.vouch`:
+        its bytes chain from the last signed head into a head a signed checkpoint
+        attests), then it is a genuine event whose seal was deleted: SEAL_MISSING.
         """
         expect = FIRST_SEQUENCE if self.covered_end is None else self.covered_end + 1
         live = self.v.grace is not None
-        while True:
-            rest = self._take(events, sys.maxsize)
-            if not rest:
-                return
-            for e in rest:
-                self.tail_present.add(e.position)
-                if live and e.position == expect and self._awaiting_seal(e):
-                    expect += 1
-                    detail = f"unsealed, ingested within the grace period ({self.v.grace_text})"
-                    self.out.add(PENDING, e.position, e.position, detail, (e.index,))
-                    continue
-                live = False  # a gap, a duplicate or an old event ends the live run
-                self.out.add(
-                    INSERTED, e.position, e.position, "not covered by any valid seal", (e.index,)
-                )
+        rest = self._take(events, sys.maxsize)
+        vouched = vouched_run(
+            expect,
+            self.head,
+            rest,
+            lambda e: e.doc_id == f"{self.agent}:{e.position}" and e.canonical is not None,
+            lambda head, doc: integrity.chain_link(head, doc.canonical or b""),
+            self.attested,
+        )
+        for e in rest:
+            self.tail_present.add(e.position)
+            if live and e.position == expect and self._awaiting_seal(e):
+                expect += 1
+                detail = f"unsealed, ingested within the grace period ({self.v.grace_text})"
+                self.out.add(PENDING, e.position, e.position, detail, (e.index,))
+                continue
+            live = False  # a gap, a duplicate or an old event ends the live run
+            tail_verdict(self.out, e, vouched.get(id(e)), self.agent)
