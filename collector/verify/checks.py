@@ -346,7 +346,9 @@ class Walk:
             for seq in tentative:
                 if seq > problem_at:
                     mark(seq, ALTERED, "chain does not reach the sealed head", chosen[seq].index)
-        self._compare_attested(first, last, seal.chain_head, heads if reached else {})
+        # Proven heads: those after the last problem, on a chain that reaches the seal's.
+        proven = {s: h for s, h in heads.items() if s > problem_at} if reached else {}
+        self._compare_attested(first, last, seal.chain_head, proven)
 
         for seq in tentative:
             if seq in marks:
@@ -384,9 +386,9 @@ class Walk:
     ) -> None:
         """Anchored heads within `first`..`last` against the signed heads there
         (`collector.verify.vouch.judge_anchor`): the seal's own head at `last`, and
-        `heads` — the chain over the stored bytes, signed only where it reaches the
-        sealed head (empty otherwise: those events are findings already, and an anchor
-        compared with an unproven head could blame the wrong side)."""
+        `heads` — the chain over the stored bytes where it provably reaches the sealed
+        head. Other anchors here are not compared: those events are findings already,
+        and an anchor compared with an unproven head could blame the wrong side."""
         for seq in [s for s in self.attested if first <= s <= last]:
             signed = sealed if seq == last else heads.get(seq)
             if signed is None:

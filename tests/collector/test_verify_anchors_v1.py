@@ -9,6 +9,7 @@ tests/integration/test_tamper.py."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 from collector.checkpoints import CheckpointView
@@ -23,6 +24,8 @@ from collector.verify import (
     Verifier,
 )
 from collector.verify.anchors import CHAIN_HEAD_ALTERED
+from proto import integrity
+from proto.v1 import audit_pb2 as pb
 from tests.collector.test_verify_chain_links import AGENT, PREFIX, FakeOpenSearch, Trail
 
 HEADS = chainheads_index(PREFIX)
@@ -137,3 +140,29 @@ def test_an_anchor_beyond_the_documents_still_finds_the_truncated_tail(tmp_path:
     out = verify(trail)
     assert kinds(out) == [(VALID, 1, 10), (TAIL_TRUNCATED, 11, 25)]
     assert out.ranges[1].indices == (HEADS,)
+
+
+def test_a_record_is_not_judged_by_a_head_the_seal_does_not_prove(tmp_path: Path) -> None:
+    """Event 2 re-encoded and the stored chain hashes of 2-4 recomputed: the chain over
+    the stored bytes breaks at 5, so its heads at 2-4 are not the signed ones and the
+    genuine chain head record at 3 is not blamed (the events are the findings)."""
+    trail = make_trail(tmp_path, 10)
+    record(trail, 3, head_at(trail, 3))
+    docs = {d: src for index in trail.store.indices.values() for d, src in index.items()}
+    head = bytes.fromhex(head_at(trail, 1))
+    for seq in (2, 3, 4):
+        stored = docs[f"{AGENT}:{seq}"]
+        data = base64.b64decode(stored["integrity"]["canonical"])
+        if seq == 2:
+            event = pb.AuditEvent.FromString(data)
+            event.user.name = "mallory"
+            data = integrity.canonical_event_bytes(event)
+            stored["integrity"]["canonical"] = base64.b64encode(data).decode()
+            stored["user"]["name"] = "mallory"
+        head = integrity.chain_link(head, data)
+        stored["integrity"]["chain_hash"] = head.hex()
+    out = verify(trail)
+    # (Which event format 1 blames here follows the stored chain hashes: its seals sign
+    # heads only, not per-event hashes; format 2 names event 2.)
+    assert not out.valid
+    assert out.stream == []
