@@ -43,7 +43,7 @@ Exit code (see `collector.admin.cli`): 0 only when every range is VALID or PENDI
 
 from __future__ import annotations
 
-from collector.verify.checks import field_differences
+from collector.verify.fields import field_differences
 from collector.verify.reading import Reader, VerifyError
 from collector.verify.report import AgentReport, Report
 from collector.verify.verdicts import (

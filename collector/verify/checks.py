@@ -28,9 +28,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from collector.documents import parse_iso_nanos, to_document
+from collector.verify.fields import field_differences
 from collector.verify.reading import Peekable, SealInfo, StoredEvent
 from collector.verify.report import AgentReport
 from collector.verify.verdicts import (
@@ -46,6 +46,7 @@ from collector.verify.verdicts import (
     VALID,
     Range,
 )
+from collector.verify.vouch import Points, judge_anchor, vouched_run
 
 # FIRST_SEQUENCE re-exported: `collector.verify.verifier` imports it from here.
 from collector.verify.walk import FIRST_SEQUENCE as FIRST_SEQUENCE
@@ -56,58 +57,6 @@ if TYPE_CHECKING:
     from collector.verify.verifier import Verifier
 
 _HASH_MEMORY = 20_000  # recent (sequence -> hash) kept for overlapping seals
-
-
-def _flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and key != "attributes":
-            out.update(_flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
-def field_differences(event: StoredEvent, agent: str) -> list[str]:
-    """Searchable fields that differ from the document re-derived from the signed bytes.
-
-    ``event.ingested`` (when the collector received it) is not in the signed bytes:
-    it is taken as stored, and only where the event has neither time of its own does
-    it decide ``@timestamp`` (then it is parsed and re-derived like every field)."""
-    assert event.decoded is not None
-    decoded = event.decoded
-    stored = event.source
-    ingested = stored.get("event", {}).get("ingested")
-    timeless = decoded.time_unix_nano <= 0 and decoded.observed_unix_nano <= 0
-    received = 0
-    if timeless:
-        try:
-            received = parse_iso_nanos(ingested) if isinstance(ingested, str) else 0
-        except ValueError:
-            received = 0
-    derived = to_document(decoded, agent_id=agent, received_unix_nano=received).source
-    if not timeless and isinstance(ingested, str):
-        derived["event"]["ingested"] = ingested
-    # What the collector stores beside the derived fields: the signed bytes and the head
-    # (checked against the seal, not here); format 2 also the stream the signed bytes
-    # name and their hash (an unsigned convenience, still not allowed to lie).
-    extra: dict[str, Any] = {}
-    stored_integrity = stored.get("integrity", {})
-    for key in ("canonical", "chain_hash"):
-        if key in stored_integrity:
-            extra[key] = stored_integrity[key]
-    if decoded.stream_id:
-        derived.setdefault("agent", {})["stream"] = decoded.stream_id
-        if event.event_hash is not None:
-            extra["event_hash"] = event.event_hash.hex()
-    if extra:
-        derived["integrity"] = {**derived.get("integrity", {}), **extra}
-    if stored == derived:  # the common case, compared in C
-        return []
-    left = _flatten(stored)
-    right = _flatten(derived)
-    return sorted(k for k in set(left) | set(right) if left.get(k) != right.get(k))
 
 
 def _genuine_rank(doc: StoredEvent, seq: int, agent: str, info: SealInfo) -> tuple[bool, ...]:
@@ -155,9 +104,19 @@ def absent_runs(first: int, last: int, present: set[int]) -> Iterator[tuple[int,
 
 
 class Walk(SequenceWalk):
-    """State of one agent's walk: how far valid seals cover, hashes, the last head."""
+    """State of one agent's walk: how far valid seals cover, hashes, the last head.
 
-    def __init__(self, verifier: Verifier, agent: str, out: AgentReport) -> None:
+    `attested` maps sequences that anchors (chain head record, checkpoints) vouch for to
+    their (head, what attests it, index): compared with the signed heads as the walk
+    passes them (`collector.verify.vouch`), the same rule as format 2."""
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        agent: str,
+        out: AgentReport,
+        attested: Points | None = None,
+    ) -> None:
         self.v = verifier
         self.agent = agent
         self.out = out
@@ -170,6 +129,7 @@ class Walk(SequenceWalk):
         self.pending_heartbeats: dict[tuple[int, bytes], None] = {}
         self.breaks: list[Range] = []  # heartbeat CHAIN_BREAKs, laid over the ranges
         self.tail_present: set[int] = set()  # sequences after the last seal with a document
+        self.attested = dict(attested or {})
 
     def _remember(self, seq: int, value: bytes) -> None:
         self.hashes[seq] = value
@@ -341,6 +301,7 @@ class Walk(SequenceWalk):
             chosen[seq] = cands[0]
 
         tentative: list[int] = []
+        heads: dict[int, bytes] = {}  # the head after each event chained from `prev`
         problem_at = first - 1
         for seq in range(first, last + 1):
             found = chosen.get(seq)
@@ -365,11 +326,16 @@ class Walk(SequenceWalk):
                 continue
             prev = current
             self._remember(seq, current)
+            heads[seq] = current
             tentative.append(seq)
-        if prev != seal.chain_head:
+        reached = prev == seal.chain_head
+        if not reached:
             for seq in tentative:
                 if seq > problem_at:
                     mark(seq, ALTERED, "chain does not reach the sealed head", chosen[seq].index)
+        # Proven heads: those after the last problem, on a chain that reaches the seal's.
+        proven = {s: h for s, h in heads.items() if s > problem_at} if reached else {}
+        self._compare_attested(first, last, seal.chain_head, proven)
 
         for seq in tentative:
             if seq in marks:
@@ -401,3 +367,29 @@ class Walk(SequenceWalk):
         for seq in range(first, last + 1):
             kind, detail, where = marks.get(seq, (MISSING, "", ()))
             self.out.add(kind, seq, seq, detail, where)
+
+    def _compare_attested(
+        self, first: int, last: int, sealed: bytes, heads: Mapping[int, bytes]
+    ) -> None:
+        """Anchored heads within `first`..`last` against the signed heads there
+        (`collector.verify.vouch.judge_anchor`): the seal's own head at `last`, and
+        `heads` — the chain over the stored bytes where it provably reaches the sealed
+        head. Other anchors here are not compared: those events are findings already,
+        and an anchor compared with an unproven head could blame the wrong side."""
+        for seq in [s for s in self.attested if first <= s <= last]:
+            signed = sealed if seq == last else heads.get(seq)
+            if signed is None:
+                continue
+            for head, what, index in self.attested.pop(seq):
+                judge_anchor(self.out, seq, head, signed, what, index)
+
+    def _vouched_tail(self, start: int, rest: list[StoredEvent]) -> dict[int, str]:
+        """Linked by chaining their stored canonical bytes (format 1)."""
+        return vouched_run(
+            start,
+            self.head,
+            rest,
+            lambda e: e.doc_id == f"{self.agent}:{e.position}" and e.canonical is not None,
+            lambda head, doc: integrity.chain_link(head, doc.canonical or b""),
+            self.attested,
+        )

@@ -39,14 +39,13 @@ is kept on the report for the verifier to judge against that history.
 from __future__ import annotations
 
 import functools
-import sys
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from collector.verify.anchors import CHAIN_HEAD_ALTERED, CHAIN_HEAD_RECORD
-from collector.verify.checks import absent_runs, field_differences
+from collector.verify.checks import absent_runs
+from collector.verify.fields import field_differences
 from collector.verify.reading import Peekable, SealInfo, StoredEvent
 from collector.verify.report import AgentReport
 from collector.verify.verdicts import (
@@ -55,13 +54,13 @@ from collector.verify.verdicts import (
     GAP_AT_SOURCE,
     INSERTED,
     MISSING,
-    PENDING,
     REORDERED,
     SEAL_INVALID,
     SEAL_MISSING,
     VALID,
     Range,
 )
+from collector.verify.vouch import judge_anchor, vouched_run
 from collector.verify.walk import FIRST_SEQUENCE, Mark, SequenceWalk, keep_worse
 from proto import integrity
 from proto.continuation import MalformedClaim, claim
@@ -114,32 +113,11 @@ class StreamWalk(SequenceWalk):
             self.heads.popitem(last=False)
 
     def _compare_attested(self, first: int, heads: list[bytes]) -> None:
-        """Anchored heads within `first`.. against the signed heads there. A signed
-        anchor (checkpoint, receipt) that disagrees makes the sequence ALTERED; the
-        unsigned chain head record cannot: any OpenSearch writer edits it, and blaming
-        the intact event it names would let them choose who is blamed. The record is
-        the finding (CHAIN_HEAD_ALTERED, naming its index)."""
+        """Anchored heads within `first`.. against the signed heads there
+        (`collector.verify.vouch.judge_anchor`)."""
         for seq in [s for s in self.attested if first <= s < first + len(heads)]:
             for head, what, index in self.attested.pop(seq):
-                signed = heads[seq - first]
-                if head == signed:
-                    continue
-                if what == CHAIN_HEAD_RECORD:
-                    self.out.stream.append(
-                        (
-                            CHAIN_HEAD_ALTERED,
-                            f"the {what} in {index} says head {head.hex()[:16]} at sequence "
-                            f"{seq}; the signed seal has {signed.hex()[:16]}",
-                        )
-                    )
-                else:
-                    self.out.add(
-                        ALTERED,
-                        seq,
-                        seq,
-                        f"the signed head here differs from the {what}",
-                        (index,) if index else (),
-                    )
+                judge_anchor(self.out, seq, head, heads[seq - first], what, index)
 
     # -- seals ---------------------------------------------------------------------
 
@@ -398,70 +376,16 @@ class StreamWalk(SequenceWalk):
 
     # -- after the last seal ------------------------------------------------------------
 
-    def finish(self, events: Peekable, *, bounded: bool = False) -> None:
-        """Events after the last valid seal: PENDING for the live run (the rule of
-        `SequenceWalk.finish`, with format 2 ids); else
-        SEAL_MISSING where they chain from the last signed head to a head a signed
-        anchor (checkpoint, receipt) attests — genuine events whose seal was deleted —
-        and INSERTED otherwise."""
-        expect = FIRST_SEQUENCE if self.covered_end is None else self.covered_end + 1
-        live = self.v.grace is not None
-        rest = self._take(events, sys.maxsize)
-        vouched = self._vouched_tail(rest)
-        for e in rest:
-            self.tail_present.add(e.position)
-            if live and e.position == expect and self._awaiting_seal(e):
-                expect += 1
-                detail = f"unsealed, ingested within the grace period ({self.v.grace_text})"
-                self.out.add(PENDING, e.position, e.position, detail, (e.index,))
-                continue
-            live = False
-            anchor = vouched.get(id(e))
-            if anchor is None:
-                self.out.add(
-                    INSERTED, e.position, e.position, "not covered by any valid seal", (e.index,)
-                )
-                continue
-            diff = field_differences(e, self.agent)
-            if diff:
-                detail = "fields differ from the signed bytes: " + ", ".join(diff)
-                self.out.add(ALTERED, e.position, e.position, detail, (e.index,))
-            else:
-                self.out.add(SEAL_MISSING, e.position, e.position, anchor, (e.index,))
-
-    def _vouched_tail(self, rest: list[StoredEvent]) -> dict[int, str]:
-        """The documents after the last valid seal (by ``id()``) whose hashes, one per
-        sequence from the one after it, chain from the signed head there to the head a
-        signed anchor attests at a later sequence: that signature vouches for their
-        bytes. The unsigned chain head record vouches for nothing (an OpenSearch writer
-        could chain forged events to it). Value: the detail naming the anchor."""
-        signed: dict[int, list[tuple[bytes, str]]] = {}
-        for seq, points in self.attested.items():
-            for head, what, _index in points:
-                if what != CHAIN_HEAD_RECORD:
-                    signed.setdefault(seq, []).append((head, what))
-        if not signed or not rest:
-            return {}
-        first_at: dict[int, StoredEvent] = {}
-        for e in rest:
-            if e.event_hash is not None and e.doc_id == self.doc_id(e.position):
-                first_at.setdefault(e.position, e)
-        seq = FIRST_SEQUENCE if self.covered_end is None else self.covered_end + 1
-        head = self.head
-        chained: list[StoredEvent] = []
-        out: dict[int, str] = {}
-        while seq in first_at:
-            doc = first_at[seq]
-            head = integrity.head_link(head, doc.event_hash or b"")
-            chained.append(doc)
-            for attested, what in signed.get(seq, []):
-                if attested == head:
-                    detail = f"seal gone; the events chain into the head the {what} attests"
-                    for vouched in chained:
-                        out[id(vouched)] = detail
-                    chained = []
-            seq += 1
-        return out
+    def _vouched_tail(self, start: int, rest: list[StoredEvent]) -> dict[int, str]:
+        """Linked by their event hashes (format 2)."""
+        return vouched_run(
+            start,
+            self.head,
+            rest,
+            lambda e: e.doc_id == self.doc_id(e.position) and e.event_hash is not None,
+            lambda head, doc: integrity.head_link(head, doc.event_hash or b""),
+            self.attested,
+        )
 
     def _awaiting_seal(self, event: StoredEvent) -> bool:
         seq = event.position

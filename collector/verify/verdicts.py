@@ -25,10 +25,11 @@ the documents it was reached from:
                     nothing
     ALTERED         stored bytes or searchable fields differ from what was signed
                     (format 2: a document stored under the sequence whose bytes do not
-                    hash to the signed hash, while no document carries the signed one;
+                    hash to the signed hash, while no document carries the signed one);
                     or two signed seals disagree; or a signed anchor's head — checkpoint,
-                    receipt — differs from the signed head at its sequence; the unsigned
-                    chain head record differing is CHAIN_HEAD_ALTERED, not this)
+                    receipt — differs from the signed head at its sequence (either
+                    format; the unsigned chain head record differing is
+                    CHAIN_HEAD_ALTERED, not this: `collector.verify.vouch`)
     INSERTED        a document that no valid seal covers (and not PENDING), or a second
                     document for a sequence: the one a valid seal covers is the one
                     under that sequence and ``_id`` in the index dated by its signed
@@ -44,8 +45,8 @@ the documents it was reached from:
                     is left
     GAP_AT_SOURCE   the agent itself recorded a loss (event flagged gap_at_source)
     SEAL_MISSING    events present and chained into the next seal, but their own seal
-                    was deleted; format 2 after the last seal (past the grace period):
-                    their hashes chain from the last signed head into a head a signed
+                    was deleted; after the last seal (past the grace period, either
+                    format): they chain from the last signed head into a head a signed
                     checkpoint or receipt attests (never the unsigned chain head record)
     SEAL_INVALID    a seal whose signature does not verify, with an unregistered key, or
                     whose searchable fields differ from its signed bytes
@@ -55,8 +56,8 @@ the documents it was reached from:
                     continues it sequence by sequence, each stored as the collector
                     stores it and ingested (``event.ingested``, unsigned) within
                     ``--grace`` of now — a live stream whose seal is not searchable yet.
-                    Past the grace period the same documents are INSERTED (format 2:
-                    SEAL_MISSING where a signed anchor vouches for them).
+                    Past the grace period the same documents are INSERTED (SEAL_MISSING
+                    where a signed anchor vouches for them).
 
 Findings about a stream as a whole (no sequence range; `collector.verify.anchors`),
 each makes the run exit 1 like any finding:
@@ -74,8 +75,8 @@ each makes the run exit 1 like any finding:
                           the stream than the signed checkpoints (checkpoints truncated
                           or not written); the sequences beyond what OpenSearch holds
                           are TAIL_TRUNCATED
-    CHAIN_HEAD_ALTERED    format 2: the stream's chain head record (unsigned, in
-                          ``{prefix}-chainheads``) states a head the signed seals
+    CHAIN_HEAD_ALTERED    the stream's chain head record (unsigned, in
+                          ``{prefix}-chainheads``; either format) states a head the signed seals
                           contradict at its sequence. The record is what was edited,
                           not the event it names: that event keeps its own verdict
 """

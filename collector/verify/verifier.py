@@ -45,7 +45,6 @@ from collector.verify.receipts import ReceiptView
 from collector.verify.report import AgentReport, Report
 from collector.verify.signed import StreamWalk
 from collector.verify.verdicts import (
-    ALTERED,
     EXPIRED,
     GAP_AT_SOURCE,
     MISSING,
@@ -391,7 +390,8 @@ class Verifier:
                 [{"event.sequence": "asc"}, {"_index": "asc"}, {"_doc": "asc"}],
             )
         )
-        walk = Walk(self, agent, out)
+        attested = self._attested(agent, "")
+        walk = Walk(self, agent, out, attested.points())
         for info in seal_list_peek:
             out.seals += 1
             walk.seal(info, events)
@@ -399,7 +399,7 @@ class Verifier:
         if walk.covered_end is not None:
             out.signed_end = (walk.covered_end, walk.head)
         if self.time_to is None:
-            self._check_tail(agent, walk, out)
+            self._check_tail_signed(walk, attested, out)
         out.ranges = resolve(out.ranges + walk.breaks)
         return out
 
@@ -446,15 +446,23 @@ class Verifier:
 
     def _attested(self, agent: str, stream: str) -> Attested:
         """What vouches for how far the stream reached: the chain head record
-        (unsigned, written by the collector), signed checkpoints, signed receipts."""
+        (unsigned, written by the collector), signed checkpoints, signed receipts.
+        Stream "": the agent's format 1 chain (its record is named by the agent id)."""
         found = Attested()
-        name = f"{agent}:{stream}"
+        name = f"{agent}:{stream}" if stream else agent
         heads_index = chainheads_index(self.prefix)
         stored = self.reader.chain_head(heads_index, name)
         if stored is not None and stored[0] is not None:
             found.add(stored[0], stored[1], CHAIN_HEAD_RECORD, heads_index)
-        if self.checkpoints is not None and (agent, stream) in self.checkpoints.streams:
-            seq, head, when = self.checkpoints.streams[(agent, stream)]
+        checkpointed = (
+            None
+            if self.checkpoints is None
+            else self.checkpoints.streams.get((agent, stream))
+            if stream
+            else self.checkpoints.heads.get(agent)
+        )
+        if checkpointed is not None:
+            seq, head, when = checkpointed
             if seq is not None:
                 found.add(seq, head, f"signed checkpoint of {when}", "")
                 found.checkpointed = seq
@@ -469,10 +477,13 @@ class Verifier:
             found.receipted = receipt.sequence
         return found
 
-    def _check_tail_signed(self, walk: StreamWalk, attested: Attested, out: AgentReport) -> None:
-        """Sequences an anchor attests beyond the last valid seal: TAIL_TRUNCATED where no
-        document is left (a heartbeat seal attesting them: MISSING); RECEIPT_AHEAD when a
-        signed receipt attests more than the signed checkpoints."""
+    def _check_tail_signed(
+        self, walk: StreamWalk | Walk, attested: Attested, out: AgentReport
+    ) -> None:
+        """Either format: sequences an anchor attests beyond the last valid seal:
+        TAIL_TRUNCATED where no document is left (a heartbeat seal attesting them:
+        MISSING); RECEIPT_AHEAD when a signed receipt attests more than the signed
+        checkpoints. Anchors within the covered part were compared by the walk."""
         end = walk.covered_end
         points = list(attested.items)
         if walk.heartbeat is not None and (end is None or walk.heartbeat[0] > end):
@@ -569,44 +580,6 @@ class Verifier:
             ],
         ):
             yield read_seal(hit, agent, keys)
-
-    def _check_tail(self, agent: str, walk: Walk, out: AgentReport) -> None:
-        end = walk.covered_end
-        # (sequence, head, kind, detail, index of the attesting document)
-        attested: list[tuple[int, str, str, str, str]] = []
-        if self.checkpoints is not None and agent in self.checkpoints.heads:
-            seq, head, when = self.checkpoints.heads[agent]
-            if seq is not None:
-                attested.append((seq, head, TAIL_TRUNCATED, f"signed checkpoint of {when}", ""))
-        heads_index = chainheads_index(self.prefix)
-        stored = self.reader.chain_head(heads_index, agent)
-        if stored is not None and stored[0] is not None:
-            attested.append(
-                (stored[0], stored[1], TAIL_TRUNCATED, "chain head record", heads_index)
-            )
-        # A heartbeat within the covered range was compared by the walk (`Walk.heartbeat`).
-        if walk.heartbeat is not None and (end is None or walk.heartbeat[0] > end):
-            attested.append(
-                (
-                    walk.heartbeat[0],
-                    walk.heartbeat[1].hex(),
-                    MISSING,
-                    "heartbeat seal attests it",
-                    seals_index(self.prefix),
-                )
-            )
-        for seq, head, kind, detail, index in sorted(attested, key=lambda a: -a[0]):
-            where = (index,) if index else ()
-            if end is None or seq > end:
-                # Only the attested sequences without a document: those with one are
-                # PENDING or INSERTED already (`Walk.finish`), one verdict each.
-                start = (end + 1) if end is not None else FIRST_SEQUENCE
-                for first, last in absent_runs(start, seq, walk.tail_present):
-                    out.add(kind, first, last, detail, where)
-                break
-            known = walk.hashes.get(seq)
-            if known is not None and known.hex() != head:
-                out.add(ALTERED, seq, seq, f"chain hash differs from the {detail}", where)
 
     # -- helpers used by the walk --------------------------------------------------
 

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from collector.verify.reading import Peekable, StoredEvent
 from collector.verify.report import AgentReport
-from collector.verify.verdicts import INSERTED, PENDING, PRECEDENCE
+from collector.verify.verdicts import PENDING, PRECEDENCE
+from collector.verify.vouch import tail_verdict
 
 if TYPE_CHECKING:
     from collector.verify.verifier import Verifier
@@ -52,32 +53,36 @@ class SequenceWalk:
         """Stored exactly as the collector stores this walk's next event, and fresh."""
         raise NotImplementedError
 
+    def _vouched_tail(self, start: int, rest: list[StoredEvent]) -> dict[int, str]:
+        """The documents of `rest` (by ``id()``) a signed anchor vouches for, chained from
+        the last signed head at sequence `start` (`collector.verify.vouch.vouched_run`):
+        each walk links them as its format does."""
+        raise NotImplementedError
+
     def finish(self, events: Peekable, *, bounded: bool = False) -> None:
-        """Events after the last valid seal: nothing signed vouches for them.
+        """Events after the last valid seal: no seal signed them.
 
         PENDING (not a finding) for the run that continues the covered sequences one by
         one, each ingested within the grace period before now and stored as the
         collector stores it (its signed bytes carry that sequence, under its ``_id``,
         every searchable field as in those bytes): a live stream whose seal is not
         searchable yet. ``event.ingested`` is written by the collector and not
-        signed: a forged event can only buy itself the grace period, after which it is
-        INSERTED. Every other document here is INSERTED. (`bounded`: the walk covers a
-        sequence window; the rule does not depend on it.)
+        signed: a forged event can only buy itself the grace period. After it, each is
+        judged by `collector.verify.vouch.tail_verdict`: SEAL_MISSING when its bytes
+        chain from the last signed head into a head a signed anchor (checkpoint, receipt)
+        attests — a genuine event whose seal was deleted — else INSERTED. (`bounded`:
+        the walk covers a sequence window; the rule does not depend on it.)
         """
         expect = FIRST_SEQUENCE if self.covered_end is None else self.covered_end + 1
         live = self.v.grace is not None
-        while True:
-            rest = self._take(events, sys.maxsize)
-            if not rest:
-                return
-            for e in rest:
-                self.tail_present.add(e.position)
-                if live and e.position == expect and self._awaiting_seal(e):
-                    expect += 1
-                    detail = f"unsealed, ingested within the grace period ({self.v.grace_text})"
-                    self.out.add(PENDING, e.position, e.position, detail, (e.index,))
-                    continue
-                live = False  # a gap, a duplicate or an old event ends the live run
-                self.out.add(
-                    INSERTED, e.position, e.position, "not covered by any valid seal", (e.index,)
-                )
+        rest = self._take(events, sys.maxsize)
+        vouched = self._vouched_tail(expect, rest)
+        for e in rest:
+            self.tail_present.add(e.position)
+            if live and e.position == expect and self._awaiting_seal(e):
+                expect += 1
+                detail = f"unsealed, ingested within the grace period ({self.v.grace_text})"
+                self.out.add(PENDING, e.position, e.position, detail, (e.index,))
+                continue
+            live = False  # a gap, a duplicate or an old event ends the live run
+            tail_verdict(self.out, e, vouched.get(id(e)), self.agent)

@@ -404,3 +404,53 @@ def test_index_deleted_without_retention_record_is_missing(env: Env, agent: Send
     code, report = verify(env, young.name)
     assert code == 1
     assert ranges(report, young.name) == [("MISSING", 1, EVENTS)]
+
+
+def test_chain_head_record_overwritten_blames_the_record(env: Env, agent: SendingAgent) -> None:
+    """Agent A's format 1 chain head record overwritten with agent B's: the edited record
+    is the finding (CHAIN_HEAD_ALTERED, naming its index); A's intact event 30, which the
+    record names, is not blamed. (Format 2: test_attacks_v2.py.)"""
+    agent.ingest()
+    other = SendingAgent(env, agent.name + "-b")
+    other.ingest()
+    heads = f"{env.prefix}-chainheads"
+    forged = env.client.get(index=heads, id=other.name)["_source"]["chain"]
+    assert forged["sequence"] == EVENTS
+    assert forged["head"] != env.client.get(index=heads, id=agent.name)["_source"]["chain"]["head"]
+    env.client.update(
+        index=heads, id=agent.name, body={"doc": {"chain": forged}}, params={"refresh": "true"}
+    )
+    code, report = verify(env, agent.name)
+    assert code == 1
+    assert ranges(report, agent.name) == [("VALID", 1, EVENTS)]
+    found = report["agents"][agent.name]["stream"]
+    assert [f["kind"] for f in found] == ["CHAIN_HEAD_ALTERED"]
+    says = f"chain head record in {heads} says head {forged['head'][:16]} at sequence {EVENTS}"
+    assert says in found[0]["detail"]
+    code, report = verify(env, other.name)
+    assert code == 0, report
+
+
+def test_last_seal_deleted_vouched_by_the_checkpoint(env: Env, agent: SendingAgent) -> None:
+    """The last seal deleted, its events left: past the grace period they are genuine
+    events whose seal is gone (SEAL_MISSING) because their bytes chain from the last
+    signed head into the head the signed checkpoint attests; without the checkpoint the
+    chain head record (unsigned) vouches for nothing: INSERTED."""
+    agent.ingest()
+    last_seal = seal_doc(env, agent.name, 21)
+    env.client.delete(index=last_seal["_index"], id=last_seal["_id"], refresh=True)
+    code, report = verify(env, agent.name)  # default grace: 120 s, just ingested
+    assert code == 0, report
+    assert ranges(report, agent.name) == [("VALID", 1, 20), ("PENDING", 21, EVENTS)]
+    code, report = verify(env, agent.name, "--grace", "0.001")
+    assert code == 1
+    assert ranges(report, agent.name) == [("VALID", 1, 20), ("SEAL_MISSING", 21, EVENTS)]
+    assert "signed checkpoint" in report["agents"][agent.name]["ranges"][1]["detail"]
+    empty = env.root / "no-checkpoints"
+    empty.mkdir()
+    (empty / "collector-signing-key.pub").write_bytes(
+        (env.checkpoints / "collector-signing-key.pub").read_bytes()
+    )
+    code, report = run_verify(env.url, env.prefix, env.keys, empty, agent.name, "--grace", "0.001")
+    assert code == 1
+    assert ranges(report, agent.name) == [("VALID", 1, 20), ("INSERTED", 21, EVENTS)]

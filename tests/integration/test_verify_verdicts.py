@@ -43,16 +43,18 @@ def test_unsealed_tail_is_pending_within_the_grace_period(env: Env, agent: Sendi
     assert code == 0, report
     assert ranges(report, agent.name) == [("VALID", 1, 2 * BATCH), ("PENDING", 21, EVENTS)]
     assert report["valid"] is True
-    # The same documents once the grace period is over: nothing signed vouches for them.
+    # The same documents once the grace period is over: their seal counts as deleted,
+    # and the signed checkpoint vouches for them (they chain into the head it attests).
+    # Without it: INSERTED (test_tamper.py::test_last_seal_deleted_vouched_by_the_checkpoint).
     code, report = verify(env, agent.name, "--grace", "0.001")
     assert code == 1
-    assert ranges(report, agent.name) == [("VALID", 1, 2 * BATCH), ("INSERTED", 21, EVENTS)]
-    inserted = report["agents"][agent.name]["ranges"][1]
-    assert inserted["indices"] == [get_doc(env, agent.name, 21)["_index"]]
+    assert ranges(report, agent.name) == [("VALID", 1, 2 * BATCH), ("SEAL_MISSING", 21, EVENTS)]
+    gone = report["agents"][agent.name]["ranges"][1]
+    assert gone["indices"] == [get_doc(env, agent.name, 21)["_index"]]
     # --grace 0 turns PENDING off
     code, report = verify(env, agent.name, "--grace", "0")
     assert code == 1
-    assert ("INSERTED", 21, EVENTS) in ranges(report, agent.name)
+    assert ("SEAL_MISSING", 21, EVENTS) in ranges(report, agent.name)
 
 
 def test_pending_run_stops_at_a_gap(env: Env, agent: SendingAgent) -> None:
