@@ -146,11 +146,10 @@ def drop_prefix(client: OpenSearch, prefix: str) -> None:
     client.close()
 
 
-def run_verify(
-    url: str, prefix: str, keys: Path, checkpoints: Path, agent: str, *extra: str
-) -> tuple[int, dict[str, Any]]:
-    """`crm-audit verify --format json` for `agent` (plus `extra` arguments): its exit
-    code (0 all valid, 1 problems found; anything else fails the test) and its report."""
+def verify_json(url: str, prefix: str, *args: str) -> tuple[int, dict[str, Any]]:
+    """`crm-audit verify --format json` against `url`/`prefix` with `args`: its exit code
+    (0 all valid, 1 problems found; anything else, or a traceback, fails the test) and its
+    report."""
     done = subprocess.run(
         [
             str(BIN / "crm-audit"),
@@ -159,18 +158,9 @@ def run_verify(
             url,
             "--prefix",
             prefix,
-            "--keys",
-            str(keys),
-            "--checkpoints",
-            str(checkpoints),
-            # trust is pinned: the collector's key is named, never found in the directory
-            "--checkpoint-key",
-            str(checkpoints / "collector-signing-key.pub"),
-            "--agent",
-            agent,
             "--format",
             "json",
-            *extra,
+            *args,
         ],
         capture_output=True,
         text=True,
@@ -178,8 +168,29 @@ def run_verify(
         timeout=300,
     )
     assert done.returncode in (0, 1), done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return done.returncode, report
+
+
+def run_verify(
+    url: str, prefix: str, keys: Path, checkpoints: Path, agent: str, *extra: str
+) -> tuple[int, dict[str, Any]]:
+    """`verify_json` for `agent` with the keys directory and the collector's checkpoints,
+    trust pinned: the collector's key is named, never found in the directory."""
+    return verify_json(
+        url,
+        prefix,
+        "--keys",
+        str(keys),
+        "--checkpoints",
+        str(checkpoints),
+        "--checkpoint-key",
+        str(checkpoints / "collector-signing-key.pub"),
+        "--agent",
+        agent,
+        *extra,
+    )
 
 
 def entry_of(report: dict[str, Any], agent: str) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from tests.integration.support import (
     agent_config_head,
     drop_prefix,
     enroll,
+    verify_json,
     write_collector_config,
 )
 from tests.processes import BIN, ManagedProcess, wait_for
@@ -270,32 +271,18 @@ def verify(env: Env, agent: Agent | str, *options: str, checkpoints: bool = True
     name = agent if isinstance(agent, str) else agent.name
     anchors = ["--checkpoints", str(env.checkpoints)] if checkpoints else []
     env.refresh()
-    done = subprocess.run(
-        [
-            str(BIN / "crm-audit"),
-            "verify",
-            "--opensearch",
-            env.url,
-            "--prefix",
-            env.prefix,
-            "--keys",
-            str(env.keys),
-            "--checkpoint-key",
-            str(env.checkpoints / KEY),
-            "--agent",
-            name,
-            "--format",
-            "json",
-            *anchors,
-            *options,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
+    return verify_json(
+        env.url,
+        env.prefix,
+        "--keys",
+        str(env.keys),
+        "--checkpoint-key",
+        str(env.checkpoints / KEY),
+        "--agent",
+        name,
+        *anchors,
+        *options,
     )
-    assert done.returncode in (0, 1), done.stderr
-    return done.returncode, json.loads(done.stdout)
 
 
 def spans(report: dict[str, Any], label: str) -> list[Span]:

@@ -35,7 +35,7 @@ from proto.v1 import audit_pb2_grpc as pb_grpc
 from tests.collector import conftest as collector_fixtures
 from tests.collector.conftest import make_event, refresh
 from tests.helpers import free_port
-from tests.integration.support import ranges, run_verify
+from tests.integration.support import ranges, run_verify, verify_json
 from tests.integration.test_collector_ingest import metric, scrape
 from tests.integration.test_report import Tables
 from tests.processes import BIN, ManagedProcess, wait_for
@@ -649,30 +649,17 @@ def test_v2_retention_records_name_the_stream(
 
     refresh(os_http, f"{prefix}-*")
     pub = site.checkpoints / "collector-signing-key.pub"
-    done = subprocess.run(
-        [
-            str(BIN / "crm-audit"),
-            "verify",
-            "--opensearch",
-            site.url,
-            "--prefix",
-            prefix,
-            "--keys",
-            str(site.keys),
-            "--checkpoint-key",
-            str(pub),
-            "--agent",
-            agent,
-            "--format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
+    code, report = verify_json(
+        site.url,
+        prefix,
+        "--keys",
+        str(site.keys),
+        "--checkpoint-key",
+        str(pub),
+        "--agent",
+        agent,
     )
-    assert done.returncode == 1, done.stderr  # MISSING, and the restart
-    report = json.loads(done.stdout)
+    assert code == 1  # MISSING, and the restart
     assert report["problems"] == []
     got = {
         label: [(r["kind"], r["first"], r["last"]) for r in entry["ranges"]]

@@ -6,8 +6,6 @@ differently from fast decoders (an integer beyond 64 bits) is still ALTERED."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +17,7 @@ from opensearchpy import OpenSearch
 
 from proto import integrity
 from tests.integration import v2_store
-from tests.integration.support import drop_prefix
-from tests.processes import BIN
+from tests.integration.support import drop_prefix, verify_json
 
 pytestmark = pytest.mark.integration
 
@@ -54,29 +51,7 @@ def stored(
 
 
 def verify(url: str, prefix: str, keys: Path, jobs: int) -> dict[str, Any]:
-    done = subprocess.run(
-        [
-            str(BIN / "crm-audit"),
-            "verify",
-            "--opensearch",
-            url,
-            "--prefix",
-            prefix,
-            "--keys",
-            str(keys),
-            "--jobs",
-            str(jobs),
-            "--format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert done.returncode in (0, 1), done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
-    report: dict[str, Any] = json.loads(done.stdout)
+    _, report = verify_json(url, prefix, "--keys", str(keys), "--jobs", str(jobs))
     report.pop("seconds")
     return report
 

@@ -16,7 +16,6 @@ rotation and the --from/--to window.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,8 +31,7 @@ from collector.documents import iso_nanos
 from collector.integrity import chainheads_index, seals_index
 from proto import integrity
 from tests.integration import v2_store
-from tests.integration.support import drop_prefix
-from tests.processes import BIN
+from tests.integration.support import drop_prefix, verify_json
 
 pytestmark = pytest.mark.integration
 
@@ -55,30 +53,9 @@ class Env:
         return key
 
     def verify(self, agent: str, *extra: str) -> tuple[int, dict[str, Any]]:
-        done = subprocess.run(
-            [
-                str(BIN / "crm-audit"),
-                "verify",
-                "--opensearch",
-                self.url,
-                "--prefix",
-                self.prefix,
-                "--keys",
-                str(self.keys),
-                "--agent",
-                agent,
-                "--format",
-                "json",
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
+        return verify_json(
+            self.url, self.prefix, "--keys", str(self.keys), "--agent", agent, *extra
         )
-        assert done.returncode in (0, 1), done.stderr
-        report: dict[str, Any] = json.loads(done.stdout)
-        return done.returncode, report
 
 
 def now_ns() -> int:
