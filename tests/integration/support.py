@@ -52,6 +52,28 @@ retention:
     return path
 
 
+def write_sealing_collector_config(
+    root: Path, *, pki: Path, url: str, prefix: str, port: int
+) -> Path:
+    """`root/collector.yaml` as the end-to-end integrity tests run it: agent keys
+    registered in `root/keys`, seals required, signed checkpoints in `root/checkpoints`
+    every second."""
+    return write_collector_config(
+        root / "collector.yaml",
+        pki=pki,
+        url=url,
+        prefix=prefix,
+        port=port,
+        extra="""
+        integrity:
+          keys_dir: keys
+          require_seal: true
+          checkpoint_dir: checkpoints
+          checkpoint_interval_s: 1
+        """,
+    )
+
+
 def agent_config_head(
     *,
     agent_id: str,

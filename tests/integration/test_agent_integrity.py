@@ -33,7 +33,7 @@ from tests.integration.support import (
     agent_config_head,
     drop_prefix,
     entry_of,
-    write_collector_config,
+    write_sealing_collector_config,
 )
 from tests.processes import BIN, ManagedProcess, wait_for
 
@@ -85,19 +85,8 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     logs.mkdir()
     prefix = f"sealed-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    collector_yaml = write_collector_config(
-        root / "collector.yaml",
-        pki=pki,
-        url=opensearch_url,
-        prefix=prefix,
-        port=port,
-        extra="""
-        integrity:
-          keys_dir: keys
-          require_seal: true
-          checkpoint_dir: checkpoints
-          checkpoint_interval_s: 1
-        """,
+    collector_yaml = write_sealing_collector_config(
+        root, pki=pki, url=opensearch_url, prefix=prefix, port=port
     )
     agent_yaml = root / "agent.yaml"
     agent_yaml.write_text(

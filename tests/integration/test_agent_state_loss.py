@@ -34,7 +34,7 @@ from tests.integration.support import (
     agent_config_head,
     drop_prefix,
     run_verify,
-    write_collector_config,
+    write_sealing_collector_config,
 )
 from tests.processes import BIN, ManagedProcess, wait_for
 
@@ -117,19 +117,8 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     logs.mkdir()
     prefix = f"stateloss-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    collector_yaml = write_collector_config(
-        root / "collector.yaml",
-        pki=pki,
-        url=opensearch_url,
-        prefix=prefix,
-        port=port,
-        extra="""
-        integrity:
-          keys_dir: keys
-          require_seal: true
-          checkpoint_dir: checkpoints
-          checkpoint_interval_s: 1
-        """,
+    collector_yaml = write_sealing_collector_config(
+        root, pki=pki, url=opensearch_url, prefix=prefix, port=port
     )
     state = root / "state"
     agent_yaml = root / "agent.yaml"

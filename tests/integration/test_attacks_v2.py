@@ -44,7 +44,7 @@ from tests.integration.support import (
     drop_prefix,
     enroll,
     verify_json,
-    write_collector_config,
+    write_sealing_collector_config,
 )
 from tests.processes import BIN, ManagedProcess, wait_for
 
@@ -88,19 +88,8 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     keys.mkdir()
     prefix = f"attacks-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    config = write_collector_config(
-        root / "collector.yaml",
-        pki=pki,
-        url=opensearch_url,
-        prefix=prefix,
-        port=port,
-        extra="""
-        integrity:
-          keys_dir: keys
-          require_seal: true
-          checkpoint_dir: checkpoints
-          checkpoint_interval_s: 1
-        """,
+    config = write_sealing_collector_config(
+        root, pki=pki, url=opensearch_url, prefix=prefix, port=port
     )
     collector = ManagedProcess(
         ["crm-audit-collector", "run", "-c", str(config)], root / "collector.log"
