@@ -247,24 +247,8 @@ class Verifier:
         walk = StreamWalk(self, agent, stream, out, points)
         if piece.number > 0:
             walk.resume(piece.first - 1, piece.head)
-        sequence: dict[str, int] = {}
-        if piece.number > 0:
-            sequence["gte"] = piece.first
-        if piece.stop is not None:
-            sequence["lte"] = piece.stop
-        filters: list[dict[str, Any]] = [
-            {"term": {"agent.id": agent}},
-            {"term": {"agent.stream": stream}},
-        ]
-        if sequence:
-            filters.append({"range": {"event.sequence": sequence}})
-        events = Peekable(
-            read_event(hit)
-            for hit in self.reader.stream(
-                events_index_pattern(self.prefix),
-                {"bool": {"filter": filters}},
-                [{"event.sequence": "asc"}, {"_index": "asc"}, {"_doc": "asc"}],
-            )
+        events = self._stream_events(
+            agent, stream, piece.first if piece.number > 0 else None, piece.stop
         )
         planned = 0
         within = (piece.spans[0][0] if piece.number > 0 else None, piece.spans[-1][0])
@@ -410,20 +394,8 @@ class Verifier:
         walk = StreamWalk(self, agent, stream, out, attested.points())
         seals = self._seals(agent, stream)
         window = self._sequence_window(agent, stream) if (self.time_from or self.time_to) else None
-        filters: list[dict[str, Any]] = [
-            {"term": {"agent.id": agent}},
-            {"term": {"agent.stream": stream}},
-        ]
-        if window is not None:
-            filters.append({"range": {"event.sequence": {"gte": window[0], "lte": window[1]}}})
-        events = Peekable(
-            read_event(hit)
-            for hit in self.reader.stream(
-                events_index_pattern(self.prefix),
-                {"bool": {"filter": filters}},
-                [{"event.sequence": "asc"}, {"_index": "asc"}, {"_doc": "asc"}],
-            )
-        )
+        first, last = window if window is not None else (None, None)
+        events = self._stream_events(agent, stream, first, last)
         for info in seals:
             out.seals += 1
             walk.seal(info, events)
@@ -544,6 +516,29 @@ class Verifier:
             low = info.seal.first_sequence if low is None else min(low, info.seal.first_sequence)
             high = info.seal.last_sequence if high is None else max(high, info.seal.last_sequence)
         return (low, high) if low is not None and high is not None else (1, 0)
+
+    def _stream_events(
+        self, agent: str, stream: str, first: int | None, last: int | None
+    ) -> Peekable:
+        """A format 2 stream's stored events with sequences in `first`..`last` (either
+        end open when None), in walk order: by sequence, then index and document."""
+        filters: list[dict[str, Any]] = [
+            {"term": {"agent.id": agent}},
+            {"term": {"agent.stream": stream}},
+        ]
+        sequence = {
+            bound: value for bound, value in (("gte", first), ("lte", last)) if value is not None
+        }
+        if sequence:
+            filters.append({"range": {"event.sequence": sequence}})
+        return Peekable(
+            read_event(hit)
+            for hit in self.reader.stream(
+                events_index_pattern(self.prefix),
+                {"bool": {"filter": filters}},
+                [{"event.sequence": "asc"}, {"_index": "asc"}, {"_doc": "asc"}],
+            )
+        )
 
     def _seals(
         self, agent: str, stream: str = "", firsts: tuple[int | None, int] | None = None
