@@ -7,13 +7,18 @@ import json
 import re
 import subprocess
 import textwrap
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from opensearchpy import OpenSearch
 
-from tests.processes import BIN
+from collector.admin.pki import IssuedCert, init_ca
+from tests.helpers import free_port
+from tests.processes import BIN, ManagedProcess, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 STANDARD_POLICY = REPO / "config" / "opensearch" / "ism-standard.json"
@@ -52,13 +57,35 @@ retention:
     return path
 
 
-def write_sealing_collector_config(
-    root: Path, *, pki: Path, url: str, prefix: str, port: int
-) -> Path:
-    """`root/collector.yaml` as the end-to-end integrity tests run it: agent keys
-    registered in `root/keys`, seals required, signed checkpoints in `root/checkpoints`
-    every second."""
-    return write_collector_config(
+@dataclass(frozen=True)
+class SealingCollector:
+    """A real collector process as the end-to-end integrity tests run it, on 127.0.0.1:
+    certificates from its own PKI (``root/pki``), agent keys registered in ``root/keys``,
+    seals required, signed checkpoints in ``root/checkpoints`` every second, writing
+    under its own index prefix."""
+
+    root: Path
+    pki: Path
+    keys: Path
+    checkpoints: Path
+    prefix: str
+    url: str
+    port: int
+    client: OpenSearch
+    process: ManagedProcess
+
+
+@contextmanager
+def sealing_collector(root: Path, url: str, name: str) -> Iterator[SealingCollector]:
+    """Start a `SealingCollector` under `root` (index prefix ``name-<random>``), wait
+    until it listens; stop it and remove what it wrote afterwards."""
+    pki = root / "pki"
+    init_ca(pki)
+    keys, checkpoints = root / "keys", root / "checkpoints"
+    keys.mkdir()
+    prefix = f"{name}-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    config = write_collector_config(
         root / "collector.yaml",
         pki=pki,
         url=url,
@@ -72,6 +99,45 @@ def write_sealing_collector_config(
           checkpoint_interval_s: 1
         """,
     )
+    process = ManagedProcess(
+        ["crm-audit-collector", "run", "-c", str(config)], root / "collector.log"
+    )
+    client = OpenSearch(hosts=[url], timeout=30)
+    try:
+        wait_for(lambda: "collector listening" in process.log(), "collector start", watch=[process])
+        yield SealingCollector(root, pki, keys, checkpoints, prefix, url, port, client, process)
+    finally:
+        process.stop()
+        drop_prefix(client, prefix)
+
+
+def write_tailing_agent_config(
+    path: Path,
+    site: SealingCollector,
+    agent_id: str,
+    issued: IssuedCert,
+    *,
+    state_dir: Path,
+    logs: Path,
+) -> Path:
+    """An agent config shipping to `site` with the certificate `issued` for `agent_id`,
+    tailing ``logs/*.jsonl`` (JSON lines), batches of 100."""
+    path.write_text(
+        agent_config_head(
+            agent_id=agent_id,
+            state_dir=state_dir,
+            port=site.port,
+            ca=site.pki / "ca.crt",
+            cert=issued.cert,
+            key=issued.key,
+            max_events=100,
+        )
+        + f"""sources:
+  - {{name: crm_app, format: jsonlines, paths: ["{logs}/*.jsonl"], poll_interval_s: 0.1}}
+""",
+        encoding="utf-8",
+    )
+    return path
 
 
 def agent_config_head(

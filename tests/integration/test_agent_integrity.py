@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,15 +24,14 @@ from typing import Any
 import pytest
 from opensearchpy import OpenSearch
 
-from collector.admin.pki import init_ca, issue_agent
+from collector.admin.pki import issue_agent
 from collector.admin.sample import generate, write_jsonl
 from collector.checkpoints import read_checkpoints
-from tests.helpers import free_port
 from tests.integration.support import (
     agent_config_head,
-    drop_prefix,
     entry_of,
-    write_sealing_collector_config,
+    run_verify,
+    sealing_collector,
 )
 from tests.processes import BIN, ManagedProcess, wait_for
 
@@ -77,58 +75,39 @@ class Env:
 @pytest.fixture(scope="module")
 def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("agent-integrity")
-    pki = root / "pki"
-    init_ca(pki)
-    issued = issue_agent(pki, AGENT_ID)
-    keys, checkpoints, logs = root / "keys", root / "checkpoints", root / "logs"
-    keys.mkdir()
-    logs.mkdir()
-    prefix = f"sealed-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    collector_yaml = write_sealing_collector_config(
-        root, pki=pki, url=opensearch_url, prefix=prefix, port=port
-    )
-    agent_yaml = root / "agent.yaml"
-    agent_yaml.write_text(
-        agent_config_head(
-            agent_id=AGENT_ID,
-            state_dir="state",
-            port=port,
-            ca=pki / "ca.crt",
-            cert=issued.cert,
-            key=issued.key,
-            max_events=10,
-            max_in_flight=2,
-        )
-        + """integrity: {heartbeat_interval_s: 0.5}
+    with sealing_collector(root, opensearch_url, "sealed") as site:
+        issued = issue_agent(site.pki, AGENT_ID)
+        logs = root / "logs"
+        logs.mkdir()
+        agent_yaml = root / "agent.yaml"
+        agent_yaml.write_text(
+            agent_config_head(
+                agent_id=AGENT_ID,
+                state_dir="state",
+                port=site.port,
+                ca=site.pki / "ca.crt",
+                cert=issued.cert,
+                key=issued.key,
+                max_events=10,
+                max_in_flight=2,
+            )
+            + """integrity: {heartbeat_interval_s: 0.5}
 sources:
   - {name: crm_app, format: jsonlines, paths: ["logs/*.jsonl"], poll_interval_s: 0.1}
 """,
-        encoding="utf-8",
-    )
-    collector = ManagedProcess(
-        ["crm-audit-collector", "run", "-c", str(collector_yaml)], root / "collector.log"
-    )
-    client = OpenSearch(hosts=[opensearch_url], timeout=30)
-    env = Env(
-        root,
-        keys,
-        checkpoints,
-        prefix,
-        opensearch_url,
-        client,
-        collector,
-        agent_yaml,
-        logs / "crm-audit.jsonl",
-    )
-    try:
-        wait_for(
-            lambda: "collector listening" in collector.log(), "collector start", watch=[collector]
+            encoding="utf-8",
         )
-        yield env
-    finally:
-        collector.stop()
-        drop_prefix(client, prefix)
+        yield Env(
+            root,
+            site.keys,
+            site.checkpoints,
+            site.prefix,
+            site.url,
+            site.client,
+            site.process,
+            agent_yaml,
+            logs / "crm-audit.jsonl",
+        )
 
 
 def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -139,26 +118,7 @@ def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
 
 def verify(env: Env) -> tuple[int, dict[str, Any]]:
     env.refresh()
-    done = run_cli(
-        "crm-audit",
-        "verify",
-        "--opensearch",
-        env.url,
-        "--prefix",
-        env.prefix,
-        "--keys",
-        str(env.keys),
-        "--checkpoints",
-        str(env.checkpoints),
-        "--checkpoint-key",
-        str(env.checkpoints / "collector-signing-key.pub"),
-        "--agent",
-        AGENT_ID,
-        "--format",
-        "json",
-    )
-    assert done.returncode in (0, 1), done.stderr
-    return done.returncode, json.loads(done.stdout)
+    return run_verify(env.url, env.prefix, env.keys, env.checkpoints, AGENT_ID)
 
 
 def ranges(report: dict[str, Any]) -> list[tuple[str, int, int]]:

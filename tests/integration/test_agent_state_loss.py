@@ -27,14 +27,12 @@ from typing import Any
 import pytest
 from opensearchpy import OpenSearch, helpers
 
-from collector.admin.pki import init_ca, issue_agent
-from tests.helpers import free_port
+from collector.admin.pki import issue_agent
 from tests.integration import support
 from tests.integration.support import (
-    agent_config_head,
-    drop_prefix,
     run_verify,
-    write_sealing_collector_config,
+    sealing_collector,
+    write_tailing_agent_config,
 )
 from tests.processes import BIN, ManagedProcess, wait_for
 
@@ -108,60 +106,27 @@ class Env:
 @pytest.fixture(scope="module")
 def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("state-loss")
-    pki = root / "pki"
-    init_ca(pki)
-    agent_id = f"crm-reinstalled-{uuid.uuid4().hex[:6]}"
-    issued = issue_agent(pki, agent_id)
-    keys, checkpoints, logs = root / "keys", root / "checkpoints", root / "logs"
-    keys.mkdir()
-    logs.mkdir()
-    prefix = f"stateloss-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    collector_yaml = write_sealing_collector_config(
-        root, pki=pki, url=opensearch_url, prefix=prefix, port=port
-    )
-    state = root / "state"
-    agent_yaml = root / "agent.yaml"
-    agent_yaml.write_text(
-        agent_config_head(
-            agent_id=agent_id,
-            state_dir=state,
-            port=port,
-            ca=pki / "ca.crt",
-            cert=issued.cert,
-            key=issued.key,
-            max_events=100,
+    with sealing_collector(root, opensearch_url, "stateloss") as site:
+        agent_id = f"crm-reinstalled-{uuid.uuid4().hex[:6]}"
+        logs, state = root / "logs", root / "state"
+        logs.mkdir()
+        issued = issue_agent(site.pki, agent_id)
+        agent_yaml = write_tailing_agent_config(
+            root / "agent.yaml", site, agent_id, issued, state_dir=state, logs=logs
         )
-        + f"""sources:
-  - {{name: crm_app, format: jsonlines, paths: ["{logs}/*.jsonl"], poll_interval_s: 0.1}}
-""",
-        encoding="utf-8",
-    )
-    collector = ManagedProcess(
-        ["crm-audit-collector", "run", "-c", str(collector_yaml)], root / "collector.log"
-    )
-    client = OpenSearch(hosts=[opensearch_url], timeout=30)
-    running = Env(
-        root,
-        agent_id,
-        keys,
-        checkpoints,
-        logs,
-        prefix,
-        opensearch_url,
-        client,
-        collector,
-        agent_yaml,
-        state,
-    )
-    try:
-        wait_for(
-            lambda: "collector listening" in collector.log(), "collector start", watch=[collector]
+        yield Env(
+            root,
+            agent_id,
+            site.keys,
+            site.checkpoints,
+            logs,
+            site.prefix,
+            site.url,
+            site.client,
+            site.process,
+            agent_yaml,
+            state,
         )
-        yield running
-    finally:
-        collector.stop()
-        drop_prefix(client, prefix)
 
 
 def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -24,7 +24,6 @@ import re
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,17 +33,15 @@ import pytest
 from opensearchpy import OpenSearch
 
 from agent import stream as agent_stream
-from collector.admin.pki import init_ca, issue_agent
+from collector.admin.pki import issue_agent
 from collector.checkpoints import read_checkpoints
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
-from tests.helpers import free_port
 from tests.integration.support import (
     agent_config_head,
-    drop_prefix,
     enroll,
+    sealing_collector,
     verify_json,
-    write_sealing_collector_config,
 )
 from tests.processes import BIN, ManagedProcess, wait_for
 
@@ -82,28 +79,18 @@ class Env:
 @pytest.fixture(scope="module")
 def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("attacks-v2")
-    pki = root / "pki"
-    init_ca(pki)
-    keys, checkpoints = root / "keys", root / "checkpoints"
-    keys.mkdir()
-    prefix = f"attacks-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    config = write_sealing_collector_config(
-        root, pki=pki, url=opensearch_url, prefix=prefix, port=port
-    )
-    collector = ManagedProcess(
-        ["crm-audit-collector", "run", "-c", str(config)], root / "collector.log"
-    )
-    client = OpenSearch(hosts=[opensearch_url], timeout=30)
-    running = Env(root, pki, keys, checkpoints, prefix, opensearch_url, port, client, collector)
-    try:
-        wait_for(
-            lambda: "collector listening" in collector.log(), "collector start", watch=[collector]
+    with sealing_collector(root, opensearch_url, "attacks") as site:
+        yield Env(
+            root,
+            site.pki,
+            site.keys,
+            site.checkpoints,
+            site.prefix,
+            site.url,
+            site.port,
+            site.client,
+            site.process,
         )
-        yield running
-    finally:
-        collector.stop()
-        drop_prefix(client, prefix)
 
 
 class Agent:
