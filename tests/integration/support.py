@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opensearchpy import OpenSearch
+from opensearchpy import OpenSearch, helpers
+from opensearchpy.helpers.errors import ScanError
 
 from collector.admin.pki import IssuedCert, init_ca
 from tests.helpers import free_port
@@ -232,6 +234,42 @@ def drop_prefix(client: OpenSearch, prefix: str) -> None:
             "DELETE", f"/_index_template/{template}", params={"ignore": 404}
         )
     client.close()
+
+
+def agent_docs(
+    client: OpenSearch, prefix: str, agent_id: str, source: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Every event document of `agent_id` under `prefix` (refreshed first), each its
+    `_source` (or the `source` fields of it) plus its `_id`.
+
+    The scroll is repeated when a shard failed: a collector creates a monthly index when
+    the first event of that month arrives (an agent's own events carry the current time),
+    and a scroll that meets the new index while its shard is still starting fails on that
+    shard. Counting every record by content needs all shards, so a partial answer is
+    never returned."""
+    index = f"{prefix}-events-*"
+    extra: dict[str, Any] = {"_source": list(source)} if source is not None else {}
+
+    def scan() -> list[dict[str, Any]]:
+        client.indices.refresh(index=index, ignore_unavailable=True)
+        return [
+            {"_id": hit["_id"], **hit["_source"]}
+            for hit in helpers.scan(
+                client,
+                index=index,
+                query={"query": {"term": {"agent.id": agent_id}}},
+                ignore_unavailable=True,
+                size=2000,
+                **extra,
+            )
+        ]
+
+    for _ in range(20):
+        try:
+            return scan()
+        except ScanError:
+            time.sleep(0.5)
+    return scan()
 
 
 def verify_json(url: str, prefix: str, *args: str) -> tuple[int, dict[str, Any]]:

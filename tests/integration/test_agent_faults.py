@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opensearchpy import OpenSearch, helpers
+from opensearchpy import OpenSearch
 
 from collector.admin.pki import init_ca, issue_agent
 from proto import limits
 from tests.helpers import free_port, tmpfs
-from tests.integration.support import agent_config_head, write_collector_config
+from tests.integration.support import agent_config_head, agent_docs, write_collector_config
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -72,14 +72,7 @@ class Env:
         )
 
     def docs(self, agent_id: str) -> list[dict[str, Any]]:
-        self.client.indices.refresh(index=self.events, ignore_unavailable=True)
-        query = {"query": {"term": {"agent.id": agent_id}}}
-        return [
-            {"_id": hit["_id"], **hit["_source"]}
-            for hit in helpers.scan(
-                self.client, index=self.events, query=query, ignore_unavailable=True, size=2000
-            )
-        ]
+        return agent_docs(self.client, self.prefix, agent_id)
 
     def count(self, agent_id: str, action: str | None = None) -> int:
         self.client.indices.refresh(index=self.events, ignore_unavailable=True)

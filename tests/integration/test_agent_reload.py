@@ -17,11 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opensearchpy import OpenSearch, helpers
+from opensearchpy import OpenSearch
 
 from collector.admin.pki import init_ca, issue_agent
 from tests.helpers import free_port
-from tests.integration.support import agent_config_head, drop_prefix, write_collector_config
+from tests.integration.support import (
+    agent_config_head,
+    agent_docs,
+    drop_prefix,
+    write_collector_config,
+)
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -39,15 +44,7 @@ class Env:
     collector: ManagedProcess
 
     def docs(self, agent_id: str) -> list[dict[str, Any]]:
-        index = f"{self.prefix}-events-*"
-        self.client.indices.refresh(index=index, ignore_unavailable=True)
-        query = {"query": {"term": {"agent.id": agent_id}}}
-        return [
-            {"_id": hit["_id"], **hit["_source"]}
-            for hit in helpers.scan(
-                self.client, index=index, query=query, ignore_unavailable=True, size=2000
-            )
-        ]
+        return agent_docs(self.client, self.prefix, agent_id)
 
 
 @pytest.fixture(scope="module")

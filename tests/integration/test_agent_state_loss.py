@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opensearchpy import OpenSearch, helpers
+from opensearchpy import OpenSearch
 
 from collector.admin.pki import issue_agent
 from tests.integration import support
@@ -66,18 +66,7 @@ class Env:
         return int(result["count"])
 
     def events(self) -> list[dict[str, Any]]:
-        self.refresh()
-        query = {"query": {"term": {"agent.id": self.agent_id}}}
-        return [
-            {"_id": hit["_id"], **hit["_source"]}
-            for hit in helpers.scan(
-                self.client,
-                index=f"{self.prefix}-events-*",
-                query=query,
-                ignore_unavailable=True,
-                size=2000,
-            )
-        ]
+        return support.agent_docs(self.client, self.prefix, self.agent_id)
 
     def alerts(self, kind: str) -> list[dict[str, Any]]:
         self.refresh()

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opensearchpy import OpenSearch, helpers
+from opensearchpy import OpenSearch
 
 from collector.admin.opensearch_node import EmbeddedOpenSearch
 from collector.admin.pki import init_ca, issue_agent
 from tests.helpers import free_port, traversable_tmpdir
-from tests.integration.support import agent_config_head, write_collector_config
+from tests.integration.support import agent_config_head, agent_docs, write_collector_config
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -55,6 +55,7 @@ class Index:
 
     def __init__(self, client: OpenSearch, prefix: str, agent_id: str) -> None:
         self.client = client
+        self.prefix = prefix
         self.events = f"{prefix}-events-*"
         self.deadletter = f"{prefix}-deadletter*"
         self.agent_id = agent_id
@@ -69,14 +70,7 @@ class Index:
         return int(self.client.count(index=target, body=body, ignore_unavailable=True)["count"])
 
     def docs(self) -> list[dict[str, Any]]:
-        self.client.indices.refresh(index=self.events, ignore_unavailable=True)
-        query = {"query": {"term": {"agent.id": self.agent_id}}}
-        return [
-            {"_id": hit["_id"], **hit["_source"]}
-            for hit in helpers.scan(
-                self.client, index=self.events, query=query, ignore_unavailable=True, size=2000
-            )
-        ]
+        return agent_docs(self.client, self.prefix, self.agent_id)
 
 
 def assert_exactly_once(docs: list[dict[str, Any]], expected: set[int]) -> None:

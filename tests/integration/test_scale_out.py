@@ -40,12 +40,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opensearchpy import OpenSearch, helpers
+from opensearchpy import OpenSearch
 
 from collector.admin.opensearch_node import EmbeddedOpenSearch, defaults_from_env
 from collector.admin.pki import init_ca, issue_agent
 from tests.helpers import free_port, traversable_tmpdir
-from tests.integration.support import agent_config_head, entry_of, write_collector_config
+from tests.integration.support import (
+    agent_config_head,
+    agent_docs,
+    entry_of,
+    write_collector_config,
+)
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -274,18 +279,9 @@ class Index:
         return self.count("events-*", agent_id)
 
     def docs(self, agent_id: str) -> list[dict[str, Any]]:
-        index = f"{self.prefix}-events-*"
-        self.client.indices.refresh(index=index, ignore_unavailable=True)
-        return [
-            {"_id": hit["_id"], **hit["_source"]}
-            for hit in helpers.scan(
-                self.client,
-                index=index,
-                query={"query": {"term": {"agent.id": agent_id}}},
-                _source=["event.sequence", "crm.attributes"],
-                size=2000,
-            )
-        ]
+        return agent_docs(
+            self.client, self.prefix, agent_id, source=["event.sequence", "crm.attributes"]
+        )
 
 
 def assert_exactly_once(docs: list[dict[str, Any]], agent_id: str) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 import pytest
-from opensearchpy import OpenSearch, helpers
+from opensearchpy import OpenSearch
 
 from agent.checkpoint import Checkpoint, CheckpointStore, FileOffset
 from agent.integrity import PUBLIC_KEY_FILE, AgentKey, Chainer, seal
@@ -37,6 +37,7 @@ from proto.continuation import STREAM_CONTINUED
 from proto.v1 import audit_pb2 as pb
 from proto.v1 import audit_pb2_grpc as pb_grpc
 from tests.integration.support import (
+    agent_docs,
     run_verify,
     sealing_collector,
     write_tailing_agent_config,
@@ -82,17 +83,7 @@ class Env:
         return int(found["count"])
 
     def events(self) -> list[dict[str, Any]]:
-        self.refresh()
-        return [
-            {"_id": hit["_id"], **hit["_source"]}
-            for hit in helpers.scan(
-                self.client,
-                index=f"{self.prefix}-events-*",
-                query={"query": {"term": {"agent.id": self.agent_id}}},
-                ignore_unavailable=True,
-                size=2000,
-            )
-        ]
+        return agent_docs(self.client, self.prefix, self.agent_id)
 
     def alerts(self) -> list[dict[str, Any]]:
         self.refresh()
