@@ -109,6 +109,7 @@ def collect(request: Requester, options: ReportOptions) -> ReportData:
             time_to=period.end,
             now=options.now,
             retention_records=options.retention_records,
+            expected=options.registered or (),
         ),
         access=AccessReader(queries, options.prefix, period, max_rows=options.max_rows).read(),
         alerts=AlertsReader(queries, options.prefix, period, max_rows=options.max_rows).read(),

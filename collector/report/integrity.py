@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -77,7 +77,11 @@ def run_integrity(
     time_to: datetime,
     now: datetime,
     retention_records: RetentionRecords | None = None,
+    expected: Collection[str] = (),
 ) -> Integrity:
+    """Verify the period as `crm-audit verify --from --to` does. `expected`: the agents
+    registered in the keys directory, each expected to have events or seals in the
+    period (MISSING_STREAM otherwise), as verify expects them."""
     rows = checkpoint_rows(checkpoints)
     if keys is None:
         return Integrity(
@@ -93,6 +97,7 @@ def run_integrity(
         now=now,
         # EXPIRED (not MISSING) for what a verified retention record says was deleted
         retention_records=retention_records,
+        expected=expected,
     )
     try:
         result = verifier.run()

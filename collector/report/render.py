@@ -353,7 +353,7 @@ def _integrity(d: ReportData) -> str:
                     agent.events,
                     agent.seals,
                     ", ".join(f"{r.first}-{r.last}" for r in valid[:20]) or "-",
-                    sum(1 for r in agent.ranges if r.kind != VALID),
+                    sum(1 for r in agent.ranges if r.kind != VALID) + len(agent.stream),
                 ]
             )
         parts.append(
@@ -371,12 +371,21 @@ def _integrity(d: ReportData) -> str:
                 cls="verify",
             )
         )
-        findings = [
-            [name, r.kind, f"{r.first}-{r.last}" if r.first != r.last else str(r.first), r.detail]
-            for name, agent in sorted(rep.agents.items())
-            for r in agent.ranges[:MAX_RANGES]
-            if r.kind != VALID
-        ]
+        # Per chain: what is found about the stream as a whole (MISSING_STREAM,
+        # AGENT_RESTARTED, CHAIN_HEAD_ALTERED...), then its sequence ranges.
+        findings = []
+        for name, agent in sorted(rep.agents.items()):
+            findings += [[name, kind, "-", detail] for kind, detail in agent.stream]
+            findings += [
+                [
+                    name,
+                    r.kind,
+                    f"{r.first}-{r.last}" if r.first != r.last else str(r.first),
+                    r.detail,
+                ]
+                for r in agent.ranges[:MAX_RANGES]
+                if r.kind != VALID
+            ]
         parts.append(
             "<h3>Findings</h3>"
             + table(["Agent", "Kind", "Sequences", "Detail"], findings, cls="findings")

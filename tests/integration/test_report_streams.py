@@ -189,9 +189,14 @@ def test_coverage_has_one_row_per_stream_with_the_restart(env: Env) -> None:
     assert agents["rs-restart"][-1] == "2 (1 RESTART(S))"
     assert agents["rs-v1"][-1] == "1"
     assert number(agents["rs-restart"][3]) == 190
-    # The integrity section names the same chains.
-    verified = {row[0] for row in tables["verify"][1:]}
-    assert {a, b} <= verified
+    # The integrity section names the same chains, and says what it found about each
+    # stream as a whole as verify does: the restart, and the registered agent with
+    # nothing in the period.
+    verified = {row[0]: row for row in tables["verify"][1:]}
+    assert {a, b, "rs-v1"} <= set(verified)
+    assert verified["rs-v1"][1] == "FINDINGS" and number(verified["rs-v1"][-1]) == 1
+    stream_findings = {(row[0], row[1]) for row in tables["findings"][1:] if row[2] == "-"}
+    assert stream_findings == {(b, "AGENT_RESTARTED"), ("rs-v1", "MISSING_STREAM")}
 
 
 def test_trust_roots_are_pinned_as_verify_pins_them(env: Env) -> None:
