@@ -8,7 +8,8 @@ Per run, as the agent-alone scenario sets it up (bench.scenarios.agent: the real
 acks at once over real mTLS): after a warm-up line was acked, --events corpus lines are
 appended and the clock runs until the null collector has acked them all. Printed per
 run: the agent's process CPU per event (µs/event = CPU-s per million events), its CPU
-per thread (read, feed, ship, gRPC's own threads, ...) and its peak RSS (VmHWM).
+per thread (read, feed, ship, gRPC's own threads, ...), its RSS once the warm-up line
+was acked and its peak RSS (VmHWM) at the end.
 
 With --py-spy DIR (`pip install py-spy` into the venv; a dev tool), every thread of the
 agent is sampled while the events flow (non-blocking, idle samples left out, so the
@@ -33,7 +34,7 @@ from pathlib import Path
 from bench.collectorcpu import summarize
 from bench.corpus import append_all, sample_lines, warmup_line
 from bench.pipeline import Bench, agent, make_pki, null_collector, run_scope
-from bench.procstat import CpuMark, peak_rss_kib
+from bench.procstat import CpuMark, peak_rss_kib, rss_kib
 from bench.scenarios.agent import _wait_acked
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,6 +94,7 @@ def one_run(bench: Bench, lines: list[bytes], spy_dir: Path | None, number: int)
                     stderr=subprocess.DEVNULL,
                 )  # fmt: skip
                 time.sleep(1.0)
+            idle = rss_kib(proc.pid)
             before = thread_cpu(proc.pid)
             cpu = CpuMark.now(proc.pid)
             started = time.monotonic()
@@ -110,7 +112,8 @@ def one_run(bench: Bench, lines: list[bytes], spy_dir: Path | None, number: int)
     )
     text = [
         f"run {number}: {n} events in {done - started:.1f} s; agent {cpu_s / n * 1e6:.1f} "
-        f"µs/event (process CPU), peak RSS {peak / 1024:.1f} MiB"
+        f"µs/event (process CPU), peak RSS {peak / 1024:.1f} MiB (before the load "
+        f"{idle / 1024:.1f})"
     ]
     text += [f"  {k:28} {s / n * 1e6:6.1f} µs/event" for k, s in per_thread if s > 0]
     if raw is not None and raw.exists() and spy_dir is not None:
