@@ -33,7 +33,7 @@ from agent.checkpoint import FileOffset
 from agent.errors import SpoolWriteError
 from agent.metrics import AgentMetrics
 from agent.parsers import ParseFn
-from agent.parsers.framing import Framer, Record
+from agent.parsers.framing import Framer, LineFramer
 from agent.spool import Entry, Spool
 from agent.tail import Line, SourceSpec, Tailer, TailItem, Truncated, Unread
 from proto.v1 import audit_pb2 as pb
@@ -220,10 +220,19 @@ class Pipeline:
                 self._framing[item.file_key] = state
             state.path, state.fingerprint = item.path, item.fingerprint
             state.last_fed = self._monotonic()
-            for record in state.framer.feed(
-                item.data, item.offset, item.end_offset, item.truncated
-            ):
-                self._record(item.file_key, state, record, entries)
+            framer = state.framer
+            if framer.__class__ is LineFramer:
+                # One line, one record, nothing held: no Record object in between.
+                self._record(
+                    item.file_key, state, item.data, item.offset, item.end_offset,
+                    item.truncated, entries, None,
+                )  # fmt: skip
+                return
+            for record in framer.feed(item.data, item.offset, item.end_offset, item.truncated):
+                self._record(
+                    item.file_key, state, record.data, record.offset, record.end_offset,
+                    record.truncated, entries, framer.held_offset(),
+                )  # fmt: skip
         elif isinstance(item, Unread):
             source = self._parsers[item.source]
             event = notices.log_unread(item, source.format, self._wall_ns())
@@ -263,19 +272,36 @@ class Pipeline:
         state = self._framing.get(key)
         entries: list[Entry] = []
         if state is not None:
-            for record in state.framer.flush():
-                self._record(key, state, record, entries)
+            framer = state.framer
+            for record in framer.flush():
+                self._record(
+                    key, state, record.data, record.offset, record.end_offset,
+                    record.truncated, entries, framer.held_offset(),
+                )  # fmt: skip
         return entries
 
-    def _record(self, key: str, state: _FileFraming, record: Record, entries: list[Entry]) -> None:
+    def _record(
+        self,
+        key: str,
+        state: _FileFraming,
+        data: bytes,
+        offset: int,
+        end_offset: int,
+        truncated: bool,
+        entries: list[Entry],
+        held: int | None,
+    ) -> None:
+        """One framed record (`data` from `offset` to `end_offset` in its file) parsed,
+        stamped and added to `entries`; `held` is the offset of what the framer still
+        holds after it (None: nothing)."""
         source = self._parsers[state.source]
-        event = source.parse(record.data)
+        event = source.parse(data)
         if event is None:  # blank: consumed, nothing to send (re-read after a restart)
             return
         # The record's size in the file (its lines and their newlines, the last one
         # excluded): kept when the record, or the event parsed from it, is cut.
-        record_bytes = max(0, record.end_offset - record.offset - 1)
-        if record.truncated:
+        record_bytes = max(0, end_offset - offset - 1)
+        if truncated:
             oversize.mark_truncated(event, record_bytes)
         if state.stamp_key != (state.path, source.format):
             state.stamp = self._file_stamp(state.path, state.source, source.format)
@@ -284,9 +310,8 @@ class Pipeline:
         # fields is the same as setting them.
         event.MergeFromString(state.stamp)
         event.observed_unix_nano = self._wall_ns()
-        event.log.offset = record.offset
-        held = state.framer.held_offset()
-        resume = record.end_offset if held is None else min(record.end_offset, held)
+        event.log.offset = offset
+        resume = end_offset if held is None else min(end_offset, held)
         # An event over the size limit is cut by the spool, when it is serialized.
         position = FileOffset(state.path, resume, state.fingerprint)
         entries.append(Entry(event, key, position, record_bytes))

@@ -74,6 +74,10 @@ log = logging.getLogger(__name__)
 SPOOL_DIR = DIR_NAME
 # Top-level keys read only at start: a reload that changes them says "restart needed".
 RESTART_KEYS = ("agent_id", "state_dir", "collector", "spool", "integrity", "metrics")
+# At most one checkpoint save per this many seconds (Watermark): a save costs ~0.7 ms of
+# CPU (fsync, rename, directory fsync), ~1.4 µs per event when every 500-event batch's
+# ack saved one; a crash re-sends at most this much of what was already acked.
+CHECKPOINT_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,20 +100,40 @@ class Clock:
 
 class Watermark:
     """The acked checkpoint: advanced by acks (ship thread), pruned of files the tailer
-    forgot (read thread) once every record spooled before the forgetting is acked."""
+    forgot (read thread) once every record spooled before the forgetting is acked.
+
+    Saved at most once per `save_interval_s` (an fsync, a rename and a directory fsync
+    each time): an ack within the interval of the last save only moves the watermark in
+    memory, and `flush` (the main thread's tick, and shutdown) saves it later. A crash
+    in between leaves an older checkpoint, which recovery handles as it handles a crash
+    between an ack and its save: the spool keeps every record past the saved watermark
+    (segments are deleted only up to what is saved) and they are sent again, with the
+    same sequences and bytes, and deduplicated by the collector."""
 
     def __init__(
-        self, store: CheckpointStore, start: Checkpoint, spool: Spool, disk: StateDisk
+        self,
+        store: CheckpointStore,
+        start: Checkpoint,
+        spool: Spool,
+        disk: StateDisk,
+        *,
+        monotonic: Callable[[], float],
+        save_interval_s: float = CHECKPOINT_INTERVAL_S,
     ) -> None:
         self._store = store
         self._spool = spool
         self._disk = disk
+        self._monotonic = monotonic
+        self._interval_s = save_interval_s
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()  # one save at a time, in order
         self._next_sequence = start.next_sequence
         self._stream_id = start.stream_id
         self._head = start.head
         self._files: dict[str, FileOffset] = dict(start.files)
         self._forgotten: dict[str, int] = {}  # key → spool next_sequence when forgotten
+        self._dirty = False  # acked past the saved checkpoint
+        self._saved_at: float | None = None  # monotonic time of the last save
 
     @property
     def acked_sequence(self) -> int:
@@ -134,16 +158,32 @@ class Watermark:
                     del self._forgotten[key]
             if last + 1 > self._next_sequence:
                 self._next_sequence, self._head = last + 1, item.head
-            checkpoint = Checkpoint(
-                self._next_sequence, dict(self._files), self._stream_id, self._head
-            )
-        try:
-            self._disk.write("the checkpoint", lambda: self._store.save(checkpoint))
-        except OSError as exc:
-            # Not fatal: the spool keeps the records; an old watermark means resends.
-            log.error("cannot write checkpoint %s: %s", self._store.path, exc)
-            return
-        self._spool.ack(last)
+            self._dirty = True
+            saved_at = self._saved_at
+        if saved_at is None or self._monotonic() - saved_at >= self._interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Save the watermark if an ack moved it since the last save, then let the spool
+        delete what that save covers."""
+        with self._save_lock:
+            with self._lock:
+                if not self._dirty:
+                    return
+                checkpoint = Checkpoint(
+                    self._next_sequence, dict(self._files), self._stream_id, self._head
+                )
+                self._dirty = False
+                self._saved_at = self._monotonic()
+            try:
+                self._disk.write("the checkpoint", lambda: self._store.save(checkpoint))
+            except OSError as exc:
+                # Not fatal: the spool keeps the records; an old watermark means resends.
+                log.error("cannot write checkpoint %s: %s", self._store.path, exc)
+                with self._lock:
+                    self._dirty = True
+                return
+            self._spool.ack(checkpoint.next_sequence - 1)
         if not self._disk.has_reserve():
             self._disk.take_reserve()  # acked segments are gone: room again, maybe
 
@@ -365,7 +405,9 @@ class Agent:
             recovery.unacked,
             len(positions),
         )
-        watermark = Watermark(self.store, acked, self.spool, self.disk)
+        watermark = Watermark(
+            self.store, acked, self.spool, self.disk, monotonic=self._clock.monotonic
+        )
         retry = self.config.collector.retry
         outbox: Outbox | None = None
 
@@ -423,6 +465,7 @@ class Agent:
         if on_ready is not None:
             on_ready()
         while not stop.wait(tick_s):
+            watermark.flush()  # an ack held back by the save interval
             if on_tick is not None:
                 on_tick()
         log.info("stopping: %d batches awaiting acknowledgement", shipper.pending())
@@ -444,6 +487,7 @@ class Agent:
         ship_thread.join()
         feed_thread.join()
         read_thread.join()
+        watermark.flush()
         self.spool.close()
         if self._crash is not None:
             raise AgentError(f"internal error: {self._crash!r}") from self._crash

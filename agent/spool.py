@@ -62,6 +62,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import msgpack
 import zstandard
@@ -93,9 +94,11 @@ class SpoolFormatError(AgentError):
     """The spool holds segments this agent cannot ship (an older format, unacked)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """An event to spool and, for an event read from a file, that file's resume position."""
+class Entry(NamedTuple):
+    """An event to spool and, for an event read from a file, that file's resume position.
+
+    Named tuples (this and SpoolRecord), not frozen dataclasses: one is made per event,
+    and a frozen dataclass takes ~0.35 µs more to build."""
 
     event: pb.AuditEvent
     file_key: str | None = None
@@ -105,8 +108,7 @@ class Entry:
     record_bytes: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SpoolRecord:
+class SpoolRecord(NamedTuple):
     """One event read back from the spool."""
 
     sequence: int

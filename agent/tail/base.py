@@ -5,16 +5,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from agent.checkpoint import FileOffset
 
 MAX_LINE_BYTES = 1_048_576
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
-    """One complete line (newline stripped) and where it was read."""
+class Line(NamedTuple):
+    """One complete line (newline stripped) and where it was read.
+
+    A named tuple, not a frozen dataclass: one is made per line read, and a frozen
+    dataclass of eight fields takes ~0.7 µs more to build."""
 
     source: str  # name of the configured source
     path: str

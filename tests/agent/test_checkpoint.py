@@ -8,6 +8,11 @@ import pytest
 
 from agent.checkpoint import Checkpoint, CheckpointStore, FileOffset
 from agent.errors import CheckpointError
+from agent.runtime import Watermark
+from agent.ship import Outgoing
+from agent.spool import Entry, Spool
+from agent.statedisk import StateDisk
+from proto.v1 import audit_pb2 as pb
 
 STREAM = "0123456789abcdef"
 
@@ -93,3 +98,47 @@ def test_version_2_is_read_as_a_checkpoint_without_a_stream(tmp_path: Path) -> N
     )
     loaded = store.load()
     assert (loaded.stream_id, loaded.head, loaded.next_sequence) == ("", b"", 9)
+
+
+def _acked_batch(last: int, offset: int) -> Outgoing:
+    seal = pb.Seal(first_sequence=last - 1, last_sequence=last, chain_head=bytes([last]) * 32)
+    return Outgoing(
+        agent_id="a",
+        seal=seal,
+        event_bytes=(b"e1", b"e2"),
+        positions={"1:2": FileOffset("/var/log/a.log", offset, "")},
+    )
+
+
+def test_acks_within_the_save_interval_are_saved_by_flush_and_segments_wait(
+    tmp_path: Path,
+) -> None:
+    """The watermark saves at most once per interval; an ack in between is held in
+    memory until `flush`, and the spool deletes only what a save covers."""
+    now = [100.0]
+    store = CheckpointStore(tmp_path)
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 30, segment_bytes=1)
+    spool.open(0, stream_id="0123456789abcdef")
+    spool.append([Entry(pb.AuditEvent()), Entry(pb.AuditEvent())])  # segment 1 (rolled)
+    spool.append([Entry(pb.AuditEvent()), Entry(pb.AuditEvent())])  # segment 3 (rolled)
+    start = Checkpoint(1, {}, "0123456789abcdef", b"")
+    watermark = Watermark(
+        store, start, spool, StateDisk(tmp_path), monotonic=lambda: now[0], save_interval_s=1.0
+    )
+    watermark.delivered(_acked_batch(2, 10))  # the first ack is saved at once
+    assert store.load().next_sequence == 3
+    assert spool.segment_names()[0] == "00000000000000000003.seg"
+    now[0] += 0.5
+    watermark.delivered(_acked_batch(4, 20))  # within the interval: in memory only
+    assert watermark.acked_sequence == 4
+    assert store.load().next_sequence == 3
+    assert spool.segment_names()[0] == "00000000000000000003.seg"
+    watermark.flush()
+    saved = store.load()
+    assert saved.next_sequence == 5 and saved.head == bytes([4]) * 32
+    assert saved.files["1:2"].offset == 20
+    assert spool.segment_names()[0] == "00000000000000000005.seg"
+    now[0] += 1.0
+    watermark.delivered(_acked_batch(6, 30))  # the interval has passed: saved at once
+    assert store.load().next_sequence == 7
+    spool.close()
