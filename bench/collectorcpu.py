@@ -83,6 +83,21 @@ def scrape(port: int) -> dict[str, float]:
     return totals
 
 
+def node_pid(home: Path) -> int | None:
+    """The embedded OpenSearch node's process (its command line names `home`), or None
+    (an external node: ``$OPENSEARCH_URL``)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"java") and any(str(home).encode() in a for a in argv):
+            return int(proc.name)
+    return None
+
+
 def agent_ids(count: int) -> list[str]:
     return [AGENT_ID] + [f"{AGENT_ID}-{k}" for k in range(1, count)]
 
@@ -138,6 +153,8 @@ def one_run(
                 )  # fmt: skip
             before = scrape(metrics_port)
             ccpu, acpu = CpuMark.now(cproc.pid), [CpuMark.now(p.pid) for p in aprocs]
+            node = node_pid(bench.work / "node")
+            ncpu = CpuMark.now(node) if node is not None else None
             started = time.monotonic()
             append_all(
                 [log_dir / "crm-audit.jsonl" for log_dir in logs],
@@ -149,6 +166,7 @@ def one_run(
                 timeout=timeout_for(len(lines)), watch=watch,
             )  # fmt: skip
             collector_s, agent_s = ccpu.since(), sum(mark.since() for mark in acpu)
+            node_s = ncpu.since() if ncpu is not None else None
             after = scrape(metrics_port)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
@@ -161,6 +179,8 @@ def one_run(
             f"{collector_s / n * 1e6:.1f} µs/event, agents {agent_s / n * 1e6:.1f} µs/event "
             f"(process CPU); {batches:.0f} batches, {bulks:.0f} _bulk requests"
         )
+        if node_s is not None:
+            text += f"; OpenSearch node {node_s / n * 1e6:.1f} µs/event"
         if raw is not None and raw.exists() and spy_dir is not None:
             summary = summarize(raw)
             (spy_dir / f"collector-{number}.summary.txt").write_text(
