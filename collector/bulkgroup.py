@@ -60,8 +60,7 @@ class _Ticket(Generic[R, A]):
 
 @dataclass(frozen=True, slots=True)
 class _Bulk(Generic[R, A]):
-    body: bytes
-    docs: int
+    lines: list[bytes]  # the entries, joined into the body outside the lock
     pieces: list[tuple[_Ticket[R, A], int, int]]  # ticket, its entries [start, end)
 
 
@@ -157,18 +156,21 @@ class BulkGroup(Generic[R, A]):
             self._queue.popleft()
         self._queued_docs -= len(lines)
         self._queued_bytes -= size
-        return _Bulk(b"".join(lines), len(lines), pieces)
+        return _Bulk(lines, pieces)
 
     def _start(self, bulks: Sequence[_Bulk[R, A]]) -> None:
         for bulk in bulks:
-            self.executor().submit(self._run, bulk, follow=True)
+            try:
+                self.executor().submit(self._run, bulk, follow=True)
+            except RuntimeError:  # the pool shut down meanwhile (close): send it here
+                self._run(bulk, follow=True)
 
     def _run(self, bulk: _Bulk[R, A], *, follow: bool) -> None:
         """Send `bulk` and answer its callers; then start what the queue holds now (with
         `follow`, a pool thread, the first of it on this thread)."""
         while True:
             try:
-                status, answers = self.exchange(bulk.body, bulk.docs)
+                status, answers = self.exchange(b"".join(bulk.lines), len(bulk.lines))
             except BaseException as exc:  # noqa: BLE001 - raised in every caller instead
                 self._answer_error(bulk, exc)
             else:

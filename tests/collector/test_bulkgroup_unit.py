@@ -398,3 +398,29 @@ def test_bulk_observer_sees_each_request_with_its_merged_documents(
     for caller in callers.values():
         caller.join()
     assert seen == [(2, 200), (6, 200)]
+
+
+def test_a_caller_cut_between_two_bulks_resends_only_the_part_that_failed(
+    sleeps: Sleeps, indexers: list[BulkIndexer]
+) -> None:
+    def answer(ids: list[str], call: int) -> Response:
+        return Response(503, {"error": "busy"}) if call == 2 else created(ids, call)
+
+    http = GatedBulk(answer)
+    indexer = make(http, sleeps, max_docs=4, concurrency=1)
+    indexers.append(indexer)
+    first, callers = in_flight_then_queued(
+        indexer, http, {name: docs(name, 3) for name in ("b", "c", "d")}
+    )
+    http.open()
+    first.join()
+    results = {name: callers[name].join() for name in "bcd"}
+    assert all(r is not None and r.indexed == 3 for r in results.values())
+    failed = http.calls[2]  # the second merged bulk: 4 documents answered 503 as a whole
+    assert len(failed) == 4
+    # Every document sent once, those four twice: each caller resent only its part of
+    # the failed request (its other part, answered 201, was not sent again).
+    sent = sorted(i for call in http.calls[1:] for i in call)
+    assert sent == sorted([*(f"{n}:{k}" for n in "bcd" for k in range(3)), *failed])
+    owners = {i.split(":")[0] for i in failed}
+    assert set(sleeps.by_thread) == owners
