@@ -110,7 +110,13 @@ def test_agents_batches_share_bulks_and_every_record_is_stored_once(
             answer = collector.client.count(index=index, ignore_unavailable=True)
             return int(answer["count"])
 
+        def idle() -> bool:
+            """No batch being processed: every one answered (and counted) so far."""
+            samples = scrape(metrics_port)
+            return samples["crm_audit_collector_batches_in_flight"] == 0
+
         wait_for(lambda: stored() == AGENTS, "every agent's warm-up line", watch=processes)
+        wait_for(idle, "the warm-up batches answered", watch=processes)
         before = scrape(metrics_port)
         for agent_id, log_file, _process in agents:
             with log_file.open("ab") as out:
@@ -121,6 +127,9 @@ def test_agents_batches_share_bulks_and_every_record_is_stored_once(
             timeout=300,
             watch=processes,
         )
+        # A batch is answered (and counted) after its events are searchable: its seal
+        # and chain head come first.
+        wait_for(idle, "the last batches answered", watch=processes)
         after = scrape(metrics_port)
     finally:
         for _agent_id, _log_file, process in agents:
