@@ -120,14 +120,16 @@ class Integrity:
         )
 
 
-def enroll(bench: Bench, config: Path, state_dir: Path, keys: Path) -> None:
+def enroll(
+    bench: Bench, config: Path, state_dir: Path, keys: Path, agent_id: str = AGENT_ID
+) -> None:
     """Enrollment as an operator does it: `crm-audit-agent key` creates the agent's
     signing key, `crm-audit keys register` registers its public key with the collector."""
     for argv in (
         [str(bench.bin_dir / "crm-audit-agent"), "key", "-c", str(config)],
         [
             str(bench.bin_dir / "crm-audit"), "keys", "register",
-            str(keys), AGENT_ID, str(state_dir / "signing-key.pub"),
+            str(keys), agent_id, str(state_dir / "signing-key.pub"),
         ],
     ):  # fmt: skip
         done = subprocess.run(
@@ -138,26 +140,33 @@ def enroll(bench: Bench, config: Path, state_dir: Path, keys: Path) -> None:
 
 
 def start_agent(
-    bench: Bench, directory: Path, glob: str, port: int, *, keys: Path | None = None
+    bench: Bench,
+    directory: Path,
+    glob: str,
+    port: int,
+    *,
+    keys: Path | None = None,
+    agent_id: str = AGENT_ID,
 ) -> Proc:
     """The agent, shipping `glob` to the collector on `port`; with `keys`, its signing key
-    is created and registered there first (`enroll`)."""
+    is created and registered there first (`enroll`). An `agent_id` other than AGENT_ID
+    needs its certificate issued first (`collector.admin.pki.issue_agent`)."""
     config = directory / "agent.yaml"
     config.write_text(
         render_file(
             "agent.yaml",
-            agent_id=AGENT_ID,
+            agent_id=agent_id,
             state_dir=directory / "agent-state",
             port=port,
             ca=bench.ca,
-            cert=bench.pki / "agents" / f"{AGENT_ID}.crt",
-            key=bench.pki / "agents" / f"{AGENT_ID}.key",
+            cert=bench.pki / "agents" / f"{agent_id}.crt",
+            key=bench.pki / "agents" / f"{agent_id}.key",
             glob=glob,
         ),
         encoding="utf-8",
     )
     if keys is not None:
-        enroll(bench, config, directory / "agent-state", keys)
+        enroll(bench, config, directory / "agent-state", keys, agent_id)
     return Proc(
         [str(bench.bin_dir / "crm-audit-agent"), "run", "-c", str(config)],
         directory / "agent.log",
@@ -216,9 +225,15 @@ def null_collector(bench: Bench) -> Iterator[NullCollector]:
 
 @contextlib.contextmanager
 def agent(
-    bench: Bench, directory: Path, glob: str, port: int, *, keys: Path | None = None
+    bench: Bench,
+    directory: Path,
+    glob: str,
+    port: int,
+    *,
+    keys: Path | None = None,
+    agent_id: str = AGENT_ID,
 ) -> Iterator[Proc]:
-    proc = start_agent(bench, directory, glob, port, keys=keys)
+    proc = start_agent(bench, directory, glob, port, keys=keys, agent_id=agent_id)
     try:
         yield proc
     finally:

@@ -200,14 +200,21 @@ class OpenSearchConfig(_Model):
         description="Prefix of every index: <prefix>-events-<class>-<YYYY.MM>, "
         "<prefix>-deadletter, -alerts, -seals, -holds, -leases.",
     )
+    # Limits of one _bulk request, which carries the writes of several batches (of any
+    # agents) when they arrive while another is in flight (collector.bulkgroup).
     bulk_max_docs: int = Field(
-        default=2000, ge=1, le=100_000, description="Documents per _bulk request."
+        default=2000,
+        ge=1,
+        le=100_000,
+        description="Documents per _bulk request (the writes of concurrent batches are "
+        "merged up to this).",
     )
     bulk_max_bytes: int = Field(
         default=10 * 1024 * 1024,
         ge=1024,
         le=100 * 1024 * 1024,
-        description="Bytes per _bulk request.",
+        description="Bytes per _bulk request (merged batches fill it: keep it within the "
+        "cluster's http.max_content_length).",
     )
     request_timeout_s: float = Field(
         default=30, gt=0, le=600, description="Timeout of one OpenSearch request."

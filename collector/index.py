@@ -13,11 +13,15 @@ response:
                      the dead-letter index (same _id); delivered only once that write
                      is confirmed (201 or 409)
 
-The chunks of a batch (at most ``max_docs`` documents and ``max_bytes`` bytes each) are
-sent concurrently on a pool shared by every caller, so at most ``concurrency`` _bulk
-requests are in flight per collector however many agent streams are busy: OpenSearch
-sees a bounded load and answers 429 rather than falling over, and callers queue on the
-pool in arrival order.
+Callers share their requests (`collector.bulkgroup`, group commit): a caller that finds
+no _bulk in flight sends at once; the writes of callers that arrive meanwhile (other
+agent streams, seals and alerts, dead letters) are merged, in arrival order, into the
+next _bulk of at most ``max_docs`` documents and ``max_bytes`` bytes, and each caller
+gets back its own items' answers, retrying and dead-lettering them as if it had sent
+them alone. At most ``concurrency`` _bulk requests are in flight per collector however
+many agent streams are busy (a further one starts beside others only when a full one is
+queued): OpenSearch sees a bounded load of large bulks and answers 429 rather than
+falling over.
 
 `OpenSearchHttp` is the one place that talks to opensearch-py; everything else takes
 a `Requester`, which unit tests replace with a fake that records request bodies.
@@ -29,8 +33,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -41,6 +45,7 @@ from opensearchpy.exceptions import ConnectionError as OsConnectionError
 from opensearchpy.exceptions import TransportError
 from opensearchpy.serializer import JSONSerializer
 
+from collector.bulkgroup import BulkGroup
 from collector.documents import Document, iso_nanos
 from collector.errors import PermanentIndexingError, RetryableIndexingError
 
@@ -322,6 +327,13 @@ class BulkIndexer:
         self.monotonic = monotonic
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._group: BulkGroup[IndexRequest, tuple[int, Mapping[str, Any]]] = BulkGroup(
+            self._exchange,
+            self._executor,
+            max_docs=max_docs,
+            max_bytes=max_bytes,
+            concurrency=concurrency,
+        )
 
     def close(self) -> None:
         """Stop the bulk pool (waits for requests in flight)."""
@@ -423,15 +435,15 @@ class BulkIndexer:
         while True:
             retry: list[IndexRequest] = []
             last_error = ""
-            for chunk, response in self._send(self._chunks(pending)):
-                items = self._items(response, len(chunk))
+            for part in self._group.send(pending, self._entries(pending)):
+                items = part.answers
                 if isinstance(items, str):
-                    if response.status != 200 and not is_retryable(response.status):
+                    if part.status != 200 and not is_retryable(part.status):
                         raise PermanentIndexingError(f"bulk request refused: {items}")
-                    retry.extend(chunk)
+                    retry.extend(part.requests)
                     last_error = items
                     continue
-                for req, (status, item) in zip(chunk, items, strict=True):
+                for req, (status, item) in zip(part.requests, items, strict=True):
                     if is_retryable(status):
                         retry.append(req)
                         last_error = f"{status} {_item_error(item)[0]}"
@@ -461,15 +473,12 @@ class BulkIndexer:
             self.sleep(delay)
             pending = retry
 
-    def _send(
-        self, chunks: Iterator[tuple[list[IndexRequest], bytes]]
-    ) -> list[tuple[list[IndexRequest], Response]]:
-        """POST every chunk through the shared pool; answers in chunk order."""
-        futures: list[tuple[list[IndexRequest], Future[Response]]] = []
-        pool = self._executor()
-        for chunk, body in chunks:
-            futures.append((chunk, pool.submit(self._post, body, len(chunk))))
-        return [(chunk, future.result()) for chunk, future in futures]
+    def _exchange(
+        self, body: bytes, docs: int
+    ) -> tuple[int, list[tuple[int, Mapping[str, Any]]] | str]:
+        """POST one (merged) bulk body; its status and per-item answers (`_items`)."""
+        response = self._post(body, docs)
+        return response.status, self._items(response, docs)
 
     def _post(self, body: bytes, docs: int) -> Response:
         self.observer.bulk_in_flight(1)
@@ -513,29 +522,18 @@ class BulkIndexer:
             out.append((status if isinstance(status, int) else STATUS_UNREACHABLE, item))
         return out
 
-    def _chunks(
-        self, requests: Sequence[IndexRequest]
-    ) -> Iterator[tuple[list[IndexRequest], bytes]]:
-        """Split into bulk bodies of at most max_docs documents and max_bytes bytes.
+    def _entries(self, requests: Sequence[IndexRequest]) -> list[bytes]:
+        """Each request's NDJSON bulk entry (action line and document).
 
         Each document is serialized once, straight to the UTF-8 bytes that are sent (its
-        length is its size); the body is those bytes joined. A single document larger
-        than max_bytes still goes alone (it cannot be split).
+        length is its size, as the bulk limits count it); a bulk body is such entries
+        joined (`collector.bulkgroup`).
         """
-        chunk: list[IndexRequest] = []
-        lines: list[bytes] = []
-        size = 0
+        entries: list[bytes] = []
         actions: dict[str, bytes] = {}  # per index: the action line up to the _id
         for req in requests:
             head = actions.get(req.index)
             if head is None:
                 head = actions[req.index] = b'{"create":{"_index":' + _json(req.index) + b',"_id":'
-            entry = b"%s%s}}\n%s\n" % (head, _json(req.doc_id), _json(req.source))
-            if chunk and (len(chunk) >= self.max_docs or size + len(entry) > self.max_bytes):
-                yield chunk, b"".join(lines)
-                chunk, lines, size = [], [], 0
-            chunk.append(req)
-            lines.append(entry)
-            size += len(entry)
-        if chunk:
-            yield chunk, b"".join(lines)
+            entries.append(b"%s%s}}\n%s\n" % (head, _json(req.doc_id), _json(req.source)))
+        return entries

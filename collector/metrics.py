@@ -10,6 +10,8 @@ Names (all prefixed ``crm_audit_collector_``):
     bulk_retried_documents_total       documents re-sent after 429/5xx/no answer
     bulk_requests_total{status}        _bulk requests by HTTP status (0: no answer)
     bulk_latency_seconds               histogram of _bulk round trips
+    bulk_documents                     histogram of documents per _bulk request (the
+                                       writes of several batches share one: group commit)
     bulk_in_flight                     _bulk requests in flight now
     batches_in_flight                  batches being processed now
     streams_open                       agent streams open now
@@ -36,6 +38,8 @@ NAMESPACE = "crm_audit_collector"
 
 # Bulk round trips: a few ms on an idle node up to request_timeout_s under load.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Documents per _bulk: a lone seal (1) up to the default bulk_max_docs (2000) and beyond.
+_DOCUMENT_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10_000, 100_000)
 
 
 class CollectorMetrics:
@@ -91,6 +95,13 @@ class CollectorMetrics:
             namespace=ns,
             registry=reg,
             buckets=_LATENCY_BUCKETS,
+        )
+        self.bulk_documents = Histogram(
+            "bulk_documents",
+            "Documents per _bulk request (writes of several batches merged)",
+            namespace=ns,
+            registry=reg,
+            buckets=_DOCUMENT_BUCKETS,
         )
         self.bulk_in_flight_gauge = Gauge(
             "bulk_in_flight", "_bulk requests in flight", namespace=ns, registry=reg
@@ -154,6 +165,7 @@ class CollectorMetrics:
 
     def bulk_done(self, seconds: float, docs: int, status: int) -> None:
         self.bulk_latency.observe(seconds)
+        self.bulk_documents.observe(docs)
         self.bulk_requests.labels(status=str(status)).inc()
 
     def retried(self, docs: int) -> None:

@@ -78,9 +78,12 @@ class SealingCollector:
 
 
 @contextmanager
-def sealing_collector(root: Path, url: str, name: str) -> Iterator[SealingCollector]:
+def sealing_collector(
+    root: Path, url: str, name: str, *, metrics_port: int | None = None
+) -> Iterator[SealingCollector]:
     """Start a `SealingCollector` under `root` (index prefix ``name-<random>``), wait
-    until it listens; stop it and remove what it wrote afterwards."""
+    until it listens; stop it and remove what it wrote afterwards. With `metrics_port`,
+    its /metrics listen on 127.0.0.1 there."""
     pki = root / "pki"
     init_ca(pki)
     keys, checkpoints = root / "keys", root / "checkpoints"
@@ -93,13 +96,14 @@ def sealing_collector(root: Path, url: str, name: str) -> Iterator[SealingCollec
         url=url,
         prefix=prefix,
         port=port,
-        extra="""
-        integrity:
-          keys_dir: keys
-          require_seal: true
-          checkpoint_dir: checkpoints
-          checkpoint_interval_s: 1
-        """,
+        extra=textwrap.dedent("""
+            integrity:
+              keys_dir: keys
+              require_seal: true
+              checkpoint_dir: checkpoints
+              checkpoint_interval_s: 1
+            """)
+        + (f'metrics: {{listen: "127.0.0.1:{metrics_port}"}}\n' if metrics_port else ""),
     )
     process = ManagedProcess(
         ["crm-audit-collector", "run", "-c", str(config)], root / "collector.log"
