@@ -1,12 +1,16 @@
 """Group commit of ``_bulk`` requests: the writes of concurrent callers (one per agent
 stream batch, seal or dead-letter write) merged into one request up to an efficient size.
 
-A caller that finds no bulk in flight sends at once (a lone stream waits for nothing).
-Callers that arrive while a bulk is in flight queue, and the next bulk takes everything
-queued, in arrival order, up to ``max_docs`` documents and ``max_bytes`` bytes (a
-caller's entries may be cut between two bulks); it starts as soon as the one in flight
-is answered. A further bulk starts beside the ones in flight (up to ``concurrency``)
-only when the queue holds a full one: then waiting would not make it bigger.
+A caller that finds a free request slot (fewer than ``concurrency`` bulks in flight)
+sends at once: a lone stream waits for nothing, and the stream batches in flight keep
+OpenSearch's write threads busy side by side as before. Callers that arrive while every
+slot is busy queue, and the next bulk takes everything queued, in arrival order, up to
+``max_docs`` documents and ``max_bytes`` bytes (a caller's entries may be cut between
+two bulks); it starts as soon as a slot is free. So requests are merged exactly when
+OpenSearch is the bottleneck (many agents), and never at the cost of parallelism:
+measured with one agent end to end (`make bench` e2e, two alternating pairs), holding
+bulks back until one was full cost 10-15% of the events/s and ~10% more collector CPU
+than starting them in a free slot.
 
 Each caller gets back only its own entries' answers, in its own order, with the HTTP
 status of the request that carried them: a request that failed as a whole (no answer,
@@ -120,13 +124,10 @@ class BulkGroup(Generic[R, A]):
     # -- internals (the queue and counters are guarded by _lock) ----------------------
 
     def _take(self) -> list[_Bulk[R, A]]:
-        """The bulks to start now: with none in flight, one of whatever is queued;
-        beside others in flight, only full ones, up to `concurrency` in flight."""
+        """The bulks to start now: whatever is queued, one bulk per free slot (up to
+        `concurrency` in flight)."""
         bulks: list[_Bulk[R, A]] = []
         while self._queue and self._in_flight < self.concurrency:
-            full = self._queued_docs >= self.max_docs or self._queued_bytes >= self.max_bytes
-            if self._in_flight and not full:
-                break
             bulks.append(self._form())
             self._in_flight += 1
         return bulks

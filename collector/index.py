@@ -14,13 +14,13 @@ response:
                      is confirmed (201 or 409)
 
 Callers share their requests (`collector.bulkgroup`, group commit): a caller that finds
-no _bulk in flight sends at once; the writes of callers that arrive meanwhile (other
-agent streams, seals and alerts, dead letters) are merged, in arrival order, into the
-next _bulk of at most ``max_docs`` documents and ``max_bytes`` bytes, and each caller
-gets back its own items' answers, retrying and dead-lettering them as if it had sent
-them alone. At most ``concurrency`` _bulk requests are in flight per collector however
-many agent streams are busy (a further one starts beside others only when a full one is
-queued): OpenSearch sees a bounded load of large bulks and answers 429 rather than
+a free slot (fewer than ``concurrency`` _bulk requests in flight) sends at once; the
+writes of callers that arrive while every slot is busy (other agent streams, seals and
+alerts, dead letters) are merged, in arrival order, into the next _bulk of at most
+``max_docs`` documents and ``max_bytes`` bytes, and each caller gets back its own items'
+answers, retrying and dead-lettering them as if it had sent them alone. At most
+``concurrency`` _bulk requests are in flight per collector however many agent streams
+are busy: OpenSearch sees a bounded load of large bulks and answers 429 rather than
 falling over.
 
 `OpenSearchHttp` is the one place that talks to opensearch-py; everything else takes

@@ -171,17 +171,16 @@ def test_lone_caller_sends_at_once_on_its_own_thread(
     assert http.threads == ["lone"]
 
 
-def test_callers_arriving_during_a_bulk_share_the_next_one(
+def test_callers_arriving_while_every_slot_is_busy_share_the_next_one(
     sleeps: Sleeps, indexers: list[BulkIndexer]
 ) -> None:
     http = GatedBulk()
-    indexer = make(http, sleeps, concurrency=4)
+    indexer = make(http, sleeps)  # one request slot
     indexers.append(indexer)
     first, callers = in_flight_then_queued(
         indexer, http, {name: docs(name, 3) for name in ("b", "c", "d")}
     )
-    # Three callers queued while the first bulk is in flight: nothing else sent yet,
-    # though three more requests could be in flight.
+    # Three callers queued while the one slot is busy: nothing else sent yet.
     assert http.calls == [["first:0", "first:1"]]
     http.open()
     assert first.join() is not None
@@ -352,24 +351,30 @@ def test_merged_bulks_keep_the_byte_limit(sleeps: Sleeps, indexers: list[BulkInd
     assert len(http.calls) < 1 + 9  # merged all the same
 
 
-def test_a_full_bulk_queued_starts_beside_the_one_in_flight(
+def test_a_caller_with_a_free_slot_starts_beside_the_one_in_flight(
     sleeps: Sleeps, indexers: list[BulkIndexer]
 ) -> None:
+    """Merging never costs parallelism: a second caller starts at once in the free slot;
+    only the callers after it, with both slots busy, queue and share a request."""
     http = GatedBulk()
-    indexer = make(http, sleeps, max_docs=4, concurrency=2)
+    indexer = make(http, sleeps, concurrency=2)
     indexers.append(indexer)
     first = Caller(indexer, docs("first", 2), "first")
     http.wait_calls(1)
-    small = Caller(indexer, docs("s", 1), "small")
-    wait_queued(indexer, 1)
-    full = Caller(indexer, docs("f", 4), "full")
-    # 5 queued documents hold a full bulk: it goes beside the first, up to concurrency.
+    second = Caller(indexer, docs("s", 1), "second")
     http.wait_calls(2)
-    assert http.calls[1] == ["s:0", "f:0", "f:1", "f:2"]
+    assert http.calls[1] == ["s:0"]
+    assert http.threads[1] == "second"  # sent by the caller itself, not held back
+    later = []
+    for queued, name in enumerate(("x", "y"), start=1):
+        later.append(Caller(indexer, docs(name, 2), name))
+        wait_queued(indexer, queued)
+    assert len(http.calls) == 2  # both slots busy: x and y wait
     http.open()
-    for caller in (first, small, full):
-        assert caller.join() is not None
-    assert http.calls[2:] == [["f:3"]]
+    for caller, count in ((first, 2), (second, 1), (later[0], 2), (later[1], 2)):
+        result = caller.join()
+        assert result is not None and result.indexed == count
+    assert http.calls[2:] == [["x:0", "x:1", "y:0", "y:1"]]
 
 
 def test_bulk_observer_sees_each_request_with_its_merged_documents(

@@ -79,11 +79,17 @@ class SealingCollector:
 
 @contextmanager
 def sealing_collector(
-    root: Path, url: str, name: str, *, metrics_port: int | None = None
+    root: Path,
+    url: str,
+    name: str,
+    *,
+    metrics_port: int | None = None,
+    opensearch_extra: str = "",
 ) -> Iterator[SealingCollector]:
     """Start a `SealingCollector` under `root` (index prefix ``name-<random>``), wait
     until it listens; stop it and remove what it wrote afterwards. With `metrics_port`,
-    its /metrics listen on 127.0.0.1 there."""
+    its /metrics listen on 127.0.0.1 there; `opensearch_extra`: more keys under
+    ``opensearch:``."""
     pki = root / "pki"
     init_ca(pki)
     keys, checkpoints = root / "keys", root / "checkpoints"
@@ -96,6 +102,7 @@ def sealing_collector(
         url=url,
         prefix=prefix,
         port=port,
+        opensearch_extra=opensearch_extra,
         extra=textwrap.dedent("""
             integrity:
               keys_dir: keys

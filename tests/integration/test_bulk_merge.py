@@ -65,7 +65,15 @@ def total(samples: dict[str, float], name: str) -> float:
 @pytest.fixture
 def site(opensearch_url: str, tmp_path: Path) -> Iterator[tuple[SealingCollector, int]]:
     metrics_port = free_port()
-    with sealing_collector(tmp_path, opensearch_url, "merge", metrics_port=metrics_port) as site:
+    # One request slot: writes are merged once every slot is busy, here whenever a
+    # write arrives while a bulk is in flight.
+    with sealing_collector(
+        tmp_path,
+        opensearch_url,
+        "merge",
+        metrics_port=metrics_port,
+        opensearch_extra="bulk_concurrency: 1",
+    ) as site:
         yield site, metrics_port
 
 
