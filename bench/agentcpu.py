@@ -24,8 +24,6 @@ import argparse
 import collections
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,7 @@ from pathlib import Path
 from bench.collectorcpu import summarize
 from bench.corpus import append_all, sample_lines, warmup_line
 from bench.pipeline import Bench, agent, make_pki, null_collector, run_scope
+from bench.processes import start_py_spy, stop_py_spy
 from bench.procstat import CpuMark, peak_rss_kib, rss_kib
 from bench.scenarios.agent import _wait_acked
 
@@ -87,12 +86,7 @@ def one_run(bench: Bench, lines: list[bytes], spy_dir: Path | None, number: int)
             spy = raw = None
             if spy_dir is not None:
                 raw = spy_dir / f"agent-{number}.txt"
-                spy = subprocess.Popen(
-                    [str(BIN / "py-spy"), "record", "--pid", str(proc.pid), "--nonblocking",
-                     "--threads", "--rate", "200", "--format", "raw", "--output", str(raw)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )  # fmt: skip
+                spy = start_py_spy(proc.pid, raw, "--threads")
                 time.sleep(1.0)
             idle = rss_kib(proc.pid)
             before = thread_cpu(proc.pid)
@@ -103,9 +97,7 @@ def one_run(bench: Bench, lines: list[bytes], spy_dir: Path | None, number: int)
             cpu_s = cpu.since()
             after = thread_cpu(proc.pid)
             peak = peak_rss_kib(proc.pid)
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(timeout=60)
+            stop_py_spy(spy)
     n = len(lines)
     per_thread = sorted(
         ((k, v - before.get(k, 0.0)) for k, v in after.items()), key=lambda kv: -kv[1]

@@ -24,8 +24,6 @@ import argparse
 import collections
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ from pathlib import Path
 
 from bench.corpus import append_all, sample_lines, warmup_line
 from bench.pipeline import AGENT_ID, Bench, Integrity, agent, collector, make_pki, run_scope
-from bench.processes import free_port
+from bench.processes import free_port, start_py_spy, stop_py_spy
 from bench.procstat import CpuMark
 from bench.scenarios.shipping import timeout_for
 from bench.search import client, opensearch_node, wait_for_count
@@ -145,12 +143,7 @@ def one_run(
             raw = None
             if spy_dir is not None:
                 raw = spy_dir / f"collector-{number}.txt"
-                spy = subprocess.Popen(
-                    [str(BIN / "py-spy"), "record", "--pid", str(cproc.pid), "--nonblocking",
-                     "--gil", "--rate", "200", "--format", "raw", "--output", str(raw)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )  # fmt: skip
+                spy = start_py_spy(cproc.pid, raw, "--gil")
             before = scrape(metrics_port)
             ccpu, acpu = CpuMark.now(cproc.pid), [CpuMark.now(p.pid) for p in aprocs]
             node = node_pid(bench.work / "node")
@@ -168,9 +161,7 @@ def one_run(
             collector_s, agent_s = ccpu.since(), sum(mark.since() for mark in acpu)
             node_s = ncpu.since() if ncpu is not None else None
             after = scrape(metrics_port)
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(timeout=60)
+            stop_py_spy(spy)
         n = len(lines)
         batches = after["batches"] - before["batches"]
         bulks = after["bulks"] - before["bulks"]

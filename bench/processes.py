@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -102,3 +103,19 @@ def wait_until(
             logs = "".join(f"\n--- {p.name} ({p.log_path}) ---\n{p.log_tail(1500)}" for p in watch)
             raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}{logs}")
         time.sleep(interval)
+
+
+def start_py_spy(pid: int, raw: Path, *flags: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling `pid` at 200 Hz into `raw` (its raw, collapsed-stack format), with
+    `flags` such as ``--threads`` or ``--gil``. py-spy is a dev tool, not a dependency:
+    `pip install py-spy` into the venv. Stop it with `stop_py_spy`."""
+    argv = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid)]
+    argv += ["--nonblocking", *flags, "--rate", "200", "--format", "raw", "--output", str(raw)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_py_spy(spy: subprocess.Popen[bytes] | None) -> None:
+    """Stop `spy` (SIGINT makes py-spy write its output) and wait for it."""
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
