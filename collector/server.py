@@ -22,7 +22,7 @@ previous batch's Ack is sent; what the agent pipelines waits in HTTP/2 flow cont
 each agent (certificate CN) may hold at most ``server.max_streams_per_agent`` streams
 (more are refused with RESOURCE_EXHAUSTED and the agent retries with backoff), and all
 streams share at most ``opensearch.bulk_concurrency`` _bulk requests in flight, the
-writes of batches that arrive while one is in flight merged into the next
+writes of batches that arrive while every one of them is busy merged into the next
 (`collector.index`, `collector.bulkgroup`). So one noisy agent holds at most that many
 handler threads and one batch per stream, and the others' batches queue beside it, not
 behind its backlog.
