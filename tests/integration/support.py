@@ -76,6 +76,10 @@ class SealingCollector:
     client: OpenSearch
     process: ManagedProcess
 
+    def refresh(self) -> None:
+        """Make everything written under the prefix searchable."""
+        self.client.indices.refresh(index=f"{self.prefix}-*", ignore_unavailable=True)
+
 
 @contextmanager
 def sealing_collector(
@@ -132,9 +136,10 @@ def write_tailing_agent_config(
     *,
     state_dir: Path,
     logs: Path,
+    max_events: int = 100,
 ) -> Path:
     """An agent config shipping to `site` with the certificate `issued` for `agent_id`,
-    tailing ``logs/*.jsonl`` (JSON lines), batches of 100."""
+    tailing ``logs/*.jsonl`` (JSON lines), batches of `max_events`."""
     path.write_text(
         agent_config_head(
             agent_id=agent_id,
@@ -143,7 +148,7 @@ def write_tailing_agent_config(
             ca=site.pki / "ca.crt",
             cert=issued.cert,
             key=issued.key,
-            max_events=100,
+            max_events=max_events,
         )
         + f"""sources:
   - {{name: crm_app, format: jsonlines, paths: ["{logs}/*.jsonl"], poll_interval_s: 0.1}}

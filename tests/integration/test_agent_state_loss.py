@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opensearchpy import OpenSearch
 
 from collector.admin.pki import issue_agent
 from tests.integration import support
 from tests.integration.support import (
+    SealingCollector,
     run_verify,
     sealing_collector,
     write_tailing_agent_config,
@@ -42,22 +42,12 @@ LINES = 1_000
 RESTART_ALERT = "agent_restarted_without_state"
 
 
-@dataclass
-class Env:
-    root: Path
+@dataclass(frozen=True)
+class Env(SealingCollector):
     agent_id: str
-    keys: Path
-    checkpoints: Path
     logs: Path
-    prefix: str
-    url: str
-    client: OpenSearch
-    collector: ManagedProcess
     agent_yaml: Path
     state: Path
-
-    def refresh(self) -> None:
-        self.client.indices.refresh(index=f"{self.prefix}-*", ignore_unavailable=True)
 
     def count(self, index: str, *filters: dict[str, Any]) -> int:
         self.refresh()
@@ -103,19 +93,7 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         agent_yaml = write_tailing_agent_config(
             root / "agent.yaml", site, agent_id, issued, state_dir=state, logs=logs
         )
-        yield Env(
-            root,
-            agent_id,
-            site.keys,
-            site.checkpoints,
-            logs,
-            site.prefix,
-            site.url,
-            site.client,
-            site.process,
-            agent_yaml,
-            state,
-        )
+        yield Env(**vars(site), agent_id=agent_id, logs=logs, agent_yaml=agent_yaml, state=state)
 
 
 def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -152,7 +130,7 @@ def ship(env: Env, name: str, expected: int) -> None:
             lambda: env.count(f"{env.prefix}-events-*") >= expected,
             f"{expected} events stored",
             timeout=180,
-            watch=[agent, env.collector],
+            watch=[agent, env.process],
         )
     finally:
         code = agent.stop()
@@ -222,7 +200,7 @@ def test_agent_state_loss_starts_a_new_stream_nothing_lost(env: Env) -> None:
     wait_for(
         lambda: checkpointed(env, new, LINES),
         f"a signed checkpoint of stream {new} at {LINES}",
-        watch=[env.collector],
+        watch=[env.process],
     )
     code, report = run_verify(env.url, env.prefix, env.keys, env.checkpoints, env.agent_id)
     assert code == 1, report  # a restart is a finding: exit 1 (README, crm-audit verify)

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opensearchpy import OpenSearch
 
 from agent import stream as agent_stream
 from collector.admin.pki import issue_agent
@@ -38,10 +37,11 @@ from collector.checkpoints import read_checkpoints
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
 from tests.integration.support import (
-    agent_config_head,
+    SealingCollector,
     enroll,
     sealing_collector,
     verify_json,
+    write_tailing_agent_config,
 )
 from tests.processes import BIN, ManagedProcess, wait_for
 
@@ -52,18 +52,8 @@ KEY = "collector-signing-key.pub"
 Span = tuple[str, int, int]
 
 
-@dataclass
-class Env:
-    root: Path
-    pki: Path
-    keys: Path
-    checkpoints: Path
-    prefix: str
-    url: str
-    port: int
-    client: OpenSearch
-    collector: ManagedProcess
-
+@dataclass(frozen=True)
+class Env(SealingCollector):
     @property
     def events(self) -> str:
         return f"{self.prefix}-events-*"
@@ -72,25 +62,12 @@ class Env:
     def seals(self) -> str:
         return f"{self.prefix}-seals"
 
-    def refresh(self) -> None:
-        self.client.indices.refresh(index=f"{self.prefix}-*", ignore_unavailable=True)
-
 
 @pytest.fixture(scope="module")
 def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("attacks-v2")
     with sealing_collector(root, opensearch_url, "attacks") as site:
-        yield Env(
-            root,
-            site.pki,
-            site.keys,
-            site.checkpoints,
-            site.prefix,
-            site.url,
-            site.port,
-            site.client,
-            site.process,
-        )
+        yield Env(**vars(site))
 
 
 class Agent:
@@ -104,22 +81,14 @@ class Agent:
         self.state = self.home / "state"
         self.logs = self.home / "logs"
         self.logs.mkdir(parents=True)
-        issued = issue_agent(env.pki, name)
-        self.yaml = self.home / "agent.yaml"
-        self.yaml.write_text(
-            agent_config_head(
-                agent_id=name,
-                state_dir=self.state,
-                port=env.port,
-                ca=env.pki / "ca.crt",
-                cert=issued.cert,
-                key=issued.key,
-                max_events=BATCH,
-            )
-            + f"""sources:
-  - {{name: crm_app, format: jsonlines, paths: ["{self.logs}/*.jsonl"], poll_interval_s: 0.1}}
-""",
-            encoding="utf-8",
+        self.yaml = write_tailing_agent_config(
+            self.home / "agent.yaml",
+            env,
+            name,
+            issue_agent(env.pki, name),
+            state_dir=self.state,
+            logs=self.logs,
+            max_events=BATCH,
         )
         enroll(self.yaml, env.keys, name)
         self.written = 0
@@ -159,7 +128,7 @@ class Agent:
                 self._checkpointed,
                 f"a checkpoint of {self.name} at {self.written}",
                 timeout=120,
-                watch=[process, self.env.collector],
+                watch=[process, self.env.process],
             )
         finally:
             code = process.stop()

@@ -27,7 +27,6 @@ from typing import Any
 
 import grpc
 import pytest
-from opensearchpy import OpenSearch
 
 from agent.checkpoint import Checkpoint, CheckpointStore, FileOffset
 from agent.integrity import PUBLIC_KEY_FILE, AgentKey, Chainer, seal
@@ -37,6 +36,7 @@ from proto.continuation import STREAM_CONTINUED
 from proto.v1 import audit_pb2 as pb
 from proto.v1 import audit_pb2_grpc as pb_grpc
 from tests.integration.support import (
+    SealingCollector,
     agent_docs,
     run_verify,
     sealing_collector,
@@ -52,26 +52,14 @@ BATCH = 50
 BASE_TIME = 1772356500
 
 
-@dataclass
-class Env:
-    root: Path
+@dataclass(frozen=True)
+class Env(SealingCollector):
     agent_id: str
-    pki: Path
-    keys: Path
-    checkpoints: Path
     log_file: Path
-    prefix: str
-    url: str
-    port: int
-    client: OpenSearch
-    collector: ManagedProcess
     agent_yaml: Path
     state: Path
     cert: Path
     key: Path
-
-    def refresh(self) -> None:
-        self.client.indices.refresh(index=f"{self.prefix}-*", ignore_unavailable=True)
 
     def count(self) -> int:
         # A count, not a scroll, while the collector may still be creating indices.
@@ -107,21 +95,13 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             root / "agent.yaml", site, agent_id, issued, state_dir=state, logs=logs
         )
         yield Env(
-            root,
-            agent_id,
-            site.pki,
-            site.keys,
-            site.checkpoints,
-            logs / "crm.jsonl",
-            site.prefix,
-            site.url,
-            site.port,
-            site.client,
-            site.process,
-            agent_yaml,
-            state,
-            issued.cert,
-            issued.key,
+            **vars(site),
+            agent_id=agent_id,
+            log_file=logs / "crm.jsonl",
+            agent_yaml=agent_yaml,
+            state=state,
+            cert=issued.cert,
+            key=issued.key,
         )
 
 
@@ -217,7 +197,7 @@ def test_an_upgrade_with_its_state_continues_the_format_1_history(env: Env) -> N
             lambda: env.count() >= total,
             f"{total} events stored",
             timeout=180,
-            watch=[agent, env.collector],
+            watch=[agent, env.process],
         )
     finally:
         code = agent.stop()
@@ -247,13 +227,13 @@ def test_an_upgrade_with_its_state_continues_the_format_1_history(env: Env) -> N
     assert env.alerts() == []
     assert (
         f"agent {env.agent_id} moved from stream format 1 (ended at {V1_LINES}) to stream "
-        f"{stream}" in env.collector.log()
+        f"{stream}" in env.process.log()
     )
 
     wait_for(
         lambda: checkpointed(env, f"{env.agent_id}:{stream}", V2_LINES + 1),
         "a signed checkpoint of the new stream",
-        watch=[env.collector],
+        watch=[env.process],
     )
     code, report = run_verify(env.url, env.prefix, env.keys, env.checkpoints, env.agent_id)
     assert code == 0, report
