@@ -89,11 +89,13 @@ def sealing_collector(
     *,
     metrics_port: int | None = None,
     opensearch_extra: str = "",
+    require_seal: bool = True,
 ) -> Iterator[SealingCollector]:
     """Start a `SealingCollector` under `root` (index prefix ``name-<random>``), wait
     until it listens; stop it and remove what it wrote afterwards. With `metrics_port`,
     its /metrics listen on 127.0.0.1 there; `opensearch_extra`: more keys under
-    ``opensearch:``."""
+    ``opensearch:``; `require_seal` False: unsealed batches are taken too (what the
+    format 1 tests send by hand)."""
     pki = root / "pki"
     init_ca(pki)
     keys, checkpoints = root / "keys", root / "checkpoints"
@@ -107,10 +109,10 @@ def sealing_collector(
         prefix=prefix,
         port=port,
         opensearch_extra=opensearch_extra,
-        extra=textwrap.dedent("""
+        extra=textwrap.dedent(f"""
             integrity:
               keys_dir: keys
-              require_seal: true
+              require_seal: {str(require_seal).lower()}
               checkpoint_dir: checkpoints
               checkpoint_interval_s: 1
             """)

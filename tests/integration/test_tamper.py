@@ -19,26 +19,22 @@ import base64
 import json
 import re
 import subprocess
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from opensearchpy import OpenSearch
 
 from agent.integrity import PUBLIC_KEY_FILE, AgentKey, Chainer, seal
-from collector.admin.pki import init_ca, issue_agent
+from collector.admin.pki import issue_agent
 from collector.checkpoints import read_checkpoints
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
 from proto.v1 import audit_pb2_grpc as pb_grpc
 from tests.collector.conftest import NOV_27_2026, make_event
-from tests.helpers import free_port
-from tests.integration.support import drop_prefix, ranges, run_verify, write_collector_config
-from tests.processes import BIN, ManagedProcess, wait_for
+from tests.integration.support import SealingCollector, ranges, run_verify, sealing_collector
+from tests.processes import BIN, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -48,61 +44,18 @@ JAN_2020 = 1_579_000_000_000_000_000  # 2020-01-14
 SEP_2026 = 1_789_000_000_000_000_000  # 2026-09-10
 
 
-@dataclass
-class Env:
-    root: Path
-    pki: Path
-    keys: Path
-    checkpoints: Path
-    prefix: str
-    url: str
-    port: int
-    client: OpenSearch
-    collector: ManagedProcess
-
+@dataclass(frozen=True)
+class Env(SealingCollector):
     @property
     def events(self) -> str:
         return f"{self.prefix}-events-*"
-
-    def refresh(self) -> None:
-        self.client.indices.refresh(index=f"{self.prefix}-*", ignore_unavailable=True)
 
 
 @pytest.fixture(scope="module")
 def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("tamper")
-    pki = root / "pki"
-    init_ca(pki)
-    keys, checkpoints = root / "keys", root / "checkpoints"
-    keys.mkdir()
-    prefix = f"tamper-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    config = write_collector_config(
-        root / "collector.yaml",
-        pki=pki,
-        url=opensearch_url,
-        prefix=prefix,
-        port=port,
-        extra="""
-        integrity:
-          keys_dir: keys
-          checkpoint_dir: checkpoints
-          checkpoint_interval_s: 1
-        """,
-    )
-    collector = ManagedProcess(
-        ["crm-audit-collector", "run", "-c", str(config)], root / "collector.log"
-    )
-    client = OpenSearch(hosts=[opensearch_url], timeout=30)
-    env = Env(root, pki, keys, checkpoints, prefix, opensearch_url, port, client, collector)
-    try:
-        wait_for(
-            lambda: "collector listening" in collector.log(), "collector start", watch=[collector]
-        )
-        yield env
-    finally:
-        collector.stop()
-        drop_prefix(client, prefix)
+    with sealing_collector(root, opensearch_url, "tamper", require_seal=False) as site:
+        yield Env(**vars(site))
 
 
 class SendingAgent:
@@ -172,7 +125,7 @@ class SendingAgent:
             head = read_checkpoints(self.env.checkpoints).heads.get(self.name)
             return head is not None and head[0] == last
 
-        wait_for(checkpointed, f"a checkpoint of {self.name} at {last}", watch=[self.env.collector])
+        wait_for(checkpointed, f"a checkpoint of {self.name} at {last}", watch=[self.env.process])
         self.env.refresh()
 
 
