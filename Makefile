@@ -23,7 +23,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-venv: $(STAMP)
+# The collector's compiled document kernel (native/, optional: see scripts/build-native.sh).
+NATIVE_STAMP := $(VENV)/.native
+$(NATIVE_STAMP): $(STAMP) native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
+	PYTHON=$(PY) bash scripts/build-native.sh
+	@touch $(NATIVE_STAMP)
+
+venv: $(STAMP) $(NATIVE_STAMP)
 
 proto: venv
 	$(PY) scripts/gen_proto.py

@@ -89,6 +89,11 @@ if [ "$SKIP_VENV" != 1 ]; then
   # shellcheck disable=SC2086 # PIP_ARGS is a list of arguments
   "$root_prefix/bin/python" -m pip install --quiet --disable-pip-version-check $PIP_ARGS \
     --upgrade "$SRC[$extra]"
+  if [ "$extra" = collector ]; then
+    # The collector's compiled document kernel, where cargo is installed (optional).
+    # shellcheck disable=SC2086
+    PYTHON="$root_prefix/bin/python" bash "$SRC/scripts/build-native.sh" $PIP_ARGS
+  fi
   if [ -n "$DESTDIR" ]; then
     # The venv was built where it is staged; its scripts must run from PREFIX.
     grep -rlIF "$root_prefix" "$root_prefix/bin" "$root_prefix/pyvenv.cfg" 2>/dev/null \

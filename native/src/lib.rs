@@ -1,0 +1,85 @@
+//! crm-audit's compiled collector kernel: the documents of a stream format 2 batch, from
+//! the event bytes as received straight to the JSON the bulk body carries
+//! (`collector.native` loads it; `collector.documents` stays the reference).
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+mod document;
+mod event;
+mod json;
+
+/// `documents(datas, heads, event_hashes, agent_id, received_unix_nano)` -> one entry per
+/// event: `(doc_id, sequence, timestamp_unix_nano, body, original)`, or None where the
+/// kernel declines and the caller builds that document in Python. `heads` may be empty
+/// (no verified chain); otherwise all three lists have one entry per event.
+#[pyfunction]
+fn documents<'py>(
+    py: Python<'py>,
+    datas: &Bound<'py, PyList>,
+    heads: &Bound<'py, PyList>,
+    event_hashes: &Bound<'py, PyList>,
+    agent_id: &str,
+    received_unix_nano: i64,
+) -> PyResult<Bound<'py, PyList>> {
+    let count = datas.len();
+    if event_hashes.len() != count || (!heads.is_empty() && heads.len() != count) {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "datas, heads and event_hashes must have one entry per event",
+        ));
+    }
+    // Copied out while the GIL is held; the documents are then built without it, so
+    // the collector's other threads (gRPC, bulk requests) run meanwhile.
+    let mut inputs: Vec<(Vec<u8>, Option<Vec<u8>>, Vec<u8>)> = Vec::with_capacity(count);
+    for position in 0..count {
+        let data = datas.get_item(position)?.downcast_into::<PyBytes>()?.as_bytes().to_vec();
+        let head = if heads.is_empty() {
+            None
+        } else {
+            let item = heads.get_item(position)?;
+            if item.is_none() {
+                None
+            } else {
+                Some(item.downcast_into::<PyBytes>()?.as_bytes().to_vec())
+            }
+        };
+        let hash = event_hashes.get_item(position)?.downcast_into::<PyBytes>()?.as_bytes().to_vec();
+        inputs.push((data, head, hash));
+    }
+    let agent = agent_id.to_owned();
+    let built: Vec<Option<document::Built>> = py.allow_threads(move || {
+        inputs
+            .iter()
+            .map(|(data, head, hash)| {
+                document::build(data, head.as_deref(), hash, &agent, received_unix_nano).ok()
+            })
+            .collect()
+    });
+    let out = PyList::empty(py);
+    for entry in built {
+        match entry {
+            None => out.append(py.None())?,
+            Some(doc) => {
+                let item = PyTuple::new(
+                    py,
+                    [
+                        doc.doc_id.into_pyobject(py)?.into_any(),
+                        doc.sequence.into_pyobject(py)?.into_any(),
+                        doc.timestamp_unix_nano.into_pyobject(py)?.into_any(),
+                        PyBytes::new(py, &doc.body).into_any(),
+                        doc.original.into_pyobject(py)?.into_any(),
+                    ],
+                )?;
+                out.append(item)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[pymodule]
+fn crm_audit_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(documents, m)?)?;
+    m.add("KERNEL_VERSION", 1)?;
+    Ok(())
+}
