@@ -52,6 +52,17 @@ class EventDocument(NamedTuple):
     source: Document
 
 
+class DocumentBytes(NamedTuple):
+    """One event's document already serialized (by the compiled kernel,
+    `collector.native`): the same fields as `EventDocument`, the body as the JSON the
+    bulk request carries."""
+
+    doc_id: str
+    sequence: int
+    timestamp_unix_nano: int
+    body: bytes
+
+
 def document_id(agent_id: str, sequence: int, stream_id: str = "") -> str:
     """The deterministic ``_id``: identical across every re-delivery of the event.
 

@@ -27,7 +27,7 @@ from proto import integrity
 
 
 def received_hash(request: IndexRequest) -> str:
-    value = request.source.get("integrity", {}).get("event_hash", "")
+    value = request.document().get("integrity", {}).get("event_hash", "")
     return str(value)
 
 
@@ -86,12 +86,13 @@ class ForkCheck:
                     agent_id=req.agent_id,
                     sequence=req.sequence,
                     original=req.original,
+                    body=req.body,
                 )
             )
         if not writes:
             return [], []
         sequences = sorted(w.sequence for w in writes)
-        stream = writes[0].source.get("agent", {}).get("stream", "")
+        stream = writes[0].document().get("agent", {}).get("stream", "")
         finding = integrity.Finding(
             FORK,
             sequences[0],

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
-from collector.documents import Document, EventDocument, iso_nanos, to_document
+from collector import native
+from collector.documents import Document, DocumentBytes, EventDocument, iso_nanos, to_document
 from collector.index import IndexRequest
 from collector.integrity import event_integrity_fields
 from proto import integrity
@@ -60,9 +61,10 @@ def stream_of(event: audit_pb2.AuditEvent) -> str:
 @dataclass
 class Documents:
     """A format 2 batch as documents: (document, original line) in batch order, plus
-    dead letters for event bytes that do not parse."""
+    dead letters for event bytes that do not parse. A document is an `EventDocument`
+    built in Python or a `DocumentBytes` from the compiled kernel (`collector.native`)."""
 
-    events: list[tuple[EventDocument, str]] = field(default_factory=list)
+    events: list[tuple[EventDocument | DocumentBytes, str]] = field(default_factory=list)
     unparsed: list[IndexRequest] = field(default_factory=list)
 
 
@@ -73,16 +75,35 @@ def documents_v2(
     agent_id: str,
     received_unix_nano: int,
     deadletter_index: str,
+    kernel: native.Kernel | None = native.KERNEL,
 ) -> Documents:
-    """The documents of format 2 `batch`, with `verdict`'s hashes and heads."""
+    """The documents of format 2 `batch`, with `verdict`'s hashes and heads.
+
+    With the compiled `kernel`, each event it builds arrives serialized; the events it
+    declines, and every event without it, are built here by `to_document`."""
     out = Documents()
     parsed_all = len(verdict.events) == len(batch.event_bytes)
     # verify_batch kept each event's bytes (``canonical``): reused, not copied again
     # out of the batch.
     datas: Sequence[bytes] = verdict.canonical if parsed_all else batch.event_bytes
     heads: Sequence[bytes | None] = verdict.hashes or [None] * len(datas)
+    built: Sequence[native.Built] = ()
+    if kernel is not None and parsed_all and datas:
+        built = kernel(
+            list(datas),
+            list(verdict.hashes),
+            list(verdict.event_hashes),
+            agent_id,
+            received_unix_nano,
+        )
     append = out.events.append
     for position, data in enumerate(datas):
+        if built:
+            entry = built[position]
+            if entry is not None:
+                doc_id, sequence, timestamp, body, original = entry
+                append((DocumentBytes(doc_id, sequence, timestamp, body), original))
+                continue
         if parsed_all:
             event = verdict.events[position]
             hash_of_event = verdict.event_hashes[position]

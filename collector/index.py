@@ -255,10 +255,21 @@ class IndexRequest(NamedTuple):
 
     index: str  # type: ignore[assignment]
     doc_id: str
-    source: Document
+    # The document as a dict, or None when it came serialized (`body`).
+    source: Document | None
     agent_id: str = ""
     sequence: int = 0
     original: str = ""
+    # The document as the JSON the bulk body carries, when it was built serialized
+    # (the compiled kernel, `collector.native`); b"" otherwise.
+    body: bytes = b""
+
+    def document(self) -> Document:
+        """The document as a dict (parsed from `body` when it came serialized)."""
+        if self.source is not None:
+            return self.source
+        parsed: Document = orjson.loads(self.body)
+        return parsed
 
 
 @dataclass
@@ -395,7 +406,7 @@ class BulkIndexer:
                     "status": status,
                     "error_type": err_type,
                     "reason": reason,
-                    "document": req.source,
+                    "document": req.document(),
                 },
                 "event": {"sequence": req.sequence},
             }
@@ -526,8 +537,8 @@ class BulkIndexer:
         """Each request's NDJSON bulk entry (action line and document).
 
         Each document is serialized once, straight to the UTF-8 bytes that are sent (its
-        length is its size, as the bulk limits count it); a bulk body is such entries
-        joined (`collector.bulkgroup`).
+        length is its size, as the bulk limits count it), or sent as it came serialized
+        (`IndexRequest.body`); a bulk body is such entries joined (`collector.bulkgroup`).
         """
         entries: list[bytes] = []
         actions: dict[str, bytes] = {}  # per index: the action line up to the _id
@@ -535,5 +546,6 @@ class BulkIndexer:
             head = actions.get(req.index)
             if head is None:
                 head = actions[req.index] = b'{"create":{"_index":' + _json(req.index) + b',"_id":'
-            entries.append(b"%s%s}}\n%s\n" % (head, _json(req.doc_id), _json(req.source)))
+            body = req.body if req.source is None else _json(req.source)
+            entries.append(b"%s%s}}\n%s\n" % (head, _json(req.doc_id), body))
         return entries

@@ -66,6 +66,11 @@ class RetentionRouter:
             for rule in rules
         ]
 
+    @property
+    def has_rules(self) -> bool:
+        """Whether any rule reads the document (otherwise: the default class)."""
+        return bool(self._rules)
+
     @classmethod
     def from_config(cls, config: RetentionConfig) -> RetentionRouter:
         return cls(config.rules, config.default_class)

@@ -42,14 +42,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import grpc
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from collector import setup
+from collector import native, setup
 from collector.checkpoints import CheckpointFile, CheckpointWriter, load_or_create_key
 from collector.config import CollectorConfig
 from collector.detect.engine import Detection
 from collector.detect.rules import load_rules
-from collector.documents import EventDocument, Granularity, index_name, to_document
+from collector.documents import (
+    DocumentBytes,
+    EventDocument,
+    Granularity,
+    index_name,
+    to_document,
+)
 from collector.errors import (
     IndexingError,
     LifecycleError,
@@ -134,7 +141,7 @@ class Readiness:
 
 
 def index_requests(
-    documents: Sequence[tuple[EventDocument, str]],
+    documents: Sequence[tuple[EventDocument | DocumentBytes, str]],
     identity: str,
     prefix: str,
     granularity: Granularity,
@@ -142,17 +149,23 @@ def index_requests(
 ) -> list[IndexRequest]:
     """One create per document, into the index of its retention class and event time."""
     classify = router.classify
-    return [
-        IndexRequest(
-            index_name(prefix, classify(source), granularity, timestamp),
-            doc_id,
-            source,
-            identity,
-            sequence,
-            original,
-        )
-        for (doc_id, sequence, timestamp, source), original in documents
-    ]
+    # Without retention rules every document takes the default class: a serialized
+    # document is parsed only when rules must read it.
+    default = None if router.has_rules else router.default_class
+    requests: list[IndexRequest] = []
+    append = requests.append
+    for doc, original in documents:
+        if isinstance(doc, DocumentBytes):
+            retention_class = default or classify(orjson.loads(doc.body))
+            index = index_name(prefix, retention_class, granularity, doc.timestamp_unix_nano)
+            append(
+                IndexRequest(index, doc.doc_id, None, identity, doc.sequence, original, doc.body)
+            )
+        else:
+            source = doc.source
+            index = index_name(prefix, classify(source), granularity, doc.timestamp_unix_nano)
+            append(IndexRequest(index, doc.doc_id, source, identity, doc.sequence, original))
+    return requests
 
 
 class BatchProcessor:
@@ -269,7 +282,7 @@ class BatchProcessor:
                     received_unix_nano=received,
                 )
             if self.detection is not None and requests:
-                self.detection([(r.doc_id, r.source) for r in requests])
+                self.detection([(r.doc_id, r.document()) for r in requests])
         except LifecycleError as exc:
             log.warning(
                 "batch %d from %s not indexed: collector not ready: %s",
@@ -317,7 +330,7 @@ class BatchProcessor:
         verdict: integrity.BatchVerdict | None,
         identity: str,
         received: int,
-    ) -> tuple[list[tuple[EventDocument, str]], list[IndexRequest]]:
+    ) -> tuple[list[tuple[EventDocument | DocumentBytes, str]], list[IndexRequest]]:
         """(document, original line) per event in batch order, plus dead letters of
         format 2 event bytes that do not parse (collector.formatv2)."""
         if batch.format_version == integrity.FORMAT_V2:
@@ -329,7 +342,7 @@ class BatchProcessor:
                 deadletter_index=deadletter_index(self.prefix),
             )
             return v2.events, v2.unparsed
-        documents = []
+        documents: list[tuple[EventDocument | DocumentBytes, str]] = []
         for position, event in enumerate(batch.events):
             doc = to_document(event, agent_id=identity, received_unix_nano=received)
             if verdict is not None:
@@ -783,6 +796,7 @@ class CollectorServer:
             limits.max_concurrent_streams,
             ", ".join(redact_url(url) for url in self.config.opensearch.all_urls),
         )
+        log.info("%s", native.DESCRIPTION)
         return port
 
     def serving(self) -> bool:
