@@ -82,7 +82,7 @@ def documents_v2(
     With the compiled `kernel`, each event it builds arrives serialized; the events it
     declines, and every event without it, are built here by `to_document`."""
     out = Documents()
-    parsed_all = len(verdict.events) == len(batch.event_bytes)
+    parsed_all = len(verdict.facts) == len(batch.event_bytes)
     # verify_batch kept each event's bytes (``canonical``): reused, not copied again
     # out of the batch.
     datas: Sequence[bytes] = verdict.canonical if parsed_all else batch.event_bytes
@@ -105,7 +105,7 @@ def documents_v2(
                 append((DocumentBytes(doc_id, sequence, timestamp, body), original))
                 continue
         if parsed_all:
-            event = verdict.events[position]
+            event = verdict.event_at(position)
             hash_of_event = verdict.event_hashes[position]
         else:  # verify_batch stopped at a malformed event: parse the rest here
             hash_of_event = integrity.event_hash(data)

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from collector import native
 from collector.documents import EVENTS_MAPPING, Document, iso_nanos
 from collector.errors import RetryableIndexingError
 from collector.index import BulkIndexer, IndexRequest, Requester
@@ -637,7 +638,9 @@ class IntegrityGate:
         self.verified = verified if verified is not None else VerifiedHeads()
 
     def verify(self, batch: audit_pb2.Batch, identity: str) -> integrity.BatchVerdict:
-        return integrity.verify_batch(batch, identity, self.keyring.keys_for(identity))
+        return integrity.verify_batch(
+            batch, identity, self.keyring.keys_for(identity), scanner=native.SCANNER
+        )
 
     def after_indexing(
         self,
@@ -674,8 +677,8 @@ class IntegrityGate:
             )
         if verdict.authentic:
             first_event = (
-                verdict.events[0]
-                if verdict.events and verdict.format_version == integrity.FORMAT_V2
+                verdict.event_at(0)
+                if verdict.facts and verdict.format_version == integrity.FORMAT_V2
                 else None
             )
             findings.extend(

@@ -1,16 +1,19 @@
-"""The compiled document kernel (``native/``, module ``crm_audit_native``), when installed.
+"""The compiled collector kernel (``native/``, module ``crm_audit_native``), when installed.
 
-It turns a stream format 2 batch's event bytes straight into the JSON documents the bulk
-body carries, the documents `collector.documents.to_document` and
-`collector.formatv2.documents_v2` build in Python, without a Python object per field.
-Python stays the reference: `crm-audit verify` re-derives every stored document with
-it, and the kernel declines (None) each event it would not build exactly the same way
-(an address that is not plain dotted IPv4, a port over 65535, a change value typed as a
-number that is not plain decimal, an invalid stream id), which is then built in Python.
+It does a stream format 2 batch's per-event work in Rust, without the GIL and without
+a Python object per field: `SCANNER` decodes and hashes the event bytes for
+`proto.integrity.verify_batch` (a `proto.integrity.Scanner`), and `KERNEL` turns them
+into the JSON documents the bulk body carries, the documents
+`collector.documents.to_document` and `collector.formatv2.documents_v2` build in
+Python. Python stays the reference: `crm-audit verify` re-derives every stored document
+with it, and the kernel declines (None) each event it would not build exactly the same
+way (an address that is not plain dotted IPv4, a port over 65535, a change value typed
+as a number that is not plain decimal, an invalid stream id), which is then built in
+Python.
 
 Optional: ``make venv`` / ``make install`` build it where cargo is installed; without
-it, or with ``CRM_AUDIT_NATIVE=off`` in the collector's environment, every document is
-built in Python. The collector logs which one it runs at start-up.
+it, or with ``CRM_AUDIT_NATIVE=off`` in the collector's environment, everything is done
+in Python. The collector logs which at start-up.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import os
 from collections.abc import Sequence
 from typing import Protocol
 
+from proto.integrity import Scanner
+
 # The kernel's interface version this collector speaks (KERNEL_VERSION in native/).
-KERNEL_VERSION = 1
+KERNEL_VERSION = 2
 
 # (doc_id, sequence, timestamp_unix_nano, document JSON, original line), or None where
 # the kernel declined the event.
@@ -40,25 +45,42 @@ class Kernel(Protocol):
     ) -> Sequence[Built]: ...
 
 
-def load() -> tuple[Kernel | None, str]:
-    """The kernel (or None) and a one-line description of what builds documents."""
+def load() -> tuple[Kernel | None, Scanner | None, str]:
+    """The kernel's two functions (or None) and a one-line description of what runs."""
     if os.environ.get("CRM_AUDIT_NATIVE", "").strip().lower() in ("off", "0", "false", "no"):
-        return None, "documents built in Python (CRM_AUDIT_NATIVE=off)"
+        return (
+            None,
+            None,
+            "format 2 batches read and documents built in Python (CRM_AUDIT_NATIVE=off)",
+        )
     try:
         module = importlib.import_module("crm_audit_native")
     except ImportError:
         return (
             None,
-            "documents built in Python (the compiled kernel crm_audit_native is not installed)",
+            None,
+            (
+                "format 2 batches read and documents built in Python (the compiled kernel "
+                "crm_audit_native is not installed)"
+            ),
         )
     version = getattr(module, "KERNEL_VERSION", None)
     if version != KERNEL_VERSION:
-        return None, (
-            f"documents built in Python (crm_audit_native speaks kernel version {version}, "
-            f"this collector {KERNEL_VERSION}: reinstall native/)"
+        return (
+            None,
+            None,
+            (
+                f"format 2 batches read and documents built in Python (crm_audit_native speaks "
+                f"kernel version {version}, this collector {KERNEL_VERSION}: reinstall native/)"
+            ),
         )
     kernel: Kernel = module.documents
-    return kernel, "documents of format 2 batches built by the compiled kernel crm_audit_native"
+    scanner: Scanner = module.scan
+    return (
+        kernel,
+        scanner,
+        ("format 2 batches read and documents built by the compiled kernel crm_audit_native"),
+    )
 
 
-KERNEL, DESCRIPTION = load()
+KERNEL, SCANNER, DESCRIPTION = load()

@@ -336,7 +336,9 @@ class BatchProcessor:
         if batch.format_version == integrity.FORMAT_V2:
             v2 = documents_v2(
                 batch,
-                verdict if verdict is not None else integrity.verify_batch(batch, identity, {}),
+                verdict
+                if verdict is not None
+                else integrity.verify_batch(batch, identity, {}, scanner=native.SCANNER),
                 agent_id=identity,
                 received_unix_nano=received,
                 deadletter_index=deadletter_index(self.prefix),

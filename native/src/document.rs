@@ -3,7 +3,7 @@
 //! The same document `collector.documents.to_document` builds and
 //! `collector.formatv2.documents_v2` completes with the integrity fields: Python stays
 //! the reference (verify re-derives every document with it), and
-//! tests/collector/test_native_documents.py compares the two on generated events. What
+//! tests/collector/test_native.py compares the two on generated events. What
 //! the kernel does not reproduce exactly it declines (`Decline`), and the collector
 //! builds that event's document in Python: an address that is not plain dotted IPv4, a
 //! port over 65535, a number in a change that is not plain decimal, a stream id that is

@@ -1,6 +1,6 @@
 //! The `AuditEvent` of proto/v1/audit.proto, declared for prost by hand (every field the
 //! collector's documents read; tags and types must match the .proto: a mismatch makes
-//! the documents of tests/collector/test_native_documents.py, which sets every field,
+//! the documents of tests/collector/test_native.py, which sets every field,
 //! differ from the Python reference). Unknown fields are skipped, as the Python decoder
 //! keeps but never reads them.
 

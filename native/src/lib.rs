@@ -8,6 +8,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 mod document;
 mod event;
 mod json;
+mod facts;
 
 /// `documents(datas, heads, event_hashes, agent_id, received_unix_nano)` -> one entry per
 /// event: `(doc_id, sequence, timestamp_unix_nano, body, original)`, or None where the
@@ -77,9 +78,55 @@ fn documents<'py>(
     Ok(out)
 }
 
+/// What the seal and chain checks of `proto.integrity.verify_batch` read of an event.
+#[pyclass(frozen, get_all, module = "crm_audit_native")]
+struct ScannedEvent {
+    sequence: u64,
+    stream_id: String,
+    time_unix_nano: i64,
+    observed_unix_nano: i64,
+}
+
+/// `scan(datas, domain)` -> `(events, event_hashes)`: each event's `ScannedEvent` and
+/// SHA-256(`domain` || its bytes), or None when any event's bytes do not decode (the
+/// caller then parses them in Python, which names the error).
+#[pyfunction]
+fn scan<'py>(
+    py: Python<'py>,
+    datas: &Bound<'py, PyList>,
+    domain: &[u8],
+) -> PyResult<Option<(Bound<'py, PyList>, Bound<'py, PyList>)>> {
+    let mut inputs: Vec<Vec<u8>> = Vec::with_capacity(datas.len());
+    for item in datas.iter() {
+        inputs.push(item.downcast_into::<PyBytes>()?.as_bytes().to_vec());
+    }
+    let domain = domain.to_vec();
+    let scanned = py.allow_threads(move || facts::scan(&inputs, &domain));
+    let Some(scanned) = scanned else {
+        return Ok(None);
+    };
+    let events = PyList::empty(py);
+    let hashes = PyList::empty(py);
+    for (facts, hash) in scanned {
+        events.append(Bound::new(
+            py,
+            ScannedEvent {
+                sequence: facts.sequence,
+                stream_id: facts.stream_id,
+                time_unix_nano: facts.time_unix_nano,
+                observed_unix_nano: facts.observed_unix_nano,
+            },
+        )?)?;
+        hashes.append(PyBytes::new(py, &hash))?;
+    }
+    Ok(Some((events, hashes)))
+}
+
 #[pymodule]
 fn crm_audit_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(documents, m)?)?;
-    m.add("KERNEL_VERSION", 1)?;
+    m.add_function(wrap_pyfunction!(scan, m)?)?;
+    m.add_class::<ScannedEvent>()?;
+    m.add("KERNEL_VERSION", 2)?;
     Ok(())
 }

@@ -1,8 +1,10 @@
-"""The compiled document kernel (native/, `collector.native`) against the Python
+"""The compiled collector kernel (native/, `collector.native`) against the Python
 reference: for generated events of every shape, the kernel's JSON parses to exactly the
 document `to_document` + the integrity fields build (what `crm-audit verify` re-derives),
 with the same _id, sequence, time and original line; what it declines is built in
-Python, so `documents_v2` gives the same documents with and without it.
+Python, so `documents_v2` gives the same documents with and without it. Its scanner
+gives `verify_batch` the same verdict as parsing in Python, on genuine and tampered
+batches.
 
 Where cargo is installed (`make venv` builds the kernel then) a missing kernel fails
 here instead of skipping, so the suite cannot pass without testing it unnoticed."""
@@ -17,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +29,7 @@ from collector.formatv2 import documents_v2, stream_of
 from collector.integrity import event_integrity_fields
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
+from tests.collector.v2sender import V2Stream
 
 _CARGO = shutil.which("cargo") or (Path.home() / ".cargo/bin/cargo").exists()
 if native.KERNEL is None:
@@ -38,6 +42,7 @@ if native.KERNEL is None:
     pytest.skip(f"no compiled kernel here: {native.DESCRIPTION}", allow_module_level=True)
 
 KERNEL = native.KERNEL
+SCANNER = native.SCANNER
 AGENT = "agent-1"
 RECEIVED = 1_795_000_000_123_456_789
 STREAM = "0123456789abcdef"
@@ -303,15 +308,14 @@ def test_what_the_kernel_declines_is_built_in_python(change: dict[str, Any]) -> 
     # documents_v2 builds the declined event in Python, between two the kernel builds.
     datas = [realistic_event(2).SerializeToString(), data, realistic_event(4).SerializeToString()]
     batch = pb.Batch(format_version=integrity.FORMAT_V2, event_bytes=datas)
-    verdict = integrity.BatchVerdict(
-        canonical=datas,
-        events=[pb.AuditEvent.FromString(d) for d in datas],
-        event_hashes=[integrity.event_hash(d) for d in datas],
-        format_version=integrity.FORMAT_V2,
-    )
+    # Unsealed: parsed, not verified. The kernel's run reads the batch with its scanner
+    # (no event objects: the declined one is parsed on demand), the reference without.
+    verdict = integrity.verify_batch(batch, AGENT, {})
+    scanned = integrity.verify_batch(batch, AGENT, {}, scanner=SCANNER)
+    assert not scanned.events and len(scanned.facts) == 3
     with_kernel = documents_v2(
         batch,
-        verdict,
+        scanned,
         agent_id=AGENT,
         received_unix_nano=RECEIVED,
         deadletter_index="dl",
@@ -350,3 +354,93 @@ def test_mismatched_lists_are_refused() -> None:
     assert KERNEL is not None
     with pytest.raises(ValueError, match="one entry per event"):
         KERNEL([b""], [], [], AGENT, RECEIVED)
+
+
+# --- the scanner ---------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(events(), min_size=1, max_size=4))
+def test_scanned_facts_and_hashes_equal_python_parsing(batch_events: list[pb.AuditEvent]) -> None:
+    datas = [e.SerializeToString() for e in batch_events]
+    assert SCANNER is not None
+    scanned = SCANNER(datas, integrity.DOMAIN_EVENT_V2)
+    assert scanned is not None
+    facts, hashes = scanned
+    assert hashes == [integrity.event_hash(d) for d in datas]
+    assert [(f.sequence, f.stream_id, f.time_unix_nano, f.observed_unix_nano) for f in facts] == [
+        (e.sequence, e.stream_id, e.time_unix_nano, e.observed_unix_nano) for e in batch_events
+    ]
+
+
+def test_the_scanner_refuses_what_protobuf_refuses() -> None:
+    good = realistic_event(1).SerializeToString()
+    invalid_utf8 = b"\x3a\x02\xc3\x28"  # field 7 (action), a string, not UTF-8
+    for bad in (b"\xff\xff\xff", good[:-3], invalid_utf8):
+        with pytest.raises(Exception):  # noqa: B017 - the decoder's own error type
+            pb.AuditEvent.FromString(bad)
+        assert SCANNER is not None
+        assert SCANNER([good, bad], integrity.DOMAIN_EVENT_V2) is None
+
+
+def tampered_batches(key: Ed25519PrivateKey) -> dict[str, pb.Batch]:
+    stream = V2Stream(AGENT, key)
+    genuine = stream.batch(5)
+    out = {"genuine": genuine, "next": stream.batch(3)}
+
+    def copy() -> pb.Batch:
+        return pb.Batch.FromString(genuine.SerializeToString())
+
+    altered = copy()
+    event = pb.AuditEvent.FromString(altered.event_bytes[2])
+    event.user.name = "mallory"
+    altered.event_bytes[2] = integrity.event_bytes_v2(event)
+    out["altered"] = altered
+    swapped = copy()
+    swapped.event_bytes[1], swapped.event_bytes[3] = genuine.event_bytes[3], genuine.event_bytes[1]
+    out["swapped"] = swapped
+    dropped = copy()
+    del dropped.event_bytes[4]
+    out["dropped"] = dropped
+    garbage = copy()
+    garbage.event_bytes[0] = b"\xff\xff\xff"
+    out["garbage"] = garbage
+    other = copy()
+    event = pb.AuditEvent.FromString(other.event_bytes[1])
+    event.stream_id = "fedcba9876543210"
+    other.event_bytes[1] = integrity.event_bytes_v2(event)
+    out["other stream"] = other
+    resealed = copy()
+    resealed.seal.max_event_time_unix_nano += 1
+    out["time range"] = resealed
+    unsealed = copy()
+    unsealed.ClearField("seal")
+    out["unsealed"] = unsealed
+    return out
+
+
+def test_verdicts_with_the_scanner_equal_those_without() -> None:
+    key = Ed25519PrivateKey.generate()
+    keys = {integrity.key_id(key.public_key()): key.public_key()}
+    for name, batch in tampered_batches(key).items():
+        mine = integrity.verify_batch(batch, AGENT, keys, scanner=SCANNER)
+        theirs = integrity.verify_batch(batch, AGENT, keys)
+        assert (
+            [(f.kind, f.first, f.last, f.detail) for f in mine.findings],
+            mine.signature_ok,
+            mine.canonical,
+            mine.hashes,
+            mine.event_hashes,
+            mine.stream_id,
+            [(f.sequence, f.stream_id) for f in mine.facts],
+        ) == (
+            [(f.kind, f.first, f.last, f.detail) for f in theirs.findings],
+            theirs.signature_ok,
+            theirs.canonical,
+            theirs.hashes,
+            theirs.event_hashes,
+            theirs.stream_id,
+            [(f.sequence, f.stream_id) for f in theirs.facts],
+        ), name
+        if len(mine.facts) == len(batch.event_bytes):
+            assert [mine.event_at(i) for i in range(len(mine.facts))] == theirs.events, name
