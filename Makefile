@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all system-deps venv proto lint test unit demo opensearch-dist opensearch-dist-security clean bench
+.PHONY: all system-deps venv proto lint native-test test unit demo opensearch-dist opensearch-dist-security clean bench
 
 all: test
 
@@ -52,10 +52,17 @@ opensearch-dist-security: system-deps venv
 
 # pytest exits 5 when it collected no test: for this suite that means something is
 # broken (a bad path, an import-time skip), so it is reported as a failure, not green.
-test: system-deps venv lint opensearch-dist opensearch-dist-security
+test: system-deps venv lint native-test opensearch-dist opensearch-dist-security
 	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  exit $$rc
+
+# The compiled kernel's own Rust unit tests, where cargo is installed (the Python tests
+# compare it with the Python reference: tests/collector/test_native.py).
+native-test:
+	@PATH="$$PATH:$$HOME/.cargo/bin"; if command -v cargo >/dev/null 2>&1; then \
+	  cd native && cargo test --release --quiet; \
+	else echo "make test: cargo not found; native/ unit tests not run" >&2; fi
 
 unit: venv
 	$(VENV)/bin/pytest -m "not integration" $(PYTEST_ARGS)

@@ -9,10 +9,9 @@
 //! port over 65535, a number in a change that is not plain decimal, a stream id that is
 //! not valid, bytes that do not decode.
 
-use base64::Engine;
 use prost::Message;
 
-use crate::event::{AuditEvent, FieldChange, User};
+use crate::event::{AuditEvent, FieldChange, LogOrigin, Observer, Source, User};
 use crate::json::Writer;
 
 pub struct Decline;
@@ -78,7 +77,10 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 }
 
 fn valid_stream_id(stream_id: &str) -> bool {
-    stream_id.len() == 16 && stream_id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    stream_id.len() == 16
+        && stream_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Strict dotted-decimal IPv4 as Python's `ipaddress` accepts it (no whitespace, no
@@ -193,16 +195,6 @@ fn raw_key(attributes: &std::collections::BTreeMap<String, String>, name: &str) 
     }
 }
 
-fn hex(bytes: &[u8]) -> Vec<u8> {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize]);
-        out.push(DIGITS[(b & 0xf) as usize]);
-    }
-    out
-}
-
 /// The document of one event: `data` its bytes as received, `head` the stream head after
 /// it (None when the batch had no verified chain), `event_hash` its hash.
 pub fn build(
@@ -212,13 +204,14 @@ pub fn build(
     agent_id: &str,
     received_unix_nano: i64,
 ) -> Result<Built, Decline> {
-    let event = AuditEvent::decode(data).map_err(|_| Decline)?;
+    let mut event = AuditEvent::decode(data).map_err(|_| Decline)?;
     let stream_id = event.stream_id.as_str();
     if !valid_stream_id(stream_id) {
         return Err(Decline);
     }
     // Everything that declines is checked before anything is written.
-    let source = event.source.clone().unwrap_or_default();
+    let no_source = Source::default();
+    let source = event.source.as_ref().unwrap_or(&no_source);
     if !source.ip.is_empty() && !plain_ipv4(&source.ip) {
         return Err(Decline);
     }
@@ -239,18 +232,25 @@ pub fn build(
         changes.push((change, old, new));
     }
 
-    let mut flags = event.flags.clone();
-    let mut attributes = event.attributes.clone();
+    // Moved out of the event: nothing below reads them from it.
+    let mut flags = std::mem::take(&mut event.flags);
+    let mut attributes = std::mem::take(&mut event.attributes);
     let mut observed = event.observed_unix_nano;
     if observed < 0 {
-        attributes.insert(raw_key(&attributes, "observed_unix_nano_raw"), observed.to_string());
+        attributes.insert(
+            raw_key(&attributes, "observed_unix_nano_raw"),
+            observed.to_string(),
+        );
         add_flag(&mut flags, FLAG_INVALID_TIMESTAMP);
         observed = 0;
     }
     let mut timestamp = event.time_unix_nano;
     if timestamp <= 0 {
         if timestamp < 0 {
-            attributes.insert(raw_key(&attributes, "time_unix_nano_raw"), timestamp.to_string());
+            attributes.insert(
+                raw_key(&attributes, "time_unix_nano_raw"),
+                timestamp.to_string(),
+            );
             add_flag(&mut flags, FLAG_INVALID_TIMESTAMP);
         }
         add_flag(&mut flags, FLAG_MISSING_TIMESTAMP);
@@ -260,9 +260,11 @@ pub fn build(
             timestamp = received_unix_nano;
         }
     }
-    let observer = event.observer.clone().unwrap_or_default();
+    let no_observer = Observer::default();
+    let observer = event.observer.as_ref().unwrap_or(&no_observer);
     if !observer.agent_id.is_empty() && observer.agent_id != agent_id {
-        attributes.insert(raw_key(&attributes, "observer_agent_id_raw"), observer.agent_id.clone());
+        let key = raw_key(&attributes, "observer_agent_id_raw");
+        attributes.insert(key, observer.agent_id.clone());
         add_flag(&mut flags, FLAG_OBSERVER_MISMATCH);
     }
 
@@ -370,7 +372,8 @@ pub fn build(
         .object
         .as_ref()
         .filter(|o| !o.r#type.is_empty() || !o.id.is_empty() || !o.name.is_empty());
-    let log = event.log.clone().unwrap_or_default();
+    let no_log = LogOrigin::default();
+    let log = event.log.as_ref().unwrap_or(&no_log);
     let has_crm = !source.device_id.is_empty()
         || !event.session_id.is_empty()
         || object.is_some()
@@ -526,14 +529,14 @@ pub fn build(
         write_strings(&mut w, &flags);
     }
     w.key("canonical");
-    w.ascii(base64::engine::general_purpose::STANDARD.encode(data).as_bytes());
+    w.base64(data);
     if let Some(head) = head.filter(|h| !h.is_empty()) {
         w.key("chain_hash");
-        w.ascii(&hex(head));
+        w.hex(head);
     }
     if !event_hash.is_empty() {
         w.key("event_hash");
-        w.ascii(&hex(event_hash));
+        w.hex(event_hash);
     }
     w.close_object();
     w.close_object();
@@ -555,8 +558,14 @@ mod tests {
     #[test]
     fn formats_times_like_iso_nanos() {
         assert_eq!(&iso_nanos(0), b"1970-01-01T00:00:00.000000000Z");
-        assert_eq!(&iso_nanos(1_764_244_800_123_456_789), b"2025-11-27T12:00:00.123456789Z");
-        assert_eq!(&iso_nanos(951_782_400_000_000_000), b"2000-02-29T00:00:00.000000000Z");
+        assert_eq!(
+            &iso_nanos(1_764_244_800_123_456_789),
+            b"2025-11-27T12:00:00.123456789Z"
+        );
+        assert_eq!(
+            &iso_nanos(951_782_400_000_000_000),
+            b"2000-02-29T00:00:00.000000000Z"
+        );
         assert_eq!(&iso_nanos(i64::MAX), b"2262-04-11T23:47:16.854775807Z");
     }
 
@@ -564,7 +573,16 @@ mod tests {
     fn accepts_only_plain_ipv4() {
         assert!(plain_ipv4("10.0.0.1"));
         assert!(plain_ipv4("255.255.255.255"));
-        for bad in ["010.0.0.1", "256.0.0.1", "1.2.3", "1.2.3.4.5", " 1.2.3.4", "::1", "1.2.3.+4", ""] {
+        for bad in [
+            "010.0.0.1",
+            "256.0.0.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            " 1.2.3.4",
+            "::1",
+            "1.2.3.+4",
+            "",
+        ] {
             assert!(!plain_ipv4(bad), "{bad}");
         }
     }

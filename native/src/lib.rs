@@ -7,8 +7,8 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 
 mod document;
 mod event;
-mod json;
 mod facts;
+mod json;
 
 /// `documents(datas, heads, event_hashes, agent_id, received_unix_nano)` -> one entry per
 /// event: `(doc_id, sequence, timestamp_unix_nano, body, original)`, or None where the
@@ -31,28 +31,44 @@ fn documents<'py>(
     }
     // Copied out while the GIL is held; the documents are then built without it, so
     // the collector's other threads (gRPC, bulk requests) run meanwhile.
-    let mut inputs: Vec<(Vec<u8>, Option<Vec<u8>>, Vec<u8>)> = Vec::with_capacity(count);
+    struct Input {
+        data: Vec<u8>,
+        head: Option<Vec<u8>>,
+        hash: Vec<u8>,
+    }
+    let bytes_at = |list: &Bound<'py, PyList>, position: usize| -> PyResult<Vec<u8>> {
+        Ok(list
+            .get_item(position)?
+            .downcast_into::<PyBytes>()?
+            .as_bytes()
+            .to_vec())
+    };
+    let mut inputs: Vec<Input> = Vec::with_capacity(count);
     for position in 0..count {
-        let data = datas.get_item(position)?.downcast_into::<PyBytes>()?.as_bytes().to_vec();
-        let head = if heads.is_empty() {
+        let head = if heads.is_empty() || heads.get_item(position)?.is_none() {
             None
         } else {
-            let item = heads.get_item(position)?;
-            if item.is_none() {
-                None
-            } else {
-                Some(item.downcast_into::<PyBytes>()?.as_bytes().to_vec())
-            }
+            Some(bytes_at(heads, position)?)
         };
-        let hash = event_hashes.get_item(position)?.downcast_into::<PyBytes>()?.as_bytes().to_vec();
-        inputs.push((data, head, hash));
+        inputs.push(Input {
+            data: bytes_at(datas, position)?,
+            head,
+            hash: bytes_at(event_hashes, position)?,
+        });
     }
     let agent = agent_id.to_owned();
     let built: Vec<Option<document::Built>> = py.allow_threads(move || {
         inputs
             .iter()
-            .map(|(data, head, hash)| {
-                document::build(data, head.as_deref(), hash, &agent, received_unix_nano).ok()
+            .map(|input| {
+                document::build(
+                    &input.data,
+                    input.head.as_deref(),
+                    &input.hash,
+                    &agent,
+                    received_unix_nano,
+                )
+                .ok()
             })
             .collect()
     });
