@@ -18,7 +18,9 @@
 # Environment: ROLE, PREFIX, DESTDIR (stage everything under it for packaging: no user is
 # created, nothing is chowned, systemctl is not called, and the venv's scripts are
 # rewritten to run from PREFIX), PYTHON (>= 3.11, default python3), SKIP_VENV=1 (lay
-# out files only), PIP_ARGS (extra pip arguments, e.g. --no-index --find-links DIR).
+# out files only), PIP_ARGS (extra pip arguments, e.g. --no-index --find-links DIR),
+# NATIVE (off: skip the collector's compiled kernel, required: fail without it; by
+# default it is built where cargo is installed, scripts/build-native.sh).
 # Idempotent: running it again upgrades the package and the units, keeps the configs.
 set -euo pipefail
 

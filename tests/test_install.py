@@ -9,6 +9,7 @@ SKIP_VENV=1 (files only, well under a second); one run builds the real virtualen
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -129,6 +130,16 @@ def test_real_virtualenv_runs_from_the_staged_prefix(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert located.stdout.startswith(str(prefix / "lib")), located
+    # The collector's compiled kernel is built into it where cargo is installed.
+    if shutil.which("cargo") or (Path.home() / ".cargo" / "bin" / "cargo").exists():
+        kernel = subprocess.run(
+            [str(prefix / "bin" / "python"), "-c", "import crm_audit_native"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert kernel.returncode == 0, kernel.stderr
     # A second run upgrades in place and keeps working.
     _install(dest)
     assert (prefix / "bin" / "crm-audit").is_file()
