@@ -9,6 +9,9 @@ each the best of --repeat runs over batches of 500:
 - verify: `proto.integrity.verify_batch` (parse or serialize, hashes, seal signature);
 - documents: what BatchProcessor builds from the verdict (format 2:
   `collector.formatv2.documents_v2`, then `collector.server.index_requests`);
+
+format 2 once in Python and, when it is installed, once with the compiled kernel
+(`collector.native`: verify_batch's scanner and the documents), as the collector runs it.
 - bulk body: `BulkIndexer._entries` joined (NDJSON);
 - wire: `Batch.FromString` of the received message (what gRPC hands the collector).
 """
@@ -19,10 +22,12 @@ import argparse
 import gc
 import time
 from collections.abc import Callable
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.hotpath import _events
+from collector import native
 from collector.documents import index_name, to_document
 from collector.formatv2 import documents_v2
 from collector.index import BulkIndexer, IndexRequest, Response
@@ -128,13 +133,28 @@ def requests_v1(batch: audit_pb2.Batch, verdict: integrity.BatchVerdict) -> list
     return out
 
 
-def requests_v2(batch: audit_pb2.Batch, verdict: integrity.BatchVerdict) -> list[IndexRequest]:
+def requests_v2(
+    batch: audit_pb2.Batch,
+    verdict: integrity.BatchVerdict,
+    kernel: native.Kernel | None = None,
+) -> list[IndexRequest]:
     """What `BatchProcessor` builds: documents, then one create each into the index of
     its retention class and month (`index_requests`, the default router)."""
     docs = documents_v2(
-        batch, verdict, agent_id=AGENT, received_unix_nano=RECEIVED, deadletter_index="dlq"
+        batch,
+        verdict,
+        agent_id=AGENT,
+        received_unix_nano=RECEIVED,
+        deadletter_index="dlq",
+        kernel=kernel,
     )
     return index_requests(docs.events, AGENT, "crm-audit", "monthly", ROUTER)
+
+
+def requests_v2_kernel(
+    batch: audit_pb2.Batch, verdict: integrity.BatchVerdict
+) -> list[IndexRequest]:
+    return requests_v2(batch, verdict, native.KERNEL)
 
 
 def main() -> None:
@@ -149,13 +169,19 @@ def main() -> None:
     n = len(events)
     print(f"{n} events, batches of {BATCH} (thread CPU, best of {args.repeat}), us/event")
     print(f"{'':10} {'wire':>7} {'verify':>7} {'docs':>7} {'ndjson':>7} {'total':>7}")
-    for name, batches, build in (
-        ("format 1", v1_batches(events, key), requests_v1),
-        ("format 2", v2_batches(events, key), requests_v2),
-    ):
+    v2 = v2_batches(events, key)
+    cases: list[tuple[str, list[audit_pb2.Batch], Callable[..., list[IndexRequest]], Any]] = [
+        ("format 1", v1_batches(events, key), requests_v1, None),
+        ("format 2", v2, requests_v2, None),
+    ]
+    if native.KERNEL is not None:
+        cases.append(("2 + kernel", v2, requests_v2_kernel, native.SCANNER))
+    else:
+        print(f"(no kernel row: {native.DESCRIPTION})")
+    for name, batches, build, scanner in cases:
         wires = [b.SerializeToString() for b in batches]
         received = [audit_pb2.Batch.FromString(w) for w in wires]
-        verdicts = [integrity.verify_batch(b, AGENT, keys) for b in received]
+        verdicts = [integrity.verify_batch(b, AGENT, keys, scanner=scanner) for b in received]
         assert all(v.authentic for v in verdicts), name
         requests = [build(b, v) for b, v in zip(received, verdicts, strict=True)]
 
@@ -163,9 +189,9 @@ def main() -> None:
             for data in wires:
                 audit_pb2.Batch.FromString(data)
 
-        def verify(received: list[audit_pb2.Batch] = received) -> None:
+        def verify(received: list[audit_pb2.Batch] = received, scanner: Any = scanner) -> None:
             for batch in received:
-                integrity.verify_batch(batch, AGENT, keys)
+                integrity.verify_batch(batch, AGENT, keys, scanner=scanner)
 
         def docs(
             received: list[audit_pb2.Batch] = received,
