@@ -19,11 +19,14 @@ in Python. The collector logs which at start-up.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Sequence
 from typing import Protocol
 
-from proto.integrity import Scanner
+from proto.integrity import EventFacts, Scanner
+
+log = logging.getLogger(__name__)
 
 # The kernel's interface version this collector speaks (KERNEL_VERSION in native/).
 KERNEL_VERSION = 2
@@ -43,6 +46,51 @@ class Kernel(Protocol):
         received_unix_nano: int,
         /,
     ) -> Sequence[Built]: ...
+
+
+def guarded_kernel(kernel: Kernel) -> Kernel:
+    """`kernel`, where a failure (a bug: it declines what it cannot build) costs speed,
+    not the batch: it is logged and the batch's documents are built in Python."""
+
+    def documents(
+        datas: list[bytes],
+        heads: list[bytes | None],
+        event_hashes: list[bytes],
+        agent_id: str,
+        received_unix_nano: int,
+        /,
+    ) -> Sequence[Built]:
+        try:
+            return kernel(datas, heads, event_hashes, agent_id, received_unix_nano)
+        except Exception as exc:  # noqa: BLE001 - any kernel failure falls back to Python
+            log.error(
+                "compiled kernel failed building documents (%s: %s); this batch's are built "
+                "in Python",
+                type(exc).__name__,
+                exc,
+            )
+            return [None] * len(datas)
+
+    return documents
+
+
+def guarded_scanner(scanner: Scanner) -> Scanner:
+    """`scanner`, where a failure is logged and the batch is parsed in Python."""
+
+    def scan(
+        datas: list[bytes], domain: bytes, /
+    ) -> tuple[Sequence[EventFacts], list[bytes]] | None:
+        try:
+            return scanner(datas, domain)
+        except Exception as exc:  # noqa: BLE001 - any kernel failure falls back to Python
+            log.error(
+                "compiled kernel failed reading a batch (%s: %s); it is parsed in Python",
+                type(exc).__name__,
+                exc,
+            )
+            return None
+
+    return scan
 
 
 def load() -> tuple[Kernel | None, Scanner | None, str]:
@@ -74,8 +122,8 @@ def load() -> tuple[Kernel | None, Scanner | None, str]:
                 f"kernel version {version}, this collector {KERNEL_VERSION}: reinstall native/)"
             ),
         )
-    kernel: Kernel = module.documents
-    scanner: Scanner = module.scan
+    kernel = guarded_kernel(module.documents)
+    scanner = guarded_scanner(module.scan)
     return (
         kernel,
         scanner,

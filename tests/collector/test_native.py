@@ -351,9 +351,10 @@ def test_bytes_that_do_not_decode_are_declined() -> None:
 
 
 def test_mismatched_lists_are_refused() -> None:
-    assert KERNEL is not None
+    import crm_audit_native  # the module itself: collector.native guards its functions
+
     with pytest.raises(ValueError, match="one entry per event"):
-        KERNEL([b""], [], [], AGENT, RECEIVED)
+        crm_audit_native.documents([b""], [], [], AGENT, RECEIVED)
 
 
 # --- the scanner ---------------------------------------------------------------------
@@ -444,3 +445,24 @@ def test_verdicts_with_the_scanner_equal_those_without() -> None:
         ), name
         if len(mine.facts) == len(batch.event_bytes):
             assert [mine.event_at(i) for i in range(len(mine.facts))] == theirs.events, name
+
+
+def test_a_failing_kernel_costs_speed_not_the_batch(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*args: object) -> Any:
+        raise RuntimeError("kernel bug")
+
+    datas = [realistic_event(1).SerializeToString(), realistic_event(2).SerializeToString()]
+    batch = pb.Batch(format_version=integrity.FORMAT_V2, event_bytes=datas)
+    verdict = integrity.verify_batch(batch, AGENT, {}, scanner=native.guarded_scanner(broken))
+    assert len(verdict.facts) == 2 and len(verdict.events) == 2  # parsed in Python
+    built = documents_v2(
+        batch,
+        verdict,
+        agent_id=AGENT,
+        received_unix_nano=RECEIVED,
+        deadletter_index="dl",
+        kernel=native.guarded_kernel(broken),
+    )
+    assert [type(doc) for doc, _ in built.events] == [EventDocument, EventDocument]
+    assert "compiled kernel failed reading a batch (RuntimeError: kernel bug)" in caplog.text
+    assert "compiled kernel failed building documents (RuntimeError: kernel bug)" in caplog.text
