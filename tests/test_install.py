@@ -111,34 +111,26 @@ def test_real_virtualenv_runs_from_the_staged_prefix(tmp_path: Path) -> None:
     script = prefix / "bin" / "crm-audit-collector"
     assert script.read_text().splitlines()[0] == "#!/opt/crm-audit/bin/python"
     assert str(dest) not in (prefix / "pyvenv.cfg").read_text()
+
     # The staged interpreter works in place; run the installed entry points through it.
-    for module in ("collector.cli", "agent.cli"):
-        result = subprocess.run(
-            [str(prefix / "bin" / "python"), "-m", module, "--help"],
+    def staged_python(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(prefix / "bin" / "python"), *args],
             capture_output=True,
             text=True,
             timeout=60,
             cwd=tmp_path,  # not the checkout: the import must come from the venv
         )
+
+    for module in ("collector.cli", "agent.cli"):
+        result = staged_python("-m", module, "--help")
         assert result.returncode == 0, result.stderr
         assert "check" in result.stdout
-    located = subprocess.run(
-        [str(prefix / "bin" / "python"), "-c", "import collector; print(collector.__file__)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    located = staged_python("-c", "import collector; print(collector.__file__)")
     assert located.stdout.startswith(str(prefix / "lib")), located
     # The collector's compiled kernel is built into it where cargo is installed.
     if shutil.which("cargo") or (Path.home() / ".cargo" / "bin" / "cargo").exists():
-        kernel = subprocess.run(
-            [str(prefix / "bin" / "python"), "-c", "import crm_audit_native"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=tmp_path,
-        )
+        kernel = staged_python("-c", "import crm_audit_native")
         assert kernel.returncode == 0, kernel.stderr
     # A second run upgrades in place and keeps working.
     _install(dest)

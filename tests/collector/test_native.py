@@ -29,6 +29,7 @@ from collector.formatv2 import documents_v2, stream_of
 from collector.integrity import event_integrity_fields
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
+from tests.collector.conftest import make_event
 from tests.collector.v2sender import V2Stream
 
 _CARGO = shutil.which("cargo") or (Path.home() / ".cargo/bin/cargo").exists()
@@ -235,39 +236,20 @@ def test_kernel_documents_equal_the_python_reference(
         assert_same(data, head)
 
 
-def realistic_event(sequence: int, **extra: Any) -> pb.AuditEvent:
-    event = pb.AuditEvent(
-        sequence=sequence,
-        stream_id=STREAM,
-        observer=pb.Observer(agent_id=AGENT, hostname="crm-web-1", agent_version="0.1.0"),
-        time_unix_nano=1_764_244_800_000_000_000 + sequence,
-        observed_unix_nano=1_764_244_800_500_000_000,
-        event_category=["iam"],
-        event_type=["change"],
-        action="record.update",
-        outcome=pb.OUTCOME_SUCCESS,
-        audit_category=pb.AUDIT_CATEGORY_DATA_OPERATION,
-        user=pb.User(id="u-17", name="Jane Doe", email="jane@example.com", roles=["advisor"]),
-        source=pb.Source(ip="10.1.2.3", port=51234, user_agent="Mozilla/5.0"),
-        session_id="s-9",
-        object=pb.CrmObject(type="customer", id="C-1", name="ACME"),
-        changes=[
-            pb.FieldChange(field="iban", old_value="DE89", new_value="DE44"),
-            pb.FieldChange(
-                field="limit",
-                old_value="1500.50",
-                new_value="2000",
-                old_type=pb.FieldChange.VALUE_TYPE_NUMBER,
-                new_type=pb.FieldChange.VALUE_TYPE_NUMBER,
-            ),
-        ],
-        original='{"action":"record.update"}',
-        log=pb.LogOrigin(
-            file_path="/var/log/crm/audit.log", offset=4096, source_name="crm", format="jsonlines"
+def realistic_event(sequence: int) -> pb.AuditEvent:
+    """The collector tests' fully populated event, of our stream, with a typed number
+    change (the kernel types plain decimals itself)."""
+    changes = [
+        pb.FieldChange(field="iban", old_value="DE89", new_value="DE44"),
+        pb.FieldChange(
+            field="limit",
+            old_value="1500.50",
+            new_value="2000",
+            old_type=pb.FieldChange.VALUE_TYPE_NUMBER,
+            new_type=pb.FieldChange.VALUE_TYPE_NUMBER,
         ),
-        attributes={"tenant": "eu-1"},
-        **extra,
-    )
+    ]
+    event: pb.AuditEvent = make_event(sequence, AGENT, stream_id=STREAM, changes=changes)
     return event
 
 
@@ -293,15 +275,7 @@ def test_a_realistic_event_is_built_by_the_kernel() -> None:
     ids=["ipv6", "invalid-ip", "port", "exponent", "stream"],
 )
 def test_what_the_kernel_declines_is_built_in_python(change: dict[str, Any]) -> None:
-    event = realistic_event(3)
-    for name, value in change.items():
-        if name == "changes":
-            del event.changes[:]
-            event.changes.extend(value)
-        elif name == "stream_id":
-            event.stream_id = value
-        else:
-            getattr(event, name).CopyFrom(value)
+    event = make_event(3, AGENT, **{"stream_id": STREAM, **change})
     data = event.SerializeToString()
     assert run_kernel([data], [None]) == [None]
 
