@@ -7,9 +7,9 @@ into the JSON documents the bulk body carries, the documents
 `collector.documents.to_document` and `collector.formatv2.documents_v2` build in
 Python. Python stays the reference: `crm-audit verify` re-derives every stored document
 with it, and the kernel declines (None) each event it would not build exactly the same
-way (an address that is not plain dotted IPv4, a port over 65535, a change value typed
-as a number that is not plain decimal, an invalid stream id), which is then built in
-Python.
+way (an address other than dotted IPv4 or IPv6 without a zone, or an IPv4-mapped one; a
+port over 65535; a change value typed as a number that is not plain decimal; an invalid
+stream id), which is then built in Python.
 
 Optional: ``make venv`` / ``make install`` build it where cargo is installed; without
 it, or with ``CRM_AUDIT_NATIVE=off`` in the collector's environment, everything is done

@@ -5,9 +5,13 @@
 //! the reference (verify re-derives every document with it), and
 //! tests/collector/test_native.py compares the two on generated events. What
 //! the kernel does not reproduce exactly it declines (`Decline`), and the collector
-//! builds that event's document in Python: an address that is not plain dotted IPv4, a
-//! port over 65535, a number in a change that is not plain decimal, a stream id that is
-//! not valid, bytes that do not decode.
+//! builds that event's document in Python: an address other than dotted IPv4 or IPv6
+//! without a zone, or an IPv4-mapped one (see `ip_text`), a port over 65535, a number in
+//! a change that is not plain decimal, a stream id that is not valid, bytes that do not
+//! decode.
+
+use std::borrow::Cow;
+use std::net::Ipv6Addr;
 
 use prost::Message;
 
@@ -101,6 +105,71 @@ fn plain_ipv4(text: &str) -> bool {
         }
     }
     octets == 4
+}
+
+/// The address as Python's `str(ipaddress.ip_address(text))` writes it, for the forms
+/// that text is the same on every Python the collector runs on: plain dotted IPv4 (as
+/// is) and IPv6 (RFC 5952: lowercase, leading zeros dropped, the longest run of two or
+/// more zero groups as `::`). None (declined) for anything else: whitespace, a zone
+/// (`%eth0`), an IPv4-mapped address (Python 3.13 writes `::ffff:1.2.3.4`, 3.11
+/// `::ffff:102:304`), or text that is not an address.
+fn ip_text(text: &str) -> Option<Cow<'_, str>> {
+    if plain_ipv4(text) {
+        return Some(Cow::Borrowed(text));
+    }
+    if !text.contains(':')
+        || !text
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+    {
+        return None;
+    }
+    let address: Ipv6Addr = text.parse().ok()?;
+    let groups = address.segments();
+    if groups[..5] == [0; 5] && groups[5] == 0xffff {
+        return None;
+    }
+    let mut out = String::with_capacity(39);
+    write_ipv6(&mut out, &groups);
+    Some(Cow::Owned(out))
+}
+
+/// RFC 5952 text of eight groups, as Python's `ipaddress` compresses them (written here
+/// rather than by `Ipv6Addr`'s Display, whose treatment of embedded IPv4 differs).
+fn write_ipv6(out: &mut String, groups: &[u16; 8]) {
+    use std::fmt::Write;
+    // The longest run of zero groups, the first of equal ones; only a run of two or more.
+    let (mut best_start, mut best_len) = (0, 0);
+    let mut i = 0;
+    while i < 8 {
+        if groups[i] == 0 {
+            let start = i;
+            while i < 8 && groups[i] == 0 {
+                i += 1;
+            }
+            if i - start > best_len {
+                (best_start, best_len) = (start, i - start);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    if best_len < 2 {
+        best_len = 0;
+    }
+    let mut i = 0;
+    while i < 8 {
+        if best_len > 0 && i == best_start {
+            out.push_str("::");
+            i += best_len;
+            continue;
+        }
+        if i > 0 && !(best_len > 0 && i == best_start + best_len) {
+            out.push(':');
+        }
+        let _ = write!(out, "{:x}", groups[i]);
+        i += 1;
+    }
 }
 
 enum Typed<'a> {
@@ -212,9 +281,11 @@ pub fn build(
     // Everything that declines is checked before anything is written.
     let no_source = Source::default();
     let source = event.source.as_ref().unwrap_or(&no_source);
-    if !source.ip.is_empty() && !plain_ipv4(&source.ip) {
-        return Err(Decline);
-    }
+    let ip = if source.ip.is_empty() {
+        None
+    } else {
+        Some(ip_text(&source.ip).ok_or(Decline)?)
+    };
     if source.port > 65_535 {
         return Err(Decline);
     }
@@ -350,9 +421,9 @@ pub fn build(
     if !source.ip.is_empty() || source.port != 0 {
         w.key("source");
         w.open_object();
-        if !source.ip.is_empty() {
+        if let Some(ip) = &ip {
             w.key("ip");
-            w.string(&source.ip);
+            w.string(ip);
         }
         if source.port != 0 {
             w.key("port");
@@ -553,7 +624,7 @@ pub fn build(
 
 #[cfg(test)]
 mod tests {
-    use super::{iso_nanos, plain_ipv4};
+    use super::{ip_text, iso_nanos, plain_ipv4};
 
     #[test]
     fn formats_times_like_iso_nanos() {
@@ -567,6 +638,26 @@ mod tests {
             b"2000-02-29T00:00:00.000000000Z"
         );
         assert_eq!(&iso_nanos(i64::MAX), b"2262-04-11T23:47:16.854775807Z");
+    }
+
+    #[test]
+    fn writes_ipv6_as_python_does() {
+        for (text, expected) in [
+            ("2001:DB8:0:0:0:0:0:1", Some("2001:db8::1")),
+            ("2001:db8:0:0:1:0:0:1", Some("2001:db8::1:0:0:1")),
+            ("2001:db8:0:1:1:1:1:1", Some("2001:db8:0:1:1:1:1:1")),
+            ("::", Some("::")),
+            ("::1", Some("::1")),
+            ("1::", Some("1::")),
+            ("::1.2.3.4", Some("::102:304")),
+            ("64:ff9b::1.2.3.4", Some("64:ff9b::102:304")),
+            ("::ffff:1.2.3.4", None),
+            ("fe80::1%eth0", None),
+            (" ::1", None),
+            ("1:2:3:4:5:6:7:8:9", None),
+        ] {
+            assert_eq!(ip_text(text).as_deref(), expected, "{text}");
+        }
     }
 
     #[test]

@@ -94,7 +94,13 @@ ips = st.sampled_from(
         "010.1.1.1",
         "1.2.3.256",
         "1.2.3",
+        "::1.2.3.4",
+        "1:2:3:4:5:6:7:8:9",
+        "2001:DB8::1",
+        "::01.2.3.4",
     ]
+) | st.ip_addresses(v=6).flatmap(
+    lambda a: st.sampled_from([str(a), a.exploded, a.exploded.upper(), str(a).upper()])
 )
 numbers = st.sampled_from(
     [
@@ -257,10 +263,18 @@ def test_a_realistic_event_is_built_by_the_kernel() -> None:
     assert assert_same(realistic_event(5).SerializeToString())
 
 
+@pytest.mark.parametrize("ip", ["2001:DB8:0:0:0:0:0:1", "1:0:0:2:0:0:0:3", "::1.2.3.4", "::"])
+def test_ipv6_sources_are_built_by_the_kernel(ip: str) -> None:
+    event = realistic_event(6)
+    event.source.ip = ip
+    assert assert_same(event.SerializeToString())
+
+
 @pytest.mark.parametrize(
     "change",
     [
-        {"source": pb.Source(ip="2001:db8::1")},
+        {"source": pb.Source(ip="fe80::1%eth0")},
+        {"source": pb.Source(ip="::ffff:10.1.2.3")},
         {"source": pb.Source(ip="not-an-ip")},
         {"source": pb.Source(port=70000)},
         {
@@ -272,7 +286,7 @@ def test_a_realistic_event_is_built_by_the_kernel() -> None:
         },
         {"stream_id": "not-a-stream"},
     ],
-    ids=["ipv6", "invalid-ip", "port", "exponent", "stream"],
+    ids=["ipv6-zone", "ipv4-mapped", "invalid-ip", "port", "exponent", "stream"],
 )
 def test_what_the_kernel_declines_is_built_in_python(change: dict[str, Any]) -> None:
     event = make_event(3, AGENT, **{"stream_id": STREAM, **change})
