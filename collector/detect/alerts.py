@@ -96,6 +96,11 @@ def leases_index(prefix: str) -> str:
     return f"{prefix}-leases"
 
 
+# Dotted field names split once: rules read the same few fields of every event. (The
+# names come from the rules and the code, so the cache stays small.)
+_PATHS: dict[str, tuple[str, ...]] = {}
+
+
 @dataclass(frozen=True)
 class Event:
     """An indexed event as the rules see it: ``_id``, time in ns and the document."""
@@ -110,7 +115,10 @@ class Event:
 
     def get(self, dotted: str) -> Any:
         node: Any = self.doc
-        for part in dotted.split("."):
+        parts = _PATHS.get(dotted)
+        if parts is None:
+            parts = _PATHS[dotted] = tuple(dotted.split("."))
+        for part in parts:
             if not isinstance(node, Mapping) or part not in node:
                 return None
             node = node[part]

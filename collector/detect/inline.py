@@ -56,7 +56,7 @@ def _match(rules: RuleSet, rule: Rule, event: Event) -> tuple[str, dict[str, Any
     if rule.kind == "match":
         return _generic(rule, event)
     action = event.text("event.action") or ""
-    if action not in rule.action_list or allowed(rule, event):
+    if action not in (rule.actions or ()) or allowed(rule, event):
         return None
     user = event.text("user.name") or event.text("user.id") or "?"
     if rule.kind == "bulk_export":
@@ -125,10 +125,13 @@ def evaluate(rules: RuleSet, events: Iterable[Event], history: History) -> list[
         if not rule.inline:
             continue
         found: list[tuple[str, Event, str, dict[str, Any]]] = []
+        key_fields = rule.key_fields
         for event in ordered:
             hit = _match(rules, rule, event)
-            key = key_of(event, rule.key_fields)
-            if hit is not None and key is not None:
+            if hit is None:
+                continue
+            key = key_of(event, key_fields)
+            if key is not None:
                 found.append((key, event, *hit))
         if not found:
             continue
