@@ -2,13 +2,15 @@
 (development tool, not a scenario).
 
     .venv/bin/python -m bench.collectorcpu [--events 30000] [--runs 2] [--agents 1]
-                                           [--py-spy DIR]
+                                           [--detection] [--py-spy DIR]
 
 Per run, as the e2e scenario sets it up (bench.scenarios.e2e: a real collector and
 agent process, keys registered, seals required, checkpoints on, an embedded OpenSearch
 node or ``$OPENSEARCH_URL``): after a warm-up line, --events corpus lines are appended
 and the clock runs until all are searchable. Printed per run: the collector's and the
 agent's process CPU seconds per event (µs/event = CPU-s per million events).
+--detection adds the shipped detection rules (`config/rules.yaml`, as
+`config/collector.yaml` has them): the inline rules then run over every batch.
 
 With --py-spy DIR (py-spy installed in the venv as a dev tool), the collector is sampled
 while the events flow (non-blocking, so it is not paused; only the thread holding the
@@ -101,13 +103,20 @@ def agent_ids(count: int) -> list[str]:
 
 
 def one_run(
-    bench: Bench, lines: list[bytes], spy_dir: Path | None, number: int, agents: int
+    bench: Bench,
+    lines: list[bytes],
+    spy_dir: Path | None,
+    number: int,
+    agents: int,
+    detection: bool = False,
 ) -> str:
     with run_scope(bench, "collectorcpu") as (prefix, directory):
         index = f"{prefix}-events-*"
         integrity = Integrity.under(directory)
         metrics_port = free_port()
         extra = integrity.collector_yaml() + f'\nmetrics:\n  listen: "127.0.0.1:{metrics_port}"\n'
+        if detection:
+            extra += f"\ndetection:\n  rules: {bench.repo / 'config' / 'rules.yaml'}\n"
         logs = []
         for k in range(agents):
             log_dir = directory / ("logs" if k == 0 else f"logs-{k}")
@@ -185,6 +194,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--agents", type=int, default=1, help="agents shipping the corpus")
+    parser.add_argument("--detection", action="store_true", help="with the shipped detection rules")
     parser.add_argument("--py-spy", type=Path, dest="spy", help="directory for profiles")
     args = parser.parse_args()
     if args.spy is not None:
@@ -210,7 +220,8 @@ def main() -> None:
             for agent_id in agent_ids(args.agents)[1:]:
                 issue_agent(bench.pki, agent_id)
             for number in range(1, args.runs + 1):
-                print(one_run(bench, lines, args.spy, number, args.agents), flush=True)
+                text = one_run(bench, lines, args.spy, number, args.agents, args.detection)
+                print(text, flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
