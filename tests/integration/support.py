@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opensearchpy import OpenSearch, helpers
+from opensearchpy import OpenSearch, TransportError, helpers
 from opensearchpy.helpers.errors import ScanError
 
 from collector.admin.pki import IssuedCert, init_ca
@@ -288,6 +288,29 @@ def agent_docs(
         except ScanError:
             time.sleep(0.5)
     return scan()
+
+
+def count_docs(client: OpenSearch, index: str, body: dict[str, Any] | None = None) -> int:
+    """The documents of `index` matching `body` (refreshed first), counted on every shard.
+
+    As with `agent_docs`: while a collector creates an index, a count that meets its
+    starting shard answers 503 ("all shards failed") or counts the others only
+    (``_shards.failed``); either is asked again, never returned as a number."""
+    last: Exception | None = None
+    for _ in range(20):
+        client.indices.refresh(index=index, ignore_unavailable=True)
+        try:
+            answer = client.count(index=index, body=body, ignore_unavailable=True)
+        except TransportError as exc:
+            if exc.status_code != 503:
+                raise
+            last = exc
+        else:
+            if not answer.get("_shards", {}).get("failed"):
+                return int(answer["count"])
+            last = AssertionError(f"count of {index} failed on shards: {answer['_shards']}")
+        time.sleep(0.5)
+    raise AssertionError(f"{index} could not be counted on all shards: {last}")
 
 
 def verify_json(url: str, prefix: str, *args: str) -> tuple[int, dict[str, Any]]:

@@ -31,7 +31,12 @@ from opensearchpy import OpenSearch
 from collector.admin.pki import init_ca, issue_agent
 from proto import limits
 from tests.helpers import free_port, tmpfs
-from tests.integration.support import agent_config_head, agent_docs, write_collector_config
+from tests.integration.support import (
+    agent_config_head,
+    agent_docs,
+    count_docs,
+    write_collector_config,
+)
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -75,13 +80,11 @@ class Env:
         return agent_docs(self.client, self.prefix, agent_id)
 
     def count(self, agent_id: str, action: str | None = None) -> int:
-        self.client.indices.refresh(index=self.events, ignore_unavailable=True)
         filters: list[dict[str, Any]] = [{"term": {"agent.id": agent_id}}]
         if action:
             filters.append({"term": {"event.action": action}})
         body = {"query": {"bool": {"filter": filters}}}
-        result = self.client.count(index=self.events, body=body, ignore_unavailable=True)
-        return int(result["count"])
+        return count_docs(self.client, self.events, body)
 
 
 @pytest.fixture(scope="module")

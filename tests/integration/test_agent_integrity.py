@@ -29,6 +29,7 @@ from collector.admin.sample import generate, write_jsonl
 from collector.checkpoints import read_checkpoints
 from tests.integration.support import (
     agent_config_head,
+    count_docs,
     entry_of,
     run_verify,
     sealing_collector,
@@ -58,10 +59,8 @@ class Env:
         self.client.indices.refresh(index=f"{self.prefix}-*", ignore_unavailable=True)
 
     def count(self, index: str, query: dict[str, Any] | None = None) -> int:
-        self.refresh()
         body = {"query": query or {"term": {"agent.id": AGENT_ID}}}
-        result = self.client.count(index=index, body=body, params={"ignore_unavailable": "true"})
-        return int(result["count"])
+        return count_docs(self.client, index, body)
 
     def events(self) -> int:
         return self.count(f"{self.prefix}-events-*")

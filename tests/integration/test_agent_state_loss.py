@@ -30,6 +30,7 @@ from collector.admin.pki import issue_agent
 from tests.integration import support
 from tests.integration.support import (
     SealingCollector,
+    count_docs,
     run_verify,
     sealing_collector,
     write_tailing_agent_config,
@@ -50,10 +51,8 @@ class Env(SealingCollector):
     state: Path
 
     def count(self, index: str, *filters: dict[str, Any]) -> int:
-        self.refresh()
         body = {"query": {"bool": {"filter": [{"term": {"agent.id": self.agent_id}}, *filters]}}}
-        result = self.client.count(index=index, body=body, params={"ignore_unavailable": "true"})
-        return int(result["count"])
+        return count_docs(self.client, index, body)
 
     def events(self) -> list[dict[str, Any]]:
         return support.agent_docs(self.client, self.prefix, self.agent_id)

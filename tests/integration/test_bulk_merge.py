@@ -27,6 +27,7 @@ from tests.integration.support import (
     SealingCollector,
     agent_config_head,
     agent_docs,
+    count_docs,
     enroll,
     ranges,
     run_verify,
@@ -114,9 +115,7 @@ def test_agents_batches_share_bulks_and_every_record_is_stored_once(
         index = f"{collector.prefix}-events-*"
 
         def stored() -> int:
-            collector.client.indices.refresh(index=index, ignore_unavailable=True)
-            answer = collector.client.count(index=index, ignore_unavailable=True)
-            return int(answer["count"])
+            return count_docs(collector.client, index)
 
         def idle() -> bool:
             """No batch being processed: every one answered (and counted) so far."""

@@ -29,7 +29,12 @@ from collector.admin.pki import init_ca, issue_agent
 from tests.foreign_crm.config import agent_yaml, differences, rules_yaml
 from tests.foreign_crm.generator import ForeignLog, generate
 from tests.helpers import free_port
-from tests.integration.support import agent_config_head, drop_prefix, write_collector_config
+from tests.integration.support import (
+    agent_config_head,
+    count_docs,
+    drop_prefix,
+    write_collector_config,
+)
 from tests.processes import BIN, ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -47,10 +52,7 @@ class Cluster:
         self.prefix = prefix
 
     def count_events(self) -> int:
-        pattern = f"{self.prefix}-events-*"
-        self.client.indices.refresh(index=pattern, ignore_unavailable=True)
-        result = self.client.count(index=pattern, params={"ignore_unavailable": "true"})
-        return int(result["count"])
+        return count_docs(self.client, f"{self.prefix}-events-*")
 
     def events(self) -> dict[str, dict[str, Any]]:
         result = self.client.search(

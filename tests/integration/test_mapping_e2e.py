@@ -20,7 +20,12 @@ from opensearchpy import OpenSearch
 
 from collector.admin.pki import init_ca, issue_agent
 from tests.helpers import free_port
-from tests.integration.support import agent_config_head, drop_prefix, write_collector_config
+from tests.integration.support import (
+    agent_config_head,
+    count_docs,
+    drop_prefix,
+    write_collector_config,
+)
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -148,8 +153,7 @@ def shipped(opensearch_url: str, tmp_path: Path) -> Iterator[dict[str, dict[str,
     index = f"{prefix}-events-*"
 
     def count() -> int:
-        client.indices.refresh(index=index, ignore_unavailable=True)
-        return int(client.count(index=index, ignore_unavailable=True)["count"])
+        return count_docs(client, index)
 
     try:
         wait_for(

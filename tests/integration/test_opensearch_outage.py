@@ -28,7 +28,12 @@ from opensearchpy import OpenSearch
 from collector.admin.opensearch_node import EmbeddedOpenSearch
 from collector.admin.pki import init_ca, issue_agent
 from tests.helpers import free_port, traversable_tmpdir
-from tests.integration.support import agent_config_head, agent_docs, write_collector_config
+from tests.integration.support import (
+    agent_config_head,
+    agent_docs,
+    count_docs,
+    write_collector_config,
+)
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -62,12 +67,11 @@ class Index:
 
     def count(self, action: str | None = None, index: str | None = None) -> int:
         target = index or self.events
-        self.client.indices.refresh(index=target, ignore_unavailable=True)
         filters: list[dict[str, Any]] = [{"term": {"agent.id": self.agent_id}}]
         if action:
             filters.append({"term": {"event.action": action}})
         body = {"query": {"bool": {"filter": filters}}}
-        return int(self.client.count(index=target, body=body, ignore_unavailable=True)["count"])
+        return count_docs(self.client, target, body)
 
     def docs(self) -> list[dict[str, Any]]:
         return agent_docs(self.client, self.prefix, self.agent_id)

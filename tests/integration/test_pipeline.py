@@ -23,6 +23,7 @@ from collector.admin.pki import init_ca, issue_agent
 from collector.admin.sample import generate, write_jsonl
 from tests.helpers import free_port
 from tests.integration.support import (
+    count_docs,
     drop_prefix,
     write_collector_config,
     write_jsonl_agent_config,
@@ -55,10 +56,8 @@ class Pipeline:
         return f"{self.prefix}-events-*"
 
     def count(self, query: dict[str, Any] | None = None) -> int:
-        self.client.indices.refresh(index=self.events, ignore_unavailable=True)
         body = {"query": query} if query else None
-        result = self.client.count(index=self.events, body=body, ignore_unavailable=True)
-        return int(result["count"])
+        return count_docs(self.client, self.events, body)
 
     def search(self, query: dict[str, Any], size: int = 50) -> list[dict[str, Any]]:
         self.client.indices.refresh(index=self.events, ignore_unavailable=True)

@@ -48,6 +48,7 @@ from tests.helpers import free_port, traversable_tmpdir
 from tests.integration.support import (
     agent_config_head,
     agent_docs,
+    count_docs,
     entry_of,
     write_collector_config,
 )
@@ -251,9 +252,8 @@ class Index:
 
     def count(self, pattern: str, agent_id: str | None = None) -> int:
         index = f"{self.prefix}-{pattern}"
-        self.client.indices.refresh(index=index, ignore_unavailable=True)
         query = {"query": {"term": {"agent.id": agent_id}}} if agent_id else None
-        return int(self.client.count(index=index, body=query, ignore_unavailable=True)["count"])
+        return count_docs(self.client, index, query)
 
     def green(self) -> bool:
         """Whether every index of the prefix has all its copies (waits up to 60 s)."""

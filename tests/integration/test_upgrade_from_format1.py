@@ -38,6 +38,7 @@ from proto.v1 import audit_pb2_grpc as pb_grpc
 from tests.integration.support import (
     SealingCollector,
     agent_docs,
+    count_docs,
     run_verify,
     sealing_collector,
     write_tailing_agent_config,
@@ -62,13 +63,8 @@ class Env(SealingCollector):
     key: Path
 
     def count(self) -> int:
-        # A count, not a scroll, while the collector may still be creating indices.
-        self.refresh()
         body = {"query": {"term": {"agent.id": self.agent_id}}}
-        found = self.client.count(
-            index=f"{self.prefix}-events-*", body=body, params={"ignore_unavailable": "true"}
-        )
-        return int(found["count"])
+        return count_docs(self.client, f"{self.prefix}-events-*", body)
 
     def events(self) -> list[dict[str, Any]]:
         return agent_docs(self.client, self.prefix, self.agent_id)
