@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,6 +32,12 @@ def load_script(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def cargo_installed() -> bool:
+    """Whether cargo is here (on PATH, or in ~/.cargo/bin where rustup puts it): then
+    `make venv` builds the collector's compiled kernel, and tests expect it."""
+    return shutil.which("cargo") is not None or (Path.home() / ".cargo" / "bin" / "cargo").exists()
 
 
 def free_port(host: str = "127.0.0.1") -> int:

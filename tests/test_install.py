@@ -9,12 +9,13 @@ SKIP_VENV=1 (files only, well under a second); one run builds the real virtualen
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import cargo_installed
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "install.sh"
@@ -129,7 +130,7 @@ def test_real_virtualenv_runs_from_the_staged_prefix(tmp_path: Path) -> None:
     located = staged_python("-c", "import collector; print(collector.__file__)")
     assert located.stdout.startswith(str(prefix / "lib")), located
     # The collector's compiled kernel is built into it where cargo is installed.
-    if shutil.which("cargo") or (Path.home() / ".cargo" / "bin" / "cargo").exists():
+    if cargo_installed():
         kernel = staged_python("-c", "import crm_audit_native")
         assert kernel.returncode == 0, kernel.stderr
     # A second run upgrades in place and keeps working.
