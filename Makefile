@@ -8,6 +8,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# rustup installs cargo into ~/.cargo/bin, which a non-login shell (CI) may not have on
+# PATH: the kernel's build, its Rust tests and pytest's check for cargo all look there.
+export PATH := $(PATH):$(HOME)/.cargo/bin
 
 .PHONY: all system-deps venv proto lint native-test test unit demo opensearch-dist opensearch-dist-security clean bench
 
@@ -60,8 +63,7 @@ test: system-deps venv lint native-test opensearch-dist opensearch-dist-security
 # The compiled kernel's own Rust unit tests, where cargo is installed (the Python tests
 # compare it with the Python reference: tests/collector/test_native.py).
 native-test:
-	@PATH="$$PATH:$$HOME/.cargo/bin"; if command -v cargo >/dev/null 2>&1; then \
-	  cd native && cargo test --release --quiet; \
+	@if command -v cargo >/dev/null 2>&1; then cd native && cargo test --release --quiet; \
 	else echo "make test: cargo not found; native/ unit tests not run" >&2; fi
 
 unit: venv

@@ -18,12 +18,8 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 if ! command -v cargo >/dev/null 2>&1; then
-  msg="cargo not found: the collector's compiled document kernel (native/) is not built; documents are built in Python"
-  if [ "${NATIVE:-}" = required ]; then
-    echo "build-native: $msg" >&2
-    exit 1
-  fi
-  echo "build-native: $msg" >&2
+  echo "build-native: cargo not found: the collector's compiled document kernel (native/) is not built; documents are built in Python" >&2
+  [ "${NATIVE:-}" = required ] && exit 1
   exit 0
 fi
 "$python" -m pip install --quiet --disable-pip-version-check "$@" "$src/native"
