@@ -142,6 +142,13 @@ def parse_iso_nanos(text: str) -> int:
     if not text.endswith("Z"):
         raise ValueError(f"not a UTC timestamp: {text!r}")
     whole, _, fraction = text[:-1].partition(".")
+    seconds = _whole_seconds(whole)
+    nanos = int((fraction + "000000000")[:9]) if fraction else 0
+    return seconds * _NANOS + nanos
+
+
+def _whole_seconds(whole: str) -> int:
+    """Unix seconds of ``YYYY-MM-DDTHH:MM:SS`` (UTC)."""
     if len(whole) == 19 and whole[10] == "T" and whole[13] == ":" and whole[16] == ":":
         digits = whole[11:13] + whole[14:16] + whole[17:19]
         if digits.isascii() and digits.isdigit():
@@ -152,11 +159,8 @@ def parse_iso_nanos(text: str) -> int:
                 if start is None:
                     midnight = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
                     start = _cached(_DAY_START, day, int(midnight.timestamp()))
-                nanos = int((fraction + "000000000")[:9]) if fraction else 0
-                return (start + hours * 3600 + minutes * 60 + seconds) * _NANOS + nanos
-    when = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
-    nanos = int((fraction + "000000000")[:9]) if fraction else 0
-    return int(when.timestamp()) * _NANOS + nanos
+                return int(start) + hours * 3600 + minutes * 60 + seconds
+    return int(datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp())
 
 
 def _ip_text(raw: str) -> str | None:
