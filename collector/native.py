@@ -95,39 +95,26 @@ def guarded_scanner(scanner: Scanner) -> Scanner:
 
 def load() -> tuple[Kernel | None, Scanner | None, str]:
     """The kernel's two functions (or None) and a one-line description of what runs."""
+
+    def python(why: str) -> tuple[None, None, str]:
+        return None, None, f"format 2 batches read and documents built in Python ({why})"
+
     if os.environ.get("CRM_AUDIT_NATIVE", "").strip().lower() in ("off", "0", "false", "no"):
-        return (
-            None,
-            None,
-            "format 2 batches read and documents built in Python (CRM_AUDIT_NATIVE=off)",
-        )
+        return python("CRM_AUDIT_NATIVE=off")
     try:
         module = importlib.import_module("crm_audit_native")
     except ImportError:
-        return (
-            None,
-            None,
-            (
-                "format 2 batches read and documents built in Python (the compiled kernel "
-                "crm_audit_native is not installed)"
-            ),
-        )
+        return python("the compiled kernel crm_audit_native is not installed")
     version = getattr(module, "KERNEL_VERSION", None)
     if version != KERNEL_VERSION:
-        return (
-            None,
-            None,
-            (
-                f"format 2 batches read and documents built in Python (crm_audit_native speaks "
-                f"kernel version {version}, this collector {KERNEL_VERSION}: reinstall native/)"
-            ),
+        return python(
+            f"crm_audit_native speaks kernel version {version}, this collector "
+            f"{KERNEL_VERSION}: reinstall native/"
         )
-    kernel = guarded_kernel(module.documents)
-    scanner = guarded_scanner(module.scan)
     return (
-        kernel,
-        scanner,
-        ("format 2 batches read and documents built by the compiled kernel crm_audit_native"),
+        guarded_kernel(module.documents),
+        guarded_scanner(module.scan),
+        "format 2 batches read and documents built by the compiled kernel crm_audit_native",
     )
 
 
