@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-# The collector's compiled document kernel (native/, optional: see scripts/build-native.sh).
+# The compiled kernels of agent and collector (native/, optional: see scripts/build-native.sh).
 NATIVE_STAMP := $(VENV)/.native
 $(NATIVE_STAMP): $(STAMP) native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
 	PYTHON=$(PY) bash scripts/build-native.sh
@@ -60,8 +60,9 @@ test: system-deps venv lint native-test opensearch-dist opensearch-dist-security
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  exit $$rc
 
-# The compiled kernel's own Rust unit tests, where cargo is installed (the Python tests
-# compare it with the Python reference: tests/collector/test_native.py).
+# The compiled kernels' own Rust unit tests, where cargo is installed (the Python tests
+# compare them with the Python reference: tests/collector/test_native.py,
+# tests/agent/test_native_mapping.py).
 native-test:
 	@if command -v cargo >/dev/null 2>&1; then cd native && cargo test --release --quiet; \
 	else echo "make test: cargo not found; native/ unit tests not run" >&2; fi

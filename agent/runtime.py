@@ -50,7 +50,7 @@ from dataclasses import dataclass, replace
 import grpc
 from pydantic import BaseModel
 
-from agent import notices, stream
+from agent import native, notices, stream
 from agent.batch import Batcher
 from agent.checkpoint import Checkpoint, CheckpointStore, FileOffset
 from agent.config import AgentConfig, SourceConfig
@@ -405,6 +405,7 @@ class Agent:
             recovery.unacked,
             len(positions),
         )
+        log.info("parsing: %s", native.DESCRIPTION)
         watermark = Watermark(
             self.store, acked, self.spool, self.disk, monotonic=self._clock.monotonic
         )

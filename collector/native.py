@@ -18,13 +18,12 @@ in Python. The collector logs which at start-up.
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
 from collections.abc import Sequence
 from typing import Protocol
 
 from proto.integrity import EventFacts, Scanner
+from proto.native import MODULE, import_kernel
 
 log = logging.getLogger(__name__)
 
@@ -95,26 +94,13 @@ def guarded_scanner(scanner: Scanner) -> Scanner:
 
 def load() -> tuple[Kernel | None, Scanner | None, str]:
     """The kernel's two functions (or None) and a one-line description of what runs."""
-
-    def python(why: str) -> tuple[None, None, str]:
+    module, why = import_kernel("KERNEL_VERSION", KERNEL_VERSION)
+    if module is None:
         return None, None, f"format 2 batches read and documents built in Python ({why})"
-
-    if os.environ.get("CRM_AUDIT_NATIVE", "").strip().lower() in ("off", "0", "false", "no"):
-        return python("CRM_AUDIT_NATIVE=off")
-    try:
-        module = importlib.import_module("crm_audit_native")
-    except ImportError:
-        return python("the compiled kernel crm_audit_native is not installed")
-    version = getattr(module, "KERNEL_VERSION", None)
-    if version != KERNEL_VERSION:
-        return python(
-            f"crm_audit_native speaks kernel version {version}, this collector "
-            f"{KERNEL_VERSION}: reinstall native/"
-        )
     return (
         guarded_kernel(module.documents),
         guarded_scanner(module.scan),
-        "format 2 batches read and documents built by the compiled kernel crm_audit_native",
+        f"format 2 batches read and documents built by the compiled kernel {MODULE}",
     )
 
 

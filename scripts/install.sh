@@ -19,8 +19,8 @@
 # created, nothing is chowned, systemctl is not called, and the venv's scripts are
 # rewritten to run from PREFIX), PYTHON (>= 3.11, default python3), SKIP_VENV=1 (lay
 # out files only), PIP_ARGS (extra pip arguments, e.g. --no-index --find-links DIR),
-# NATIVE (off: skip the collector's compiled kernel, required: fail without it; by
-# default it is built where cargo is installed, scripts/build-native.sh).
+# NATIVE (off: skip the compiled kernels, required: fail without them; by default they
+# are built where cargo is installed, scripts/build-native.sh).
 # Idempotent: running it again upgrades the package and the units, keeps the configs.
 set -euo pipefail
 
@@ -91,11 +91,10 @@ if [ "$SKIP_VENV" != 1 ]; then
   # shellcheck disable=SC2086 # PIP_ARGS is a list of arguments
   "$root_prefix/bin/python" -m pip install --quiet --disable-pip-version-check $PIP_ARGS \
     --upgrade "$SRC[$extra]"
-  if [ "$extra" = collector ]; then
-    # The collector's compiled document kernel, where cargo is installed (optional).
-    # shellcheck disable=SC2086
-    PYTHON="$root_prefix/bin/python" bash "$SRC/scripts/build-native.sh" $PIP_ARGS
-  fi
+  # The compiled kernels (the agent's JSON-lines mapping, the collector's documents),
+  # where cargo is installed (optional; no Python dependency of their own).
+  # shellcheck disable=SC2086
+  PYTHON="$root_prefix/bin/python" bash "$SRC/scripts/build-native.sh" $PIP_ARGS
   if [ -n "$DESTDIR" ]; then
     # The venv was built where it is staged; its scripts must run from PREFIX.
     grep -rlIF "$root_prefix" "$root_prefix/bin" "$root_prefix/pyvenv.cfg" 2>/dev/null \

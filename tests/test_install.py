@@ -180,6 +180,10 @@ def test_agent_only_virtualenv_has_no_collector_libraries(tmp_path: Path) -> Non
         )
 
     assert run("-m", "agent.cli", "--help").returncode == 0
+    if cargo_installed():  # the agent's compiled JSON-lines kernel is built here too
+        kernel = run("-c", "import agent.native as n; print(n.DESCRIPTION)")
+        assert kernel.returncode == 0, kernel.stderr
+        assert "mapped by crm_audit_native" in kernel.stdout
     # A collector-only command says what is missing instead of a traceback.
     refused = run("-m", "collector.admin.cli", "verify", "--opensearch", "http://127.0.0.1:9")
     assert refused.returncode == 2

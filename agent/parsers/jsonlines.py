@@ -26,6 +26,7 @@ from typing import Any
 
 import msgspec
 
+from agent import native
 from agent.parsers._common import parse_error, start_event
 from agent.parsers.mapping import TARGETS, Plan, compile_plan
 from agent.parsers.mapping.values import json_type
@@ -65,11 +66,25 @@ def make_parser(
 
     Raises agent.parsers.mapping.MappingError (a ValueError) for an invalid mapping."""
     plan = compile_plan(DEFAULT_MAPPING, overrides, actions, FIELDS)
+    mapper = native.jsonlines_mapper(plan)
 
-    def parse_line(line: bytes) -> pb.AuditEvent | None:
-        return parse(line, plan)
+    if mapper is None:
 
-    return parse_line
+        def parse_line(line: bytes) -> pb.AuditEvent | None:
+            return parse(line, plan)
+
+        return parse_line
+
+    from_bytes = pb.AuditEvent.FromString
+
+    def map_line(line: bytes) -> pb.AuditEvent | None:
+        if not line or line.isspace():
+            return None
+        data = mapper(line)
+        # None: the kernel declined this line (agent.native); Python parses it.
+        return parse(line, plan) if data is None else from_bytes(data)
+
+    return map_line
 
 
 def parse(line: bytes, plan: Plan | None = None) -> pb.AuditEvent | None:

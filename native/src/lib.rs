@@ -1,6 +1,8 @@
-//! crm-audit's compiled collector kernel: the documents of a stream format 2 batch, from
-//! the event bytes as received straight to the JSON the bulk body carries
-//! (`collector.native` loads it; `collector.documents` stays the reference).
+//! crm-audit's compiled kernels. The collector's: the documents of a stream format 2
+//! batch, from the event bytes as received straight to the JSON the bulk body carries
+//! (`collector.native` loads it; `collector.documents` stays the reference). The agent's:
+//! a JSON line mapped to its serialized AuditEvent (`agent.native` loads it;
+//! `agent.parsers.jsonlines` stays the reference).
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -9,6 +11,11 @@ mod document;
 mod event;
 mod facts;
 mod json;
+mod jsonread;
+mod mapping;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// `documents(datas, heads, event_hashes, agent_id, received_unix_nano)` -> one entry per
 /// event: `(doc_id, sequence, timestamp_unix_nano, body, original)`, or None where the
@@ -138,11 +145,121 @@ fn scan<'py>(
     Ok(Some((events, hashes)))
 }
 
+/// Action names a mapper remembers (as the Python mapping's cache: a log naming unbounded
+/// actions is not kept).
+const ACTIONS_MAX: usize = 1024;
+
+/// `JsonLinesMapper(fields, resolve, is_ip)`: a source's plan of plain paths, `fields`
+/// as (target, dotted path of one or two keys, flag for an unusable value) in the order
+/// the plan applies them; `resolve(action)` -> (canonical name or None, event categories,
+/// event types, audit category, implied outcome) and `is_ip(text)` -> bool are the
+/// source's vocabulary and Python's address check. ValueError for a field it cannot map.
+/// Calling it with a line gives the serialized AuditEvent, or None where it declines
+/// and the caller parses that line in Python.
+#[pyclass(frozen, module = "crm_audit_native")]
+struct JsonLinesMapper {
+    fields: Vec<mapping::Field>,
+    resolve: PyObject,
+    is_ip: PyObject,
+    actions: Mutex<HashMap<String, mapping::Resolved>>,
+}
+
+struct PythonOracle<'a, 'py> {
+    py: Python<'py>,
+    mapper: &'a JsonLinesMapper,
+}
+
+impl mapping::Oracle for PythonOracle<'_, '_> {
+    fn resolve(&self, action: &str) -> Result<mapping::Resolved, mapping::Decline> {
+        let mut actions = self.mapper.actions.lock().map_err(|_| mapping::Decline)?;
+        if let Some(found) = actions.get(action) {
+            return Ok(found.clone());
+        }
+        let answer = self
+            .mapper
+            .resolve
+            .call1(self.py, (action,))
+            .map_err(|_| mapping::Decline)?;
+        let (name, event_category, event_type, audit_category, implied_outcome): (
+            Option<String>,
+            Vec<String>,
+            Vec<String>,
+            i32,
+            i32,
+        ) = answer.extract(self.py).map_err(|_| mapping::Decline)?;
+        let resolved = mapping::Resolved {
+            name,
+            event_category,
+            event_type,
+            audit_category,
+            implied_outcome,
+        };
+        if actions.len() < ACTIONS_MAX {
+            actions.insert(action.to_owned(), resolved.clone());
+        }
+        Ok(resolved)
+    }
+
+    fn is_ip(&self, text: &str) -> Result<bool, mapping::Decline> {
+        let answer = self
+            .mapper
+            .is_ip
+            .call1(self.py, (text,))
+            .map_err(|_| mapping::Decline)?;
+        answer.extract(self.py).map_err(|_| mapping::Decline)
+    }
+}
+
+#[pymethods]
+impl JsonLinesMapper {
+    #[new]
+    fn new(
+        fields: Vec<(String, String, String)>,
+        resolve: PyObject,
+        is_ip: PyObject,
+    ) -> PyResult<Self> {
+        let mut plan = Vec::with_capacity(fields.len());
+        for (target, path, flag) in fields {
+            let kind = mapping::Kind::of(&target).ok_or_else(|| {
+                pyo3::exceptions::PyValueError::new_err(format!("unknown target {target:?}"))
+            })?;
+            let field = mapping::Field::new(&path, kind, &flag).ok_or_else(|| {
+                pyo3::exceptions::PyValueError::new_err(format!(
+                    "{target}: path {path:?} is not one or two keys"
+                ))
+            })?;
+            plan.push(field);
+        }
+        Ok(JsonLinesMapper {
+            fields: plan,
+            resolve,
+            is_ip,
+            actions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn __call__<'py>(&self, py: Python<'py>, line: &[u8]) -> Option<Bound<'py, PyBytes>> {
+        let oracle = PythonOracle { py, mapper: self };
+        // A panic (a bug) declines the line like anything else the kernel cannot build:
+        // Python parses it, and the reading thread never sees a PanicException.
+        let mapped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            mapping::map_line(line, &self.fields, &oracle)
+        }));
+        match mapped {
+            Ok(Ok(bytes)) => Some(PyBytes::new(py, &bytes)),
+            _ => None,
+        }
+    }
+}
+
 #[pymodule]
 fn crm_audit_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(documents, m)?)?;
     m.add_function(wrap_pyfunction!(scan, m)?)?;
     m.add_class::<ScannedEvent>()?;
+    m.add_class::<JsonLinesMapper>()?;
     m.add("KERNEL_VERSION", 2)?;
+    // The agent's interface (JsonLinesMapper), versioned apart from the collector's.
+    m.add("AGENT_KERNEL_VERSION", 1)?;
     Ok(())
 }

@@ -1,0 +1,276 @@
+"""The agent's compiled JSON-lines kernel (native/src/mapping.rs, `agent.native`) against
+the Python parser it stands in for (`agent.parsers.jsonlines.parse`, itself held to
+tests/agent/mapping/reference.py): every line the kernel builds is the same event in
+every field and in its deterministic bytes; every line it declines is parsed in Python
+by `make_parser`'s function, so that function gives Python's events either way.
+
+Where cargo is installed (`make venv` builds the kernel then) a missing kernel fails
+here instead of skipping, so the suite cannot pass without testing it unnoticed."""
+
+from __future__ import annotations
+
+import json
+import os
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent import native
+from agent.parsers import jsonlines
+from agent.parsers.mapping import Plan, compile_plan
+from proto.v1 import audit_pb2 as pb
+from tests.agent.mapping.test_compiled import _KEYS, _RECORDS, _STRINGS
+from tests.helpers import cargo_installed
+
+if native.DESCRIPTION.startswith("JSON lines mapped in Python"):
+    if cargo_installed() and os.environ.get("CRM_AUDIT_NATIVE", "") != "off":
+        pytest.fail(
+            f"cargo is installed but the compiled kernel is not usable: {native.DESCRIPTION} "
+            "(make venv builds it: scripts/build-native.sh)",
+            pytrace=False,
+        )
+    # Only without cargo or with the kernel turned off on purpose: every line is then
+    # parsed in Python, which the rest of the suite tests.
+    pytest.skip(
+        reason=f"the compiled kernel is optional and absent here ({native.DESCRIPTION})",
+        allow_module_level=True,
+    )
+
+
+def _plan(mapping: dict[str, Any], actions: dict[str, Any] | None = None) -> Plan:
+    return compile_plan(jsonlines.DEFAULT_MAPPING, mapping, actions, jsonlines.FIELDS)
+
+
+# Plans the kernel takes: the default mapping, and overrides of plain one- and two-key
+# paths (literal dotted keys such as "user.id" among the generated keys) with a source
+# vocabulary that renames, defines and implies outcomes.
+SOURCES: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
+    "default": ({}, None),
+    "renamed": (
+        {
+            "timestamp": "ts",
+            "action": "op",
+            "outcome": "result",
+            "user.name": "actor.login",
+            "user.id": "user.id",
+            "user.target.roles": "granted_role",
+            "user.effective.name": "on_behalf_of",
+            "organization.id": "tenant",
+            "source.ip": "ip",
+            "source.port": "client.port",
+            "object.type": "entity.kind",
+            "record_count": "report.rows",
+            "message": "x.y",
+        },
+        {
+            "auth.login": "Login",
+            "report.export": "record.export",
+            "wire.approve": {
+                "action": "payment.approve",
+                "audit_category": "data_operation",
+                "event_category": ["database"],
+                "event_type": ["change"],
+                "outcome": "success",
+            },
+        },
+    ),
+}
+PLANS = {name: _plan(*source) for name, source in SOURCES.items()}
+MAPPERS = {name: native.jsonlines_mapper(plan) for name, plan in PLANS.items()}
+# What the agent runs: the kernel, and Python for each line it declines.
+PARSERS = {name: jsonlines.make_parser(*source) for name, source in SOURCES.items()}
+
+
+def built_or_declined(line: bytes, name: str) -> bool:
+    """True when the kernel built `line` (and it equals Python's event), False when it
+    declined it."""
+    mapper = MAPPERS[name]
+    assert mapper is not None
+    data = mapper(line)
+    if data is None:
+        return False
+    got = pb.AuditEvent.FromString(data)
+    want = jsonlines.parse(line, PLANS[name])
+    assert want is not None
+    assert got == want, (line, got, want)
+    assert got.SerializeToString(deterministic=True) == want.SerializeToString(deterministic=True)
+    return True
+
+
+def test_plans_with_rules_or_deep_paths_stay_in_python() -> None:
+    assert native.jsonlines_mapper(_plan({"user.name": "a.b.c"})) is None
+    assert native.jsonlines_mapper(_plan({"source.ip": ["actor.ip", "ip"]})) is None
+    assert (
+        native.jsonlines_mapper(_plan({"outcome": {"path": "r", "values": {"ok": "success"}}}))
+        is None
+    )
+    assert all(mapper is not None for mapper in MAPPERS.values())
+
+
+def test_make_parser_uses_the_kernel_and_equals_python_on_the_crm_corpus() -> None:
+    from bench.corpus import sample_lines
+
+    parse = PARSERS["default"]
+    plan = PLANS["default"]
+    lines = [line.rstrip(b"\n") for line in sample_lines(3000, seed=5)]
+    # Every line of the CRM application's own log is built by the kernel, none declined.
+    assert all(built_or_declined(line, "default") for line in lines)
+    for line in lines[:300]:
+        assert parse(line) == jsonlines.parse(line, plan)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record=_RECORDS, name=st.sampled_from(sorted(PLANS)), ascii_only=st.booleans())
+def test_generated_records_are_built_as_python_builds_them(
+    record: Any, name: str, ascii_only: bool
+) -> None:
+    line = json.dumps(record, default=str, ensure_ascii=ascii_only).encode("utf-8", "replace")
+    built_or_declined(line, name)
+    assert PARSERS[name](line) == jsonlines.parse(line, PLANS[name])
+
+
+# Records shaped like a CRM log's (the targets' keys, values of the shapes each takes and
+# the odd ones next to them), so that most are built rather than declined.
+_TIMES = st.one_of(
+    st.sampled_from(
+        [
+            "2026-01-05T08:00:00Z", "2026-01-05t08:00:00.123456789z", "2026-01-05 08:00:00,5 +0200",
+            "2024-02-29T23:59:60-05:30", "2026-01-05T08:00:00+23:59", "2026-01-05T08:00:00+24:00",
+            "2026-01-05T08:00:00.1234567891Z", "1969-12-31T23:59:59.999Z", "2262-04-11T23:47:16Z",
+            "1677-09-21T00:12:43Z", "2026-01-05T08:00:00 \x1fZ", "2026-01-05T08:00:00",
+        ]
+    ),
+    st.builds(
+        lambda y, mo, d, h, mi, s, f, z: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}{f}{z}",
+        st.integers(1600, 2300), st.integers(0, 13), st.integers(0, 32), st.integers(0, 24),
+        st.integers(0, 60), st.integers(0, 61),
+        st.sampled_from(["", ".5", ",000001", ".123456789"]),
+        st.sampled_from(["Z", "+01:00", "-0930", "+99:00", "-00:75"]),
+    ),
+)  # fmt: skip
+_NUMBERS = st.one_of(
+    st.integers(-(2**65), 2**65),
+    st.decimals(allow_nan=False, allow_infinity=False, places=2),
+    st.sampled_from([Decimal("0.05"), Decimal("1E+5"), Decimal("12.50"), Decimal("-0.0")]),
+)
+_TEXT = st.one_of(
+    _STRINGS, st.text(max_size=20), st.sampled_from(['a"b\\c\n\x01\x7f\u2028', "ü€😀"])
+)
+_SCALAR = st.one_of(st.none(), st.booleans(), _NUMBERS, _TEXT)
+_NESTED = st.recursive(
+    _SCALAR,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, max_size=3)),
+    max_leaves=6,
+)
+_ROLES = st.one_of(
+    st.lists(st.one_of(st.none(), _TEXT, st.booleans()), max_size=3), _SCALAR, _NESTED
+)
+_CHANGE = st.fixed_dictionaries(
+    {"field": st.one_of(_TEXT, st.integers(), st.none())},
+    optional={"old": _NESTED, "new": _NESTED, "x": _SCALAR},
+)
+_ADDRESSES = st.one_of(
+    st.ip_addresses().map(str),
+    st.sampled_from(
+        ["10.020.1.1", " 10.1.1.1 ", "fe80::1%eth0", "::ffff:1.2.3.4", "1.2.3", "x", ""]
+    ),
+)
+_PORTS = st.one_of(
+    st.integers(-2, 70_000),
+    st.sampled_from(["443", " 8080 ", "0080", "65536", "8O", "", "٣"]),
+    _NESTED,
+)
+_CRM_RECORDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "timestamp": st.one_of(_TIMES, _NESTED),
+        "ts": _TIMES,
+        "event": st.one_of(_STRINGS, _SCALAR),
+        "op": st.sampled_from(["auth.login", "Report Export", "wire.approve", "other"]),
+        "outcome": st.one_of(
+            st.sampled_from(["success", "FAILED", " Succeeded\t", "failure\x1c", "ok", "İ"]),
+            _SCALAR,
+        ),
+        "user": st.one_of(
+            st.fixed_dictionaries(
+                {}, optional={"id": _SCALAR, "name": _TEXT, "email": _NESTED, "roles": _ROLES}
+            ),
+            _NESTED,
+        ),
+        "user.id": _SCALAR,
+        "source_ip": st.one_of(_ADDRESSES, _SCALAR),
+        "ip": _ADDRESSES,
+        "source_port": _PORTS,
+        "client": st.fixed_dictionaries({}, optional={"port": _PORTS, "ua": _TEXT}),
+        "changes": st.one_of(st.lists(_CHANGE, max_size=3), _NESTED),
+        "record_count": st.one_of(_PORTS, st.integers(0, 2**64 + 5)),
+        "report": st.fixed_dictionaries({}, optional={"rows": _PORTS, "name": _TEXT}),
+        "object": _NESTED,
+        "x.y": _TEXT,
+        "x": _NESTED,
+        "granted_role": _ROLES,
+        "message": _TEXT,
+        "extra": _NESTED,
+    },
+)  # fmt: skip
+
+_COUNTS = {"built": 0, "declined": 0}
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record=_CRM_RECORDS, name=st.sampled_from(sorted(PLANS)), ascii_only=st.booleans())
+def test_crm_shaped_records_are_built_as_python_builds_them(
+    record: dict[str, Any], name: str, ascii_only: bool
+) -> None:
+    line = json.dumps(record, default=str, ensure_ascii=ascii_only).encode("utf-8", "replace")
+    built = built_or_declined(line, name)
+    _COUNTS["built" if built else "declined"] += 1
+    assert PARSERS[name](line) == jsonlines.parse(line, PLANS[name])
+
+
+def test_the_generated_records_were_mostly_built() -> None:
+    """The differential test above compares something: most CRM-shaped records are built
+    by the kernel, not declined (runs after it, in file order)."""
+    total = _COUNTS["built"] + _COUNTS["declined"]
+    assert total >= 1000
+    assert _COUNTS["built"] >= total // 4, _COUNTS
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"a": NaN}',
+        b'{"a": "\\ud800"}',
+        b'{"event": "login", "a": "\\udc00x"}',
+        b"[1, 2]",
+        b'{"a": 1} x',
+        b"\xef\xbb\xbf{}",
+        b'{"timestamp": 1.5e3, "x": 1E+2, "n": 123456789012345678901234567890}',
+        b'{"x":' + b"[" * 3000 + b"]" * 3000 + b"}",
+        b'\xff{"event": "login"}',
+        b'{"event": "login", "event": "logout", "user": {"id": 1, "id": null}}',
+        b'{"user.id": null, "user": {"id": "nested"}}',
+        b'{"event": "login"  ,  "x" : [ 1 , { "y" : "\\u00e9\\/" } ] }\r',
+        b"{}",
+        b'{"a": "\\t\\b\\f"}',
+        b'{"a": "x\ty"}',
+    ],
+)
+def test_edge_lines(line: bytes) -> None:
+    for name in PLANS:
+        assert PARSERS[name](line) == jsonlines.parse(line, PLANS[name])
+
+
+def test_a_new_action_is_resolved_once_through_the_vocabulary() -> None:
+    plan = PLANS["renamed"]
+    mapper = native.jsonlines_mapper(plan)
+    assert mapper is not None
+    for op in ("wire.approve", "Report Export", "never.heard.of", "wire.approve"):
+        data = mapper(json.dumps({"op": op}).encode())
+        assert data is not None
+        assert pb.AuditEvent.FromString(data) == jsonlines.parse(
+            json.dumps({"op": op}).encode(), plan
+        )
