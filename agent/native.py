@@ -27,7 +27,20 @@ from proto.native import MODULE, import_kernel
 # The kernel's agent interface version this agent speaks (AGENT_KERNEL_VERSION in native/).
 AGENT_KERNEL_VERSION = 1
 
-Mapper = Callable[[bytes], bytes | None]
+
+class Mapper(Protocol):
+    """crm_audit_native.JsonLinesMapper: a line → its serialized event, or None (declined)."""
+
+    def __call__(self, line: bytes, /) -> bytes | None: ...
+
+    def stamped(
+        self, line: bytes, stamp: bytes, observed_unix_nano: int, offset: int, /
+    ) -> tuple[bytes, int] | None:
+        """The stamped event's deterministic bytes (no sequence, no stream id) and its
+        effective time, or None (declined)."""
+        ...
+
+
 # (canonical action or None when unknown, ECS categories, ECS types, audit category,
 # implied outcome): how the kernel receives a vocabulary's answer.
 Resolution = tuple[str | None, list[str], list[str], int, int]

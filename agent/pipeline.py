@@ -32,9 +32,9 @@ from agent import notices, oversize
 from agent.checkpoint import FileOffset
 from agent.errors import SpoolWriteError
 from agent.metrics import AgentMetrics
-from agent.parsers import ParseFn
+from agent.parsers import Encoder, ParseFn
 from agent.parsers.framing import Framer, LineFramer
-from agent.spool import Entry, Spool
+from agent.spool import AnyEntry, EncodedEntry, Entry, Spool
 from agent.tail import Line, SourceSpec, Tailer, TailItem, Truncated, Unread
 from proto.v1 import audit_pb2 as pb
 
@@ -53,6 +53,9 @@ class SourceParser:
     parse: ParseFn
     make_framer: Callable[[], Framer]
     flush_after_s: float = 2.0  # idle time after which a held record is emitted
+    # The compiled kernel's parse + stamp + serialize in one step (agent.parsers.Encoder),
+    # where the source has one; a record it declines goes through `parse`.
+    encode: Encoder | None = None
 
 
 @dataclass
@@ -109,7 +112,7 @@ class Pipeline:
                     stop.wait(PAUSED_WAIT_S)
                     continue
                 items = self._tailer.read(READ_BUDGET)
-                entries: list[Entry] = []
+                entries: list[AnyEntry] = []
                 for item in items:
                     self._handle(item, entries)
                 self._count_lines(items)
@@ -151,12 +154,15 @@ class Pipeline:
         for source, n in counts.items():
             self._metrics.lines_read.labels(source=source).inc(n)
 
-    def _count_spooled(self, entries: Sequence[Entry]) -> None:
+    def _count_spooled(self, entries: Sequence[AnyEntry]) -> None:
         if self._metrics is None:
             return
         spooled: Counter[str] = Counter()
         errors: Counter[str] = Counter()
         for entry in entries:
+            if isinstance(entry, EncodedEntry):  # the kernel builds no parse_error event
+                spooled[entry.source] += 1
+                continue
             source = entry.event.log.source_name
             spooled[source] += 1
             if "parse_error" in entry.event.flags:
@@ -180,7 +186,7 @@ class Pipeline:
         self._paused = full
         return full
 
-    def _append(self, entries: list[Entry], stop: threading.Event, retry: bool = True) -> bool:
+    def _append(self, entries: list[AnyEntry], stop: threading.Event, retry: bool = True) -> bool:
         """Spool `entries`, retrying on write errors until `stop`; False if stopped first."""
         while entries:
             try:
@@ -209,7 +215,7 @@ class Pipeline:
                 timeout = min(timeout, max(0.0, state.last_fed + flush_after - now))
         return timeout
 
-    def _handle(self, item: TailItem, entries: list[Entry]) -> None:
+    def _handle(self, item: TailItem, entries: list[AnyEntry]) -> None:
         if isinstance(item, Line):
             state = self._framing.get(item.file_key)
             if state is None:
@@ -260,17 +266,17 @@ class Pipeline:
             return
         prime(first)
 
-    def _flush_idle(self, now: float) -> list[Entry]:
-        entries: list[Entry] = []
+    def _flush_idle(self, now: float) -> list[AnyEntry]:
+        entries: list[AnyEntry] = []
         for key, state in self._framing.items():
             flush_after = self._parsers[state.source].flush_after_s
             if state.framer.held_offset() is not None and now - state.last_fed >= flush_after:
                 entries += self._flush(key)
         return entries
 
-    def _flush(self, key: str) -> list[Entry]:
+    def _flush(self, key: str) -> list[AnyEntry]:
         state = self._framing.get(key)
-        entries: list[Entry] = []
+        entries: list[AnyEntry] = []
         if state is not None:
             framer = state.framer
             for record in framer.flush():
@@ -288,32 +294,39 @@ class Pipeline:
         offset: int,
         end_offset: int,
         truncated: bool,
-        entries: list[Entry],
+        entries: list[AnyEntry],
         held: int | None,
     ) -> None:
         """One framed record (`data` from `offset` to `end_offset` in its file) parsed,
         stamped and added to `entries`; `held` is the offset of what the framer still
         holds after it (None: nothing)."""
         source = self._parsers[state.source]
-        event = source.parse(data)
-        if event is None:  # blank: consumed, nothing to send (re-read after a restart)
-            return
-        # The record's size in the file (its lines and their newlines, the last one
-        # excluded): kept when the record, or the event parsed from it, is cut.
-        record_bytes = max(0, end_offset - offset - 1)
-        if truncated:
-            oversize.mark_truncated(event, record_bytes)
         if state.stamp_key != (state.path, source.format):
             state.stamp = self._file_stamp(state.path, state.source, source.format)
             state.stamp_key = (state.path, source.format)
+        # The record's size in the file (its lines and their newlines, the last one
+        # excluded): kept when the record, or the event parsed from it, is cut.
+        record_bytes = max(0, end_offset - offset - 1)
+        resume = end_offset if held is None else min(end_offset, held)
+        # An event over the size limit is cut by the spool, when it is serialized.
+        position = FileOffset(state.path, resume, state.fingerprint)
+        encode = source.encode
+        if encode is not None and not truncated:
+            encoded = encode(data, state.stamp, self._wall_ns(), offset)
+            if encoded is not None:
+                body, time = encoded
+                entries.append(EncodedEntry(body, time, state.source, key, position, record_bytes))
+                return
+        event = source.parse(data)
+        if event is None:  # blank: consumed, nothing to send (re-read after a restart)
+            return
+        if truncated:
+            oversize.mark_truncated(event, record_bytes)
         # The parsers set neither the observer nor the log origin, so merging these
         # fields is the same as setting them.
         event.MergeFromString(state.stamp)
         event.observed_unix_nano = self._wall_ns()
         event.log.offset = offset
-        resume = end_offset if held is None else min(end_offset, held)
-        # An event over the size limit is cut by the spool, when it is serialized.
-        position = FileOffset(state.path, resume, state.fingerprint)
         entries.append(Entry(event, key, position, record_bytes))
 
     def _file_stamp(self, path: str, source: str, format: str) -> bytes:

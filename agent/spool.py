@@ -94,6 +94,26 @@ class SpoolFormatError(AgentError):
     """The spool holds segments this agent cannot ship (an older format, unacked)."""
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _sequence_field(sequence: int) -> bytes:
+    """AuditEvent.sequence (field 1, varint) as serialized; nothing for 0."""
+    return b"\x08" + _varint(sequence) if sequence else b""
+
+
+def _stream_field(stream_id: str) -> bytes:
+    """AuditEvent.stream_id (field 27, length-delimited) as serialized; nothing for ""."""
+    data = stream_id.encode()
+    return b"\xda\x01" + _varint(len(data)) + data if data else b""
+
+
 class Entry(NamedTuple):
     """An event to spool and, for an event read from a file, that file's resume position.
 
@@ -106,6 +126,23 @@ class Entry(NamedTuple):
     # For an event parsed from a record: the record's size in the file. Such an event is
     # cut to oversize.LIMIT (agent.oversize) when serialized, if it is larger.
     record_bytes: int | None = None
+
+
+class EncodedEntry(NamedTuple):
+    """An event already serialized by the agent's compiled kernel (agent.native): its
+    deterministic bytes, stamped but not numbered (no sequence, no stream id: fields 1
+    and 27, the first and the last, which the spool writes around them), and its
+    effective time. The spool stores exactly what `event_bytes_v2` would give for it."""
+
+    body: bytes
+    time: int
+    source: str  # the source's name, for the spooled-events metric
+    file_key: str | None = None
+    position: FileOffset | None = None
+    record_bytes: int | None = None
+
+
+AnyEntry = Entry | EncodedEntry
 
 
 class SpoolRecord(NamedTuple):
@@ -341,7 +378,7 @@ class _Table:
         self.refs: list[int] = []
         self.offsets: list[int] = []
 
-    def add(self, entry: Entry, time: int) -> None:
+    def add(self, entry: AnyEntry, time: int) -> None:
         self.times.append(time)
         pos = entry.position
         if entry.file_key is None or pos is None:
@@ -459,7 +496,7 @@ class Spool:
 
     # -- writing -------------------------------------------------------------------------
 
-    def append(self, entries: Sequence[Entry]) -> list[int]:
+    def append(self, entries: Sequence[AnyEntry]) -> list[int]:
         """Number, serialize, write and fsync `entries`; their sequences. SpoolWriteError on
         I/O failure (nothing of the call is kept: the file is cut back and the numbers are
         reused)."""
@@ -487,13 +524,25 @@ class Spool:
             self._cond.notify_all()
             return list(range(first, self._next_sequence))
 
-    def _encode(self, first: int, entries: Sequence[Entry]) -> bytes:
+    def _encode(self, first: int, entries: Sequence[AnyEntry]) -> bytes:
         """One record for the append: the events numbered from `first`, serialized once."""
         parts: list[bytes] = []
         table = _Table()
         pack_len = _LEN.pack
         stream_id = self.stream_id
+        stream_field = _stream_field(stream_id)
         for offset, entry in enumerate(entries):
+            if isinstance(entry, EncodedEntry):
+                # Deterministic serialization writes fields in number order: sequence
+                # (1) first, the stamped body, stream id (27) last.
+                data = _sequence_field(first + offset) + entry.body + stream_field
+                if len(data) > oversize.LIMIT and entry.record_bytes is not None:
+                    event = pb.AuditEvent.FromString(data)
+                    data = self._cut(event, entry.record_bytes, data)
+                parts.append(pack_len(len(data)))
+                parts.append(data)
+                table.add(entry, entry.time)
+                continue
             event = entry.event
             # The one place an event gets its sequence and stream, in sequence order;
             # then the one serialization that is hashed, shipped and stored.

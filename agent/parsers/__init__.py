@@ -20,6 +20,10 @@ from proto.v1 import audit_pb2 as pb
 
 ParseFn = Callable[[bytes], pb.AuditEvent | None]
 """Parse one record (newline stripped). None means "nothing here" (a blank line)."""
+Encoder = Callable[[bytes, bytes, int, int], tuple[bytes, int] | None]
+"""(record, file stamp, observed_unix_nano, offset) → the stamped event's deterministic
+bytes without sequence and stream id, and its effective time; None where the record is
+parsed with the source's ParseFn instead (agent.native: the compiled kernel)."""
 
 _O = TypeVar("_O", bound=BaseModel)
 _R = TypeVar("_R")
@@ -225,10 +229,35 @@ def get_parser(
     return fmt.make_parser(mapping, chosen, actions or {})
 
 
+def get_encoder(
+    format_name: str,
+    mapping: Mapping[str, Any],
+    options: BaseModel | None = None,
+    actions: Mapping[str, Any] | None = None,
+) -> Encoder | None:
+    """The compiled kernel's encoder for a source, or None: only a `jsonlines` source
+    without `privacy:` options (privacy rules apply to parsed events, in Python) whose
+    mapping the kernel takes, where the kernel is installed."""
+    if format_name != "jsonlines" or getattr(options, "privacy", None) is not None:
+        return None
+    from agent.parsers import jsonlines
+
+    return jsonlines.make_encoder(mapping, actions)
+
+
 def get_framer(format_name: str, options: BaseModel | None = None) -> Framer:
     """A fresh framer (one per file) for `format_name`."""
     fmt = FORMATS[format_name]
     return fmt.make_framer(options if options is not None else fmt.options_model())
 
 
-__all__ = ["FORMATS", "Format", "NoOptions", "ParseFn", "get_framer", "get_parser"]
+__all__ = [
+    "FORMATS",
+    "Encoder",
+    "Format",
+    "NoOptions",
+    "ParseFn",
+    "get_encoder",
+    "get_framer",
+    "get_parser",
+]

@@ -29,6 +29,7 @@ import msgspec
 from agent import native
 from agent.parsers._common import parse_error, start_event
 from agent.parsers.mapping import TARGETS, Plan, compile_plan
+from agent.parsers.mapping.compile import counting_failed_targets
 from agent.parsers.mapping.values import json_type
 from proto.v1 import audit_pb2 as pb
 
@@ -80,11 +81,22 @@ def make_parser(
     def map_line(line: bytes) -> pb.AuditEvent | None:
         if not line or line.isspace():
             return None
+        if counting_failed_targets():  # `crm-audit-agent parse` counts in Python
+            return parse(line, plan)
         data = mapper(line)
         # None: the kernel declined this line (agent.native); Python parses it.
         return parse(line, plan) if data is None else from_bytes(data)
 
     return map_line
+
+
+def make_encoder(
+    overrides: Mapping[str, Any], actions: Mapping[str, Any] | None = None
+) -> Callable[[bytes, bytes, int, int], tuple[bytes, int] | None] | None:
+    """The compiled kernel's encoder (agent.parsers.Encoder) for this mapping, or None
+    when the kernel is not installed or does not take the mapping."""
+    mapper = native.jsonlines_mapper(compile_plan(DEFAULT_MAPPING, overrides, actions, FIELDS))
+    return None if mapper is None else mapper.stamped
 
 
 def parse(line: bytes, plan: Plan | None = None) -> pb.AuditEvent | None:

@@ -250,6 +250,33 @@ impl JsonLinesMapper {
             _ => None,
         }
     }
+
+    /// `stamped(line, stamp, observed_unix_nano, offset)` -> (the stamped event's
+    /// deterministic bytes, its effective time), or None where the caller parses the line
+    /// in Python: the agent's pipeline work of `Pipeline._record` done here too (the
+    /// file's stamp merged, the read time and the record's offset set).
+    fn stamped<'py>(
+        &self,
+        py: Python<'py>,
+        line: &[u8],
+        stamp: &[u8],
+        observed_unix_nano: i64,
+        offset: u64,
+    ) -> Option<(Bound<'py, PyBytes>, i64)> {
+        let oracle = PythonOracle { py, mapper: self };
+        let stamp = mapping::Stamp {
+            stamp,
+            observed_unix_nano,
+            offset,
+        };
+        let mapped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            mapping::map_stamped(line, &self.fields, &oracle, &stamp)
+        }));
+        match mapped {
+            Ok(Ok((bytes, time))) => Some((PyBytes::new(py, &bytes), time)),
+            _ => None,
+        }
+    }
 }
 
 #[pymodule]

@@ -158,8 +158,95 @@ pub trait Oracle {
     fn is_ip(&self, text: &str) -> Built<bool>;
 }
 
-/// The event a line maps to, serialized; Decline where Python must build it.
+/// The event a line maps to, serialized as Python serializes it (`deterministic=True`);
+/// Decline where Python must build it.
 pub fn map_line(line: &[u8], fields: &[Field], oracle: &dyn Oracle) -> Built<Vec<u8>> {
+    Ok(canonical_bytes(map_record(line, fields, oracle)?))
+}
+
+/// What the agent's pipeline adds to a parsed event: its file's stamp (a serialized
+/// event holding the observer and the log origin, which no parser sets), the time it
+/// was read and the record's offset in its file.
+pub struct Stamp<'a> {
+    pub stamp: &'a [u8],
+    pub observed_unix_nano: i64,
+    pub offset: u64,
+}
+
+/// The stamped event's deterministic bytes and its effective time (event time, else
+/// observed): what the spool numbers and stores, without a Python object in between.
+pub fn map_stamped(
+    line: &[u8],
+    fields: &[Field],
+    oracle: &dyn Oracle,
+    stamp: &Stamp,
+) -> Built<(Vec<u8>, i64)> {
+    let mut event = map_record(line, fields, oracle)?;
+    let origin: AuditEvent = prost::Message::decode(stamp.stamp).map_err(|_| Decline)?;
+    event.observer = origin.observer;
+    let mut log = origin.log.unwrap_or_default();
+    log.offset = stamp.offset;
+    event.log = Some(log);
+    event.observed_unix_nano = stamp.observed_unix_nano;
+    let time = if event.time_unix_nano != 0 {
+        event.time_unix_nano
+    } else {
+        event.observed_unix_nano
+    };
+    Ok((canonical_bytes(event), time))
+}
+
+/// Python's deterministic serialization (upb) of an event: fields in number order as
+/// prost writes them, but the `attributes` map (21) written as upb writes it: every
+/// entry with both its key and its value, even empty, in upb's order (bytes compared
+/// over the shorter key, then the longer key first), where prost would leave empty
+/// ones out and order them otherwise.
+pub fn canonical_bytes(mut event: AuditEvent) -> Vec<u8> {
+    let attributes = std::mem::take(&mut event.attributes);
+    // Fields after 21 that a mapped event holds (22, 23 and 27 are the spool's or unset).
+    let after = AuditEvent {
+        effective_user: event.effective_user.take(),
+        target_user: event.target_user.take(),
+        organization: event.organization.take(),
+        chain_hash: std::mem::take(&mut event.chain_hash),
+        chain_prev: std::mem::take(&mut event.chain_prev),
+        stream_id: std::mem::take(&mut event.stream_id),
+        ..Default::default()
+    };
+    let mut out = prost::Message::encode_to_vec(&event);
+    let mut entries: Vec<(&String, &String)> = attributes.iter().collect();
+    entries.sort_by(|(a, _), (b, _)| {
+        let common = a.len().min(b.len());
+        a.as_bytes()[..common]
+            .cmp(&b.as_bytes()[..common])
+            .then(b.len().cmp(&a.len()))
+    });
+    for (key, value) in entries {
+        let entry_len =
+            2 + varint_len(key.len()) + key.len() + varint_len(value.len()) + value.len();
+        out.extend_from_slice(&[0xAA, 0x01]); // field 21, length-delimited
+        put_varint(&mut out, entry_len as u64);
+        out.push(0x0A);
+        put_varint(&mut out, key.len() as u64);
+        out.extend_from_slice(key.as_bytes());
+        out.push(0x12);
+        put_varint(&mut out, value.len() as u64);
+        out.extend_from_slice(value.as_bytes());
+    }
+    prost::Message::encode(&after, &mut out).expect("a Vec grows as needed");
+    out
+}
+
+fn varint_len(value: usize) -> usize {
+    prost::encoding::encoded_len_varint(value as u64)
+}
+
+fn put_varint(out: &mut Vec<u8>, value: u64) {
+    prost::encoding::encode_varint(value, out);
+}
+
+/// The event a line maps to; Decline where Python must build it.
+fn map_record(line: &[u8], fields: &[Field], oracle: &dyn Oracle) -> Built<AuditEvent> {
     let text = std::str::from_utf8(line).map_err(|_| Decline)?;
     let Some(Json::Object(record)) = jsonread::parse(text) else {
         return Err(Decline);
@@ -206,7 +293,7 @@ pub fn map_line(line: &[u8], fields: &[Field], oracle: &dyn Oracle) -> Built<Vec
     }
     keep_unconsumed(&record, fields, &consumed, &mut event.attributes)?;
     event.flags = flags;
-    Ok(prost::Message::encode_to_vec(&event))
+    Ok(event)
 }
 
 fn apply(event: &mut AuditEvent, kind: Kind, value: &Json, oracle: &dyn Oracle) -> Built<Set> {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent import native
+from agent.checkpoint import FileOffset
 from agent.parsers import jsonlines
 from agent.parsers.mapping import Plan, compile_plan
+from agent.spool import EncodedEntry, Entry, Spool, _sequence_field, _stream_field
+from proto import integrity
 from proto.v1 import audit_pb2 as pb
 from tests.agent.mapping.test_compiled import _KEYS, _RECORDS, _STRINGS
 from tests.helpers import cargo_installed
@@ -96,8 +100,73 @@ def built_or_declined(line: bytes, name: str) -> bool:
     want = jsonlines.parse(line, PLANS[name])
     assert want is not None
     assert got == want, (line, got, want)
-    assert got.SerializeToString(deterministic=True) == want.SerializeToString(deterministic=True)
+    # The kernel writes Python's deterministic serialization itself, byte for byte.
+    assert data == want.SerializeToString(deterministic=True)
+    assert_stamped_same(line, name, want)
     return True
+
+
+OBSERVER = pb.Observer(agent_id="crm-host-1", hostname="crm01", agent_version="0.1.0")
+STAMP = pb.AuditEvent(
+    observer=OBSERVER,
+    log=pb.LogOrigin(file_path="/var/log/crm/audit.jsonl", source_name="crm", format="jsonlines"),
+).SerializeToString()
+
+
+def assert_stamped_same(line: bytes, name: str, parsed: pb.AuditEvent) -> None:
+    """The kernel's stamped bytes, numbered as the spool numbers them, are the bytes the
+    Python path gives (agent.pipeline stamping, then event_bytes_v2), and its effective
+    time the same."""
+    mapper = MAPPERS[name]
+    assert mapper is not None
+    for observed, offset in ((1_767_600_000_123_456_789, 4096), (0, 0)):
+        stamped = mapper.stamped(line, STAMP, observed, offset)
+        assert stamped is not None
+        body, time = stamped
+        want = pb.AuditEvent()
+        want.CopyFrom(parsed)
+        want.MergeFromString(STAMP)
+        want.observed_unix_nano = observed
+        want.log.offset = offset
+        want.sequence = 123_456
+        want.stream_id = "0123456789abcdef"
+        numbered = _sequence_field(123_456) + body + _stream_field("0123456789abcdef")
+        assert numbered == integrity.event_bytes_v2(want)
+        assert time == integrity.effective_time(want)
+
+
+def test_the_spool_stores_kernel_entries_as_it_stores_parsed_events(tmp_path: Path) -> None:
+    """The same lines, appended once as events parsed and stamped in Python and once as
+    the kernel's encoded entries: the two spools read back the same records."""
+    from bench.corpus import sample_lines
+
+    lines = [line.rstrip(b"\n") for line in sample_lines(200, seed=9)]
+    mapper = MAPPERS["default"]
+    assert mapper is not None
+    position = FileOffset("/var/log/crm/audit.jsonl", 10, "1:2")
+    parsed, encoded = [], []
+    for offset, line in enumerate(lines):
+        event = jsonlines.parse(line, PLANS["default"])
+        assert event is not None
+        event.MergeFromString(STAMP)
+        event.observed_unix_nano = 1_767_600_000_000_000_000 + offset
+        event.log.offset = offset
+        parsed.append(Entry(event, "1:2", position, len(line)))
+        stamped = mapper.stamped(line, STAMP, 1_767_600_000_000_000_000 + offset, offset)
+        assert stamped is not None
+        encoded.append(EncodedEntry(*stamped, "crm", "1:2", position, len(line)))
+    records = []
+    for name, entries in (("parsed", parsed), ("encoded", encoded)):
+        spool = Spool(tmp_path / name, max_bytes=1 << 24, segment_bytes=1 << 20)
+        spool.open(0, stream_id="0123456789abcdef")
+        spool.append(entries[:100])
+        spool.append(entries[100:])
+        reader = spool.reader(1)
+        records.append(reader.read(1000))
+        reader.close()
+        spool.close()
+    assert records[0] == records[1]
+    assert len(records[0][0]) == 200 and records[0][1] == []
 
 
 def test_plans_with_rules_or_deep_paths_stay_in_python() -> None:

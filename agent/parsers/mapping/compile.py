@@ -42,6 +42,12 @@ def count_failed_targets() -> Iterator[Counter[str]]:
         _FAILED_TARGETS.reset(token)
 
 
+def counting_failed_targets() -> bool:
+    """Whether a `count_failed_targets` block is open (the compiled kernel, which does
+    not count, then leaves the lines to the Python mapping)."""
+    return _FAILED_TARGETS.get() is not None
+
+
 def _failed(spec: _Field, flags: list[str]) -> None:
     if spec.flag not in flags:
         flags.append(spec.flag)

@@ -127,3 +127,21 @@ def test_a_bad_mapping_is_one_line_per_problem_not_a_traceback(tmp_path: Path) -
         "vocabulary (see docs/mapping.md); define it as {action:, audit_category:, "
         "event_category:, event_type:}",
     ]
+
+
+def test_plain_path_mappings_count_their_unusable_values_too(tmp_path: Path) -> None:
+    """A mapping of plain paths only, which the compiled kernel maps when the agent runs
+    (agent.native): `parse` still counts each target's unusable values."""
+    (tmp_path / "logs").mkdir()
+    lines = [
+        {"timestamp": "2026-03-01T09:00:00Z", "event": "login", "source_ip": "10.1.1.1"},
+        {"timestamp": "2026-03-01T09:01:00Z", "event": "login", "source_ip": "not-an-ip"},
+        {"timestamp": "2026-03-01T09:02:00Z", "event": "login", "source_port": [1]},
+    ]
+    (tmp_path / "logs" / "a.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    config = tmp_path / "agent.yaml"
+    config.write_text(CONFIG.split("    mapping:")[0])
+    result = _parse(config)
+    assert result.returncode == 0, result.stderr
+    report = result.stderr.splitlines()
+    assert "acme:   mapping errors by field: source.ip 1, source.port 1" in report
