@@ -64,6 +64,7 @@ def _load() -> tuple[_MapperClass | None, str]:
 
 
 _MAPPER_CLASS, DESCRIPTION = _load()
+USABLE = _MAPPER_CLASS is not None
 
 
 def resolver(vocabulary: Vocabulary) -> Callable[[str], Resolution]:

@@ -44,6 +44,7 @@ import grpc
 from agent.checkpoint import FileOffset
 from agent.config import CollectorConfig, endpoint_host
 from agent.errors import PermanentShipError, RetryableShipError, ShipError
+from agent.wire import varint
 from proto import integrity, limits
 from proto.v1 import audit_pb2 as pb
 
@@ -53,20 +54,6 @@ _WAIT_SLICE_S = 0.5  # how often blocked waits re-check for abort / stream end
 
 
 _EVENT_BYTES_TAG = b"\x5a"  # Batch.event_bytes: field 11, length-delimited
-
-
-def _varint(value: int) -> bytes:
-    # Event lengths: almost always one or two bytes, built without the loop.
-    if value < 0x80:
-        return bytes((value,))
-    if value < 0x4000:
-        return bytes(((value & 0x7F) | 0x80, value >> 7))
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 @dataclass(eq=False)
@@ -126,7 +113,7 @@ class Outgoing:
         ).SerializeToString()
         parts = [envelope]
         for data in self.event_bytes:
-            parts += (_EVENT_BYTES_TAG, _varint(len(data)), data)
+            parts += (_EVENT_BYTES_TAG, varint(len(data)), data)
         return b"".join(parts)
 
     def size(self) -> int:
@@ -137,7 +124,7 @@ class Outgoing:
             seal=self.seal,
             format_version=integrity.FORMAT_V2,
         ).ByteSize()
-        return envelope + sum(1 + len(_varint(len(d))) + len(d) for d in self.event_bytes)
+        return envelope + sum(1 + len(varint(len(d))) + len(d) for d in self.event_bytes)
 
     def to_batch(self) -> pb.Batch:
         """The batch as a message (tests and logs; shipping uses `wire`)."""

@@ -71,6 +71,7 @@ from agent import oversize
 from agent.checkpoint import FileOffset
 from agent.durable import fsync_dir
 from agent.errors import AgentError, SpoolWriteError
+from agent.wire import sequence_field, stream_field
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
 
@@ -92,26 +93,6 @@ DIR_NAME = "spool"  # under state_dir
 
 class SpoolFormatError(AgentError):
     """The spool holds segments this agent cannot ship (an older format, unacked)."""
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _sequence_field(sequence: int) -> bytes:
-    """AuditEvent.sequence (field 1, varint) as serialized; nothing for 0."""
-    return b"\x08" + _varint(sequence) if sequence else b""
-
-
-def _stream_field(stream_id: str) -> bytes:
-    """AuditEvent.stream_id (field 27, length-delimited) as serialized; nothing for ""."""
-    data = stream_id.encode()
-    return b"\xda\x01" + _varint(len(data)) + data if data else b""
 
 
 class Entry(NamedTuple):
@@ -530,12 +511,12 @@ class Spool:
         table = _Table()
         pack_len = _LEN.pack
         stream_id = self.stream_id
-        stream_field = _stream_field(stream_id)
+        stream_bytes = stream_field(stream_id)
         for offset, entry in enumerate(entries):
             if isinstance(entry, EncodedEntry):
                 # Deterministic serialization writes fields in number order: sequence
                 # (1) first, the stamped body, stream id (27) last.
-                data = _sequence_field(first + offset) + entry.body + stream_field
+                data = sequence_field(first + offset) + entry.body + stream_bytes
                 if len(data) > oversize.LIMIT and entry.record_bytes is not None:
                     event = pb.AuditEvent.FromString(data)
                     data = self._cut(event, entry.record_bytes, data)

@@ -40,6 +40,28 @@ def cargo_installed() -> bool:
     return shutil.which("cargo") is not None or (Path.home() / ".cargo" / "bin" / "cargo").exists()
 
 
+def require_kernel(usable: bool, description: str, python_path: str) -> None:
+    """At a kernel test module's top: fail where cargo is installed (so `make venv` built
+    the kernel) but it is not usable, skip where there is none to test (no cargo, or
+    CRM_AUDIT_NATIVE=off on purpose: then `python_path`, tested by the rest of the
+    suite, does the work)."""
+    if usable:
+        return
+    if cargo_installed() and os.environ.get("CRM_AUDIT_NATIVE", "") != "off":
+        pytest.fail(
+            f"cargo is installed but the compiled kernel is not usable: {description} "
+            "(make venv builds it: scripts/build-native.sh)",
+            pytrace=False,
+        )
+    pytest.skip(
+        reason=(
+            f"the compiled kernel is optional and absent here ({description}); "
+            f"{python_path} is tested by the rest of the suite"
+        ),
+        allow_module_level=True,
+    )
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port on `host` that nothing listens on right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

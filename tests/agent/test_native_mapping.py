@@ -10,7 +10,6 @@ here instead of skipping, so the suite cannot pass without testing it unnoticed.
 from __future__ import annotations
 
 import json
-import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,25 +22,14 @@ from agent import native
 from agent.checkpoint import FileOffset
 from agent.parsers import jsonlines
 from agent.parsers.mapping import Plan, compile_plan
-from agent.spool import EncodedEntry, Entry, Spool, _sequence_field, _stream_field
+from agent.spool import EncodedEntry, Entry, Spool
+from agent.wire import sequence_field, stream_field
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
-from tests.agent.mapping.test_compiled import _KEYS, _RECORDS, _STRINGS
-from tests.helpers import cargo_installed
+from tests.agent.mapping.test_compiled import _KEYS, _RECORDS, _STRINGS, EDGE_LINES
+from tests.helpers import require_kernel
 
-if native.DESCRIPTION.startswith("JSON lines mapped in Python"):
-    if cargo_installed() and os.environ.get("CRM_AUDIT_NATIVE", "") != "off":
-        pytest.fail(
-            f"cargo is installed but the compiled kernel is not usable: {native.DESCRIPTION} "
-            "(make venv builds it: scripts/build-native.sh)",
-            pytrace=False,
-        )
-    # Only without cargo or with the kernel turned off on purpose: every line is then
-    # parsed in Python, which the rest of the suite tests.
-    pytest.skip(
-        reason=f"the compiled kernel is optional and absent here ({native.DESCRIPTION})",
-        allow_module_level=True,
-    )
+require_kernel(native.USABLE, native.DESCRIPTION, "the agent's Python parsing")
 
 
 def _plan(mapping: dict[str, Any], actions: dict[str, Any] | None = None) -> Plan:
@@ -130,7 +118,7 @@ def assert_stamped_same(line: bytes, name: str, parsed: pb.AuditEvent) -> None:
         want.log.offset = offset
         want.sequence = 123_456
         want.stream_id = "0123456789abcdef"
-        numbered = _sequence_field(123_456) + body + _stream_field("0123456789abcdef")
+        numbered = sequence_field(123_456) + body + stream_field("0123456789abcdef")
         assert numbered == integrity.event_bytes_v2(want)
         assert time == integrity.effective_time(want)
 
@@ -311,15 +299,8 @@ def test_the_generated_records_were_mostly_built() -> None:
 @pytest.mark.parametrize(
     "line",
     [
-        b'{"a": NaN}',
-        b'{"a": "\\ud800"}',
+        *EDGE_LINES,
         b'{"event": "login", "a": "\\udc00x"}',
-        b"[1, 2]",
-        b'{"a": 1} x',
-        b"\xef\xbb\xbf{}",
-        b'{"timestamp": 1.5e3, "x": 1E+2, "n": 123456789012345678901234567890}',
-        b'{"x":' + b"[" * 3000 + b"]" * 3000 + b"}",
-        b'\xff{"event": "login"}',
         b'{"event": "login", "event": "logout", "user": {"id": 1, "id": null}}',
         b'{"user.id": null, "user": {"id": "nested"}}',
         b'{"event": "login"  ,  "x" : [ 1 , { "y" : "\\u00e9\\/" } ] }\r',

@@ -12,7 +12,6 @@ here instead of skipping, so the suite cannot pass without testing it unnoticed.
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Any
 
 import orjson
@@ -29,25 +28,9 @@ from proto import integrity
 from proto.v1 import audit_pb2 as pb
 from tests.collector.conftest import make_event
 from tests.collector.v2sender import V2Stream
-from tests.helpers import cargo_installed
+from tests.helpers import require_kernel
 
-if native.KERNEL is None:
-    if cargo_installed() and os.environ.get("CRM_AUDIT_NATIVE", "") != "off":
-        pytest.fail(
-            f"cargo is installed but the compiled kernel is not usable: {native.DESCRIPTION} "
-            "(make venv builds it: scripts/build-native.sh)",
-            pytrace=False,
-        )
-    # Only without cargo (nothing to build the kernel with) or with the kernel turned
-    # off on purpose: the collector then runs its Python path, which the rest of the
-    # suite tests; there is no kernel to compare with it.
-    pytest.skip(
-        reason=(
-            f"the compiled kernel is optional and absent here ({native.DESCRIPTION}); "
-            "the collector's Python path is tested by the rest of the suite"
-        ),
-        allow_module_level=True,
-    )
+require_kernel(native.KERNEL is not None, native.DESCRIPTION, "the collector's Python path")
 
 KERNEL = native.KERNEL
 SCANNER = native.SCANNER

@@ -175,20 +175,21 @@ def test_arbitrary_lines_equal_reference(data: bytes) -> None:
     assert_same(data.replace(b"\n", b" "), _PLANS["default"])
 
 
-@pytest.mark.parametrize(
-    "line",
-    [
-        b'{"a": NaN}',
-        b'{"a": "\\ud800"}',
-        b"[1, 2]",
-        b'{"a": 1} x',
-        b"\xef\xbb\xbf{}",
-        b'{"timestamp": 1.5e3, "x": 1E+2, "n": 123456789012345678901234567890}',
-        b'{"x":' + b"[" * 3000 + b"]" * 3000 + b"}",
-        b'\xff{"event": "login"}',
-        b"  \t ",
-    ],
-)
+# Lines at the edges of what the readers accept (the compiled kernel's tests reuse them).
+EDGE_LINES = [
+    b'{"a": NaN}',
+    b'{"a": "\\ud800"}',
+    b"[1, 2]",
+    b'{"a": 1} x',
+    b"\xef\xbb\xbf{}",
+    b'{"timestamp": 1.5e3, "x": 1E+2, "n": 123456789012345678901234567890}',
+    b'{"x":' + b"[" * 3000 + b"]" * 3000 + b"}",
+    b'\xff{"event": "login"}',
+    b"  \t ",
+]
+
+
+@pytest.mark.parametrize("line", EDGE_LINES)
 def test_edge_lines_equal_reference(line: bytes) -> None:
     assert_same(line, _PLANS["default"])
 
