@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import native
+from agent import native, oversize
 from agent.checkpoint import FileOffset
 from agent.parsers import jsonlines
 from agent.parsers.mapping import Plan, compile_plan
@@ -129,6 +129,9 @@ def test_the_spool_stores_kernel_entries_as_it_stores_parsed_events(tmp_path: Pa
     from bench.corpus import sample_lines
 
     lines = [line.rstrip(b"\n") for line in sample_lines(200, seed=9)]
+    # Two records whose events exceed the size limit, which the spool cuts either way.
+    big = {"event": "record.view", "message": "m" * (oversize.LIMIT + 10), "x": "y" * 5000}
+    lines[50] = lines[150] = json.dumps(big).encode()
     mapper = MAPPERS["default"]
     assert mapper is not None
     position = FileOffset("/var/log/crm/audit.jsonl", 10, "1:2")
@@ -155,6 +158,8 @@ def test_the_spool_stores_kernel_entries_as_it_stores_parsed_events(tmp_path: Pa
         spool.close()
     assert records[0] == records[1]
     assert len(records[0][0]) == 200 and records[0][1] == []
+    cut = pb.AuditEvent.FromString(records[1][0][50].event)
+    assert oversize.FLAG in cut.flags and len(records[1][0][50].event) <= oversize.LIMIT + 64
 
 
 def test_plans_with_rules_or_deep_paths_stay_in_python() -> None:
