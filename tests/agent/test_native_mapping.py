@@ -329,3 +329,18 @@ def test_a_new_action_is_resolved_once_through_the_vocabulary() -> None:
         assert pb.AuditEvent.FromString(data) == jsonlines.parse(
             json.dumps({"op": op}).encode(), plan
         )
+
+
+def test_the_encoder_is_only_for_jsonlines_sources_without_privacy_options() -> None:
+    """Privacy rules apply to parsed events (in Python), so such a source, like every
+    other format, is parsed; a plain JSON-lines source gets the kernel's encoder."""
+    from agent.parsers import get_encoder
+    from agent.parsers.options import FormatOptions
+    from agent.parsers.privacy import PrivacyOptions, Redaction
+
+    assert get_encoder("jsonlines", {}) is not None
+    assert get_encoder("jsonlines", {}, FormatOptions()) is not None
+    private = FormatOptions(privacy=PrivacyOptions(redact={"user.name": Redaction()}))
+    assert get_encoder("jsonlines", {}, private) is None
+    assert get_encoder("jsonlines", {"outcome": {"path": "r", "values": {"ok": "success"}}}) is None
+    assert get_encoder("pgaudit", {}) is None
