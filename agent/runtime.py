@@ -58,7 +58,7 @@ from agent.errors import AgentError
 from agent.integrity import LEGACY_CHAIN_FILE, PUBLIC_KEY_FILE, AgentKey, Chainer
 from agent.metrics import AgentMetrics, AgentState, MetricsServer
 from agent.outbox import Outbox
-from agent.parsers import get_encoder, get_framer, get_parser
+from agent.parsers import get_framer, get_source
 from agent.parsers.framing import Framer, StartPatternFramer
 from agent.pipeline import Pipeline, SourceParser
 from agent.receipts import ReceiptStore
@@ -212,12 +212,13 @@ def _source_spec(s: SourceConfig) -> SourceSpec:
 
 
 def _source_parser(s: SourceConfig) -> SourceParser:
+    parse, encode = get_source(s.format, s.mapping, s.parsed_options(), s.actions)
     return SourceParser(
         s.format,
-        get_parser(s.format, s.mapping, s.parsed_options(), s.actions),
+        parse,
         _framer_factory(s),
         s.multiline.timeout_s if s.multiline is not None else 2.0,
-        get_encoder(s.format, s.mapping, s.parsed_options(), s.actions),
+        encode,
     )
 
 

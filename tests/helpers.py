@@ -36,7 +36,7 @@ def load_script(name: str) -> ModuleType:
 
 def cargo_installed() -> bool:
     """Whether cargo is here (on PATH, or in ~/.cargo/bin where rustup puts it): then
-    `make venv` builds the collector's compiled kernel, and tests expect it."""
+    `make venv` builds the compiled kernels, and tests expect them."""
     return shutil.which("cargo") is not None or (Path.home() / ".cargo" / "bin" / "cargo").exists()
 
 
@@ -53,13 +53,11 @@ def require_kernel(usable: bool, description: str, python_path: str) -> None:
             "(make venv builds it: scripts/build-native.sh)",
             pytrace=False,
         )
-    pytest.skip(
-        reason=(
-            f"the compiled kernel is optional and absent here ({description}); "
-            f"{python_path} is tested by the rest of the suite"
-        ),
-        allow_module_level=True,
+    why = (
+        f"the compiled kernel is optional and absent here ({description}); "
+        f"{python_path} is tested by the rest of the suite"
     )
+    pytest.skip(reason=why, allow_module_level=True)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

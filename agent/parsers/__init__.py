@@ -229,20 +229,24 @@ def get_parser(
     return fmt.make_parser(mapping, chosen, actions or {})
 
 
-def get_encoder(
+def get_source(
     format_name: str,
     mapping: Mapping[str, Any],
     options: BaseModel | None = None,
     actions: Mapping[str, Any] | None = None,
-) -> Encoder | None:
-    """The compiled kernel's encoder for a source, or None: only a `jsonlines` source
-    without `privacy:` options (privacy rules apply to parsed events, in Python) whose
-    mapping the kernel takes, where the kernel is installed."""
-    if format_name != "jsonlines" or getattr(options, "privacy", None) is not None:
-        return None
-    from agent.parsers import jsonlines
+) -> tuple[ParseFn, Encoder | None]:
+    """What the agent's pipeline reads a source with: its parser, and the compiled
+    kernel's encoder where the kernel takes the source — a `jsonlines` source without
+    `privacy:` options (privacy rules apply to parsed events, in Python) whose mapping
+    it maps. The parser then gets only what the encoder leaves, so it is Python's."""
+    fmt = FORMATS[format_name]
+    chosen = options if options is not None else fmt.options_model()
+    if format_name == "jsonlines" and getattr(chosen, "privacy", None) is None:
+        from agent.parsers import jsonlines
 
-    return jsonlines.make_encoder(mapping, actions)
+        parse, encode = jsonlines.make_source(mapping, actions)
+        return finish(parse, format_name, chosen), encode
+    return fmt.make_parser(mapping, chosen, actions or {}), None
 
 
 def get_framer(format_name: str, options: BaseModel | None = None) -> Framer:
@@ -257,7 +261,7 @@ __all__ = [
     "Format",
     "NoOptions",
     "ParseFn",
-    "get_encoder",
     "get_framer",
     "get_parser",
+    "get_source",
 ]

@@ -63,17 +63,19 @@ FIELDS = TARGETS
 def make_parser(
     overrides: Mapping[str, Any], actions: Mapping[str, Any] | None = None
 ) -> Callable[[bytes], pb.AuditEvent | None]:
-    """A parse function using the default mapping with `overrides` applied.
+    """A parse function using the default mapping with `overrides` applied: the compiled
+    kernel's event where it takes the mapping (agent.native), else Python's. A parser
+    made inside `count_failed_targets` (`crm-audit-agent parse`) is Python's, which
+    counts each target's unusable values.
 
     Raises agent.parsers.mapping.MappingError (a ValueError) for an invalid mapping."""
     plan = compile_plan(DEFAULT_MAPPING, overrides, actions, FIELDS)
-    mapper = native.jsonlines_mapper(plan)
+    mapper = None if counting_failed_targets() else native.jsonlines_mapper(plan)
+
+    def parse_line(line: bytes) -> pb.AuditEvent | None:
+        return parse(line, plan)
 
     if mapper is None:
-
-        def parse_line(line: bytes) -> pb.AuditEvent | None:
-            return parse(line, plan)
-
         return parse_line
 
     from_bytes = pb.AuditEvent.FromString
@@ -81,8 +83,6 @@ def make_parser(
     def map_line(line: bytes) -> pb.AuditEvent | None:
         if not line or line.isspace():
             return None
-        if counting_failed_targets():  # `crm-audit-agent parse` counts in Python
-            return parse(line, plan)
         data = mapper(line)
         # None: the kernel declined this line (agent.native); Python parses it.
         return parse(line, plan) if data is None else from_bytes(data)
@@ -90,13 +90,23 @@ def make_parser(
     return map_line
 
 
-def make_encoder(
+def make_source(
     overrides: Mapping[str, Any], actions: Mapping[str, Any] | None = None
-) -> Callable[[bytes, bytes, int, int], tuple[bytes, int] | None] | None:
-    """The compiled kernel's encoder (agent.parsers.Encoder) for this mapping, or None
-    when the kernel is not installed or does not take the mapping."""
-    mapper = native.jsonlines_mapper(compile_plan(DEFAULT_MAPPING, overrides, actions, FIELDS))
-    return None if mapper is None else mapper.stamped
+) -> tuple[
+    Callable[[bytes], pb.AuditEvent | None],
+    Callable[[bytes, bytes, int, int], tuple[bytes, int] | None] | None,
+]:
+    """For the agent's pipeline, one plan: the compiled kernel's encoder
+    (agent.parsers.Encoder; None when the kernel is not installed or does not take the
+    mapping) and Python's parse function for what the encoder leaves, which the kernel
+    would decline again (declined lines, records the framer cut, blank lines)."""
+    plan = compile_plan(DEFAULT_MAPPING, overrides, actions, FIELDS)
+    mapper = native.jsonlines_mapper(plan)
+
+    def parse_line(line: bytes) -> pb.AuditEvent | None:
+        return parse(line, plan)
+
+    return parse_line, None if mapper is None else mapper.stamped
 
 
 def parse(line: bytes, plan: Plan | None = None) -> pb.AuditEvent | None:

@@ -240,15 +240,8 @@ impl JsonLinesMapper {
 
     fn __call__<'py>(&self, py: Python<'py>, line: &[u8]) -> Option<Bound<'py, PyBytes>> {
         let oracle = PythonOracle { py, mapper: self };
-        // A panic (a bug) declines the line like anything else the kernel cannot build:
-        // Python parses it, and the reading thread never sees a PanicException.
-        let mapped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            mapping::map_line(line, &self.fields, &oracle)
-        }));
-        match mapped {
-            Ok(Ok(bytes)) => Some(PyBytes::new(py, &bytes)),
-            _ => None,
-        }
+        declining_panics(|| mapping::map_line(line, &self.fields, &oracle))
+            .map(|bytes| PyBytes::new(py, &bytes))
     }
 
     /// `stamped(line, stamp, observed_unix_nano, offset)` -> (the stamped event's
@@ -269,14 +262,18 @@ impl JsonLinesMapper {
             observed_unix_nano,
             offset,
         };
-        let mapped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            mapping::map_stamped(line, &self.fields, &oracle, &stamp)
-        }));
-        match mapped {
-            Ok(Ok((bytes, time))) => Some((PyBytes::new(py, &bytes), time)),
-            _ => None,
-        }
+        declining_panics(|| mapping::map_stamped(line, &self.fields, &oracle, &stamp))
+            .map(|(bytes, time)| (PyBytes::new(py, &bytes), time))
     }
+}
+
+/// `map`'s result, None where it declined — or panicked: a panic (a bug) declines the
+/// line like anything else the kernel cannot build, so Python parses it and the agent's
+/// reading thread never sees a PanicException.
+fn declining_panics<T>(map: impl FnOnce() -> Result<T, mapping::Decline>) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(map))
+        .ok()?
+        .ok()
 }
 
 #[pymodule]

@@ -678,12 +678,9 @@ fn python_json(value: &Json, out: &mut String) -> Built<()> {
     match value {
         Json::Null => out.push_str("null"),
         Json::Bool(flag) => out.push_str(if *flag { "true" } else { "false" }),
-        Json::Number(literal) => {
-            if !is_integer_literal(literal) || *literal == "-0" || literal.len() > 18 {
-                return Err(Decline);
-            }
-            out.push_str(literal);
-        }
+        // Python writes a Decimal in an array as a float: integers only.
+        Json::Number(literal) if is_integer_literal(literal) => out.push_str(number_text(literal)?),
+        Json::Number(_) => return Err(Decline),
         Json::String(text) => python_json_string(text, out),
         Json::Array(items) => {
             out.push('[');

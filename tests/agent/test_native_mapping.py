@@ -334,13 +334,42 @@ def test_a_new_action_is_resolved_once_through_the_vocabulary() -> None:
 def test_the_encoder_is_only_for_jsonlines_sources_without_privacy_options() -> None:
     """Privacy rules apply to parsed events (in Python), so such a source, like every
     other format, is parsed; a plain JSON-lines source gets the kernel's encoder."""
-    from agent.parsers import get_encoder
+    from agent.parsers import get_source
     from agent.parsers.options import FormatOptions
     from agent.parsers.privacy import PrivacyOptions, Redaction
 
-    assert get_encoder("jsonlines", {}) is not None
-    assert get_encoder("jsonlines", {}, FormatOptions()) is not None
+    def encoder(*args: Any) -> Any:
+        return get_source(*args)[1]
+
+    assert encoder("jsonlines", {}) is not None
+    assert encoder("jsonlines", {}, FormatOptions()) is not None
     private = FormatOptions(privacy=PrivacyOptions(redact={"user.name": Redaction()}))
-    assert get_encoder("jsonlines", {}, private) is None
-    assert get_encoder("jsonlines", {"outcome": {"path": "r", "values": {"ok": "success"}}}) is None
-    assert get_encoder("pgaudit", {}) is None
+    assert encoder("jsonlines", {}, private) is None
+    assert encoder("jsonlines", {"outcome": {"path": "r", "values": {"ok": "success"}}}) is None
+    assert encoder("pgaudit", {}) is None
+
+
+def test_the_pipeline_parser_beside_the_encoder_is_pythons(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the encoder leaves (lines it declined) is not given to the kernel again: a
+    kernel whose line parser fails the test leaves the pipeline's parser unaffected."""
+    from agent.parsers import get_source
+
+    real = native.jsonlines_mapper
+
+    class EncoderOnly:
+        def __init__(self, plan: Plan) -> None:
+            mapper = real(plan)
+            assert mapper is not None
+            self.stamped = mapper.stamped
+
+        def __call__(self, line: bytes) -> bytes | None:
+            raise AssertionError("the kernel was asked to parse a line the encoder left")
+
+    monkeypatch.setattr(native, "jsonlines_mapper", EncoderOnly)
+    parse, encode = get_source("jsonlines", {})
+    assert encode is not None
+    declined = b'{"event": "login", "n": 1e5}'
+    assert encode(declined, STAMP, 1, 0) is None
+    event = parse(declined)
+    assert event is not None and "parse_error" not in event.flags
+    assert event == jsonlines.parse(declined, PLANS["default"])
