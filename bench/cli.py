@@ -43,7 +43,7 @@ from bench.scenarios import parsers as parsers_scenario
 from bench.scenarios import peer as peer_scenario
 from bench.scenarios import verify as verify_scenario
 from bench.scenarios.base import timed
-from bench.search import client, opensearch_node, version
+from bench.search import client, local_node_pid, opensearch_node, version
 from bench.sizes import FULL, QUICK, Sizes
 from bench.stats import median_of_runs, ratio
 
@@ -197,7 +197,9 @@ def run_scenarios(
         result.info["best"] = {"bulk_size": best["bulk_size"], "concurrency": best["concurrency"]}
 
     def e2e(result: ScenarioResult) -> None:
-        result.runs = e2e_scenario.measure(bench, e2e_lines, chunk, sizes.runs, say)
+        result.runs = e2e_scenario.measure(
+            bench, e2e_lines, chunk, sizes.runs, say, warmups=sizes.shipping_warmups
+        )
 
     def agent(result: ScenarioResult) -> None:
         lines = corpus[: sizes.agent_events]
@@ -224,7 +226,9 @@ def run_scenarios(
         except BenchError as exc:
             result.status, result.reason = "skipped", str(exc)
             return
-        result.runs = peer_scenario.measure(bench, e2e_lines, chunk, sizes.runs, say)
+        result.runs = peer_scenario.measure(
+            bench, e2e_lines, chunk, sizes.runs, say, warmups=sizes.shipping_warmups
+        )
 
     def syslog_ng(result: ScenarioResult) -> None:
         if bench.syslog_ng is None:
@@ -237,7 +241,13 @@ def run_scenarios(
             result.status, result.reason = "skipped", str(exc)
             return
         result.runs = peer_scenario.measure(
-            bench, e2e_lines, chunk, sizes.runs, say, peer="syslog-ng"
+            bench,
+            e2e_lines,
+            chunk,
+            sizes.runs,
+            say,
+            peer="syslog-ng",
+            warmups=sizes.shipping_warmups,
         )
 
     def scaling(result: ScenarioResult) -> None:
@@ -327,6 +337,12 @@ def comparisons(results: dict[str, ScenarioResult]) -> dict[str, Any]:
             return None
         return result.median.get(key)
 
+    def total(name: str, key: str) -> float | None:
+        """The shipper's CPU per event plus the OpenSearch node's in the same runs: what
+        the two shared cores pay per event, which bounds the events/s."""
+        shipper, node = median(name, key), median(name, "opensearch_cpu_s_per_m")
+        return None if shipper is None or node is None else shipper + node
+
     return {
         "e2e_to_ceiling": ratio(median("e2e", "events_per_s"), median("ceiling", "docs_per_s")),
         "peer": {
@@ -336,6 +352,9 @@ def comparisons(results: dict[str, ScenarioResult]) -> dict[str, Any]:
             ),
             "agent_cpu_per_event": ratio(
                 median("e2e", "agent_cpu_s_per_m"), median("peer", "cpu_s_per_m")
+            ),
+            "with_opensearch_cpu_per_event": ratio(
+                total("e2e", "pipeline_cpu_s_per_m"), total("peer", "cpu_s_per_m")
             ),
         },
         "syslog_ng": {
@@ -347,6 +366,9 @@ def comparisons(results: dict[str, ScenarioResult]) -> dict[str, Any]:
             ),
             "agent_cpu_per_event": ratio(
                 median("e2e", "agent_cpu_s_per_m"), median("syslog-ng", "cpu_s_per_m")
+            ),
+            "with_opensearch_cpu_per_event": ratio(
+                total("e2e", "pipeline_cpu_s_per_m"), total("syslog-ng", "cpu_s_per_m")
             ),
         },
     }
@@ -419,6 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 child_env=dict(os.environ),
                 rsyslogd=rsyslogd,
                 syslog_ng=syslog_ng_root,
+                node_pid=local_node_pid(os_client) if needs_opensearch else None,
             )
             output["software"] = {
                 "opensearch": version(os_client) if needs_opensearch else None,

@@ -54,6 +54,10 @@ class Bench:
     child_env: Mapping[str, str]
     rsyslogd: str | None = None
     syslog_ng: Path | None = None  # the tree bench/install-syslog-ng.sh unpacked
+    # The OpenSearch node's pid when it runs on this machine: its CPU per event is
+    # measured beside the shippers' (the two cores are shared, so what it spends per
+    # document bounds the events/s as much as the shippers do).
+    node_pid: int | None = None
 
     def __post_init__(self) -> None:
         self.token = uuid.uuid4().hex[:6]

@@ -72,6 +72,15 @@ def _two(value: Any) -> str:
     return _num(value, 2)
 
 
+def _node_cpu(label: str) -> tuple[str, str, Callable[[Any], str]]:
+    """The OpenSearch node's CPU per document of a scenario (when it ran on this machine)."""
+    return (label, "opensearch_cpu_s_per_m", _one)
+
+
+# e2e: the events and seals indices; a peer: its index. Each merged to one segment.
+_STORED = ("OpenSearch bytes on disk per event", "stored_bytes_per_event", _int)
+
+
 def rows(results: dict[str, Any]) -> list[Row]:
     """The main table (every scenario but scaling and parsers, which have tables of their own)."""
     scenarios: dict[str, dict[str, Any]] = results.get("scenarios", {})
@@ -87,7 +96,11 @@ def rows(results: dict[str, Any]) -> list[Row]:
         if name == "ceiling":
             best = scenario.get("best", {})
             label = f"docs/s (bulk {best.get('bulk_size')} x {best.get('concurrency')} threads)"
-            out += _metric_rows(name, scenario, [(label, "docs_per_s", _int)])
+            out += _metric_rows(
+                name,
+                scenario,
+                [(label, "docs_per_s", _int), _node_cpu("OpenSearch CPU-s per M documents")],
+            )
         elif name == "e2e":
             out += _metric_rows(
                 name,
@@ -96,6 +109,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     ("events/s", "events_per_s", _int),
                     ("agent CPU-s per M events", "agent_cpu_s_per_m", _one),
                     ("collector CPU-s per M events", "collector_cpu_s_per_m", _one),
+                    _node_cpu("OpenSearch CPU-s per M events"),
+                    _STORED,
                     ("agent peak RSS MiB", "agent_peak_rss_mib", _int),
                 ],
             )
@@ -128,6 +143,8 @@ def rows(results: dict[str, Any]) -> list[Row]:
                 [
                     (f"{peer_name} events/s", "events_per_s", _int),
                     (f"{peer_name} CPU-s per M events", "cpu_s_per_m", _one),
+                    _node_cpu(f"OpenSearch CPU-s per M events ({peer_name}'s documents)"),
+                    _STORED,
                     (f"{peer_name} peak RSS MiB", "peak_rss_mib", _int),
                 ],
             )
@@ -148,6 +165,14 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     name,
                     f"ours ÷ {peer_name}, CPU per event (agent only)",
                     _ratio(peer.get("agent_cpu_per_event")),
+                    "",
+                )
+            )
+            out.append(
+                Row(
+                    name,
+                    f"ours ÷ {peer_name}, CPU per event with OpenSearch's",
+                    _ratio(peer.get("with_opensearch_cpu_per_event")),
                     "",
                 )
             )

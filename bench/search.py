@@ -43,6 +43,28 @@ def opensearch_node(
         shutil.rmtree(home, ignore_errors=True)
 
 
+def local_node_pid(os_client: OpenSearch) -> int | None:
+    """The pid of the node answering on this machine, or None when it is elsewhere
+    (an `OPENSEARCH_URL` on another host): its CPU is then not measured."""
+    nodes = os_client.nodes.info(node_id="_local", metric="process").get("nodes", {})
+    for info in nodes.values():
+        pid = info.get("process", {}).get("id")
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, TypeError):
+            return None
+        return int(pid) if b"org.opensearch.bootstrap" in cmdline else None
+    return None
+
+
+def stored_bytes(os_client: OpenSearch, pattern: str) -> int:
+    """Bytes on disk of the primaries of the indices matching `pattern`, once merged to
+    one segment each (sizes right after indexing vary with the merges in flight)."""
+    os_client.indices.forcemerge(index=pattern, max_num_segments=1, request_timeout=300)
+    stats = os_client.indices.stats(index=pattern, metric="store")
+    return int(stats["_all"]["primaries"]["store"]["size_in_bytes"])
+
+
 def client(url: str, *, timeout: float = 60.0, pool: int = 4) -> OpenSearch:
     return OpenSearch(hosts=[url], timeout=timeout, max_retries=0, pool_maxsize=pool)
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.procstat import CpuMark
 from bench.stats import median_of_runs
 
 Run = dict[str, float]
@@ -98,6 +99,19 @@ Say = Callable[[str], None]
 
 def per_million(seconds: float, events: int) -> float:
     return seconds / events * 1_000_000 if events else float("nan")
+
+
+class NodeCpu:
+    """The OpenSearch node's CPU over one measured stretch, when the node runs on this
+    machine (`Bench.node_pid`); nothing is reported otherwise."""
+
+    def __init__(self, pid: int | None) -> None:
+        self._mark = CpuMark.now(pid) if pid is not None else None
+
+    def per_million(self, events: int) -> Run:
+        if self._mark is None:
+            return {}
+        return {"opensearch_cpu_s_per_m": per_million(self._mark.since(), events)}
 
 
 def rounded(run: dict[str, float], digits: int = 3) -> Run:

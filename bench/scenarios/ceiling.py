@@ -21,7 +21,7 @@ from opensearchpy import TransportError
 
 from bench.pipeline import Bench, run_scope
 from bench.processes import BenchError
-from bench.scenarios.base import Exported, Run, Say, rounded
+from bench.scenarios.base import Exported, NodeCpu, Run, Say, rounded
 from bench.search import client, count
 
 Doc = tuple[str, str, dict[str, Any]]
@@ -57,12 +57,14 @@ def run_once(
         bulk_client = client(bench.url, timeout=300, pool=concurrency + 1)
         try:
             started = time.monotonic()
+            node_cpu = NodeCpu(bench.node_pid)
             with ThreadPoolExecutor(max_workers=concurrency) as pool:
                 for response in pool.map(lambda body: bulk_client.bulk(body=body), bodies):
                     if response.get("errors"):
                         raise BenchError(f"bulk item refused: {_first_error(response)}")
             bulk_client.indices.refresh(index=",".join(rename.values()))
             elapsed = time.monotonic() - started
+            node = node_cpu.per_million(len(docs))
         finally:
             bulk_client.close()
         found = count(bench.os, f"{prefix}-events-*")
@@ -75,6 +77,7 @@ def run_once(
                 "concurrency": concurrency,
                 "elapsed_s": elapsed,
                 "docs_per_s": len(docs) / elapsed,
+                **node,
             }
         )
 

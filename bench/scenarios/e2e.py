@@ -23,9 +23,9 @@ from bench.corpus import WARMUP_OBJECT_ID, warmup_line
 from bench.pipeline import AGENT_ID, Bench, Integrity, agent, collector, run_scope
 from bench.processes import BenchError
 from bench.procstat import CpuMark, peak_rss_kib
-from bench.scenarios.base import Exported, Run, Say, per_million, rounded
+from bench.scenarios.base import Exported, NodeCpu, Run, Say, per_million, rounded
 from bench.scenarios.shipping import wait_warmed, write_and_wait
-from bench.search import count, index_definition
+from bench.search import count, index_definition, stored_bytes
 from collector.checkpoints import CheckpointView, read_checkpoints
 
 
@@ -51,6 +51,7 @@ def run_once(
             wait_warmed(bench.os, index, watch)
             agent_cpu = CpuMark.now(agent_proc.pid)
             collector_cpu = CpuMark.now(collector_proc.pid)
+            node_cpu = NodeCpu(bench.node_pid)
             shipped = write_and_wait(bench.os, logs / "crm-audit.jsonl", lines, chunk, index, watch)
             events = len(lines)
             run: Run = {
@@ -59,9 +60,13 @@ def run_once(
                 "collector_cpu_s_per_m": per_million(collector_cpu.since(), events),
                 "agent_peak_rss_mib": peak_rss_kib(agent_proc.pid) / 1024,
                 "collector_peak_rss_mib": peak_rss_kib(collector_proc.pid) / 1024,
+                **node_cpu.per_million(events),
             }
             run["pipeline_cpu_s_per_m"] = run["agent_cpu_s_per_m"] + run["collector_cpu_s_per_m"]
             run["sealed_events"] = check_integrity(bench, prefix, integrity)
+            # What the run keeps on disk: the events and their seals (untimed).
+            stored = stored_bytes(bench.os, f"{index},{prefix}-seals")
+            run["stored_bytes_per_event"] = stored / (events + 1)  # + the warm-up line
         if export:
             exported = _export(bench, prefix, index)
     return rounded(run), exported
@@ -121,7 +126,12 @@ def _export(bench: Bench, prefix: str, index: str) -> Exported:
     return Exported(prefix, indices, docs)
 
 
-def measure(bench: Bench, lines: Sequence[bytes], chunk: int, runs: int, say: Say) -> list[Run]:
+def measure(
+    bench: Bench, lines: Sequence[bytes], chunk: int, runs: int, say: Say, *, warmups: int = 0
+) -> list[Run]:
+    for number in range(1, warmups + 1):
+        run, _ = run_once(bench, lines, chunk)
+        say(f"e2e warm-up {number}/{warmups}: {run['events_per_s']:,.0f} events/s (not reported)")
     results = []
     for number in range(1, runs + 1):
         run, _ = run_once(bench, lines, chunk)

@@ -33,8 +33,9 @@ from bench.corpus import warmup_line
 from bench.pipeline import Bench, rsyslog, run_scope, syslog_ng
 from bench.processes import Proc
 from bench.procstat import CpuMark, peak_rss_kib
-from bench.scenarios.base import Run, Say, per_million, rounded
+from bench.scenarios.base import NodeCpu, Run, Say, per_million, rounded
 from bench.scenarios.shipping import wait_warmed, write_and_wait
+from bench.search import stored_bytes
 
 Running = contextlib.AbstractContextManager[Proc]
 # (bench, run directory, index, logs directory) -> the running peer
@@ -66,16 +67,20 @@ def run_once(bench: Bench, lines: Sequence[bytes], chunk: int, peer: str = "rsys
             proc = stack.enter_context(PEERS[peer](bench, directory, index, logs))
             wait_warmed(bench.os, index, (proc,))
             cpu = CpuMark.now(proc.pid)
+            node_cpu = NodeCpu(bench.node_pid)
             shipped = write_and_wait(
                 bench.os, logs / "crm-audit.jsonl", lines, chunk, index, (proc,)
             )
-            return rounded(
-                {
-                    **shipped.throughput(),
-                    "cpu_s_per_m": per_million(cpu.since(), len(lines)),
-                    "peak_rss_mib": peak_rss_kib(proc.pid) / 1024,
-                }
-            )
+            run = {
+                **shipped.throughput(),
+                "cpu_s_per_m": per_million(cpu.since(), len(lines)),
+                "peak_rss_mib": peak_rss_kib(proc.pid) / 1024,
+                **node_cpu.per_million(len(lines)),
+            }
+            # Untimed, after the clock stopped: what the run keeps on disk.
+            stored = stored_bytes(bench.os, index)
+            run["stored_bytes_per_event"] = stored / (len(lines) + 1)  # + the warm-up line
+            return rounded(run)
 
 
 def measure(
@@ -85,7 +90,14 @@ def measure(
     runs: int,
     say: Say,
     peer: str = "rsyslog",
+    *,
+    warmups: int = 0,
 ) -> list[Run]:
+    for number in range(1, warmups + 1):
+        run = run_once(bench, lines, chunk, peer)
+        say(
+            f"{peer} warm-up {number}/{warmups}: {run['events_per_s']:,.0f} events/s (not reported)"
+        )
     results = []
     for number in range(1, runs + 1):
         run = run_once(bench, lines, chunk, peer)

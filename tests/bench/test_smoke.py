@@ -96,7 +96,9 @@ def test_report_renders_every_scenario_shape() -> None:
         "scenarios": {
             "ceiling": {**ok, "median": {"docs_per_s": 10.0}, "runs": [{"docs_per_s": 10.0}],
                         "best": {"bulk_size": 500, "concurrency": 2}},
-            "e2e": {**ok, "median": {"events_per_s": 5.0}, "runs": [{"events_per_s": 5.0}]},
+            "e2e": {**ok, "median": {"events_per_s": 5.0, "opensearch_cpu_s_per_m": 250.25,
+                                     "stored_bytes_per_event": 812.4},
+                    "runs": [{"events_per_s": 5.0, "opensearch_cpu_s_per_m": 250.25}]},
             "agent": {"status": "failed", "reason": "it broke", "median": {}, "runs": []},
             "latency": {**ok, "median": {"p50_s": 1.0, "p99_s": None}, "runs": []},
             "peer": {"status": "skipped", "reason": "no rsyslogd", "median": {}, "runs": []},
@@ -123,6 +125,9 @@ def test_report_renders_every_scenario_shape() -> None:
     }  # fmt: skip
     markdown = report.render_markdown(results)
     assert "| e2e | ratio to ceiling | 0.50x |" in markdown
+    assert "| e2e | OpenSearch CPU-s per M events | 250.2 | 250.2 |" in markdown
+    assert "| e2e | OpenSearch bytes on disk per event | 812 | - |" in markdown
+    assert "| ceiling | OpenSearch CPU-s per M documents | - | - |" in markdown
     assert "| agent | failed | - | it broke |" in markdown
     assert "| peer | skipped | - | no rsyslogd |" in markdown
     assert "| 1 | 100 | 3 |" in markdown
@@ -156,3 +161,28 @@ def test_report_renders_a_failed_parsers_scenario() -> None:
     }
     assert "parsers: failed: no samples" in report.render_table(results)
     assert "Parsers: failed: no samples" in report.render_markdown(results)
+
+
+def test_comparisons_add_the_nodes_cpu_to_each_shipper() -> None:
+    """The with-OpenSearch ratio: (agent + collector + node) over (peer + node), from the
+    medians; absent where a side did not measure the node."""
+    from bench.cli import comparisons
+    from bench.scenarios.base import ScenarioResult
+
+    def result(name: str, median: dict[str, float]) -> ScenarioResult:
+        done = ScenarioResult(name)
+        done.runs = [median]
+        return done.finish()
+
+    both = comparisons(
+        {
+            "e2e": result("e2e", {"events_per_s": 4.0, "pipeline_cpu_s_per_m": 100.0,
+                                  "agent_cpu_s_per_m": 50.0, "opensearch_cpu_s_per_m": 300.0}),
+            "peer": result("peer", {"events_per_s": 5.0, "cpu_s_per_m": 60.0,
+                                    "opensearch_cpu_s_per_m": 140.0}),
+            "syslog-ng": result("syslog-ng", {"events_per_s": 8.0, "cpu_s_per_m": 60.0}),
+        }
+    )  # fmt: skip
+    assert both["peer"]["with_opensearch_cpu_per_event"] == 2.0
+    assert both["peer"]["cpu_per_event"] == 100.0 / 60.0
+    assert both["syslog_ng"]["with_opensearch_cpu_per_event"] is None
