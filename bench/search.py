@@ -58,11 +58,22 @@ def local_node_pid(os_client: OpenSearch) -> int | None:
 
 
 def stored_bytes(os_client: OpenSearch, pattern: str) -> int:
-    """Bytes on disk of the primaries of the indices matching `pattern`, once merged to
-    one segment each (sizes right after indexing vary with the merges in flight)."""
+    """Bytes of the primaries of the indices matching `pattern` once merged to one
+    segment each (sizes right after indexing vary with the merges in flight). Summed
+    from the segments API: the store size of the index stats is cached for up to 10 s
+    (``index.store.stats_refresh_interval``) and read stale right after a merge."""
     os_client.indices.forcemerge(index=pattern, max_num_segments=1, request_timeout=300)
-    stats = os_client.indices.stats(index=pattern, metric="store")
-    return int(stats["_all"]["primaries"]["store"]["size_in_bytes"])
+    os_client.indices.refresh(index=pattern)
+    answer = os_client.indices.segments(index=pattern)
+    return sum(
+        int(segment["size_in_bytes"])
+        for index in answer["indices"].values()
+        for copies in index["shards"].values()
+        for shard in copies
+        if shard["routing"]["primary"]
+        for segment in shard["segments"].values()
+        if segment.get("search")
+    )
 
 
 def client(url: str, *, timeout: float = 60.0, pool: int = 4) -> OpenSearch:
