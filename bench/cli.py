@@ -32,6 +32,7 @@ from bench import machine, report
 from bench.corpus import padded_lines, sample_lines, split_round_robin
 from bench.pipeline import Bench, make_pki, rsyslog_server, syslog_ng_version
 from bench.processes import BenchError
+from bench.rounds import Contender, run_rounds
 from bench.scenarios import ORDER, ScenarioResult, Shared
 from bench.scenarios import agent as agent_scenario
 from bench.scenarios import ceiling as ceiling_scenario
@@ -180,25 +181,36 @@ def run_scenarios(
             say(f"preparation run failed: {exc}")
             extra["preparation_error"] = str(exc)[:2000]
 
-    def ceiling(result: ScenarioResult) -> None:
+    # The shipping scenarios are measured in rounds (bench.rounds): each of these sets
+    # its scenario up and returns how to measure one run, or None when it is skipped.
+    def ceiling(result: ScenarioResult) -> Contender | None:
         if shared.exported is None:
             raise BenchError("no documents: the preparation run failed")
-        grid, result.runs = ceiling_scenario.measure(
+        exported = shared.exported
+        grid, best = ceiling_scenario.probe(
             bench,
-            shared.exported,
+            exported,
             probe_docs=sizes.ceiling_probe_docs,
             bulk_sizes=sizes.ceiling_bulk_sizes,
             concurrency=sizes.ceiling_concurrency,
-            runs=sizes.runs,
             say=say,
         )
         result.info["grid"] = grid
-        best = max((r for r in grid if "docs_per_s" in r), key=lambda r: r["docs_per_s"])
-        result.info["best"] = {"bulk_size": best["bulk_size"], "concurrency": best["concurrency"]}
+        result.info["best"] = best
+        return Contender(
+            result,
+            lambda: ceiling_scenario.run_once(
+                bench, exported, exported.docs, best["bulk_size"], best["concurrency"]
+            ),
+            lambda run: f"{run['docs_per_s']:,.0f} docs/s",
+            warm=False,  # the probes warmed it
+        )
 
-    def e2e(result: ScenarioResult) -> None:
-        result.runs = e2e_scenario.measure(
-            bench, e2e_lines, chunk, sizes.runs, say, warmups=sizes.shipping_warmups
+    def e2e(result: ScenarioResult) -> Contender | None:
+        return Contender(
+            result,
+            lambda: e2e_scenario.run_once(bench, e2e_lines, chunk)[0],
+            lambda run: f"{run['events_per_s']:,.0f} events/s",
         )
 
     def agent(result: ScenarioResult) -> None:
@@ -216,39 +228,32 @@ def run_scenarios(
             say=say,
         )
 
-    def peer(result: ScenarioResult) -> None:
-        if bench.rsyslogd is None:
+    def peer_contender(result: ScenarioResult, peer: str) -> Contender | None:
+        found = bench.rsyslogd if peer == "rsyslog" else bench.syslog_ng
+        if found is None:
             result.status = "skipped"
-            result.reason = "rsyslogd not installed (bash bench/install-rsyslog.sh as root)"
-            return
+            result.reason = (
+                "rsyslogd not installed (bash bench/install-rsyslog.sh as root)"
+                if peer == "rsyslog"
+                else "syslog-ng not unpacked (bash bench/install-syslog-ng.sh as root)"
+            )
+            return None
         try:
             rsyslog_server(bench.url)
         except BenchError as exc:
             result.status, result.reason = "skipped", str(exc)
-            return
-        result.runs = peer_scenario.measure(
-            bench, e2e_lines, chunk, sizes.runs, say, warmups=sizes.shipping_warmups
+            return None
+        return Contender(
+            result,
+            lambda: peer_scenario.run_once(bench, e2e_lines, chunk, peer),
+            lambda run: f"{run['events_per_s']:,.0f} events/s, {run['cpu_s_per_m']:.1f} CPU-s/M",
         )
 
-    def syslog_ng(result: ScenarioResult) -> None:
-        if bench.syslog_ng is None:
-            result.status = "skipped"
-            result.reason = "syslog-ng not unpacked (bash bench/install-syslog-ng.sh as root)"
-            return
-        try:
-            rsyslog_server(bench.url)
-        except BenchError as exc:
-            result.status, result.reason = "skipped", str(exc)
-            return
-        result.runs = peer_scenario.measure(
-            bench,
-            e2e_lines,
-            chunk,
-            sizes.runs,
-            say,
-            peer="syslog-ng",
-            warmups=sizes.shipping_warmups,
-        )
+    def peer(result: ScenarioResult) -> Contender | None:
+        return peer_contender(result, "rsyslog")
+
+    def syslog_ng(result: ScenarioResult) -> Contender | None:
+        return peer_contender(result, "syslog-ng")
 
     def scaling(result: ScenarioResult) -> None:
         cases = []
@@ -301,13 +306,42 @@ def run_scenarios(
             say=say,
         )
 
-    scenarios: dict[str, Callable[[ScenarioResult], None]] = {
+    shipping: dict[str, Callable[[ScenarioResult], Contender | None]] = {
         "ceiling": ceiling,
         "e2e": e2e,
-        "agent": agent,
-        "latency": latency,
         "peer": peer,
         "syslog-ng": syslog_ng,
+    }
+
+    def shipping_rounds() -> None:
+        contenders = []
+        for name in (name for name in ORDER if name in shipping and name in selected):
+            result = ScenarioResult(name)
+            results[name] = result
+            say(f"scenario {name} (set-up)")
+            with timed(result):
+                try:
+                    contender = shipping[name](result)
+                except Exception as exc:  # noqa: BLE001 - one failed scenario must not end the rest
+                    _failure(result, exc, say)
+                    contender = None
+            if contender is not None:
+                contenders.append(contender)
+        say("shipping scenarios in rounds: " + ", ".join(c.result.name for c in contenders))
+        run_rounds(
+            contenders,
+            runs=sizes.runs,
+            warmups=sizes.shipping_warmups,
+            say=say,
+            fail=_failure,
+        )
+        for name in shipping:
+            if name in results:
+                results[name].finish()
+
+    scenarios: dict[str, Callable[[ScenarioResult], None]] = {
+        "agent": agent,
+        "latency": latency,
         "scaling": scaling,
         "parsers": parsers,
         "integrity": integrity,
@@ -315,7 +349,10 @@ def run_scenarios(
         "detection": detection,
     }
     for name in ORDER:
-        if name not in selected:
+        if name not in selected or name in results:
+            continue
+        if name in shipping:
+            shipping_rounds()
             continue
         result = ScenarioResult(name)
         say(f"scenario {name}")

@@ -6,7 +6,8 @@ with the settings and mappings of the indices the collector wrote them to. Bulk 
 are serialized before the clock starts, so what is measured is OpenSearch taking
 bulks from opensearch-py, not Python building them. A small grid of bulk sizes x
 concurrent requests is tried on a part of the documents; the best is then measured on
-all of them, `runs` times. The clock stops after a final refresh (searchable).
+all of them, once per round (bench.rounds). The clock stops after a final refresh
+(searchable).
 """
 
 from __future__ import annotations
@@ -82,23 +83,22 @@ def run_once(
         )
 
 
-def measure(
+def probe(
     bench: Bench,
     exported: Exported,
     *,
     probe_docs: int,
     bulk_sizes: Sequence[int],
     concurrency: Sequence[int],
-    runs: int,
     say: Say,
-) -> tuple[list[dict[str, Any]], list[Run]]:
-    """(grid of probes, measured runs of the best set-up)."""
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """(the grid of probes, the best bulk size and concurrency) on part of the documents."""
     grid: list[dict[str, Any]] = []
-    probe = exported.docs[:probe_docs]
+    part = exported.docs[:probe_docs]
     for size in bulk_sizes:
         for threads in concurrency:
             try:
-                result = run_once(bench, exported, probe, size, threads)
+                result = run_once(bench, exported, part, size, threads)
             except TransportError as exc:
                 if exc.status_code != 429:
                     raise
@@ -113,11 +113,4 @@ def measure(
     if not usable:
         raise BenchError("ceiling: OpenSearch refused every bulk size x concurrency probed")
     best = max(usable, key=lambda r: r["docs_per_s"])
-    measured = []
-    for number in range(1, runs + 1):
-        result = run_once(
-            bench, exported, exported.docs, int(best["bulk_size"]), int(best["concurrency"])
-        )
-        say(f"ceiling run {number}/{runs}: {result['docs_per_s']:,.0f} docs/s")
-        measured.append(result)
-    return grid, measured
+    return grid, {"bulk_size": int(best["bulk_size"]), "concurrency": int(best["concurrency"])}

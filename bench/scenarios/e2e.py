@@ -23,7 +23,7 @@ from bench.corpus import WARMUP_OBJECT_ID, warmup_line
 from bench.pipeline import AGENT_ID, Bench, Integrity, agent, collector, run_scope
 from bench.processes import BenchError
 from bench.procstat import CpuMark, peak_rss_kib
-from bench.scenarios.base import Exported, NodeCpu, Run, Say, per_million, rounded
+from bench.scenarios.base import Exported, NodeCpu, Run, per_million, rounded
 from bench.scenarios.shipping import wait_warmed, write_and_wait
 from bench.search import count, index_definition, stored_bytes
 from collector.checkpoints import CheckpointView, read_checkpoints
@@ -124,17 +124,3 @@ def _export(bench: Bench, prefix: str, index: str) -> Exported:
     ]
     indices = {name: index_definition(bench.os, name) for name in {doc[0] for doc in docs}}
     return Exported(prefix, indices, docs)
-
-
-def measure(
-    bench: Bench, lines: Sequence[bytes], chunk: int, runs: int, say: Say, *, warmups: int = 0
-) -> list[Run]:
-    for number in range(1, warmups + 1):
-        run, _ = run_once(bench, lines, chunk)
-        say(f"e2e warm-up {number}/{warmups}: {run['events_per_s']:,.0f} events/s (not reported)")
-    results = []
-    for number in range(1, runs + 1):
-        run, _ = run_once(bench, lines, chunk)
-        say(f"e2e run {number}/{runs}: {run['events_per_s']:,.0f} events/s")
-        results.append(run)
-    return results

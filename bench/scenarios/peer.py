@@ -33,7 +33,7 @@ from bench.corpus import warmup_line
 from bench.pipeline import Bench, rsyslog, run_scope, syslog_ng
 from bench.processes import Proc
 from bench.procstat import CpuMark, peak_rss_kib
-from bench.scenarios.base import NodeCpu, Run, Say, per_million, rounded
+from bench.scenarios.base import NodeCpu, Run, per_million, rounded
 from bench.scenarios.shipping import wait_warmed, write_and_wait
 from bench.search import stored_bytes
 
@@ -81,29 +81,3 @@ def run_once(bench: Bench, lines: Sequence[bytes], chunk: int, peer: str = "rsys
             stored = stored_bytes(bench.os, index)
             run["stored_bytes_per_event"] = stored / (len(lines) + 1)  # + the warm-up line
             return rounded(run)
-
-
-def measure(
-    bench: Bench,
-    lines: Sequence[bytes],
-    chunk: int,
-    runs: int,
-    say: Say,
-    peer: str = "rsyslog",
-    *,
-    warmups: int = 0,
-) -> list[Run]:
-    for number in range(1, warmups + 1):
-        run = run_once(bench, lines, chunk, peer)
-        say(
-            f"{peer} warm-up {number}/{warmups}: {run['events_per_s']:,.0f} events/s (not reported)"
-        )
-    results = []
-    for number in range(1, runs + 1):
-        run = run_once(bench, lines, chunk, peer)
-        say(
-            f"{peer} run {number}/{runs}: {run['events_per_s']:,.0f} events/s, "
-            f"{run['cpu_s_per_m']:.1f} CPU-s/M"
-        )
-        results.append(run)
-    return results

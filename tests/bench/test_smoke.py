@@ -13,6 +13,7 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,46 @@ def test_comparisons_add_the_nodes_cpu_to_each_shipper() -> None:
     assert both["peer"]["with_opensearch_cpu_per_event"] == 2.0
     assert both["peer"]["cpu_per_event"] == 100.0 / 60.0
     assert both["syslog_ng"]["with_opensearch_cpu_per_event"] is None
+
+
+def test_rounds_interleave_the_contenders_and_keep_only_measured_runs() -> None:
+    """Run n of every contender before run n + 1 of any; warm-ups are not kept; a
+    contender that fails is reported failed and leaves the rounds, the others go on."""
+    from bench.rounds import Contender, run_rounds
+    from bench.scenarios.base import ScenarioResult
+
+    calls: list[str] = []
+
+    def once(name: str, fail_at: int | None = None) -> Callable[[], dict[str, float]]:
+        def run() -> dict[str, float]:
+            calls.append(name)
+            if fail_at is not None and calls.count(name) == fail_at:
+                raise RuntimeError(f"{name} broke")
+            return {"events_per_s": float(len(calls))}
+
+        return run
+
+    def fail(result: ScenarioResult, exc: BaseException, _say: object) -> None:
+        result.status, result.reason = "failed", str(exc)
+
+    ceiling, e2e, peer = ScenarioResult("ceiling"), ScenarioResult("e2e"), ScenarioResult("peer")
+    run_rounds(
+        [
+            Contender(ceiling, once("ceiling"), str, warm=False),
+            Contender(e2e, once("e2e"), str),
+            Contender(peer, once("peer", fail_at=3), str),
+        ],
+        runs=3,
+        warmups=1,
+        say=lambda _message: None,
+        fail=fail,
+    )
+    assert calls == [
+        "e2e", "peer",  # warm-ups
+        "ceiling", "e2e", "peer",
+        "ceiling", "e2e", "peer",  # the peer's third call fails
+        "ceiling", "e2e",
+    ]  # fmt: skip
+    assert [run["events_per_s"] for run in e2e.runs] == [4.0, 7.0, 10.0]
+    assert len(ceiling.runs) == 3 and len(peer.runs) == 1
+    assert peer.status == "failed" and peer.reason == "peer broke"
