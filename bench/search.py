@@ -47,14 +47,13 @@ def local_node_pid(os_client: OpenSearch) -> int | None:
     """The pid of the node answering on this machine, or None when it is elsewhere
     (an `OPENSEARCH_URL` on another host): its CPU is then not measured."""
     nodes = os_client.nodes.info(node_id="_local", metric="process").get("nodes", {})
-    for info in nodes.values():
-        pid = info.get("process", {}).get("id")
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, TypeError):
-            return None
-        return int(pid) if b"org.opensearch.bootstrap" in cmdline else None
-    return None
+    local = next(iter(nodes.values()), {})
+    pid = local.get("process", {}).get("id")
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return int(pid) if b"org.opensearch.bootstrap" in cmdline else None
 
 
 def stored_bytes(os_client: OpenSearch, pattern: str) -> int:

@@ -25,7 +25,7 @@ from bench.processes import BenchError
 from bench.procstat import CpuMark, peak_rss_kib
 from bench.scenarios.base import Exported, NodeCpu, Run, per_million, rounded
 from bench.scenarios.shipping import wait_warmed, write_and_wait
-from bench.search import count, index_definition, stored_bytes
+from bench.search import count, index_definition
 from collector.checkpoints import CheckpointView, read_checkpoints
 
 
@@ -64,9 +64,7 @@ def run_once(
             }
             run["pipeline_cpu_s_per_m"] = run["agent_cpu_s_per_m"] + run["collector_cpu_s_per_m"]
             run["sealed_events"] = check_integrity(bench, prefix, integrity)
-            # What the run keeps on disk: the events and their seals (untimed).
-            stored = stored_bytes(bench.os, f"{index},{prefix}-seals")
-            run["stored_bytes_per_event"] = stored / (events + 1)  # + the warm-up line
+            run.update(shipped.stored(bench.os, f"{index},{prefix}-seals"))  # events, seals
         if export:
             exported = _export(bench, prefix, index)
     return rounded(run), exported

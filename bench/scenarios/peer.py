@@ -35,7 +35,6 @@ from bench.processes import Proc
 from bench.procstat import CpuMark, peak_rss_kib
 from bench.scenarios.base import NodeCpu, Run, per_million, rounded
 from bench.scenarios.shipping import wait_warmed, write_and_wait
-from bench.search import stored_bytes
 
 Running = contextlib.AbstractContextManager[Proc]
 # (bench, run directory, index, logs directory) -> the running peer
@@ -77,7 +76,4 @@ def run_once(bench: Bench, lines: Sequence[bytes], chunk: int, peer: str = "rsys
                 "peak_rss_mib": peak_rss_kib(proc.pid) / 1024,
                 **node_cpu.per_million(len(lines)),
             }
-            # Untimed, after the clock stopped: what the run keeps on disk.
-            stored = stored_bytes(bench.os, index)
-            run["stored_bytes_per_event"] = stored / (len(lines) + 1)  # + the warm-up line
-            return rounded(run)
+            return rounded({**run, **shipped.stored(bench.os, index)})

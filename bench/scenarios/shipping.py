@@ -14,7 +14,7 @@ from opensearchpy import OpenSearch
 from bench.corpus import append_all, corpus_bytes
 from bench.processes import Proc
 from bench.scenarios.base import Run
-from bench.search import CountSamples, wait_for_count
+from bench.search import CountSamples, stored_bytes, wait_for_count
 from bench.stats import rate_between
 
 MIN_RATE = 100.0  # events/s below which a run is given up as stuck
@@ -39,6 +39,12 @@ class Shipped:
     write_s: float
     elapsed_s: float
     progress: CountSamples
+
+    def stored(self, client: OpenSearch, pattern: str) -> Run:
+        """Bytes on disk per event in the run's indices (`pattern`), untimed: call it
+        after the clock stopped (the indices are merged first)."""
+        events = 1 + len(self.lines)  # + the warm-up line
+        return {"stored_bytes_per_event": stored_bytes(client, pattern) / events}
 
     def throughput(self) -> Run:
         """events, elapsed, events/s (overall and steady 10-90 %), write time, MiB/s."""
