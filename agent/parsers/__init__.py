@@ -239,14 +239,13 @@ def get_source(
     kernel's encoder where the kernel takes the source — a `jsonlines` source without
     `privacy:` options (privacy rules apply to parsed events, in Python) whose mapping
     it maps. The parser then gets only what the encoder leaves, so it is Python's."""
-    fmt = FORMATS[format_name]
-    chosen = options if options is not None else fmt.options_model()
-    if format_name == "jsonlines" and getattr(chosen, "privacy", None) is None:
+    if format_name == "jsonlines" and getattr(options, "privacy", None) is None:
         from agent.parsers import jsonlines
 
         parse, encode = jsonlines.make_source(mapping, actions)
+        chosen = options if options is not None else FORMATS[format_name].options_model()
         return finish(parse, format_name, chosen), encode
-    return fmt.make_parser(mapping, chosen, actions or {}), None
+    return get_parser(format_name, mapping, options, actions), None
 
 
 def get_framer(format_name: str, options: BaseModel | None = None) -> Framer:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -71,12 +72,8 @@ def make_parser(
     Raises agent.parsers.mapping.MappingError (a ValueError) for an invalid mapping."""
     plan = compile_plan(DEFAULT_MAPPING, overrides, actions, FIELDS)
     mapper = None if counting_failed_targets() else native.jsonlines_mapper(plan)
-
-    def parse_line(line: bytes) -> pb.AuditEvent | None:
-        return parse(line, plan)
-
     if mapper is None:
-        return parse_line
+        return partial(parse, plan=plan)
 
     from_bytes = pb.AuditEvent.FromString
 
@@ -102,11 +99,7 @@ def make_source(
     would decline again (declined lines, records the framer cut, blank lines)."""
     plan = compile_plan(DEFAULT_MAPPING, overrides, actions, FIELDS)
     mapper = native.jsonlines_mapper(plan)
-
-    def parse_line(line: bytes) -> pb.AuditEvent | None:
-        return parse(line, plan)
-
-    return parse_line, None if mapper is None else mapper.stamped
+    return partial(parse, plan=plan), None if mapper is None else mapper.stamped
 
 
 def parse(line: bytes, plan: Plan | None = None) -> pb.AuditEvent | None:
