@@ -119,7 +119,8 @@ class Event:
         if parts is None:
             parts = _PATHS[dotted] = tuple(dotted.split("."))
         for part in parts:
-            if not isinstance(node, Mapping) or part not in node:
+            # dict first: documents are dicts, matched exactly before the (slow) ABC check
+            if not isinstance(node, (dict, Mapping)) or part not in node:
                 return None
             node = node[part]
         return node

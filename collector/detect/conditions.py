@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -103,11 +104,13 @@ class Condition(BaseModel):
     def value_of(self, operator: str) -> Any:
         return self.in_ if operator == "in" else getattr(self, operator)
 
-    @property
+    # Cached: the per-event rules ask each condition for both on every event (the model
+    # is frozen, so neither can change).
+    @cached_property
     def operator(self) -> str:
         return next(op for op in OPERATORS if self.value_of(op) is not None)
 
-    @property
+    @cached_property
     def info(self) -> FieldInfo:
         return fields.check_field(self.field)
 
@@ -209,7 +212,8 @@ def _lookup(node: Any, parts: Sequence[str]) -> list[Any]:
         return [v for v in node if v is not None] if isinstance(node, list) else [node]
     if isinstance(node, list):
         return [v for item in node for v in _lookup(item, parts)]
-    if not isinstance(node, Mapping):
+    # dict first: documents are dicts, matched exactly before the (slow) ABC check
+    if not isinstance(node, (dict, Mapping)):
         return []
     head = parts[0]
     if head in node:
@@ -222,9 +226,16 @@ def _lookup(node: Any, parts: Sequence[str]) -> list[Any]:
     return []
 
 
+# Field names split once (they come from the rules and the code: few).
+_PARTS: dict[str, tuple[str, ...]] = {}
+
+
 def values_at(doc: Mapping[str, Any], name: str) -> list[Any]:
     """The values of field `name` in a document (empty when absent)."""
-    return _lookup(doc, name.split("."))
+    parts = _PARTS.get(name)
+    if parts is None:
+        parts = _PARTS[name] = tuple(name.split("."))
+    return _lookup(doc, parts)
 
 
 def _comparable(info: FieldInfo, value: Any) -> Any:

@@ -37,7 +37,10 @@ def _changes(event: Event) -> list[Mapping[str, Any]]:
 
 
 def allowed(rule: Rule, event: Event) -> bool:
-    return rule.allow.allows(event.text("user.name"), event.text("source.ip"))
+    allow = rule.allow
+    if not allow.users and not allow.ips:
+        return False  # most rules allow no one: skip reading the two fields
+    return allow.allows(event.text("user.name"), event.text("source.ip"))
 
 
 def _generic(rule: Rule, event: Event) -> tuple[str, dict[str, Any]] | None:
@@ -120,13 +123,21 @@ def _match(rules: RuleSet, rule: Rule, event: Event) -> tuple[str, dict[str, Any
 def evaluate(rules: RuleSet, events: Iterable[Event], history: History) -> list[Alert]:
     """Alerts of the inline rules for `events`, suppression applied (module docstring)."""
     ordered = sorted(events, key=lambda e: (e.ts, e.id))
+    # Every kind but `match` looks only at events of its actions: read each event's
+    # action once, and give such a rule only those events (in the same order).
+    actions = [event.text("event.action") or "" for event in ordered]
     alerts: list[Alert] = []
     for rule in rules.enabled():
         if not rule.inline:
             continue
         found: list[tuple[str, Event, str, dict[str, Any]]] = []
         key_fields = rule.key_fields
-        for event in ordered:
+        if rule.kind == "match":
+            candidates = ordered
+        else:
+            wanted = frozenset(rule.actions or ())
+            candidates = [e for e, action in zip(ordered, actions, strict=True) if action in wanted]
+        for event in candidates:
             hit = _match(rules, rule, event)
             if hit is None:
                 continue

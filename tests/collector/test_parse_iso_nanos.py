@@ -1,5 +1,6 @@
-"""`parse_iso_nanos` reads `iso_nanos` back by fixed positions with a per-day cache; it
-must accept and refuse exactly what the plain `strptime` parse did, for any text."""
+"""`parse_iso_nanos` reads `iso_nanos` back by fixed positions with per-day and
+per-second caches; it must accept and refuse exactly what the plain `strptime` parse
+did, for any text."""
 
 from __future__ import annotations
 
@@ -47,6 +48,16 @@ def mutated(text: str, data: st.DataObject) -> str:
 @given(st.integers(0, 2**63 - 1), st.data())
 def test_accepts_and_refuses_what_strptime_did(unix_nano: int, data: st.DataObject) -> None:
     text = mutated(iso_nanos(unix_nano), data)
+    assert outcome(parse_iso_nanos, text) == outcome(reference, text), text
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.integers(0, 2**63 - 1), st.data())
+def test_a_cached_second_accepts_and_refuses_the_same(unix_nano: int, data: st.DataObject) -> None:
+    # The unmutated text first, so its whole second is cached when the mutated one is read.
+    original = iso_nanos(unix_nano)
+    assert parse_iso_nanos(original) == unix_nano
+    text = mutated(original, data)
     assert outcome(parse_iso_nanos, text) == outcome(reference, text), text
 
 
