@@ -6,7 +6,8 @@ registered with the collector, ``require_seal`` on (every batch's seal and chain
 before its ack, the chain head moved, the seal stored), signed checkpoints written. A
 warm-up line is shipped and made searchable first (connections up, index created); then
 the corpus is appended to one log file and the clock runs until ``_count`` (after a
-refresh, polled every second) shows every line. CPU time and peak RSS of the agent and
+refresh, polled every second, every tenth of one from 90 % of the lines on) shows
+every line. CPU time and peak RSS of the agent and
 the collector process are read from /proc. After the clock stops, untimed, the run must
 show that the integrity work was done: every stored event covered by a verified seal,
 no integrity alert, and a signed checkpoint naming the agent's last sealed sequence.
