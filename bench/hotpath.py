@@ -9,7 +9,11 @@ CPU time, so other processes on the machine barely move it):
 - document: `to_document` plus the integrity fields and index name (BatchProcessor);
 - bulk body: `BulkIndexer._entries` joined (NDJSON for 500-event batches);
 - response: parsing a bulk response of 500 created items, full and as `filter_path`
-  returns it.
+  returns it;
+- inline detection with the shipped rules (`config/rules.yaml`) over each batch as
+  `Detection.on_indexed` gets it: each document parsed back from the JSON the compiled
+  kernel builds, made an `Event` (its time read back), and the per-event rules
+  evaluated (no alert history: the stored alerts are OpenSearch's part).
 """
 
 from __future__ import annotations
@@ -18,9 +22,15 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+import orjson
 
 from agent.parsers import get_parser
 from bench.corpus import sample_lines
+from collector.detect import inline
+from collector.detect.alerts import Event
+from collector.detect.rules import load_rules
 from collector.documents import index_name, to_document
 from collector.index import BULK_FILTER_PATH, BulkIndexer, IndexRequest, Response
 from collector.integrity import event_integrity_fields
@@ -28,6 +38,7 @@ from proto import integrity
 from proto.v1 import audit_pb2
 
 BATCH = 500
+RULES = Path(__file__).resolve().parents[1] / "config" / "rules.yaml"
 
 
 def _events(count: int) -> list[audit_pb2.AuditEvent]:
@@ -126,6 +137,23 @@ def main() -> None:
 
         return run
 
+    rules = load_rules(RULES)
+    kernel_bodies = [[(r.doc_id, orjson.dumps(r.source)) for r in batch] for batch in requests]
+    parsed = [[(doc_id, orjson.loads(body)) for doc_id, body in batch] for batch in kernel_bodies]
+    as_events = [[Event.from_source(doc_id, doc) for doc_id, doc in batch] for batch in parsed]
+
+    def parse_back() -> None:
+        for batch in kernel_bodies:
+            [(doc_id, orjson.loads(body)) for doc_id, body in batch]
+
+    def make_events() -> None:
+        for batch in parsed:
+            [Event.from_source(doc_id, doc) for doc_id, doc in batch]
+
+    def evaluate() -> None:
+        for batch in as_events:
+            inline.evaluate(rules, batch, lambda *_: {})
+
     n = len(events)
     doc_s = _best(args.repeat, documents)
     body_s = _best(args.repeat, bodies)
@@ -142,6 +170,12 @@ def main() -> None:
         f"bulk response, filter_path={BULK_FILTER_PATH} ({len(filtered) // 1024} KiB/batch) "
         f"{filtered_s / n * 1e6:7.1f} us/event"
     )
+    parse_s = _best(args.repeat, parse_back)
+    events_s = _best(args.repeat, make_events)
+    rules_s = _best(args.repeat, evaluate)
+    print(f"inline detection: document parsed back     {parse_s / n * 1e6:7.1f} us/event")
+    print(f"inline detection: Event.from_source        {events_s / n * 1e6:7.1f} us/event")
+    print(f"inline detection: rules ({RULES.name})      {rules_s / n * 1e6:7.1f} us/event")
 
 
 if __name__ == "__main__":
