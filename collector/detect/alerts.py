@@ -35,7 +35,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector.detect.fields import lookup, normalize
+from collector.detect.fields import lookup, normalize, path_of
 from collector.documents import Document, iso_nanos, parse_iso_nanos
 
 MAX_EVENT_IDS = 100
@@ -96,11 +96,6 @@ def leases_index(prefix: str) -> str:
     return f"{prefix}-leases"
 
 
-# Dotted field names split once: rules read the same few fields of every event. (The
-# names come from the rules and the code, so the cache stays small.)
-_PATHS: dict[str, tuple[str, ...]] = {}
-
-
 @dataclass(frozen=True)
 class Event:
     """An indexed event as the rules see it: ``_id``, time in ns and the document."""
@@ -115,10 +110,7 @@ class Event:
 
     def get(self, dotted: str) -> Any:
         node: Any = self.doc
-        parts = _PATHS.get(dotted)
-        if parts is None:
-            parts = _PATHS[dotted] = tuple(dotted.split("."))
-        for part in parts:
+        for part in path_of(dotted):
             # dict first: documents are dicts, matched exactly before the (slow) ABC check
             if not isinstance(node, (dict, Mapping)) or part not in node:
                 return None

@@ -226,16 +226,9 @@ def _lookup(node: Any, parts: Sequence[str]) -> list[Any]:
     return []
 
 
-# Field names split once (they come from the rules and the code: few).
-_PARTS: dict[str, tuple[str, ...]] = {}
-
-
 def values_at(doc: Mapping[str, Any], name: str) -> list[Any]:
     """The values of field `name` in a document (empty when absent)."""
-    parts = _PARTS.get(name)
-    if parts is None:
-        parts = _PARTS[name] = tuple(name.split("."))
-    return _lookup(doc, parts)
+    return _lookup(doc, fields.path_of(name))
 
 
 def _comparable(info: FieldInfo, value: Any) -> Any:

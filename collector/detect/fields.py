@@ -103,6 +103,13 @@ def unknown_field_message(name: str) -> str:
     )
 
 
+@cache
+def path_of(name: str) -> tuple[str, ...]:
+    """A dotted field name split into its parts, once per name: rules read the same few
+    fields of every event (the names come from the rules and the code, so few)."""
+    return tuple(name.split("."))
+
+
 def check_field(name: str) -> FieldInfo:
     """The field, or ValueError (a pydantic validator's message) when unknown."""
     info = lookup(name)

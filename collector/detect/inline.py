@@ -36,15 +36,8 @@ def _changes(event: Event) -> list[Mapping[str, Any]]:
     return [c for c in value if isinstance(c, Mapping)] if isinstance(value, list) else []
 
 
-def allowed(rule: Rule, event: Event) -> bool:
-    allow = rule.allow
-    if not allow.users and not allow.ips:
-        return False  # most rules allow no one: skip reading the two fields
-    return allow.allows(event.text("user.name"), event.text("source.ip"))
-
-
 def _generic(rule: Rule, event: Event) -> tuple[str, dict[str, Any]] | None:
-    if allowed(rule, event) or not matches(rule.conditions, event.doc):
+    if rule.allow.allows_event(event) or not matches(rule.conditions, event.doc):
         return None
     user = event.text("user.name") or event.text("user.id") or "?"
     action = event.text("event.action") or "event"
@@ -59,7 +52,7 @@ def _match(rules: RuleSet, rule: Rule, event: Event) -> tuple[str, dict[str, Any
     if rule.kind == "match":
         return _generic(rule, event)
     action = event.text("event.action") or ""
-    if action not in (rule.actions or ()) or allowed(rule, event):
+    if action not in (rule.actions or ()) or rule.allow.allows_event(event):
         return None
     user = event.text("user.name") or event.text("user.id") or "?"
     if rule.kind == "bulk_export":

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from collector.detect.alerts import Event
 from collector.detect.conditions import Condition, actions_named, fields_named
 from collector.detect.errors import RulesError
 from collector.detect.fields import check_field, lookup, unknown_field_message
@@ -179,6 +180,13 @@ class AllowList(_Model):
             except ValueError:
                 raise ValueError(f"not an IP address or CIDR network: {item!r}") from None
         return out
+
+    def allows_event(self, event: Event) -> bool:
+        """`allows` for an event's ``user.name`` and ``source.ip``. Most rules allow no
+        one: then the event's fields are not read (this runs per event per rule)."""
+        if not self.users and not self.ips:
+            return False
+        return self.allows(event.text("user.name"), event.text("source.ip"))
 
     def allows(self, user: str | None, ip: str | None) -> bool:
         """True when the event's user or source address is allow-listed."""

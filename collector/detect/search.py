@@ -279,9 +279,7 @@ class Searcher:
             query = _query(rule, gte, lte, [self._key_clause(rule, chunk)])
             for event in self._fetch(events_pattern(self.prefix), query):
                 key = key_of(event, rule.key_fields)
-                if key is None or rule.allow.allows(
-                    event.text("user.name"), event.text("source.ip")
-                ):
+                if key is None or rule.allow.allows_event(event):
                     continue
                 # What the query could not decide (not_equal_field, one change entry).
                 if rule.kind in GENERIC_KINDS and not matches(rule.conditions, event.doc):
