@@ -35,7 +35,7 @@ from bench.corpus import sample_lines
 from collector.detect import inline
 from collector.detect.alerts import Event
 from collector.detect.rules import load_rules
-from collector.documents import index_name, to_document
+from collector.documents import Document, index_name, to_document
 from collector.gctune import tune_for_serving
 from collector.index import BULK_FILTER_PATH, BulkIndexer, IndexRequest, Response
 from collector.integrity import event_integrity_fields
@@ -144,13 +144,21 @@ def main() -> None:
         return run
 
     rules = load_rules(RULES)
-    kernel_bodies = [[(r.doc_id, orjson.dumps(r.source)) for r in batch] for batch in requests]
-    parsed = [[(doc_id, orjson.loads(body)) for doc_id, body in batch] for batch in kernel_bodies]
+    # As the compiled kernel hands them over: serialized, no dict (IndexRequest.body).
+    serialized = [
+        [r._replace(source=None, body=orjson.dumps(r.source)) for r in batch] for batch in requests
+    ]
+
+    def detection_input(batch: list[IndexRequest]) -> list[tuple[str, Document]]:
+        # What BatchProcessor hands Detection.on_indexed.
+        return [(r.doc_id, r.document()) for r in batch]
+
+    parsed = [detection_input(batch) for batch in serialized]
     as_events = [[Event.from_source(doc_id, doc) for doc_id, doc in batch] for batch in parsed]
 
     def parse_back() -> None:
-        for batch in kernel_bodies:
-            [(doc_id, orjson.loads(body)) for doc_id, body in batch]
+        for batch in serialized:
+            detection_input(batch)
 
     def make_events() -> None:
         for batch in parsed:

@@ -17,6 +17,9 @@ from bench.processes import BenchError, Proc, free_port
 
 Log = Callable[[str], None]
 STALL_S = 120.0  # a wait gives up when the count has not changed for this long
+# A wait polls every FINAL_POLL_S once this share of its target is searchable.
+FINAL_SHARE = 0.9
+FINAL_POLL_S = 0.1
 
 
 @contextlib.contextmanager
@@ -112,14 +115,12 @@ def wait_for_count(
     watch: tuple[Proc, ...] = (),
     interval: float = 1.0,
     progress: CountSamples | None = None,
-    final_interval: float = 0.1,
-    final_share: float = 0.9,
 ) -> float:
     """Poll refresh + count until `target` documents are searchable; return elapsed seconds.
 
     Polls once per `interval` (default 1 s, OpenSearch's own refresh interval, so the
-    polling adds no more segments than the default refresh would) until `final_share`
-    of `target` is searchable, then once per `final_interval`: the elapsed time is at
+    polling adds no more segments than the default refresh would) until `FINAL_SHARE`
+    of `target` is searchable, then once per `FINAL_POLL_S`: the elapsed time is at
     most that much late, not up to a whole second (on average half a second, 4-6 % of a
     60,000-event run, which the ceiling's one final refresh does not pay). `started` is
     a `time.monotonic()` value. Gives up after `timeout`, or earlier when the count has
@@ -156,7 +157,7 @@ def wait_for_count(
                 + (f" (last answer: {problem})" if problem else "")
                 + logs
             )
-        time.sleep(final_interval if seen >= final_share * target else interval)
+        time.sleep(FINAL_POLL_S if seen >= FINAL_SHARE * target else interval)
 
 
 def delete_prefix(os_client: OpenSearch, prefix: str) -> None:
