@@ -55,8 +55,14 @@ opensearch-dist-security: system-deps venv
 
 # pytest exits 5 when it collected no test: for this suite that means something is
 # broken (a bad path, an import-time skip), so it is reported as a failure, not green.
+#
+# pytest runs in one worker process per CPU, at most 4 (pytest-xdist): most tests wait on
+# real processes, so one core sits idle in a serial run. Each worker starts its own
+# OpenSearch node (tests/conftest.py); a test file stays whole on one worker
+# (--dist loadfile), so a module's fixtures start once. PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ "$$n" -gt 4 ] && n=4; echo $$n)
 test: system-deps venv lint native-test opensearch-dist opensearch-dist-security
-	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	  exit $$rc
 

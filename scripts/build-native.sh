@@ -23,5 +23,21 @@ if ! command -v cargo >/dev/null 2>&1; then
   [ "${NATIVE:-}" = required ] && exit 1
   exit 0
 fi
-"$python" -m pip install --quiet --disable-pip-version-check "$@" "$src/native"
+# The kernel is an abi3 wheel (one build serves every CPython >= 3.11), so it is built
+# once per source and toolchain and reused by every later install (make venv, make
+# install, an upgrade in place, the install tests) instead of a ~35 s LTO build each
+# time. The key hashes every file the build reads and cargo's version.
+key="$( (cd "$src/native" && sha256sum Cargo.toml Cargo.lock pyproject.toml src/*.rs && cargo --version) | sha256sum | cut -c1-16)"
+cache="$src/native/target/wheel-cache/$key"
+if ! compgen -G "$cache/crm_audit_native-*.whl" >/dev/null; then
+  mkdir -p "$src/native/target/wheel-cache"
+  building="$(mktemp -d "$src/native/target/wheel-cache/building.XXXXXX")"
+  trap 'rm -rf "$building"' EXIT
+  "$python" -m pip wheel --quiet --disable-pip-version-check --no-deps "$@" -w "$building" "$src/native"
+  # Renamed into place whole, so a concurrent install sees a complete wheel or none;
+  # when another build got there first, its wheel is used and this one dropped.
+  mv -T "$building" "$cache" 2>/dev/null || true
+fi
+wheel="$(compgen -G "$cache/crm_audit_native-*.whl" | head -n 1)"
+"$python" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall "$@" "$wheel"
 "$python" -c 'import crm_audit_native as n; print(f"build-native: crm_audit_native installed (collector kernel version {n.KERNEL_VERSION}, agent kernel version {n.AGENT_KERNEL_VERSION})")'
