@@ -44,8 +44,8 @@ from types import FrameType
 from agent import footprint, logs
 from agent.config import AgentConfig, load_config, load_config_and_secrets
 from agent.errors import AgentError, CheckpointError, ConfigError
-from agent.integrity import PUBLIC_KEY_FILE, AgentKey
 from agent.parse_command import run_parse
+from agent.sealing import PUBLIC_KEY_FILE, AgentKey
 from proto import yamlconfig
 from proto.sdnotify import Notifier
 

@@ -332,7 +332,7 @@ class SpoolConfig(_Model):
 
 
 class IntegrityConfig(_Model):
-    """Tamper evidence (agent.integrity): the signing key and chain live in state_dir."""
+    """Tamper evidence (agent.sealing): the signing key and chain live in state_dir."""
 
     # While nothing is sent, a signed heartbeat restating the chain head goes out this
     # often, so the collector can tell a quiet agent from a silenced one.

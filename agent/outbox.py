@@ -11,7 +11,7 @@ so numbered) like any other event.
 Integrity (stream format 2). The outbox is where the stream head is computed: each
 event's hash over its spooled bytes (proto.integrity.event_hash), folded into the head
 from the acked checkpoint's head (genesis_v2 for a new stream). A batch is sealed
-once, right after it is built (agent.integrity.seal_events: every event's hash, the
+once, right after it is built (agent.sealing.seal_events: every event's hash, the
 head before and after, the events' time range), so a batch the shipper sends again goes
 out byte for byte the same. Since the head depends only on the stored bytes, a restart
 recomputes the same heads from the spool records past the checkpoint — the chain needs
@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from agent import notices
 from agent.batch import Batcher
 from agent.checkpoint import FileOffset
-from agent.integrity import AgentKey, heartbeat_seal, seal_events
+from agent.sealing import AgentKey, heartbeat_seal, seal_events
 from agent.ship import Outgoing
 from agent.spool import Entry, Loss, Spool, SpoolReader, SpoolRecord
 from proto import integrity

@@ -10,7 +10,7 @@ it stays in the spool and is sent again, with the same sequences, at the next st
 Threads: read (pipeline), feed (outbox), ship (shipper; acks land here and advance
 the checkpoint, then let the spool delete fully acked segments).
 
-Stream and tamper evidence (agent.stream, agent.integrity): the signing key is loaded
+Stream and tamper evidence (agent.stream, agent.sealing): the signing key is loaded
 (created on the first start) before anything else, then the stream (state_dir/
 stream.json, created with the state). The acked checkpoint holds the stream, its
 acked sequence and the head after it; the outbox recomputes the heads of what was
@@ -55,13 +55,13 @@ from agent.batch import Batcher
 from agent.checkpoint import Checkpoint, CheckpointStore, FileOffset
 from agent.config import AgentConfig, SourceConfig
 from agent.errors import AgentError
-from agent.integrity import LEGACY_CHAIN_FILE, PUBLIC_KEY_FILE, AgentKey, Chainer
 from agent.metrics import AgentMetrics, AgentState, MetricsServer
 from agent.outbox import Outbox
 from agent.parsers import get_framer, get_source
 from agent.parsers.framing import Framer, StartPatternFramer
 from agent.pipeline import Pipeline, SourceParser
 from agent.receipts import ReceiptStore
+from agent.sealing import LEGACY_CHAIN_FILE, PUBLIC_KEY_FILE, AgentKey, Chainer
 from agent.ship import Backoff, Outgoing, Shipper, open_channel
 from agent.spool import DIR_NAME, Entry, Recovery, Spool, drop_legacy
 from agent.statedisk import StateDisk, disk_full

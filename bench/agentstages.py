@@ -21,10 +21,10 @@ from pathlib import Path
 
 from agent.batch import Batcher
 from agent.checkpoint import FileOffset
-from agent.integrity import AgentKey
 from agent.outbox import Outbox
 from agent.parsers import get_parser
 from agent.pipeline import READ_BUDGET
+from agent.sealing import AgentKey
 from agent.ship import Outgoing
 from agent.spool import Entry, Spool
 from bench.corpus import sample_lines

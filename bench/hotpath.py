@@ -36,9 +36,9 @@ from collector.detect import inline
 from collector.detect.alerts import Event
 from collector.detect.rules import load_rules
 from collector.documents import Document, index_name, to_document
+from collector.gate import event_integrity_fields
 from collector.gctune import tune_for_serving
 from collector.index import BULK_FILTER_PATH, BulkIndexer, IndexRequest, Response
-from collector.integrity import event_integrity_fields
 from proto import integrity
 from proto.v1 import audit_pb2
 

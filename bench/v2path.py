@@ -30,8 +30,8 @@ from bench.hotpath import _events
 from collector import native
 from collector.documents import index_name, to_document
 from collector.formatv2 import documents_v2
+from collector.gate import event_integrity_fields
 from collector.index import BulkIndexer, IndexRequest, Response
-from collector.integrity import event_integrity_fields
 from collector.retention import RetentionRouter
 from collector.server import index_requests
 from proto import integrity

@@ -597,7 +597,7 @@ def _resolve_dir(value: Any, info: ValidationInfo) -> Path | None:
 
 
 class IntegrityConfig(_Model):
-    """Seal verification and signed checkpoints (see collector.integrity)."""
+    """Seal verification and signed checkpoints (see collector.gate)."""
 
     keys_dir: Path | None = Field(
         default=None,

@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from collector.errors import RetryableIndexingError
+from collector.gate import FORK, forks_index
 from collector.index import IndexRequest, Requester
-from collector.integrity import FORK, forks_index
 from proto import integrity
 
 

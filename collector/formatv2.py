@@ -23,8 +23,8 @@ from google.protobuf.message import DecodeError
 
 from collector import native
 from collector.documents import Document, DocumentBytes, EventDocument, iso_nanos, to_document
+from collector.gate import event_integrity_fields
 from collector.index import IndexRequest
-from collector.integrity import event_integrity_fields
 from proto import integrity
 from proto.v1 import audit_pb2
 

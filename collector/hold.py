@@ -36,8 +36,8 @@ from typing import Any
 from collector.config import DEFAULT_REPLICAS
 from collector.documents import iso_nanos
 from collector.errors import HoldError, LifecycleError
+from collector.gate import alerts_index
 from collector.index import Requester, Response
-from collector.integrity import alerts_index
 from collector.lifecycle import (
     hold_policy,
     hold_policy_id,

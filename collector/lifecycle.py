@@ -14,7 +14,7 @@ first batch if OpenSearch was not reachable then). It
    without ISM it logs one warning and goes on: the collector's retention job
    (`collector.retention_job`) then applies the same policy files by event time;
 3. creates the single integrity indices (``{prefix}-seals``, ``-alerts``,
-   ``-chainheads``, mappings in `collector.integrity`) or adds new fields to them.
+   ``-chainheads``, mappings in `collector.gate`) or adds new fields to them.
    They get no ISM policy: seals must outlive the longest event retention.
 
 Replicas (``opensearch.replicas``): every index the collector creates gets the same

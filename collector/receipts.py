@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from collector.integrity import FORK
+from collector.gate import FORK
 from proto import integrity
 from proto.v1 import audit_pb2
 

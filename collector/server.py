@@ -11,7 +11,7 @@ Programmatic use::
 Identity: the agent id is the CN of the verified client certificate. A batch naming
 another agent is rejected (`STATUS_REJECTED`), and every event's ``agent.id`` comes from
 the certificate, never from the payload. So is a batch whose seal names another agent.
-Seal, chain and continuity checks, seals, alerts and chain heads: `collector.integrity`;
+Seal, chain and continuity checks, seals, alerts and chain heads: `collector.gate`;
 signed checkpoints: `collector.checkpoints`. Detection (optional ``detection:`` section):
 inline rules run on each batch once indexed, windowed rules in a thread
 (`collector.detect.engine.Detection`). Handshake failures (no certificate, foreign
@@ -65,9 +65,9 @@ from collector.errors import (
 )
 from collector.forks import ForkCheck
 from collector.formatv2 import documents_v2, event_count
+from collector.gate import IntegrityGate, event_integrity_fields
 from collector.health import HealthCheck, HealthServer
 from collector.index import BulkIndexer, IndexRequest, IndexResult, Requester
-from collector.integrity import IntegrityGate, event_integrity_fields
 from collector.keys import KeyRing
 from collector.lifecycle import LifecycleInstaller, LifecycleReport, deadletter_index
 from collector.metrics import CollectorMetrics

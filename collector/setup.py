@@ -8,9 +8,9 @@ single indices), so ``setup`` installs exactly what ``run`` checks or installs.
 from __future__ import annotations
 
 from collector.config import CollectorConfig
+from collector.gate import integrity_indices
 from collector.hold import HOLDS_MAPPING, holds_index
 from collector.index import ClientAuth, OpenSearchHttp, Requester, make_client
-from collector.integrity import integrity_indices
 from collector.lifecycle import LifecycleInstaller
 
 

@@ -10,7 +10,7 @@ run it:
 
 - event hash: `proto.integrity.event_hash` over each event's spooled bytes (what
   `agent.outbox` computes per event), µs per event;
-- sealing: `agent.integrity.seal_events` over batches of `batch_size` hashes (the head
+- sealing: `agent.sealing.seal_events` over batches of `batch_size` hashes (the head
   chained over them with `head_link`, the v2 seal built and Ed25519-signed), µs per
   event;
 - batch verification: `proto.integrity.verify_batch` on the v2 batches (event bytes +
@@ -39,9 +39,9 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.integrity import AgentKey, seal_events
 from agent.parse_command import parse_bytes
 from agent.parsers import get_framer, get_parser
+from agent.sealing import AgentKey, seal_events
 from bench.pipeline import AGENT_ID, Bench, collector, run_scope
 from bench.processes import BenchError, wait_until
 from bench.scenarios.base import Run, Say, rounded

@@ -1,6 +1,6 @@
 """Alerts: what a rule found, its deterministic id and its document in ``{prefix}-alerts``.
 
-The alerts index is shared with `collector.integrity` (chain gaps, forks, bad seals),
+The alerts index is shared with `collector.gate` (chain gaps, forks, bad seals),
 whose documents carry ``@timestamp``, ``agent.id`` and ``alert.{kind, first_sequence,
 last_sequence, reason, batch_id, peer}``. Detection documents use the same shape and add
 (`ALERT_FIELDS`, added to the index mapping by `ensure_indices`):
@@ -48,7 +48,7 @@ def _obj(**props: dict[str, Any]) -> dict[str, Any]:
     return {"properties": props}
 
 
-#: Fields detection adds to the alerts mapping of `collector.integrity`.
+#: Fields detection adds to the alerts mapping of `collector.gate`.
 ALERT_FIELDS: dict[str, Any] = {
     "properties": {
         "alert": _obj(

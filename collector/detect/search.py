@@ -408,7 +408,7 @@ class Searcher:
     # -- alerts ------------------------------------------------------------------
 
     def integrity_alerts(self, gte: int, lte: int) -> list[tuple[str, dict[str, Any]]]:
-        """Alerts `collector.integrity` wrote in [gte, lte] (no rule id), oldest first."""
+        """Alerts `collector.gate` wrote in [gte, lte] (no rule id), oldest first."""
         body = {
             "size": 10_000,
             "query": {

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from collector.integrity import alerts_index
+from collector.gate import alerts_index
 from collector.report.query import Period, Queries, bool_filter, time_range
 
 SEVERITIES = ("critical", "high", "medium", "low", "integrity")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from collector.integrity import (
+from collector.gate import (
     RESTARTED,
     V1_CHAIN,
     alerts_index,

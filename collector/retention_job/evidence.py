@@ -21,8 +21,8 @@ from typing import Any
 
 from collector.documents import parse_iso_nanos
 from collector.errors import RetentionError
+from collector.gate import seals_index
 from collector.index import Requester, Response
-from collector.integrity import seals_index
 from collector.retention_job.records import Runs, runs_of
 
 PAGE = 5000

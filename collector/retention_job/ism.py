@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from collector.documents import iso_nanos
-from collector.integrity import seals_index
+from collector.gate import seals_index
 from collector.lifecycle import events_index_pattern, policy_id
 from collector.retention_job.evidence import fail, record_chains, seal_ranges
 from collector.retention_job.policy import DAY_NS

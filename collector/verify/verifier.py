@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from collector.checkpoints import CheckpointView
 from collector.documents import iso_nanos, parse_iso_nanos
+from collector.gate import chainheads_index, seals_index
 from collector.index import Requester
-from collector.integrity import chainheads_index, seals_index
 from collector.lifecycle import events_index_pattern
 from collector.retention_job.records import RetentionRecords
 from collector.verify.anchors import (

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.integrity import KEY_FILE, PUBLIC_KEY_FILE
+from agent.sealing import KEY_FILE, PUBLIC_KEY_FILE
 from proto import integrity
 from tests.agent.certs import make_pki
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from agent import stream
 from agent.checkpoint import CheckpointStore
-from agent.integrity import PUBLIC_KEY_FILE
+from agent.sealing import PUBLIC_KEY_FILE
 from proto import integrity
 from tests.agent.certs import make_pki
 from tests.agent.fake_collector import FakeCollector, Server, events

@@ -1,4 +1,4 @@
-"""agent.integrity: key creation, format 2 seals and heartbeats."""
+"""agent.sealing: key creation, format 2 seals and heartbeats."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.integrity import (
+from agent.sealing import (
     KEY_FILE,
     LEGACY_CHAIN_FILE,
     PUBLIC_KEY_FILE,

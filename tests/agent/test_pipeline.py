@@ -10,11 +10,11 @@ from pathlib import Path
 from agent import oversize
 from agent.batch import Batcher
 from agent.checkpoint import FileOffset
-from agent.integrity import AgentKey
 from agent.outbox import Outbox
 from agent.parsers import get_framer, get_parser
 from agent.parsers.framing import StartPatternFramer
 from agent.pipeline import Pipeline, SourceParser
+from agent.sealing import AgentKey
 from agent.ship import Outgoing
 from agent.spool import HEADER_SIZE, Entry, Spool
 from agent.tail import Closed, FileTailer, Line, SourceSpec, TailItem, Truncated

@@ -13,8 +13,8 @@ import pytest
 
 from agent.batch import Batcher
 from agent.errors import SpoolWriteError
-from agent.integrity import AgentKey
 from agent.outbox import Outbox
+from agent.sealing import AgentKey
 from agent.ship import Outgoing, split
 from agent.spool import HEADER_SIZE, Entry, Spool
 from proto import integrity

@@ -1,12 +1,12 @@
-"""The chain head cache of collector.integrity: a GET only when the cached head is not
+"""The chain head cache of collector.gate: a GET only when the cached head is not
 confirmed by the conditional write, and never a finding from a stale cached head."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
+from collector.gate import IntegrityGate
 from collector.index import BulkIndexer, Response
-from collector.integrity import IntegrityGate
 from collector.keys import KeyRing
 from tests.collector.test_integrity_unit import AGENT, H, seal
 

@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collector.documents import iso_nanos, to_document
+from collector.gate import FORK, RESTARTED, UNKNOWN_START, IntegrityGate
 from collector.index import BulkIndexer, Response
-from collector.integrity import FORK, RESTARTED, UNKNOWN_START, IntegrityGate
 from collector.keys import KeyRing
 from collector.lifecycle import LifecycleReport
 from collector.server import BatchProcessor, CollectorService, Readiness
@@ -525,7 +525,7 @@ def test_an_upgrade_from_format_1_that_continues_its_head_is_not_a_restart(
     proc = processor(store, tmp_path / "keys")
     stream = V2Stream(AGENT, key)
     claim = {"previous_format": "1", "previous_sequence": "42", "previous_head": V1_HEAD.hex()}
-    with caplog.at_level("INFO", logger="collector.integrity"):
+    with caplog.at_level("INFO", logger="collector.gate"):
         assert proc.process(continued(stream, claim), identity=AGENT).indexed == 3
     assert proc.process(stream.batch(2), identity=AGENT).indexed == 2
     assert restart_alerts(store) == {}

@@ -1,4 +1,4 @@
-"""collector.integrity continuity rules, collector.keys and collector.checkpoints."""
+"""collector.gate continuity rules, collector.keys and collector.checkpoints."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collector.checkpoints import CheckpointFile, load_or_create_key, read_checkpoints
 from collector.errors import RetryableIndexingError
+from collector.gate import FORK, GAP, UNKNOWN_START, ChainHead, IntegrityGate, continuity
 from collector.index import BulkIndexer, Response
-from collector.integrity import FORK, GAP, UNKNOWN_START, ChainHead, IntegrityGate, continuity
 from collector.keys import KeyRegistrationError, KeyRing, register_key
 from proto import integrity
 from proto.v1 import audit_pb2 as pb

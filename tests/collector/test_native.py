@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from collector import native
 from collector.documents import DocumentBytes, EventDocument, to_document
 from collector.formatv2 import documents_v2, stream_of
-from collector.integrity import event_integrity_fields
+from collector.gate import event_integrity_fields
 from proto import integrity
 from proto.v1 import audit_pb2 as pb
 from tests.collector.conftest import make_event

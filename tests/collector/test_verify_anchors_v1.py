@@ -13,7 +13,7 @@ import base64
 from pathlib import Path
 
 from collector.checkpoints import CheckpointView
-from collector.integrity import chainheads_index, seals_index
+from collector.gate import chainheads_index, seals_index
 from collector.verify import (
     ALTERED,
     INSERTED,

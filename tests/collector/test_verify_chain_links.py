@@ -1,9 +1,9 @@
 """`crm-audit verify`: consecutive seals must link (CHAIN_BREAK), heartbeats included.
 
-The trail is built as the collector stores it — events linked by `agent.integrity.Chainer`
-and sealed by `agent.integrity.seal`, checked by `proto.integrity.verify_batch`, mapped by
+The trail is built as the collector stores it — events linked by `agent.sealing.Chainer`
+and sealed by `agent.sealing.seal`, checked by `proto.integrity.verify_batch`, mapped by
 `collector.documents.to_document` with the collector's integrity fields, seals stored by
-`collector.integrity.seal_document` — and served to the real `Verifier` by an in-memory
+`collector.gate.seal_document` — and served to the real `Verifier` by an in-memory
 OpenSearch fake (point in time, sort, term/range filters). The same check against the
 real OpenSearch and collector process is in `tests/integration/test_verify_chain_break.py`.
 """
@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from agent.integrity import AgentKey, Chainer, heartbeat, seal
+from agent.sealing import AgentKey, Chainer, heartbeat, seal
 from collector.documents import index_name, to_document
+from collector.gate import event_integrity_fields, seal_document, seal_id, seals_index
 from collector.index import Response
-from collector.integrity import event_integrity_fields, seal_document, seal_id, seals_index
 from collector.verify import (
     ALTERED,
     CHAIN_BREAK,

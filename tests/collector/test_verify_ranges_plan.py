@@ -11,7 +11,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.integrity import AgentKey, heartbeat_seal
+from agent.sealing import AgentKey, heartbeat_seal
 from collector.verify.anchors import Attested
 from collector.verify.ranges import Plan, plan
 from collector.verify.reading import SealInfo

@@ -36,20 +36,20 @@ from typing import Any
 import pytest
 from opensearchpy import OpenSearch, helpers
 
-from agent.integrity import AgentKey, Chainer, heartbeat, seal
 from agent.parsers import get_parser
+from agent.sealing import AgentKey, Chainer, heartbeat, seal
 from collector.admin.sample import generate
 from collector.checkpoints import CheckpointFile, load_or_create_key
 from collector.detect.alerts import Alert, mapping_for_alerts, response_document
 from collector.documents import index_name, iso_nanos, to_document
-from collector.index import OpenSearchHttp, make_client
-from collector.integrity import (
+from collector.gate import (
     alert_request,
     event_integrity_fields,
     integrity_indices,
     seal_document,
     seal_id,
 )
+from collector.index import OpenSearchHttp, make_client
 from collector.keys import register_key
 from collector.lifecycle import LifecycleInstaller
 from collector.report.access import (

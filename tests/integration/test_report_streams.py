@@ -30,7 +30,7 @@ from opensearchpy import OpenSearch
 
 from collector.checkpoints import CheckpointFile
 from collector.documents import iso_nanos
-from collector.integrity import (
+from collector.gate import (
     ALERTS_MAPPING,
     alert_request,
     alerts_index,

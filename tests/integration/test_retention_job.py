@@ -24,7 +24,7 @@ import grpc
 import pytest
 import yaml
 
-from agent.integrity import PUBLIC_KEY_FILE, AgentKey, Chainer, seal
+from agent.sealing import PUBLIC_KEY_FILE, AgentKey, Chainer, seal
 from collector.admin.pki import init_ca, issue_agent
 from collector.index import Requester
 from collector.keys import register_key

@@ -50,7 +50,7 @@ import grpc
 import pytest
 import yaml
 
-from agent.integrity import PUBLIC_KEY_FILE, AgentKey, Chainer, seal
+from agent.sealing import PUBLIC_KEY_FILE, AgentKey, Chainer, seal
 from collector.admin.pki import init_ca, issue_agent
 from collector.admin.sample import generate, write_jsonl
 from collector.checkpoints import read_checkpoints

@@ -2,9 +2,9 @@
 PKI, integrity checks, signed checkpoints) on the real OpenSearch of the session, and the
 real `crm-audit verify` command.
 
-The sending side is a test client built from `agent.integrity` (key on first start,
+The sending side is a test client built from `agent.sealing` (key on first start,
 `Chainer`, `seal`) plus a gRPC mTLS channel: it produces exactly what the agent will
-send once the lead wires `agent.integrity` into the runtime's integrity hooks (the
+send once the lead wires `agent.sealing` into the runtime's integrity hooks (the
 durable-spool runtime is being rewritten in parallel; an end-to-end run through the
 agent process follows that wiring).
 
@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 import pytest
 
-from agent.integrity import PUBLIC_KEY_FILE, AgentKey, Chainer, seal
+from agent.sealing import PUBLIC_KEY_FILE, AgentKey, Chainer, seal
 from collector.admin.pki import issue_agent
 from collector.checkpoints import read_checkpoints
 from proto import integrity

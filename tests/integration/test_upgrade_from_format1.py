@@ -3,7 +3,7 @@ agent processes, real mTLS, the session's OpenSearch, `crm-audit verify` as an o
 runs it.
 
 Main has no format 1 agent any more, so the format 1 side is what such an agent left,
-built with the format 1 producers kept in `agent.integrity` (signing key in state_dir,
+built with the format 1 producers kept in `agent.sealing` (signing key in state_dir,
 `Chainer`, `seal`): 300 lines of the log file are shipped as sealed format 1 batches
 over mTLS to the real collector, and the state directory holds what the format 1 agent
 wrote after their acks (a version 2 checkpoint at the end of those lines, chain.json at
@@ -29,7 +29,7 @@ import grpc
 import pytest
 
 from agent.checkpoint import Checkpoint, CheckpointStore, FileOffset
-from agent.integrity import PUBLIC_KEY_FILE, AgentKey, Chainer, seal
+from agent.sealing import PUBLIC_KEY_FILE, AgentKey, Chainer, seal
 from agent.tail.reader import file_key
 from collector.admin.pki import issue_agent
 from proto.continuation import STREAM_CONTINUED

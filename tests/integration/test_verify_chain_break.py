@@ -2,7 +2,7 @@
 integrity gate, checkpoints) on the real OpenSearch of the session, and the real
 `crm-audit verify` command.
 
-The sending agent is the test client of `test_tamper` (`agent.integrity` key, `Chainer`,
+The sending agent is the test client of `test_tamper` (`agent.sealing` key, `Chainer`,
 `seal`). Half-way it loses its chain state and starts again from its genesis value, as
 an agent whose chain.json is lost and not recovered from the spool does: the collector
 raises a `fork` alert at ingest, and `verify` must name the first seal after the break
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.integrity import Chainer
+from agent.sealing import Chainer
 from proto import integrity
 from tests.integration import test_tamper
 from tests.integration.test_tamper import BATCH, Env, SendingAgent, ranges, verify

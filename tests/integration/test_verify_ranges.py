@@ -16,9 +16,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opensearchpy import OpenSearch
 
-from agent.integrity import AgentKey, heartbeat_seal
+from agent.sealing import AgentKey, heartbeat_seal
+from collector.gate import seals_index
 from collector.index import OpenSearchHttp, Requester, make_client
-from collector.integrity import seals_index
 from collector.verify import Verifier
 from collector.verify.reading import FastJson
 from proto import integrity

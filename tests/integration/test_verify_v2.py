@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opensearchpy import OpenSearch
 
 from collector.documents import iso_nanos
-from collector.integrity import chainheads_index, seals_index
+from collector.gate import chainheads_index, seals_index
 from proto import integrity
 from tests.integration import v2_store
 from tests.integration.support import drop_prefix, verify_json

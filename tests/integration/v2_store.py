@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opensearchpy import OpenSearch
 
 from collector.documents import EVENTS_MAPPING, iso_nanos, to_document
-from collector.integrity import (
+from collector.gate import (
     CHAINHEADS_MAPPING,
     SEALS_MAPPING,
     chainheads_index,

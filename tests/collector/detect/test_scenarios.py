@@ -23,8 +23,8 @@ from collector.detect.rules import RuleSet, load_rules
 from collector.detect.search import Searcher
 from collector.detect.settings import DetectionConfig
 from collector.documents import index_name, iso_nanos
+from collector.gate import alert_request, integrity_indices
 from collector.index import OpenSearchHttp, make_client
-from collector.integrity import alert_request, integrity_indices
 from collector.lifecycle import LifecycleInstaller
 from proto import integrity
 from tests.collector.detect.scenario import (
@@ -73,7 +73,7 @@ def loaded(opensearch_url: str) -> Iterator[Loaded]:
         actions.append(
             {"_op_type": "create", "_index": index, "_id": doc.doc_id, "_source": doc.source}
         )
-    # An integrity finding as collector.integrity writes it (a chain gap of agent-x).
+    # An integrity finding as collector.gate writes it (a chain gap of agent-x).
     finding = integrity.Finding("gap", 101, 150, "sequences 101-150 were never received")
     req = alert_request(
         prefix, "agent-x", finding, now_unix_nano=INTEGRITY_AT, batch_id=7, peer="p"
