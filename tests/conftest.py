@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from collector.admin.opensearch_node import EmbeddedOpenSearch
-from tests.helpers import free_port, traversable_tmpdir
+from tests.helpers import TEST_NODE_JAVA_OPTS, free_port, traversable_tmpdir
 
 
 def _log(message: str) -> None:
@@ -46,7 +46,12 @@ def opensearch_url() -> Iterator[str]:
         return
     home = traversable_tmpdir("crm-audit-test-os-")
     node = EmbeddedOpenSearch.from_env(
-        os.environ, os.geteuid(), home=home / "node", port=free_port(), log=_log
+        os.environ,
+        os.geteuid(),
+        home=home / "node",
+        port=free_port(),
+        log=_log,
+        java_opts=TEST_NODE_JAVA_OPTS,
     )
     try:
         node.start(timeout=180)

@@ -603,6 +603,7 @@ class EmbeddedOpenSearch:
     `probe_credentials` are how readiness is probed when HTTP is TLS with
     authentication. Files the node needs in its config directory (certificates,
     security config) are written to `config_dir` after `ensure_installed`.
+    `java_opts` is the node's ``OPENSEARCH_JAVA_OPTS`` (the heap, by default).
     """
 
     def __init__(
@@ -623,8 +624,10 @@ class EmbeddedOpenSearch:
         scheme: str = "http",
         ca_file: Path | None = None,
         probe_credentials: tuple[str, str] | None = None,
+        java_opts: str = JAVA_OPTS,
     ) -> None:
         self.home = Path(home).absolute()
+        self.java_opts = java_opts
         self.port = port
         self.plugins = tuple(plugins)
         self.settings = dict(settings or {})
@@ -650,6 +653,7 @@ class EmbeddedOpenSearch:
         home: Path | None = None,
         port: int = DEFAULT_PORT,
         log: Log = _stderr_log,
+        java_opts: str = JAVA_OPTS,
     ) -> EmbeddedOpenSearch:
         """A node configured from an environment mapping (see `defaults_from_env`)."""
         defaults = defaults_from_env(env, euid)
@@ -660,6 +664,7 @@ class EmbeddedOpenSearch:
             java_home=defaults.java_home,
             run_as=defaults.run_as,
             log=log,
+            java_opts=java_opts,
         )
 
     # -- paths
@@ -805,7 +810,7 @@ class EmbeddedOpenSearch:
             "HOME": str(self.home),
             "LANG": "C.UTF-8",
             "OPENSEARCH_JAVA_HOME": str(self._java()),
-            "OPENSEARCH_JAVA_OPTS": JAVA_OPTS,
+            "OPENSEARCH_JAVA_OPTS": self.java_opts,
             "OPENSEARCH_TMPDIR": str(self.home / "tmp"),
         }
 

@@ -52,7 +52,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from collector.admin.errors import DownloadError
 from collector.admin.opensearch_node import EmbeddedOpenSearch, defaults_from_env
 from collector.index import ClientAuth, OpenSearchHttp, Requester, make_client
-from tests.helpers import free_port, self_signed_ca, traversable_tmpdir
+from tests.helpers import TEST_NODE_JAVA_OPTS, free_port, self_signed_ca, traversable_tmpdir
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "config" / "opensearch" / "security"
@@ -332,6 +332,7 @@ def start_secured_cluster(root: Path) -> SecuredCluster:
         settings=_security_settings(node_dn, superuser_dn),
         transport_port=free_port(),
         node_name=NODE_NAME,
+        java_opts=TEST_NODE_JAVA_OPTS,
         scheme="https",
         ca_file=ca.cert_path,
         probe_credentials=(admin.name, admin.password),

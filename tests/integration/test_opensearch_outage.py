@@ -27,7 +27,7 @@ from opensearchpy import OpenSearch
 
 from collector.admin.opensearch_node import EmbeddedOpenSearch
 from collector.admin.pki import init_ca, issue_agent
-from tests.helpers import free_port, traversable_tmpdir
+from tests.helpers import TEST_NODE_JAVA_OPTS, free_port, traversable_tmpdir
 from tests.integration.support import (
     agent_config_head,
     agent_docs,
@@ -104,7 +104,12 @@ def spooled_bytes(state: Path) -> int:
 def test_opensearch_stopped_then_restarted(tmp_path: Path) -> None:
     home = traversable_tmpdir("crm-audit-test-outage-")
     node = EmbeddedOpenSearch.from_env(
-        os.environ, os.geteuid(), home=home / "node", port=free_port(), log=_log
+        os.environ,
+        os.geteuid(),
+        home=home / "node",
+        port=free_port(),
+        log=_log,
+        java_opts=TEST_NODE_JAVA_OPTS,
     )
     started: list[ManagedProcess] = []
     client: OpenSearch | None = None

@@ -44,7 +44,7 @@ from opensearchpy import OpenSearch
 
 from collector.admin.opensearch_node import EmbeddedOpenSearch, defaults_from_env
 from collector.admin.pki import init_ca, issue_agent
-from tests.helpers import free_port, traversable_tmpdir
+from tests.helpers import TEST_NODE_JAVA_OPTS, free_port, traversable_tmpdir
 from tests.integration.support import (
     agent_config_head,
     agent_docs,
@@ -106,6 +106,7 @@ def cluster() -> Iterator[Cluster]:
             transport_port=transport,
             node_name=f"scale-{name}",
             settings={**common, **settings},
+            java_opts=TEST_NODE_JAVA_OPTS,
         )
 
     a = node(

@@ -24,7 +24,7 @@ from collector.admin import opensearch_node as node_mod
 from collector.admin.errors import DownloadError, InstallError, NodeSetupError, NodeStartError
 from collector.admin.opensearch_node import EmbeddedOpenSearch
 from collector.urls import redact_url
-from tests.helpers import free_port, traversable_tmpdir
+from tests.helpers import TEST_NODE_JAVA_OPTS, free_port, traversable_tmpdir
 
 CLI = Path(sys.executable).parent / "crm-audit"
 
@@ -332,6 +332,28 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _jvm_arguments(url: str) -> list[str]:
+    status, answer = node_mod.http_get_json(url, "/_nodes/_local/jvm")
+    assert status == 200, answer
+    (node,) = answer["nodes"].values()
+    arguments: list[str] = node["jvm"]["input_arguments"]
+    return arguments
+
+
+def test_java_opts_are_the_nodes_environment(tmp_path: Path) -> None:
+    default = EmbeddedOpenSearch(tmp_path / "a", free_port(), run_as=None)
+    assert default._node_env()["OPENSEARCH_JAVA_OPTS"] == node_mod.JAVA_OPTS
+    chosen = EmbeddedOpenSearch(tmp_path / "b", free_port(), run_as=None, java_opts="-Xmx1g")
+    assert chosen._node_env()["OPENSEARCH_JAVA_OPTS"] == "-Xmx1g"
+
+
+@pytest.mark.integration
+def test_the_session_node_runs_with_the_test_jvm_options(opensearch_url: str) -> None:
+    if os.environ.get("OPENSEARCH_URL"):
+        pytest.skip(reason="OPENSEARCH_URL names an external cluster: its JVM options are its own")
+    assert set(TEST_NODE_JAVA_OPTS.split()) <= set(_jvm_arguments(opensearch_url))
+
+
 @pytest.mark.integration
 def test_embedded_node_starts_answers_and_stops() -> None:
     root = traversable_tmpdir("crm-audit-test-node-")
@@ -347,6 +369,10 @@ def test_embedded_node_starts_answers_and_stops() -> None:
         installed = node.installation()
         assert installed is not None
         assert node_mod.ism_available(node.url) == installed.ism
+        # The node runs with the product's JVM options (the tests' own nodes do not).
+        arguments = _jvm_arguments(node.url)
+        assert set(node_mod.JAVA_OPTS.split()) <= set(arguments)
+        assert not any(argument.startswith("-XX:TieredStopAtLevel") for argument in arguments)
         pid = node.running_pid()
         assert pid is not None
         if os.geteuid() == 0:  # OpenSearch refuses root: it runs as the system user
