@@ -18,8 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from collector.admin.opensearch_node import EmbeddedOpenSearch
-from tests.helpers import TEST_NODE_JAVA_OPTS, free_port, traversable_tmpdir
+from tests.helpers import embedded_test_node, traversable_tmpdir
 
 
 def _log(message: str) -> None:
@@ -45,14 +44,7 @@ def opensearch_url() -> Iterator[str]:
         yield external.rstrip("/")
         return
     home = traversable_tmpdir("crm-audit-test-os-")
-    node = EmbeddedOpenSearch.from_env(
-        os.environ,
-        os.geteuid(),
-        home=home / "node",
-        port=free_port(),
-        log=_log,
-        java_opts=TEST_NODE_JAVA_OPTS,
-    )
+    node = embedded_test_node(home / "node", log=_log)
     try:
         node.start(timeout=180)
         yield node.url

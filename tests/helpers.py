@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
-from collector.admin.opensearch_node import JAVA_OPTS
+from collector.admin.opensearch_node import JAVA_OPTS, EmbeddedOpenSearch, Log
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,6 +69,19 @@ def require_kernel(usable: bool, description: str, python_path: str) -> None:
 #: fell from 192 to 144 s and their wall time from 210 to 188 s. `make demo`, `crm-audit
 #: opensearch start` and the benchmarks keep the default JIT.
 TEST_NODE_JAVA_OPTS = f"{JAVA_OPTS} -XX:TieredStopAtLevel=1"
+
+
+def embedded_test_node(home: Path, *, log: Log) -> EmbeddedOpenSearch:
+    """A single OpenSearch node in `home` on a free port, as the environment says
+    (`defaults_from_env`: cache, Java, the user it runs as), with the tests' JVM options."""
+    return EmbeddedOpenSearch.from_env(
+        os.environ,
+        os.geteuid(),
+        home=home,
+        port=free_port(),
+        log=log,
+        java_opts=TEST_NODE_JAVA_OPTS,
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -263,8 +263,9 @@ def agent_docs(
     The scroll is repeated when a shard failed: a collector creates a monthly index when
     the first event of that month arrives (an agent's own events carry the current time),
     and a scroll that meets the new index while its shard is still starting fails on that
-    shard. Counting every record by content needs all shards, so a partial answer is
-    never returned."""
+    shard, or its first page is answered 503 ("all shards failed") when the new index is
+    the only one. Counting every record by content needs all shards, so a partial answer
+    is never returned."""
     index = f"{prefix}-events-*"
     extra: dict[str, Any] = {"_source": list(source)} if source is not None else {}
 
@@ -286,7 +287,11 @@ def agent_docs(
         try:
             return scan()
         except ScanError:
-            time.sleep(0.5)
+            pass
+        except TransportError as exc:
+            if exc.status_code != 503:
+                raise
+        time.sleep(0.5)
     return scan()
 
 

@@ -25,9 +25,8 @@ from typing import Any
 import pytest
 from opensearchpy import OpenSearch
 
-from collector.admin.opensearch_node import EmbeddedOpenSearch
 from collector.admin.pki import init_ca, issue_agent
-from tests.helpers import TEST_NODE_JAVA_OPTS, free_port, traversable_tmpdir
+from tests.helpers import embedded_test_node, free_port, traversable_tmpdir
 from tests.integration.support import (
     agent_config_head,
     agent_docs,
@@ -103,14 +102,7 @@ def spooled_bytes(state: Path) -> int:
 
 def test_opensearch_stopped_then_restarted(tmp_path: Path) -> None:
     home = traversable_tmpdir("crm-audit-test-outage-")
-    node = EmbeddedOpenSearch.from_env(
-        os.environ,
-        os.geteuid(),
-        home=home / "node",
-        port=free_port(),
-        log=_log,
-        java_opts=TEST_NODE_JAVA_OPTS,
-    )
+    node = embedded_test_node(home / "node", log=_log)
     started: list[ManagedProcess] = []
     client: OpenSearch | None = None
     try:
