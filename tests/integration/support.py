@@ -295,6 +295,24 @@ def agent_docs(
     return scan()
 
 
+def search_hits(client: OpenSearch, index: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The hits of one search of `index` (missing indices ignored), asked again while it
+    is answered 503: a collector creates its alerts and monthly events indices on first
+    use, and a search that meets the only matching index while its shard is starting
+    fails on all shards. A poll then sees "not yet" instead of an error."""
+    for _ in range(20):
+        try:
+            answer = client.search(index=index, body=body, params={"ignore_unavailable": "true"})
+        except TransportError as exc:
+            if exc.status_code != 503:
+                raise
+            time.sleep(0.5)
+            continue
+        hits: list[dict[str, Any]] = answer["hits"]["hits"]
+        return hits
+    raise AssertionError(f"{index} answered 503 for 10 s")
+
+
 def count_docs(client: OpenSearch, index: str, body: dict[str, Any] | None = None) -> int:
     """The documents of `index` matching `body` (refreshed first), counted on every shard.
 

@@ -33,6 +33,7 @@ from tests.integration.support import (
     count_docs,
     run_verify,
     sealing_collector,
+    search_hits,
     write_tailing_agent_config,
 )
 from tests.processes import BIN, ManagedProcess, wait_for
@@ -70,9 +71,7 @@ class Env(SealingCollector):
                 }
             },
         }
-        hits = self.client.search(
-            index=f"{self.prefix}-alerts", body=body, params={"ignore_unavailable": "true"}
-        )["hits"]["hits"]
+        hits = search_hits(self.client, f"{self.prefix}-alerts", body)
         return [hit["_source"] for hit in hits]
 
     def start_agent(self, name: str) -> ManagedProcess:

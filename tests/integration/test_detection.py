@@ -29,7 +29,12 @@ from opensearchpy import OpenSearch
 from collector.admin.pki import init_ca, issue_agent
 from collector.admin.sample import format_timestamp
 from tests.helpers import free_port
-from tests.integration.support import drop_prefix, write_collector_config, write_jsonl_agent_config
+from tests.integration.support import (
+    drop_prefix,
+    search_hits,
+    write_collector_config,
+    write_jsonl_agent_config,
+)
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -182,21 +187,9 @@ def test_two_collectors_raise_one_alert_and_one_signed_notification(
             if not client.indices.exists(index=index):
                 return []
             client.indices.refresh(index=index)
-            result = client.search(
-                index=index,
-                body={
-                    "size": 100,
-                    "query": {
-                        "bool": {
-                            "filter": [
-                                {"term": {"alert.kind": kind}},
-                                {"term": {"alert.rule.id": rule_id}},
-                            ]
-                        }
-                    },
-                },
-            )
-            return [h["_source"] | {"_id": h["_id"]} for h in result["hits"]["hits"]]
+            filters = [{"term": {"alert.kind": kind}}, {"term": {"alert.rule.id": rule_id}}]
+            body = {"size": 100, "query": {"bool": {"filter": filters}}}
+            return [h["_source"] | {"_id": h["_id"]} for h in search_hits(client, index, body)]
 
         def lease_state() -> str:
             # A just-created index answers 503 while its shard is still recovering.

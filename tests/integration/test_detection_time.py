@@ -31,7 +31,12 @@ from opensearchpy import OpenSearch
 from collector.admin.pki import init_ca, issue_agent
 from collector.admin.sample import format_timestamp
 from tests.helpers import free_port
-from tests.integration.support import drop_prefix, write_collector_config, write_jsonl_agent_config
+from tests.integration.support import (
+    drop_prefix,
+    search_hits,
+    write_collector_config,
+    write_jsonl_agent_config,
+)
 from tests.processes import ManagedProcess, wait_for
 
 pytestmark = pytest.mark.integration
@@ -166,10 +171,8 @@ class Env:
         query: list[dict[str, Any]] = [{"term": {"alert.kind": "detection"}}]
         if rule_id:
             query.append({"term": {"alert.rule.id": rule_id}})
-        result = self.client.search(
-            index=index, body={"size": 500, "query": {"bool": {"filter": query}}}
-        )
-        return [h["_source"]["alert"] | {"_id": h["_id"]} for h in result["hits"]["hits"]]
+        hits = search_hits(self.client, index, {"size": 500, "query": {"bool": {"filter": query}}})
+        return [h["_source"]["alert"] | {"_id": h["_id"]} for h in hits]
 
     def cursors(self) -> tuple[str, ...]:
         """Every windowed rule's ingestion cursor (changes with each evaluation)."""

@@ -33,6 +33,7 @@ from tests.integration.support import (
     agent_config_head,
     count_docs,
     drop_prefix,
+    search_hits,
     write_collector_config,
 )
 from tests.processes import BIN, ManagedProcess, wait_for
@@ -70,11 +71,10 @@ class Cluster:
         if not self.client.indices.exists(index=index):
             return []
         self.client.indices.refresh(index=index)
-        result = self.client.search(
-            index=index,
-            body={"size": 1000, "query": {"term": {"alert.kind": "detection"}}},
+        hits = search_hits(
+            self.client, index, {"size": 1000, "query": {"term": {"alert.kind": "detection"}}}
         )
-        return [h["_source"]["alert"] for h in result["hits"]["hits"]]
+        return [h["_source"]["alert"] for h in hits]
 
     def leases(self) -> dict[str, str]:
         """Each lease document's content: it changes whenever its rule is evaluated."""

@@ -41,6 +41,7 @@ from tests.integration.support import (
     count_docs,
     run_verify,
     sealing_collector,
+    search_hits,
     write_tailing_agent_config,
 )
 from tests.processes import BIN, ManagedProcess, wait_for
@@ -71,11 +72,11 @@ class Env(SealingCollector):
 
     def alerts(self) -> list[dict[str, Any]]:
         self.refresh()
-        hits = self.client.search(
-            index=f"{self.prefix}-alerts",
-            body={"size": 100, "query": {"term": {"agent.id": self.agent_id}}},
-            params={"ignore_unavailable": "true"},
-        )["hits"]["hits"]
+        hits = search_hits(
+            self.client,
+            f"{self.prefix}-alerts",
+            {"size": 100, "query": {"term": {"agent.id": self.agent_id}}},
+        )
         return [hit["_source"] for hit in hits]
 
 
