@@ -9,11 +9,11 @@ import subprocess
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from opensearchpy import OpenSearch, TransportError, helpers
 from opensearchpy.helpers.errors import ScanError
@@ -254,18 +254,43 @@ def drop_prefix(client: OpenSearch, prefix: str) -> None:
     client.close()
 
 
+_T = TypeVar("_T")
+
+
+class _ShardsMissing(Exception):
+    """An answer that came from some shards only (``_shards.failed``)."""
+
+
+def on_every_shard(ask: Callable[[], _T], what: str) -> _T:
+    """`ask()` again until it answers from every shard.
+
+    A collector creates its alerts index and each monthly events index on first use (an
+    agent's own events carry the current time). A search, scroll or count that meets
+    such an index while its shard is still starting is answered 503 ("all shards
+    failed") when it is the only index, or fails on that shard (a scroll's `ScanError`,
+    a count's ``_shards.failed``, raised by `ask` as `_ShardsMissing`). Counting every
+    record by content needs all shards, so a partial answer is never returned; a poll
+    sees "not yet" instead of an error."""
+    last: Exception | None = None
+    for _ in range(20):
+        try:
+            return ask()
+        except (ScanError, _ShardsMissing) as exc:
+            last = exc
+        except TransportError as exc:
+            if exc.status_code != 503:
+                raise
+            last = exc
+        time.sleep(0.5)
+    raise AssertionError(f"{what} was not answered by every shard within 10 s: {last}")
+
+
 def agent_docs(
     client: OpenSearch, prefix: str, agent_id: str, source: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
     """Every event document of `agent_id` under `prefix` (refreshed first), each its
-    `_source` (or the `source` fields of it) plus its `_id`.
-
-    The scroll is repeated when a shard failed: a collector creates a monthly index when
-    the first event of that month arrives (an agent's own events carry the current time),
-    and a scroll that meets the new index while its shard is still starting fails on that
-    shard, or its first page is answered 503 ("all shards failed") when the new index is
-    the only one. Counting every record by content needs all shards, so a partial answer
-    is never returned."""
+    `_source` (or the `source` fields of it) plus its `_id`, from every shard
+    (`on_every_shard`)."""
     index = f"{prefix}-events-*"
     extra: dict[str, Any] = {"_source": list(source)} if source is not None else {}
 
@@ -283,57 +308,35 @@ def agent_docs(
             )
         ]
 
-    for _ in range(20):
-        try:
-            return scan()
-        except ScanError:
-            pass
-        except TransportError as exc:
-            if exc.status_code != 503:
-                raise
-        time.sleep(0.5)
-    return scan()
+    return on_every_shard(scan, f"the documents of {agent_id} in {index}")
 
 
 def search_hits(client: OpenSearch, index: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The hits of one search of `index` (missing indices ignored), asked again while it
-    is answered 503: a collector creates its alerts and monthly events indices on first
-    use, and a search that meets the only matching index while its shard is starting
-    fails on all shards. A poll then sees "not yet" instead of an error."""
-    for _ in range(20):
-        try:
-            answer = client.search(index=index, body=body, params={"ignore_unavailable": "true"})
-        except TransportError as exc:
-            if exc.status_code != 503:
-                raise
-            time.sleep(0.5)
-            continue
+    """The hits of one search of `index` (missing indices ignored), from every shard
+    (`on_every_shard`)."""
+
+    def search() -> list[dict[str, Any]]:
+        answer = client.search(index=index, body=body, params={"ignore_unavailable": "true"})
+        if answer["_shards"].get("failed"):
+            raise _ShardsMissing(f"search of {index} failed on shards: {answer['_shards']}")
         hits: list[dict[str, Any]] = answer["hits"]["hits"]
         return hits
-    raise AssertionError(f"{index} answered 503 for 10 s")
+
+    return on_every_shard(search, f"a search of {index}")
 
 
 def count_docs(client: OpenSearch, index: str, body: dict[str, Any] | None = None) -> int:
-    """The documents of `index` matching `body` (refreshed first), counted on every shard.
+    """The documents of `index` matching `body` (refreshed first), counted on every shard
+    (`on_every_shard`), never a count of some shards only."""
 
-    As with `agent_docs`: while a collector creates an index, a count that meets its
-    starting shard answers 503 ("all shards failed") or counts the others only
-    (``_shards.failed``); either is asked again, never returned as a number."""
-    last: Exception | None = None
-    for _ in range(20):
+    def count() -> int:
         client.indices.refresh(index=index, ignore_unavailable=True)
-        try:
-            answer = client.count(index=index, body=body, ignore_unavailable=True)
-        except TransportError as exc:
-            if exc.status_code != 503:
-                raise
-            last = exc
-        else:
-            if not answer.get("_shards", {}).get("failed"):
-                return int(answer["count"])
-            last = AssertionError(f"count of {index} failed on shards: {answer['_shards']}")
-        time.sleep(0.5)
-    raise AssertionError(f"{index} could not be counted on all shards: {last}")
+        answer = client.count(index=index, body=body, ignore_unavailable=True)
+        if answer.get("_shards", {}).get("failed"):
+            raise _ShardsMissing(f"count of {index} failed on shards: {answer['_shards']}")
+        return int(answer["count"])
+
+    return on_every_shard(count, f"a count of {index}")
 
 
 def verify_json(url: str, prefix: str, *args: str) -> tuple[int, dict[str, Any]]:
