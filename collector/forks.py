@@ -18,7 +18,9 @@ chain head continuity check alerts ``fork`` when the heads differ.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from collector.errors import RetryableIndexingError
 from collector.gate import FORK, forks_index
@@ -64,9 +66,15 @@ class ForkCheck:
         return found
 
     def forks(
-        self, conflicts: Sequence[IndexRequest]
+        self,
+        conflicts: Sequence[IndexRequest],
+        signed: Mapping[tuple[str, str], bytes] | None = None,
     ) -> tuple[list[IndexRequest], list[integrity.Finding]]:
-        """The fork documents to write and the batch's `fork` finding (if any)."""
+        """The fork documents to write and the batch's `fork` finding (if any).
+
+        `signed`: (index, _id) -> the event's bytes, for documents that do not carry
+        them (stored per batch, `collector.batchbytes`): a fork document carries its
+        own, as it is written alone, outside any batch document."""
         if not conflicts:
             return [], []
         stored = self.stored_hashes(conflicts)
@@ -78,15 +86,19 @@ class ForkCheck:
             # a hash: not a format 2 document, which cannot share a format 2 _id.
             if not mine or not theirs or theirs == mine:
                 continue
+            data = (signed or {}).get((req.index, req.doc_id))
+            source, body = req.source, req.body
+            if data is not None:
+                source, body = with_inline_bytes(req.document(), data), b""
             writes.append(
                 IndexRequest(
                     self.index,
                     f"{req.doc_id}:{mine[:16]}",
-                    req.source,
+                    source,
                     agent_id=req.agent_id,
                     sequence=req.sequence,
                     original=req.original,
-                    body=req.body,
+                    body=body,
                 )
             )
         if not writes:
@@ -102,6 +114,17 @@ class ForkCheck:
             f"the received ones are in {self.index}",
         )
         return writes, [finding]
+
+
+def with_inline_bytes(document: Mapping[str, Any], data: bytes) -> dict[str, Any]:
+    """A copy of `document` carrying its event's bytes (``integrity.canonical``)."""
+    copy = dict(document)
+    stored = copy.get("integrity")
+    copy["integrity"] = {
+        **(stored if isinstance(stored, Mapping) else {}),
+        "canonical": base64.b64encode(data).decode("ascii"),
+    }
+    return copy
 
 
 def _runs(sequences: Sequence[int]) -> str:

@@ -2,10 +2,13 @@
 
 A format 2 batch carries each event as the exact bytes the agent serialized once and
 hashed (``Batch.event_bytes``); `proto.integrity.verify_batch` parsed them already
-(``BatchVerdict.events``), so they are not parsed again here. Every document stores
-those bytes unchanged (``integrity.canonical``, never re-serialized: a re-encoding
-could differ in unknown fields or field order), its event hash and the stream head
-after it; its ``_id`` and ``agent.stream`` name the event's stream.
+(``BatchVerdict.events``), so they are not parsed again here. Every document stores its
+event hash and the stream head after it; its ``_id`` and ``agent.stream`` name the
+event's stream. The bytes themselves are stored unchanged (never re-serialized: a
+re-encoding could differ in unknown fields or field order) once per batch and events
+index, compressed, in a batch document (`batch_writes`, `collector.batchbytes`)
+written in the same bulk; with ``inline_bytes`` each document carries its own
+(``integrity.canonical``), as fork documents do.
 
 Nothing is dropped: event bytes that do not parse as an `AuditEvent` go to the
 dead-letter index as they came (base64), with their event hash, and the batch's
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
 
-from collector import native
+from collector import batchbytes, native
 from collector.documents import Document, DocumentBytes, EventDocument, iso_nanos, to_document
 from collector.gate import event_integrity_fields
 from collector.index import IndexRequest
@@ -66,6 +69,8 @@ class Documents:
 
     events: list[tuple[EventDocument | DocumentBytes, str]] = field(default_factory=list)
     unparsed: list[IndexRequest] = field(default_factory=list)
+    # Per document of `events`: the event's bytes, its hash and its stream.
+    signed: list[tuple[bytes, bytes, str]] = field(default_factory=list)
 
 
 def documents_v2(
@@ -76,11 +81,13 @@ def documents_v2(
     received_unix_nano: int,
     deadletter_index: str,
     kernel: native.Kernel | None = native.KERNEL,
+    inline_bytes: bool = False,
 ) -> Documents:
     """The documents of format 2 `batch`, with `verdict`'s hashes and heads.
 
     With the compiled `kernel`, each event it builds arrives serialized; the events it
-    declines, and every event without it, are built here by `to_document`."""
+    declines, and every event without it, are built here by `to_document`. Without
+    `inline_bytes` the caller stores the events' bytes (``signed``) by `batch_writes`."""
     out = Documents()
     parsed_all = len(verdict.facts) == len(batch.event_bytes)
     # verify_batch kept each event's bytes (``canonical``): reused, not copied again
@@ -95,14 +102,20 @@ def documents_v2(
             list(verdict.event_hashes),
             agent_id,
             received_unix_nano,
+            inline_bytes,
         )
     append = out.events.append
+    keep = out.signed.append
+    stream_at = len(agent_id) + 1
     for position, data in enumerate(datas):
         if built:
             entry = built[position]
             if entry is not None:
                 doc_id, sequence, timestamp, body, original = entry
                 append((DocumentBytes(doc_id, sequence, timestamp, body), original))
+                # The kernel's _id is agent:stream:sequence, each part as built.
+                stream = doc_id[stream_at : len(doc_id) - len(str(sequence)) - 1]
+                keep((data, verdict.event_hashes[position], stream))
                 continue
         if parsed_all:
             event = verdict.event_at(position)
@@ -124,13 +137,13 @@ def documents_v2(
                     )
                 )
                 continue
+        stream = stream_of(event)
         doc = to_document(
-            event,
-            agent_id=agent_id,
-            received_unix_nano=received_unix_nano,
-            stream_id=stream_of(event),
+            event, agent_id=agent_id, received_unix_nano=received_unix_nano, stream_id=stream
         )
-        fields = event_integrity_fields(data, heads[position], hash_of_event)
+        fields = event_integrity_fields(
+            data, heads[position], hash_of_event, inline_bytes=inline_bytes
+        )
         source = doc.source
         stored = source.get("integrity")
         if stored is None:
@@ -138,7 +151,48 @@ def documents_v2(
         else:
             stored.update(fields)
         append((doc, event.original))
+        keep((data, hash_of_event, stream))
     return out
+
+
+def batch_writes(
+    requests: Sequence[IndexRequest],
+    signed: Sequence[tuple[bytes, bytes, str]],
+    *,
+    prefix: str,
+    agent_id: str,
+    received_unix_nano: int,
+) -> list[IndexRequest]:
+    """The batch documents storing the bytes of `requests`' events (`signed`, one entry
+    per request), one per events index and stream, written beside them (``companion``:
+    confirmed like the events, not counted as events)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for position, request in enumerate(requests):
+        groups.setdefault((request.index, signed[position][2]), []).append(position)
+    timestamp = iso_nanos(received_unix_nano)
+    writes: list[IndexRequest] = []
+    for (index, stream), positions in groups.items():
+        sequences = [requests[p].sequence for p in positions]
+        body = batchbytes.batch_document(
+            agent_id=agent_id,
+            stream_id=stream,
+            sequences=sequences,
+            datas=[signed[p][0] for p in positions],
+            timestamp=timestamp,
+        )
+        doc_id = batchbytes.batch_doc_id(
+            agent_id, stream, sequences, (signed[p][1] for p in positions)
+        )
+        writes.append(
+            IndexRequest(
+                batchbytes.batches_index(prefix, index),
+                doc_id,
+                body,
+                agent_id=agent_id,
+                companion=True,
+            )
+        )
+    return writes
 
 
 def _dead_letter(
@@ -163,3 +217,11 @@ def _dead_letter(
     }
     doc_id = f"{agent_id}:unparsed:{hash_of_event.hex()[:32]}"
     return IndexRequest(index, doc_id, body, agent_id=agent_id)
+
+
+def signed_bytes(
+    requests: Sequence[IndexRequest], signed: Sequence[tuple[bytes, bytes, str]]
+) -> dict[tuple[str, str], bytes]:
+    """(index, _id) -> the event's bytes, for the documents of `requests` (a fork
+    document carries its own, `collector.forks`)."""
+    return {(r.index, r.doc_id): signed[p][0] for p, r in enumerate(requests)}

@@ -167,9 +167,18 @@ def integrity_indices(prefix: str) -> dict[str, dict[str, Any]]:
 
 
 def event_integrity_fields(
-    canonical: bytes, chain_hash: bytes | None, event_hash: bytes | None = None
+    canonical: bytes,
+    chain_hash: bytes | None,
+    event_hash: bytes | None = None,
+    *,
+    inline_bytes: bool = True,
 ) -> dict[str, Any]:
-    fields: dict[str, Any] = {"canonical": b2a_base64(canonical, newline=False).decode("ascii")}
+    """An event document's ``integrity`` fields. `inline_bytes`: the signed bytes are
+    stored in it (``canonical``); false for a format 2 event whose bytes are stored
+    once per batch (`collector.batchbytes`)."""
+    fields: dict[str, Any] = {}
+    if inline_bytes:
+        fields["canonical"] = b2a_base64(canonical, newline=False).decode("ascii")
     if chain_hash:
         fields["chain_hash"] = chain_hash.hex()
     if event_hash:

@@ -263,6 +263,9 @@ class IndexRequest(NamedTuple):
     # The document as the JSON the bulk body carries, when it was built serialized
     # (the compiled kernel, `collector.native`); b"" otherwise.
     body: bytes = b""
+    # Written beside the events (a batch's bytes, `collector.batchbytes`): confirmed,
+    # retried and dead-lettered like them, never counted as an event.
+    companion: bool = False
 
     def document(self) -> Document:
         """The document as a dict (parsed from `body` when it came serialized)."""
@@ -367,6 +370,8 @@ class BulkIndexer:
         rejected: list[tuple[IndexRequest, int, str, str]] = []
 
         def on_item(req: IndexRequest, status: int, item: Mapping[str, Any]) -> None:
+            if req.companion and status in (201, 409):
+                return  # a 409: the same _id holds the same bytes (batchbytes.batch_doc_id)
             if status == 201:
                 result.indexed += 1
             elif status == 409:
@@ -414,9 +419,13 @@ class BulkIndexer:
                 body["agent"] = {"id": req.agent_id}
             if req.original:
                 body["event"]["original"] = req.original
-            letters.append(IndexRequest(self.deadletter_index, req.doc_id, body))
+            letters.append(
+                IndexRequest(self.deadletter_index, req.doc_id, body, companion=req.companion)
+            )
 
         def on_letter(req: IndexRequest, status: int, item: Mapping[str, Any]) -> None:
+            if req.companion and status in (201, 409):
+                return
             if status == 201:
                 result.indexed += 1
                 result.dead_lettered += 1

@@ -28,7 +28,7 @@ from proto.native import MODULE, import_kernel
 log = logging.getLogger(__name__)
 
 # The kernel's interface version this collector speaks (KERNEL_VERSION in native/).
-KERNEL_VERSION = 2
+KERNEL_VERSION = 3
 
 # (doc_id, sequence, timestamp_unix_nano, document JSON, original line), or None where
 # the kernel declined the event.
@@ -43,6 +43,7 @@ class Kernel(Protocol):
         event_hashes: list[bytes],
         agent_id: str,
         received_unix_nano: int,
+        inline_bytes: bool,
         /,
     ) -> Sequence[Built]: ...
 
@@ -57,10 +58,11 @@ def guarded_kernel(kernel: Kernel) -> Kernel:
         event_hashes: list[bytes],
         agent_id: str,
         received_unix_nano: int,
+        inline_bytes: bool,
         /,
     ) -> Sequence[Built]:
         try:
-            return kernel(datas, heads, event_hashes, agent_id, received_unix_nano)
+            return kernel(datas, heads, event_hashes, agent_id, received_unix_nano, inline_bytes)
         except Exception as exc:  # noqa: BLE001 - any kernel failure falls back to Python
             log.error(
                 "compiled kernel failed building documents (%s: %s); this batch's are built "

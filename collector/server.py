@@ -64,7 +64,7 @@ from collector.errors import (
     StartupError,
 )
 from collector.forks import ForkCheck
-from collector.formatv2 import documents_v2, event_count
+from collector.formatv2 import batch_writes, documents_v2, event_count, signed_bytes
 from collector.gate import IntegrityGate, event_integrity_fields
 from collector.health import HealthCheck, HealthServer
 from collector.index import BulkIndexer, IndexRequest, IndexResult, Requester
@@ -249,15 +249,28 @@ class BatchProcessor:
         try:
             self.readiness.ensure()
             received = self.clock_ns()
-            documents, unparsed = self._documents(batch, verdict, identity, received)
+            documents, unparsed, signed = self._documents(batch, verdict, identity, received)
             requests = index_requests(
                 documents, identity, self.prefix, self.granularity, self.router
             )
-            writes = [*requests, *unparsed]
+            companions = (
+                batch_writes(
+                    requests,
+                    signed,
+                    prefix=self.prefix,
+                    agent_id=identity,
+                    received_unix_nano=received,
+                )
+                if signed
+                else []
+            )
+            writes = [*requests, *companions, *unparsed]
             result = self.indexer.index(writes) if writes else IndexResult()
             forked: list[integrity.Finding] = []
             if batch.format_version == integrity.FORMAT_V2 and result.conflicts:
-                fork_writes, forked = self.forks.forks(result.conflicts)
+                fork_writes, forked = self.forks.forks(
+                    result.conflicts, signed_bytes(requests, signed)
+                )
                 if fork_writes:
                     self.indexer.index(fork_writes)
             wait_turn()  # seal, chain head, alerts, detection: in the stream's batch order
@@ -330,9 +343,14 @@ class BatchProcessor:
         verdict: integrity.BatchVerdict | None,
         identity: str,
         received: int,
-    ) -> tuple[list[tuple[EventDocument | DocumentBytes, str]], list[IndexRequest]]:
-        """(document, original line) per event in batch order, plus dead letters of
-        format 2 event bytes that do not parse (collector.formatv2)."""
+    ) -> tuple[
+        list[tuple[EventDocument | DocumentBytes, str]],
+        list[IndexRequest],
+        list[tuple[bytes, bytes, str]],
+    ]:
+        """(document, original line) per event in batch order, dead letters of format 2
+        event bytes that do not parse, and per format 2 document its event's (bytes,
+        hash, stream), stored per batch (collector.formatv2)."""
         if batch.format_version == integrity.FORMAT_V2:
             v2 = documents_v2(
                 batch,
@@ -343,7 +361,7 @@ class BatchProcessor:
                 received_unix_nano=received,
                 deadletter_index=deadletter_index(self.prefix),
             )
-            return v2.events, v2.unparsed
+            return v2.events, v2.unparsed, v2.signed
         documents: list[tuple[EventDocument | DocumentBytes, str]] = []
         for position, event in enumerate(batch.events):
             doc = to_document(event, agent_id=identity, received_unix_nano=received)
@@ -355,7 +373,7 @@ class BatchProcessor:
                     )
                 )
             documents.append((doc, event.original))
-        return documents, []
+        return documents, [], []
 
     def _refusal(
         self,

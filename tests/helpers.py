@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import importlib.util
@@ -11,7 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,9 +22,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
+from collector import batchbytes
 from collector.admin.opensearch_node import JAVA_OPTS, EmbeddedOpenSearch, Log
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+BytesTable = dict[tuple[str, int], bytes]
 
 
 def load_script(name: str) -> ModuleType:
@@ -180,3 +185,25 @@ def nest(doc: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[leaf] = value
     return doc
+
+
+def batch_bytes(prefix: str, batch_docs: Iterable[tuple[str, Mapping[str, Any]]]) -> BytesTable:
+    """(events index, sequence) -> the event's bytes, from batch documents given as
+    (batches index, source) (collector.batchbytes: how the collector stores them)."""
+    table: BytesTable = {}
+    for index, source in batch_docs:
+        batch = source["batch"]
+        events_index = batchbytes.events_index_of(prefix, index)
+        datas = batchbytes.decode(batch["bytes"], batch["count"])
+        for sequence, data in zip(batch["sequences"], datas, strict=True):
+            table.setdefault((events_index, int(sequence)), data)
+    return table
+
+
+def stored_bytes(index: str, source: Mapping[str, Any], table: BytesTable) -> bytes:
+    """An event document's signed bytes: its own (``integrity.canonical``: format 1,
+    forks) or its batch document's (`batch_bytes`)."""
+    inline = source.get("integrity", {}).get("canonical")
+    if inline is not None:
+        return base64.b64decode(inline)
+    return table[(index, int(source["event"]["sequence"]))]

@@ -265,13 +265,16 @@ fn raw_key(attributes: &std::collections::BTreeMap<String, String>, name: &str) 
 }
 
 /// The document of one event: `data` its bytes as received, `head` the stream head after
-/// it (None when the batch had no verified chain), `event_hash` its hash.
+/// it (None when the batch had no verified chain), `event_hash` its hash. `inline_bytes`:
+/// the bytes are stored in the document (`integrity.canonical`); otherwise the caller
+/// stores them once per batch (`collector.batchbytes`).
 pub fn build(
     data: &[u8],
     head: Option<&[u8]>,
     event_hash: &[u8],
     agent_id: &str,
     received_unix_nano: i64,
+    inline_bytes: bool,
 ) -> Result<Built, Decline> {
     let mut event = AuditEvent::decode(data).map_err(|_| Decline)?;
     let stream_id = event.stream_id.as_str();
@@ -599,8 +602,10 @@ pub fn build(
         w.key("flags");
         write_strings(&mut w, &flags);
     }
-    w.key("canonical");
-    w.base64(data);
+    if inline_bytes {
+        w.key("canonical");
+        w.base64(data);
+    }
     if let Some(head) = head.filter(|h| !h.is_empty()) {
         w.key("chain_hash");
         w.hex(head);

@@ -17,10 +17,12 @@ mod mapping;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// `documents(datas, heads, event_hashes, agent_id, received_unix_nano)` -> one entry per
-/// event: `(doc_id, sequence, timestamp_unix_nano, body, original)`, or None where the
-/// kernel declines and the caller builds that document in Python. `heads` may be empty
-/// (no verified chain); otherwise all three lists have one entry per event.
+/// `documents(datas, heads, event_hashes, agent_id, received_unix_nano, inline_bytes)` ->
+/// one entry per event: `(doc_id, sequence, timestamp_unix_nano, body, original)`, or None
+/// where the kernel declines and the caller builds that document in Python. `heads` may
+/// be empty (no verified chain); otherwise all three lists have one entry per event.
+/// `inline_bytes`: each body carries its event's bytes (`integrity.canonical`); false
+/// when the caller stores them per batch.
 #[pyfunction]
 fn documents<'py>(
     py: Python<'py>,
@@ -29,6 +31,7 @@ fn documents<'py>(
     event_hashes: &Bound<'py, PyList>,
     agent_id: &str,
     received_unix_nano: i64,
+    inline_bytes: bool,
 ) -> PyResult<Bound<'py, PyList>> {
     let count = datas.len();
     if event_hashes.len() != count || (!heads.is_empty() && heads.len() != count) {
@@ -74,6 +77,7 @@ fn documents<'py>(
                     &input.hash,
                     &agent,
                     received_unix_nano,
+                    inline_bytes,
                 )
                 .ok()
             })
@@ -282,7 +286,7 @@ fn crm_audit_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scan, m)?)?;
     m.add_class::<ScannedEvent>()?;
     m.add_class::<JsonLinesMapper>()?;
-    m.add("KERNEL_VERSION", 2)?;
+    m.add("KERNEL_VERSION", 3)?;
     // The agent's interface (JsonLinesMapper), versioned apart from the collector's.
     m.add("AGENT_KERNEL_VERSION", 1)?;
     Ok(())

@@ -24,6 +24,7 @@ from proto.v1 import audit_pb2 as pb
 from proto.v1 import audit_pb2_grpc as pb_grpc
 from tests.collector.conftest import Pki, make_event, search, write_config
 from tests.collector.v2sender import V2Stream, register
+from tests.helpers import batch_bytes, stored_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -107,15 +108,21 @@ def test_v2_batches_are_stored_per_the_contract_beside_v1(env: Env, key: Ed25519
     assert env.ship([v1], agent="crm-v1")[0].status == pb.Ack.STATUS_OK
 
     events = env.docs("events-*")
+    table = batch_bytes(
+        env.prefix, [(h["_index"], h["_source"]) for h in env.docs("batches-*").values()]
+    )
     s = stream.stream_id
     assert {"crm-v1:1", "crm-v1:2"} <= set(events)
     assert "stream" not in events["crm-v1:1"]["_source"]["agent"]
+    assert events["crm-v1:1"]["_source"]["integrity"]["canonical"]  # format 1: inline
     for sequence, (data, head) in stream.sent.items():
         hit = events[f"{AGENT}:{s}:{sequence}"]
         source = hit["_source"]
         event = pb.AuditEvent.FromString(data)
         assert source["agent"]["stream"] == s
-        assert base64.b64decode(source["integrity"]["canonical"]) == data
+        # format 2: the bytes once per batch and events index (collector.batchbytes)
+        assert "canonical" not in source["integrity"]
+        assert stored_bytes(hit["_index"], source, table) == data
         assert source["integrity"]["event_hash"] == integrity.event_hash(data).hex()
         assert source["integrity"]["chain_hash"] == head.hex()
         assert source["@timestamp"] == iso_nanos(integrity.effective_time(event))

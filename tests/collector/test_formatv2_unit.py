@@ -25,6 +25,7 @@ from proto.continuation import STREAM_CONTINUED
 from proto.v1 import audit_pb2 as pb
 from tests.collector.conftest import NOV_27_2026, make_event
 from tests.collector.v2sender import V2Stream, register
+from tests.helpers import batch_bytes, stored_bytes
 
 AGENT = "agent-1"
 NOW = NOV_27_2026 + 3_600_000_000_000
@@ -116,6 +117,18 @@ class MiniOpenSearch:
             if index.startswith("p-events-")
         }
 
+    def batches(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        return {
+            doc_id: (index, doc)
+            for (index, doc_id), doc in self.docs.items()
+            if index.startswith("p-batches-")
+        }
+
+    def event_bytes(self, doc_id: str) -> bytes:
+        """The stored bytes of event document `doc_id`, wherever the collector put them."""
+        index, doc = self.events()[doc_id]
+        return stored_bytes(index, doc, batch_bytes("p", self.batches().values()))
+
 
 class _Installed:
     def install(self) -> LifecycleReport:
@@ -166,8 +179,9 @@ def test_a_v2_batch_is_stored_per_the_storage_contract(
         index, doc = events[f"{AGENT}:{s}:{sequence}"]
         assert index == "p-events-standard-2026.11"
         assert doc["agent"]["stream"] == s and doc["event"]["sequence"] == sequence
-        # the bytes exactly as received, never re-serialized
-        assert base64.b64decode(doc["integrity"]["canonical"]) == data
+        # the bytes exactly as received, never re-serialized, stored once per batch
+        assert "canonical" not in doc["integrity"]
+        assert store.event_bytes(f"{AGENT}:{s}:{sequence}") == data
         assert doc["integrity"]["event_hash"] == integrity.event_hash(data).hex()
         assert doc["integrity"]["chain_hash"] == head.hex()
         event = pb.AuditEvent.FromString(data)
@@ -192,6 +206,13 @@ def test_a_v2_batch_is_stored_per_the_storage_contract(
     assert store.index("p-alerts") == {}
     assert proc.gate is not None
     assert proc.gate.verified.snapshot() == {(AGENT, s): (7, stream.head)}
+    # One batch document per batch and events index, beside the events' index.
+    batch_docs = sorted(store.batches().values(), key=lambda b: b[1]["batch"]["first"])
+    assert [(index, doc["batch"]["sequences"]) for index, doc in batch_docs] == [
+        ("p-batches-standard-2026.11", [1, 2, 3, 4]),
+        ("p-batches-standard-2026.11", [5, 6, 7]),
+    ]
+    assert all(doc["agent"] == {"id": AGENT, "stream": s} for _index, doc in batch_docs)
 
 
 def test_redelivery_is_duplicates_and_the_head_stays(
@@ -393,8 +414,7 @@ def test_a_redelivered_event_that_differs_is_kept_in_the_forks_index(
     for doc_id, data in expected.items():
         assert base64.b64decode(forks[doc_id]["integrity"]["canonical"]) == data
     for n, (data, _head) in stored.items():  # the stored ones are untouched
-        _index, doc = store.events()[f"{AGENT}:{s}:{n}"]
-        assert base64.b64decode(doc["integrity"]["canonical"]) == data
+        assert store.event_bytes(f"{AGENT}:{s}:{n}") == data
     alerts = sorted(
         (a["alert"] for a in store.index("p-alerts").values()), key=lambda a: a["first_sequence"]
     )
@@ -628,12 +648,12 @@ def test_a_v2_document_carries_its_raw_line_once(tmp_path: Path, key: Ed25519Pri
     s = stream.stream_id
     docs = {n: events[f"{AGENT}:{s}:{n}"][1] for n in (1, 2, 3)}
     assert "original" not in docs[1]["event"]
-    canonical = base64.b64decode(docs[1]["integrity"]["canonical"])
+    canonical = store.event_bytes(f"{AGENT}:{s}:1")
     assert pb.AuditEvent.FromString(canonical).original == '{"raw": "line 1"}'
     assert docs[2]["event"]["original"] == "not json at all"
     assert docs[3]["event"]["original"] == '{"raw": "line 3"}'
     for n, doc in docs.items():
-        data = base64.b64decode(doc["integrity"]["canonical"])
+        data = store.event_bytes(f"{AGENT}:{s}:{n}")
         stored = StoredEvent(
             n, f"{AGENT}:{s}:{n}", "i", doc, data, pb.AuditEvent.FromString(data), None
         )

@@ -11,6 +11,7 @@ here instead of skipping, so the suite cannot pass without testing it unnoticed.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from typing import Any
 
@@ -39,30 +40,36 @@ RECEIVED = 1_795_000_000_123_456_789
 STREAM = "0123456789abcdef"
 
 
-def reference(data: bytes, head: bytes | None, event_hash: bytes) -> tuple[Any, ...]:
+def reference(
+    data: bytes, head: bytes | None, event_hash: bytes, inline_bytes: bool = False
+) -> tuple[Any, ...]:
     """What `documents_v2` builds in Python for one event's bytes."""
     event = pb.AuditEvent()
     event.ParseFromString(data)
     doc = to_document(
         event, agent_id=AGENT, received_unix_nano=RECEIVED, stream_id=stream_of(event)
     )
-    doc.source.setdefault("integrity", {}).update(event_integrity_fields(data, head, event_hash))
+    doc.source.setdefault("integrity", {}).update(
+        event_integrity_fields(data, head, event_hash, inline_bytes=inline_bytes)
+    )
     return doc.doc_id, doc.sequence, doc.timestamp_unix_nano, doc.source, event.original
 
 
-def run_kernel(datas: list[bytes], heads: list[bytes | None]) -> list[Any]:
+def run_kernel(
+    datas: list[bytes], heads: list[bytes | None], inline_bytes: bool = False
+) -> list[Any]:
     hashes = [hashlib.sha256(d).digest() for d in datas]
     assert KERNEL is not None
-    return list(KERNEL(datas, heads, hashes, AGENT, RECEIVED))
+    return list(KERNEL(datas, heads, hashes, AGENT, RECEIVED, inline_bytes))
 
 
-def assert_same(data: bytes, head: bytes | None = b"\x07" * 32) -> bool:
+def assert_same(data: bytes, head: bytes | None = b"\x07" * 32, inline_bytes: bool = False) -> bool:
     """Kernel == reference for one event; False when the kernel declined it."""
-    [built] = run_kernel([data], [head])
+    [built] = run_kernel([data], [head], inline_bytes)
     if built is None:
         return False
     doc_id, sequence, timestamp, body, original = built
-    expected = reference(data, head, hashlib.sha256(data).digest())
+    expected = reference(data, head, hashlib.sha256(data).digest(), inline_bytes)
     assert (doc_id, sequence, timestamp, orjson.loads(body), original) == expected
     return True
 
@@ -222,14 +229,16 @@ def events(draw: st.DrawFn) -> pb.AuditEvent:
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events(), st.sampled_from([None, b"", b"\x01" * 32]))
+@given(events(), st.sampled_from([None, b"", b"\x01" * 32]), st.booleans())
 def test_kernel_documents_equal_the_python_reference(
-    event: pb.AuditEvent, head: bytes | None
+    event: pb.AuditEvent, head: bytes | None, inline_bytes: bool
 ) -> None:
     data = event.SerializeToString()
-    [built] = run_kernel([data], [head])
+    [built] = run_kernel([data], [head], inline_bytes)
     if built is not None:
-        assert_same(data, head)
+        assert_same(data, head, inline_bytes)
+        stored = orjson.loads(built[3])["integrity"].get("canonical")
+        assert (stored == base64.b64encode(data).decode()) if inline_bytes else stored is None
 
 
 def realistic_event(sequence: int) -> pb.AuditEvent:
@@ -332,7 +341,7 @@ def test_mismatched_lists_are_refused() -> None:
     import crm_audit_native  # the module itself: collector.native guards its functions
 
     with pytest.raises(ValueError, match="one entry per event"):
-        crm_audit_native.documents([b""], [], [], AGENT, RECEIVED)
+        crm_audit_native.documents([b""], [], [], AGENT, RECEIVED, False)
 
 
 # --- the scanner ---------------------------------------------------------------------

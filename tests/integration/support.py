@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 from opensearchpy import OpenSearch, TransportError, helpers
 from opensearchpy.helpers.errors import ScanError
 
+from collector import batchbytes
 from collector.admin.pki import IssuedCert, init_ca
-from tests.helpers import free_port
+from tests.helpers import batch_bytes, free_port, stored_bytes
 from tests.processes import BIN, ManagedProcess, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -323,6 +324,27 @@ def search_hits(client: OpenSearch, index: str, body: dict[str, Any]) -> list[di
         return hits
 
     return on_every_shard(search, f"a search of {index}")
+
+
+def event_bytes(client: OpenSearch, prefix: str, hit: dict[str, Any]) -> bytes:
+    """The signed bytes of event document `hit` as the collector stored them: in the
+    document (format 1, forks) or in the batch document of its index that lists its
+    sequence (format 2, `collector.batchbytes`)."""
+    source = hit["_source"]
+    sequence = int(source["event"]["sequence"])
+    filters = [
+        {"term": {"agent.id": source["agent"]["id"]}},
+        {"term": {"agent.stream": source["agent"].get("stream", "")}},
+        {"range": {"batch.first": {"lte": sequence}}},
+        {"range": {"batch.last": {"gte": sequence}}},
+    ]
+    batches = search_hits(
+        client,
+        batchbytes.batches_index(prefix, hit["_index"]),
+        {"size": 100, "query": {"bool": {"filter": filters}}},
+    )
+    table = batch_bytes(prefix, [(b["_index"], b["_source"]) for b in batches])
+    return stored_bytes(hit["_index"], source, table)
 
 
 def count_docs(client: OpenSearch, index: str, body: dict[str, Any] | None = None) -> int:

@@ -39,6 +39,7 @@ from proto.v1 import audit_pb2 as pb
 from tests.integration.support import (
     SealingCollector,
     enroll,
+    event_bytes,
     sealing_collector,
     verify_json,
     write_tailing_agent_config,
@@ -256,9 +257,7 @@ def test_untouched_stream_is_valid_with_every_anchor(env: Env, agent: Agent) -> 
     assert stream_kinds(report, agent.label) == []
     source = agent.doc(7)["_source"]
     assert source["agent"]["stream"] == agent.stream
-    assert (
-        pb.AuditEvent.FromString(base64.b64decode(source["integrity"]["canonical"])).sequence == 7
-    )
+    assert pb.AuditEvent.FromString(event_bytes(env.client, env.prefix, agent.doc(7))).sequence == 7
 
 
 def test_consistent_rehash_blames_exactly_the_altered_event(env: Env, agent: Agent) -> None:
@@ -267,7 +266,7 @@ def test_consistent_rehash_blames_exactly_the_altered_event(env: Env, agent: Age
     only 15 is ALTERED, in the index named."""
     agent.ship(30)
     hit = agent.doc(15)
-    event = pb.AuditEvent.FromString(base64.b64decode(hit["_source"]["integrity"]["canonical"]))
+    event = pb.AuditEvent.FromString(event_bytes(env.client, env.prefix, hit))
     assert event.user.name == "alice"
     event.user.name = "mallory"
     data = integrity.event_bytes_v2(event)
@@ -506,9 +505,7 @@ def test_events_deleted_inserted_swapped_and_edited(env: Env, agent: Agent) -> N
     )
     # a forged event inside a sealed range, bytes self-consistent
     template, genuine = agent.doc(25), agent.doc(26)
-    event = pb.AuditEvent.FromString(
-        base64.b64decode(template["_source"]["integrity"]["canonical"])
-    )
+    event = pb.AuditEvent.FromString(event_bytes(env.client, env.prefix, template))
     event.sequence = 26
     event.user.name = "mallory"
     data = integrity.event_bytes_v2(event)

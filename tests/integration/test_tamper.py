@@ -33,7 +33,13 @@ from proto import integrity
 from proto.v1 import audit_pb2 as pb
 from proto.v1 import audit_pb2_grpc as pb_grpc
 from tests.collector.conftest import NOV_27_2026, make_event
-from tests.integration.support import SealingCollector, ranges, run_verify, sealing_collector
+from tests.integration.support import (
+    SealingCollector,
+    event_bytes,
+    ranges,
+    run_verify,
+    sealing_collector,
+)
 from tests.processes import BIN, wait_for
 
 pytestmark = pytest.mark.integration
@@ -187,9 +193,9 @@ def test_untouched_trail_is_valid(env: Env, agent: SendingAgent) -> None:
     assert ranges(report, agent.name) == [("VALID", 1, EVENTS)]
     assert report["agents"][agent.name]["seals"] == EVENTS // BATCH
     # the collector stored what the verifier needs beside the searchable fields
-    source = get_doc(env, agent.name, 5)["_source"]
-    assert base64.b64decode(source["integrity"]["canonical"])
-    assert len(source["integrity"]["chain_hash"]) == 64
+    hit = get_doc(env, agent.name, 5)
+    assert event_bytes(env.client, env.prefix, hit)
+    assert len(hit["_source"]["integrity"]["chain_hash"]) == 64
 
 
 def test_searchable_field_altered(env: Env, agent: SendingAgent) -> None:
@@ -206,7 +212,7 @@ def test_searchable_field_altered(env: Env, agent: SendingAgent) -> None:
 def test_field_and_stored_bytes_altered(env: Env, agent: SendingAgent) -> None:
     agent.ingest()
     hit = get_doc(env, agent.name, 12)
-    event = pb.AuditEvent.FromString(base64.b64decode(hit["_source"]["integrity"]["canonical"]))
+    event = pb.AuditEvent.FromString(event_bytes(env.client, env.prefix, hit))
     event.user.name = "bob"
     forged = base64.b64encode(integrity.canonical_event_bytes(event)).decode()
     env.client.update(
