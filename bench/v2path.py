@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench.hotpath import _events
 from collector import native
 from collector.documents import index_name, to_document
-from collector.formatv2 import documents_v2
+from collector.formatv2 import batch_writes, documents_v2
 from collector.gate import event_integrity_fields
 from collector.index import BulkIndexer, IndexRequest, Response
 from collector.retention import RetentionRouter
@@ -139,7 +139,8 @@ def requests_v2(
     kernel: native.Kernel | None = None,
 ) -> list[IndexRequest]:
     """What `BatchProcessor` builds: documents, then one create each into the index of
-    its retention class and month (`index_requests`, the default router)."""
+    its retention class and month (`index_requests`, the default router), and the batch
+    documents storing the events' bytes (`batch_writes`)."""
     docs = documents_v2(
         batch,
         verdict,
@@ -148,7 +149,11 @@ def requests_v2(
         deadletter_index="dlq",
         kernel=kernel,
     )
-    return index_requests(docs.events, AGENT, "crm-audit", "monthly", ROUTER)
+    requests = index_requests(docs.events, AGENT, "crm-audit", "monthly", ROUTER)
+    companions = batch_writes(
+        requests, docs.signed, prefix="crm-audit", agent_id=AGENT, received_unix_nano=RECEIVED
+    )
+    return [*requests, *companions]
 
 
 def requests_v2_kernel(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from opensearchpy.helpers import scan
 
@@ -65,9 +66,10 @@ def run_once(
             }
             run["pipeline_cpu_s_per_m"] = run["agent_cpu_s_per_m"] + run["collector_cpu_s_per_m"]
             run["sealed_events"] = check_integrity(bench, prefix, integrity)
-            run.update(shipped.stored(bench.os, f"{index},{prefix}-seals"))  # events, seals
+            # events, the batch documents with their bytes, seals
+            run.update(shipped.stored(bench.os, f"{index},{prefix}-batches-*,{prefix}-seals"))
         if export:
-            exported = _export(bench, prefix, index)
+            exported = _export(bench, prefix, f"{index},{prefix}-batches-*")
     return rounded(run), exported
 
 
@@ -121,5 +123,14 @@ def _export(bench: Bench, prefix: str, index: str) -> Exported:
         (str(hit["_index"]), str(hit["_id"]), hit["_source"])
         for hit in scan(bench.os, index=index, query=query, size=2000, scroll="2m")
     ]
+    # In the order the collector wrote them: each batch document after its events.
+    docs.sort(key=_written_order)
     indices = {name: index_definition(bench.os, name) for name in {doc[0] for doc in docs}}
     return Exported(prefix, indices, docs)
+
+
+def _written_order(doc: tuple[str, str, dict[str, Any]]) -> tuple[int, int]:
+    source = doc[2]
+    if "batch" in source:
+        return int(source["batch"]["last"]), 1
+    return int(source.get("event", {}).get("sequence", 0)), 0
