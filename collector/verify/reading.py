@@ -268,6 +268,9 @@ class StoredEvent:
     decoded: audit_pb2.AuditEvent | None
     hint: bytes | None  # integrity.chain_hash as stored (not trusted)
     stream: str = ""  # agent.stream as stored (format 2; not trusted)
+    # Why a document without inline bytes got none from a batch document
+    # (`collector.verify.batches`), for the finding; "" otherwise.
+    bytes_problem: str = ""
     # b"": not computed yet (no hash is empty). Not functools.cached_property: its lock
     # cost more than the hash on verify's hot path.
     _hash: bytes | None = field(default=b"", init=False, repr=False, compare=False)
