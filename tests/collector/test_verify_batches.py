@@ -45,9 +45,7 @@ class Made:
     def event_hit(self, seq: int, *, inline: bool = False, index: str = INDEX) -> dict[str, Any]:
         """The event document of `seq`, with its bytes inline or (the new layout) not."""
         data, head = self.stream.sent[seq]
-        source = event_doc(AGENT, pb.AuditEvent.FromString(data), data, head)
-        if not inline:
-            del source["integrity"]["canonical"]
+        source = event_doc(AGENT, pb.AuditEvent.FromString(data), data, head, inline=inline)
         doc_id = f"{AGENT}:{self.stream.stream_id}:{seq}"
         return {"_id": doc_id, "_index": index, "_source": source}
 
