@@ -5,15 +5,18 @@ and do nothing else with them — the floor under verify's time.
 
 Per agent (all agents with an event when none is named): its events
 (``PREFIX-events-*``, every field of ``_source``: verify compares the searchable fields
-with the canonical bytes) sorted by ``event.sequence``, ``_index``, ``_doc``, and its
-seals (``PREFIX-seals``) sorted by sequence, both with a point in time and
+with the canonical bytes) sorted by ``event.sequence``, ``_index``, ``_doc``, its batch
+documents (``PREFIX-batches-*``, the ``batch`` field, sorted by ``batch.first``: where
+event documents written without ``integrity.canonical`` have their bytes, which verify
+reads beside the events, `collector.verify.batches`; verify's batch page size), and its
+seals (``PREFIX-seals``) sorted by sequence, all with a point in time and
 ``search_after``, ``page`` hits per request (verify's page size by default), through
 opensearch-py with verify's JSON decoder (`collector.verify.reading.FastJson`) and its
 garbage collector settings (`few_collections`); each
 page's JSON is parsed, nothing is decoded further. Agents are read in ``--jobs`` forked
 processes as verify spreads its streams (default: verify's default), so the ratio of
 the two compares the same reads with the same parallelism. Prints one JSON line:
-``{"events": n, "seals": n, "pages": n}``.
+``{"events": n, "batches": n, "seals": n, "pages": n}``.
 
 Run as its own process by the verify scenario, so that its start-up is counted as
 verify's is and its peak RSS is measured the same way.
@@ -31,6 +34,8 @@ from typing import Any
 
 from opensearchpy import OpenSearch
 
+from collector.batchbytes import batches_index_pattern
+from collector.verify.batches import BATCH_PAGE, BATCH_SORT
 from collector.verify.reading import PAGE, FastJson, few_collections
 from collector.verify.verifier import default_jobs
 
@@ -45,6 +50,7 @@ def _stream(
     query: Mapping[str, Any],
     sort: Sequence[Mapping[str, Any]],
     page_size: int,
+    source: Sequence[str] | bool = True,
 ) -> Iterator[int]:
     """Hits per page of one point-in-time search over `pattern`."""
     opened = os_client.transport.perform_request(
@@ -61,7 +67,7 @@ def _stream(
                 "query": query,
                 "sort": list(sort),
                 "pit": {"id": pit, "keep_alive": "5m"},
-                "_source": True,
+                "_source": source,
                 "track_total_hits": False,
             }
             if after is not None:
@@ -90,6 +96,12 @@ def read_all(os_client: OpenSearch, prefix: str, agent: str, page_size: int) -> 
         page_size,
     ):
         pages, events = pages + 1, events + hits
+    batches = 0
+    if _any_index(os_client, batches_index_pattern(prefix)):
+        for hits in _stream(
+            os_client, batches_index_pattern(prefix), query, BATCH_SORT, BATCH_PAGE, ["batch"]
+        ):
+            pages, batches = pages + 1, batches + hits
     for hits in _stream(
         os_client,
         f"{prefix}-seals",
@@ -98,7 +110,16 @@ def read_all(os_client: OpenSearch, prefix: str, agent: str, page_size: int) -> 
         page_size,
     ):
         pages, seals = pages + 1, seals + hits
-    return {"events": events, "seals": seals, "pages": pages}
+    return {"events": events, "batches": batches, "seals": seals, "pages": pages}
+
+
+def _any_index(os_client: OpenSearch, pattern: str) -> bool:
+    """Some open index matches `pattern` (data written before batch documents has none,
+    and a point in time over no index is an error, not an empty answer)."""
+    found = os_client.indices.get(
+        index=pattern, params={"allow_no_indices": "true", "expand_wildcards": "open"}
+    )
+    return bool(found)
 
 
 def agents_of(os_client: OpenSearch, prefix: str) -> list[str]:
@@ -139,7 +160,7 @@ def _worker_read(agent: str) -> dict[str, int]:
 def read_agents(
     url: str, prefix: str, agents: Sequence[str], page_size: int, jobs: int
 ) -> dict[str, int]:
-    total = {"events": 0, "seals": 0, "pages": 0}
+    total = {"events": 0, "batches": 0, "seals": 0, "pages": 0}
     jobs = min(jobs, len(agents))
     if jobs <= 1:
         os_client = connect(url)

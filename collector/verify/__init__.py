@@ -29,6 +29,8 @@ Modules, one responsibility each:
 
     reading    point-in-time streams over OpenSearch; streams, events and seals as
                read back
+    batches    format 2 event bytes from batch documents, for event documents
+               without inline bytes
     checks     a format 1 agent's walk: chain and seal checks, seal links, unsealed runs
     signed     a format 2 stream's walk: each event against its signed hash
     ranges     one format 2 stream cut into ranges for worker processes, merged back

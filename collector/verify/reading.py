@@ -74,11 +74,12 @@ class Reader:
         query: Mapping[str, Any],
         sort: Sequence[Mapping[str, Any]],
         source: Sequence[str] | bool = True,
+        size: int = PAGE,
     ) -> Iterator[dict[str, Any]]:
-        """Every hit of `query` over `pattern` in `sort` order. The next page is fetched
-        in a background thread while the caller works on this one (one page ahead:
-        memory is two pages, whatever the count)."""
-        pages = self._pages(pattern, query, sort, source)
+        """Every hit of `query` over `pattern` in `sort` order, `size` hits per search.
+        The next page is fetched in a background thread while the caller works on this
+        one (one page ahead: memory is two pages, whatever the count)."""
+        pages = self._pages(pattern, query, sort, source, size)
         with ThreadPoolExecutor(max_workers=1) as ahead:
             pending = ahead.submit(next, pages, None)
             try:
@@ -100,6 +101,7 @@ class Reader:
         query: Mapping[str, Any],
         sort: Sequence[Mapping[str, Any]],
         source: Sequence[str] | bool,
+        size: int,
     ) -> Generator[list[dict[str, Any]], None, None]:
         opened = self.request(
             "POST",
@@ -115,7 +117,7 @@ class Reader:
             after: list[Any] | None = None
             while True:
                 body: dict[str, Any] = {
-                    "size": PAGE,
+                    "size": size,
                     "query": query,
                     "sort": list(sort),
                     "pit": {"id": pit, "keep_alive": "5m"},
@@ -131,7 +133,7 @@ class Reader:
                 hits = page.body["hits"]["hits"]
                 if hits:
                     yield hits
-                if len(hits) < PAGE:
+                if len(hits) < size:
                     return
                 after = hits[-1]["sort"]
         finally:
@@ -266,6 +268,9 @@ class StoredEvent:
     decoded: audit_pb2.AuditEvent | None
     hint: bytes | None  # integrity.chain_hash as stored (not trusted)
     stream: str = ""  # agent.stream as stored (format 2; not trusted)
+    # Why a document without inline bytes got none from a batch document
+    # (`collector.verify.batches`), for the finding; "" otherwise.
+    bytes_problem: str = ""
     # b"": not computed yet (no hash is empty). Not functools.cached_property: its lock
     # cost more than the hash on verify's hot path.
     _hash: bytes | None = field(default=b"", init=False, repr=False, compare=False)

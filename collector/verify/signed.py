@@ -3,7 +3,8 @@
 A v2 seal, signed by the agent, lists the hash of every event it covers, in sequence
 order, and its heads are the chain over those hashes (`proto.integrity`). So each
 stored document is judged on its own: its hash is recomputed from its stored bytes
-(``integrity.canonical``) and looked up among the signed hashes of the seal covering
+(``integrity.canonical``, or the batch document of its index that lists its sequence:
+`collector.verify.batches`) and looked up among the signed hashes of the seal covering
 its range. No stored per-event field (``integrity.chain_hash``, ``integrity.event_hash``,
 the position of the previous document) decides anything: an attacker who re-encodes
 one event and recomputes every stored chain field after it still gets exactly that one
@@ -360,7 +361,7 @@ class StreamWalk(SequenceWalk):
             if held is not None and held.position == seq:
                 self.out.add(INSERTED, seq, seq, _extra(doc, held), _both(doc, held))
             elif doc.decoded is None:
-                mark(seq, ALTERED, f"{doc.doc_id}: stored bytes unreadable", (doc.index,))
+                mark(seq, ALTERED, _unreadable(doc), (doc.index,))
             else:
                 mark(seq, ALTERED, "stored bytes differ from the signed event hash", (doc.index,))
         for seq in range(start, last + 1):
@@ -395,6 +396,13 @@ class StreamWalk(SequenceWalk):
         if event.doc_id != self.doc_id(seq) or not self.v.fresh(event):
             return False
         return not field_differences(event, self.agent)
+
+
+def _unreadable(doc: StoredEvent) -> str:
+    """Why a document has no readable bytes: its own are not, or no batch document
+    gave it any (`collector.verify.batches` says which, and why)."""
+    why = f": {doc.bytes_problem}" if doc.bytes_problem else ""
+    return f"{doc.doc_id}: stored bytes unreadable{why}"
 
 
 def _extra(doc: StoredEvent, genuine: StoredEvent) -> str:

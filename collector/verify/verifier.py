@@ -15,6 +15,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from collector.batchbytes import batches_index_pattern
 from collector.checkpoints import CheckpointView
 from collector.documents import iso_nanos, parse_iso_nanos
 from collector.gate import chainheads_index, seals_index
@@ -28,6 +29,13 @@ from collector.verify.anchors import (
     MISSING_STREAM,
     RECEIPT_AHEAD,
     Attested,
+)
+from collector.verify.batches import (
+    BATCH_PAGE,
+    BATCH_SORT,
+    BatchBytes,
+    batch_query,
+    with_batch_bytes,
 )
 from collector.verify.checks import FIRST_SEQUENCE, Walk, absent_runs
 from collector.verify.ranges import Piece, Plan, merge, plan
@@ -521,7 +529,9 @@ class Verifier:
         self, agent: str, stream: str, first: int | None, last: int | None
     ) -> Peekable:
         """A format 2 stream's stored events with sequences in `first`..`last` (either
-        end open when None), in walk order: by sequence, then index and document."""
+        end open when None), in walk order: by sequence, then index and document; those
+        without inline bytes given theirs from the stream's batch documents
+        (`collector.verify.batches`, read only once an event needs them)."""
         filters: list[dict[str, Any]] = [
             {"term": {"agent.id": agent}},
             {"term": {"agent.stream": stream}},
@@ -531,7 +541,7 @@ class Verifier:
         }
         if sequence:
             filters.append({"range": {"event.sequence": sequence}})
-        return Peekable(
+        events = (
             read_event(hit)
             for hit in self.reader.stream(
                 events_index_pattern(self.prefix),
@@ -539,6 +549,14 @@ class Verifier:
                 [{"event.sequence": "asc"}, {"_index": "asc"}, {"_doc": "asc"}],
             )
         )
+        batches = self.reader.stream(
+            batches_index_pattern(self.prefix),
+            batch_query(agent, stream, first, last),
+            BATCH_SORT,
+            source=["batch"],
+            size=BATCH_PAGE,
+        )
+        return Peekable(with_batch_bytes(events, BatchBytes(self.prefix, batches)))
 
     def _seals(
         self, agent: str, stream: str = "", firsts: tuple[int | None, int] | None = None

@@ -5,6 +5,11 @@ event bytes as the agent serialized them), ``integrity.event_hash`` and
 ``integrity.chain_hash`` (the head after the event); signed v2 seals with their
 searchable copies; one chain head document per stream. Used by the verify tests and
 the verify benchmark to build streams without an agent process.
+
+Or in the per-batch layout (`collector.batchbytes`, `store(..., batch_bytes_from=N)`):
+event documents from sequence N on without ``integrity.canonical``, their bytes in one
+batch document per seal and events index in ``{prefix}-batches-<class>-<period>``;
+those before N inline, as documents written before the change.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from opensearchpy import OpenSearch
 
+from collector.batchbytes import BATCHES_MAPPING, batch_doc_id, batch_document, batches_index
 from collector.documents import EVENTS_MAPPING, iso_nanos, to_document
 from collector.gate import (
     CHAINHEADS_MAPPING,
@@ -58,12 +64,20 @@ def chainheads_mapping() -> dict[str, Any]:
     return mapping
 
 
-def create_indices(client: OpenSearch, prefix: str, events_indices: Sequence[str]) -> None:
+def create_indices(
+    client: OpenSearch, prefix: str, events_indices: Sequence[str], *, batches: bool = False
+) -> None:
+    """The events indices (and with `batches` their batches indices), seals, chain heads."""
     for name in events_indices:
         client.indices.create(
             index=name,
             body={"settings": {"number_of_replicas": 0}, "mappings": events_mapping()},
         )
+        if batches:
+            client.indices.create(
+                index=batches_index(prefix, name),
+                body={"settings": {"number_of_replicas": 0}, "mappings": BATCHES_MAPPING},
+            )
     for name, mapping in (
         (seals_index(prefix), seals_mapping()),
         (chainheads_index(prefix), chainheads_mapping()),
@@ -155,7 +169,11 @@ def build_stream(
     return out
 
 
-def event_doc(agent: str, event: pb.AuditEvent, data: bytes, head: bytes) -> dict[str, Any]:
+def event_doc(
+    agent: str, event: pb.AuditEvent, data: bytes, head: bytes, *, inline: bool = True
+) -> dict[str, Any]:
+    """The event document; without `inline`, no ``integrity.canonical`` (the bytes are
+    in a batch document)."""
     doc = to_document(event, agent_id=agent, received_unix_nano=event.time_unix_nano + 10**9)
     source = doc.source
     source["agent"]["stream"] = event.stream_id
@@ -164,7 +182,31 @@ def event_doc(agent: str, event: pb.AuditEvent, data: bytes, head: bytes) -> dic
         **event_integrity_fields(data, head),
         "event_hash": integrity.event_hash(data).hex(),
     }
+    if not inline:
+        del source["integrity"]["canonical"]
     return source
+
+
+def batch_docs(
+    prefix: str, s: Stream, seal: pb.Seal, since: int
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(index, _id, body) of the batch documents of `seal`'s events from sequence
+    `since` on: one per events index they went to, as the collector writes them."""
+    by_index: dict[str, list[int]] = {}
+    for seq in range(max(seal.first_sequence, since), seal.last_sequence + 1):
+        event = s.events[seq - 1]
+        by_index.setdefault(month_index(prefix, event.time_unix_nano), []).append(seq)
+    for index, seqs in sorted(by_index.items()):
+        datas = [s.data[seq - 1] for seq in seqs]
+        doc_id = batch_doc_id(s.agent, s.stream, seqs, [integrity.event_hash(d) for d in datas])
+        body = batch_document(
+            agent_id=s.agent,
+            stream_id=s.stream,
+            sequences=seqs,
+            datas=datas,
+            timestamp=iso_nanos(seal.time_unix_nano),
+        )
+        yield batches_index(prefix, index), doc_id, body
 
 
 def seal_doc(agent: str, seal: pb.Seal, indices: Sequence[str]) -> tuple[str, dict[str, Any]]:
@@ -186,12 +228,17 @@ def seal_doc(agent: str, seal: pb.Seal, indices: Sequence[str]) -> tuple[str, di
     return sid, body
 
 
-def _bulk_lines(prefix: str, s: Stream) -> Iterator[dict[str, Any]]:
+def _bulk_lines(prefix: str, s: Stream, since: int | None) -> Iterator[dict[str, Any]]:
     for event, data, head in zip(s.events, s.data, s.heads, strict=True):
         index = month_index(prefix, event.time_unix_nano)
+        inline = since is None or event.sequence < since
         yield {"index": {"_index": index, "_id": f"{s.agent}:{s.stream}:{event.sequence}"}}
-        yield event_doc(s.agent, event, data, head)
+        yield event_doc(s.agent, event, data, head, inline=inline)
     for seal in s.seals:
+        if since is not None and seal.event_count:
+            for where, doc_id, body in batch_docs(prefix, s, seal, since):
+                yield {"index": {"_index": where, "_id": doc_id}}
+                yield body
         indices = sorted(
             {
                 month_index(prefix, e.time_unix_nano)
@@ -214,9 +261,17 @@ def _bulk_lines(prefix: str, s: Stream) -> Iterator[dict[str, Any]]:
         }
 
 
-def store(client: OpenSearch, prefix: str, s: Stream, chunk: int = 4000) -> None:
-    """Bulk-index the stream's documents, seals and chain head; refresh."""
-    lines = list(_bulk_lines(prefix, s))
+def store(
+    client: OpenSearch,
+    prefix: str,
+    s: Stream,
+    chunk: int = 4000,
+    *,
+    batch_bytes_from: int | None = None,
+) -> None:
+    """Bulk-index the stream's documents, seals and chain head; refresh. From sequence
+    `batch_bytes_from` on (None: never) the event bytes go to batch documents."""
+    lines = list(_bulk_lines(prefix, s, batch_bytes_from))
     for start in range(0, len(lines), chunk * 2):
         part = lines[start : start + chunk * 2]
         body = "\n".join(json.dumps(x) for x in part) + "\n"
