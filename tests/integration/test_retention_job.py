@@ -221,7 +221,7 @@ def cleanup(os_http: Requester) -> Iterator[list[str]]:
     yield prefixes
     for p in prefixes:
         os_http("DELETE", f"/{p}-*", params={"expand_wildcards": "all"})
-        for template in ("events", "deadletter"):
+        for template in ("events", "batches", "deadletter"):
             os_http("DELETE", f"/_index_template/{p}-{template}")
 
 
