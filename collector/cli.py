@@ -49,6 +49,7 @@ from proto.yamlconfig import KeyPath, dump_effective
 
 if TYPE_CHECKING:
     from collector.hold import HoldManager
+    from collector.retention_job.job import BatchesStatus
 
 PROG = "crm-audit-collector"
 SHUTDOWN_GRACE_S = 30.0
@@ -315,7 +316,22 @@ def _retention(args: argparse.Namespace) -> int:
                 f"  {i.name}\t{i.documents}\t{_when(i.oldest_ns)}\t{_when(i.newest_ns)}\t"
                 f"{i.phase}\t{nxt}\t{when}\t{', '.join(i.holds) or '-'}"
             )
+            if i.batches is not None:  # follows the line above: same phase and action
+                print(f"    + {i.batches.name}\t{i.batches.documents} batch documents")
+        _print_orphans(row.orphans)
     return 0
+
+
+def _print_orphans(orphans: list[BatchesStatus]) -> None:
+    """Batches indices whose events index is gone: deleted by their period."""
+    if orphans:
+        print("  batches index without its events index\tdocs\tnext action\twhen\tholds")
+    for o in orphans:
+        when = _when(o.delete_at_ns) + (" (due)" if o.due else "")
+        if o.blocked:
+            when += f" [{o.blocked}]"
+        nxt = "delete" if o.delete_at_ns is not None else "none"
+        print(f"  {o.name}\t{o.documents}\t{nxt}\t{when}\t{', '.join(o.holds) or '-'}")
 
 
 def _month(value: str) -> str:

@@ -1,7 +1,9 @@
 """Legal hold: keep a retention class's indices of a time range from being deleted.
 
 ``crm-audit-collector hold place --class C --from YYYY.MM --to YYYY.MM --reason TEXT``
-resolves the class's existing event indices whose period lies in the range and
+resolves the class's existing event indices whose period lies in the range, and the
+batches indices of the same class and periods (``{prefix}-batches-*``, the events' raw
+lines: `collector.batchbytes`; kept exactly as long as their events), and
 
 1. with the ISM plugin: moves each onto the hold policy ``{prefix}-legal-hold`` (one
    state, no actions, no transitions: ISM never deletes it) — done first, because
@@ -284,7 +286,16 @@ class HoldManager:
         return [Hold.from_source(h["_source"]["hold"]) for h in hits]
 
     def indices_in_range(self, retention_class: str, first: str, last: str) -> list[str]:
-        base = f"{self.prefix}-events-{retention_class}-"
+        """The class's events indices whose period lies in the range, then their batches
+        indices (`collector.batchbytes`): those hold the events' raw lines and must
+        stay exactly as long as the events do."""
+        return [
+            *self._kind_in_range("events", retention_class, first, last),
+            *self._kind_in_range("batches", retention_class, first, last),
+        ]
+
+    def _kind_in_range(self, kind: str, retention_class: str, first: str, last: str) -> list[str]:
+        base = f"{self.prefix}-{kind}-{retention_class}-"
         response = self.request(
             "GET",
             f"/_cat/indices/{base}*",
@@ -295,7 +306,9 @@ class HoldManager:
         if response.status != 200 or not isinstance(response.body, list):
             raise _fail(f"cannot list indices {base}*", response)
         names = sorted(str(row.get("index")) for row in response.body if isinstance(row, Mapping))
-        return [n for n in names if first <= n[len(base) : len(base) + 7] <= last]
+        return [
+            n for n in names if n.startswith(base) and first <= n[len(base) : len(base) + 7] <= last
+        ]
 
     def ism_available(self) -> bool:
         try:

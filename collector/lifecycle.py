@@ -4,13 +4,16 @@
 first batch if OpenSearch was not reachable then). It
 
 1. puts the composable index templates ``{prefix}-events`` (pattern
-   ``{prefix}-events-*``, strict mapping from `collector.documents`) and
+   ``{prefix}-events-*``, strict mapping from `collector.documents`), ``{prefix}-batches``
+   (``{prefix}-batches-*``, the per-batch event bytes of `collector.batchbytes`) and
    ``{prefix}-deadletter`` unless an identical one (same content hash in ``_meta``) is
    already there;
 2. when the ISM plugin is installed, creates or updates (``if_seq_no`` /
    ``if_primary_term``) the policy ``{prefix}-{class}`` of every retention class, with an
-   ``ism_template`` for ``{prefix}-events-{class}-*``, and attaches it to that class's
-   existing indices (``ism_template`` only covers indices created after the policy);
+   ``ism_template`` for ``{prefix}-events-{class}-*`` and ``{prefix}-batches-{class}-*``
+   (a batches index holds its events index's raw lines: it goes when they go), and
+   attaches it to that class's existing indices of both kinds (``ism_template`` only
+   covers indices created after the policy);
    without ISM it logs one warning and goes on: the collector's retention job
    (`collector.retention_job`) then applies the same policy files by event time;
 3. creates the single integrity indices (``{prefix}-seals``, ``-alerts``,
@@ -44,6 +47,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.batchbytes import BATCHES_MAPPING, batches_index_pattern
 from collector.config import DEFAULT_REPLICAS
 from collector.documents import DEADLETTER_MAPPING, EVENTS_MAPPING
 from collector.errors import LifecycleError
@@ -142,6 +146,27 @@ def events_template(
     )
 
 
+def batches_template(
+    prefix: str, *, shards: int = 1, replicas: int | str = DEFAULT_REPLICAS
+) -> dict[str, Any]:
+    """Composable template body for ``{prefix}-batches-*`` (`collector.batchbytes`).
+
+    The same settings as the events template: a batches index lives exactly as long as
+    its events index, on the same nodes' disks, so it is cut, replicated and compressed
+    the same way.
+    """
+    return _with_hash(
+        {
+            "index_patterns": [batches_index_pattern(prefix)],
+            "priority": TEMPLATE_PRIORITY,
+            "template": {
+                "settings": _settings(shards, replicas),
+                "mappings": copy.deepcopy(BATCHES_MAPPING),
+            },
+        }
+    )
+
+
 def deadletter_template(
     prefix: str, *, shards: int = 1, replicas: int | str = DEFAULT_REPLICAS
 ) -> dict[str, Any]:
@@ -161,16 +186,26 @@ def deadletter_template(
 def render_policy(
     policy_file: Mapping[str, Any], prefix: str, retention_class: str
 ) -> dict[str, Any]:
-    """The policy file's body with the ``ism_template`` of its class put in."""
+    """The policy file's body with the ``ism_template`` of its class put in: the class's
+    events indices and their batches indices, so a batch's bytes go when its events go."""
     body = copy.deepcopy(dict(policy_file))
     policy = body["policy"]
     policy["ism_template"] = [
         {
-            "index_patterns": [events_index_pattern(prefix, retention_class)],
+            "index_patterns": class_index_patterns(prefix, retention_class),
             "priority": ISM_TEMPLATE_PRIORITY,
         }
     ]
     return body
+
+
+def class_index_patterns(prefix: str, retention_class: str) -> list[str]:
+    """The index patterns a class's retention policy governs: its events indices and the
+    batches indices holding their events' bytes (personal data: deleted with them)."""
+    return [
+        events_index_pattern(prefix, retention_class),
+        batches_index_pattern(prefix, retention_class),
+    ]
 
 
 def is_subset(wanted: Any, present: Any) -> bool:
@@ -275,6 +310,10 @@ class LifecycleInstaller:
             (
                 f"{self.prefix}-events",
                 events_template(self.prefix, shards=self.shards, replicas=self.replicas),
+            ),
+            (
+                f"{self.prefix}-batches",
+                batches_template(self.prefix, shards=self.shards, replicas=self.replicas),
             ),
             (
                 f"{self.prefix}-deadletter",
@@ -484,7 +523,11 @@ class LifecycleInstaller:
         raise LifecycleError(f"ISM policy {pid}: concurrent updates, gave up after 3 tries")
 
     def _attach(self, pid: str, retention_class: str, *, changed: bool, states: list[str]) -> None:
-        pattern = events_index_pattern(self.prefix, retention_class)
+        """Put the class's existing events and batches indices on its policy."""
+        for pattern in class_index_patterns(self.prefix, retention_class):
+            self._attach_pattern(pid, pattern, changed=changed, states=states)
+
+    def _attach_pattern(self, pid: str, pattern: str, *, changed: bool, states: list[str]) -> None:
         body = {"policy_id": pid}
         added = self.request("POST", f"/_plugins/_ism/add/{pattern}", body=body)
         if added.status == 404:

@@ -8,6 +8,11 @@ reported enforced when the job's lease (``{prefix}-leases``, ``retention``) show
 not enforced otherwise. The retention of a policy is the ``min_index_age`` of the
 transition into its state that deletes.
 
+The indices listed are the events indices. A class's batches indices
+(``{prefix}-batches-*``, `collector.batchbytes`) are not listed: they are governed with
+their events index (same policy, job, holds) and hold no event documents of their own;
+a hold lists them by name, and a deletion's record names them (``batches``).
+
 Deletions come from the signed retention records (`collector.retention_job.records`):
 only records whose signature verifies with the collector key given to the report are
 listed; the others are named as problems.

@@ -14,6 +14,16 @@ the creation date) and
   signed retention record (`collector.retention_job.records`: file first, then
   ``{prefix}-retention``) and only then deletes the index.
 
+Each events index's batches index (``{prefix}-batches-<class>-<period>``,
+`collector.batchbytes`: the raw bytes of its events, personal data) follows it: made
+read-only with it, deleted right after it under the same decision, and named in its
+retention record (``batches``: index, uuid, documents). An events index and its batches
+index are held together: a hold on either keeps both. A batches index whose events index
+is gone (deleted by hand, by ISM, or a run that stopped between the two deletes) is
+deleted by its period: once the period's end is older than the class's delete age, with
+a record of its own (``index`` the batches index, ``events_index`` the one it belonged to,
+no chains: verify finds no runs in it).
+
 It never deletes, and leaves as it is, an index under legal hold: one with
 ``index.blocks.read_only`` set (what `collector.hold` sets; OpenSearch itself refuses
 to delete it) or named by an active hold in ``{prefix}-holds``. A released index is
@@ -40,6 +50,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from collector.batchbytes import batches_index, batches_index_pattern, events_index_of
 from collector.config import RetentionClass
 from collector.detect.errors import DetectionError
 from collector.detect.lease import Lease, Leases
@@ -55,6 +66,7 @@ from collector.retention_job.evidence import (
     gather,
     record_chains,
 )
+from collector.retention_job.ism import period
 from collector.retention_job.policy import DAY_NS, Phases, phases_of
 from collector.retention_job.records import (
     RETENTION_MAPPING,
@@ -110,9 +122,33 @@ class ClassPolicy:
             return None
         return max(self.phases.delete_days, self.minimum_days or 0.0)
 
-    def rule(self) -> str:
+    def rule(self, by: str = "the event time of the newest document") -> str:
         minimum = f"; regulatory minimum {self.minimum_days:g}d" if self.minimum_days else ""
-        return f"{self.phases.describe()}, by the event time of the newest document{minimum}"
+        return f"{self.phases.describe()}, by {by}{minimum}"
+
+
+@dataclass
+class BatchesStatus:
+    """A batches index: the raw bytes of one events index's events (`collector.batchbytes`).
+
+    Beside its events index it shares that index's plan (`IndexStatus.batches`). Alone
+    (``orphan``: its events index is gone) it has a plan of its own, by its period.
+    """
+
+    name: str
+    uuid: str
+    documents: int
+    write_blocked: bool
+    holds: list[str] = field(default_factory=list)
+    orphan: bool = False
+    delete_at_ns: int | None = None  # orphans: the period's end plus the delete age
+    due: bool = False
+    blocked: str = ""
+    deleted: bool = False
+
+    def to_record(self) -> dict[str, Any]:
+        """What a retention record says of it."""
+        return {"index": self.name, "index_uuid": self.uuid, "documents": self.documents}
 
 
 @dataclass
@@ -131,6 +167,7 @@ class IndexStatus:
     next_at_ns: int | None = None
     due: bool = False
     blocked: str = ""  # why a due action is not taken
+    batches: BatchesStatus | None = None  # its batches index, when there is one
 
     @property
     def phase(self) -> str:
@@ -143,6 +180,7 @@ class IndexStatus:
 class ClassStatus:
     policy: ClassPolicy
     indices: list[IndexStatus] = field(default_factory=list)
+    orphans: list[BatchesStatus] = field(default_factory=list)  # events index gone
 
     @property
     def oldest_ns(self) -> int | None:
@@ -167,9 +205,9 @@ class RunReport:
 _BLOCK_TRUE = ("true", True)
 
 
-def _index_re(prefix: str, retention_class: str) -> re.Pattern[str]:
+def _index_re(prefix: str, retention_class: str, kind: str = "events") -> re.Pattern[str]:
     return re.compile(
-        rf"^{re.escape(prefix)}-events-{re.escape(retention_class)}-\d{{4}}\.\d{{2}}(\.\d{{2}})?$"
+        rf"^{re.escape(prefix)}-{kind}-{re.escape(retention_class)}-\d{{4}}\.\d{{2}}(\.\d{{2}})?$"
     )
 
 
@@ -227,6 +265,7 @@ class RetentionJob:
         out: list[ClassStatus] = []
         for name, policy in sorted(self.classes.items()):
             row = ClassStatus(policy)
+            batches = self._batches_of_class(name, held)
             pattern = events_index_pattern(self.prefix, name)
             settings = self._settings(pattern)
             times = event_times(self.request, pattern)
@@ -248,8 +287,13 @@ class RetentionJob:
                 if flat.get("index.blocks.read_only") in _BLOCK_TRUE:
                     status.holds.append("index.blocks.read_only")
                 status.holds.extend(held.get(index, []))
+                status.batches = batches.pop(batches_index(self.prefix, index), None)
+                if status.batches is not None:
+                    # one pair, one decision: a hold on the bytes keeps the events too
+                    status.holds.extend(h for h in status.batches.holds if h not in status.holds)
                 self._plan(policy, status, now)
                 row.indices.append(status)
+            row.orphans = self._orphans(policy, batches, now)
             if self.observer is not None:
                 oldest = row.oldest_ns
                 self.observer.retention_oldest_event(
@@ -257,6 +301,72 @@ class RetentionJob:
                 )
             out.append(row)
         return out
+
+    def _batches_of_class(
+        self, retention_class: str, held: Mapping[str, list[str]]
+    ) -> dict[str, BatchesStatus]:
+        """The class's open batches indices, with their holds and document counts."""
+        pattern = batches_index_pattern(self.prefix, retention_class)
+        settings = self._settings(pattern)
+        matcher = _index_re(self.prefix, retention_class, "batches")
+        names = [index for index in sorted(settings) if matcher.match(index)]
+        if not names:
+            return {}
+        times = event_times(self.request, pattern)
+        out: dict[str, BatchesStatus] = {}
+        for index in names:
+            flat = settings[index]
+            found = BatchesStatus(
+                name=index,
+                uuid=str(flat.get("index.uuid", "")),
+                documents=times.get(index, EventTimes(0, None, None)).documents,
+                write_blocked=flat.get("index.blocks.write") in _BLOCK_TRUE,
+            )
+            if flat.get("index.blocks.read_only") in _BLOCK_TRUE:
+                found.holds.append(f"index.blocks.read_only on {index}")
+            found.holds.extend(held.get(index, []))
+            out[index] = found
+        return out
+
+    def _orphans(
+        self, policy: ClassPolicy, unpaired: Mapping[str, BatchesStatus], now: int
+    ) -> list[BatchesStatus]:
+        """The batches indices left without an open events index whose events index does
+        not exist at all (a closed one keeps its bytes: the job leaves it as it is)."""
+        if not unpaired:
+            return []
+        existing = self._index_names(events_index_pattern(self.prefix, policy.name))
+        out: list[BatchesStatus] = []
+        for name, orphan in sorted(unpaired.items()):
+            if events_index_of(self.prefix, name) in existing:
+                continue
+            orphan.orphan = True
+            self._plan_orphan(policy, orphan, now)
+            out.append(orphan)
+        return out
+
+    def _plan_orphan(self, policy: ClassPolicy, orphan: BatchesStatus, now: int) -> None:
+        """By its period: no event documents are left to age it by, and every event whose
+        bytes it holds has an event time inside that period."""
+        after = policy.delete_after_days()
+        span = period(orphan.name)
+        if after is None or span is None:
+            return
+        orphan.delete_at_ns = span[1] + int(after * DAY_NS)
+        if orphan.delete_at_ns > now:
+            return
+        orphan.due = True
+        if orphan.holds:
+            orphan.blocked = "legal hold: " + ", ".join(orphan.holds)
+        elif self.records is None:
+            orphan.blocked = (
+                "no collector key (integrity.checkpoint_dir unset): no signed evidence, no deletion"
+            )
+
+    def _index_names(self, pattern: str) -> set[str]:
+        """Every index of `pattern`, open or closed (by its settings: the retention role
+        may read those, not the cluster state _cat/indices needs)."""
+        return set(self._settings(pattern, expand="open,closed"))
 
     def _plan(self, policy: ClassPolicy, status: IndexStatus, now: int) -> None:
         if status.newest_ns is None:
@@ -289,11 +399,11 @@ class RetentionJob:
                 "no collector key (integrity.checkpoint_dir unset): no signed evidence, no deletion"
             )
 
-    def _settings(self, pattern: str) -> dict[str, dict[str, Any]]:
+    def _settings(self, pattern: str, expand: str = "open") -> dict[str, dict[str, Any]]:
         response = self.request(
             "GET",
             f"/{pattern}/_settings",
-            params={"flat_settings": "true", "expand_wildcards": "open"},
+            params={"flat_settings": "true", "expand_wildcards": expand},
         )
         if response.status == 404:
             return {}
@@ -356,6 +466,20 @@ class RetentionJob:
                         lease = self._renew(lease, report)
                         if lease is None:
                             return report
+                for orphan in row.orphans:
+                    if not orphan.due:
+                        continue
+                    if orphan.blocked:
+                        report.kept.append(
+                            f"{orphan.name}: delete due (its events index is gone), "
+                            f"kept: {orphan.blocked}"
+                        )
+                        continue
+                    self._apply_orphan(row.policy, orphan, report, dry_run=dry_run)
+                    if lease is not None:
+                        lease = self._renew(lease, report)
+                        if lease is None:
+                            return report
         finally:
             if lease is not None:
                 self._release(lease)
@@ -367,6 +491,8 @@ class RetentionJob:
         action = f"{status.name}: {status.next_action} ({policy.name}, newest event " + (
             f"{iso_nanos(status.newest_ns or 0)})"
         )
+        if status.batches is not None:
+            action += f", with {status.batches.name}"
         if dry_run:
             report.actions.append(f"would {action}")
             return
@@ -374,6 +500,9 @@ class RetentionJob:
             if status.next_action == WARM:
                 self.make_read_only(status.name, policy.phases.force_merge_segments)
                 report.read_only.append(status.name)
+                if status.batches is not None and not status.batches.write_blocked:
+                    self.make_read_only(status.batches.name, policy.phases.force_merge_segments)
+                    report.read_only.append(status.batches.name)
                 if self.observer is not None:
                     self.observer.retention_read_only(policy.name)
             else:
@@ -383,11 +512,44 @@ class RetentionJob:
                     )
                     return
                 report.deleted.append(status.name)
+                self._report_batches(status, report)
                 if self.observer is not None:
                     self.observer.retention_deleted(policy.name)
         except (RetentionError, OSError) as exc:
             report.errors.append(f"{status.name}: {exc}")
             return
+        report.actions.append(action)
+        log.info("retention: %s", action)
+
+    @staticmethod
+    def _report_batches(status: IndexStatus, report: RunReport) -> None:
+        batches = status.batches
+        if batches is None:
+            return
+        if batches.deleted:
+            report.deleted.append(batches.name)
+        else:
+            # held between its block and its delete: deleted by its period once released
+            report.kept.append(f"{batches.name}: not deleted with {status.name} (held meanwhile)")
+
+    def _apply_orphan(
+        self, policy: ClassPolicy, orphan: BatchesStatus, report: RunReport, *, dry_run: bool
+    ) -> None:
+        action = (
+            f"{orphan.name}: delete ({policy.name}, its events index is gone, period past "
+            f"{iso_nanos(orphan.delete_at_ns or 0)})"
+        )
+        if dry_run:
+            report.actions.append(f"would {action}")
+            return
+        try:
+            if not self.delete_orphan_with_record(policy, orphan):
+                report.kept.append(f"{orphan.name}: not deleted (held, or its events index back)")
+                return
+        except (RetentionError, OSError) as exc:
+            report.errors.append(f"{orphan.name}: {exc}")
+            return
+        report.deleted.append(orphan.name)
         report.actions.append(action)
         log.info("retention: %s", action)
 
@@ -413,16 +575,15 @@ class RetentionJob:
         if existing.status == 404:
             # Writes stop first: the record then lists exactly what the delete removes (a
             # late event for this month is dead-lettered, with its original, not lost).
-            if not status.write_blocked:
-                blocked = self.request("PUT", f"/{status.name}/_block/write")
-                if blocked.status == 403 and "cluster_block_exception" in json.dumps(blocked.body):
-                    log.warning("retention: %s is blocked (legal hold?): kept", status.name)
-                    return False
-                if blocked.status != 200:
-                    raise fail(f"cannot stop writes to {status.name}", blocked)
-                refreshed = self.request("POST", f"/{status.name}/_refresh")
-                if refreshed.status != 200:
-                    raise fail(f"cannot refresh {status.name}", refreshed)
+            if not status.write_blocked and not self._stop_writes(status.name):
+                return False
+            # The batches index always: its block is also the last look for a hold
+            # placed on it since the plan (a read-only index refuses a new block).
+            if status.batches is not None and not self._stop_writes(status.batches.name):
+                return False
+            if status.batches is not None:
+                counted = event_times(self.request, status.batches.name).get(status.batches.name)
+                status.batches.documents = counted.documents if counted is not None else 0
             times = event_times(self.request, status.name).get(status.name)
             if times is not None:
                 status.documents = times.documents
@@ -438,12 +599,62 @@ class RetentionJob:
             self.index_record(doc_id, line)
         elif existing.status != 200:
             raise fail(f"cannot look up the retention record {doc_id}", existing)
-        deleted = self.request("DELETE", f"/{status.name}")
+        if not self._delete_index(status.name):
+            return False
+        # The events first: should this stop here, the bytes stay (an orphan, deleted by
+        # its period), never events whose bytes are gone.
+        if status.batches is not None:
+            status.batches.deleted = self._delete_index(status.batches.name)
+        return True
+
+    def delete_orphan_with_record(self, policy: ClassPolicy, orphan: BatchesStatus) -> bool:
+        """Record (file, then index), then delete a batches index whose events index is
+        gone; False when it is held, or its events index came back meanwhile."""
+        if self.records is None:
+            raise RetentionError("no collector key: no signed evidence, no deletion")
+        self.ensure_index()
+        doc_id = record_id(orphan.name, orphan.uuid)
+        existing = self.request("GET", f"/{retention_index(self.prefix)}/_doc/{doc_id}")
+        if existing.status == 404:
+            if not self._stop_writes(orphan.name):
+                return False
+            # a late event recreated its events index: the pair is planned as one again
+            events = events_index_of(self.prefix, orphan.name)
+            if events in self._index_names(events):
+                log.warning("retention: %s has its events index again: kept", orphan.name)
+                return False
+            counted = event_times(self.request, orphan.name).get(orphan.name)
+            orphan.documents = counted.documents if counted is not None else 0
+            line = self.records.append(
+                self.orphan_record(policy, orphan), now_unix_nano=self.clock_ns()
+            )
+            self.index_record(doc_id, line)
+        elif existing.status != 200:
+            raise fail(f"cannot look up the retention record {doc_id}", existing)
+        orphan.deleted = self._delete_index(orphan.name)
+        return orphan.deleted
+
+    def _stop_writes(self, index: str) -> bool:
+        """Block writes to `index` and refresh it; False when it is read-only (held)."""
+        blocked = self.request("PUT", f"/{index}/_block/write")
+        if blocked.status == 403 and "cluster_block_exception" in json.dumps(blocked.body):
+            log.warning("retention: %s is blocked (legal hold?): kept", index)
+            return False
+        if blocked.status != 200:
+            raise fail(f"cannot stop writes to {index}", blocked)
+        refreshed = self.request("POST", f"/{index}/_refresh")
+        if refreshed.status != 200:
+            raise fail(f"cannot refresh {index}", refreshed)
+        return True
+
+    def _delete_index(self, index: str) -> bool:
+        """Delete `index` (gone already counts); False when a block (hold) refuses it."""
+        deleted = self.request("DELETE", f"/{index}")
         if deleted.status == 403 and "cluster_block_exception" in json.dumps(deleted.body):
-            log.warning("retention: %s is blocked (legal hold?): not deleted", status.name)
+            log.warning("retention: %s is blocked (legal hold?): not deleted", index)
             return False
         if deleted.status not in (200, 404):
-            raise fail(f"cannot delete {status.name}", deleted)
+            raise fail(f"cannot delete {index}", deleted)
         return True
 
     def build_record(
@@ -461,14 +672,44 @@ class RetentionJob:
                 "newest": iso_nanos(status.newest_ns) if status.newest_ns is not None else "",
             },
             **record_chains({chain: entry.to_json() for chain, entry in chains.items()}),
-            "policy": {
-                "source": policy.source,
-                "sha256": policy.sha256,
-                "phases": policy.phases.describe(),
-                "minimum_days": policy.minimum_days,
-                "rule": policy.rule(),
-            },
+            # deleted right after the index, under this record (verify reads no chains here)
+            **({"batches": status.batches.to_record()} if status.batches is not None else {}),
+            "policy": self._policy_record(policy, policy.rule()),
             "deleted_by": {"enforcer": enforcer, "collector": self.holder, **extra},
+        }
+
+    def orphan_record(self, policy: ClassPolicy, orphan: BatchesStatus) -> dict[str, Any]:
+        """The record of a batches index deleted alone: no event documents and no chains
+        (verify finds no runs in it); its event-time range is its period."""
+        span = period(orphan.name)
+        return {
+            "action": "delete",
+            "class": policy.name,
+            "index": orphan.name,
+            "index_uuid": orphan.uuid,
+            "events_index": events_index_of(self.prefix, orphan.name),
+            "events": {
+                "count": None,
+                "oldest": iso_nanos(span[0]) if span else "",
+                "newest": iso_nanos(span[1] - 1) if span else "",
+                "from": "index period (a batches index whose events index was gone)",
+            },
+            **record_chains({}),
+            "batches": orphan.to_record(),
+            "policy": self._policy_record(
+                policy, policy.rule("the end of its period (its events index was gone)")
+            ),
+            "deleted_by": {"enforcer": COLLECTOR, "collector": self.holder},
+        }
+
+    @staticmethod
+    def _policy_record(policy: ClassPolicy, rule: str) -> dict[str, Any]:
+        return {
+            "source": policy.source,
+            "sha256": policy.sha256,
+            "phases": policy.phases.describe(),
+            "minimum_days": policy.minimum_days,
+            "rule": rule,
         }
 
     def index_record(self, doc_id: str, line: str) -> None:

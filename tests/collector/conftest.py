@@ -56,7 +56,7 @@ def prefix(os_http: Requester) -> Iterator[str]:
         params={"expand_wildcards": "all"},
     )
     os_http("DELETE", f"/{value}-*", params={"expand_wildcards": "all"})
-    for name in (f"{value}-events", f"{value}-deadletter"):
+    for name in (f"{value}-events", f"{value}-batches", f"{value}-deadletter"):
         os_http("DELETE", f"/_index_template/{name}")
     policies = os_http("GET", "/_plugins/_ism/policies")
     if policies.status == 200:

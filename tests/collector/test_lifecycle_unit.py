@@ -14,6 +14,7 @@ from collector.index import Response
 from collector.lifecycle import (
     NO_ISM_WARNING,
     LifecycleInstaller,
+    batches_template,
     deadletter_template,
     events_template,
     is_subset,
@@ -107,7 +108,11 @@ def calls(cluster: Cluster) -> list[tuple[str, str]]:
 def test_fresh_cluster_with_ism_installs_everything() -> None:
     cluster = Cluster(plugins=ISM_PLUGINS)
     report = installer(cluster).install()
-    assert report.templates == {"p-events": "created", "p-deadletter": "created"}
+    assert report.templates == {
+        "p-events": "created",
+        "p-batches": "created",
+        "p-deadletter": "created",
+    }
     assert report.ism_available
     assert report.policies == {"p-standard": "created", "p-legal-hold": "created"}
     assert calls(cluster) == [
@@ -115,6 +120,10 @@ def test_fresh_cluster_with_ism_installs_everything() -> None:
         ("PUT", "/_index_template/p-events"),
         ("PUT", "/p-events-*/_mapping"),  # indices from an older template get new fields
         ("PUT", "/p-events-*/_settings"),  # ... and its replica setting
+        ("GET", "/_index_template/p-batches"),
+        ("PUT", "/_index_template/p-batches"),
+        ("PUT", "/p-batches-*/_mapping"),
+        ("PUT", "/p-batches-*/_settings"),
         ("GET", "/_index_template/p-deadletter"),
         ("PUT", "/_index_template/p-deadletter"),
         ("PUT", "/p-deadletter*/_mapping"),
@@ -123,15 +132,17 @@ def test_fresh_cluster_with_ism_installs_everything() -> None:
         ("GET", "/_plugins/_ism/policies/p-standard"),
         ("PUT", "/_plugins/_ism/policies/p-standard"),
         ("POST", "/_plugins/_ism/add/p-events-standard-*"),
+        ("POST", "/_plugins/_ism/add/p-batches-standard-*"),
         ("GET", "/_plugins/_ism/policies/p-legal-hold"),
         ("PUT", "/_plugins/_ism/policies/p-legal-hold"),
     ]
-    put_policy = cluster.http.calls[10][2]
+    put_policy = cluster.http.calls[14][2]
     assert put_policy["policy"]["ism_template"] == [
-        {"index_patterns": ["p-events-standard-*"], "priority": 100}
+        {"index_patterns": ["p-events-standard-*", "p-batches-standard-*"], "priority": 100}
     ]
     assert put_policy["policy"]["states"] == POLICY["policy"]["states"]
-    assert cluster.http.calls[11][2] == {"policy_id": "p-standard"}
+    assert cluster.http.calls[15][2] == {"policy_id": "p-standard"}
+    assert cluster.http.calls[16][2] == {"policy_id": "p-standard"}
 
 
 def test_second_install_changes_nothing() -> None:
@@ -139,11 +150,16 @@ def test_second_install_changes_nothing() -> None:
     installer(cluster).install()
     cluster.http.calls.clear()
     report = installer(cluster).install()
-    assert report.templates == {"p-events": "unchanged", "p-deadletter": "unchanged"}
+    assert report.templates == {
+        "p-events": "unchanged",
+        "p-batches": "unchanged",
+        "p-deadletter": "unchanged",
+    }
     assert report.policies == {"p-standard": "unchanged", "p-legal-hold": "unchanged"}
     assert [c for c in calls(cluster) if c[0] == "PUT"] == []
     # still attaches the policy to indices that may have appeared without it
     assert ("POST", "/_plugins/_ism/add/p-events-standard-*") in calls(cluster)
+    assert ("POST", "/_plugins/_ism/add/p-batches-standard-*") in calls(cluster)
 
 
 def test_changed_policy_is_updated_with_seq_no_and_moved() -> None:
@@ -152,22 +168,25 @@ def test_changed_policy_is_updated_with_seq_no_and_moved() -> None:
     cluster = Cluster(plugins=ISM_PLUGINS, policy=stored_policy(old, seq_no=11, term=3))
     report = installer(cluster).install()
     assert report.policies == {"p-standard": "updated", "p-legal-hold": "created"}
-    method, path, body, params = cluster.http.calls[-5]
+    method, path, body, params = cluster.http.calls[-7]
     assert (method, path, params) == (
         "PUT",
         "/_plugins/_ism/policies/p-standard",
         {"if_seq_no": "11", "if_primary_term": "3"},
     )
     assert body == render_policy(POLICY, "p", "standard")
-    assert calls(cluster)[-4:-2] == [
+    assert calls(cluster)[-6:-2] == [
         ("POST", "/_plugins/_ism/add/p-events-standard-*"),
         ("POST", "/_plugins/_ism/change_policy/p-events-standard-*"),
+        ("POST", "/_plugins/_ism/add/p-batches-standard-*"),
+        ("POST", "/_plugins/_ism/change_policy/p-batches-standard-*"),
     ]
     # only indices in the class policy's own states move: held ones stay on hold
-    assert cluster.http.calls[-3][2] == {
-        "policy_id": "p-standard",
-        "include": [{"state": "hot"}, {"state": "warm"}, {"state": "delete"}],
-    }
+    for moved in (cluster.http.calls[-5], cluster.http.calls[-3]):
+        assert moved[2] == {
+            "policy_id": "p-standard",
+            "include": [{"state": "hot"}, {"state": "warm"}, {"state": "delete"}],
+        }
 
 
 def test_concurrent_policy_creation_is_retried() -> None:
@@ -217,6 +236,7 @@ def test_is_subset() -> None:
     ("name", "template"),
     [
         ("index-template-events.json", events_template("crm-audit")),
+        ("index-template-batches.json", batches_template("crm-audit")),
         ("index-template-deadletter.json", deadletter_template("crm-audit")),
     ],
 )
@@ -246,6 +266,7 @@ def test_dry_run_reports_without_writing() -> None:
     assert {m for m, _ in calls(cluster)} <= {"GET", "HEAD"}
     assert report.changed
     assert report.lines() == [
+        "template p-batches: would be created",
         "template p-deadletter: would be created",
         "template p-events: would be created",
         "index p-seals: would be created",
@@ -305,7 +326,7 @@ def test_replica_settings_fixed_or_auto_expanded() -> None:
 
 
 def test_templates_default_to_auto_expanded_replicas() -> None:
-    for template in (events_template("p"), deadletter_template("p")):
+    for template in (events_template("p"), batches_template("p"), deadletter_template("p")):
         assert template["template"]["settings"]["index"] == {
             "number_of_shards": 1,
             "auto_expand_replicas": "0-1",
@@ -320,10 +341,18 @@ def test_changed_replica_setting_updates_templates_and_existing_indices() -> Non
     installer(cluster).install()
     cluster.http.calls.clear()
     report = LifecycleInstaller(cluster.http, prefix="p", policies={}, replicas=1).install()
-    assert report.templates == {"p-events": "updated", "p-deadletter": "updated"}
+    assert report.templates == {
+        "p-events": "updated",
+        "p-batches": "updated",
+        "p-deadletter": "updated",
+    }
     settings = [(p, b) for m, p, b, _ in cluster.http.calls if p.endswith("/_settings")]
     wanted = {"index": {"number_of_replicas": 1, "auto_expand_replicas": "false"}}
-    assert settings == [("/p-events-*/_settings", wanted), ("/p-deadletter*/_settings", wanted)]
+    assert settings == [
+        ("/p-events-*/_settings", wanted),
+        ("/p-batches-*/_settings", wanted),
+        ("/p-deadletter*/_settings", wanted),
+    ]
     put = cluster.templates["p-events"]["template"]["settings"]["index"]
     assert put["number_of_replicas"] == 1
 
@@ -405,3 +434,40 @@ def test_an_existing_index_reports_a_replica_change(
         puts = [p for m, p, _, _ in cluster.http.calls if m == "PUT" and p.endswith("_settings")]
         changed = not dry_run and state == "updated"
         assert ("/p-heads/_settings" in puts) == changed
+
+
+def test_batches_template_has_the_events_settings_and_the_batches_mapping() -> None:
+    from collector.batchbytes import BATCHES_MAPPING
+
+    for replicas in ("0-1", 2):
+        events = events_template("p", shards=3, replicas=replicas)
+        batches = batches_template("p", shards=3, replicas=replicas)
+        assert batches["index_patterns"] == ["p-batches-*"]
+        assert batches["priority"] == events["priority"]
+        assert batches["template"]["settings"] == events["template"]["settings"]
+        assert batches["template"]["mappings"] == BATCHES_MAPPING
+    # its own content hash: a changed batches mapping updates that template only
+    assert batches["_meta"]["content_sha256"] != events["_meta"]["content_sha256"]
+
+
+def test_a_policy_from_before_batches_is_updated_once_for_both_kinds() -> None:
+    """A class policy stored when its ism_template named the events indices only is not
+    a subset of the wanted one (two patterns): it is updated and both kinds of existing
+    indices are moved; the next install finds it unchanged (ISM's own additions, such as
+    last_updated_time, do not count)."""
+    old = render_policy(POLICY, "p", "standard")
+    old["policy"]["ism_template"][0]["index_patterns"] = ["p-events-standard-*"]
+    cluster = Cluster(plugins=ISM_PLUGINS, policy=stored_policy(old))
+    assert cluster.policy is not None
+    assert not is_subset(render_policy(POLICY, "p", "standard")["policy"], cluster.policy["policy"])
+    report = installer(cluster).install()
+    assert report.policies["p-standard"] == "updated"
+    moved = [p for m, p in calls(cluster) if "change_policy" in p]
+    assert moved == [
+        "/_plugins/_ism/change_policy/p-events-standard-*",
+        "/_plugins/_ism/change_policy/p-batches-standard-*",
+    ]
+    cluster.http.calls.clear()
+    again = installer(cluster).install()
+    assert again.policies["p-standard"] == "unchanged"
+    assert not [p for m, p in calls(cluster) if "change_policy" in p or m == "PUT"]

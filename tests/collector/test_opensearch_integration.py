@@ -152,10 +152,15 @@ def test_mapping_rejected_document_goes_to_deadletter(os_http: Requester, prefix
 def test_install_is_idempotent(os_http: Requester, prefix: str) -> None:
     installer = LifecycleInstaller(os_http, prefix=prefix, policies={"standard": POLICY})
     first = installer.install()
-    assert first.templates == {f"{prefix}-events": "created", f"{prefix}-deadletter": "created"}
+    assert first.templates == {
+        f"{prefix}-events": "created",
+        f"{prefix}-batches": "created",
+        f"{prefix}-deadletter": "created",
+    }
     second = installer.install()
     assert second.templates == {
         f"{prefix}-events": "unchanged",
+        f"{prefix}-batches": "unchanged",
         f"{prefix}-deadletter": "unchanged",
     }
 

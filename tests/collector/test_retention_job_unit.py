@@ -403,3 +403,204 @@ def test_records_cover_per_stream_and_keep_format_1_readable(tmp_path: Path) -> 
     assert found.covering("a1", 35).index == "i-2019.05"  # type: ignore[union-attr]
     assert found.records[0].runs("a1", "s-old") == [(1, 20)]
     assert found.records[0].agents == {"a1"}
+
+
+class PairCluster:
+    """Events and batches indices (name -> newest event ns, docs, flat settings) answering
+    the job's requests: settings, event times, blocks, deletes, records, the lease."""
+
+    def __init__(self, indices: dict[str, dict[str, Any]], holds: list[dict[str, Any]]) -> None:
+        self.indices = indices
+        self.holds = holds
+        self.records: list[str] = []
+        self.http = FakeHttp(self.answer)
+
+    def matching(self, pattern: str) -> list[str]:
+        from fnmatch import fnmatchcase
+
+        return sorted(n for n in self.indices if fnmatchcase(n, pattern))
+
+    def answer(self, method: str, path: str, body: Any, params: dict[str, str]) -> Response:
+        target = path.strip("/").split("/")[0]
+        if path == "/_nodes/plugins":
+            return Response(200, {"nodes": {"n1": {"name": "n1", "plugins": []}}})
+        if path == "/p-holds/_search":
+            return Response(200, {"hits": {"hits": [{"_source": {"hold": h}} for h in self.holds]}})
+        if path == "/p-leases" or path == "/p-retention":
+            return Response(200, {})
+        if path.startswith("/p-leases/"):
+            if method == "GET":
+                return Response(404, {})
+            return Response(201, {"_seq_no": 1, "_primary_term": 1})
+        if path.startswith("/p-retention/_doc/"):
+            return Response(404, {})
+        if path.startswith("/p-retention/_create/"):
+            self.records.append(path)
+            return Response(201, {})
+        if path.endswith("/_settings") and method == "GET":
+            found = self.matching(target)
+            settings = {
+                n: {"settings": {"index.uuid": f"u-{n}", **self.indices[n].get("flat", {})}}
+                for n in found
+            }
+            return Response(200 if found else 404, settings)
+        if path.endswith("/_search") and "aggs" in (body or {}):
+            return Response(200, {"aggregations": {"indices": {"buckets": self.buckets(target)}}})
+        if path.endswith("/_search/point_in_time"):
+            return Response(404, {})  # the record's chains: none here
+        if target in self.indices and path != f"/{target}":
+            return self.index_api(target, path)
+        if method == "DELETE" and target in self.indices:
+            if self.read_only(target):
+                return Response(403, {"error": {"type": "cluster_block_exception"}})
+            del self.indices[target]
+            return Response(200, {})
+        if method == "HEAD":
+            return Response(200 if target in self.indices else 404, {})
+        raise AssertionError(f"unexpected {method} {path}")
+
+    def read_only(self, index: str) -> bool:
+        return bool(self.indices[index].get("flat", {}).get("index.blocks.read_only"))
+
+    def index_api(self, index: str, path: str) -> Response:
+        if path.endswith("/_block/write"):
+            if self.read_only(index):
+                return Response(403, {"error": {"type": "cluster_block_exception"}})
+            self.indices[index].setdefault("flat", {})["index.blocks.write"] = "true"
+        return Response(200, {})  # _block/write, _refresh, _forcemerge
+
+    def buckets(self, pattern: str) -> list[dict[str, Any]]:
+        out = []
+        for name in self.matching(pattern):
+            newest = iso_nanos(self.indices[name].get("newest", NOW))
+            out.append(
+                {
+                    "key": name,
+                    "doc_count": self.indices[name].get("docs", 1),
+                    "oldest": {"value": 1.0, "value_as_string": newest},
+                    "newest": {"value": 1.0, "value_as_string": newest},
+                }
+            )
+        return out
+
+
+def _pairs() -> PairCluster:
+    day = DAY_NS
+    held = {"index.blocks.read_only": "true"}
+    return PairCluster(
+        {
+            # due for deletion, with its batches index
+            "p-events-std-2024.01": {"newest": NOW - 800 * day, "docs": 10},
+            "p-batches-std-2024.01": {"docs": 2},
+            # due, but its batches index is held: the pair stays
+            "p-events-std-2023.01": {"newest": NOW - 900 * day},
+            "p-batches-std-2023.01": {"flat": held},
+            # warm due: both made read-only
+            "p-events-std-2025.10": {"newest": NOW - 400 * day},
+            "p-batches-std-2025.10": {},
+            # events index gone: old period deleted, young kept, held kept
+            "p-batches-std-2022.01": {"docs": 3},
+            "p-batches-std-2026.10": {},
+            "p-batches-std-2021.01": {},
+            "p-batches-std-x-2021.01": {},  # class std-x: not this job's
+        },
+        [
+            {
+                "id": "h2",
+                "class": "std",
+                "from": "2021.01",
+                "to": "2021.01",
+                "status": "active",
+                "indices": ["p-batches-std-2021.01"],
+            }
+        ],
+    )
+
+
+def test_batches_indices_follow_their_events_index_and_orphans_go_by_period(
+    tmp_path: Path,
+) -> None:
+    cluster = _pairs()
+    job = _job(cluster.http, tmp_path)
+    [row] = job.status()
+    by = {i.name: i for i in row.indices}
+    pair = by["p-events-std-2024.01"]
+    assert pair.batches is not None and pair.batches.name == "p-batches-std-2024.01"
+    assert (pair.next_action, pair.due, pair.blocked) == (DELETE, True, "")
+    kept = by["p-events-std-2023.01"]
+    assert kept.phase == "held" and kept.blocked == (
+        "legal hold: index.blocks.read_only on p-batches-std-2023.01"
+    )
+    orphans = {o.name: o for o in row.orphans}
+    assert sorted(orphans) == [
+        "p-batches-std-2021.01",
+        "p-batches-std-2022.01",
+        "p-batches-std-2026.10",
+    ]
+    assert orphans["p-batches-std-2022.01"].due and not orphans["p-batches-std-2022.01"].blocked
+    assert not orphans["p-batches-std-2026.10"].due
+    assert orphans["p-batches-std-2021.01"].blocked == "legal hold: hold h2"
+
+    dry = job.run(dry_run=True)
+    assert any(a.startswith("would p-batches-std-2022.01: delete") for a in dry.actions)
+    assert any(
+        a.startswith("would p-events-std-2024.01: delete") and "with p-batches-std-2024.01" in a
+        for a in dry.actions
+    )
+    assert cluster.records == []
+
+    report = job.run()
+    assert report.errors == []
+    assert sorted(report.deleted) == [
+        "p-batches-std-2022.01",
+        "p-batches-std-2024.01",
+        "p-events-std-2024.01",
+    ]
+    assert report.read_only == ["p-events-std-2025.10", "p-batches-std-2025.10"]
+    assert sorted(cluster.indices) == [
+        "p-batches-std-2021.01",
+        "p-batches-std-2023.01",
+        "p-batches-std-2025.10",
+        "p-batches-std-2026.10",
+        "p-batches-std-x-2021.01",
+        "p-events-std-2023.01",
+        "p-events-std-2025.10",
+    ]
+    assert any(
+        "p-batches-std-2021.01: delete due (its events index is gone), kept" in k
+        for k in report.kept
+    )
+
+    found = RetentionRecords()
+    keys = {job.records.key_id: job.records.key.public_key()}  # type: ignore[union-attr]
+    read_record_files(tmp_path, keys, found)
+    assert found.problems == []
+    records = {r.index: r for r in found.records}
+    assert sorted(records) == ["p-batches-std-2022.01", "p-events-std-2024.01"]
+    assert records["p-events-std-2024.01"].body["batches"] == {
+        "index": "p-batches-std-2024.01",
+        "index_uuid": "u-p-batches-std-2024.01",
+        "documents": 2,
+    }
+    assert records["p-events-std-2024.01"].body["events"]["count"] == 10
+    alone = records["p-batches-std-2022.01"]
+    assert alone.body["events_index"] == "p-events-std-2022.01"
+    assert alone.body["batches"]["documents"] == 3 and alone.agents == set()
+    assert alone.body["events"]["count"] is None
+    assert "by the end of its period" in alone.body["policy"]["rule"]
+    assert found.covering("a1", 1) is None  # no chains: verify takes nothing from it
+
+
+def test_a_hold_on_the_batches_index_placed_after_the_plan_keeps_the_pair(tmp_path: Path) -> None:
+    from collector.retention_job.job import BatchesStatus
+
+    cluster = _pairs()
+    job = _job(cluster.http, tmp_path)
+    [row] = job.status()
+    pair = {i.name: i for i in row.indices}["p-events-std-2024.01"]
+    # held between the plan and the delete: its write block is the last look, refused
+    cluster.indices["p-batches-std-2024.01"]["flat"] = {"index.blocks.read_only": "true"}
+    assert isinstance(pair.batches, BatchesStatus) and not pair.batches.holds
+    assert job.delete_with_record(job.classes["std"], pair) is False
+    assert "p-events-std-2024.01" in cluster.indices and cluster.records == []
+    assert not list(tmp_path.glob("retention-*.jsonl"))

@@ -245,10 +245,10 @@ def enroll(agent_yaml: Path, keys: Path, agent_id: str) -> str:
 
 
 def drop_prefix(client: OpenSearch, prefix: str) -> None:
-    """Remove what a test's collectors made under `prefix` (indices and the two index
+    """Remove what a test's collectors made under `prefix` (indices and the index
     templates), then close `client`."""
     client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
-    for template in (f"{prefix}-events", f"{prefix}-deadletter"):
+    for template in (f"{prefix}-events", f"{prefix}-batches", f"{prefix}-deadletter"):
         client.transport.perform_request(
             "DELETE", f"/_index_template/{template}", params={"ignore": 404}
         )

@@ -107,7 +107,7 @@ def env(opensearch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     finally:
         running.collector.stop()
         client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
-        for template in (f"{prefix}-events", f"{prefix}-deadletter"):
+        for template in (f"{prefix}-events", f"{prefix}-batches", f"{prefix}-deadletter"):
             client.transport.perform_request(
                 "DELETE", f"/_index_template/{template}", params={"ignore": 404}
             )

@@ -26,6 +26,7 @@ os_url = collector_fixtures.os_url
 os_http = collector_fixtures.os_http
 prefix = collector_fixtures.prefix
 pki = collector_fixtures.pki
+ism_available = collector_fixtures.ism_available
 
 BIN = Path(sys.executable).parent
 OCT_2026 = NOV_27_2026 - 40 * 86_400 * 1_000_000_000
@@ -158,3 +159,70 @@ def test_hold_blocks_deletion_is_audited_and_release_restores(
 
     # Released: deletion works again.
     assert os_http("DELETE", f"/{october}").status == 200
+
+
+def test_hold_covers_the_batches_indices_of_its_range(
+    tmp_path: Path, pki: Pki, prefix: str, os_url: str, os_http: Requester, ism_available: bool
+) -> None:
+    """`setup` installs the batches template; a hold on October blocks October's events
+    index and its batches index (not November's), names both, and its release frees
+    both. With ISM both are moved to the hold policy and back."""
+    from collector.batchbytes import batch_doc_id, batch_document, batches_index
+    from tests.helpers import free_port
+
+    config = write_config(
+        tmp_path / "cfg", pki, prefix=prefix, url=os_url, listen=f"127.0.0.1:{free_port()}"
+    )
+    made = cli("setup", "-c", str(config))
+    assert made.returncode == 0, made.stderr
+    assert f"template {prefix}-batches: created" in made.stdout
+    october = f"{prefix}-events-standard-2026.10"
+    november = f"{prefix}-events-standard-2026.11"
+    for events in (october, november):
+        assert os_http("PUT", f"/{events}").status == 200  # the events template applies
+        doc = batch_document(
+            agent_id="agent-1",
+            stream_id="s1",
+            sequences=[1, 2],
+            datas=[b"one", b"two"],
+            timestamp="2026-10-15T00:00:00.000000000Z",
+        )
+        doc_id = batch_doc_id("agent-1", "s1", [1, 2], [b"h1", b"h2"])
+        written = os_http("PUT", f"/{batches_index(prefix, events)}/_create/{doc_id}", body=doc)
+        assert written.status in (200, 201), written.body
+    october_bytes = batches_index(prefix, october)
+    november_bytes = batches_index(prefix, november)
+
+    placed = cli(
+        "hold",
+        "place",
+        "--class",
+        "standard",
+        "--from",
+        "2026.10",
+        "--to",
+        "2026.10",
+        "--reason",
+        "inquiry",
+        "-c",
+        str(config),
+    )
+    assert placed.returncode == 0, placed.stderr
+    assert "placed on 2 indices" in placed.stdout
+    assert october in placed.stdout and october_bytes in placed.stdout
+    assert november not in placed.stdout and november_bytes not in placed.stdout
+    hold_id = placed.stdout.split()[1]
+    for held in (october, october_bytes):
+        refused = os_http("DELETE", f"/{held}")
+        assert refused.status == 403 and "cluster_block_exception" in str(refused.body)
+    if ism_available:
+        explained = os_http("GET", f"/_plugins/_ism/explain/{october_bytes}").body
+        assert explained[october_bytes]["policy_id"] == f"{prefix}-legal-hold"
+    [state] = search(os_http, f"{prefix}-holds", {"term": {"record": "hold"}})
+    assert state["_source"]["hold"]["indices"] == [october, october_bytes]
+
+    released = cli("hold", "release", "--id", hold_id, "--reason", "closed", "-c", str(config))
+    assert released.returncode == 0, released.stderr
+    assert october_bytes in released.stdout
+    for freed in (october, october_bytes, november, november_bytes):
+        assert os_http("DELETE", f"/{freed}").status == 200

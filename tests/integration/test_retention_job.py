@@ -221,7 +221,7 @@ def cleanup(os_http: Requester) -> Iterator[list[str]]:
     yield prefixes
     for p in prefixes:
         os_http("DELETE", f"/{p}-*", params={"expand_wildcards": "all"})
-        for template in ("events", "deadletter"):
+        for template in ("events", "batches", "deadletter"):
             os_http("DELETE", f"/_index_template/{p}-{template}")
 
 
@@ -669,3 +669,116 @@ def test_v2_retention_records_name_the_stream(
         f"{agent}:{first}": [("EXPIRED", 1, 20)],
         f"{agent}:{second}": [("MISSING", 1, 5), ("EXPIRED", 6, 20)],
     }
+
+
+def test_batches_indices_go_with_their_events_index_and_alone_by_period(
+    tmp_path: Path, os_url: str, os_http: Requester, prefix: str, ism_available: bool
+) -> None:
+    """A format 2 stream 30 months old with its batches index (written under the
+    installed batches template), and two batches indices without events: 40 months and 1
+    month old. One run deletes the events index and its batches index under one record
+    naming both, and the 40-month batches index under a record of its own; the 1-month
+    one stays. verify still says EXPIRED for the stream."""
+    import datetime as dt
+    import time
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from opensearchpy import OpenSearch
+
+    from collector.batchbytes import (
+        BATCHES_MAPPING,
+        batch_doc_id,
+        batch_document,
+        batches_index,
+    )
+    from collector.documents import iso_nanos
+    from collector.lifecycle import LifecycleInstaller
+    from tests.integration import v2_store
+
+    if ism_available:
+        pytest.skip(reason="with ISM the job only records ISM's deletions")
+    site = write_site(tmp_path, prefix, os_url, os_http)
+    LifecycleInstaller(os_http, prefix=prefix, policies={}, replicas=0).install()
+    now = time.time_ns()
+    old = dt.datetime.fromtimestamp((now - 30 * MONTH_NS) / 1e9, dt.UTC)
+    start = int(old.replace(day=10, hour=12).timestamp()) * 10**9  # far from a month's edge
+    agent, stream_id = "v2-batches", integrity.new_stream_id()
+    key = Ed25519PrivateKey.generate()
+    v2_store.write_public_key(site.keys / f"{agent}.pub", key)
+    stream = v2_store.build_stream(agent, stream_id, key, 10, batch=10, start_time=start)
+    index = v2_store.month_index(prefix, start)
+    client = OpenSearch(hosts=[os_url], timeout=60)
+    try:
+        v2_store.create_indices(client, prefix, [index])
+        v2_store.store(client, prefix, stream)
+    finally:
+        client.close()
+    paired = batches_index(prefix, index)
+    alone_old = f"{prefix}-batches-standard-{index_month(now - 40 * MONTH_NS)}"
+    alone_young = f"{prefix}-batches-standard-{index_month(now - 1 * MONTH_NS)}"
+    sequences = [event.sequence for event in stream.events]
+    for target in (paired, alone_old, alone_young):
+        doc_id = batch_doc_id(agent, stream_id, sequences, stream.heads)
+        written = os_http(
+            "PUT",
+            f"/{target}/_create/{doc_id}",
+            body=batch_document(
+                agent_id=agent,
+                stream_id=stream_id,
+                sequences=sequences,
+                datas=stream.data,
+                timestamp=iso_nanos(start),
+            ),
+            params={"refresh": "true"},
+        )
+        assert written.status in (200, 201), written.body
+    # made by the batches template: its strict mapping and the events' settings
+    mapping = os_http("GET", f"/{paired}/_mapping").body[paired]["mappings"]
+    assert mapping["dynamic"] == "strict"
+    assert set(mapping["properties"]) == set(BATCHES_MAPPING["properties"])
+    settings = os_http("GET", f"/{paired}/_settings", params={"flat_settings": "true"})
+    assert settings.body[paired]["settings"]["index.codec"] == "best_compression"
+
+    status = cli("retention", "status", "-c", str(site.config))
+    assert status.returncode == 0, status.stderr
+    assert f"    + {paired}\t1 batch documents" in status.stdout
+    lines = {line.split("\t")[0].strip(): line for line in status.stdout.splitlines()}
+    assert "\tdelete\t" in lines[alone_old] and "(due)" in lines[alone_old]
+    assert "\tdelete\t" in lines[alone_young] and "(due)" not in lines[alone_young]
+
+    ran = cli("retention", "run", "-c", str(site.config))
+    assert ran.returncode == 0, ran.stderr + ran.stdout
+    assert f"{index}: delete (standard" in ran.stdout and f"with {paired}" in ran.stdout
+    assert f"{alone_old}: delete (standard, its events index is gone" in ran.stdout
+    assert not exists(os_http, index) and not exists(os_http, paired)
+    assert not exists(os_http, alone_old)
+    assert exists(os_http, alone_young)
+
+    records = file_records(site)
+    assert records.problems == []
+    by_index = {r.index: r for r in records.records}
+    assert sorted(by_index) == sorted([index, alone_old])
+    assert by_index[index].body["batches"]["index"] == paired
+    assert by_index[index].body["batches"]["documents"] == 1
+    assert by_index[index].runs(agent, stream_id) == [(1, 10)]
+    assert by_index[alone_old].body["events_index"] == alone_old.replace("-batches-", "-events-")
+    assert by_index[alone_old].agents == set()
+    assert sorted(r["index"] for r in records_in_index(site)) == sorted([index, alone_old])
+
+    refresh(os_http, f"{prefix}-*")
+    code, report = verify_json(
+        site.url,
+        prefix,
+        "--keys",
+        str(site.keys),
+        "--checkpoint-key",
+        str(site.checkpoints / "collector-signing-key.pub"),
+        "--agent",
+        agent,
+    )
+    assert report["problems"] == [], report["problems"]
+    got = [
+        (r["kind"], r["first"], r["last"])
+        for r in report["agents"][f"{agent}:{stream_id}"]["ranges"]
+    ]
+    assert got == [("EXPIRED", 1, 10)], (code, got)

@@ -88,7 +88,7 @@ def loaded(opensearch_url: str) -> Iterator[Loaded]:
         yield Loaded(client, http, prefix, scenario)
     finally:
         client.indices.delete(index=f"{prefix}-*", ignore_unavailable=True)
-        for template in (f"{prefix}-events", f"{prefix}-deadletter"):
+        for template in (f"{prefix}-events", f"{prefix}-batches", f"{prefix}-deadletter"):
             client.transport.perform_request(
                 "DELETE", f"/_index_template/{template}", params={"ignore": 404}
             )
