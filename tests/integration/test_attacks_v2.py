@@ -492,16 +492,31 @@ def test_seal_deleted_or_altered_gets_one_verdict(env: Env, agent: Agent) -> Non
 def test_events_deleted_inserted_swapped_and_edited(env: Env, agent: Agent) -> None:
     agent.ship(40)
     agent.delete_events(5, 5)
-    a, b = agent.doc(13), agent.doc(14)  # contents swapped, ids and positions kept
+    # Contents swapped, ids and positions kept. The signed bytes are stored per batch
+    # (collector.batchbytes), so the attacker moves them with the searchable fields by
+    # putting them in the documents, as documents written before per-batch storage
+    # carry them.
+    a, b = agent.doc(13), agent.doc(14)
+    a_bytes, b_bytes = (
+        base64.b64encode(event_bytes(env.client, env.prefix, doc)).decode() for doc in (a, b)
+    )
     env.client.index(
         index=a["_index"],
         id=a["_id"],
-        body={**b["_source"], "event": {**b["_source"]["event"], "sequence": 13}},
+        body={
+            **b["_source"],
+            "event": {**b["_source"]["event"], "sequence": 13},
+            "integrity": {**b["_source"]["integrity"], "canonical": b_bytes},
+        },
     )
     env.client.index(
         index=b["_index"],
         id=b["_id"],
-        body={**a["_source"], "event": {**a["_source"]["event"], "sequence": 14}},
+        body={
+            **a["_source"],
+            "event": {**a["_source"]["event"], "sequence": 14},
+            "integrity": {**a["_source"]["integrity"], "canonical": a_bytes},
+        },
     )
     # a forged event inside a sealed range, bytes self-consistent
     template, genuine = agent.doc(25), agent.doc(26)
