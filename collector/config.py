@@ -198,6 +198,7 @@ class OpenSearchConfig(_Model):
     index_prefix: str = Field(
         default="crm-audit",
         description="Prefix of every index: <prefix>-events-<class>-<YYYY.MM>, "
+        "<prefix>-batches-<class>-<YYYY.MM> (their events' signed bytes), "
         "<prefix>-deadletter, -alerts, -seals, -holds, -leases.",
     )
     # Limits of one _bulk request, which carries the writes of several batches (of any
