@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -41,7 +42,10 @@ _LEN = 4
 # Decompressed size bound: what one gRPC message can carry (proto.limits), framed.
 MAX_DECOMPRESSED = limits.MAX_MESSAGE_BYTES + limits.MAX_BATCH_EVENTS * _LEN
 
-_compressor = zstandard.ZstdCompressor(level=_LEVEL)
+# A ZstdCompressor must not be used by two threads at once (python-zstandard: not thread
+# safe; shared, concurrent batches corrupted each other's frames or crashed the
+# process): one per thread, kept for the thread's next batch.
+_local = threading.local()
 
 
 class BatchBytesError(ValueError):
@@ -51,7 +55,10 @@ class BatchBytesError(ValueError):
 def encode(datas: Iterable[bytes]) -> str:
     """The events' bytes as one base64 text of a zstd frame (content size recorded)."""
     framed = b"".join(len(d).to_bytes(_LEN, "big") + d for d in datas)
-    return base64.b64encode(_compressor.compress(framed)).decode("ascii")
+    compressor = getattr(_local, "compressor", None)
+    if compressor is None:
+        compressor = _local.compressor = zstandard.ZstdCompressor(level=_LEVEL)
+    return base64.b64encode(compressor.compress(framed)).decode("ascii")
 
 
 def decode(text: str, count: int) -> list[bytes]:

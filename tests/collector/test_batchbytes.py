@@ -4,6 +4,7 @@ what does not decode with BatchBytesError (verify turns that into a finding)."""
 from __future__ import annotations
 
 import base64
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import zstandard
@@ -55,3 +56,18 @@ def test_the_document_id_names_range_and_content() -> None:
     assert one.startswith("a:s:1-3:")
     assert one == batchbytes.batch_doc_id("a", "s", [3, 1, 2], [b"x", b"y", b"z"])
     assert one != batchbytes.batch_doc_id("a", "s", [3, 1, 2], [b"x", b"y", b"Z"])
+
+
+def test_threads_encoding_at_once_each_get_their_own_bytes() -> None:
+    """The collector encodes several batches at once (per-stream pipelines, many
+    agents); a compressor shared between threads corrupted frames or crashed."""
+
+    def encode_many(seed: int) -> bool:
+        for n in range(100):
+            datas = [bytes([seed, n]) * (50 + k) for k in range(200)]
+            if batchbytes.decode(batchbytes.encode(datas), len(datas)) != datas:
+                return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(encode_many, range(8)))
