@@ -750,11 +750,17 @@ def test_admin_places_and_releases_a_legal_hold(shipped: Shipped, env: Env) -> N
         str(env.admin_yaml),
     )
     assert placed.returncode == 0, placed.stderr
-    assert f"placed on {len(indices)} indices" in placed.stdout
+    # Every events index of the range, and the batches indices holding their bytes.
+    held = placed.stdout.split("\n", 1)[1].split()
+    batches = sorted(set(held) - set(indices))
+    assert set(indices) <= set(held) and batches, placed.stdout
+    assert all(name.startswith(f"{PREFIX}-batches-standard-") for name in batches), held
+    assert f"placed on {len(held)} indices" in placed.stdout
     hold_id = placed.stdout.split()[1]
     try:
-        settings = env.superuser("GET", f"/{indices[0]}/_settings").body
-        assert settings[indices[0]]["settings"]["index"]["blocks"]["read_only"] == "true"
+        for name in (indices[0], *batches):
+            settings = env.superuser("GET", f"/{name}/_settings").body
+            assert settings[name]["settings"]["index"]["blocks"]["read_only"] == "true"
         # Held: even the admin's delete fails, and the writer cannot lift the block.
         deleted = env.cluster.http(ADMIN)("DELETE", f"/{indices[0]}")
         assert deleted.status == 403 and "cluster_block_exception" in json.dumps(deleted.body)
