@@ -111,6 +111,13 @@ def rows(results: dict[str, Any]) -> list[Row]:
                     ("collector CPU-s per M events", "collector_cpu_s_per_m", _one),
                     _node_cpu("OpenSearch CPU-s per M events"),
                     _STORED,
+                    ("of which event documents", "stored_events_bytes_per_event", _int),
+                    (
+                        "of which batch documents (events' bytes)",
+                        "stored_batches_bytes_per_event",
+                        _int,
+                    ),
+                    ("of which seals", "stored_seals_bytes_per_event", _int),
                     ("agent peak RSS MiB", "agent_peak_rss_mib", _int),
                 ],
             )

@@ -66,8 +66,12 @@ def run_once(
             }
             run["pipeline_cpu_s_per_m"] = run["agent_cpu_s_per_m"] + run["collector_cpu_s_per_m"]
             run["sealed_events"] = check_integrity(bench, prefix, integrity)
-            # events, the batch documents with their bytes, seals
-            run.update(shipped.stored(bench.os, f"{index},{prefix}-batches-*,{prefix}-seals"))
+            # events, the batch documents with their bytes, seals: together, then each
+            parts = {"events": index, "batches": f"{prefix}-batches-*", "seals": f"{prefix}-seals"}
+            run.update(shipped.stored(bench.os, ",".join(parts.values())))
+            for part, pattern in parts.items():
+                stored = shipped.stored(bench.os, pattern)["stored_bytes_per_event"]
+                run[f"stored_{part}_bytes_per_event"] = stored
         if export:
             exported = _export(bench, prefix, f"{index},{prefix}-batches-*")
     return rounded(run), exported
