@@ -130,20 +130,27 @@ def _with_hash(template: dict[str, Any]) -> dict[str, Any]:
     return template
 
 
+def _template(
+    pattern: str, mapping: Mapping[str, Any], shards: int, replicas: int | str
+) -> dict[str, Any]:
+    """A composable template body of ours: `pattern`, the shared settings, `mapping`."""
+    return _with_hash(
+        {
+            "index_patterns": [pattern],
+            "priority": TEMPLATE_PRIORITY,
+            "template": {
+                "settings": _settings(shards, replicas),
+                "mappings": copy.deepcopy(dict(mapping)),
+            },
+        }
+    )
+
+
 def events_template(
     prefix: str, *, shards: int = 1, replicas: int | str = DEFAULT_REPLICAS
 ) -> dict[str, Any]:
     """Composable template body for ``{prefix}-events-*``."""
-    return _with_hash(
-        {
-            "index_patterns": [events_index_pattern(prefix)],
-            "priority": TEMPLATE_PRIORITY,
-            "template": {
-                "settings": _settings(shards, replicas),
-                "mappings": copy.deepcopy(EVENTS_MAPPING),
-            },
-        }
-    )
+    return _template(events_index_pattern(prefix), EVENTS_MAPPING, shards, replicas)
 
 
 def batches_template(
@@ -155,32 +162,14 @@ def batches_template(
     its events index, on the same nodes' disks, so it is cut, replicated and compressed
     the same way.
     """
-    return _with_hash(
-        {
-            "index_patterns": [batches_index_pattern(prefix)],
-            "priority": TEMPLATE_PRIORITY,
-            "template": {
-                "settings": _settings(shards, replicas),
-                "mappings": copy.deepcopy(BATCHES_MAPPING),
-            },
-        }
-    )
+    return _template(batches_index_pattern(prefix), BATCHES_MAPPING, shards, replicas)
 
 
 def deadletter_template(
     prefix: str, *, shards: int = 1, replicas: int | str = DEFAULT_REPLICAS
 ) -> dict[str, Any]:
     """Composable template body for the dead-letter index."""
-    return _with_hash(
-        {
-            "index_patterns": [f"{deadletter_index(prefix)}*"],
-            "priority": TEMPLATE_PRIORITY,
-            "template": {
-                "settings": _settings(shards, replicas),
-                "mappings": copy.deepcopy(DEADLETTER_MAPPING),
-            },
-        }
-    )
+    return _template(f"{deadletter_index(prefix)}*", DEADLETTER_MAPPING, shards, replicas)
 
 
 def render_policy(

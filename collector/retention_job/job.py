@@ -42,6 +42,7 @@ records the deletions ISM made (`collector.retention_job.ism`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -453,29 +454,32 @@ class RetentionJob:
                 IsmDeletions(self).record(report, dry_run=dry_run)
                 return report
             for row in self.status():
-                for status in row.indices:
-                    if not status.due:
+                # The events indices, then the batches indices whose events index is gone.
+                steps: list[tuple[IndexStatus | BatchesStatus, str, Callable[[], None]]] = [
+                    (
+                        status,
+                        f"{status.next_action} due",
+                        functools.partial(self._apply, row.policy, status, report, dry_run=dry_run),
+                    )
+                    for status in row.indices
+                ]
+                steps += [
+                    (
+                        orphan,
+                        "delete due (its events index is gone)",
+                        functools.partial(
+                            self._apply_orphan, row.policy, orphan, report, dry_run=dry_run
+                        ),
+                    )
+                    for orphan in row.orphans
+                ]
+                for item, what, apply in steps:
+                    if not item.due:
                         continue
-                    if status.blocked:
-                        report.kept.append(
-                            f"{status.name}: {status.next_action} due, kept: {status.blocked}"
-                        )
+                    if item.blocked:
+                        report.kept.append(f"{item.name}: {what}, kept: {item.blocked}")
                         continue
-                    self._apply(row.policy, status, report, dry_run=dry_run)
-                    if lease is not None:
-                        lease = self._renew(lease, report)
-                        if lease is None:
-                            return report
-                for orphan in row.orphans:
-                    if not orphan.due:
-                        continue
-                    if orphan.blocked:
-                        report.kept.append(
-                            f"{orphan.name}: delete due (its events index is gone), "
-                            f"kept: {orphan.blocked}"
-                        )
-                        continue
-                    self._apply_orphan(row.policy, orphan, report, dry_run=dry_run)
+                    apply()
                     if lease is not None:
                         lease = self._renew(lease, report)
                         if lease is None:
