@@ -7,6 +7,15 @@ an event without inline bytes reaches its first sequence, and of what it holds o
 entries at or above the current sequence are kept (the events below it have passed):
 memory is the batches overlapping the current sequence, whatever the stream's length.
 
+A batch document becomes searchable at its index's next refresh, its events at theirs
+(the same bulk, two indices, refresh timers of 1 s): a walk can meet a just-written
+event before its batch document is visible. So an event without bytes, ingested within
+`RECENT_S`, makes the batch documents be read again once (from its sequence), at least
+`SETTLE_S` after the walk's first event was read (the events' point in time was opened
+before that): every batch document written before then is searchable by then (an
+active shard refreshes each second; a search-idle one refreshes when the point in time
+is opened). Old data never waits.
+
 Nothing here decides a verdict. An event gets the bytes listed at its sequence in a
 batch document of its own index's batches index (`batchbytes.batches_index`), or none
 and the reason (`StoredEvent.bytes_problem`); the walk then judges those bytes against
@@ -20,7 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +43,7 @@ from collector.batchbytes import (
     decode,
     events_index_of,
 )
+from collector.documents import parse_iso_nanos
 from collector.verify.reading import Peekable, StoredEvent
 from proto import integrity
 from proto.v1 import audit_pb2
@@ -41,6 +52,13 @@ BATCH_PAGE = 50
 """Batch documents per search page. One holds a whole batch's events (hundreds, up to
 a gRPC message's worth), so a page of verify's events page size (`reading.PAGE`) would
 hold far more than the two event pages a stream's walk keeps."""
+
+SETTLE_S = 1.5
+"""How long after the walk's first event a re-read waits at least: past one refresh of
+the batches index (1 s, the default the template keeps)."""
+
+RECENT_S = 60.0
+"""An event ingested this recently, and without bytes, gets one re-read (module doc)."""
 
 BATCH_SORT: list[dict[str, Any]] = [{"batch.first": "asc"}, {"_index": "asc"}, {"_doc": "asc"}]
 """The order `BatchBytes` reads a stream's batch documents in (``batch.first`` first)."""
@@ -83,10 +101,27 @@ class _Broken:
     why: str
 
 
-class BatchBytes:
-    """One stream's batch documents, read as its events need them (module docstring)."""
+Reopen = Callable[[int], Iterator[Mapping[str, Any]]]
+"""The stream's batch documents again, from a sequence on (a new point in time)."""
 
-    def __init__(self, prefix: str, hits: Iterator[Mapping[str, Any]]) -> None:
+
+class BatchBytes:
+    """One stream's batch documents, read as its events need them (module docstring).
+
+    `reopen`: reads them again from a sequence, for an event written a moment ago whose
+    batch document was not searchable yet (None: never). `clock` (monotonic seconds),
+    `wall_ns` and `sleep` are the real ones outside tests."""
+
+    def __init__(
+        self,
+        prefix: str,
+        hits: Iterator[Mapping[str, Any]],
+        *,
+        reopen: Reopen | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ns: Callable[[], int] = time.time_ns,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.prefix = prefix
         self._source = hits
         self._hits = Peekable(hits)
@@ -94,12 +129,24 @@ class BatchBytes:
         self._offers: dict[int, dict[str, list[_Offer]]] = {}  # sequence -> index -> bytes
         self._due: list[int] = []  # heap of the sequences in _offers, to drop passed ones
         self._broken: list[_Broken] = []
+        self._reopen = reopen
+        self._clock = clock
+        self._wall_ns = wall_ns
+        self._sleep = sleep
+        self._first_event_at: float | None = None
+
+    def saw_event(self) -> None:
+        """The walk read an event (the first call marks when its point in time existed)."""
+        if self._first_event_at is None:
+            self._first_event_at = self._clock()
 
     def fill(self, event: StoredEvent) -> None:
         """Give `event` the bytes the batch documents of its index list at its sequence,
         or the reason it has none."""
         self._advance(event.position)
         offers = self._offers.get(event.position, {}).get(event.index, [])
+        if not offers and self._read_again(event):
+            offers = self._offers.get(event.position, {}).get(event.index, [])
         if not offers:
             event.bytes_problem = self._why_none(event)
             return
@@ -107,6 +154,31 @@ class BatchBytes:
         event.canonical = data
         with contextlib.suppress(DecodeError):
             event.decoded = audit_pb2.AuditEvent.FromString(data)
+
+    def _read_again(self, event: StoredEvent) -> bool:
+        """Once per stream, for a recent event: wait until its batch document must be
+        searchable, then read the batch documents again from its sequence."""
+        if self._reopen is None or not self._recent(event):
+            return False
+        reopen, self._reopen = self._reopen, None
+        settled = (self._first_event_at or self._clock()) + SETTLE_S
+        wait = settled - self._clock()
+        if wait > 0:
+            self._sleep(wait)
+        self.close()
+        self._source = reopen(event.position)
+        self._hits = Peekable(self._source)
+        self._at = None
+        self._advance(event.position)
+        return True
+
+    def _recent(self, event: StoredEvent) -> bool:
+        ingested = event.source.get("event", {}).get("ingested")
+        try:
+            at = parse_iso_nanos(ingested) if isinstance(ingested, str) else None
+        except ValueError:
+            return False
+        return at is not None and self._wall_ns() - at <= RECENT_S * 1e9
 
     def held(self) -> int:
         """Sequences whose bytes are held now (what bounds memory)."""
@@ -187,6 +259,7 @@ def with_batch_bytes(events: Iterable[StoredEvent], batches: BatchBytes) -> Iter
     batch reading is closed when the events end or are no longer read."""
     try:
         for event in events:
+            batches.saw_event()
             if event.canonical is None and not has_inline_bytes(event.source):
                 batches.fill(event)
             yield event

@@ -549,14 +549,18 @@ class Verifier:
                 [{"event.sequence": "asc"}, {"_index": "asc"}, {"_doc": "asc"}],
             )
         )
-        batches = self.reader.stream(
-            batches_index_pattern(self.prefix),
-            batch_query(agent, stream, first, last),
-            BATCH_SORT,
-            source=["batch"],
-            size=BATCH_PAGE,
-        )
-        return Peekable(with_batch_bytes(events, BatchBytes(self.prefix, batches)))
+
+        def batches(since: int | None) -> Iterator[dict[str, Any]]:
+            return self.reader.stream(
+                batches_index_pattern(self.prefix),
+                batch_query(agent, stream, since, last),
+                BATCH_SORT,
+                source=["batch"],
+                size=BATCH_PAGE,
+            )
+
+        joined = BatchBytes(self.prefix, batches(first), reopen=batches)
+        return Peekable(with_batch_bytes(events, joined))
 
     def _seals(
         self, agent: str, stream: str = "", firsts: tuple[int | None, int] | None = None

@@ -14,7 +14,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from collector.batchbytes import batch_doc_id, batch_document, batches_index
-from collector.verify.batches import BatchBytes, with_batch_bytes
+from collector.documents import parse_iso_nanos
+from collector.verify.batches import RECENT_S, SETTLE_S, BatchBytes, with_batch_bytes
 from collector.verify.reading import Peekable, SealInfo, StoredEvent, read_event
 from collector.verify.report import AgentReport
 from collector.verify.signed import StreamWalk
@@ -284,3 +285,60 @@ def test_a_batch_document_behind_the_current_sequence_is_not_decoded() -> None:
     events = list(joined([made.event_hit(s) for s in range(11, 21)], batch_hits))
     assert [e.canonical for e in events] == [made.data(s) for s in range(11, 21)]
     assert all(not e.bytes_problem for e in events)
+
+
+class Clock:
+    """Monotonic seconds that only move when slept through."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def late_batch_document_case(
+    age_s: float,
+) -> tuple[list[StoredEvent], list[int], Clock, Made]:
+    """Events 1-10 whose batch document of 6-10 was not searchable at the first read
+    (it is on the re-read), the walk's events ingested `age_s` before now."""
+    made = Made()
+    events = [read_event(made.event_hit(s)) for s in range(1, 11)]
+    ingested = parse_iso_nanos(events[0].source["event"]["ingested"])
+    reopened: list[int] = []
+
+    def reopen(since: int) -> Iterator[Mapping[str, Any]]:
+        reopened.append(since)
+        return iter([made.batch_hit([6, 7, 8, 9, 10])])
+
+    clock = Clock()
+    batches = BatchBytes(
+        PREFIX,
+        iter([made.batch_hit([1, 2, 3, 4, 5])]),
+        reopen=reopen,
+        clock=clock,
+        wall_ns=lambda: ingested + int(age_s * 1e9),
+        sleep=clock.sleep,
+    )
+    return list(with_batch_bytes(events, batches)), reopened, clock, made
+
+
+def test_a_batch_document_not_yet_searchable_is_read_again_once() -> None:
+    """Written a moment ago: its events were searchable before it. One re-read, a
+    refresh interval after the walk began, finds it."""
+    events, reopened, clock, made = late_batch_document_case(age_s=2)
+    assert reopened == [6]
+    assert clock.slept == [SETTLE_S]
+    assert [e.canonical for e in events] == [made.data(s) for s in range(1, 11)]
+
+
+def test_old_events_without_a_batch_document_are_not_waited_for() -> None:
+    events, reopened, clock, _made = late_batch_document_case(age_s=RECENT_S + 1)
+    assert reopened == [] and clock.slept == []
+    assert [e.position for e in events if e.canonical is None] == [6, 7, 8, 9, 10]
+    assert events[5].bytes_problem.endswith("lists sequence 6")
