@@ -18,12 +18,11 @@ chain head continuity check alerts ``fork`` when the heads differ.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from collector.errors import RetryableIndexingError
-from collector.gate import FORK, forks_index
+from collector.gate import FORK, event_integrity_fields, forks_index
 from collector.index import IndexRequest, Requester
 from proto import integrity
 
@@ -122,7 +121,7 @@ def with_inline_bytes(document: Mapping[str, Any], data: bytes) -> dict[str, Any
     stored = copy.get("integrity")
     copy["integrity"] = {
         **(stored if isinstance(stored, Mapping) else {}),
-        "canonical": base64.b64encode(data).decode("ascii"),
+        **event_integrity_fields(data, None),
     }
     return copy
 

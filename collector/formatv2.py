@@ -69,8 +69,8 @@ class Documents:
 
     events: list[tuple[EventDocument | DocumentBytes, str]] = field(default_factory=list)
     unparsed: list[IndexRequest] = field(default_factory=list)
-    # Per document of `events`: the event's bytes, its hash and its stream.
-    signed: list[tuple[bytes, bytes, str]] = field(default_factory=list)
+    # Per document of `events`: the event's bytes and its hash.
+    signed: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 def documents_v2(
@@ -106,16 +106,13 @@ def documents_v2(
         )
     append = out.events.append
     keep = out.signed.append
-    stream_at = len(agent_id) + 1
     for position, data in enumerate(datas):
         if built:
             entry = built[position]
             if entry is not None:
                 doc_id, sequence, timestamp, body, original = entry
                 append((DocumentBytes(doc_id, sequence, timestamp, body), original))
-                # The kernel's _id is agent:stream:sequence, each part as built.
-                stream = doc_id[stream_at : len(doc_id) - len(str(sequence)) - 1]
-                keep((data, verdict.event_hashes[position], stream))
+                keep((data, verdict.event_hashes[position]))
                 continue
         if parsed_all:
             event = verdict.event_at(position)
@@ -137,9 +134,11 @@ def documents_v2(
                     )
                 )
                 continue
-        stream = stream_of(event)
         doc = to_document(
-            event, agent_id=agent_id, received_unix_nano=received_unix_nano, stream_id=stream
+            event,
+            agent_id=agent_id,
+            received_unix_nano=received_unix_nano,
+            stream_id=stream_of(event),
         )
         fields = event_integrity_fields(
             data, heads[position], hash_of_event, inline_bytes=inline_bytes
@@ -151,13 +150,13 @@ def documents_v2(
         else:
             stored.update(fields)
         append((doc, event.original))
-        keep((data, hash_of_event, stream))
+        keep((data, hash_of_event))
     return out
 
 
 def batch_writes(
     requests: Sequence[IndexRequest],
-    signed: Sequence[tuple[bytes, bytes, str]],
+    signed: Sequence[tuple[bytes, bytes]],
     *,
     prefix: str,
     agent_id: str,
@@ -166,12 +165,17 @@ def batch_writes(
     """The batch documents storing the bytes of `requests`' events (`signed`, one entry
     per request), one per events index and stream, written beside them (``companion``:
     confirmed like the events, not counted as events)."""
+    # A format 2 _id is agent:stream:sequence (`documents.document_id`): all but its
+    # last part names the stream.
     groups: dict[tuple[str, str], list[int]] = {}
     for position, request in enumerate(requests):
-        groups.setdefault((request.index, signed[position][2]), []).append(position)
+        key = (request.index, request.doc_id.rpartition(":")[0])
+        groups.setdefault(key, []).append(position)
     timestamp = iso_nanos(received_unix_nano)
     writes: list[IndexRequest] = []
-    for (index, stream), positions in groups.items():
+    stream_at = len(agent_id) + 1
+    for (index, agent_stream), positions in groups.items():
+        stream = agent_stream[stream_at:]
         sequences = [requests[p].sequence for p in positions]
         body = batchbytes.batch_document(
             agent_id=agent_id,
@@ -220,7 +224,7 @@ def _dead_letter(
 
 
 def signed_bytes(
-    requests: Sequence[IndexRequest], signed: Sequence[tuple[bytes, bytes, str]]
+    requests: Sequence[IndexRequest], signed: Sequence[tuple[bytes, bytes]]
 ) -> dict[tuple[str, str], bytes]:
     """(index, _id) -> the event's bytes, for the documents of `requests` (a fork
     document carries its own, `collector.forks`)."""

@@ -346,11 +346,11 @@ class BatchProcessor:
     ) -> tuple[
         list[tuple[EventDocument | DocumentBytes, str]],
         list[IndexRequest],
-        list[tuple[bytes, bytes, str]],
+        list[tuple[bytes, bytes]],
     ]:
         """(document, original line) per event in batch order, dead letters of format 2
         event bytes that do not parse, and per format 2 document its event's (bytes,
-        hash, stream), stored per batch (collector.formatv2)."""
+        hash), stored per batch (collector.formatv2)."""
         if batch.format_version == integrity.FORMAT_V2:
             v2 = documents_v2(
                 batch,
