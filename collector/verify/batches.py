@@ -11,10 +11,10 @@ A batch document becomes searchable at its index's next refresh, its events at t
 (the same bulk, two indices, refresh timers of 1 s): a walk can meet a just-written
 event before its batch document is visible. So an event without bytes, ingested within
 `RECENT_S`, makes the batch documents be read again once (from its sequence), at least
-`SETTLE_S` after the walk's first event was read (the events' point in time was opened
-before that): every batch document written before then is searchable by then (an
-active shard refreshes each second; a search-idle one refreshes when the point in time
-is opened). Old data never waits.
+`SETTLE_S` after the walk's first event without bytes was read (the events' point in
+time was opened before that): every batch document written before then is searchable
+by then (an active shard refreshes each second; a search-idle one refreshes when the
+point in time is opened). Old data never waits.
 
 Nothing here decides a verdict. An event gets the bytes listed at its sequence in a
 batch document of its own index's batches index (`batchbytes.batches_index`), or none
@@ -133,16 +133,14 @@ class BatchBytes:
         self._clock = clock
         self._wall_ns = wall_ns
         self._sleep = sleep
-        self._first_event_at: float | None = None
-
-    def saw_event(self) -> None:
-        """The walk read an event (the first call marks when its point in time existed)."""
-        if self._first_event_at is None:
-            self._first_event_at = self._clock()
+        # When the first event needing bytes came: the events' point in time existed.
+        self._first_fill_at: float | None = None
 
     def fill(self, event: StoredEvent) -> None:
         """Give `event` the bytes the batch documents of its index list at its sequence,
         or the reason it has none."""
+        if self._first_fill_at is None:
+            self._first_fill_at = self._clock()
         self._advance(event.position)
         offers = self._offers.get(event.position, {}).get(event.index, [])
         if not offers and self._read_again(event):
@@ -161,7 +159,7 @@ class BatchBytes:
         if self._reopen is None or not self._recent(event):
             return False
         reopen, self._reopen = self._reopen, None
-        settled = (self._first_event_at or self._clock()) + SETTLE_S
+        settled = (self._first_fill_at or self._clock()) + SETTLE_S
         wait = settled - self._clock()
         if wait > 0:
             self._sleep(wait)
@@ -259,7 +257,6 @@ def with_batch_bytes(events: Iterable[StoredEvent], batches: BatchBytes) -> Iter
     batch reading is closed when the events end or are no longer read."""
     try:
         for event in events:
-            batches.saw_event()
             if event.canonical is None and not has_inline_bytes(event.source):
                 batches.fill(event)
             yield event
